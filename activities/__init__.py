@@ -1,0 +1,3 @@
+"""activities package."""
+
+__all__: list[str] = []

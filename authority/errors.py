@@ -1,0 +1,354 @@
+"""The authority error family.
+
+Every failure raised by ``authority`` derives from :class:`AuthorityError`.
+Each subclass carries a stable ``code`` so callers (the gate, the CLI, evidence
+records) can name the reason without parsing messages. Verification failures
+derive from :class:`VerificationError`: anything the verifier cannot establish
+is a denial, never a ``False``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApprovalError",
+    "ApprovalExpiredError",
+    "ApprovalInsufficientError",
+    "ApprovalMismatchError",
+    "ArgumentsMismatchError",
+    "AttestationError",
+    "AuthorityError",
+    "BindingMismatchError",
+    "CanonicalizationError",
+    "DuplicateKeyJSONError",
+    "EnvelopeError",
+    "EnvelopeTooLargeError",
+    "EnvironmentMismatchError",
+    "GrantExpiredError",
+    "GrantNotYetValidError",
+    "GrantReplayedError",
+    "GrantSchemaError",
+    "InfrastructureError",
+    "InitiatorMismatchError",
+    "KeyExpiredError",
+    "KeyFileError",
+    "KeyRoleError",
+    "MalformedBase64Error",
+    "MalformedEnvelopeError",
+    "MalformedSignatureError",
+    "NonCanonicalPayloadError",
+    "PayloadTypeError",
+    "PolicyBundleError",
+    "PolicyDigestMismatchError",
+    "PolicyError",
+    "PolicyEvaluationError",
+    "ReplayStoreUnavailableError",
+    "RevokedKeyError",
+    "SignatureInvalidError",
+    "TrustStoreError",
+    "UnknownKeyError",
+    "UnknownSchemaVersionError",
+    "VerificationError",
+    "WorkflowMismatchError",
+    "ActivityMismatchError",
+    "RunMismatchError",
+    "ActivityTypeMismatchError",
+    "DecisionMismatchError",
+    "NamespaceMismatchError",
+]
+
+
+class AuthorityError(Exception):
+    """Root of every error raised by the ``authority`` package."""
+
+    code: str = "authority_error"
+    #: Whether retrying the same operation later could succeed. Denials are
+    #: final; infrastructure faults are not.
+    retryable: bool = False
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+class CanonicalizationError(AuthorityError):
+    """A value cannot be expressed as RFC 8785 canonical JSON."""
+
+    code = "canonicalization_failed"
+
+
+class DuplicateKeyJSONError(CanonicalizationError):
+    """A JSON document names the same object key twice."""
+
+    code = "duplicate_json_key"
+
+
+# --- verification (denials) -------------------------------------------------
+
+
+class VerificationError(AuthorityError):
+    """Something could not be established; treat as a denial."""
+
+    code = "verification_failed"
+
+
+class EnvelopeError(VerificationError):
+    """A DSSE envelope is malformed or does not verify."""
+
+    code = "envelope_invalid"
+
+
+class MalformedEnvelopeError(EnvelopeError):
+    """The envelope is not a well-formed DSSE JSON document."""
+
+    code = "envelope_malformed"
+
+
+class MalformedBase64Error(MalformedEnvelopeError):
+    """A base64 field of the envelope does not decode."""
+
+    code = "envelope_bad_base64"
+
+
+class EnvelopeTooLargeError(MalformedEnvelopeError):
+    """The envelope exceeds the size limit for its kind."""
+
+    code = "envelope_too_large"
+
+
+class PayloadTypeError(EnvelopeError):
+    """The envelope's payloadType is not the one expected."""
+
+    code = "payload_type_mismatch"
+
+
+class MalformedSignatureError(EnvelopeError):
+    """A signature has the wrong length or shape for its algorithm."""
+
+    code = "signature_malformed"
+
+
+class SignatureInvalidError(EnvelopeError):
+    """No signature by an acceptable key verifies over the PAE bytes."""
+
+    code = "signature_invalid"
+
+
+class NonCanonicalPayloadError(EnvelopeError):
+    """The signed payload is not in RFC 8785 canonical form."""
+
+    code = "payload_not_canonical"
+
+
+# --- keys and trust ---------------------------------------------------------
+
+
+class UnknownKeyError(VerificationError):
+    """The signing key id is not in the trust store."""
+
+    code = "key_unknown"
+
+
+class RevokedKeyError(VerificationError):
+    """The signing key has been revoked."""
+
+    code = "key_revoked"
+
+
+class KeyExpiredError(VerificationError):
+    """The signing key is outside its validity period."""
+
+    code = "key_outside_validity"
+
+
+class KeyRoleError(VerificationError):
+    """The signing key does not hold the role the artifact needs."""
+
+    code = "key_wrong_role"
+
+
+class KeyFileError(AuthorityError):
+    """A key file is missing, unreadable or not a key of the expected kind."""
+
+    code = "key_file_invalid"
+
+
+class TrustStoreError(AuthorityError):
+    """The trust store cannot be read or is malformed.
+
+    Retryable: a trust store that is briefly unreadable (a volume being
+    re-mounted) may come back; the gate still refuses to run meanwhile.
+    """
+
+    code = "trust_store_unavailable"
+    retryable = True
+
+
+# --- grants -----------------------------------------------------------------
+
+
+class GrantSchemaError(VerificationError):
+    """The grant payload does not match the grant schema exactly."""
+
+    code = "grant_schema_invalid"
+
+
+class UnknownSchemaVersionError(GrantSchemaError):
+    """The grant names a schema version this verifier does not know."""
+
+    code = "grant_schema_unknown"
+
+
+class GrantExpiredError(VerificationError):
+    """The grant's validity window has ended."""
+
+    code = "grant_expired"
+
+
+class GrantNotYetValidError(VerificationError):
+    """The grant's validity window has not started."""
+
+    code = "grant_not_yet_valid"
+
+
+class BindingMismatchError(VerificationError):
+    """The grant is bound to a different call than the one attempted."""
+
+    code = "binding_mismatch"
+
+
+class ActivityTypeMismatchError(BindingMismatchError):
+    """The grant names another activity type."""
+
+    code = "binding_activity_type"
+
+
+class ArgumentsMismatchError(BindingMismatchError):
+    """The digest of the actual arguments differs from the granted one."""
+
+    code = "binding_arguments"
+
+
+class NamespaceMismatchError(BindingMismatchError):
+    """The grant is bound to another namespace."""
+
+    code = "binding_namespace"
+
+
+class WorkflowMismatchError(BindingMismatchError):
+    """The grant is bound to another workflow id."""
+
+    code = "binding_workflow_id"
+
+
+class RunMismatchError(BindingMismatchError):
+    """The grant is bound to another run id."""
+
+    code = "binding_run_id"
+
+
+class ActivityMismatchError(BindingMismatchError):
+    """The grant is bound to another activity id."""
+
+    code = "binding_activity_id"
+
+
+class InitiatorMismatchError(BindingMismatchError):
+    """The grant is bound to another initiator."""
+
+    code = "binding_initiator"
+
+
+class PolicyDigestMismatchError(BindingMismatchError):
+    """The grant was issued under another policy bundle."""
+
+    code = "binding_policy_digest"
+
+
+class DecisionMismatchError(BindingMismatchError):
+    """The grant names another decision id than expected."""
+
+    code = "binding_decision_id"
+
+
+class EnvironmentMismatchError(BindingMismatchError):
+    """This worker's environment attestation is not the granted one."""
+
+    code = "binding_environment"
+
+
+class GrantReplayedError(VerificationError):
+    """The grant id has already been used."""
+
+    code = "grant_replayed"
+
+
+# --- approvals --------------------------------------------------------------
+
+
+class ApprovalError(VerificationError):
+    """An approval does not verify or does not satisfy the policy."""
+
+    code = "approval_invalid"
+
+
+class ApprovalMismatchError(ApprovalError):
+    """The approval is bound to another request or decision."""
+
+    code = "approval_mismatch"
+
+
+class ApprovalExpiredError(ApprovalError):
+    """The approval has expired."""
+
+    code = "approval_expired"
+
+
+class ApprovalInsufficientError(ApprovalError):
+    """Fewer distinct valid approvals than the policy's threshold."""
+
+    code = "approval_insufficient"
+
+
+# --- attestation ------------------------------------------------------------
+
+
+class AttestationError(VerificationError):
+    """An environment attestation is malformed or does not verify."""
+
+    code = "attestation_invalid"
+
+
+# --- policy -----------------------------------------------------------------
+
+
+class PolicyError(AuthorityError):
+    """Root of policy problems."""
+
+    code = "policy_error"
+
+
+class PolicyBundleError(PolicyError):
+    """A policy bundle cannot be loaded or does not validate."""
+
+    code = "policy_bundle_invalid"
+
+
+class PolicyEvaluationError(PolicyError):
+    """The policy engine could not evaluate a request."""
+
+    code = "policy_evaluation_failed"
+
+
+# --- infrastructure ---------------------------------------------------------
+
+
+class InfrastructureError(AuthorityError):
+    """A governance dependency could not answer. Retryable, never a pass."""
+
+    code = "infrastructure_unavailable"
+    retryable = True
+
+
+class ReplayStoreUnavailableError(InfrastructureError):
+    """The single-use store cannot be reached."""
+
+    code = "replay_store_unavailable"

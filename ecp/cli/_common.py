@@ -1,0 +1,63 @@
+"""What every ``ecp`` command shares: one-line errors and the --debug switch."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+
+__all__ = ["DEBUG", "CliError", "fail", "one_line_errors"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Set by the root callback's ``--debug``; shows tracebacks instead of one line.
+DEBUG = {"on": False}
+
+
+class CliError(Exception):
+    """A user-facing problem the CLI reports in one line."""
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _family_roots() -> tuple[type[BaseException], ...]:
+    # Imported lazily so a broken optional package never breaks `ecp --help`.
+    roots: list[type[BaseException]] = [CliError]
+    from authority.errors import AuthorityError
+
+    roots.append(AuthorityError)
+    try:
+        from lineage.errors import LineageError
+    except ImportError:  # pragma: no cover - the ledger package is optional here
+        pass
+    else:
+        roots.append(LineageError)
+    return tuple(roots)
+
+
+def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn the project's own errors into one stderr line and exit code 1.
+
+    Only the project's error roots are caught: anything else is a bug and
+    keeps its traceback.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except _family_roots() as exc:
+            if DEBUG["on"]:
+                raise
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper

@@ -1,0 +1,3 @@
+"""lineage package."""
+
+__all__: list[str] = []

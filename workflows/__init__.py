@@ -1,0 +1,3 @@
+"""workflows package."""
+
+__all__: list[str] = []
