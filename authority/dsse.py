@@ -20,6 +20,8 @@ from authority.canonical import parse_json_strict
 from authority.errors import (
     AuthorityError,
     CanonicalizationError,
+    DuplicateKeyEnvelopeError,
+    DuplicateKeyJSONError,
     EnvelopeTooLargeError,
     MalformedBase64Error,
     MalformedEnvelopeError,
@@ -94,8 +96,9 @@ class Envelope:
 
         Raises:
             EnvelopeTooLargeError: the document exceeds ``max_bytes``.
-            MalformedEnvelopeError: not JSON, duplicate keys, missing or
-                mistyped fields, no signatures.
+            DuplicateKeyEnvelopeError: the JSON repeats an object key.
+            MalformedEnvelopeError: not JSON, missing or mistyped fields,
+                no signatures.
             MalformedBase64Error: payload or a signature is not base64.
         """
         raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -105,6 +108,8 @@ class Envelope:
             )
         try:
             doc = parse_json_strict(raw)
+        except DuplicateKeyJSONError as exc:
+            raise DuplicateKeyEnvelopeError(f"envelope JSON is ambiguous: {exc}") from exc
         except CanonicalizationError as exc:
             raise MalformedEnvelopeError(f"envelope is not valid JSON: {exc}") from exc
         return cls.from_dict(doc)

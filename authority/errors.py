@@ -10,21 +10,31 @@ is a denial, never a ``False``.
 from __future__ import annotations
 
 __all__ = [
+    "ActivityMismatchError",
+    "ActivityTypeMismatchError",
     "ApprovalError",
     "ApprovalExpiredError",
     "ApprovalInsufficientError",
     "ApprovalMismatchError",
+    "ApprovalNotYetValidError",
+    "ApprovalSchemaError",
+    "ApproverNotAuthorizedError",
     "ArgumentsMismatchError",
     "AttestationError",
     "AuthorityError",
     "BindingMismatchError",
     "CanonicalizationError",
+    "ClockError",
+    "DecisionMismatchError",
+    "DuplicateKeyEnvelopeError",
     "DuplicateKeyJSONError",
     "EnvelopeError",
     "EnvelopeTooLargeError",
     "EnvironmentMismatchError",
+    "GrantAttemptsExhaustedError",
     "GrantExpiredError",
     "GrantNotYetValidError",
+    "GrantRefusedError",
     "GrantReplayedError",
     "GrantSchemaError",
     "InfrastructureError",
@@ -35,6 +45,7 @@ __all__ = [
     "MalformedBase64Error",
     "MalformedEnvelopeError",
     "MalformedSignatureError",
+    "NamespaceMismatchError",
     "NonCanonicalPayloadError",
     "PayloadTypeError",
     "PolicyBundleError",
@@ -43,17 +54,14 @@ __all__ = [
     "PolicyEvaluationError",
     "ReplayStoreUnavailableError",
     "RevokedKeyError",
+    "RunMismatchError",
     "SignatureInvalidError",
+    "StatementError",
     "TrustStoreError",
     "UnknownKeyError",
     "UnknownSchemaVersionError",
     "VerificationError",
     "WorkflowMismatchError",
-    "ActivityMismatchError",
-    "RunMismatchError",
-    "ActivityTypeMismatchError",
-    "DecisionMismatchError",
-    "NamespaceMismatchError",
 ]
 
 
@@ -112,6 +120,16 @@ class EnvelopeTooLargeError(MalformedEnvelopeError):
     """The envelope exceeds the size limit for its kind."""
 
     code = "envelope_too_large"
+
+
+class DuplicateKeyEnvelopeError(MalformedEnvelopeError):
+    """The envelope JSON names the same object key twice.
+
+    Parsers disagree on which duplicate wins, so such a document could mean
+    different things to different verifiers; it is refused outright.
+    """
+
+    code = "envelope_duplicate_key"
 
 
 class PayloadTypeError(EnvelopeError):
@@ -281,6 +299,24 @@ class GrantReplayedError(VerificationError):
     code = "grant_replayed"
 
 
+class GrantAttemptsExhaustedError(GrantReplayedError):
+    """The attempt number exceeds the grant's ``max_attempts`` scope."""
+
+    code = "grant_attempts_exhausted"
+
+
+class GrantRefusedError(AuthorityError):
+    """The authority refuses to issue a grant (the decision does not allow it)."""
+
+    code = "grant_refused"
+
+
+class ClockError(VerificationError):
+    """The injected clock returned a time without a time zone."""
+
+    code = "clock_invalid"
+
+
 # --- approvals --------------------------------------------------------------
 
 
@@ -308,6 +344,24 @@ class ApprovalInsufficientError(ApprovalError):
     code = "approval_insufficient"
 
 
+class ApprovalNotYetValidError(ApprovalError):
+    """The approval's validity window has not started."""
+
+    code = "approval_not_yet_valid"
+
+
+class ApprovalSchemaError(ApprovalError):
+    """The approval payload does not match the approval schema exactly."""
+
+    code = "approval_schema_invalid"
+
+
+class ApproverNotAuthorizedError(ApprovalError):
+    """The approver is not who the key says, or not in the policy's approval role."""
+
+    code = "approver_not_authorized"
+
+
 # --- attestation ------------------------------------------------------------
 
 
@@ -315,6 +369,15 @@ class AttestationError(VerificationError):
     """An environment attestation is malformed or does not verify."""
 
     code = "attestation_invalid"
+
+
+# --- in-toto statements -----------------------------------------------------
+
+
+class StatementError(VerificationError):
+    """A document is not a valid in-toto Statement (v1, or legacy v0.1)."""
+
+    code = "statement_invalid"
 
 
 # --- policy -----------------------------------------------------------------

@@ -93,7 +93,9 @@ class TrustedKey:
         not_after: datetime | None = None,
     ) -> TrustedKey:
         """Build an entry whose key id is derived from the key itself."""
-        return cls(key_id_for(public_key), public_key, frozenset(roles), name, not_before, not_after)
+        return cls(
+            key_id_for(public_key), public_key, frozenset(roles), name, not_before, not_after
+        )
 
     def to_dict(self) -> dict[str, object]:
         """JSON form of the entry."""
