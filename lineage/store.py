@@ -1,0 +1,329 @@
+"""Ledger storage: SQLModel tables, engines and the locking write transaction.
+
+The tables are storage only; the signed and wire models live in
+:mod:`lineage.evidence`, :mod:`lineage.checkpoint` and :mod:`lineage.receipt`.
+
+- ``ledger_entry``: one row per entry, ``seq`` gap-free from 0, the exact
+  leaf bytes (canonical DSSE envelope JSON), its RFC 6962 leaf hash, the
+  evidence id (unique: the idempotency key) and the tree root right after
+  this entry (so ``verify`` can name the first reordered entry exactly).
+- ``ledger_node``: every completed perfect subtree of level >= 1, keyed by
+  its post-order position (monotonic in append order, so inserts go to the
+  end of the B-tree and one range scan covers the nodes of a run of entries).
+- ``ledger_head``: one row, the tree size, root and compact range (right
+  border); every writer locks it, which serialises appends and checkpoints.
+- ``ledger_checkpoint``: every signed checkpoint note, in issue order.
+
+Writers serialise on the head: SQLite with ``BEGIN IMMEDIATE`` (the database
+write lock, waited for up to the busy timeout), PostgreSQL with
+``SELECT … FOR UPDATE`` on the head row. Connection and I/O faults become
+:class:`~lineage.errors.LedgerUnavailableError`; the transaction has then
+rolled back, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlalchemy.exc as sa_exc
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy import (
+    inspect as sa_inspect,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Field, SQLModel
+
+from lineage.errors import LedgerUnavailableError
+
+__all__ = [
+    "CHECKPOINT",
+    "ENTRY",
+    "HEAD",
+    "NODE",
+    "CheckpointRow",
+    "EntryRow",
+    "HeadRow",
+    "LedgerDatabase",
+    "NodeRow",
+    "node_key",
+]
+
+_BUSY_TIMEOUT_S = 60.0
+_PG_CONNECT_TIMEOUT_S = 5
+
+
+class EntryRow(SQLModel, table=True):
+    """One log entry (storage row)."""
+
+    __tablename__ = "ledger_entry"
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    evidence_id: str = Field(sa_column=Column(String(80), nullable=False, unique=True))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    root_after: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class NodeRow(SQLModel, table=True):
+    """A perfect subtree hash of level >= 1 (storage row)."""
+
+    __tablename__ = "ledger_node"
+
+    node_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class HeadRow(SQLModel, table=True):
+    """The log head: one row with id 1 (storage row)."""
+
+    __tablename__ = "ledger_head"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    root_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    border: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class CheckpointRow(SQLModel, table=True):
+    """A signed checkpoint note (storage row)."""
+
+    __tablename__ = "ledger_checkpoint"
+
+    # SQLite only autoincrements an INTEGER PRIMARY KEY.
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    origin: str = Field(sa_column=Column(String(255), nullable=False))
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+#: The tables as SQLAlchemy Core objects, for typed queries.
+ENTRY: Table = SQLModel.metadata.tables["ledger_entry"]
+NODE: Table = SQLModel.metadata.tables["ledger_node"]
+HEAD: Table = SQLModel.metadata.tables["ledger_head"]
+CHECKPOINT: Table = SQLModel.metadata.tables["ledger_checkpoint"]
+_TABLES = [ENTRY, NODE, HEAD, CHECKPOINT]
+
+
+def node_key(level: int, index: int) -> int:
+    """Post-order position of the perfect subtree ``(level, index)``.
+
+    Leaf ``n`` would sit at ``2n - popcount(n)`` and the subtrees it completes
+    follow it, so keys grow with append order.
+    """
+    last_leaf = ((index + 1) << level) - 1
+    return 2 * last_leaf - last_leaf.bit_count() + level
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    size: int
+    root_hash: bytes
+    border: bytes
+
+
+def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    return bool(exc.connection_invalidated)
+
+
+class LedgerDatabase:
+    """An engine for one ledger database and its transactions."""
+
+    def __init__(self, engine: Engine, *, is_sqlite: bool, display_url: str) -> None:
+        self.engine = engine
+        self.is_sqlite = is_sqlite
+        self.display_url = display_url
+
+    # --- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> LedgerDatabase:
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``).
+
+        SQLite files are opened read-write without auto-creation after the
+        first open, so a moved or deleted file is an error, never a silently
+        empty new log.
+
+        Raises:
+            LedgerUnavailableError: the database cannot be reached, or does not
+                exist and ``create`` is false.
+        """
+        parsed = make_url(url)
+        display = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite":
+            path = parsed.database
+            if not path or path == ":memory:":
+                raise LedgerUnavailableError("the ledger needs a SQLite file, not :memory:")
+            db = cls(_sqlite_engine(Path(path)), is_sqlite=True, display_url=display)
+            if not Path(path).exists():
+                if not create:
+                    raise LedgerUnavailableError(f"no ledger database at {display}")
+                _create_sqlite_file(Path(path))
+        else:
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=2,
+                max_overflow=4,
+                connect_args={"connect_timeout": _PG_CONNECT_TIMEOUT_S},
+            )
+            db = cls(engine, is_sqlite=False, display_url=display)
+        db._ensure_schema(create=create)
+        return db
+
+    def _ensure_schema(self, *, create: bool) -> None:
+        with self.guard(), self.engine.connect() as conn, conn.begin():
+            if not self.is_sqlite:
+                # Several processes may open a fresh database at once.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7283529101)"))
+            if create:
+                SQLModel.metadata.create_all(conn, tables=_TABLES, checkfirst=True)
+                exists = conn.execute(select(HEAD.c.id).where(HEAD.c.id == 1)).first()
+                if exists is None:
+                    conn.execute(
+                        HEAD.insert().values(
+                            id=1, size=0, root_hash=_EMPTY, border=b""
+                        )
+                    )
+            elif not sa_inspect(conn).has_table(HEAD.name):
+                raise LedgerUnavailableError(f"no ledger in database {self.display_url}")
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    # --- transactions -------------------------------------------------------
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Map connection and I/O faults to :class:`LedgerUnavailableError`.
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable or failed mid-way.
+        """
+        try:
+            yield
+        except sa_exc.DBAPIError as exc:
+            if _is_unavailable(exc):
+                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise LedgerUnavailableError(
+                    f"ledger database {self.display_url} unavailable: {first}"
+                ) from exc
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (a consistent snapshot on both back ends).
+
+        Raises:
+            LedgerUnavailableError: see :meth:`guard`.
+        """
+        with self.guard(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[tuple[Connection, _Head]]:
+        """The writer's transaction: holds the log-head lock until commit.
+
+        Raises:
+            LedgerUnavailableError: see :meth:`guard`.
+        """
+        with self.guard(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(ecp_begin="IMMEDIATE")
+            with conn.begin():
+                stmt = select(HEAD.c.size, HEAD.c.root_hash, HEAD.c.border).where(
+                    HEAD.c.id == 1
+                )
+                if not self.is_sqlite:
+                    stmt = stmt.with_for_update()
+                row = conn.execute(stmt).one()
+                yield conn, _Head(row.size, bytes(row.root_hash), bytes(row.border))
+
+    def read_head(self, conn: Connection) -> _Head:
+        """The head as seen by ``conn``."""
+        row = conn.execute(
+            select(HEAD.c.size, HEAD.c.root_hash, HEAD.c.border).where(HEAD.c.id == 1)
+        ).one()
+        return _Head(row.size, bytes(row.root_hash), bytes(row.border))
+
+
+_EMPTY = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+
+
+def _create_sqlite_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    try:
+        # WAL lets readers (proofs, verify) run beside the single writer.
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    resolved = path.resolve()
+    uri = f"file:{quote(str(resolved))}?mode=rw"
+
+    def connect() -> sqlite3.Connection:
+        # mode=rw: never create a file here; autocommit so we issue BEGIN ourselves.
+        con = sqlite3.connect(
+            uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        # An acknowledged append must survive a crash: a checkpoint may sign it.
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    engine = create_engine("sqlite://", creator=connect, pool_size=4, max_overflow=8)
+
+    @event.listens_for(engine, "connect")
+    def _remember_file(dbapi_con: object, record: ConnectionPoolEntry) -> None:
+        st = os.stat(resolved)
+        record.info["ecp_file"] = (st.st_dev, st.st_ino)
+
+    @event.listens_for(engine, "checkout")
+    def _same_file(dbapi_con: object, record: ConnectionPoolEntry, proxy: object) -> None:
+        # A pooled connection keeps working on a file that was moved or
+        # deleted; the log at this path is then gone, so say so.
+        try:
+            st = os.stat(resolved)
+        except OSError as exc:
+            raise sa_exc.DisconnectionError(f"{resolved} is gone") from exc
+        if record.info.get("ecp_file") != (st.st_dev, st.st_ino):
+            raise sa_exc.DisconnectionError(f"{resolved} was replaced")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("ecp_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine

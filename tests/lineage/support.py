@@ -1,0 +1,59 @@
+"""Evidence builders shared by the lineage tests and the benchmark."""
+
+from __future__ import annotations
+
+from authority.canonical import digest_bytes
+from authority.dsse import Envelope
+from authority.keys import Signer
+from lineage.evidence import (
+    ActivityIdentity,
+    EvidencePredicate,
+    Outcome,
+    OutcomeStatus,
+    build_statement,
+    sign_evidence,
+)
+
+__all__ = ["make_envelope", "make_predicate"]
+
+
+def make_predicate(i: int, *, status: OutcomeStatus = OutcomeStatus.COMPLETED) -> EvidencePredicate:
+    """A valid predicate for the ``i``-th governed call."""
+    denied = status is not OutcomeStatus.COMPLETED
+    return EvidencePredicate(
+        decision_id=f"dec-{i}",
+        policy_digest=digest_bytes(b"policy-bundle"),
+        grant_id=None if status is OutcomeStatus.DENIED else f"grant-{i}",
+        initiator="alice@example.com",
+        activity=ActivityIdentity(
+            namespace="default",
+            workflow_id=f"wf-{i}",
+            run_id="run-1",
+            activity_id=str(i),
+            attempt=1,
+            activity_type="transfer_funds",
+        ),
+        outcome=Outcome(
+            status=status,
+            reason_code="policy_denied" if denied else None,
+            reason="amount above limit" if denied else None,
+        ),
+        started_at="2025-01-02T03:04:05.000000Z",
+        finished_at="2025-01-02T03:04:06.500000Z",
+    )
+
+
+def make_envelope(
+    i: int, signer: Signer, *, status: OutcomeStatus = OutcomeStatus.COMPLETED
+) -> Envelope:
+    """A signed evidence envelope, distinct for every ``i``."""
+    pred = make_predicate(i, status=status)
+    return sign_evidence(
+        build_statement(
+            pred,
+            arguments=digest_bytes(b"args-%d" % i),
+            result=digest_bytes(b"result-%d" % i) if status is OutcomeStatus.COMPLETED else None,
+            grant=digest_bytes(b"grant-%d" % i) if status is not OutcomeStatus.DENIED else None,
+        ),
+        signer,
+    )
