@@ -81,7 +81,9 @@ class Effect(StrEnum):
     ALLOW_AFTER_APPROVAL = "allow_after_approval"
 
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", strict=True)
+# Not strict: decisions also travel through Temporal converters as plain JSON
+# (lists for tuples, strings for enums). Nothing here is a signed payload.
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class PolicyRequest(BaseModel):

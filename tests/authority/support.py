@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ecp
-from authority.canonical import Digest, digest_bytes
+from authority.canonical import digest_bytes
 from authority.dsse import Envelope, sign_envelope
 from authority.grant import GRANT_PAYLOAD_TYPE, CallBinding, Grant, GrantId, GrantScope
 from authority.keys import Ed25519FileSigner, KeyId

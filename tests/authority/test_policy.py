@@ -165,7 +165,8 @@ def test_schema_violation_is_rejected_by_validate(tmp_path: Path) -> None:
         ("entities.json", '[{"uid": {"type": "User", "id": "a"}, "uid": {}}]', "entities.json"),
         (
             "policies.cedar",
-            '@id("x") permit(principal, action, resource);\n@id("x") forbid(principal, action, resource);',
+            '@id("x") permit(principal, action, resource);\n'
+            '@id("x") forbid(principal, action, resource);',
             "share @id",
         ),
         (
@@ -255,7 +256,8 @@ def test_json_schema_bundles_load(tmp_path: Path) -> None:
     (path / "schema.cedarschema.json").write_text(
         '{"": {"entityTypes": {"User": {}, "Activity": {}}, "actions": {"ping": {"appliesTo":'
         ' {"principalTypes": ["User"], "resourceTypes": ["Activity"], "context": {"type": "Record",'
-        ' "attributes": {"arguments": {"type": "Record", "attributes": {}}, "purpose": {"type": "String"},'
+        ' "attributes": {"arguments": {"type": "Record", "attributes": {}},'
+        ' "purpose": {"type": "String"},'
         ' "environment": {"type": "Record", "attributes": {}}}}}}}}}'
     )
     (path / "entities.json").write_text("[]")

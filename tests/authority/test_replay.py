@@ -1,0 +1,144 @@
+"""Single-use store on real SQLite and real PostgreSQL, including concurrent processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from authority.errors import (
+    GrantAttemptsExhaustedError,
+    GrantReplayedError,
+    ReplayStoreUnavailableError,
+)
+from authority.replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database for this session, dropped afterwards."""
+    name = f"ecp_authority_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) is required for the "
+            f"replay-store tests and is not reachable: {exc}. Start it (./test does) and rerun."
+        )
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'replay.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def _exercise(guard: ReplayGuard) -> None:
+    gid = str(uuid.uuid4())
+    guard.consume(gid, 1, 3)
+    with pytest.raises(GrantReplayedError) as info:
+        guard.consume(gid, 1, 3)
+    assert type(info.value) is GrantReplayedError
+    guard.consume(gid, 2, 3)
+    guard.consume(gid, 3, 3)
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.consume(gid, 4, 3)
+    with pytest.raises(GrantReplayedError):
+        guard.consume(gid, 0, 3)
+    guard.consume(str(uuid.uuid4()), 1, 1)
+
+
+def test_in_memory_guard() -> None:
+    _exercise(InMemoryReplayGuard())
+
+
+def test_sql_guard(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        assert isinstance(guard, ReplayGuard)
+        _exercise(guard)
+    finally:
+        guard.dispose()
+
+
+def test_record_survives_a_new_process_view(store_url: str) -> None:
+    gid = str(uuid.uuid4())
+    a = SqlReplayGuard(store_url)
+    a.consume(gid, 1, 1)
+    a.dispose()
+    b = SqlReplayGuard(store_url)
+    try:
+        with pytest.raises(GrantReplayedError):
+            b.consume(gid, 1, 1)
+    finally:
+        b.dispose()
+
+
+def _race(
+    url: str,
+    grant_ids: list[str],
+    start: multiprocessing.synchronize.Event,
+    out: multiprocessing.Queue,
+) -> None:  # type: ignore[name-defined]
+    guard = SqlReplayGuard(url)
+    start.wait()
+    won: list[str] = []
+    for gid in grant_ids:
+        try:
+            guard.consume(gid, 1, 1)
+        except GrantReplayedError:
+            continue
+        won.append(gid)
+    guard.dispose()
+    out.put(won)
+
+
+def test_concurrent_processes_consume_each_grant_once(store_url: str) -> None:
+    # Create the table up front so the race is about inserts only.
+    SqlReplayGuard(store_url).consume(str(uuid.uuid4()), 1, 1)
+    ctx = multiprocessing.get_context("spawn")
+    grant_ids = [str(uuid.uuid4()) for _ in range(40)]
+    start = ctx.Event()
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(store_url, grant_ids, start, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    winners = [gid for r in results for gid in r]
+    assert sorted(winners) == sorted(grant_ids)  # every grant used exactly once overall
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+        "sqlite:////proc/no/such/dir/replay.db",
+    ],
+    ids=["postgres-down", "sqlite-unwritable"],
+)
+def test_unreachable_store_is_retryable_and_refuses(url: str) -> None:
+    guard = SqlReplayGuard(url)
+    with pytest.raises(ReplayStoreUnavailableError) as info:
+        guard.consume(str(uuid.uuid4()), 1, 1)
+    assert info.value.retryable
+    # Limits are checked before the store: an exhausted grant is a denial even then.
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.consume(str(uuid.uuid4()), 2, 1)
