@@ -497,9 +497,9 @@ class Ledger:
                     if row.seq != i:
                         raise TamperError(i, "entry missing (sequence numbers jump "
                                           f"from {i - 1} to {row.seq})")
-                    leaf = bytes(row.envelope)
+                    leaf = _blob(row.envelope, i, "entry bytes")
                     lh = leaf_hash(leaf)
-                    if lh != bytes(row.leaf_hash):
+                    if lh != _blob(row.leaf_hash, i, "leaf hash"):
                         raise TamperError(i, "entry bytes do not match the stored leaf hash")
                     if _evidence_id(leaf) != row.evidence_id:
                         raise TamperError(i, "evidence id does not match the entry")
@@ -510,7 +510,7 @@ class Ledger:
                                 i, f"stored subtree hash (level {n.level}, index {n.index}) "
                                 "differs from the recomputed one"
                             )
-                    if border.root() != bytes(row.root_after):
+                    if border.root() != _blob(row.root_after, i, "root after entry"):
                         raise TamperError(
                             i, "tree root after this entry differs from the stored one "
                             "(entries reordered, replaced or a stored root rewritten)"
@@ -568,6 +568,13 @@ class Ledger:
             raise TamperError(max(cp.size - 1, 0), f"checkpoint #{cp_id} root differs from "
                               f"the recomputed tree at size {cp.size}")
         return cp
+
+
+def _blob(value: object, index: int, what: str) -> bytes:
+    # A BLOB column rewritten as text (SQLite is dynamically typed) is tampering too.
+    if isinstance(value, bytes | memoryview | bytearray):
+        return bytes(value)
+    raise TamperError(index, f"stored {what} is not binary data")
 
 
 def _with_checkpoint(r: AppendResult, cp: SignedCheckpoint) -> AppendResult:

@@ -53,7 +53,7 @@ from sqlalchemy import (
     inspect as sa_inspect,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlmodel import Field, SQLModel
 
 from lineage.errors import LedgerUnavailableError
@@ -303,7 +303,9 @@ def _sqlite_engine(path: Path) -> Engine:
         con.execute("PRAGMA synchronous=FULL")
         return con
 
-    engine = create_engine("sqlite://", creator=connect, pool_size=4, max_overflow=8)
+    engine = create_engine(
+        "sqlite://", creator=connect, poolclass=QueuePool, pool_size=4, max_overflow=8
+    )
 
     @event.listens_for(engine, "connect")
     def _remember_file(dbapi_con: object, record: ConnectionPoolEntry) -> None:
