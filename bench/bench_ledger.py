@@ -33,11 +33,11 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from authority.keys import Ed25519FileSigner  # noqa: E402
-from lineage.ledger import Ledger  # noqa: E402
-from lineage.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion  # noqa: E402
-from lineage.store import node_key  # noqa: E402
-from tests.lineage.support import make_envelope  # noqa: E402
+from authority.keys import Ed25519FileSigner
+from lineage.ledger import Ledger
+from lineage.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
+from lineage.store import node_key
+from tests.lineage.support import make_envelope
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -112,7 +112,8 @@ def bench_appends(url: str, n: int, worker: Ed25519FileSigner, tag: str) -> None
         f"{tag:10} appends/s 1 writer {one:8.0f}  raw INSERT {raw1:8.0f}  ratio {raw1 / one:4.2f}x"
     )
     print(
-        f"{tag:10} appends/s 4 writers {four:7.0f}  raw INSERT {raw4:8.0f}  ratio {raw4 / four:4.2f}x"
+        f"{tag:10} appends/s 4 writers {four:7.0f}  raw INSERT {raw4:8.0f}  "
+        f"ratio {raw4 / four:4.2f}x"
     )
 
 
@@ -185,7 +186,7 @@ def bulk_load(url: str, n: int) -> None:
             entries.clear()
             nodes.clear()
 
-        for row, nd, border in _synthetic(n):
+        for row, nd, border in _synthetic(n):  # noqa: B007 - the last border is the head
             entries.append((*row, now))
             nodes.extend(nd)
             if len(entries) >= 50_000:
@@ -204,7 +205,7 @@ def bulk_load(url: str, n: int) -> None:
                     "COPY ledger_entry (seq, evidence_id, leaf_hash, root_after, "
                     "envelope, recorded_at) FROM STDIN"
                 ) as cp:
-                    for row, nd, border in _synthetic(n):
+                    for row, nd, border in _synthetic(n):  # noqa: B007 - the last border is the head
                         cp.write_row((*row, now))
                         nodes.extend(nd)
                 with cur.copy("COPY ledger_node (node_id, hash) FROM STDIN") as cp:
