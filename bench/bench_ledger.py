@@ -177,7 +177,11 @@ def bulk_load(url: str, n: int) -> None:
     if url.startswith("sqlite"):
         con = sqlite3.connect(url.removeprefix("sqlite:///"))
         con.execute("PRAGMA synchronous=OFF")
-        ins_e = "INSERT INTO ledger_entry VALUES (?,?,?,?,?,?)"
+        ins_e = (
+            "INSERT INTO ledger_entry (seq, evidence_id, leaf_hash, root_after, envelope, "
+            "recorded_at, namespace, workflow_id, run_id, activity_id) "
+            "VALUES (?,?,?,?,?,?,'ns','wf','run','a')"
+        )
         ins_n = "INSERT INTO ledger_node VALUES (?,?)"
 
         def flush() -> None:
@@ -203,10 +207,10 @@ def bulk_load(url: str, n: int) -> None:
             with con.cursor() as cur:
                 with cur.copy(
                     "COPY ledger_entry (seq, evidence_id, leaf_hash, root_after, "
-                    "envelope, recorded_at) FROM STDIN"
+                    "envelope, recorded_at, namespace, workflow_id, run_id, activity_id) FROM STDIN"
                 ) as cp:
                     for row, nd, border in _synthetic(n):  # noqa: B007 - the last border is the head
-                        cp.write_row((*row, now))
+                        cp.write_row((*row, now, "ns", "wf", "run", "a"))
                         nodes.extend(nd)
                 with cur.copy("COPY ledger_node (node_id, hash) FROM STDIN") as cp:
                     for r in nodes:

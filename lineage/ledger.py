@@ -107,6 +107,7 @@ class _Prepared:
     evidence_id: EvidenceId
     leaf: bytes
     leaf_hash: Hash
+    activity: tuple[str, str, str, str]
 
 
 class Ledger:
@@ -189,7 +190,9 @@ class Ledger:
         if self._trust is not None:
             verify_evidence_signature(evidence, self._trust, datetime.now(UTC))
         leaf = entry_leaf(evidence.envelope)
-        return _Prepared(evidence.evidence_id, leaf, leaf_hash(leaf))
+        a = evidence.predicate.activity
+        ident = (a.namespace, a.workflow_id, a.run_id, a.activity_id)
+        return _Prepared(evidence.evidence_id, leaf, leaf_hash(leaf), ident)
 
     def append(self, envelope: Envelope | bytes | str) -> AppendResult:
         """Append one evidence envelope (idempotent by evidence id).
@@ -250,6 +253,10 @@ class Ledger:
                         "root_after": border.root(),
                         "envelope": p.leaf,
                         "recorded_at": now,
+                        "namespace": p.activity[0],
+                        "workflow_id": p.activity[1],
+                        "run_id": p.activity[2],
+                        "activity_id": p.activity[3],
                     }
                 )
                 existing[p.evidence_id] = (seq, p.leaf_hash)
@@ -313,6 +320,27 @@ class Ledger:
                 select(ENTRY.c.seq).where(ENTRY.c.evidence_id == evidence_id)
             ).first()
         return None if row is None else int(row.seq)
+
+    def find_activity(
+        self, namespace: str, workflow_id: str, run_id: str | None, activity_id: str
+    ) -> int | None:
+        """The newest entry recorded for this activity execution, if any.
+
+        ``run_id=None`` matches any run of the workflow id.
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        stmt = select(func.max(ENTRY.c.seq)).where(
+            ENTRY.c.namespace == namespace,
+            ENTRY.c.workflow_id == workflow_id,
+            ENTRY.c.activity_id == activity_id,
+        )
+        if run_id is not None:
+            stmt = stmt.where(ENTRY.c.run_id == run_id)
+        with self._db.read() as conn:
+            found = conn.execute(stmt).scalar_one()
+        return None if found is None else int(found)
 
     def root_at(self, size: int) -> Hash:
         """Root of the first ``size`` entries, from stored subtrees.

@@ -38,6 +38,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -86,6 +87,15 @@ class EntryRow(SQLModel, table=True):
     root_after: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Lookup index copied from the predicate for find_activity. Not committed
+    # to by the tree: a wrong value can only misdirect a lookup, whose result
+    # callers prove with a receipt over the entry bytes themselves.
+    namespace: str = Field(sa_column=Column(String(255), nullable=False))
+    workflow_id: str = Field(sa_column=Column(String(1000), nullable=False))
+    run_id: str = Field(sa_column=Column(String(255), nullable=False))
+    activity_id: str = Field(sa_column=Column(String(1000), nullable=False))
+
+    __table_args__ = (Index("ix_ledger_entry_activity", "workflow_id", "activity_id"),)
 
 
 class NodeRow(SQLModel, table=True):

@@ -246,3 +246,12 @@ def test_receipt_parse_round_trip(sqlite_url: str, worker, log_signer) -> None:
     ).decode()
     verify_receipt(json.dumps(doc), log_signer.public_key)
     assert digest_bytes(b"") != ""
+
+
+def test_find_activity(ledger_url: str, worker) -> None:
+    with Ledger.open(ledger_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(3)])
+        assert ledger.find_activity("default", "wf-1", "run-1", "1") == 1
+        assert ledger.find_activity("default", "wf-1", None, "1") == 1
+        assert ledger.find_activity("default", "wf-1", "run-2", "1") is None
+        assert ledger.find_activity("other", "wf-1", None, "1") is None
