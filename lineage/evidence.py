@@ -150,10 +150,12 @@ class Outcome(_Wire):
 class EvidencePredicate(_Wire):
     """The ``predicate`` of an evidence statement (``https://ecp.dev/evidence/v1``)."""
 
-    decision_id: str = Field(alias="decisionId")
-    policy_digest: str = Field(alias="policyDigest")
+    # Absent only for a denial at the gate of a call that carried no
+    # verifiable grant: then nobody established who asked or under what policy.
+    decision_id: str | None = Field(default=None, alias="decisionId")
+    policy_digest: str | None = Field(default=None, alias="policyDigest")
     grant_id: str | None = Field(default=None, alias="grantId")
-    initiator: str
+    initiator: str | None = None
     activity: ActivityIdentity
     outcome: Outcome
     started_at: str = Field(alias="startedAt")
@@ -166,8 +168,8 @@ class EvidencePredicate(_Wire):
 
     @field_validator("policy_digest")
     @classmethod
-    def _digest(cls, v: str) -> str:
-        if not _DIGEST.fullmatch(v):
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not _DIGEST.fullmatch(v):
             raise ValueError("policyDigest must be sha256:<64 lowercase hex>")
         return v
 
@@ -183,6 +185,17 @@ class EvidencePredicate(_Wire):
         # Completed executions ran under a grant; time does not run backwards.
         if self.outcome.status is OutcomeStatus.COMPLETED and self.grant_id is None:
             raise ValueError("a completed execution must name its grantId")
+        unknown = [
+            name
+            for name, v in (
+                ("decisionId", self.decision_id),
+                ("policyDigest", self.policy_digest),
+                ("initiator", self.initiator),
+            )
+            if v is None
+        ]
+        if unknown and (self.outcome.status is not OutcomeStatus.DENIED or self.grant_id):
+            raise ValueError(f"{', '.join(unknown)} may be absent only for an ungranted denial")
         if _parse_time(self.finished_at) < _parse_time(self.started_at):
             raise ValueError("finishedAt is before startedAt")
         return self

@@ -26,12 +26,14 @@ def _root(
 
 def _register() -> None:
     # Each area owns its module; they are added here and nowhere else.
-    from ecp.cli import grant, keys, ledger, policy
+    from ecp.cli import grant, keys, ledger, ops, policy, run
 
     app.add_typer(keys.app, name="keys")
     app.add_typer(policy.app, name="policy")
     app.add_typer(grant.app, name="grant")
     app.add_typer(ledger.app, name="ledger")
+    run.register(app)
+    ops.register(app)
 
 
 _register()

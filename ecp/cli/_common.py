@@ -9,6 +9,8 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
+from ecp.errors import EcpError
+
 __all__ = ["DEBUG", "CliError", "fail", "one_line_errors"]
 
 P = ParamSpec("P")
@@ -18,7 +20,7 @@ R = TypeVar("R")
 DEBUG = {"on": False}
 
 
-class CliError(Exception):
+class CliError(EcpError):
     """A user-facing problem the CLI reports in one line."""
 
 
@@ -30,7 +32,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def _family_roots() -> tuple[type[BaseException], ...]:
     # Imported lazily so a broken optional package never breaks `ecp --help`.
-    roots: list[type[BaseException]] = [CliError]
+    roots: list[type[BaseException]] = [EcpError]
     from authority.errors import AuthorityError
 
     roots.append(AuthorityError)

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from authority.clock import system_clock
-from authority.keys import Ed25519FileSigner, write_private_key, write_public_key
-from authority.truststore import TRUST_STORE_FILENAME, KeyRole, TrustedKey, TrustStore
-from ecp.cli._common import CliError, one_line_errors
+from authority.keys import Ed25519FileSigner
+from authority.truststore import TrustedKey, TrustStore
+from ecp.cli._common import one_line_errors
+from ecp.keyring import init_keyring
 from ecp.paths import data_dir
 
 __all__ = ["app", "default_keys_dir"]
@@ -19,9 +20,6 @@ app = typer.Typer(
     help="Create, list and revoke the Ed25519 keys and the trust store.",
     no_args_is_help=True,
 )
-
-_ROLES = (KeyRole.AUTHORITY, KeyRole.APPROVER, KeyRole.LOG, KeyRole.WORKER)
-
 
 def default_keys_dir() -> Path:
     """``<data dir>/keys`` (``$ECP_HOME/keys``, else ``./.ecp/keys``)."""
@@ -46,25 +44,19 @@ def init(
         ),
     ] = "carol",
 ) -> None:
-    """Create authority, approver, log and worker key pairs and a trust store.
+    """Create authority, approver, log, worker and recorder key pairs and a trust store.
 
     Private keys are written with mode 0600. Refuses to overwrite anything.
     """
     d = directory or default_keys_dir()
-    targets = [d / f"{r.value}.key" for r in _ROLES] + [d / TRUST_STORE_FILENAME]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing:
-        raise CliError(f"refusing to overwrite existing key material: {', '.join(existing)}")
-    entries = []
-    for role in _ROLES:
-        signer = Ed25519FileSigner.generate()
-        write_private_key(signer.private_key, d / f"{role.value}.key")
-        write_public_key(signer.public_key, d / f"{role.value}.pub")
-        name = approver_name if role is KeyRole.APPROVER else role.value
-        entries.append(TrustedKey.create(signer.public_key, [role], name=name))
-        typer.echo(f"{role.value:<9} {signer.key_id}  {d / (role.value + '.key')}")
-    TrustStore(entries).save(d)
-    typer.echo(f"trust store {d / TRUST_STORE_FILENAME}")
+    files = init_keyring(d, approver=approver_name)
+    store = TrustStore.load(files.trust_store)
+    for path in (files.authority, files.approver, files.log, files.worker, files.recorder):
+        key = store.get(Ed25519FileSigner.from_file(path).key_id)
+        assert key is not None  # init_keyring just wrote it
+        roles = ",".join(sorted(r.value for r in key.roles))
+        typer.echo(f"{path.stem:<9} {roles:<9} {key.key_id}  {path}")
+    typer.echo(f"trust store {files.trust_store}")
 
 
 def _status(key: TrustedKey) -> str:

@@ -69,18 +69,18 @@ def keydir(tmp_path: Path) -> Path:
 
 
 def test_keys_init_list_revoke(keydir: Path) -> None:
-    for role in ("authority", "approver", "log", "worker"):
+    for role in ("authority", "approver", "log", "worker", "recorder"):
         mode = stat.S_IMODE((keydir / f"{role}.key").stat().st_mode)
         assert mode == 0o600
     code, out, _ = run("keys", "list", "--dir", str(keydir))
     assert code == 0
     lines = out.strip().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert all("active" in line for line in lines)
     assert any("approver" in line and "carol" in line for line in lines)
     # No private key material is ever printed.
     assert "PRIVATE" not in out
-    key_id = next(line.split()[0] for line in lines if "authority" in line)
+    key_id = next(line.split()[0] for line in lines if " authority " in line)
     code, out, _ = run("keys", "revoke", key_id, "--dir", str(keydir))
     assert code == 0
     _, out, _ = run("keys", "list", "--dir", str(keydir))
@@ -91,7 +91,7 @@ def test_keys_init_refuses_to_overwrite(keydir: Path) -> None:
     before = (keydir / "authority.key").read_bytes()
     code, _, err = run("keys", "init", "--dir", str(keydir))
     assert code == 1
-    assert "refusing to overwrite" in one_error_line(err, "CliError")
+    assert "refusing to overwrite" in one_error_line(err, "KeyFileError")
     assert (keydir / "authority.key").read_bytes() == before
 
 

@@ -1,0 +1,135 @@
+"""Inputs and outputs of the governance activities (the wire contract between
+``GovernedExecution`` and the authority and executor workers).
+
+Plain dataclasses of JSON types: they cross the workflow sandbox and land in
+history, so they hold digests, ids and signed envelopes, never keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ACTIVITY_ATTEST",
+    "ACTIVITY_AUTHORIZE",
+    "ACTIVITY_EVALUATE",
+    "ACTIVITY_PROVE",
+    "ApproverKey",
+    "AttestationResult",
+    "AuthorizeInput",
+    "DecisionResult",
+    "EvaluateInput",
+    "GrantResult",
+    "ProveInput",
+    "ProveResult",
+]
+
+#: A JSON value as Temporal's converter decodes it. ``Any`` because the
+#: converter cannot decode into ``object`` or a recursive alias.
+JSON = Any
+
+ACTIVITY_ATTEST = "ecp.attest"
+ACTIVITY_EVALUATE = "ecp.evaluate"
+ACTIVITY_AUTHORIZE = "ecp.authorize"
+ACTIVITY_PROVE = "ecp.prove"
+
+
+@dataclass(frozen=True)
+class AttestationResult:
+    """The executor's signed environment attestation."""
+
+    envelope: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class EvaluateInput:
+    """What the verify step asks the policy."""
+
+    action: str
+    args: list[JSON]
+    initiator: str
+    purpose: str
+    attestation: str  # DSSE envelope JSON, "" when the executor gave none
+
+
+@dataclass(frozen=True)
+class ApproverKey:
+    """A public key allowed to approve this decision (for the update validator)."""
+
+    key_id: str
+    name: str
+    public_key: str  # base64 raw Ed25519
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """The policy decision, with what the workflow needs to act on it."""
+
+    decision_json: str
+    decision_id: str
+    effect: str  # allow | deny | allow_after_approval
+    policy_digest: str
+    request_digest: str
+    reasons: list[str]
+    determining_policies: list[str]
+    approvals_required: int = 0
+    approval_role: str = ""
+    approvers: list[ApproverKey] = field(default_factory=list)
+    max_attempts: int = 1
+
+
+@dataclass(frozen=True)
+class AuthorizeInput:
+    """What the authorize step needs to bind a grant to the execute call."""
+
+    decision_json: str
+    approvals: list[str]
+    action: str
+    args: list[JSON]
+    initiator: str
+    namespace: str
+    workflow_id: str
+    run_id: str
+    activity_id: str
+    purpose: str
+    attestation: str  # the executor's signed attestation; the grant binds its digest
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    """A signed grant and what ops need to see of it."""
+
+    envelope: str
+    grant_id: str
+    expires_at: str
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class ProveInput:
+    """What the prove step records (denials) or looks up (executions)."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    activity_id: str
+    action: str
+    initiator: str
+    decision_id: str
+    policy_digest: str
+    outcome: str  # completed | failed | denied
+    reason_code: str = ""
+    reason: str = ""
+    grant_id: str = ""
+    args: list[JSON] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProveResult:
+    """The receipt: entry + inclusion proof + checkpoint, as JSON."""
+
+    index: int
+    receipt: str
+    tree_size: int

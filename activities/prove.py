@@ -1,0 +1,121 @@
+"""The prove step: make sure the evidence is in the ledger, checkpoint it, and
+return a receipt anyone can verify offline.
+
+Runs on the authority queue, beside the log key. Executions were recorded
+by the gate (signed by the executor's worker key); this step finds that
+entry. Denials before execution (policy, approval deadline) never reached a
+gate, so this step records them, signed by the authority side's recorder key.
+If the gate could not record an execution (the ledger was down after the
+body ran), the entry is repaired here from what the workflow knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.contracts import ACTIVITY_PROVE, ProveInput, ProveResult
+from activities.evidence_sink import NO_ARGUMENTS
+from authority.calldigest import digest_values
+from authority.canonical import Digest
+from authority.clock import Clock
+from authority.errors import AuthorityError
+from authority.keys import Signer
+from lineage.errors import LineageError
+from lineage.evidence import (
+    ActivityIdentity,
+    EvidencePredicate,
+    Outcome,
+    OutcomeStatus,
+    build_statement,
+    format_time,
+    sign_evidence,
+)
+from lineage.ledger import Ledger
+
+__all__ = ["ProveActivities"]
+
+
+@dataclass
+class ProveActivities:
+    """Holds the log key and the recorder key of the authority side."""
+
+    ledger: Ledger
+    log_signer: Signer
+    recorder: Signer
+    clock: Clock
+
+    def activities(self) -> list[Callable[..., object]]:
+        """The activity callables to register on the authority queue."""
+        return [self.prove]
+
+    def _statement_for(self, inp: ProveInput, args_digest: Digest, at: datetime) -> bytes:
+        status = OutcomeStatus(inp.outcome)
+        code = (inp.reason_code or inp.outcome).lower().removeprefix("ecp.")
+        predicate = EvidencePredicate.model_validate(
+            {
+                "decisionId": inp.decision_id,
+                "policyDigest": inp.policy_digest,
+                "grantId": inp.grant_id or None,
+                "initiator": inp.initiator,
+                "activity": ActivityIdentity.model_validate(
+                    {
+                        "namespace": inp.namespace,
+                        "workflowId": inp.workflow_id,
+                        "runId": inp.run_id,
+                        "activityId": inp.activity_id,
+                        "attempt": 1,
+                        "activityType": inp.action,
+                    }
+                ),
+                "outcome": Outcome.model_validate(
+                    {"status": status}
+                    if status is OutcomeStatus.COMPLETED
+                    else {
+                        "status": status,
+                        "reasonCode": code[:64],
+                        "reason": (inp.reason.splitlines() or [code])[0][:500] or code,
+                    }
+                ),
+                # Denials recorded here happen at the decision: one instant.
+                "startedAt": format_time(at),
+                "finishedAt": format_time(at),
+            }
+        )
+        statement = build_statement(predicate, arguments=args_digest)
+        return sign_evidence(statement, self.recorder).to_json()
+
+    def _prove(self, inp: ProveInput, args_digest: Digest, at: datetime) -> ProveResult:
+        index = self.ledger.find_activity(
+            inp.namespace, inp.workflow_id, inp.run_id, inp.activity_id
+        )
+        if index is None:
+            index = self.ledger.append(self._statement_for(inp, args_digest, at)).index
+        receipt = self.ledger.receipt(index, signer=self.log_signer)
+        return ProveResult(
+            index=index, receipt=receipt.to_json().decode(), tree_size=receipt.tree_size
+        )
+
+    @activity.defn(name=ACTIVITY_PROVE)
+    async def prove(self, inp: ProveInput) -> ProveResult:
+        """Record (if needed) and certify the evidence of one governed action."""
+        try:
+            args_digest = digest_values(inp.args, activity.payload_converter())
+        except AuthorityError:
+            args_digest = NO_ARGUMENTS
+        # The statement time must not change across retries of this activity
+        # (idempotent append): use when the attempt was first scheduled.
+        at = activity.info().scheduled_time
+        try:
+            return await asyncio.to_thread(self._prove, inp, args_digest, at)
+        except LineageError as exc:
+            raise ApplicationError(
+                f"{type(exc).__name__}: {exc}",
+                type="ecp." + exc.code,
+                non_retryable=not exc.retryable,
+            ) from exc

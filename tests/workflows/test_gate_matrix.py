@@ -1,0 +1,211 @@
+"""The gate attack matrix, against a real worker on a real dev server.
+
+Every case asserts three things: the governed body never ran (observable
+side effect), the workflow saw a non-retryable failure of the right type,
+and the ledger holds a denial entry for the call.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.converter import default as default_converter
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from activities import examples
+from authority import errors as E
+from authority.attestation import measure_environment
+from authority.calldigest import digest_values
+from authority.clock import FixedClock, system_clock
+from authority.grant import CallBinding, issue_grant
+from authority.keys import Ed25519FileSigner
+from authority.policy import PolicyBundle, PolicyRequest
+from authority.replay import SqlReplayGuard
+from authority.truststore import TrustStore
+from ecp.runtime import GOVERNED_MODULES
+from lineage.evidence import parse_evidence
+from tests.workflows.conftest import Stack
+from workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
+
+ARGS: list[object] = [{"amount": 120, "currency": "EUR", "recipient": "acme"}]
+
+
+def _bundle(stack: Stack) -> PolicyBundle:
+    return PolicyBundle.load(stack.settings.policy)
+
+
+def _grant(
+    stack: Stack,
+    run_id: str,
+    workflow_id: str,
+    *,
+    signer: Ed25519FileSigner | None = None,
+    args: list[object] = ARGS,
+    activity_id: str = DIRECT_CALL_ACTIVITY_ID,
+    env_digest: str | None = None,
+    clock: Callable[[], datetime] = system_clock,
+    ttl: timedelta = timedelta(minutes=5),
+) -> tuple[str, str]:
+    """A grant as the authority would issue it for the direct call (or varied)."""
+    decision = _bundle(stack).evaluate(
+        PolicyRequest(action="payout", initiator="alice", arguments=args[0])  # type: ignore[arg-type]
+    )
+    call = CallBinding(
+        activity_type="payout",
+        args_digest=digest_values(args, default_converter().payload_converter),
+        namespace="default",
+        workflow_id=workflow_id,
+        run_id=run_id,
+        activity_id=activity_id,
+    )
+    env = env_digest or measure_environment(GOVERNED_MODULES).digest
+    envelope = issue_grant(
+        decision,
+        call,
+        initiator="alice",
+        environment_digest=env,  # type: ignore[arg-type]
+        signer=signer or Ed25519FileSigner.from_file(stack.keys.authority),
+        clock=clock,
+        ttl=ttl,
+    )
+    return envelope.to_json().decode(), json.loads(envelope.payload)["grant_id"]
+
+
+async def _start(
+    stack: Stack, wait: bool = True, grant: str = ""
+) -> WorkflowHandle[DirectCall, object]:
+    return await stack.client.start_workflow(
+        DirectCall.run,
+        DirectCallInput("payout", ARGS, stack.queues.executor, grant=grant, wait_for_grant=wait),
+        id=f"direct-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.queues.executor,
+    )
+
+
+async def _expect_denied(
+    stack: Stack, handle: WorkflowHandle[DirectCall, object], code: str
+) -> None:
+    before = [e for e in examples.EXECUTIONS if e[1] == handle.id]
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ActivityError)
+    app = cause.cause
+    assert isinstance(app, ApplicationError)
+    assert app.type == "ecp." + code, app.message
+    assert app.non_retryable
+    # The body never ran.
+    assert [e for e in examples.EXECUTIONS if e[1] == handle.id] == before == []
+    # And the denial is in the ledger.
+    head = stack.ledger.head()
+    denials = []
+    for i in range(head.size):
+        ev = parse_evidence(stack.ledger.entry(i).envelope)
+        pred = ev.predicate
+        if pred.activity.workflow_id == handle.id:
+            denials.append(pred.outcome)
+    assert denials
+    assert all(o.status.value == "denied" for o in denials)
+    assert denials[0].reason_code == code
+
+
+async def _run_with(stack: Stack, make: Callable[[str, str], str], code: str) -> None:
+    handle = await _start(stack)
+    desc = await handle.describe()
+    await handle.signal(DirectCall.grant, make(desc.run_id or "", handle.id))
+    await _expect_denied(stack, handle, code)
+
+
+async def test_no_grant(stack: Stack) -> None:
+    handle = await _start(stack, wait=False)
+    await _expect_denied(stack, handle, "grant_missing")
+
+
+async def test_forged_grant_by_unknown_key(stack: Stack) -> None:
+    rogue = Ed25519FileSigner.generate()
+    await _run_with(
+        stack, lambda run, wf: _grant(stack, run, wf, signer=rogue)[0], E.UnknownKeyError.code
+    )
+
+
+async def test_grant_for_other_arguments(stack: Stack) -> None:
+    other = [{"amount": 121, "currency": "EUR", "recipient": "acme"}]
+    await _run_with(
+        stack, lambda run, wf: _grant(stack, run, wf, args=other)[0], E.ArgumentsMismatchError.code
+    )
+
+
+async def test_grant_for_another_workflow(stack: Stack) -> None:
+    await _run_with(
+        stack, lambda run, wf: _grant(stack, run, wf + "-x")[0], E.WorkflowMismatchError.code
+    )
+
+
+async def test_grant_for_another_run(stack: Stack) -> None:
+    await _run_with(
+        stack, lambda run, wf: _grant(stack, str(uuid.uuid4()), wf)[0], E.RunMismatchError.code
+    )
+
+
+async def test_grant_for_another_activity_id(stack: Stack) -> None:
+    await _run_with(
+        stack,
+        lambda run, wf: _grant(stack, run, wf, activity_id="other")[0],
+        E.ActivityMismatchError.code,
+    )
+
+
+async def test_expired_grant(stack: Stack) -> None:
+    past = FixedClock(datetime.now(UTC) - timedelta(hours=2))
+    await _run_with(
+        stack, lambda run, wf: _grant(stack, run, wf, clock=past)[0], E.GrantExpiredError.code
+    )
+
+
+async def test_environment_mismatch(stack: Stack) -> None:
+    other_env = "sha256:" + "ab" * 32
+    await _run_with(
+        stack,
+        lambda run, wf: _grant(stack, run, wf, env_digest=other_env)[0],
+        E.EnvironmentMismatchError.code,
+    )
+
+
+async def test_grant_signed_by_executor_key(stack: Stack) -> None:
+    worker = Ed25519FileSigner.from_file(stack.keys.worker)
+    await _run_with(
+        stack, lambda run, wf: _grant(stack, run, wf, signer=worker)[0], E.KeyRoleError.code
+    )
+
+
+async def test_revoked_authority_key(stack: Stack) -> None:
+    authority = Ed25519FileSigner.from_file(stack.keys.authority)
+    store = TrustStore.load(stack.settings.trust)
+    store.revoked(authority.key_id, datetime.now(UTC)).save(stack.settings.trust)
+    await _run_with(stack, lambda run, wf: _grant(stack, run, wf)[0], E.RevokedKeyError.code)
+
+
+async def test_replayed_grant_id(stack: Stack) -> None:
+    guard = SqlReplayGuard(stack.settings.db_url)
+
+    def make(run: str, wf: str) -> str:
+        envelope, grant_id = _grant(stack, run, wf)
+        guard.consume(grant_id, 1, 3)  # an earlier use of the same attempt
+        return envelope
+
+    await _run_with(stack, make, E.GrantReplayedError.code)
+
+
+async def test_valid_grant_runs_exactly_once(stack: Stack) -> None:
+    handle = await _start(stack)
+    desc = await handle.describe()
+    await handle.signal(DirectCall.grant, _grant(stack, desc.run_id or "", handle.id)[0])
+    result = await handle.result()
+    assert isinstance(result, dict)
+    assert result["status"] == "paid"
+    assert [e for e in examples.EXECUTIONS if e[1] == handle.id] == [("payout", handle.id, ARGS[0])]

@@ -1,0 +1,53 @@
+"""The approval check run inside the ``ecp.approve`` update validator.
+
+It must be deterministic and do no I/O: it verifies the approver's signature
+against the approver keys the authority listed with the decision (recorded in
+history), at workflow time. The authorize step re-verifies every approval
+against the full trust store (revocation included) before a grant is signed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio.exceptions import ApplicationError
+
+from activities.contracts import DecisionResult
+from authority.approval import check_approval as _check
+from authority.errors import AuthorityError
+from authority.keys import public_key_from_b64
+from authority.policy import Decision
+from authority.truststore import KeyRole, TrustedKey, TrustStore
+
+__all__ = ["ApprovalRejected", "check_approval"]
+
+
+class ApprovalRejected(ApplicationError):
+    """An approval update was refused; it never reaches history."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="ecp.approval_rejected", non_retryable=True)
+
+
+def check_approval(envelope_json: str, decision: DecisionResult, at: datetime) -> str:
+    """Verify one approval for ``decision``; return the approver's identity.
+
+    Raises:
+        ApprovalRejected: the approval is malformed, unsigned by an eligible
+            approver, bound to another decision, or expired.
+    """
+    try:
+        trust = TrustStore(
+            # Key ids are re-derived from the keys, never taken on trust.
+            TrustedKey.create(public_key_from_b64(k.public_key), {KeyRole.APPROVER}, name=k.name)
+            for k in decision.approvers
+        )
+        verified = _check(
+            envelope_json.encode("utf-8"),
+            decision=Decision.from_json(decision.decision_json),
+            trust=trust,
+            at=at,
+        )
+    except AuthorityError as exc:
+        raise ApprovalRejected(f"approval rejected: {type(exc).__name__}: {exc}") from exc
+    return verified.approval.approver

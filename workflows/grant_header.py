@@ -1,0 +1,43 @@
+"""Carrying a grant from workflow code to the gate in an activity header.
+
+Workflow code cannot set activity headers itself, so it puts the grant in a
+context variable for the duration of one ``execute_activity`` call and the
+outbound interceptor copies it into that activity's header. The variable is
+per-coroutine, so concurrent activities in one workflow never swap grants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from temporalio.api.common.v1 import Payload
+
+__all__ = ["GRANT_HEADER", "attach_grant", "current_grant", "grant_payload"]
+
+#: Header key the gate reads. Headers are stored in history in clear, which is
+#: fine: a grant holds no secrets and is useless for any other call.
+GRANT_HEADER = "ecp-grant"
+
+_current: ContextVar[bytes | None] = ContextVar("ecp_grant", default=None)
+
+
+@contextmanager
+def attach_grant(envelope: bytes) -> Iterator[None]:
+    """Attach ``envelope`` to activities scheduled inside the block."""
+    token = _current.set(envelope)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_grant() -> bytes | None:
+    """The grant attached in the current context, if any."""
+    return _current.get()
+
+
+def grant_payload(envelope: bytes) -> Payload:
+    """The header payload carrying ``envelope`` byte for byte."""
+    return Payload(metadata={"encoding": b"binary/plain"}, data=envelope)

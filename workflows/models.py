@@ -1,0 +1,66 @@
+"""What a team submits to ``GovernedExecution`` and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ApprovalAck", "GovernedRequest", "GovernedResult", "TaskQueues"]
+
+#: A JSON value as Temporal's converter decodes it. ``Any`` because the
+#: converter cannot decode into ``object`` or a recursive alias.
+JSON = Any
+
+
+@dataclass(frozen=True)
+class TaskQueues:
+    """Where each side of the separation of duties listens."""
+
+    authority: str = "ecp-authority"
+    executor: str = "ecp-executor"
+
+
+@dataclass(frozen=True)
+class GovernedRequest:
+    """One governed action.
+
+    Attributes:
+        action: The governed activity type to run (also the Cedar action).
+        args: Its arguments, as JSON values.
+        initiator: Who asks (a Cedar principal id).
+        purpose: Why, in words; recorded with the decision.
+        approval_timeout_seconds: How long to wait for approvals before denying.
+        queues: Task queues of the authority and executor workers.
+    """
+
+    action: str
+    args: list[JSON]
+    initiator: str
+    purpose: str = ""
+    approval_timeout_seconds: float = 3600.0
+    queues: TaskQueues = field(default_factory=TaskQueues)
+
+
+@dataclass(frozen=True)
+class GovernedResult:
+    """The outcome of a governed action, with its proof."""
+
+    decision: str
+    decision_id: str
+    policy_digest: str
+    reasons: list[str]
+    outcome: str  # completed | failed | denied
+    reason: str
+    grant_id: str
+    result: JSON
+    ledger_index: int
+    receipt: str
+
+
+@dataclass(frozen=True)
+class ApprovalAck:
+    """What an accepted approval update returns."""
+
+    approver: str
+    approvals: int
+    required: int
