@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
 
 from authority.dsse import Envelope
@@ -32,21 +32,35 @@ from lineage.errors import (
     LineageError,
     NoCheckpointError,
     ProofError,
+    ProofSizeError,
     TamperError,
 )
 from lineage.evidence import EvidenceId, parse_evidence, verify_evidence_signature
 from lineage.merkle import (
+    EMPTY_ROOT,
     CompactRange,
     Hash,
     NodeId,
     consistency_proof,
-    inclusion_proof,
+    consistency_proof_nodes,
+    fold_plan,
+    inclusion_proof_nodes,
     leaf_hash,
+    range_nodes,
     root_from_lookup,
     verify_consistency,
 )
 from lineage.receipt import Receipt, entry_leaf
-from lineage.store import CHECKPOINT, ENTRY, HEAD, NODE, LedgerDatabase, node_key
+from lineage.store import (
+    CHECKPOINT,
+    ENTRY,
+    NODE,
+    AppendPlan,
+    EntryValues,
+    LedgerDatabase,
+    StoredHead,
+    node_key,
+)
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -189,7 +203,7 @@ class Ledger:
         evidence = parse_evidence(envelope)
         if self._trust is not None:
             verify_evidence_signature(evidence, self._trust, datetime.now(UTC))
-        leaf = entry_leaf(evidence.envelope)
+        leaf = _leaf_bytes(evidence.envelope)
         a = evidence.predicate.activity
         ident = (a.namespace, a.workflow_id, a.run_id, a.activity_id)
         return _Prepared(evidence.evidence_id, leaf, leaf_hash(leaf), ident)
@@ -223,20 +237,15 @@ class Ledger:
         if not prepared:
             return []
         now = datetime.now(UTC)
-        with self._db.write() as (conn, head):
-            ids = list({p.evidence_id for p in prepared})
-            existing: dict[str, tuple[int, Hash]] = {
-                r.evidence_id: (r.seq, Hash(bytes(r.leaf_hash)))
-                for r in conn.execute(
-                    select(ENTRY.c.seq, ENTRY.c.evidence_id, ENTRY.c.leaf_hash).where(
-                        ENTRY.c.evidence_id.in_(ids)
-                    )
-                )
-            }
+        results: list[AppendResult] = []
+
+        def plan(head: StoredHead, stored: Mapping[str, tuple[int, bytes]]) -> AppendPlan | None:
+            # Runs under the head lock: sequence numbers and repeats are decided here.
+            results.clear()
+            existing = {k: (seq, Hash(lh)) for k, (seq, lh) in stored.items()}
             border = CompactRange.from_bytes(head.size, head.border)
-            entries: list[dict[str, object]] = []
-            nodes: list[dict[str, object]] = []
-            results: list[AppendResult] = []
+            entries: list[EntryValues] = []
+            nodes: list[tuple[int, bytes]] = []
             for p in prepared:
                 if p.evidence_id in existing:
                     seq, lh = existing[p.evidence_id]
@@ -244,39 +253,27 @@ class Ledger:
                     continue
                 seq = border.size
                 for n in border.push(p.leaf_hash):
-                    nodes.append({"node_id": node_key(n.level, n.index), "hash": n.hash})
-                entries.append(
-                    {
-                        "seq": seq,
-                        "evidence_id": p.evidence_id,
-                        "leaf_hash": p.leaf_hash,
-                        "root_after": border.root(),
-                        "envelope": p.leaf,
-                        "recorded_at": now,
-                        "namespace": p.activity[0],
-                        "workflow_id": p.activity[1],
-                        "run_id": p.activity[2],
-                        "activity_id": p.activity[3],
-                    }
-                )
+                    nodes.append((node_key(n.level, n.index), n.hash))
+                entries.append((seq, p.evidence_id, p.leaf_hash, border.root(), p.leaf, now,
+                                *p.activity))
                 existing[p.evidence_id] = (seq, p.leaf_hash)
                 results.append(AppendResult(seq, p.leaf_hash, p.evidence_id, True))
             if not entries:
-                return results
-            conn.execute(insert(ENTRY), entries)
-            if nodes:
-                conn.execute(insert(NODE), nodes)
-            conn.execute(
-                update(HEAD)
-                .where(HEAD.c.id == 1)
-                .values(size=border.size, root_hash=border.root(), border=border.to_bytes())
-            )
-            if self._signer is not None and self._every > 0:
-                crossed = border.size // self._every > head.size // self._every
-                if crossed:
-                    cp = self._checkpoint_in(conn, border.size, border.root(), self._signer,
-                                             self._origin)
+                return None
+            new_head = StoredHead(border.size, border.root(), border.to_bytes())
+            after = None
+            signer = self._signer
+            if (signer is not None and self._every > 0
+                    and border.size // self._every > head.size // self._every):
+
+                def after(conn: Connection) -> None:
+                    cp = self._checkpoint_in(conn, new_head.size, Hash(new_head.root_hash),
+                                             signer, self._origin)
                     results[-1] = _with_checkpoint(results[-1], cp)
+
+            return AppendPlan(entries, nodes, new_head, after)
+
+        self._db.append([p.evidence_id for p in prepared], plan)
         return results
 
     # --- reading --------------------------------------------------------------
@@ -290,6 +287,9 @@ class Ledger:
         with self._db.read() as conn:
             h = self._db.read_head(conn)
         return TreeHead(h.size, Hash(h.root_hash))
+
+    def _size_now(self) -> int:
+        return self._db.fetch_tree((), ()).size
 
     def entry(self, index: int) -> StoredEntry:
         """The stored entry at ``index``.
@@ -349,15 +349,58 @@ class Ledger:
             EntryNotFoundError: ``size`` is beyond the log.
             LedgerUnavailableError: the database is unreachable.
         """
-        with self._db.read() as conn:
-            self._check_size(conn, size)
-            return root_from_lookup(size, _Lookup(conn))
+        if size < 0:
+            raise EntryNotFoundError(f"tree size {size} is beyond the log")
+        if size == 0:
+            self._fetch(0, [])
+            return EMPTY_ROOT
+        return fold_plan([range_nodes(0, size)], self._fetch(size, range_nodes(0, size)))[0]
 
     def _check_size(self, conn: Connection, size: int) -> int:
         current = self._db.read_head(conn).size
         if not 0 <= size <= current:
             raise EntryNotFoundError(f"tree size {size} is beyond the log (size {current})")
         return current
+
+    def _fetch(self, size: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        """The stored hashes of ``ids``, after checking the log holds ``size`` entries.
+
+        Nodes of a tree of ``size`` never change once written (append-only),
+        so one statement reads both the head and the hashes, with no
+        transaction around it: on PostgreSQL a proof is one round trip.
+        """
+        leaves = [ix for lv, ix in ids if lv == 0]
+        inner = {node_key(lv, ix): (lv, ix) for lv, ix in ids if lv > 0}
+        got = self._db.fetch_tree(leaves, list(inner))
+        if not 0 <= size <= got.size:
+            raise EntryNotFoundError(f"tree size {size} is beyond the log (size {got.size})")
+        out: dict[NodeId, bytes] = {(0, ix): _blob_or_tamper(h, ix) for ix, h in got.leaves.items()}
+        for key, h in got.nodes.items():
+            lv, ix = inner[key]
+            out[(lv, ix)] = _blob_or_tamper(h, ix << lv)
+        missing = [i for i in ids if i not in out]
+        if missing:
+            raise TamperError(
+                missing[0][1] << missing[0][0],
+                f"stored subtree (level {missing[0][0]}, index {missing[0][1]}) is missing",
+            )
+        return out
+
+    def _proof(self, size: int | None, planner: Callable[[int], list[list[NodeId]]]) -> list[Hash]:
+        current = self._size_now() if size is None else size
+        try:
+            plan = planner(current)
+        except ProofSizeError:
+            # A size beyond the log is reported first, as the stored tree decides it.
+            if size is not None and size > self._size_now():
+                raise EntryNotFoundError(
+                    f"tree size {size} is beyond the log (size {self._size_now()})"
+                ) from None
+            raise
+        if size is not None and size < 0:
+            raise EntryNotFoundError(f"tree size {size} is beyond the log")
+        wanted = sorted({nid for ids in plan for nid in ids})
+        return fold_plan(plan, self._fetch(current, wanted))
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[Hash]:
         """Inclusion proof of entry ``index`` in the tree of ``size`` (default: current).
@@ -367,9 +410,7 @@ class Ledger:
             ProofSizeError: ``index`` is not below ``size``.
             LedgerUnavailableError: the database is unreachable.
         """
-        with self._db.read() as conn:
-            current = self._check_size(conn, size if size is not None else 0)
-            return inclusion_proof(index, current if size is None else size, _Lookup(conn))
+        return self._proof(size, lambda n: inclusion_proof_nodes(index, n))
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[Hash]:
         """Consistency proof from ``old_size`` to ``new_size`` (default: current).
@@ -379,10 +420,7 @@ class Ledger:
             ProofSizeError: ``old_size`` is 0 or larger than ``new_size``.
             LedgerUnavailableError: the database is unreachable.
         """
-        with self._db.read() as conn:
-            current = self._check_size(conn, new_size if new_size is not None else 0)
-            return consistency_proof(old_size, current if new_size is None else new_size,
-                                     _Lookup(conn))
+        return self._proof(new_size, lambda n: consistency_proof_nodes(old_size, n))
 
     # --- checkpoints ----------------------------------------------------------
 
@@ -612,6 +650,28 @@ def _with_checkpoint(r: AppendResult, cp: SignedCheckpoint) -> AppendResult:
 def _note_text(note: str) -> str:
     # The body is everything up to the blank line before the signatures.
     return note[: note.rfind("\n\n") + 1]
+
+
+def _blob_or_tamper(value: object, index: int) -> bytes:
+    if isinstance(value, bytes | memoryview | bytearray):
+        return bytes(value)
+    raise TamperError(index, "a stored tree hash is not binary data")
+
+
+def _leaf_bytes(envelope: Envelope) -> bytes:
+    """:func:`~lineage.receipt.entry_leaf`, without the general RFC 8785 encoder.
+
+    An envelope's JSON holds only strings under fixed ASCII keys, and for
+    that shape RFC 8785 is exactly sorted keys, no whitespace, UTF-8, and
+    JSON's minimal escapes, which :func:`json.dumps` produces (tested
+    against ``entry_leaf``). Anything it cannot encode (a lone surrogate)
+    goes through ``entry_leaf`` and fails the same way.
+    """
+    try:
+        return json.dumps(envelope.to_dict(), ensure_ascii=False, separators=(",", ":"),
+                          sort_keys=True).encode("utf-8")
+    except UnicodeEncodeError:
+        return entry_leaf(envelope)
 
 
 def _evidence_id(leaf: bytes) -> str:

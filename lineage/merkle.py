@@ -36,6 +36,7 @@ __all__ = [
     "NodeId",
     "consistency_proof",
     "consistency_proof_nodes",
+    "fold_plan",
     "inclusion_proof",
     "inclusion_proof_nodes",
     "leaf_hash",
@@ -170,10 +171,19 @@ def consistency_proof_nodes(old_size: int, new_size: int) -> list[list[NodeId]]:
     return [range_nodes(s, e) for s, e in ranges]
 
 
+def fold_plan(plan: Sequence[Sequence[NodeId]], hashes: Mapping[NodeId, bytes]) -> list[Hash]:
+    """The proof hashes of ``plan`` (from ``*_proof_nodes``) given its subtree hashes.
+
+    Raises:
+        KeyError: ``hashes`` lacks a subtree the plan names.
+    """
+    return [_fold(ids, hashes) for ids in plan]
+
+
 def _resolve(plan: list[list[NodeId]], lookup: HashLookup) -> list[Hash]:
     wanted = sorted({nid for ids in plan for nid in ids})
     hashes = lookup(wanted) if wanted else {}
-    return [_fold(ids, hashes) for ids in plan]
+    return fold_plan(plan, hashes)
 
 
 def inclusion_proof(index: int, size: int, lookup: HashLookup) -> list[Hash]:
