@@ -132,7 +132,9 @@ class AuthorityActivities:
                 trust,
             )
         except AuthorityError as exc:
-            raise _refuse(exc) from exc
+            # The message says why; a chained DB trace can exceed Temporal's
+            # failure size limit.
+            raise _refuse(exc) from None
         approvers: list[ApproverKey] = []
         if decision.approval is not None:
             eligible = set(decision.approval.approvers)
@@ -206,7 +208,7 @@ class AuthorityActivities:
             args_digest = digest_values(inp.args, activity.payload_converter())
             grant, envelope = await asyncio.to_thread(self._authorize, inp, args_digest)
         except AuthorityError as exc:
-            raise _refuse(exc) from exc
+            raise _refuse(exc) from None
         return GrantResult(
             envelope=envelope.decode(),
             grant_id=grant.grant_id,

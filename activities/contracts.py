@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "ACTIVITY_ATTEST",
     "ACTIVITY_AUTHORIZE",
     "ACTIVITY_EVALUATE",
+    "ACTIVITY_PREPARE",
     "ACTIVITY_PROVE",
     "ApproverKey",
-    "AttestationResult",
     "AuthorizeInput",
     "DecisionResult",
     "EvaluateInput",
     "GrantResult",
+    "PrepareInput",
+    "PrepareResult",
     "ProveInput",
     "ProveResult",
 ]
@@ -29,18 +30,33 @@ __all__ = [
 #: converter cannot decode into ``object`` or a recursive alias.
 JSON = Any
 
-ACTIVITY_ATTEST = "ecp.attest"
+ACTIVITY_PREPARE = "ecp.prepare"
 ACTIVITY_EVALUATE = "ecp.evaluate"
 ACTIVITY_AUTHORIZE = "ecp.authorize"
 ACTIVITY_PROVE = "ecp.prove"
 
 
 @dataclass(frozen=True)
-class AttestationResult:
-    """The executor's signed environment attestation."""
+class PrepareInput:
+    """The action and arguments as submitted."""
 
-    envelope: str
-    digest: str
+    action: str
+    args: list[JSON]
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """The executor's signed environment attestation and the normalised call.
+
+    ``args`` are the submitted arguments decoded into the governed activity's
+    parameter types and encoded again: exactly the values the gate will see
+    (defaults filled in, unknown fields refused), so the policy decides on,
+    and the grant binds, what will really run.
+    """
+
+    attestation: str
+    environment_digest: str
+    args: list[JSON]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ tests can observe whether a body ran at all.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import asdict, dataclass
@@ -42,11 +43,15 @@ class Payout:
 
 @dataclass(frozen=True)
 class InfraChange:
-    """Apply ``change`` to ``target`` in ``environment`` (staging or production)."""
+    """Apply ``change`` to ``target`` in ``environment`` (staging or production).
+
+    ``duration_seconds`` simulates a change that takes a while to apply.
+    """
 
     target: str
     environment: str
     change: str
+    duration_seconds: int = 0
 
 
 def journal_path() -> Path:
@@ -54,11 +59,18 @@ def journal_path() -> Path:
     return data_dir() / "side_effects.jsonl"
 
 
-def _journal(kind: str, args: dict[str, object]) -> None:
+def _journal(kind: str, args: dict[str, object], phase: str = "run") -> None:
     info = activity.info()
-    entry = {"activity": kind, "workflow_id": info.workflow_id, "attempt": info.attempt, **args}
+    entry = {
+        "activity": kind,
+        "workflow_id": info.workflow_id,
+        "attempt": info.attempt,
+        "phase": phase,
+        **args,
+    }
     with _lock:
-        EXECUTIONS.append((kind, info.workflow_id or "", args))
+        if phase == "run":
+            EXECUTIONS.append((kind, info.workflow_id or "", args))
         path = journal_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as fh:
@@ -84,4 +96,7 @@ async def payout(request: Payout) -> dict[str, object]:
 async def change_infrastructure(request: InfraChange) -> dict[str, object]:
     """Change infrastructure (simulated). Governed: runs only under a verified grant."""
     _journal("change_infrastructure", asdict(request))
+    if request.duration_seconds > 0:
+        await asyncio.sleep(request.duration_seconds)
+        _journal("change_infrastructure", asdict(request), phase="done")
     return {"status": "applied", "target": request.target, "environment": request.environment}

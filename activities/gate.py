@@ -201,6 +201,8 @@ class _Gate(ActivityInboundInterceptor):
         )
 
     async def _deny(self, rec: GateRecord, exc: AuthorityError) -> None:
+        # Raised ``from None``: the message names the reason, and a chained
+        # database traceback can exceed Temporal's failure size limit.
         log.warning(
             "gate refused %s (workflow %s, activity %s, attempt %d): %s: %s",
             rec.activity_type,
@@ -220,17 +222,17 @@ class _Gate(ActivityInboundInterceptor):
                 raise ApplicationError(
                     f"{rec.reason} (and the denial could not be recorded: {rec_exc})",
                     type=INFRA_TYPE,
-                ) from exc
+                ) from None
         if exc.retryable:
             raise ApplicationError(
                 f"governance dependency unavailable, not running {rec.activity_type}: {rec.reason}",
                 type=INFRA_TYPE,
-            ) from exc
+            ) from None
         raise ApplicationError(
             f"denied {rec.activity_type}: {rec.reason}",
             type=DENIAL_TYPE_PREFIX + exc.code,
             non_retryable=True,
-        ) from exc
+        ) from None
 
     async def _record_quietly(self, rec: GateRecord) -> None:
         # The body already ran: failing the attempt now would make Temporal

@@ -59,8 +59,9 @@ class ProveActivities:
         code = (inp.reason_code or inp.outcome).lower().removeprefix("ecp.")
         predicate = EvidencePredicate.model_validate(
             {
-                "decisionId": inp.decision_id,
-                "policyDigest": inp.policy_digest,
+                # Empty when the request was refused before any decision.
+                "decisionId": inp.decision_id or None,
+                "policyDigest": inp.policy_digest or None,
                 "grantId": inp.grant_id or None,
                 "initiator": inp.initiator,
                 "activity": ActivityIdentity.model_validate(
@@ -118,4 +119,4 @@ class ProveActivities:
                 f"{type(exc).__name__}: {exc}",
                 type="ecp." + exc.code,
                 non_retryable=not exc.retryable,
-            ) from exc
+            ) from None

@@ -1,11 +1,19 @@
-"""Single use of grants: each (grant id, attempt) may be consumed once.
+"""Single use of grants: a grant is honoured at most ``max_attempts`` times,
+and each Temporal attempt at most once.
 
 Temporal retries an activity with the same headers, so a grant cannot name
-the attempt it is for. It binds ``max_attempts`` instead, and the gate
-consumes ``(grant_id, attempt)``: a redelivered attempt, or an attempt past
-the limit, is refused. The record lives in a SQLModel table (SQLite by
-default, PostgreSQL for several hosts); a composite primary key makes the
-check-and-record one atomic insert, safe across processes.
+the attempt it is for. It binds ``max_attempts`` instead. The gate consumes
+one of the grant's ``max_attempts`` *slots* each time it lets the body run,
+recording the Temporal attempt number with it: a redelivered attempt is
+refused, and so is any use once every slot is taken. Counting uses rather
+than attempt numbers means attempts refused for an infrastructure fault
+(before any body ran) do not eat into the budget.
+
+The record lives in a SQLModel table (SQLite by default, PostgreSQL for
+several hosts). Both checks are unique constraints, so check-and-record is
+one atomic insert per slot, safe across processes without locks: two racing
+consumers cannot take the same slot, and no more than ``max_attempts``
+slots exist.
 """
 
 from __future__ import annotations
@@ -14,9 +22,9 @@ import threading
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, UniqueConstraint, create_engine, event, inspect
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, select
 
 from authority.clock import Clock, now_utc, system_clock
 from authority.errors import (
@@ -39,10 +47,11 @@ class ReplayGuard(Protocol):
     """Records grant uses; refuses a second use of the same attempt."""
 
     def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
-        """Atomically record ``(grant_id, attempt)``.
+        """Atomically record one use of ``grant_id`` by Temporal ``attempt``.
 
         Raises:
-            GrantAttemptsExhaustedError: ``attempt`` exceeds ``max_attempts``.
+            GrantAttemptsExhaustedError: the grant was already used
+                ``max_attempts`` times.
             GrantReplayedError: this attempt was consumed before, or the
                 attempt number is not positive.
             ReplayStoreUnavailableError: the store cannot answer (retryable).
@@ -54,15 +63,18 @@ def check_attempt(grant_id: str, attempt: int, max_attempts: int) -> None:
     """The stateless part of :meth:`ReplayGuard.consume`.
 
     Raises:
-        GrantReplayedError: ``attempt`` is not positive.
-        GrantAttemptsExhaustedError: ``attempt`` exceeds ``max_attempts``.
+        GrantReplayedError: ``attempt`` or ``max_attempts`` is not positive.
     """
     if attempt < 1:
         raise GrantReplayedError(f"grant {grant_id}: attempt {attempt} is not a valid attempt")
-    if attempt > max_attempts:
-        raise GrantAttemptsExhaustedError(
-            f"grant {grant_id}: attempt {attempt} exceeds max_attempts {max_attempts}"
-        )
+    if max_attempts < 1:
+        raise GrantReplayedError(f"grant {grant_id}: max_attempts {max_attempts} allows no use")
+
+
+def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
+    return GrantAttemptsExhaustedError(
+        f"grant {grant_id} was already honoured {max_attempts} time(s), its max_attempts"
+    )
 
 
 class InMemoryReplayGuard:
@@ -78,16 +90,20 @@ class InMemoryReplayGuard:
         with self._lock:
             if (grant_id, attempt) in self._seen:
                 raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
+            if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
+                raise _exhausted(grant_id, max_attempts)
             self._seen.add((grant_id, attempt))
 
 
 class ConsumedGrant(SQLModel, table=True):
-    """One consumed (grant id, attempt). Not a wire model: storage only."""
+    """One use of a grant: which slot, by which attempt. Storage only."""
 
-    __tablename__ = "ecp_consumed_grants"
+    __tablename__ = "ecp_grant_uses"
+    __table_args__ = (UniqueConstraint("grant_id", "attempt", name="uq_grant_use_attempt"),)
 
     grant_id: str = Field(primary_key=True, max_length=128)
-    attempt: int = Field(primary_key=True)
+    slot: int = Field(primary_key=True)
+    attempt: int
     consumed_at: datetime
 
 
@@ -157,20 +173,35 @@ class SqlReplayGuard:
         """See :meth:`ReplayGuard.consume`."""
         check_attempt(grant_id, attempt, max_attempts)
         self._ensure_table()
-        row = ConsumedGrant(grant_id=grant_id, attempt=attempt, consumed_at=now_utc(self._clock))
+        now = now_utc(self._clock)
         try:
-            with Session(self.engine) as session:
-                session.add(row)
-                session.commit()
-        except IntegrityError as exc:
-            raise GrantReplayedError(
-                f"grant {grant_id} attempt {attempt} was already used"
-            ) from exc
+            for slot in range(1, max_attempts + 1):
+                row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=attempt, consumed_at=now)
+                try:
+                    with Session(self.engine) as session:
+                        session.add(row)
+                        session.commit()
+                    return
+                except IntegrityError:
+                    # Either the slot is taken (try the next) or this attempt
+                    # already used one (a replay).
+                    if self._attempt_used(grant_id, attempt):
+                        raise GrantReplayedError(
+                            f"grant {grant_id} attempt {attempt} was already used"
+                        ) from None
         except SQLAlchemyError as exc:
             # Cannot tell whether it was used: refuse, but let the caller retry.
             raise ReplayStoreUnavailableError(
                 f"replay store unavailable: {type(exc).__name__}"
             ) from exc
+        raise _exhausted(grant_id, max_attempts)
+
+    def _attempt_used(self, grant_id: str, attempt: int) -> bool:
+        with Session(self.engine) as session:
+            stmt = select(ConsumedGrant).where(
+                ConsumedGrant.grant_id == grant_id, ConsumedGrant.attempt == attempt
+            )
+            return session.exec(stmt).first() is not None
 
     def dispose(self) -> None:
         """Close pooled connections."""

@@ -101,7 +101,9 @@ def build_plugin(
         authority_acts = [*authority.activities(), *prove.activities()]
     if role in (Role.EXECUTOR, Role.ALL):
         worker_key = Ed25519FileSigner.from_file(keys.worker)
-        executor = ExecutorActivities(worker_key, measure_environment(governed_modules))
+        executor = ExecutorActivities(
+            worker_key, measure_environment(governed_modules), governed_activities
+        )
         gate = GateInterceptor(
             GateConfig(
                 trust=trust,

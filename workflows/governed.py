@@ -18,15 +18,16 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
-        ACTIVITY_ATTEST,
         ACTIVITY_AUTHORIZE,
         ACTIVITY_EVALUATE,
+        ACTIVITY_PREPARE,
         ACTIVITY_PROVE,
-        AttestationResult,
         AuthorizeInput,
         DecisionResult,
         EvaluateInput,
         GrantResult,
+        PrepareInput,
+        PrepareResult,
         ProveInput,
         ProveResult,
     )
@@ -50,6 +51,15 @@ _GOVERNANCE_RETRY = RetryPolicy(
     backoff_coefficient=2,
     maximum_interval=timedelta(seconds=10),
 )
+
+
+_EXECUTE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=30),
+)
+#: The gate's refusal once a grant's uses are spent.
+EXHAUSTED_TYPE = "ecp.grant_attempts_exhausted"
 
 
 def execute_activity_id(action: str) -> str:
@@ -123,18 +133,27 @@ class GovernedExecution:
         )
         self._refresh_details(req)
 
-        # verify: measure the executor, then ask the policy.
-        attestation: AttestationResult = await workflow.execute_activity(
-            ACTIVITY_ATTEST,
-            task_queue=req.queues.executor,
-            start_to_close_timeout=_STEP_TIMEOUT,
-            retry_policy=_GOVERNANCE_RETRY,
-            result_type=AttestationResult,
-            summary="verify: attest the executor environment",
-        )
+        # verify: the executor attests itself and normalises the call, then
+        # the policy decides on exactly what would run.
+        try:
+            prepared: PrepareResult = await workflow.execute_activity(
+                ACTIVITY_PREPARE,
+                PrepareInput(req.action, req.args),
+                task_queue=req.queues.executor,
+                start_to_close_timeout=_STEP_TIMEOUT,
+                retry_policy=_GOVERNANCE_RETRY,
+                result_type=PrepareResult,
+                summary=f"verify: attest the executor and check the {req.action} arguments",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if not isinstance(cause, ApplicationError):
+                raise
+            return await self._refuse_request(req, cause.type or "ecp.malformed", cause.message)
+        args = prepared.args
         decision: DecisionResult = await workflow.execute_activity(
             ACTIVITY_EVALUATE,
-            EvaluateInput(req.action, req.args, req.initiator, req.purpose, attestation.envelope),
+            EvaluateInput(req.action, args, req.initiator, req.purpose, prepared.attestation),
             task_queue=req.queues.authority,
             start_to_close_timeout=_STEP_TIMEOUT,
             retry_policy=_GOVERNANCE_RETRY,
@@ -153,7 +172,7 @@ class GovernedExecution:
 
         if decision.effect == "deny":
             return await self._finish_denied(
-                req, exec_id, "policy_denied", "; ".join(decision.reasons)
+                req, exec_id, "policy_denied", "; ".join(decision.reasons), args
             )
 
         if decision.effect == "allow_after_approval":
@@ -172,6 +191,7 @@ class GovernedExecution:
                     "approval_deadline",
                     f"approval deadline passed with {len(self._approvers)} of "
                     f"{decision.approvals_required} approvals",
+                    args,
                 )
 
         # authorize
@@ -182,14 +202,14 @@ class GovernedExecution:
                 decision_json=decision.decision_json,
                 approvals=list(self._approvals),
                 action=req.action,
-                args=req.args,
+                args=args,
                 initiator=req.initiator,
                 namespace=info.namespace,
                 workflow_id=info.workflow_id,
                 run_id=info.run_id,
                 activity_id=exec_id,
                 purpose=req.purpose,
-                attestation=attestation.envelope,
+                attestation=prepared.attestation,
             ),
             task_queue=req.queues.authority,
             start_to_close_timeout=_STEP_TIMEOUT,
@@ -209,30 +229,54 @@ class GovernedExecution:
             with attach_grant(grant.envelope.encode("utf-8")):
                 result = await workflow.execute_activity(
                     req.action,
-                    args=req.args,
+                    args=args,
                     task_queue=req.queues.executor,
                     activity_id=exec_id,
-                    start_to_close_timeout=timedelta(minutes=5),
-                    retry_policy=RetryPolicy(maximum_attempts=grant.max_attempts),
+                    start_to_close_timeout=timedelta(seconds=req.execute_timeout_seconds),
+                    # Unlimited at the Temporal level on purpose: the gate
+                    # lets the body run at most grant.max_attempts times and
+                    # refuses the rest for good, while attempts refused for an
+                    # outage (before any body ran) just wait and retry.
+                    retry_policy=_EXECUTE_RETRY,
                     summary=f"execute: {req.action} under grant {grant.grant_id}",
                 )
         except ActivityError as err:
             cause = err.cause
-            if isinstance(cause, ApplicationError) and (cause.type or "").startswith("ecp."):
-                outcome, reason_code = "denied", cause.type or ""
+            kind = cause.type or "" if isinstance(cause, ApplicationError) else ""
+            if kind == EXHAUSTED_TYPE:
+                # The body ran and failed as often as the grant allows.
+                outcome, reason_code = "failed", kind
+            elif kind.startswith("ecp."):
+                outcome, reason_code = "denied", kind
             else:
                 outcome = "failed"
                 reason_code = type(cause).__name__ if cause else "ActivityError"
             reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
 
-        return await self._prove(req, exec_id, outcome, reason_code, reason, result)
+        return await self._prove(req, exec_id, outcome, reason_code, reason, result, args)
 
     # --- helpers --------------------------------------------------------------
 
     async def _finish_denied(
-        self, req: GovernedRequest, exec_id: str, code: str, reason: str
+        self, req: GovernedRequest, exec_id: str, code: str, reason: str, args: list[object]
     ) -> GovernedResult:
-        return await self._prove(req, exec_id, "denied", code, reason, None)
+        return await self._prove(req, exec_id, "denied", code, reason, None, args)
+
+    async def _refuse_request(self, req: GovernedRequest, code: str, reason: str) -> GovernedResult:
+        """Deny a request the executor cannot even prepare (unknown action, bad args)."""
+        self._decision = DecisionResult(
+            decision_json="",
+            decision_id="",
+            effect="deny",
+            policy_digest="",
+            request_digest="",
+            reasons=[reason],
+            determining_policies=[],
+        )
+        workflow.upsert_search_attributes([SA_DECISION.value_set("deny")])
+        return await self._finish_denied(
+            req, execute_activity_id(req.action), code, reason, req.args
+        )
 
     async def _prove(
         self,
@@ -242,6 +286,7 @@ class GovernedExecution:
         reason_code: str,
         reason: str,
         result: object,
+        args: list[object],
     ) -> GovernedResult:
         info = workflow.info()
         d = self._decision
@@ -265,7 +310,7 @@ class GovernedExecution:
                 reason_code=reason_code,
                 reason=reason,
                 grant_id=self._grant.grant_id if self._grant else "",
-                args=req.args,
+                args=args,
             ),
             task_queue=req.queues.authority,
             start_to_close_timeout=_STEP_TIMEOUT,

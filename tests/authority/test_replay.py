@@ -62,6 +62,30 @@ def _exercise(guard: ReplayGuard) -> None:
     guard.consume(str(uuid.uuid4()), 1, 1)
 
 
+def _budget(guard: ReplayGuard) -> None:
+    # Attempts refused before the body ran (an outage) never consumed a use:
+    # the first use may come at attempt 3, and the budget still allows two.
+    gid = str(uuid.uuid4())
+    guard.consume(gid, 3, 2)
+    guard.consume(gid, 5, 2)
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.consume(gid, 6, 2)
+    with pytest.raises(GrantReplayedError):
+        guard.consume(gid, 5, 2)
+
+
+def test_in_memory_budget_counts_uses_not_attempt_numbers() -> None:
+    _budget(InMemoryReplayGuard())
+
+
+def test_sql_budget_counts_uses_not_attempt_numbers(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _budget(guard)
+    finally:
+        guard.dispose()
+
+
 def test_in_memory_guard() -> None:
     _exercise(InMemoryReplayGuard())
 
@@ -139,6 +163,48 @@ def test_unreachable_store_is_retryable_and_refuses(url: str) -> None:
     with pytest.raises(ReplayStoreUnavailableError) as info:
         guard.consume(str(uuid.uuid4()), 1, 1)
     assert info.value.retryable
-    # Limits are checked before the store: an exhausted grant is a denial even then.
-    with pytest.raises(GrantAttemptsExhaustedError):
+    # Uses are counted in the store: without it nothing is known, so nothing runs.
+    with pytest.raises(ReplayStoreUnavailableError):
         guard.consume(str(uuid.uuid4()), 2, 1)
+
+
+def _race_attempts(
+    url: str,
+    grant_id: str,
+    attempts: list[int],
+    start: multiprocessing.synchronize.Event,
+    out: multiprocessing.Queue,
+) -> None:  # type: ignore[name-defined]
+    guard = SqlReplayGuard(url)
+    start.wait()
+    won: list[int] = []
+    for attempt in attempts:
+        try:
+            guard.consume(grant_id, attempt, 3)
+        except (GrantReplayedError, GrantAttemptsExhaustedError):
+            continue
+        won.append(attempt)
+    guard.dispose()
+    out.put(won)
+
+
+def test_concurrent_attempts_never_exceed_the_budget(store_url: str) -> None:
+    # Four processes race over attempts 1..8 of one grant allowing 3 uses.
+    SqlReplayGuard(store_url).consume(str(uuid.uuid4()), 1, 1)
+    ctx = multiprocessing.get_context("spawn")
+    gid = str(uuid.uuid4())
+    start = ctx.Event()
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_attempts, args=(store_url, gid, list(range(1, 9)), start, out))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    won = [a for _ in procs for a in out.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert len(won) == 3
+    assert len(set(won)) == 3

@@ -128,6 +128,20 @@ def _used_once(keys: Keys) -> Case:
     return case
 
 
+def _all_uses_taken(keys: Keys) -> Case:
+    """Attempts 1 and 2 ran the body; the grant allows 2 uses, so attempt 3 is refused."""
+    case = Case(_good(keys), keys.trust, _expect(attempt=3))
+    for attempt in (1, 2):
+        verify_grant(
+            case.envelope,
+            trust=case.trust,
+            expected=_expect(attempt=attempt),
+            clock=case.clock,
+            replay=case.replay,
+        )
+    return case
+
+
 def _expect(**changes: object) -> ExpectedCall:
     return replace(good_expected(args_digest=_args_digest(ARGS)), **changes)  # type: ignore[arg-type]
 
@@ -318,11 +332,7 @@ MATRIX: list[tuple[str, Callable[[Keys], Case], type[AuthorityError]]] = [
         EnvironmentMismatchError,
     ),
     ("grant-used-twice", _used_once, GrantReplayedError),
-    (
-        "attempts-exhausted",
-        lambda k: Case(_good(k), k.trust, _expect(attempt=3)),
-        GrantAttemptsExhaustedError,
-    ),
+    ("attempts-exhausted", _all_uses_taken, GrantAttemptsExhaustedError),
     (
         "oversized-envelope",
         lambda k: Case(b'{"payload":"' + b"A" * GRANT_MAX_BYTES + b'"}', k.trust),

@@ -47,7 +47,7 @@ async def test_small_payout_runs_as_four_steps_and_is_proven(stack: Stack) -> No
     ]
     history = await handle.fetch_history()
     assert _activity_types(history) == [
-        "ecp.attest",
+        "ecp.prepare",
         "ecp.evaluate",
         "ecp.authorize",
         "payout",
