@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -256,7 +256,8 @@ class LedgerDatabase:
         else:
             engine = create_engine(
                 url,
-                pool_pre_ping=True,
+                # No ping per checkout: the hot paths retry a dead pooled
+                # connection themselves, the others call _revive.
                 pool_size=2,
                 max_overflow=4,
                 connect_args={
@@ -309,6 +310,22 @@ class LedgerDatabase:
                 ) from exc
             raise
 
+    def _revive(self, conn: Connection) -> None:
+        """What ``pool_pre_ping`` did: swap a pooled connection the server dropped."""
+        if self.is_sqlite:
+            return
+        raw: Any = conn.connection.driver_connection
+        try:
+            raw.execute("SELECT 1")
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._drop_stale(conn)  # the next statement reconnects
+
+    def _drop_stale(self, conn: Connection) -> None:
+        # A connection the server dropped usually means a restart: like a
+        # failed pre-ping, retire the whole pool, not just this connection.
+        conn.invalidate()
+        self.engine.dispose(close=False)
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction (a consistent snapshot on both back ends).
@@ -316,8 +333,10 @@ class LedgerDatabase:
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
-        with self.guard(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        with self.guard(), self.engine.connect() as conn:
+            self._revive(conn)
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[tuple[Connection, StoredHead]]:
@@ -327,6 +346,7 @@ class LedgerDatabase:
             LedgerUnavailableError: see :meth:`guard`.
         """
         with self.guard(), self.engine.connect() as conn:
+            self._revive(conn)
             if self.is_sqlite:
                 conn = conn.execution_options(ecp_begin="IMMEDIATE")
             with conn.begin():
@@ -378,49 +398,72 @@ class LedgerDatabase:
 
     def _append_sqlite(self, ids: list[str], plan: Planner) -> None:
         with self._driver(autocommit=False) as (conn, raw):
-            conn = conn.execution_options(ecp_begin="IMMEDIATE")
-            with conn.begin():  # BEGIN IMMEDIATE: the database write lock
-                size, root, border = raw.execute(_SQL_HEAD).fetchone()
-                existing: dict[str, tuple[int, bytes]] = {}
-                if ids:
-                    marks = ",".join("?" * len(ids))
-                    for seq, eid, lh in raw.execute(
-                        f"SELECT seq, evidence_id, leaf_hash FROM ledger_entry "  # noqa: S608
-                        f"WHERE evidence_id IN ({marks})", ids
-                    ):
-                        existing[eid] = (int(seq), bytes(lh))
-                p = plan(StoredHead(int(size), bytes(root), bytes(border)), existing)
-                if p is None:
-                    return
-                to_db = self._time_to_db
-                raw.executemany(
-                    _SQL_ENTRY_ROW.replace("%s", "?"),
-                    [(*e[:5], to_db(e[5]), *e[6:]) for e in p.entries],
-                )
-                if p.nodes:
-                    raw.executemany("INSERT INTO ledger_node (node_id, hash) VALUES (?, ?)",
-                                    p.nodes)
-                raw.execute(_SQL_SET_HEAD.replace("%s", "?"),
-                            (p.head.size, p.head.root_hash, p.head.border))
-                if p.after is not None:
-                    p.after(conn)
-
-    def _append_pg(self, ids: list[str], plan: Planner) -> None:
-        # psycopg is in autocommit mode here: the explicit BEGIN travels with
-        # the head lock, the COMMIT with the writes, so an append costs two
-        # round trips. The look-up of repeats runs after the lock is granted,
-        # with a fresh READ COMMITTED snapshot, so it sees every earlier append.
-        with self._driver(autocommit=True) as (conn, raw), conn.begin():
+            # The transaction is the driver's own (SQLAlchemy's begin/commit
+            # cost more than the statements); statements ``plan.after`` runs
+            # through SQLAlchemy join it, as the begin hook then emits nothing.
+            conn = conn.execution_options(ecp_begin="")
+            raw.execute("BEGIN IMMEDIATE")  # the database write lock
             try:
-                self._append_pg_in(conn, raw, ids, plan)
+                self._append_sqlite_in(conn, raw, ids, plan)
+                raw.execute("COMMIT")
             except BaseException:
-                # Leave no open transaction behind (nor a held head lock).
-                if not raw.closed and raw.info.transaction_status != _PG_IDLE:
-                    raw.rollback()
+                if raw.in_transaction:
+                    with suppress(sqlite3.Error):  # a dead connection is dropped anyway
+                        raw.execute("ROLLBACK")
                 raise
 
+    def _append_sqlite_in(
+        self, conn: Connection, raw: sqlite3.Connection, ids: list[str], plan: Planner
+    ) -> None:
+        size, root, border = raw.execute(_SQL_HEAD).fetchone()
+        existing: dict[str, tuple[int, bytes]] = {}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for seq, eid, lh in raw.execute(
+                f"SELECT seq, evidence_id, leaf_hash FROM ledger_entry "  # noqa: S608
+                f"WHERE evidence_id IN ({marks})", ids
+            ):
+                existing[eid] = (int(seq), bytes(lh))
+        p = plan(StoredHead(int(size), bytes(root), bytes(border)), existing)
+        if p is None:
+            return
+        to_db = self._time_to_db
+        raw.executemany(
+            _SQL_ENTRY_ROW.replace("%s", "?"),
+            [(*e[:5], to_db(e[5]), *e[6:]) for e in p.entries],
+        )
+        if p.nodes:
+            raw.executemany("INSERT INTO ledger_node (node_id, hash) VALUES (?, ?)", p.nodes)
+        raw.execute(_SQL_SET_HEAD.replace("%s", "?"),
+                    (p.head.size, p.head.root_hash, p.head.border))
+        if p.after is not None:
+            p.after(conn)
+
+    def _append_pg(self, ids: list[str], plan: Planner) -> None:
+        # Pooled connections are not pinged on checkout (a round trip per
+        # append); a connection found dead by the first message, before
+        # anything was written, is replaced and the append retried once.
+        for retry in (True, False):
+            try:
+                with self._driver(autocommit=True) as (conn, raw), conn.begin():
+                    try:
+                        self._append_pg_in(conn, raw, ids, plan, retry=retry)
+                    except _StaleConnection:
+                        self._drop_stale(conn)
+                        raise
+                    except BaseException:
+                        # Leave no open transaction behind (nor a held head lock).
+                        if not raw.closed and raw.info.transaction_status != _PG_IDLE:
+                            raw.rollback()
+                        raise
+            except _StaleConnection:
+                continue
+            return
+
     @staticmethod
-    def _append_pg_in(conn: Connection, raw: Any, ids: list[str], plan: Planner) -> None:
+    def _append_pg_in(
+        conn: Connection, raw: Any, ids: list[str], plan: Planner, *, retry: bool
+    ) -> None:
         cur = raw.cursor()
         query = "BEGIN; " + _SQL_HEAD + " FOR UPDATE; "
         if ids:
@@ -429,7 +472,12 @@ class LedgerDatabase:
                       f"WHERE evidence_id IN ({marks})")
         else:
             query += "SELECT NULL, NULL, NULL WHERE false"
-        cur.execute(query, ids)
+        try:
+            cur.execute(query, ids)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if retry and raw.closed:
+                raise _StaleConnection from exc
+            raise
         cur.nextset()
         size, root, border = cur.fetchone()
         cur.nextset()
@@ -484,12 +532,21 @@ class LedgerDatabase:
                       f"WHERE node_id IN ({','.join([mark] * len(nodes))})")
         size = -1
         got: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
-        with self._driver(autocommit=True) as (_, raw):
-            for kind, key, value in raw.execute(query, (*leaves, *nodes)).fetchall():
-                if kind == 0:
-                    size = int(key)
-                else:
-                    got[kind - 1][int(key)] = value
+        for retry in (not self.is_sqlite, False):
+            with self._driver(autocommit=True) as (conn, raw):
+                try:
+                    rows = raw.execute(query, (*leaves, *nodes)).fetchall()
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if retry and raw.closed:  # a pooled connection the server dropped
+                        self._drop_stale(conn)
+                        continue
+                    raise
+            break
+        for kind, key, value in rows:
+            if kind == 0:
+                size = int(key)
+            else:
+                got[kind - 1][int(key)] = value
         if size < 0:
             raise LedgerUnavailableError(f"no ledger head in database {self.display_url}")
         return TreeHashes(size, got[0], got[1])
@@ -503,6 +560,10 @@ class LedgerDatabase:
 
 
 _PG_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+class _StaleConnection(Exception):
+    """A pooled PostgreSQL connection was dead before anything was sent on it."""
 _SQL_HEAD = "SELECT size, root_hash, border FROM ledger_head WHERE id = 1"
 _SQL_SET_HEAD = "UPDATE ledger_head SET size = %s, root_hash = %s, border = %s WHERE id = 1"
 _SQL_ENTRY_ROWS = f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) VALUES "  # noqa: S608
@@ -558,6 +619,7 @@ def _sqlite_engine(path: Path) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("ecp_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode:  # "": the driver-level caller has begun the transaction itself
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine

@@ -1,0 +1,145 @@
+"""The driver-level append and proof paths: same answers, same guarantees."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from authority.dsse import Envelope, EnvelopeSignature
+from lineage.errors import (
+    EntryNotFoundError,
+    InconsistentCheckpointError,
+    ProofSizeError,
+    TamperError,
+)
+from lineage.evidence import parse_evidence
+from lineage.ledger import Ledger, _leaf_bytes
+from lineage.merkle import InMemoryTree, leaf_hash, verify_inclusion
+from lineage.receipt import entry_leaf
+from tests.lineage.support import make_envelope
+
+_text = st.text(st.characters(codec="utf-8"), max_size=12)  # incl. controls, quotes, non-BMP
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=40),
+    payload_type=_text,
+    sigs=st.lists(st.tuples(_text, st.binary(min_size=1, max_size=8)), min_size=1, max_size=3),
+)
+def test_fast_leaf_is_the_canonical_leaf(
+    payload: bytes, payload_type: str, sigs: list[tuple[str, bytes]]
+) -> None:
+    env = Envelope(payload_type, payload, tuple(EnvelopeSignature(k, s) for k, s in sigs))
+    assert _leaf_bytes(env) == entry_leaf(env)
+
+
+def test_fast_leaf_lone_surrogate_fails_like_entry_leaf() -> None:
+    env = Envelope("x\ud800", b"p", (EnvelopeSignature("k", b"s"),))
+    with pytest.raises(Exception) as fast:  # noqa: PT011 - compared with entry_leaf below
+        _leaf_bytes(env)
+    with pytest.raises(Exception) as slow:  # noqa: PT011
+        entry_leaf(env)
+    assert type(fast.value) is type(slow.value)
+
+
+def test_proofs_match_an_in_memory_tree(ledger_url: str, worker) -> None:
+    envs = [make_envelope(i, worker) for i in range(37)]
+    with Ledger.open(ledger_url) as ledger:
+        for e in envs[:20]:
+            ledger.append(e)
+        ledger.append_many(envs[20:])
+        tree = InMemoryTree()
+        for i in range(37):
+            tree.append(ledger.entry(i).leaf)
+        for size in (1, 2, 5, 16, 17, 37):
+            assert ledger.root_at(size) == tree.root(size)
+            for index in {0, size // 2, size - 1}:
+                proof = ledger.inclusion_proof(index, size)
+                assert proof == tree.inclusion_proof(index, size)
+                leaf = leaf_hash(ledger.entry(index).leaf)
+                verify_inclusion(index, size, leaf, proof, tree.root(size))
+            if size > 1:
+                assert ledger.consistency_proof(size - 1, size) == tree.consistency_proof(
+                    size - 1, size
+                )
+        assert ledger.inclusion_proof(3) == tree.inclusion_proof(3, 37)
+        assert ledger.consistency_proof(7) == tree.consistency_proof(7, 37)
+
+
+def test_proof_errors_in_the_old_order(ledger_url: str, worker) -> None:
+    with Ledger.open(ledger_url) as ledger:
+        assert ledger.root_at(0) == InMemoryTree().root(0)
+        with pytest.raises(EntryNotFoundError):
+            ledger.root_at(1)
+        ledger.append_many([make_envelope(i, worker) for i in range(3)])
+        # Size beyond the log wins over an index outside the tree, as before.
+        with pytest.raises(EntryNotFoundError):
+            ledger.inclusion_proof(7, 5)
+        with pytest.raises(EntryNotFoundError):
+            ledger.consistency_proof(9, 5)
+        with pytest.raises(EntryNotFoundError):
+            ledger.root_at(-1)
+        with pytest.raises(ProofSizeError):
+            ledger.inclusion_proof(3)
+        assert ledger.inclusion_proof(0, 1) == []
+
+
+def test_missing_subtree_is_tampering_on_the_proof_path(ledger_url: str, worker) -> None:
+    with Ledger.open(ledger_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(8)])
+        with ledger.database.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM ledger_node")
+        with pytest.raises(TamperError):
+            ledger.inclusion_proof(0, 8)
+
+
+def test_refused_auto_checkpoint_appends_nothing_and_frees_the_lock(
+    ledger_url: str, worker, log_signer
+) -> None:
+    with Ledger.open(ledger_url, checkpoint_signer=log_signer, checkpoint_every=2) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(2)])
+        # The stored checkpoint now claims a larger log: signing a smaller one is refused.
+        with ledger.database.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE ledger_checkpoint SET note = replace(note, '\n2\n', '\n100\n')"
+            )
+        for _ in range(2):  # the second try proves no transaction or lock was left behind
+            with pytest.raises(InconsistentCheckpointError):
+                ledger.append_many([make_envelope(i, worker) for i in range(2, 4)])
+            assert ledger.head().size == 2
+            assert ledger.find(parse_evidence(make_envelope(2, worker)).evidence_id) is None
+    with Ledger.open(ledger_url) as plain:
+        assert plain.append(make_envelope(2, worker)).index == 2
+
+
+def test_postgres_pooled_connections_dropped_by_the_server(pg_url: str, worker,
+                                                           log_signer) -> None:
+    """No ping per checkout: every path must survive a server-side disconnect."""
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with Ledger.open(pg_url) as ledger:
+
+        def drop_all() -> None:
+            # Fill the pool, then have the server end every connection in it.
+            conns = [ledger.database.engine.connect() for _ in range(2)]
+            for c in conns:
+                c.close()
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+        ledger.append_many([make_envelope(i, worker) for i in range(4)])
+        drop_all()
+        assert ledger.append(make_envelope(4, worker)).index == 4
+        drop_all()
+        assert len(ledger.inclusion_proof(1, 5)) == 3
+        drop_all()
+        assert ledger.head().size == 5
+        drop_all()
+        ledger.checkpoint(log_signer)
+        drop_all()
+        assert ledger.verify_all(log_signer.public_key).size == 5
