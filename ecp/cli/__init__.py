@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from ecp.cli._common import DEBUG
@@ -41,4 +44,16 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    # Leave without interpreter finalisation: the Temporal client's native
+    # runtime threads can still be winding down then, and CPython aborts
+    # ("PyGILState_Release ... finalizing", exit -6) after the command has
+    # already done its work and printed its output. Seen intermittently with
+    # `ecp submit --wait`.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

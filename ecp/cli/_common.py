@@ -42,7 +42,21 @@ def _family_roots() -> tuple[type[BaseException], ...]:
         pass
     else:
         roots.append(LineageError)
+    from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    roots += [RPCError, WorkflowUpdateFailedError, WorkflowFailureError]
     return tuple(roots)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a project error or a Temporal refusal."""
+    text = f"{type(exc).__name__}: {exc}"
+    # Temporal wraps the reason (e.g. the update validator's) in a cause.
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        text += f": {getattr(cause, 'message', None) or cause}"
+    return text.splitlines()[0]
 
 
 def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -59,7 +73,7 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except _family_roots() as exc:
             if DEBUG["on"]:
                 raise
-            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            typer.echo(f"error: {_describe(exc)}", err=True)
             sys.exit(1)
 
     return wrapper

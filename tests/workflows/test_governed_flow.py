@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
 from activities import examples
 from authority.keys import load_public_key
+from lineage.evidence import parse_evidence
 from lineage.receipt import verify_receipt
 from tests.workflows.conftest import Stack
 from workflows.governed import GovernedExecution
@@ -57,3 +59,58 @@ async def test_small_payout_runs_as_four_steps_and_is_proven(stack: Stack) -> No
         result.receipt, load_public_key(stack.keys.log), origin=stack.settings.log_origin
     )
     assert receipt.log_index == result.ledger_index
+
+
+@pytest.mark.parametrize(
+    ("action", "args", "initiator", "reason_part"),
+    [
+        ("launch_missiles", [{"target": "moon"}], "alice", "unknown action 'launch_missiles'"),
+        (
+            "payout",
+            [{"amount": "lots", "currency": "EUR", "recipient": "x"}],
+            "alice",
+            "arguments do not fit payout",
+        ),
+        (
+            "payout",
+            [{"amount": 5, "currency": "EUR", "recipient": "x", "memo": "hi"}],
+            "alice",
+            "unknown field(s): memo",
+        ),
+        (
+            "payout",
+            [{"amount": 5, "currency": "EUR", "recipient": "x"}, 7],
+            "alice",
+            "payout takes 1 argument(s), got 2",
+        ),
+        ("payout", [{"amount": 5, "currency": "EUR", "recipient": "x"}], "mallory", "'mallory'"),
+    ],
+    ids=[
+        "unknown-action",
+        "malformed-argument",
+        "unknown-field",
+        "extra-argument",
+        "unknown-initiator",
+    ],
+)
+async def test_bad_requests_are_denied_with_a_reason_and_proven(
+    stack: Stack, action: str, args: list[object], initiator: str, reason_part: str
+) -> None:
+    wf_id = f"bad-{uuid.uuid4().hex[:8]}"
+    result: GovernedResult = await stack.client.execute_workflow(
+        GovernedExecution.run,
+        GovernedRequest(action=action, args=args, initiator=initiator, queues=stack.queues),
+        id=wf_id,
+        task_queue=stack.queues.executor,
+    )
+    assert result.decision == "deny"
+    assert result.outcome == "denied"
+    assert reason_part in result.reason
+    assert "\n" not in result.reason
+    assert [e for e in examples.EXECUTIONS if e[1] == wf_id] == []
+    receipt = verify_receipt(
+        result.receipt, load_public_key(stack.keys.log), origin=stack.settings.log_origin
+    )
+    evidence = parse_evidence(receipt.entry)
+    assert evidence.predicate.outcome.status.value == "denied"
+    assert evidence.predicate.activity.workflow_id == wf_id
