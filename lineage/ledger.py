@@ -391,14 +391,15 @@ class Ledger:
         try:
             plan = planner(current)
         except ProofSizeError:
-            # A size beyond the log is reported first, as the stored tree decides it.
-            if size is not None and size > self._size_now():
-                raise EntryNotFoundError(
-                    f"tree size {size} is beyond the log (size {self._size_now()})"
-                ) from None
+            # A size outside the log is reported first, as it was when the
+            # head was read before planning.
+            if size is not None:
+                now = self._size_now()
+                if not 0 <= size <= now:
+                    raise EntryNotFoundError(
+                        f"tree size {size} is beyond the log (size {now})"
+                    ) from None
             raise
-        if size is not None and size < 0:
-            raise EntryNotFoundError(f"tree size {size} is beyond the log")
         wanted = sorted({nid for ids in plan for nid in ids})
         return fold_plan(plan, self._fetch(current, wanted))
 

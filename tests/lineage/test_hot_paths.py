@@ -82,6 +82,8 @@ def test_proof_errors_in_the_old_order(ledger_url: str, worker) -> None:
             ledger.consistency_proof(9, 5)
         with pytest.raises(EntryNotFoundError):
             ledger.root_at(-1)
+        with pytest.raises(EntryNotFoundError):
+            ledger.inclusion_proof(0, -2)
         with pytest.raises(ProofSizeError):
             ledger.inclusion_proof(3)
         assert ledger.inclusion_proof(0, 1) == []
