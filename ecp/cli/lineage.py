@@ -1,0 +1,330 @@
+"""`ecp lineage` commands: show, verify and export the lineage of a workflow.
+
+Histories come from the Temporal server named by the settings
+(``ECP_TEMPORAL_ADDRESS``, ``ECP_NAMESPACE``), or from JSON files given with
+``--history`` (as ``temporal workflow show --output json`` writes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import networkx as nx
+import typer
+
+from ecp.cli._common import one_line_errors
+from ecp.settings import Settings, load_settings
+from lineage.crosscheck import CrossCheckReport, Finding, GovernanceStatus
+from lineage.export import ExportFormat
+from lineage.history import RunHistory
+
+__all__ = [
+    "AuditResult",
+    "app",
+    "audit_workflow",
+    "governed_activity_types",
+    "load_lineage",
+    "render_tree",
+]
+
+app = typer.Typer(
+    help="Lineage of workflows: provenance graphs, governance cross-checks, exports.",
+    no_args_is_help=True,
+)
+
+_HISTORY_HELP = (
+    "Read this history JSON file instead of asking Temporal (repeatable: one file per run)."
+)
+_CHILDREN_HELP = "Include child workflows (recursively)."
+
+
+def governed_activity_types() -> frozenset[str]:
+    """Activity types marked ``@governed`` among the bundled example activities."""
+    from activities import examples
+    from activities.governed import is_governed
+
+    names: set[str] = set()
+    for value in vars(examples).values():
+        defn = getattr(value, "__temporal_activity_definition", None)
+        if defn is not None and is_governed(value):
+            names.add(str(defn.name))
+    return frozenset(names)
+
+
+async def _fetch(settings: Settings, workflow_id: str, follow_children: bool) -> list[RunHistory]:
+    from ecp.connect import connect
+    from lineage.history import fetch_histories
+
+    client = await connect(settings)
+    return await fetch_histories(client, workflow_id, follow_children=follow_children)
+
+
+def load_lineage(
+    settings: Settings,
+    workflow_id: str,
+    *,
+    history_files: list[Path] | None = None,
+    follow_children: bool = False,
+    namespace: str | None = None,
+) -> tuple[list[RunHistory], nx.DiGraph]:
+    """The histories of ``workflow_id`` and their lineage graph.
+
+    Raises:
+        TemporalUnreachableError: the server does not answer.
+        WorkflowNotFoundError: no such workflow (or not among the files).
+        HistoryUnavailableError, CorruptHistoryError, NamespaceMismatchError:
+            see :mod:`lineage.history`.
+    """
+    from lineage.graph import build_graph
+    from lineage.graph_errors import WorkflowNotFoundError
+    from lineage.history import load_history_file
+
+    ns = namespace or settings.namespace
+    if history_files:
+        histories = [load_history_file(p, namespace=ns) for p in history_files]
+        if not any(h.workflow_id == workflow_id for h in histories):
+            raise WorkflowNotFoundError(f"no history of workflow {workflow_id!r} among the files")
+    else:
+        if namespace is not None and namespace != settings.namespace:
+            settings = settings.model_copy(update={"namespace": namespace})
+        histories = asyncio.run(_fetch(settings, workflow_id, follow_children))
+    return histories, build_graph(histories)
+
+
+def _cross_check(settings: Settings, histories: list[RunHistory]) -> CrossCheckReport:
+    from authority.keys import load_public_key
+    from authority.truststore import TrustStore
+    from ecp.keyring import KeyFiles
+    from lineage.crosscheck import cross_check
+    from lineage.ledger import Ledger
+
+    trust = TrustStore.load(settings.trust)
+    log_key = load_public_key(KeyFiles(settings.keys).log)
+    with Ledger.open(settings.db_url, create=False) as ledger:
+        return cross_check(
+            histories, ledger=ledger, trust=trust, log_key=log_key,
+            origin=settings.log_origin, governed_types=governed_activity_types(),
+        )
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`audit_workflow` wrote and found."""
+
+    report: CrossCheckReport
+    files: tuple[Path, ...]
+
+
+def audit_workflow(
+    settings: Settings,
+    workflow_id: str,
+    out_dir: Path,
+    *,
+    formats: tuple[ExportFormat, ...] = (
+        ExportFormat.PROV_JSON, ExportFormat.OPENLINEAGE, ExportFormat.DOT, ExportFormat.MERMAID,
+    ),
+    follow_children: bool = True,
+) -> AuditResult:
+    """Cross-check a workflow's lineage and export it (for the end of ``ecp demo``).
+
+    Synchronous (it runs its own event loop): call it from async code with
+    ``await asyncio.to_thread(audit_workflow, settings, wf_id, out_dir)``.
+    Files are named ``<workflow id>.<ext>`` in ``out_dir``.
+
+    Raises:
+        TemporalUnreachableError, WorkflowNotFoundError, HistoryUnavailableError,
+        CorruptHistoryError: the history could not be read.
+        LedgerUnavailableError: the ledger could not be read.
+        TrustStoreError, KeyFileError: keys could not be loaded.
+        ExportFormatError, RendererMissingError: an export failed.
+    """
+    from lineage.crosscheck import annotate_graph
+    from lineage.export import export_graph
+
+    histories, g = load_lineage(settings, workflow_id, follow_children=follow_children)
+    report = _cross_check(settings, histories)
+    annotate_graph(g, report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in workflow_id)
+    files = tuple(
+        export_graph(g, f, out_dir / f"{safe}.{_EXTENSIONS[f]}", namespace=settings.namespace)
+        for f in formats
+    )
+    return AuditResult(report, files)
+
+
+_EXTENSIONS = {
+    ExportFormat.PROV_JSON: "prov.json",
+    ExportFormat.PROV_N: "provn",
+    ExportFormat.OPENLINEAGE: "openlineage.jsonl",
+    ExportFormat.GRAPHML: "graphml",
+    ExportFormat.JSON: "json",
+    ExportFormat.DOT: "dot",
+    ExportFormat.SVG: "svg",
+    ExportFormat.MERMAID: "mmd",
+}
+
+
+def _finding_line(f: Finding) -> str:
+    mark = {"ok": "✓", "denied": "⊘", "violation": "✗"}.get(f.status, "?")
+    where = f"{f.activity_type or f.activity_id} ({f.activity_id}) in {f.workflow_id}/{f.run_id}"
+    line = f"{mark} {f.status:9} {where}: grant {f.grant}; evidence {f.evidence}"
+    if f.ledger_index >= 0:
+        line += f" [ledger #{f.ledger_index}]"
+    return line
+
+
+@app.command("verify")
+@one_line_errors
+def verify(
+    workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
+    history: Annotated[list[Path] | None, typer.Option("--history", help=_HISTORY_HELP)] = None,
+    follow_children: Annotated[
+        bool, typer.Option("--follow-children", help=_CHILDREN_HELP)
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Cross-check every governed execution against its grant and the ledger.
+
+    Exit code 0 if clean, 2 if any violation was found (1 on errors).
+    """
+    settings = load_settings()
+    histories, _ = load_lineage(settings, workflow_id, history_files=history,
+                                follow_children=follow_children)
+    report = _cross_check(settings, histories)
+    if as_json:
+        typer.echo(json.dumps([_finding_dict(f) for f in report.findings], indent=2))
+    else:
+        for f in report.findings:
+            typer.echo(_finding_line(f))
+            for v in f.violations:
+                typer.echo(f"    violation: {v}")
+        n = len(report.violations)
+        typer.echo(
+            f"{workflow_id}: {len(report.findings)} governed execution(s), "
+            + ("no violations" if report.ok else f"{n} violation(s)")
+        )
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def _finding_dict(f: Finding) -> dict[str, object]:
+    return {
+        "node": f.node, "workflowId": f.workflow_id, "runId": f.run_id,
+        "activityId": f.activity_id, "activityType": f.activity_type, "outcome": f.outcome,
+        "grant": f.grant, "grantId": f.grant_id, "evidence": f.evidence,
+        "ledgerIndex": f.ledger_index, "status": f.status, "violations": list(f.violations),
+    }
+
+
+@app.command("export")
+@one_line_errors
+def export(
+    workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (written atomically).")],
+    follow_children: Annotated[
+        bool, typer.Option("--follow-children", help=_CHILDREN_HELP)
+    ] = False,
+    history: Annotated[list[Path] | None, typer.Option("--history", help=_HISTORY_HELP)] = None,
+    verify_first: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Cross-check and mark governance status.")
+    ] = False,
+) -> None:
+    """Export the lineage graph (PROV, OpenLineage, GraphML, JSON, DOT, SVG, Mermaid)."""
+    from lineage.crosscheck import annotate_graph
+    from lineage.export import export_graph
+
+    settings = load_settings()
+    histories, g = load_lineage(settings, workflow_id, history_files=history,
+                                follow_children=follow_children)
+    if verify_first:
+        annotate_graph(g, _cross_check(settings, histories))
+    export_graph(g, fmt, out, namespace=settings.namespace)
+    typer.echo(f"wrote {out} ({fmt.value}, {g.number_of_nodes()} nodes, "
+               f"{g.number_of_edges()} edges)")
+
+
+_STATUS_STYLE = {
+    GovernanceStatus.OK: "[green]✓ governed[/green]",
+    GovernanceStatus.DENIED: "[yellow]⊘ denied[/yellow]",
+    GovernanceStatus.VIOLATION: "[bold red]✗ VIOLATION[/bold red]",
+}
+
+
+def render_tree(g: nx.DiGraph, title: str) -> object:
+    """A rich ``Tree`` of the runs, their steps in order and their governance."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    from lineage.graph import NodeKind
+
+    root = Tree(f"[bold]{escape(title)}[/bold]")
+    runs = sorted((d.get("time_ns", 0), n) for n, d in g.nodes(data=True)
+                  if d.get("kind") == NodeKind.RUN)
+    for _, rn in runs:
+        rd = g.nodes[rn]
+        branch = root.add(
+            f"[bold]{escape(str(rd.get('workflow_type', '?')))}[/bold] "
+            f"{escape(str(rd.get('workflow_id')))} run {escape(str(rd.get('run_id')))} "
+            f"— {escape(str(rd.get('status', 'not loaded' if not rd.get('loaded') else '?')))}"
+        )
+        steps = sorted(
+            (d.get("time_ns", 0), n) for n, d in g.nodes(data=True)
+            if d.get("run_id") == rd.get("run_id") and d.get("workflow_id") == rd.get(
+                "workflow_id") and d.get("kind") not in (NodeKind.RUN, NodeKind.ARTIFACT)
+            and "event_id" in d
+        )
+        for _, sn in steps:
+            sd = g.nodes[sn]
+            text = f"{escape(str(sd.get('label')))} [dim]{escape(str(sd.get('status', '')))}[/dim]"
+            if int(str(sd.get("attempts") or 0)) > 1:
+                text += f" [dim]({sd['attempts']} attempts)[/dim]"
+            if sd.get("approver"):
+                text += f" [cyan]approver {escape(str(sd['approver']))}[/cyan]"
+            gov = sd.get("governance")
+            if gov:
+                text += " " + _STATUS_STYLE.get(str(gov), str(gov))
+            elif sd.get("governed"):
+                text += " [dim](governed, not cross-checked)[/dim]"
+            leaf = branch.add(text)
+            if sd.get("governance_grant"):
+                leaf.add(f"grant: {escape(str(sd['governance_grant']))}")
+            if sd.get("governance_evidence"):
+                leaf.add(f"evidence: {escape(str(sd['governance_evidence']))}")
+            for v in str(sd.get("governance_violations") or "").splitlines():
+                leaf.add(f"[red]{escape(v)}[/red]")
+            for s in sorted(g.successors(sn)):
+                kd = g.nodes[s]
+                if kd.get("kind") in (NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER):
+                    leaf.add(f"→ {escape(str(kd.get('label')))}")
+    return root
+
+
+@app.command("show")
+@one_line_errors
+def show(
+    workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
+    follow_children: Annotated[
+        bool, typer.Option("--follow-children", help=_CHILDREN_HELP)
+    ] = False,
+    history: Annotated[list[Path] | None, typer.Option("--history", help=_HISTORY_HELP)] = None,
+    verify_first: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Cross-check governed steps first.")
+    ] = True,
+) -> None:
+    """Print the lineage as a tree, with the governance status of each step."""
+    from rich.console import Console
+
+    from lineage.crosscheck import annotate_graph
+
+    settings = load_settings()
+    histories, g = load_lineage(settings, workflow_id, history_files=history,
+                                follow_children=follow_children)
+    if verify_first:
+        annotate_graph(g, _cross_check(settings, histories))
+    Console().print(render_tree(g, f"lineage of {workflow_id}"))

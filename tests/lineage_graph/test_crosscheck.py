@@ -1,0 +1,209 @@
+"""The governance cross-check and the ``ecp lineage`` CLI, on a real dev
+server with the real governed stack (keys, SQLite ledger, gate)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, delete
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner, Result
+
+from authority.keys import Ed25519FileSigner, load_public_key
+from authority.truststore import TrustStore
+from ecp.cli.lineage import app
+from lineage.crosscheck import CrossCheckReport, GovernanceStatus, Violation, cross_check
+from lineage.graph_errors import WorkflowNotFoundError
+from lineage.history import RunHistory, fetch_histories
+from lineage.ledger import Ledger
+from lineage.store import ENTRY
+from tests.workflows.conftest import Stack
+from workflows.examples import DirectCall, DirectCallInput
+from workflows.governed import GovernedExecution
+from workflows.models import GovernedRequest
+
+ARGS = [{"amount": 250, "currency": "EUR", "recipient": "acme"}]
+
+
+def _check(stack: Stack, histories: list[RunHistory], ledger: Ledger | None = None
+           ) -> CrossCheckReport:
+    return cross_check(
+        histories, ledger=ledger or stack.ledger, trust=TrustStore.load(stack.settings.trust),
+        log_key=load_public_key(stack.keys.log), origin=stack.settings.log_origin,
+    )
+
+
+def _with_scheduled(h: RunHistory, activity_type: str, edit: object) -> RunHistory:
+    events = []
+    for e in h.events:
+        c = HistoryEvent()
+        c.CopyFrom(e)
+        a = c.activity_task_scheduled_event_attributes
+        if (c.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and a.activity_type.name == activity_type):
+            assert callable(edit)
+            edit(a)
+        events.append(c)
+    return RunHistory(h.namespace, h.workflow_id, h.run_id, events)
+
+
+async def _governed_run(stack: Stack) -> tuple[str, int]:
+    wf_id = f"lg-x-{uuid.uuid4().hex[:8]}"
+    handle = await stack.client.start_workflow(
+        GovernedExecution.run,
+        GovernedRequest("payout", ARGS, "alice", "invoice", queues=stack.queues),
+        id=wf_id, task_queue=stack.queues.executor,
+    )
+    result = await handle.result()
+    assert result.outcome == "completed", result.reason
+    return wf_id, result.ledger_index
+
+
+async def test_cross_check_clean_then_each_tampering_is_reported(
+    stack: Stack, tmp_path: Path
+) -> None:
+    wf_id, index = await _governed_run(stack)
+    (h,) = await fetch_histories(stack.client, wf_id)
+
+    report = _check(stack, [h])
+    assert report.ok, report
+    (f,) = report.findings
+    assert (f.activity_type, f.status, f.grant, f.evidence, f.ledger_index) == (
+        "payout", GovernanceStatus.OK, "verified", "verified", index)
+
+    # A grant header altered in history (one signature byte): the grant no longer verifies.
+    def flip_signature(a: object) -> None:
+        p = a.header.fields["ecp-grant"]  # type: ignore[attr-defined]
+        env = json.loads(p.data)
+        sig = env["signatures"][0]["sig"]
+        env["signatures"][0]["sig"] = ("B" if sig[0] == "A" else "A") + sig[1:]
+        p.data = json.dumps(env).encode()
+
+    report = _check(stack, [_with_scheduled(h, "payout", flip_signature)])
+    (f,) = report.violations
+    assert f.violations[0].startswith(f"{Violation.GRANT_INVALID}: signature_invalid"), f
+
+    # The evidence removed from (a copy of) the ledger.
+    db = Path(stack.settings.db_url.removeprefix("sqlite:///"))
+    copy = tmp_path / "tampered.db"
+    # The backup API copies the WAL's committed pages too.
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    engine = create_engine(f"sqlite:///{copy}")
+    with engine.begin() as conn:
+        conn.execute(delete(ENTRY).where(ENTRY.c.seq == index))
+    engine.dispose()
+    with Ledger.open(f"sqlite:///{copy}", create=False) as tampered:
+        report = _check(stack, [h], tampered)
+    (f,) = report.violations
+    assert f.violations == (Violation.EVIDENCE_MISSING,)
+    assert f.evidence == "missing"
+
+    # Evidence of an execution the history does not show (the history names
+    # another activity id): both directions are violations.
+    def rename(a: object) -> None:
+        a.activity_id = "execute:other"  # type: ignore[attr-defined]
+
+    report = _check(stack, [_with_scheduled(h, "payout", rename)])
+    codes = sorted(v.split(":")[0] for f in report.violations for v in f.violations)
+    assert Violation.EVIDENCE_WITHOUT_EXECUTION in codes
+    assert Violation.EVIDENCE_MISSING in codes
+    assert any(f.violations[0].startswith(Violation.GRANT_INVALID) for f in report.violations)
+
+
+async def test_denied_direct_call_is_not_a_violation_and_cli(
+    stack: Stack, temporal_env: WorkflowEnvironment, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wf_id = f"lg-d-{uuid.uuid4().hex[:8]}"
+    handle = await stack.client.start_workflow(
+        DirectCall.run, DirectCallInput("payout", list(ARGS), stack.queues.executor),
+        id=wf_id, task_queue=stack.queues.executor,
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    histories = await fetch_histories(stack.client, wf_id)
+    # The gate recorded the denial, but no checkpoint covers it yet (nothing
+    # ran a prove step): its receipt cannot verify, and that is reported.
+    (f,) = _check(stack, histories).violations
+    assert f.violations[0].startswith(Violation.NO_CHECKPOINT)
+    stack.ledger.checkpoint(Ed25519FileSigner.from_file(stack.keys.log),
+                            stack.settings.log_origin)
+    report = _check(stack, histories)
+    assert report.ok, report
+    (f,) = report.findings
+    assert (f.status, f.grant, f.evidence) == (GovernanceStatus.DENIED, "missing", "verified")
+
+    with pytest.raises(WorkflowNotFoundError):
+        await fetch_histories(stack.client, "no-such-workflow-" + uuid.uuid4().hex)
+
+    # The CLI, reading histories from files and the stack's ledger and keys.
+    gov_id, _ = await _governed_run(stack)
+    (gh,) = await fetch_histories(stack.client, gov_id)
+    good = tmp_path / "good.json"
+    good.write_text(WorkflowHistory(gov_id, gh.events).to_json())
+    s = stack.settings
+    monkeypatch.setenv("ECP_HOME", str(s.home))
+    monkeypatch.setenv("ECP_DATABASE_URL", s.db_url)
+    monkeypatch.setenv("ECP_TEMPORAL_ADDRESS",
+                       temporal_env.client.service_client.config.target_host)
+    runner = CliRunner()
+
+    async def invoke(args: list[str]) -> Result:
+        # The CLI runs its own event loop: give it a thread of its own.
+        return await asyncio.to_thread(runner.invoke, app, args)
+
+    r = await invoke(["verify", gov_id, "--history", str(good)])
+    assert r.exit_code == 0, r.output
+    assert "no violations" in r.output
+
+    r = await invoke(["verify", wf_id, "--json"])  # from the server
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["status"] == "denied"
+
+    doc = json.loads(good.read_text())
+    for e in doc["events"]:
+        a = e.get("activityTaskScheduledEventAttributes", {})
+        if a.get("activityType", {}).get("name") == "payout":
+            a["activityId"] = "execute:renamed"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    r = await invoke(["verify", gov_id, "--history", str(bad)])
+    assert r.exit_code == 2, r.output
+    assert Violation.EVIDENCE_WITHOUT_EXECUTION in r.output
+
+    out = tmp_path / "lineage.prov.json"
+    r = await invoke(["export", gov_id, "--format", "prov-json", "--out", str(out),
+                            "--verify"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["prefix"]["ecp"]
+
+    r = await invoke(["show", gov_id])
+    assert r.exit_code == 0, r.output
+    assert "payout" in r.output
+    assert "governed" in r.output
+
+    # Bad input: one line, exit 1, no file left behind.
+    for args, env in (
+        (["export", "no-such-wf", "-f", "json", "-o", str(tmp_path / "x.json")], {}),
+        (["export", gov_id, "-f", "json", "-o", str(tmp_path / "y.json")],
+         {"ECP_TEMPORAL_ADDRESS": "127.0.0.1:1"}),
+        (["export", gov_id, "-f", "json", "-o", str(tmp_path / "z.json"), "--history",
+          str(tmp_path / "truncated.json")], {}),
+    ):
+        (tmp_path / "truncated.json").write_text(good.read_text()[:500])
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        r = await invoke(args)
+        assert r.exit_code == 1, r.output
+        assert len(r.output.strip().splitlines()) == 1
+        assert r.output.startswith("error: ")
+    assert not any(p.name in ("x.json", "y.json", "z.json") for p in tmp_path.iterdir())
