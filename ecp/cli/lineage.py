@@ -281,7 +281,11 @@ def render_tree(g: nx.DiGraph, title: str) -> object:
         )
         for _, sn in steps:
             sd = g.nodes[sn]
-            text = f"{escape(str(sd.get('label')))} [dim]{escape(str(sd.get('status', '')))}[/dim]"
+            status = str(sd.get("status", ""))
+            if sd.get("kind") == NodeKind.CLOSE:
+                text = f"[bold]closed: {escape(status)}[/bold]"
+            else:
+                text = f"{escape(str(sd.get('label')))} [dim]{escape(status)}[/dim]"
             if int(str(sd.get("attempts") or 0)) > 1:
                 text += f" [dim]({sd['attempts']} attempts)[/dim]"
             if sd.get("approver"):
