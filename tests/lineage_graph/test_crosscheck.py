@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from authority.keys import Ed25519FileSigner, load_public_key
 from authority.truststore import TrustStore
-from ecp.cli.lineage import app
+from ecp.cli.lineage import app, audit_workflow
 from lineage.crosscheck import CrossCheckReport, GovernanceStatus, Violation, cross_check
 from lineage.graph_errors import WorkflowNotFoundError
 from lineage.history import RunHistory, fetch_histories
@@ -185,6 +185,14 @@ async def test_denied_direct_call_is_not_a_violation_and_cli(
                             "--verify"])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["prefix"]["ecp"]
+
+    # What `ecp demo` calls at its end: verify and export in one go.
+    settings = s.model_copy(update={
+        "temporal_address": temporal_env.client.service_client.config.target_host})
+    audit = await asyncio.to_thread(audit_workflow, settings, gov_id, tmp_path / "audit")
+    assert audit.report.ok
+    assert [p.name for p in audit.files] == [
+        f"{gov_id}.prov.json", f"{gov_id}.openlineage.jsonl", f"{gov_id}.dot", f"{gov_id}.mmd"]
 
     r = await invoke(["show", gov_id])
     assert r.exit_code == 0, r.output
