@@ -292,6 +292,35 @@ def _report(
     return all(ln.ok for ln in lines)
 
 
+async def _audit(
+    lines: list[DemoLine], settings: Settings, keys: KeyFiles, ledger: Ledger, console: Console
+) -> bool:
+    """Cross-check each scenario's lineage against grants and ledger, and export it."""
+    from ecp.cli.lineage import audit_workflow
+
+    # Gate denials land between checkpoints; cover them so every receipt verifies.
+    await asyncio.to_thread(ledger.checkpoint, Ed25519FileSigner.from_file(keys.log))
+    out_dir = settings.home / "lineage"
+    console.print()
+    console.print(f"[bold]Lineage[/] (cross-checked, exported to {out_dir}):", soft_wrap=True)
+    all_ok = True
+    for ln in lines:
+        result = await asyncio.to_thread(audit_workflow, settings, ln.workflow_id, out_dir)
+        all_ok = all_ok and result.report.ok
+        mark = "[green]✔ consistent[/]" if result.report.ok else "[red]✘ violations[/]"
+        console.print(
+            f"{mark}  {ln.workflow_id}: {len(result.report.findings)} governed step(s) checked; "
+            + ", ".join(p.name for p in result.files),
+            soft_wrap=True,
+        )
+        for finding in result.report.violations:
+            console.print(f"    {finding}", soft_wrap=True)
+    console.print(
+        f"  verify one yourself: ecp lineage verify {lines[0].workflow_id}", soft_wrap=True
+    )
+    return all_ok
+
+
 async def run_demo(settings: Settings, *, keep: bool, console: Console) -> bool:
     """Start (or reuse) the dev server and workers, run the scenario, report.
 
@@ -322,6 +351,7 @@ async def run_demo(settings: Settings, *, keep: bool, console: Console) -> bool:
         ):
             lines = await run_scenario(client, settings, keys, ledger, console)
         ok = _report(lines, settings, server, ledger, console)
+        ok = await _audit(lines, settings, keys, ledger, console) and ok
         ledger.close()
         if keep and server.process is not None:
             console.print("Server left running for inspection; stop it with Ctrl-C.")

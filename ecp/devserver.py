@@ -84,7 +84,7 @@ def start_dev_server(
     db_file: Path,
     host: str = "127.0.0.1",
     port: int = 7233,
-    ui_port: int = 8233,
+    ui_port: int | None = None,
     log_file: Path | None = None,
     timeout: float = 30.0,
 ) -> DevServer:
@@ -94,6 +94,9 @@ def start_dev_server(
         DevServerError: the binary is missing, or the server did not accept
             connections within ``timeout`` seconds.
     """
+    # The UI's usual port goes with the usual frontend port; another frontend
+    # port gets its UI 1000 above, so two servers never fight over 8233.
+    ui_port = ui_port or (8233 if port == 7233 else port + 1000)
     if port_open(host, port):
         return DevServer(host, port, ui_port, None)
     binary = temporal_binary()

@@ -29,12 +29,13 @@ def _root(
 
 def _register() -> None:
     # Each area owns its module; they are added here and nowhere else.
-    from ecp.cli import grant, keys, ledger, ops, policy, run
+    from ecp.cli import grant, keys, ledger, lineage, ops, policy, run
 
     app.add_typer(keys.app, name="keys")
     app.add_typer(policy.app, name="policy")
     app.add_typer(grant.app, name="grant")
     app.add_typer(ledger.app, name="ledger")
+    app.add_typer(lineage.app, name="lineage")
     run.register(app)
     ops.register(app)
 

@@ -1,17 +1,20 @@
 """Benchmark: graph build and each export for synthetic histories.
 
-    python -m tests.lineage_graph.bench_lineage [1000 10000 50000]
+    python bench/bench_lineage.py [1000 10000 50000]
 
 Each history is a chain of activities (workflow task + activity: 6 events
 per step), each consuming the previous step's result, as a long pipeline
 would. Prints wall time and peak traced memory per event, so growth with
-size is visible. (Meant for ``bench/``; it lives here until moved.)
+size is visible.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import time
 import tracemalloc
 from collections.abc import Callable
