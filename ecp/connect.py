@@ -2,28 +2,80 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.service import RPCError, TLSConfig
 
 from ecp.errors import EcpError
-from ecp.settings import Settings
+from ecp.settings import OtelExporter, Settings
 from workflows.search_attributes import ALL_KEYS
 
-__all__ = ["TemporalUnreachableError", "connect", "ensure_search_attributes"]
+__all__ = [
+    "TemporalUnreachableError",
+    "connect",
+    "ensure_search_attributes",
+    "tls_config",
+]
 
 
 class TemporalUnreachableError(EcpError):
     """The Temporal frontend did not answer."""
 
 
-async def connect(settings: Settings) -> Client:
-    """Connect to the configured Temporal frontend.
+def tls_config(settings: Settings) -> bool | TLSConfig:
+    """The ``tls=`` argument for ``Client.connect`` from the TLS settings.
 
     Raises:
-        TemporalUnreachableError: nothing answers at the configured address.
+        TemporalUnreachableError: a configured certificate file cannot be read.
     """
+    if not settings.uses_tls:
+        return False
+    if settings.tls_ca is None and settings.tls_cert is None and not settings.tls_server_name:
+        return True  # system roots, as Temporal Cloud with an API key needs
+
+    def read(path: object) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            with open(str(path), "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise TemporalUnreachableError(f"cannot read TLS file {path}: {exc}") from exc
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.tls_ca),
+        client_cert=read(settings.tls_cert),
+        client_private_key=read(settings.tls_key),
+        domain=settings.tls_server_name,
+    )
+
+
+async def connect(settings: Settings, *, tracing: bool | None = None) -> Client:
+    """Connect to the configured Temporal frontend.
+
+    Args:
+        settings: Address, namespace, TLS and API key.
+        tracing: Install Temporal's OpenTelemetry tracing interceptor on the
+            client (and so on every worker built on it). Defaults to whether
+            an OTel exporter is configured.
+
+    Raises:
+        TemporalUnreachableError: nothing answers at the configured address,
+            or a TLS file cannot be read.
+    """
+    if tracing is None:
+        tracing = settings.otel_exporter is not OtelExporter.NONE
+    # On the client, the interceptor is outermost on workers too: its
+    # RunActivity span encloses the gate and the body.
+    interceptors: list[Interceptor] = [TracingInterceptor()] if tracing else []
     try:
-        return await Client.connect(settings.temporal_address, namespace=settings.namespace)
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.namespace,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            tls=tls_config(settings),
+            interceptors=interceptors,
+        )
     except (RuntimeError, RPCError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TemporalUnreachableError(

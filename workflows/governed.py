@@ -127,6 +127,15 @@ class GovernedExecution:
 
     @workflow.run
     async def run(self, req: GovernedRequest) -> GovernedResult:
+        # One event group per governed action, so the UI shows its steps
+        # together (an experimental SDK feature; harmless where unsupported).
+        group = workflow.create_event_group(
+            f"ecp:{req.action}", label=f"governed {req.action} by {req.initiator}"
+        )
+        with group.scope():
+            return await self._run(req)
+
+    async def _run(self, req: GovernedRequest) -> GovernedResult:
         info = workflow.info()
         workflow.upsert_search_attributes(
             [SA_ACTION.value_set(req.action), SA_INITIATOR.value_set(req.initiator)]

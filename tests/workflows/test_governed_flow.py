@@ -59,6 +59,12 @@ async def test_small_payout_runs_as_four_steps_and_is_proven(stack: Stack) -> No
         result.receipt, load_public_key(stack.keys.log), origin=stack.settings.log_origin
     )
     assert receipt.log_index == result.ledger_index
+    # Every step carries the action's event group, so the UI shows them together.
+    scheduled = [
+        e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert all(e.event_group_markers for e in scheduled)
+    assert {m.label.id for e in scheduled for m in e.event_group_markers} == {"ecp:payout"}
 
 
 @pytest.mark.parametrize(
