@@ -18,7 +18,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from rich.console import Console
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from activities import examples
@@ -37,8 +37,8 @@ from ecp.settings import Role, Settings
 from lineage.ledger import Ledger
 from lineage.receipt import verify_receipt
 from workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
-from workflows.governed import GovernedExecution
 from workflows.models import GovernedRequest, GovernedResult, TaskQueues
+from workflows.start import start_governed
 
 __all__ = ["DemoLine", "run_demo"]
 
@@ -64,23 +64,8 @@ def ensure_keys(settings: Settings) -> KeyFiles:
     return files
 
 
-async def _start_governed(
-    client: Client, settings: Settings, wf_id: str, req: GovernedRequest
-) -> WorkflowHandle[GovernedExecution, GovernedResult]:
-    return await client.start_workflow(
-        GovernedExecution.run,
-        req,
-        id=wf_id,
-        task_queue=settings.executor_queue,
-        static_summary=f"ECP: {req.action} by {req.initiator}",
-        static_details=f"Governed **{req.action}** requested by `{req.initiator}`: {req.purpose}",
-    )
-
-
-async def _governed(
-    client: Client, settings: Settings, wf_id: str, req: GovernedRequest
-) -> GovernedResult:
-    return await (await _start_governed(client, settings, wf_id, req)).result()
+async def _governed(client: Client, wf_id: str, req: GovernedRequest) -> GovernedResult:
+    return await (await start_governed(client, req, workflow_id=wf_id)).result()
 
 
 def _check_receipt(result: GovernedResult, keys: KeyFiles, settings: Settings) -> str:
@@ -160,7 +145,6 @@ async def run_scenario(
     wf = f"demo-{tag}-small-payout"
     r = await _governed(
         client,
-        settings,
         wf,
         GovernedRequest(
             "payout",
@@ -185,11 +169,10 @@ async def run_scenario(
 
     console.print("[bold]2. large payout[/] — alice pays 5000 EUR to globex (needs finance)")
     wf = f"demo-{tag}-large-payout"
-    handle = await _start_governed(
+    handle = await start_governed(
         client,
-        settings,
-        wf,
-        GovernedRequest(
+        workflow_id=wf,
+        req=GovernedRequest(
             "payout",
             [{"amount": 5000, "currency": "EUR", "recipient": "globex"}],
             "alice",
@@ -216,7 +199,6 @@ async def run_scenario(
     wf = f"demo-{tag}-denied"
     r = await _governed(
         client,
-        settings,
         wf,
         GovernedRequest(
             "payout",

@@ -18,8 +18,8 @@ from ecp.approve import approve as deliver_approval
 from ecp.cli._common import CliError, one_line_errors
 from ecp.connect import connect
 from ecp.settings import load_settings
-from workflows.governed import GovernedExecution
 from workflows.models import GovernedRequest, GovernedResult, TaskQueues
+from workflows.start import start_governed
 
 __all__ = ["register"]
 
@@ -66,14 +66,7 @@ def submit(
 
     async def run() -> GovernedResult | None:
         client = await connect(settings)
-        handle = await client.start_workflow(
-            GovernedExecution.run,
-            request,
-            id=wf_id,
-            task_queue=settings.executor_queue,
-            static_summary=f"ECP: {action} by {initiator}",
-            static_details=f"Governed **{action}** requested by `{initiator}`: {purpose}",
-        )
+        handle = await start_governed(client, request, workflow_id=wf_id)
         typer.echo(handle.id)
         return await handle.result() if wait else None
 
