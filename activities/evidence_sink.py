@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from activities._evidence import predicate_for
 from activities.gate import GateRecord
 from authority.canonical import digest_bytes
 from authority.keys import Signer
-from lineage.evidence import (
-    ActivityIdentity,
-    EvidencePredicate,
-    Outcome,
-    OutcomeStatus,
-    build_statement,
-    format_time,
-    sign_evidence,
-)
+from lineage.evidence import OutcomeStatus, build_statement, sign_evidence
 from lineage.ledger import AppendResult, Ledger
 
 __all__ = ["NO_ARGUMENTS", "LedgerEvidenceSink", "evidence_for"]
@@ -31,35 +24,22 @@ def evidence_for(rec: GateRecord, signer: Signer) -> bytes:
         MalformedEvidenceError: the record cannot form valid evidence.
     """
     grant = rec.grant.grant if rec.grant is not None else None
-    status = OutcomeStatus(rec.outcome)
-    predicate = EvidencePredicate.model_validate(
-        {
-            "decisionId": grant.decision_id if grant else None,
-            "policyDigest": grant.policy_digest if grant else None,
-            "grantId": grant.grant_id if grant else None,
-            "initiator": grant.initiator if grant else None,
-            "activity": ActivityIdentity.model_validate(
-                {
-                    "namespace": rec.namespace,
-                    "workflowId": rec.workflow_id,
-                    "runId": rec.run_id,
-                    "activityId": rec.activity_id,
-                    "attempt": rec.attempt,
-                    "activityType": rec.activity_type,
-                }
-            ),
-            "outcome": Outcome.model_validate(
-                {"status": status}
-                if status is OutcomeStatus.COMPLETED
-                else {
-                    "status": status,
-                    "reasonCode": rec.reason_code.lower(),
-                    "reason": rec.reason.splitlines()[0][:500] if rec.reason else rec.reason_code,
-                }
-            ),
-            "startedAt": format_time(rec.started_at),
-            "finishedAt": format_time(rec.finished_at),
-        }
+    predicate = predicate_for(
+        namespace=rec.namespace,
+        workflow_id=rec.workflow_id,
+        run_id=rec.run_id,
+        activity_id=rec.activity_id,
+        attempt=rec.attempt,
+        activity_type=rec.activity_type,
+        status=OutcomeStatus(rec.outcome),
+        reason_code=rec.reason_code,
+        reason=rec.reason,
+        decision_id=grant.decision_id if grant else None,
+        policy_digest=grant.policy_digest if grant else None,
+        grant_id=grant.grant_id if grant else None,
+        initiator=grant.initiator if grant else None,
+        started_at=rec.started_at,
+        finished_at=rec.finished_at,
     )
     statement = build_statement(
         predicate,

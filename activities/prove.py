@@ -19,6 +19,7 @@ from datetime import datetime
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._evidence import predicate_for
 from activities.contracts import ACTIVITY_PROVE, ProveInput, ProveResult
 from activities.evidence_sink import NO_ARGUMENTS
 from authority.calldigest import digest_values
@@ -27,15 +28,7 @@ from authority.clock import Clock
 from authority.errors import AuthorityError
 from authority.keys import Signer
 from lineage.errors import LineageError
-from lineage.evidence import (
-    ActivityIdentity,
-    EvidencePredicate,
-    Outcome,
-    OutcomeStatus,
-    build_statement,
-    format_time,
-    sign_evidence,
-)
+from lineage.evidence import OutcomeStatus, build_statement, sign_evidence
 from lineage.ledger import Ledger
 
 __all__ = ["ProveActivities"]
@@ -55,38 +48,24 @@ class ProveActivities:
         return [self.prove]
 
     def _statement_for(self, inp: ProveInput, args_digest: Digest, at: datetime) -> bytes:
-        status = OutcomeStatus(inp.outcome)
-        code = (inp.reason_code or inp.outcome).lower().removeprefix("ecp.")
-        predicate = EvidencePredicate.model_validate(
-            {
-                # Empty when the request was refused before any decision.
-                "decisionId": inp.decision_id or None,
-                "policyDigest": inp.policy_digest or None,
-                "grantId": inp.grant_id or None,
-                "initiator": inp.initiator,
-                "activity": ActivityIdentity.model_validate(
-                    {
-                        "namespace": inp.namespace,
-                        "workflowId": inp.workflow_id,
-                        "runId": inp.run_id,
-                        "activityId": inp.activity_id,
-                        "attempt": 1,
-                        "activityType": inp.action,
-                    }
-                ),
-                "outcome": Outcome.model_validate(
-                    {"status": status}
-                    if status is OutcomeStatus.COMPLETED
-                    else {
-                        "status": status,
-                        "reasonCode": code[:64],
-                        "reason": (inp.reason.splitlines() or [code])[0][:500] or code,
-                    }
-                ),
-                # Denials recorded here happen at the decision: one instant.
-                "startedAt": format_time(at),
-                "finishedAt": format_time(at),
-            }
+        predicate = predicate_for(
+            namespace=inp.namespace,
+            workflow_id=inp.workflow_id,
+            run_id=inp.run_id,
+            activity_id=inp.activity_id,
+            attempt=1,
+            activity_type=inp.action,
+            status=OutcomeStatus(inp.outcome),
+            reason_code=inp.reason_code,
+            reason=inp.reason,
+            # Empty when the request was refused before any decision.
+            decision_id=inp.decision_id,
+            policy_digest=inp.policy_digest,
+            grant_id=inp.grant_id,
+            initiator=inp.initiator,
+            # Denials recorded here happen at the decision: one instant.
+            started_at=at,
+            finished_at=at,
         )
         statement = build_statement(predicate, arguments=args_digest)
         return sign_evidence(statement, self.recorder).to_json()

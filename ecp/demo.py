@@ -30,7 +30,7 @@ from authority.keys import Ed25519FileSigner, load_public_key
 from authority.policy import PolicyBundle, PolicyRequest
 from ecp.approve import approve
 from ecp.connect import connect, ensure_search_attributes
-from ecp.devserver import DevServer, start_dev_server
+from ecp.devserver import DevServer, start_for_settings
 from ecp.keyring import DEMO_APPROVER, KeyFiles, init_keyring
 from ecp.runtime import GOVERNED_MODULES, build_plugin, run_workers
 from ecp.settings import Role, Settings
@@ -313,13 +313,7 @@ async def run_demo(settings: Settings, *, keep: bool, console: Console) -> bool:
     for name in ("temporalio.activity", "temporalio.worker", "ecp.gate"):
         logging.getLogger(name).setLevel(logging.ERROR)
     keys = ensure_keys(settings)
-    host, _, port = settings.temporal_address.rpartition(":")
-    server = start_dev_server(
-        db_file=settings.home / "temporal.db",
-        host=host,
-        port=int(port),
-        log_file=settings.home / "temporal.log",
-    )
+    server = start_for_settings(settings)
     try:
         client = await connect(settings)
         await ensure_search_attributes(client, settings.namespace)

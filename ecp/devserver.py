@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecp.errors import EcpError
+from ecp.settings import Settings
 from workflows.search_attributes import ALL_KEYS
 
-__all__ = ["DevServer", "DevServerError", "port_open", "start_dev_server", "temporal_binary"]
+__all__ = [
+    "DevServer",
+    "DevServerError",
+    "port_open",
+    "start_dev_server",
+    "start_for_settings",
+    "temporal_binary",
+]
 
 
 class DevServerError(EcpError):
@@ -133,4 +141,20 @@ def start_dev_server(
     proc.kill()
     raise DevServerError(
         f"temporal dev server did not listen on {host}:{port} within {timeout:.0f}s"
+    )
+
+
+def start_for_settings(settings: Settings) -> DevServer:
+    """Start (or reuse) the dev server at ``settings.temporal_address``, with
+    its SQLite file and log in the data directory.
+
+    Raises:
+        DevServerError: see :func:`start_dev_server`.
+    """
+    host, _, port = settings.temporal_address.rpartition(":")
+    return start_dev_server(
+        db_file=settings.home / "temporal.db",
+        host=host,
+        port=int(port),
+        log_file=settings.home / "temporal.log",
     )

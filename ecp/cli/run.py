@@ -13,9 +13,11 @@ from rich.console import Console
 from ecp.cli._common import one_line_errors
 from ecp.connect import connect, ensure_search_attributes
 from ecp.demo import ensure_keys, run_demo
-from ecp.devserver import start_dev_server
+from ecp.devserver import start_for_settings
+from ecp.logs import configure_logging
 from ecp.runtime import build_plugin, run_workers
 from ecp.settings import Role, Settings, load_settings
+from ecp.telemetry import setup_telemetry
 from workflows.examples import DirectCall
 
 __all__ = ["register"]
@@ -53,18 +55,15 @@ async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
     server = None
     if with_server:
         ensure_keys(settings)
-        host, _, port = settings.temporal_address.rpartition(":")
-        server = start_dev_server(
-            db_file=settings.home / "temporal.db",
-            host=host,
-            port=int(port),
-            log_file=settings.home / "temporal.log",
-        )
+        server = start_for_settings(settings)
         console.print(f"Temporal dev server at {server.address}, UI at {server.ui_url}")
+    telemetry = setup_telemetry(settings, role)
     try:
+        # Local configuration first (keys, policy, database), so a broken
+        # deployment says what is wrong even while Temporal is down too.
+        plugin, ledger = build_plugin(settings, role=role)
         client = await connect(settings)
         await ensure_search_attributes(client, settings.namespace)
-        plugin, ledger = build_plugin(settings, role=role)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,6 +80,7 @@ async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
         ledger.close()
         console.print("stopped")
     finally:
+        telemetry.shutdown()
         if server is not None:
             server.stop()
 
@@ -93,7 +93,9 @@ def dev() -> None:
     registered (SQLite file $ECP_HOME/temporal.db); keys are created on first
     use. Prints the Temporal UI URL; Ctrl-C stops everything.
     """
-    asyncio.run(_serve(load_settings(), Role.ALL, with_server=True))
+    settings = load_settings()
+    configure_logging(settings)
+    asyncio.run(_serve(settings, Role.ALL, with_server=True))
 
 
 @one_line_errors
@@ -109,5 +111,6 @@ def worker(
     executor queue behind the gate; all does both.
     """
     settings = load_settings()
+    configure_logging(settings)
     asyncio.run(_serve(settings, role, with_server=False))
     sys.exit(0)

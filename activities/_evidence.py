@@ -1,0 +1,73 @@
+"""Building an evidence predicate from what a governance step knows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from lineage.evidence import (
+    ActivityIdentity,
+    EvidencePredicate,
+    Outcome,
+    OutcomeStatus,
+    format_time,
+)
+
+__all__ = ["predicate_for"]
+
+_MAX_CODE = 64
+_MAX_REASON = 500
+
+
+def predicate_for(
+    *,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    activity_id: str,
+    attempt: int,
+    activity_type: str,
+    status: OutcomeStatus,
+    reason_code: str,
+    reason: str,
+    decision_id: str | None,
+    policy_digest: str | None,
+    grant_id: str | None,
+    initiator: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+) -> EvidencePredicate:
+    """The predicate of one evidence statement; empty ids count as unknown.
+
+    Failures and denials carry a short lowercase code and the first line of
+    the reason (evidence must say why in one line).
+
+    Raises:
+        pydantic.ValidationError: the values cannot form valid evidence.
+    """
+    if status is OutcomeStatus.COMPLETED:
+        outcome = Outcome.model_validate({"status": status})
+    else:
+        code = (reason_code or status.value).lower().removeprefix("ecp.")[:_MAX_CODE]
+        line = (reason.strip().splitlines() or [code])[0][:_MAX_REASON] or code
+        outcome = Outcome.model_validate({"status": status, "reasonCode": code, "reason": line})
+    return EvidencePredicate.model_validate(
+        {
+            "decisionId": decision_id or None,
+            "policyDigest": policy_digest or None,
+            "grantId": grant_id or None,
+            "initiator": initiator or None,
+            "activity": ActivityIdentity.model_validate(
+                {
+                    "namespace": namespace,
+                    "workflowId": workflow_id,
+                    "runId": run_id,
+                    "activityId": activity_id,
+                    "attempt": attempt,
+                    "activityType": activity_type,
+                }
+            ),
+            "outcome": outcome,
+            "startedAt": format_time(started_at),
+            "finishedAt": format_time(finished_at),
+        }
+    )
