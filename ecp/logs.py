@@ -59,8 +59,17 @@ def _temporal_ids(record: logging.LogRecord) -> dict[str, object]:
             return {
                 k: v
                 for k, v in extra.items()
-                if k in ("workflow_id", "run_id", "workflow_run_id", "activity_id",
-                         "activity_type", "workflow_type", "namespace", "attempt")
+                if k
+                in (
+                    "workflow_id",
+                    "run_id",
+                    "workflow_run_id",
+                    "activity_id",
+                    "activity_type",
+                    "workflow_type",
+                    "namespace",
+                    "attempt",
+                )
             }
     if activity.in_activity():
         info = activity.info()

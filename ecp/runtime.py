@@ -28,6 +28,7 @@ from authority.policy import PolicyBundle
 from authority.replay import SqlReplayGuard
 from authority.truststore import TrustStore
 from ecp.keyring import KeyFiles
+from ecp.observe import ObservedLedger, TelemetryInterceptor
 from ecp.settings import Role, Settings
 from lineage.ledger import Ledger
 from workflows.models import TaskQueues
@@ -77,7 +78,8 @@ def build_plugin(
     keys = KeyFiles(settings.keys)
     trust = _trust_loader(settings.trust)
     trust()  # fail at start, in one line, rather than at the first request
-    ledger = ledger or Ledger.open(settings.db_url, origin=settings.log_origin)
+    # Traced and measured; with no OTel exporter configured that is a no-op.
+    ledger = ledger or ObservedLedger.open(settings.db_url, origin=settings.log_origin)
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)
     authority_acts: list[Callable[..., object]] = []
     executor_acts: list[Callable[..., object]] = []
@@ -118,7 +120,9 @@ def build_plugin(
         queues=queues,
         authority_activities=authority_acts,
         executor_activities=executor_acts,
-        gate=gate,
+        # Spans and metrics around the gate (and the governance steps on
+        # authority workers, which have no gate).
+        gate=TelemetryInterceptor(gate),
     )
     return plugin, ledger
 

@@ -103,9 +103,7 @@ class Settings(BaseSettings):
     log_origin: str = Field("ecp.local/ledger", description="checkpoint origin line")
     grant_ttl_seconds: float = Field(300.0, gt=0, description="grant validity window")
     otel_exporter: OtelExporter = Field(OtelExporter.NONE, description="none, console or otlp")
-    otel_endpoint: str = Field(
-        "http://127.0.0.1:4318", description="OTLP/HTTP collector base URL"
-    )
+    otel_endpoint: str = Field("http://127.0.0.1:4318", description="OTLP/HTTP collector base URL")
     otel_service_name: str = Field("ecp", min_length=1, description="OTel service.name")
     log_format: LogFormat = Field(LogFormat.TEXT, description="text or json")
     log_level: str = Field("INFO", description="root log level")
@@ -153,6 +151,26 @@ class Settings(BaseSettings):
     def _cert_pair(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         if (v is None) != (info.data.get("tls_cert") is None) and "tls_cert" in info.data:
             raise ValueError("ECP_TLS_CERT and ECP_TLS_KEY must be set together")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        # Parsed here so a typo fails at start with the setting's name, not
+        # as a driver traceback when the ledger first opens.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(v).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (sqlite:///PATH or postgresql+psycopg://...)"
+            ) from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {backend!r} (sqlite or postgresql)")
         return v
 
     @field_validator("otel_endpoint")
