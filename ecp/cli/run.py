@@ -100,8 +100,11 @@ def dev() -> None:
 
 @one_line_errors
 def worker(
-    role: Role = typer.Option(
-        Role.ALL, "--role", help="authority: decides and signs; executor: runs gated activities."
+    role: Role | None = typer.Option(
+        None,
+        "--role",
+        help="authority: decides and signs; executor: runs gated activities "
+        "(default: ECP_ROLE, else all).",
     ),
 ) -> None:
     """Run ECP workers of one role against ECP_TEMPORAL_ADDRESS until Ctrl-C.
@@ -112,5 +115,5 @@ def worker(
     """
     settings = load_settings()
     configure_logging(settings)
-    asyncio.run(_serve(settings, role, with_server=False))
+    asyncio.run(_serve(settings, role or settings.role, with_server=False))
     sys.exit(0)
