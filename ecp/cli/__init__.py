@@ -29,13 +29,14 @@ def _root(
 
 def _register() -> None:
     # Each area owns its module; they are added here and nowhere else.
-    from ecp.cli import grant, keys, ledger, lineage, ops, policy, run
+    from ecp.cli import config, grant, keys, ledger, lineage, ops, policy, run
 
     app.add_typer(keys.app, name="keys")
     app.add_typer(policy.app, name="policy")
     app.add_typer(grant.app, name="grant")
     app.add_typer(ledger.app, name="ledger")
     app.add_typer(lineage.app, name="lineage")
+    app.add_typer(config.app, name="config")
     run.register(app)
     ops.register(app)
 
