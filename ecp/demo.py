@@ -298,7 +298,8 @@ async def _audit(
         for finding in result.report.violations:
             console.print(f"    {finding}", soft_wrap=True)
     console.print(
-        f"  verify one yourself: ecp lineage verify {lines[0].workflow_id}", soft_wrap=True
+        f"  with ./demo --keep the server stays up: ecp lineage show {lines[0].workflow_id}",
+        soft_wrap=True,
     )
     return all_ok
 
