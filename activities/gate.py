@@ -41,8 +41,10 @@ __all__ = [
     "EvidenceSink",
     "GateConfig",
     "GateInterceptor",
+    "GateMissingError",
     "GateRecord",
     "MissingGrantError",
+    "RefusingGate",
 ]
 
 log = logging.getLogger("ecp.gate")
@@ -58,6 +60,12 @@ class MissingGrantError(VerificationError):
     """A governed activity was scheduled without a grant header."""
 
     code = "grant_missing"
+
+
+class GateMissingError(VerificationError):
+    """A governed activity reached a worker that has no gate configured."""
+
+    code = "gate_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,27 @@ class GateInterceptor(Interceptor):
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Gate(next, self._config)
+
+
+class RefusingGate(Interceptor):
+    """The gate of a worker that cannot verify grants: refuses every governed
+    activity (non-retryably) and lets everything else through.
+
+    Installed wherever no real gate is configured, so that registering a
+    governed activity on, say, an authority worker never runs it ungated.
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Refuse(next)
+
+
+class _Refuse(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if is_governed(input.fn):
+            name = activity.info().activity_type
+            exc = GateMissingError(f"{name} is governed and this worker has no gate for grants")
+            raise ApplicationError(str(exc), type=DENIAL_TYPE_PREFIX + exc.code, non_retryable=True)
+        return await super().execute_activity(input)
 
 
 class _Gate(ActivityInboundInterceptor):

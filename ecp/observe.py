@@ -40,7 +40,7 @@ from activities.contracts import (
     GrantResult,
     ProveResult,
 )
-from activities.gate import DENIAL_TYPE_PREFIX, INFRA_TYPE
+from activities.gate import DENIAL_TYPE_PREFIX, INFRA_TYPE, RefusingGate
 from activities.governed import is_governed
 from authority.dsse import Envelope
 from authority.errors import AuthorityError
@@ -190,11 +190,10 @@ class TelemetryInterceptor(Interceptor):
     """
 
     def __init__(self, gate: Interceptor | None = None) -> None:
-        self._gate = gate
+        # No gate means governed activities are refused, never run ungated.
+        self._gate = gate or RefusingGate()
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        if self._gate is None:
-            return _Outer(next)
         return _Outer(self._gate.intercept_activity(_Body(next)))
 
 

@@ -16,6 +16,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import Interceptor, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.gate import RefusingGate
 from workflows.governed import GovernedExecution
 from workflows.interceptor import GrantHeaderInterceptor
 from workflows.models import TaskQueues
@@ -72,9 +73,8 @@ class EcpPlugin(SimplePlugin):
         executor_activities: Sequence[Callable[..., object]] = (),
         gate: Interceptor | None = None,
     ) -> None:
-        interceptors: list[Interceptor] = [GrantHeaderInterceptor()]
-        if gate is not None:
-            interceptors.append(gate)
+        # Fail closed: without a gate, governed activities are refused, never run.
+        interceptors: list[Interceptor] = [GrantHeaderInterceptor(), gate or RefusingGate()]
         super().__init__(
             "ecp.governance",
             interceptors=interceptors,

@@ -209,3 +209,34 @@ async def test_valid_grant_runs_exactly_once(stack: Stack) -> None:
     assert isinstance(result, dict)
     assert result["status"] == "paid"
     assert [e for e in examples.EXECUTIONS if e[1] == handle.id] == [("payout", handle.id, ARGS[0])]
+
+
+async def test_worker_without_a_gate_refuses_governed_activities(stack: Stack) -> None:
+    """A governed activity registered on a worker whose plugin has no gate
+    (an authority worker, say) is refused, never run ungated."""
+    from temporalio.worker import Worker
+
+    from workflows.plugin import EcpPlugin
+
+    queue = f"no-gate-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        stack.client,
+        task_queue=queue,
+        activities=[examples.payout],
+        workflows=[DirectCall],
+        plugins=[EcpPlugin()],
+    ):
+        handle = await stack.client.start_workflow(
+            DirectCall.run,
+            DirectCallInput("payout", ARGS, queue),
+            id=f"no-gate-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ActivityError)
+    assert isinstance(cause.cause, ApplicationError)
+    assert cause.cause.type == "ecp.gate_missing"
+    assert cause.cause.non_retryable
+    assert [e for e in examples.EXECUTIONS if e[1] == handle.id] == []
