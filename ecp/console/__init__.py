@@ -1,0 +1,24 @@
+"""The ECP web console: governance list, proof viewer and health, read-only.
+
+``create_app(settings)`` builds the ASGI app; ``ecp console`` serves it.
+"""
+
+from __future__ import annotations
+
+from ecp.console.app import create_app
+from ecp.console.errors import (
+    BadFilterError,
+    ConsoleError,
+    LedgerNotReadyError,
+    TemporalQueryError,
+    WorkflowNotFoundError,
+)
+
+__all__ = [
+    "BadFilterError",
+    "ConsoleError",
+    "LedgerNotReadyError",
+    "TemporalQueryError",
+    "WorkflowNotFoundError",
+    "create_app",
+]

@@ -1,0 +1,319 @@
+"""The console's ASGI application: read-only pages over Temporal, the ledger and the trust store.
+
+Nothing here writes: there are only GET routes, the console holds no signing
+key, and pages show public material only (hashes, ids, public keys, receipts).
+Receipts are verified by the reader's browser (``static/verify.js``); the
+server only hands them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote, urlencode
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+
+from ecp.connect import TemporalUnreachableError, connect
+from ecp.console._render import render
+from ecp.console.errors import ConsoleError, LedgerNotReadyError
+from ecp.console.governance import (
+    GovernanceFilter,
+    describe_execution,
+    list_executions,
+)
+from ecp.console.health import collect_health
+from ecp.settings import Settings
+from lineage.errors import EntryNotFoundError, LineageError, NoCheckpointError
+from lineage.ledger import Ledger
+
+__all__ = ["HEALTH_REFRESH_SECONDS", "create_app"]
+
+#: The health page reloads itself this often (a meta refresh: no script needed).
+HEALTH_REFRESH_SECONDS: Final = 10
+_STATIC: Final = Path(__file__).resolve().parent / "static"
+# Scripts and styles only from this origin, nothing inline, no framing, no
+# outbound connections: a receipt pasted into the page cannot leave it.
+_SECURITY_HEADERS: Final = (
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"connect-src 'none'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+)
+
+
+class _SecurityHeaders:
+    """Adds :data:`_SECURITY_HEADERS` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@dataclass
+class _Deps:
+    """Lazily opened connections; a failure is remembered only until the next request."""
+
+    settings: Settings
+    temporal_ui: str | None
+    client: Client | None = None
+    ledger: Ledger | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def temporal(self) -> Client:
+        """The Temporal client, connecting on first use.
+
+        Raises:
+            TemporalUnreachableError: nothing answers at the configured address.
+        """
+        async with self.lock:
+            if self.client is None:
+                self.client = await connect(self.settings, tracing=False)
+            return self.client
+
+    async def temporal_or_reason(self) -> tuple[Client | None, str | None]:
+        """The client, or None and the one-sentence reason."""
+        try:
+            return await self.temporal(), None
+        except TemporalUnreachableError as exc:
+            return None, _sentence(str(exc))
+
+    def open_ledger(self) -> Ledger:
+        """The ledger, opened read-only on first use (never created).
+
+        Raises:
+            LedgerNotReadyError: the database cannot be opened.
+        """
+        if self.ledger is None:
+            try:
+                self.ledger = Ledger.open(
+                    self.settings.db_url, create=False, origin=self.settings.log_origin
+                )
+            except LineageError as exc:
+                raise LedgerNotReadyError(_sentence(f"The ledger cannot be opened: {exc}")) from exc
+        return self.ledger
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+
+def _sentence(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else "Unknown error"
+    return first if first.endswith((".", "!", "?")) else first + "."
+
+
+def _deps(request: Request) -> _Deps:
+    deps: _Deps = request.app.state.deps
+    return deps
+
+
+def _ui_link(deps: _Deps, workflow_id: str, run_id: str) -> str | None:
+    if not deps.temporal_ui:
+        return None
+    ns = quote(deps.settings.namespace, safe="")
+    return (
+        f"{deps.temporal_ui}/namespaces/{ns}/workflows/"
+        f"{quote(workflow_id, safe='')}/{quote(run_id, safe='')}/history"
+    )
+
+
+async def _index(request: Request) -> Response:
+    return RedirectResponse("/governance", status_code=303)
+
+
+async def _governance(request: Request) -> Response:
+    deps = _deps(request)
+    q = request.query_params
+    flt = GovernanceFilter(
+        decision=q.get("decision", "").strip(),
+        action=q.get("action", "").strip(),
+        initiator=q.get("initiator", "").strip(),
+    )
+    flt.query()  # refuse a bad filter before connecting
+    client = await deps.temporal()
+    page = await list_executions(client, flt, page_token=q.get("page", ""))
+    filters = {"decision": flt.decision, "action": flt.action, "initiator": flt.initiator}
+    first_query = urlencode({k: v for k, v in filters.items() if v})
+    next_query = None
+    if page.next_token:
+        next_query = urlencode({**{k: v for k, v in filters.items() if v}, "page": page.next_token})
+    links = {r.workflow_id + r.run_id: _ui_link(deps, r.workflow_id, r.run_id) for r in page.rows}
+    return render(
+        "governance.html", title="Governance", nav="governance", page=page,
+        filters=filters, first_query=first_query, next_query=next_query, ui_links=links,
+        first_page=not q.get("page"),
+    )
+
+
+async def _execution(request: Request) -> Response:
+    deps = _deps(request)
+    workflow_id = str(request.path_params["workflow_id"])
+    client = await deps.temporal()
+    detail = await describe_execution(client, workflow_id)
+    return render(
+        "execution.html", title=f"Execution {workflow_id}", nav="governance", detail=detail,
+        ui_link=_ui_link(deps, detail.row.workflow_id, detail.row.run_id),
+    )
+
+
+async def _proofs(request: Request) -> Response:
+    deps = _deps(request)
+    raw_index = request.query_params.get("index", "").strip()
+    receipt_json = ""
+    if raw_index:
+        if not raw_index.isascii() or not raw_index.isdigit() or len(raw_index) > 18:
+            raise LedgerNotReadyError("A ledger index is a non-negative whole number.")
+        index = int(raw_index)
+        ledger = deps.open_ledger()
+        try:
+            receipt = await asyncio.to_thread(ledger.receipt, index)
+        except EntryNotFoundError as exc:
+            raise LedgerNotReadyError(f"The ledger has no entry at index {index}.") from exc
+        except NoCheckpointError as exc:
+            raise LedgerNotReadyError(
+                f"No signed checkpoint covers entry {index} yet; try again after the next one."
+            ) from exc
+        except LineageError as exc:
+            raise LedgerNotReadyError(_sentence(f"The ledger cannot be read: {exc}")) from exc
+        receipt_json = receipt.to_json().decode()
+    return render(
+        "proofs.html", title="Proof viewer", nav="proofs", receipt_json=receipt_json,
+        index=raw_index, expected_origin=deps.settings.log_origin,
+    )
+
+
+async def _health_report(deps: _Deps) -> dict[str, object]:
+    client, temporal_error = await deps.temporal_or_reason()
+    ledger_error: str | None = None
+    ledger: Ledger | None = None
+    try:
+        ledger = deps.open_ledger()
+    except LedgerNotReadyError as exc:
+        ledger_error = str(exc)
+    report = await collect_health(deps.settings, client, temporal_error, ledger, ledger_error)
+    return report.to_dict()
+
+
+async def _health_json(request: Request) -> Response:
+    doc = await _health_report(_deps(request))
+    # 503 on red lets a plain HTTP monitor alert without parsing the body.
+    return JSONResponse(doc, status_code=503 if doc["status"] == "red" else 200)
+
+
+async def _health(request: Request) -> Response:
+    doc = await _health_report(_deps(request))
+    return render(
+        "health.html", title="Health", nav="health", report=doc, refresh=HEALTH_REFRESH_SECONDS
+    )
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    return render("error.html", status_code=status, title="Problem", nav="", message=message)
+
+
+async def _console_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConsoleError)
+    return _error_page(request, exc.status, str(exc))
+
+
+async def _unreachable(request: Request, exc: Exception) -> Response:
+    deps = _deps(request)
+    return _error_page(
+        request, 503,
+        f"Temporal at {deps.settings.temporal_address} cannot be reached; "
+        "the health and proof pages still work.",
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = "There is no page at this address." if exc.status_code == 404 else (
+        f"The request was refused ({exc.status_code})."
+    )
+    return _error_page(request, exc.status_code, message)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    # Reached only through Starlette's last-resort handler; the trace goes to
+    # the server log, never to the page.
+    return _error_page(
+        request, 500, "The console hit an unexpected error on this page; other pages still work."
+    )
+
+
+def create_app(settings: Settings, *, temporal_ui: str | None = None) -> Starlette:
+    """Build the console for ``settings``.
+
+    Args:
+        settings: the deployment's settings (Temporal, queues, ledger, trust store, policy).
+        temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
+    """
+    deps = _Deps(settings, temporal_ui.rstrip("/") if temporal_ui else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            deps.close()
+
+    handlers: dict[object, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ConsoleError: _console_error,
+        TemporalUnreachableError: _unreachable,
+        HTTPException: _http_error,
+        Exception: _crash,
+    }
+    app = Starlette(
+        debug=False,
+        routes=[
+            Route("/", _index),
+            Route("/governance", _governance),
+            Route("/governance/{workflow_id:path}", _execution),
+            Route("/proofs", _proofs),
+            Route("/health", _health),
+            Route("/api/health", _health_json),
+            Mount("/static", StaticFiles(directory=_STATIC), name="static"),
+        ],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.deps = deps
+    # Starlette keeps its error middleware outermost: the last-resort 500
+    # page lacks these headers, but it carries no script and no input.
+    app.add_middleware(_SecurityHeaders)
+    return app

@@ -1,0 +1,47 @@
+"""The console's error family: each one becomes a one-sentence page, never a trace."""
+
+from __future__ import annotations
+
+from ecp.errors import EcpError
+
+__all__ = [
+    "BadFilterError",
+    "ConsoleError",
+    "LedgerNotReadyError",
+    "TemporalQueryError",
+    "WorkflowNotFoundError",
+]
+
+
+class ConsoleError(EcpError):
+    """Root of the console's errors; the message is shown to the reader as is.
+
+    Attributes:
+        status: the HTTP status the page is served with.
+    """
+
+    status = 500
+
+
+class BadFilterError(ConsoleError):
+    """A list filter or page token is not acceptable."""
+
+    status = 400
+
+
+class WorkflowNotFoundError(ConsoleError):
+    """No workflow with the requested id exists in the namespace."""
+
+    status = 404
+
+
+class TemporalQueryError(ConsoleError):
+    """Temporal answered a query with an error (or not at all)."""
+
+    status = 503
+
+
+class LedgerNotReadyError(ConsoleError):
+    """The ledger cannot serve what was asked (unreachable, no entry, no checkpoint)."""
+
+    status = 503

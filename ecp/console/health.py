@@ -1,0 +1,295 @@
+"""The health report: each dependency green, amber or red, always with a reason.
+
+Checks never raise: a failing dependency is a red item, so the report (and
+the page and JSON that serve it) stays up exactly when something is down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from sqlalchemy import select
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from authority.errors import AuthorityError
+from authority.policy import PolicyBundle
+from authority.truststore import KeyRole, TrustStore
+from ecp.settings import Settings
+from lineage.errors import LineageError
+from lineage.ledger import Ledger
+from lineage.store import CHECKPOINT
+
+__all__ = [
+    "POLLER_STALE_AFTER",
+    "HealthItem",
+    "HealthReport",
+    "Status",
+    "check_ledger",
+    "check_policy",
+    "check_pollers",
+    "check_trust_store",
+    "collect_health",
+]
+
+#: A poller re-polls at least every minute (long poll); older means it stopped.
+POLLER_STALE_AFTER: Final = timedelta(seconds=90)
+#: Keys expiring sooner than this turn the trust store amber.
+_EXPIRY_WARNING: Final = timedelta(days=14)
+
+
+class Status(StrEnum):
+    """Traffic-light status; the page also spells it out, never colour alone."""
+
+    GREEN = "green"
+    AMBER = "amber"
+    RED = "red"
+
+
+_RANK: Final = {Status.GREEN: 0, Status.AMBER: 1, Status.RED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthItem:
+    """One checked dependency."""
+
+    name: str
+    status: Status
+    reason: str
+    details: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "reason": self.reason,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """All items and the worst of their statuses."""
+
+    checked_at: datetime
+    items: tuple[HealthItem, ...]
+
+    @property
+    def status(self) -> Status:
+        """The worst item status (green when there are none)."""
+        return max((i.status for i in self.items), key=_RANK.__getitem__, default=Status.GREEN)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, served at ``/api/health``."""
+        return {
+            "status": self.status.value,
+            "checkedAt": self.checked_at.isoformat(),
+            "items": [i.to_dict() for i in self.items],
+        }
+
+
+def _age(then: datetime, now: datetime) -> str:
+    secs = max(0, int((now - then).total_seconds()))
+    if secs < 120:
+        return f"{secs} s"
+    if secs < 7200:
+        return f"{secs // 60} min"
+    return f"{secs // 3600} h"
+
+
+async def _pollers(
+    client: Client, queue: str, kind: TaskQueueType.ValueType
+) -> list[datetime]:
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=kind,
+        )
+    )
+    return [p.last_access_time.ToDatetime(tzinfo=UTC) for p in resp.pollers]
+
+
+async def check_pollers(
+    client: Client, name: str, queue: str, kinds: Sequence[TaskQueueType.ValueType], now: datetime
+) -> HealthItem:
+    """Whether workers poll ``queue`` for every task type in ``kinds``.
+
+    Red when a type has no poller, amber when the newest poll is older than
+    :data:`POLLER_STALE_AFTER` (Temporal keeps a stopped worker listed for a while).
+    """
+    seen: dict[str, object] = {}
+    worst = Status.GREEN
+    reasons: list[str] = []
+    for kind in kinds:
+        label = TaskQueueType.Name(kind).removeprefix("TASK_QUEUE_TYPE_").lower()
+        try:
+            times = await _pollers(client, queue, kind)
+        except RPCError as exc:
+            return HealthItem(
+                name, Status.RED, f"Temporal did not describe task queue {queue}: {exc.message}."
+            )
+        if not times:
+            worst = Status.RED
+            reasons.append(f"no {label} poller on {queue}")
+            seen[label] = {"pollers": 0, "lastSeen": None}
+            continue
+        newest = max(times)
+        seen[label] = {"pollers": len(times), "lastSeen": newest.isoformat()}
+        if now - newest > POLLER_STALE_AFTER:
+            worst = max(worst, Status.AMBER, key=_RANK.__getitem__)
+            reasons.append(f"{label} pollers on {queue} last seen {_age(newest, now)} ago")
+        else:
+            reasons.append(
+                f"{len(times)} {label} poller(s) on {queue}, seen {_age(newest, now)} ago"
+            )
+    return HealthItem(name, worst, "; ".join(reasons) + ".", {"queue": queue, **seen})
+
+
+def check_ledger(ledger: Ledger | None, error: str | None, now: datetime) -> HealthItem:
+    """Ledger size and how far the latest checkpoint lags behind the head."""
+    if ledger is None:
+        return HealthItem("ledger", Status.RED, error or "The ledger is not open.")
+    try:
+        head = ledger.head()
+        # The checkpoint's issue time is only on its storage row.
+        with ledger.database.read() as conn:
+            row = conn.execute(
+                select(CHECKPOINT.c.size, CHECKPOINT.c.created_at)
+                .order_by(CHECKPOINT.c.id.desc())
+                .limit(1)
+            ).first()
+    except LineageError as exc:
+        return HealthItem("ledger", Status.RED, f"The ledger cannot be read: {exc}.")
+    details: dict[str, object] = {"size": head.size, "rootHash": head.root_hash.hex()}
+    if row is None:
+        status = Status.AMBER if head.size else Status.GREEN
+        reason = (
+            f"{head.size} entries and no signed checkpoint yet."
+            if head.size
+            else "The ledger is empty."
+        )
+        return HealthItem("ledger", status, reason, details)
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    details |= {"checkpointSize": row.size, "checkpointAt": created.isoformat(),
+                "checkpointAgeSeconds": int((now - created).total_seconds())}
+    if row.size < head.size:
+        return HealthItem(
+            "ledger", Status.AMBER,
+            f"{head.size} entries; the latest checkpoint ({_age(created, now)} old) covers "
+            f"only {row.size}.",
+            details,
+        )
+    return HealthItem(
+        "ledger", Status.GREEN,
+        f"{head.size} entries, all covered by a checkpoint signed {_age(created, now)} ago.",
+        details,
+    )
+
+
+def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
+    """Keys by role, revoked and soon-expiring ones; red without a usable log or authority key."""
+    try:
+        store = TrustStore.load(settings.trust)
+    except AuthorityError as exc:
+        return HealthItem("trust store", Status.RED, f"The trust store cannot be loaded: {exc}.")
+    by_role: dict[str, object] = {}
+    missing: list[str] = []
+    expiring: list[str] = []
+    revoked = [
+        k.name or k.key_id for k in store if k.revoked_at is not None and k.revoked_at <= now
+    ]
+    for role in KeyRole:
+        keys = store.by_role(role)
+        active = [
+            k for k in keys
+            if (k.revoked_at is None or k.revoked_at > now)
+            and (k.not_after is None or k.not_after > now)
+            and (k.not_before is None or k.not_before <= now)
+        ]
+        by_role[role.value] = {"active": len(active), "total": len(keys)}
+        if not active and role in (KeyRole.AUTHORITY, KeyRole.LOG, KeyRole.WORKER):
+            missing.append(role.value)
+        expiring += [
+            k.name or k.key_id for k in active
+            if k.not_after is not None and k.not_after - now < _EXPIRY_WARNING
+        ]
+    details: dict[str, object] = {"roles": by_role, "revoked": revoked, "expiringSoon": expiring}
+    if missing:
+        return HealthItem(
+            "trust store", Status.RED, f"No usable key for role(s): {', '.join(missing)}.", details
+        )
+    if expiring:
+        return HealthItem(
+            "trust store", Status.AMBER, f"Keys expiring within 14 days: {', '.join(expiring)}.",
+            details,
+        )
+    tail = f"; {len(revoked)} revoked" if revoked else ""
+    return HealthItem("trust store", Status.GREEN, f"{len(store)} keys{tail}.", details)
+
+
+def check_policy(settings: Settings) -> HealthItem:
+    """The digest of the policy bundle this deployment loads."""
+    try:
+        bundle = PolicyBundle.load(settings.policy)
+    except AuthorityError as exc:
+        return HealthItem("policy", Status.RED, f"The policy bundle does not load: {exc}.")
+    return HealthItem(
+        "policy", Status.GREEN, f"Policy bundle {bundle.digest} is loaded.",
+        {"digest": bundle.digest, "path": settings.policy.name},
+    )
+
+
+async def collect_health(
+    settings: Settings,
+    client: Client | None,
+    temporal_error: str | None,
+    ledger: Ledger | None,
+    ledger_error: str | None,
+    *,
+    now: datetime | None = None,
+) -> HealthReport:
+    """Every check, in a fixed order.
+
+    Args:
+        settings: which queues, trust store and policy to check.
+        client: a connected client, or None when Temporal is unreachable.
+        temporal_error: why there is no client.
+        ledger: the open ledger, or None.
+        ledger_error: why there is no ledger.
+        now: the clock (injected by tests).
+    """
+    now = now or datetime.now(UTC)
+    items: list[HealthItem] = []
+    if client is None:
+        why = temporal_error or "Temporal is not connected."
+        items.append(HealthItem("temporal", Status.RED, why))
+        for name in ("authority workers", "executor workers"):
+            items.append(HealthItem(name, Status.RED, "Unknown: Temporal is unreachable."))
+    else:
+        items.append(
+            HealthItem(
+                "temporal", Status.GREEN,
+                f"Temporal answers at {settings.temporal_address} (namespace {client.namespace}).",
+            )
+        )
+        act = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+        wf = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+        items.append(
+            await check_pollers(client, "authority workers", settings.authority_queue, [act], now)
+        )
+        items.append(
+            await check_pollers(client, "executor workers", settings.executor_queue, [wf, act], now)
+        )
+    items.append(check_ledger(ledger, ledger_error, now))
+    items.append(check_trust_store(settings, now))
+    items.append(check_policy(settings))
+    return HealthReport(now, tuple(items))
