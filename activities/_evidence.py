@@ -18,6 +18,13 @@ _MAX_CODE = 64
 _MAX_REASON = 500
 
 
+def _one_line(text: str) -> str:
+    # Evidence says why in one clean line: no control characters (tabs,
+    # newlines), no padding; exception texts often have both.
+    first = (text.strip().splitlines() or [""])[0]
+    return " ".join("".join(c if c >= " " else " " for c in first).split())
+
+
 def predicate_for(
     *,
     namespace: str,
@@ -48,7 +55,7 @@ def predicate_for(
         outcome = Outcome.model_validate({"status": status})
     else:
         code = (reason_code or status.value).lower().removeprefix("ecp.")[:_MAX_CODE]
-        line = (reason.strip().splitlines() or [code])[0][:_MAX_REASON] or code
+        line = _one_line(reason)[:_MAX_REASON].strip() or code
         outcome = Outcome.model_validate({"status": status, "reasonCode": code, "reason": line})
     return EvidencePredicate.model_validate(
         {

@@ -26,7 +26,7 @@ from activities.contracts import (
     EvaluateInput,
     GrantResult,
 )
-from authority.approval import verify_approvals
+from authority.approval import execution_ref, verify_approvals
 from authority.attestation import verify_attestation
 from authority.calldigest import digest_values
 from authority.canonical import Digest
@@ -157,8 +157,14 @@ class AuthorityActivities:
             max_attempts=decision.scope.max_attempts if decision.scope else 1,
         )
 
-    def _authorize(self, inp: AuthorizeInput, args_digest: Digest) -> tuple[Grant, bytes]:
+    def _authorize(
+        self, inp: AuthorizeInput, args_digest: Digest, caller: activity.Info
+    ) -> tuple[Grant, bytes]:
         trust = self.trust()
+        # The grant binds the execution that asked, as Temporal reports it,
+        # never ids a workflow claims in its input.
+        namespace, workflow_id = caller.namespace, caller.workflow_id or ""
+        run_id = caller.workflow_run_id or ""
         # The decision arrived through history: decide again from the request
         # and the bundle in force, and sign only if both agree byte for byte.
         decision, env_digest = self._decide(
@@ -177,16 +183,22 @@ class AuthorityActivities:
                 non_retryable=True,
             )
         approvals = (
-            verify_approvals([a.encode() for a in inp.approvals], decision, trust, self.clock)
+            verify_approvals(
+                [a.encode() for a in inp.approvals],
+                decision,
+                trust,
+                self.clock,
+                execution=execution_ref(namespace, workflow_id, run_id),
+            )
             if decision.effect is Effect.ALLOW_AFTER_APPROVAL
             else ()
         )
         call = CallBinding(
             activity_type=inp.action,
             args_digest=args_digest,
-            namespace=inp.namespace,
-            workflow_id=inp.workflow_id,
-            run_id=inp.run_id,
+            namespace=namespace,
+            workflow_id=workflow_id,
+            run_id=run_id,
             activity_id=inp.activity_id,
         )
         envelope = issue_grant(
@@ -206,7 +218,9 @@ class AuthorityActivities:
         """Sign a grant bound to the execute call."""
         try:
             args_digest = digest_values(inp.args, activity.payload_converter())
-            grant, envelope = await asyncio.to_thread(self._authorize, inp, args_digest)
+            grant, envelope = await asyncio.to_thread(
+                self._authorize, inp, args_digest, activity.info()
+            )
         except AuthorityError as exc:
             raise _refuse(exc) from None
         return GrantResult(

@@ -105,9 +105,8 @@ class AuthorizeInput:
     action: str
     args: list[JSON]
     initiator: str
-    namespace: str
-    workflow_id: str
-    run_id: str
+    # The namespace, workflow id and run id are not inputs: the authority
+    # binds the execution that calls it, as Temporal reports it.
     activity_id: str
     purpose: str
     attestation: str  # the executor's signed attestation; the grant binds its digest

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,7 +29,7 @@ from authority.clock import Clock
 from authority.errors import AuthorityError
 from authority.keys import Signer
 from lineage.errors import LineageError
-from lineage.evidence import OutcomeStatus, build_statement, sign_evidence
+from lineage.evidence import OutcomeStatus, build_statement, parse_evidence, sign_evidence
 from lineage.ledger import Ledger
 
 __all__ = ["ProveActivities"]
@@ -74,11 +75,20 @@ class ProveActivities:
         index = self.ledger.find_activity(
             inp.namespace, inp.workflow_id, inp.run_id, inp.activity_id
         )
-        if index is None:
+        if index is None or not self._agrees(index, inp):
+            # Nothing recorded, or the newest record tells another story (an
+            # earlier attempt's failure while the last one's record was lost):
+            # record what the workflow observed, so the receipt proves it.
             index = self.ledger.append(self._statement_for(inp, args_digest, at)).index
         receipt = self.ledger.receipt(index, signer=self.log_signer)
         return ProveResult(
             index=index, receipt=receipt.to_json().decode(), tree_size=receipt.tree_size
+        )
+
+    def _agrees(self, index: int, inp: ProveInput) -> bool:
+        pred = parse_evidence(self.ledger.entry(index).envelope).predicate
+        return pred.outcome.status.value == inp.outcome and (pred.grant_id or "") == (
+            inp.grant_id or ""
         )
 
     @activity.defn(name=ACTIVITY_PROVE)
@@ -98,4 +108,13 @@ class ProveActivities:
                 f"{type(exc).__name__}: {exc}",
                 type="ecp." + exc.code,
                 non_retryable=not exc.retryable,
+            ) from None
+        except ValidationError as exc:
+            # What the workflow reported cannot form evidence: retrying would
+            # not change that.
+            first = exc.errors()[0]
+            raise ApplicationError(
+                f"cannot record evidence: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                type="ecp.malformed_evidence",
+                non_retryable=True,
             ) from None

@@ -47,6 +47,7 @@ __all__ = [
     "VerifiedApproval",
     "check_approval",
     "check_approvals_satisfy",
+    "execution_ref",
     "sign_approval",
     "verify_approvals",
 ]
@@ -69,6 +70,10 @@ class Approval(BaseModel):
     decision_id: Annotated[DecisionId, Field(pattern=DIGEST_PATTERN)]
     request_digest: _Digest
     policy_digest: _Digest
+    #: The one execution this approval is for (``namespace/workflow id/run
+    #: id``): a decision id alone would let one approval approve every
+    #: identical request.
+    execution: Annotated[str, Field(min_length=3, max_length=1024)]
     approver: Annotated[str, Field(min_length=1, max_length=256)]
     role: Annotated[str, Field(min_length=1, max_length=256)]
     comment: Annotated[str, Field(max_length=2048)] = ""
@@ -87,9 +92,15 @@ class VerifiedApproval:
     digest: Digest
 
 
+def execution_ref(namespace: str, workflow_id: str, run_id: str) -> str:
+    """The execution an approval binds: ``namespace/workflow id/run id``."""
+    return f"{namespace}/{workflow_id}/{run_id}"
+
+
 def sign_approval(
     decision: Decision,
     *,
+    execution: str,
     approver: str,
     signer: Signer,
     clock: Clock,
@@ -110,6 +121,7 @@ def sign_approval(
         decision_id=decision.decision_id,
         request_digest=decision.request_digest,
         policy_digest=decision.policy_digest,
+        execution=execution,
         approver=approver,
         role=decision.approval.role,
         comment=comment,
@@ -124,6 +136,7 @@ def check_approval(
     envelope: Envelope | bytes,
     *,
     decision: Decision,
+    execution: str,
     trust: TrustStore,
     at: datetime,
 ) -> VerifiedApproval:
@@ -169,6 +182,10 @@ def check_approval(
         raise ApprovalMismatchError("approval is bound to another request digest")
     if approval.policy_digest != decision.policy_digest:
         raise ApprovalMismatchError("approval was made under another policy bundle")
+    if approval.execution != execution:
+        raise ApprovalMismatchError(
+            f"approval is for execution {approval.execution}, not {execution}"
+        )
     requirement = decision.approval
     if requirement is None:
         raise ApprovalMismatchError(f"decision {decision.decision_id} asks for no approval")
@@ -186,6 +203,9 @@ def check_approval(
             f"approval names {approval.approver!r} but key {verified.key.key_id} "
             f"belongs to {verified.key.name!r}"
         )
+    if approval.approver == decision.initiator:
+        # Separation of duties: nobody approves their own request.
+        raise ApproverNotAuthorizedError(f"{approval.approver!r} may not approve own request")
     if approval.approver not in requirement.approvers:
         raise ApproverNotAuthorizedError(
             f"{approval.approver!r} is not a member of role {requirement.role!r}"
@@ -229,6 +249,8 @@ def verify_approvals(
     decision: Decision,
     trust: TrustStore,
     clock: Clock,
+    *,
+    execution: str,
 ) -> tuple[VerifiedApproval, ...]:
     """Verify approvals and enforce the decision's m-of-n threshold.
 
@@ -242,5 +264,8 @@ def verify_approvals(
         Anything :func:`check_approval` raises, for the first bad approval.
     """
     at = now_utc(clock)
-    verified = [check_approval(e, decision=decision, trust=trust, at=at) for e in envelopes]
+    verified = [
+        check_approval(e, decision=decision, execution=execution, trust=trust, at=at)
+        for e in envelopes
+    ]
     return check_approvals_satisfy(decision, verified)

@@ -55,7 +55,11 @@ def canonical_json_exact(value: object) -> bytes:
             return {k: swap(x) for k, x in v.items()}
         raise CanonicalizationError(f"unsupported JSON value of type {type(v).__name__}")
 
-    out = canonical_json(swap(value))
+    try:
+        swapped = swap(value)
+    except RecursionError as exc:
+        raise CanonicalizationError("value nested too deeply to canonicalise") from exc
+    out = canonical_json(swapped)
     for placeholder, number in big.items():
         quoted = canonical_json(placeholder)
         out = out.replace(quoted, str(number).encode("ascii"), 1)
@@ -69,7 +73,7 @@ def _payload_item(p: Payload) -> object:
     if encoding == "json/plain":
         try:
             value = json.loads(p.data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise CanonicalizationError(f"argument payload is not valid JSON: {exc}") from exc
         return ["json", json.loads(canonical_json_exact(value))]
     # Anything else (binary/plain, protobuf) is bound by its exact bytes.

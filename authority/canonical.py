@@ -44,6 +44,8 @@ def canonical_json(value: object) -> bytes:
         return rfc8785.dumps(value)  # type: ignore[arg-type]
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise CanonicalizationError(f"cannot canonicalise value: {exc}") from exc
+    except RecursionError as exc:
+        raise CanonicalizationError("value nested too deeply to canonicalise") from exc
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -79,6 +81,9 @@ def parse_json_strict(data: bytes | str) -> object:
         )
     except json.JSONDecodeError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc.msg} at line {exc.lineno}") from exc
+    except ValueError as exc:
+        # e.g. an integer literal beyond Python's 4300-digit conversion limit.
+        raise CanonicalizationError(f"invalid JSON: {str(exc).splitlines()[0]}") from exc
     except RecursionError as exc:
         raise CanonicalizationError("JSON nesting too deep") from exc
 

@@ -234,11 +234,17 @@ class TrustStore:
         keys_doc = doc.get("keys")
         if not isinstance(keys_doc, list):
             raise TrustStoreError(f"{where}: 'keys' must be a list")
-        keys = []
+        keys: list[TrustedKey] = []
+        seen: set[str] = set()
         for i, k in enumerate(keys_doc):
             if not isinstance(k, dict):
                 raise TrustStoreError(f"{where}: keys[{i}] must be an object")
-            keys.append(TrustedKey.from_dict(k, f"{where}: keys[{i}]"))
+            key = TrustedKey.from_dict(k, f"{where}: keys[{i}]")
+            if key.key_id in seen:
+                # A second entry could silently undo a revocation or a role limit.
+                raise TrustStoreError(f"{where}: keys[{i}] repeats key {key.key_id}")
+            seen.add(key.key_id)
+            keys.append(key)
         return cls(keys)
 
     @classmethod

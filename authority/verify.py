@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from authority._signed import read_signed_model
 from authority.clock import Clock, now_utc
@@ -36,7 +37,8 @@ from authority.grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, GRANT_SCHEMA_VE
 from authority.replay import ReplayGuard
 from authority.truststore import KeyRole, TrustedKey, TrustStore
 
-__all__ = ["ExpectedCall", "VerifiedGrant", "verify_grant"]
+__all__ = [
+    "NOT_BEFORE_LEEWAY","ExpectedCall", "VerifiedGrant", "verify_grant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,10 @@ _BINDINGS: tuple[_Check, ...] = (
      PolicyDigestMismatchError),
     ("decision id", lambda g: g.decision_id, lambda e: e.decision_id, DecisionMismatchError),
 )
+
+
+#: Clock skew tolerated on a grant's not-before (not on its expiry).
+NOT_BEFORE_LEEWAY = timedelta(seconds=30)
 
 
 def verify_grant(
@@ -150,8 +156,10 @@ def verify_grant(
         )
     if not grant.not_before < grant.expires_at:
         raise GrantSchemaError("grant validity window is empty")
-    # 5. validity window
-    if now < grant.not_before:
+    # 5. validity window. The start tolerates a little clock skew between the
+    # authority and this worker (not-before is the authority's second, rounded
+    # down); the end does not: an expired grant is never honoured.
+    if now + NOT_BEFORE_LEEWAY < grant.not_before:
         raise GrantNotYetValidError(
             f"grant {grant.grant_id} is not valid before {grant.not_before}"
         )

@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from activities.contracts import DecisionResult
-from authority.approval import sign_approval
+from authority.approval import execution_ref, sign_approval
 from authority.clock import system_clock
 from authority.keys import Signer
 from authority.policy import Decision
@@ -42,8 +42,10 @@ async def approve(
     decision: DecisionResult | None = await handle.query("ecp.decision", result_type=DecisionResult)
     if decision is None or decision.effect != "allow_after_approval":
         raise NotAwaitingApprovalError(f"workflow {workflow_id} is not waiting for an approval")
+    desc = await handle.describe()
     envelope = sign_approval(
         Decision.from_json(decision.decision_json),
+        execution=execution_ref(client.namespace, workflow_id, desc.run_id or ""),
         approver=approver,
         signer=signer,
         clock=system_clock,

@@ -14,12 +14,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contracts import DecisionResult
 from authority.approval import check_approval as _check
+from authority.canonical import parse_json_strict
+from authority.dsse import Envelope
 from authority.errors import AuthorityError
 from authority.keys import public_key_from_b64
 from authority.policy import Decision
 from authority.truststore import KeyRole, TrustedKey, TrustStore
 
-__all__ = ["ApprovalRejected", "check_approval"]
+__all__ = ["ApprovalRejected", "approver_of", "check_approval"]
 
 
 class ApprovalRejected(ApplicationError):
@@ -29,7 +31,9 @@ class ApprovalRejected(ApplicationError):
         super().__init__(message, type="ecp.approval_rejected", non_retryable=True)
 
 
-def check_approval(envelope_json: str, decision: DecisionResult, at: datetime) -> str:
+def check_approval(
+    envelope_json: str, decision: DecisionResult, at: datetime, execution: str
+) -> str:
     """Verify one approval for ``decision``; return the approver's identity.
 
     Raises:
@@ -45,9 +49,27 @@ def check_approval(envelope_json: str, decision: DecisionResult, at: datetime) -
         verified = _check(
             envelope_json.encode("utf-8"),
             decision=Decision.from_json(decision.decision_json),
+            execution=execution,
             trust=trust,
             at=at,
         )
     except AuthorityError as exc:
         raise ApprovalRejected(f"approval rejected: {type(exc).__name__}: {exc}") from exc
     return verified.approval.approver
+
+
+def approver_of(envelope_json: str) -> str:
+    """The approver named by an approval already verified by :func:`check_approval`.
+
+    Raises:
+        ApprovalRejected: the envelope does not parse (it cannot have been
+            accepted by the validator then).
+    """
+    try:
+        payload = parse_json_strict(Envelope.from_json(envelope_json.encode("utf-8")).payload)
+    except AuthorityError as exc:
+        raise ApprovalRejected(f"approval rejected: {type(exc).__name__}: {exc}") from exc
+    approver = payload.get("approver") if isinstance(payload, dict) else None
+    if not isinstance(approver, str):
+        raise ApprovalRejected("approval rejected: it names no approver")
+    return approver

@@ -31,7 +31,8 @@ with workflow.unsafe.imports_passed_through():
         ProveInput,
         ProveResult,
     )
-    from workflows.approval_check import ApprovalRejected, check_approval
+    from authority.approval import execution_ref
+    from workflows.approval_check import ApprovalRejected, approver_of, check_approval
     from workflows.grant_header import attach_grant
     from workflows.models import ApprovalAck, GovernedRequest, GovernedResult
     from workflows.search_attributes import (
@@ -60,6 +61,11 @@ _EXECUTE_RETRY = RetryPolicy(
 )
 #: The gate's refusal once a grant's uses are spent.
 EXHAUSTED_TYPE = "ecp.grant_attempts_exhausted"
+
+
+def _this_execution() -> str:
+    info = workflow.info()
+    return execution_ref(info.namespace, info.workflow_id, info.run_id)
 
 
 def execute_activity_id(action: str) -> str:
@@ -108,7 +114,11 @@ class GovernedExecution:
     def approve(self, approval: str) -> ApprovalAck:
         """Deliver one signed approval (a DSSE envelope, JSON)."""
         assert self._decision is not None  # the validator guarantees it
-        approver = check_approval(approval, self._decision, workflow.now())
+        # The validator verified the signature before the update was accepted;
+        # validators do not run on replay, so the handler only reads the
+        # approver's name (and depends on nothing a replay could see
+        # differently, like the namespace a Replayer runs in).
+        approver = approver_of(approval)
         self._approvals.append(approval)
         self._approvers.add(approver)
         self._refresh_details()
@@ -119,7 +129,7 @@ class GovernedExecution:
         d = self._decision
         if d is None or d.effect != "allow_after_approval" or self._step != "approve":
             raise ApprovalRejected("this execution is not waiting for approvals")
-        approver = check_approval(approval, d, workflow.now())
+        approver = check_approval(approval, d, workflow.now(), _this_execution())
         if approver in self._approvers:
             raise ApprovalRejected(f"{approver} has already approved")
 
@@ -136,7 +146,6 @@ class GovernedExecution:
             return await self._run(req)
 
     async def _run(self, req: GovernedRequest) -> GovernedResult:
-        info = workflow.info()
         workflow.upsert_search_attributes(
             [SA_ACTION.value_set(req.action), SA_INITIATOR.value_set(req.initiator)]
         )
@@ -205,27 +214,33 @@ class GovernedExecution:
 
         # authorize
         self._step = "authorize"
-        grant: GrantResult = await workflow.execute_activity(
-            ACTIVITY_AUTHORIZE,
-            AuthorizeInput(
-                decision_json=decision.decision_json,
-                approvals=list(self._approvals),
-                action=req.action,
-                args=args,
-                initiator=req.initiator,
-                namespace=info.namespace,
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                activity_id=exec_id,
-                purpose=req.purpose,
-                attestation=prepared.attestation,
-            ),
-            task_queue=req.queues.authority,
-            start_to_close_timeout=_STEP_TIMEOUT,
-            retry_policy=_GOVERNANCE_RETRY,
-            result_type=GrantResult,
-            summary="authorize: sign a grant bound to the call",
-        )
+        try:
+            grant: GrantResult = await workflow.execute_activity(
+                ACTIVITY_AUTHORIZE,
+                AuthorizeInput(
+                    decision_json=decision.decision_json,
+                    approvals=list(self._approvals),
+                    action=req.action,
+                    args=args,
+                    initiator=req.initiator,
+                    activity_id=exec_id,
+                    purpose=req.purpose,
+                    attestation=prepared.attestation,
+                ),
+                task_queue=req.queues.authority,
+                start_to_close_timeout=_STEP_TIMEOUT,
+                retry_policy=_GOVERNANCE_RETRY,
+                result_type=GrantResult,
+                summary="authorize: sign a grant bound to the call",
+            )
+        except ActivityError as err:
+            # The authority refused to sign (an approval expired or was
+            # revoked meanwhile, the policy changed under the decision, ...):
+            # a denial like any other, and proven like one.
+            cause = err.cause
+            if not isinstance(cause, ApplicationError) or not (cause.type or "").startswith("ecp."):
+                raise
+            return await self._finish_denied(req, exec_id, cause.type or "", cause.message, args)
         self._grant = grant
         workflow.upsert_search_attributes([SA_GRANT_ID.value_set(grant.grant_id)])
 

@@ -38,6 +38,8 @@ from tests.authority.support import ENV_DIGEST, T0, Keys
 ARGS = {"amount": 250_000, "currency": "EUR", "recipient": "acme"}
 TTL = timedelta(minutes=15)
 
+EXEC = "default/wf-approve/run-1"
+
 
 def _request(amount: int = 250_000) -> PolicyRequest:
     return PolicyRequest(
@@ -84,9 +86,16 @@ def test_full_path_allow_after_approval(
 ) -> None:
     clock = FixedClock(T0)
     approval = sign_approval(
-        needs_approval, approver="carol", signer=keys.carol, clock=clock, ttl=TTL
+        execution=EXEC,
+        decision=needs_approval,
+        approver="carol",
+        signer=keys.carol,
+        clock=clock,
+        ttl=TTL,
     )
-    verified = verify_approvals([approval.to_json()], needs_approval, keys.trust, clock)
+    verified = verify_approvals(
+        [approval.to_json()], needs_approval, keys.trust, clock, execution=EXEC
+    )
     assert [v.approval.approver for v in verified] == ["carol"]
     envelope = issue_grant(
         needs_approval,
@@ -219,18 +228,29 @@ def test_two_of_n_counts_distinct_approvers(keys: Keys, needs_approval: Decision
         update={"approval": needs_approval.approval.model_copy(update={"count": 2})}
     )  # type: ignore[union-attr]
     clock = FixedClock(T0)
-    carol1 = sign_approval(two, approver="carol", signer=keys.carol, clock=clock, ttl=TTL)
-    carol2 = sign_approval(two, approver="carol", signer=keys.carol, clock=clock, ttl=TTL)
-    dave = sign_approval(two, approver="dave", signer=keys.dave, clock=clock, ttl=TTL)
+    carol1 = sign_approval(
+        execution=EXEC, decision=two, approver="carol", signer=keys.carol, clock=clock, ttl=TTL
+    )
+    carol2 = sign_approval(
+        execution=EXEC, decision=two, approver="carol", signer=keys.carol, clock=clock, ttl=TTL
+    )
+    dave = sign_approval(
+        execution=EXEC, decision=two, approver="dave", signer=keys.dave, clock=clock, ttl=TTL
+    )
     with pytest.raises(ApprovalInsufficientError):
-        verify_approvals([carol1, carol2], two, keys.trust, clock)
-    got = verify_approvals([carol1, dave, carol2], two, keys.trust, clock)
+        verify_approvals([carol1, carol2], two, keys.trust, clock, execution=EXEC)
+    got = verify_approvals([carol1, dave, carol2], two, keys.trust, clock, execution=EXEC)
     assert [v.approval.approver for v in got] == ["carol", "dave"]
 
 
 def _forge(keys: Keys, decision: Decision, **changes: object) -> Envelope:
     env = sign_approval(
-        decision, approver="carol", signer=keys.carol, clock=FixedClock(T0), ttl=TTL
+        execution=EXEC,
+        decision=decision,
+        approver="carol",
+        signer=keys.carol,
+        clock=FixedClock(T0),
+        ttl=TTL,
     )
     doc = {**__import__("json").loads(env.payload), **changes}
     return sign_envelope(APPROVAL_PAYLOAD_TYPE, canonical_json(doc), keys.carol)
@@ -250,13 +270,23 @@ def _forge(keys: Keys, decision: Decision, **changes: object) -> Envelope:
         (lambda k, d: _forge(k, d, schema_version="ecp.approval/v9"), ApprovalSchemaError),
         (
             lambda k, d: sign_approval(
-                d, approver="mallory", signer=k.mallory, clock=FixedClock(T0), ttl=TTL
+                execution=EXEC,
+                decision=d,
+                approver="mallory",
+                signer=k.mallory,
+                clock=FixedClock(T0),
+                ttl=TTL,
             ),
             ApproverNotAuthorizedError,
         ),
         (
             lambda k, d: sign_approval(
-                d, approver="authority", signer=k.authority, clock=FixedClock(T0), ttl=TTL
+                execution=EXEC,
+                decision=d,
+                approver="authority",
+                signer=k.authority,
+                clock=FixedClock(T0),
+                ttl=TTL,
             ),
             KeyRoleError,
         ),
@@ -283,20 +313,24 @@ def _forge(keys: Keys, decision: Decision, **changes: object) -> Envelope:
 def test_bad_approvals(keys: Keys, needs_approval: Decision, build, error) -> None:  # type: ignore[no-untyped-def]
     env = build(keys, needs_approval)
     with pytest.raises(error) as info:
-        check_approval(env.to_json(), decision=needs_approval, trust=keys.trust, at=T0)
+        check_approval(
+            env.to_json(), decision=needs_approval, execution=EXEC, trust=keys.trust, at=T0
+        )
     assert type(info.value) is error
     with pytest.raises(error):
-        verify_approvals([env], needs_approval, keys.trust, FixedClock(T0))
+        verify_approvals([env], needs_approval, keys.trust, FixedClock(T0), execution=EXEC)
 
 
 def test_approval_for_other_request_cannot_be_reused(keys: Keys, bundle: PolicyBundle) -> None:
     clock = FixedClock(T0)
     first = bundle.evaluate(_request(250_000))
     other = bundle.evaluate(_request(260_000))
-    env = sign_approval(first, approver="carol", signer=keys.carol, clock=clock, ttl=TTL)
+    env = sign_approval(
+        execution=EXEC, decision=first, approver="carol", signer=keys.carol, clock=clock, ttl=TTL
+    )
     with pytest.raises(ApprovalMismatchError):
-        verify_approvals([env], other, keys.trust, clock)
-    verified = verify_approvals([env], first, keys.trust, clock)
+        verify_approvals([env], other, keys.trust, clock, execution=EXEC)
+    verified = verify_approvals([env], first, keys.trust, clock, execution=EXEC)
     with pytest.raises(ApprovalMismatchError):
         issue_grant(
             other,
@@ -313,7 +347,8 @@ def test_approval_for_other_request_cannot_be_reused(keys: Keys, bundle: PolicyB
 def test_sign_approval_refuses_plain_decisions(keys: Keys, bundle: PolicyBundle) -> None:
     with pytest.raises(GrantRefusedError):
         sign_approval(
-            bundle.evaluate(_request(5)),
+            execution=EXEC,
+            decision=bundle.evaluate(_request(5)),
             approver="carol",
             signer=keys.carol,
             clock=FixedClock(T0),
@@ -323,9 +358,44 @@ def test_sign_approval_refuses_plain_decisions(keys: Keys, bundle: PolicyBundle)
 
 def test_verified_approval_is_frozen(keys: Keys, needs_approval: Decision) -> None:
     env = sign_approval(
-        needs_approval, approver="dave", signer=keys.dave, clock=FixedClock(T0), ttl=TTL
+        execution=EXEC,
+        decision=needs_approval,
+        approver="dave",
+        signer=keys.dave,
+        clock=FixedClock(T0),
+        ttl=TTL,
     )
-    v = check_approval(env, decision=needs_approval, trust=keys.trust, at=T0)
+    v = check_approval(env, decision=needs_approval, execution=EXEC, trust=keys.trust, at=T0)
     assert isinstance(v, VerifiedApproval)
     with pytest.raises(AttributeError):
         v.digest = digest_bytes(b"x")  # type: ignore[misc]
+
+
+def test_approval_is_bound_to_one_execution(keys: Keys, needs_approval: Decision) -> None:
+    # The same request submitted twice has the same decision id; carol's
+    # approval of the first run must not approve the second.
+    env = sign_approval(
+        needs_approval,
+        execution=EXEC,
+        approver="carol",
+        signer=keys.carol,
+        clock=FixedClock(T0),
+        ttl=TTL,
+    )
+    with pytest.raises(ApprovalMismatchError, match="execution"):
+        check_approval(
+            env,
+            decision=needs_approval,
+            execution="default/wf-approve/run-2",
+            trust=keys.trust,
+            at=T0,
+        )
+
+
+def test_nobody_approves_their_own_request(keys: Keys, needs_approval: Decision) -> None:
+    own = needs_approval.model_copy(update={"initiator": "carol"})
+    env = sign_approval(
+        own, execution=EXEC, approver="carol", signer=keys.carol, clock=FixedClock(T0), ttl=TTL
+    )
+    with pytest.raises(ApproverNotAuthorizedError, match="own request"):
+        check_approval(env, decision=own, execution=EXEC, trust=keys.trust, at=T0)

@@ -156,7 +156,13 @@ def test_approval_parser_only_raises_own_errors(blob: bytes) -> None:
         ],
     }
     try:
-        check_approval(json.dumps(env).encode(), decision=decision, trust=KEYS.trust, at=T0)
+        check_approval(
+            json.dumps(env).encode(),
+            decision=decision,
+            execution="ns/wf/run",
+            trust=KEYS.trust,
+            at=T0,
+        )
     except AuthorityError:
         return
     raise AssertionError("random bytes made a valid approval")

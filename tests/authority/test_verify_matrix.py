@@ -272,7 +272,9 @@ MATRIX: list[tuple[str, Callable[[Keys], Case], type[AuthorityError]]] = [
     (
         "not-yet-valid",
         lambda k: Case(
-            _sign_doc(_grant_doc(k, not_before="2030-01-01T12:00:01Z"), k.authority), k.trust
+            # Beyond the 30 s clock-skew leeway on not-before.
+            _sign_doc(_grant_doc(k, not_before="2030-01-01T12:00:31Z"), k.authority),
+            k.trust,
         ),
         GrantNotYetValidError,
     ),
@@ -435,3 +437,18 @@ def test_standard_helper_envelope_shape(keys: Keys) -> None:
     # The pae used by the signer is the DSSE one: a grant verifies by hand too.
     env = signed(good_grant(keys.authority.key_id), keys.authority)
     keys.authority.public_key.verify(env.signatures[0].sig, pae(env.payload_type, env.payload))
+
+
+def test_not_before_tolerates_small_clock_skew(keys: Keys) -> None:
+    # The authority's clock may run a little ahead of this worker's.
+    case = Case(
+        _sign_doc(_grant_doc(keys, not_before="2030-01-01T12:00:20Z"), keys.authority), keys.trust
+    )
+    verified = verify_grant(
+        case.envelope,
+        trust=case.trust,
+        expected=case.expected,
+        clock=case.clock,
+        replay=case.replay,
+    )
+    assert verified.grant.not_before.second == 20

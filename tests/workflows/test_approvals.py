@@ -11,7 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from activities import examples
-from authority.approval import sign_approval
+from authority.approval import execution_ref, sign_approval
 from authority.clock import system_clock
 from authority.keys import Ed25519FileSigner
 from authority.policy import Decision
@@ -87,9 +87,11 @@ async def test_bad_signature_is_rejected_and_absent_from_history(stack: Stack) -
     # A tampered envelope from the real approver is rejected too.
     decision_result = await handle.query("ecp.decision")
     decision = Decision.from_json(decision_result["decision_json"])
+    desc = await handle.describe()
     good = (
         sign_approval(
             decision,
+            execution=execution_ref("default", handle.id, desc.run_id or ""),
             approver=DEMO_APPROVER,
             signer=Ed25519FileSigner.from_file(stack.keys.approver),
             clock=system_clock,
@@ -121,3 +123,29 @@ async def test_approval_deadline_denies_and_is_proven(stack: Stack) -> None:
     assert [e for e in examples.EXECUTIONS if e[1] == handle.id] == []
     entry = stack.ledger.find_activity("default", handle.id, None, "execute:payout")
     assert entry == result.ledger_index
+
+
+async def test_an_approval_cannot_be_replayed_to_an_identical_request(stack: Stack) -> None:
+    first = await _start_large(stack)
+    second = await _start_large(stack)  # same request: same decision id
+    decision = Decision.from_json((await first.query("ecp.decision"))["decision_json"])
+    desc = await first.describe()
+    for_first = (
+        sign_approval(
+            decision,
+            execution=execution_ref("default", first.id, desc.run_id or ""),
+            approver=DEMO_APPROVER,
+            signer=Ed25519FileSigner.from_file(stack.keys.approver),
+            clock=system_clock,
+            ttl=timedelta(minutes=5),
+        )
+        .to_json()
+        .decode()
+    )
+    with pytest.raises(WorkflowUpdateFailedError):
+        await second.execute_update("ecp.approve", for_first)
+    assert await _update_events(second) == 0
+    await first.execute_update("ecp.approve", for_first)
+    assert (await first.result()).outcome == "completed"
+    assert [e for e in examples.EXECUTIONS if e[1] == second.id] == []
+    await second.terminate("test done")
