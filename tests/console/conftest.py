@@ -8,6 +8,7 @@ console runs in its own thread (uvicorn), the browser is Debian's Chromium.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import uuid
@@ -159,6 +160,14 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the page tests save their screenshots.
+
+    Every run takes them; they replace the committed ones under
+    ``docs/screenshots`` only with ``ECP_UPDATE_SCREENSHOTS=1``, so an
+    ordinary test run leaves the work tree clean.
+    """
+    if os.environ.get("ECP_UPDATE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
