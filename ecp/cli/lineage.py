@@ -221,6 +221,24 @@ def _finding_dict(f: Finding) -> dict[str, object]:
     }
 
 
+def _lineage_graph(
+    settings: Settings,
+    workflow_id: str,
+    history: list[Path] | None,
+    follow_children: bool,
+    verify_first: bool,
+) -> nx.DiGraph:
+    """The workflow's lineage graph, marked with the cross-check if asked."""
+    from lineage.crosscheck import annotate_graph
+
+    histories, g = load_lineage(
+        settings, workflow_id, history_files=history, follow_children=follow_children
+    )
+    if verify_first:
+        annotate_graph(g, _cross_check(settings, histories))
+    return g
+
+
 @app.command("export")
 @one_line_errors
 def export(
@@ -236,14 +254,10 @@ def export(
     ] = False,
 ) -> None:
     """Export the lineage graph (PROV, OpenLineage, GraphML, JSON, DOT, SVG, Mermaid)."""
-    from lineage.crosscheck import annotate_graph
     from lineage.export import export_graph
 
     settings = load_settings()
-    histories, g = load_lineage(settings, workflow_id, history_files=history,
-                                follow_children=follow_children)
-    if verify_first:
-        annotate_graph(g, _cross_check(settings, histories))
+    g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
     export_graph(g, fmt, out, namespace=settings.namespace)
     typer.echo(f"wrote {out} ({fmt.value}, {g.number_of_nodes()} nodes, "
                f"{g.number_of_edges()} edges)")
@@ -324,11 +338,6 @@ def show(
     """Print the lineage as a tree, with the governance status of each step."""
     from rich.console import Console
 
-    from lineage.crosscheck import annotate_graph
-
     settings = load_settings()
-    histories, g = load_lineage(settings, workflow_id, history_files=history,
-                                follow_children=follow_children)
-    if verify_first:
-        annotate_graph(g, _cross_check(settings, histories))
+    g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
     Console().print(render_tree(g, f"lineage of {workflow_id}"))

@@ -48,6 +48,23 @@ async def _start_large(
     raise AssertionError(f"never reached the approval step: {status}")
 
 
+async def _signed_for(
+    stack: Stack, handle: WorkflowHandle[GovernedExecution, GovernedResult]
+) -> str:
+    """The demo approver's approval of ``handle``'s pending decision (envelope JSON)."""
+    decision = Decision.from_json((await handle.query("ecp.decision"))["decision_json"])
+    desc = await handle.describe()
+    envelope = sign_approval(
+        decision,
+        execution=execution_ref("default", handle.id, desc.run_id or ""),
+        approver=DEMO_APPROVER,
+        signer=Ed25519FileSigner.from_file(stack.keys.approver),
+        clock=system_clock,
+        ttl=timedelta(minutes=5),
+    )
+    return envelope.to_json().decode()
+
+
 async def _update_events(handle: WorkflowHandle[GovernedExecution, GovernedResult]) -> int:
     history = await handle.fetch_history()
     return sum(
@@ -85,21 +102,7 @@ async def test_bad_signature_is_rejected_and_absent_from_history(stack: Stack) -
     with pytest.raises(WorkflowUpdateFailedError):
         await approve(stack.client, handle.id, signer=impostor, approver=DEMO_APPROVER)
     # A tampered envelope from the real approver is rejected too.
-    decision_result = await handle.query("ecp.decision")
-    decision = Decision.from_json(decision_result["decision_json"])
-    desc = await handle.describe()
-    good = (
-        sign_approval(
-            decision,
-            execution=execution_ref("default", handle.id, desc.run_id or ""),
-            approver=DEMO_APPROVER,
-            signer=Ed25519FileSigner.from_file(stack.keys.approver),
-            clock=system_clock,
-            ttl=timedelta(minutes=5),
-        )
-        .to_json()
-        .decode()
-    )
+    good = await _signed_for(stack, handle)
     tampered = good.replace('"payload":"', '"payload":"A', 1)
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update("ecp.approve", tampered)
@@ -128,20 +131,7 @@ async def test_approval_deadline_denies_and_is_proven(stack: Stack) -> None:
 async def test_an_approval_cannot_be_replayed_to_an_identical_request(stack: Stack) -> None:
     first = await _start_large(stack)
     second = await _start_large(stack)  # same request: same decision id
-    decision = Decision.from_json((await first.query("ecp.decision"))["decision_json"])
-    desc = await first.describe()
-    for_first = (
-        sign_approval(
-            decision,
-            execution=execution_ref("default", first.id, desc.run_id or ""),
-            approver=DEMO_APPROVER,
-            signer=Ed25519FileSigner.from_file(stack.keys.approver),
-            clock=system_clock,
-            ttl=timedelta(minutes=5),
-        )
-        .to_json()
-        .decode()
-    )
+    for_first = await _signed_for(stack, first)
     with pytest.raises(WorkflowUpdateFailedError):
         await second.execute_update("ecp.approve", for_first)
     assert await _update_events(second) == 0
