@@ -221,6 +221,7 @@ class _Gate(ActivityInboundInterceptor):
             raise
         result_digest = _result_digest(result)
         await self._record_quietly(record("completed", grant=verified, result_digest=result_digest))
+        await self._close_quietly(verified)
         return result
 
     def _verify(self, envelope: bytes, expected: ExpectedCall) -> VerifiedGrant:
@@ -262,6 +263,17 @@ class _Gate(ActivityInboundInterceptor):
             type=DENIAL_TYPE_PREFIX + exc.code,
             non_retryable=True,
         ) from None
+
+    async def _close_quietly(self, verified: VerifiedGrant) -> None:
+        # A completed body spends the grant's remaining uses. Best effort for
+        # the same reason as recording: the body has run, never retry it.
+        grant = verified.grant
+        try:
+            await asyncio.to_thread(
+                self._c.replay.close, grant.grant_id, grant.scope.max_attempts
+            )
+        except AuthorityError as exc:
+            log.error("could not close grant %s after completion: %s", grant.grant_id, exc)
 
     async def _record_quietly(self, rec: GateRecord) -> None:
         # The body already ran: failing the attempt now would make Temporal

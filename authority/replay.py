@@ -58,6 +58,17 @@ class ReplayGuard(Protocol):
         """
         ...
 
+    def close(self, grant_id: str, max_attempts: int) -> None:
+        """Spend every remaining use: the body completed, nothing may run again.
+
+        Without this, an activity id re-scheduled after a completion could
+        use the grant's unspent attempts.
+
+        Raises:
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
 
 def check_attempt(grant_id: str, attempt: int, max_attempts: int) -> None:
     """The stateless part of :meth:`ReplayGuard.consume`.
@@ -93,6 +104,15 @@ class InMemoryReplayGuard:
             if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
                 raise _exhausted(grant_id, max_attempts)
             self._seen.add((grant_id, attempt))
+
+    def close(self, grant_id: str, max_attempts: int) -> None:
+        """See :meth:`ReplayGuard.close`."""
+        with self._lock:
+            # Negative "attempts" stand for spent slots; real ones are >= 1.
+            for slot in range(1, max_attempts + 1):
+                if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
+                    return
+                self._seen.add((grant_id, -slot))
 
 
 class ConsumedGrant(SQLModel, table=True):
@@ -195,6 +215,25 @@ class SqlReplayGuard:
                 f"replay store unavailable: {type(exc).__name__}"
             ) from exc
         raise _exhausted(grant_id, max_attempts)
+
+    def close(self, grant_id: str, max_attempts: int) -> None:
+        """See :meth:`ReplayGuard.close`: takes every free slot, recording a
+        negative attempt (real attempts are >= 1, so none can collide)."""
+        self._ensure_table()
+        now = now_utc(self._clock)
+        try:
+            for slot in range(1, max_attempts + 1):
+                row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=-slot, consumed_at=now)
+                try:
+                    with Session(self.engine) as session:
+                        session.add(row)
+                        session.commit()
+                except IntegrityError:
+                    continue  # that slot was already used
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
 
     def _attempt_used(self, grant_id: str, attempt: int) -> bool:
         with Session(self.engine) as session:

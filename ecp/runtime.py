@@ -79,7 +79,11 @@ def build_plugin(
     trust = _trust_loader(settings.trust)
     trust()  # fail at start, in one line, rather than at the first request
     # Traced and measured; with no OTel exporter configured that is a no-op.
-    ledger = ledger or ObservedLedger.open(settings.db_url, origin=settings.log_origin)
+    # Appends must be signed by a worker-role key the deployment trusts, so
+    # nobody with database access alone can slip evidence in through ECP.
+    ledger = ledger or ObservedLedger.open(
+        settings.db_url, origin=settings.log_origin, trust=trust()
+    )
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)
     authority_acts: list[Callable[..., object]] = []
     executor_acts: list[Callable[..., object]] = []

@@ -86,6 +86,28 @@ def test_sql_budget_counts_uses_not_attempt_numbers(store_url: str) -> None:
         guard.dispose()
 
 
+def _closing(guard: ReplayGuard) -> None:
+    # After a completed body the grant is spent, whatever attempts remain.
+    gid = str(uuid.uuid4())
+    guard.consume(gid, 1, 3)
+    guard.close(gid, 3)
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.consume(gid, 2, 3)
+    guard.close(gid, 3)  # closing twice is harmless
+
+
+def test_in_memory_close_spends_the_grant() -> None:
+    _closing(InMemoryReplayGuard())
+
+
+def test_sql_close_spends_the_grant(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _closing(guard)
+    finally:
+        guard.dispose()
+
+
 def test_in_memory_guard() -> None:
     _exercise(InMemoryReplayGuard())
 

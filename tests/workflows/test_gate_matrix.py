@@ -204,11 +204,15 @@ async def test_replayed_grant_id(stack: Stack) -> None:
 async def test_valid_grant_runs_exactly_once(stack: Stack) -> None:
     handle = await _start(stack)
     desc = await handle.describe()
-    await handle.signal(DirectCall.grant, _grant(stack, desc.run_id or "", handle.id)[0])
+    envelope, grant_id = _grant(stack, desc.run_id or "", handle.id)
+    await handle.signal(DirectCall.grant, envelope)
     result = await handle.result()
     assert isinstance(result, dict)
     assert result["status"] == "paid"
     assert [e for e in examples.EXECUTIONS if e[1] == handle.id] == [("payout", handle.id, ARGS[0])]
+    # The completed body spent the grant: its unused attempts are gone too.
+    with pytest.raises(E.GrantAttemptsExhaustedError):
+        SqlReplayGuard(stack.settings.db_url).consume(grant_id, 2, 3)
 
 
 async def test_worker_without_a_gate_refuses_governed_activities(stack: Stack) -> None:
