@@ -91,11 +91,15 @@ async def _batch(n: int, start_one: object) -> tuple[float, list[float]]:
     return time.perf_counter() - t0, latencies
 
 
-async def end_to_end(n: int, rounds: int) -> None:
+async def end_to_end(n: int, rounds: int, eager: bool) -> None:
+    extra = (
+        ["--dynamic-config-value", "system.enableActivityEagerExecution=true"] if eager else []
+    )
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         search_attributes=list(ALL_KEYS),
         dev_server_log_level="error",
+        dev_server_extra_args=extra,
     )
     async with env:
         with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +142,8 @@ async def end_to_end(n: int, rounds: int) -> None:
                         rows[name][0].append(n / wall)
                         rows[name][1].extend(lat)
             ledger.close()
-    print(f"\nEnd to end on one dev server: {n} concurrent workflows x {rounds} rounds")
+    print(f"\nEnd to end on one dev server: {n} concurrent workflows x {rounds} rounds"
+          f" (eager activity execution {'on' if eager else 'off'})")
     print(f"{'kind':<10}{'workflows/s':>14}{'p50 ms':>10}{'p95 ms':>10}")
     for name, (tps, lat) in rows.items():
         print(f"{name:<10}{statistics.mean(tps):>14.1f}{_pct(lat, .5) * 1e3:>10.1f}"
@@ -222,9 +227,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="concurrent workflows per batch")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per kind")
     parser.add_argument("--gate-iterations", type=int, default=2000)
+    parser.add_argument("--eager", action="store_true",
+                        help="enable the server's eager activity execution")
     ns = parser.parse_args()
     gate_cost(ns.gate_iterations)
-    asyncio.run(end_to_end(ns.n, ns.rounds))
+    asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager))
 
 
 if __name__ == "__main__":
