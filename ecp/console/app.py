@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote, urlencode
 
+import networkx as nx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,7 +35,9 @@ from ecp.console.governance import (
     list_executions,
 )
 from ecp.console.health import collect_health
+from ecp.console.lineage_view import EXPORTS, export_lineage, lineage_view, load_lineage_graph
 from ecp.settings import Settings
+from lineage.crosscheck import CrossCheckReport
 from lineage.errors import EntryNotFoundError, LineageError, NoCheckpointError
 from lineage.ledger import Ledger
 
@@ -185,6 +188,64 @@ async def _execution(request: Request) -> Response:
     )
 
 
+def _children(request: Request) -> bool:
+    return request.query_params.get("children", "") in ("1", "true", "yes", "on")
+
+
+async def _graph_for(
+    request: Request,
+) -> tuple[nx.DiGraph, CrossCheckReport | None, str | None, str, bool]:
+    deps = _deps(request)
+    workflow_id = str(request.path_params["workflow_id"])
+    follow = _children(request)
+    client = await deps.temporal()
+    ledger: Ledger | None = None
+    ledger_error: str | None = None
+    try:
+        ledger = deps.open_ledger()
+    except LedgerNotReadyError as exc:
+        ledger_error = str(exc)
+    g, report, check_error = await load_lineage_graph(
+        client, deps.settings, ledger, ledger_error, workflow_id, follow_children=follow
+    )
+    return g, report, check_error, workflow_id, follow
+
+
+async def _lineage(request: Request) -> Response:
+    g, report, check_error, workflow_id, follow = await _graph_for(request)
+    view = await asyncio.to_thread(lineage_view, g, report, check_error, workflow_id, follow)
+    suffix = "?children=1" if follow else ""
+    exports = [
+        (f.value, f"/lineage/{quote(workflow_id, safe='')}/export/{f.value}{suffix}",
+         _download_name(workflow_id, ext))
+        for f, (ext, _) in EXPORTS.items()
+    ]
+    violations = [f for f in view.findings if f.status == "violation"]
+    return render(
+        "lineage.html", title=f"Lineage of {workflow_id}", nav="governance", view=view,
+        exports=exports, violations=violations, workflow_quoted=quote(workflow_id, safe=""),
+    )
+
+
+def _download_name(workflow_id: str, ext: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in workflow_id)[:120]
+    return f"{safe}.{ext}"
+
+
+async def _lineage_export(request: Request) -> Response:
+    fmt = str(request.path_params["fmt"])
+    g, _, _, workflow_id, _ = await _graph_for(request)
+    text, media, ext = await asyncio.to_thread(
+        export_lineage, g, fmt, _deps(request).settings.namespace
+    )
+    return Response(
+        text, media_type=media,
+        headers={
+            "content-disposition": f'attachment; filename="{_download_name(workflow_id, ext)}"'
+        },
+    )
+
+
 async def _proofs(request: Request) -> Response:
     deps = _deps(request)
     raw_index = request.query_params.get("index", "").strip()
@@ -304,6 +365,8 @@ def create_app(settings: Settings, *, temporal_ui: str | None = None) -> Starlet
             Route("/", _index),
             Route("/governance", _governance),
             Route("/governance/{workflow_id:path}", _execution),
+            Route("/lineage/{workflow_id:path}/export/{fmt}", _lineage_export),
+            Route("/lineage/{workflow_id:path}", _lineage),
             Route("/proofs", _proofs),
             Route("/health", _health),
             Route("/api/health", _health_json),

@@ -1,0 +1,282 @@
+"""The Lineage Explorer's data: a workflow's provenance graph, cross-checked
+against its grants and the ledger, drawn by Graphviz and made clickable.
+
+The picture is laid out on the server (``dot -Tsvg``) and rewritten so each
+node carries a stable ``data-node`` id; the browser (``static/lineage.js``)
+only pans, zooms, selects and highlights. Node details travel beside the
+picture as a JSON data block (never executed: the page's CSP allows scripts
+from this origin only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import networkx as nx
+from temporalio.client import Client
+
+from authority.errors import AuthorityError
+from authority.truststore import KeyRole, TrustStore
+from ecp.console.errors import (
+    BadFilterError,
+    ConsoleError,
+    LedgerNotReadyError,
+    WorkflowNotFoundError,
+)
+from ecp.settings import Settings
+from lineage.crosscheck import CrossCheckReport, Finding, annotate_graph, cross_check
+from lineage.errors import LineageError
+from lineage.export import ExportFormat, render_graph
+from lineage.graph import build_graph
+from lineage.graph_errors import (
+    ExportFormatError,
+    HistoryUnavailableError,
+    RendererMissingError,
+)
+from lineage.graph_errors import WorkflowNotFoundError as GraphWorkflowNotFoundError
+from lineage.history import RunHistory, fetch_histories
+from lineage.ledger import Ledger
+
+__all__ = [
+    "EXPORTS",
+    "LineageUnavailableError",
+    "LineageView",
+    "export_lineage",
+    "lineage_view",
+    "load_lineage_graph",
+]
+
+_SVG_NS: Final = "http://www.w3.org/2000/svg"
+_XLINK_NS: Final = "http://www.w3.org/1999/xlink"
+ET.register_namespace("", _SVG_NS)
+ET.register_namespace("xlink", _XLINK_NS)
+
+#: Download name suffix and media type of every export format.
+EXPORTS: Final[dict[ExportFormat, tuple[str, str]]] = {
+    ExportFormat.PROV_JSON: ("prov.json", "application/json"),
+    ExportFormat.PROV_N: ("provn", "text/provenance-notation; charset=utf-8"),
+    ExportFormat.OPENLINEAGE: ("openlineage.jsonl", "application/x-ndjson"),
+    ExportFormat.GRAPHML: ("graphml", "application/graphml+xml"),
+    ExportFormat.JSON: ("json", "application/json"),
+    ExportFormat.DOT: ("dot", "text/vnd.graphviz; charset=utf-8"),
+    ExportFormat.SVG: ("svg", "image/svg+xml"),
+    ExportFormat.MERMAID: ("mmd", "text/plain; charset=utf-8"),
+}
+# Node attributes shown first in the details panel, in this order.
+_FIRST: Final = (
+    "kind", "label", "workflow_id", "run_id", "activity_type", "activity_id", "event_id",
+    "event_type", "status", "attempts", "digest", "grant_id", "index",
+    "governance", "governance_grant", "governance_evidence", "governance_violations",
+)
+_MARKS: Final = {"violation": "✗ VIOLATION", "denied": "⊘ denied", "ok": "✓ verified"}
+
+
+class LineageUnavailableError(ConsoleError):
+    """The lineage could not be read or drawn."""
+
+    status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class LineageView:
+    """What the explorer page shows."""
+
+    workflow_id: str
+    follow_children: bool
+    svg: str
+    data: dict[str, object]
+    node_count: int
+    edge_count: int
+    findings: tuple[Finding, ...]
+    node_of: dict[str, str]  # graph node id -> data-node id
+    check_error: str | None
+
+
+def _one_line(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return first[0].upper() + first[1:] + ("" if first.endswith(".") else ".")
+
+
+async def _histories(client: Client, workflow_id: str, follow_children: bool) -> list[RunHistory]:
+    try:
+        return await fetch_histories(client, workflow_id, follow_children=follow_children)
+    except GraphWorkflowNotFoundError as exc:
+        raise WorkflowNotFoundError(
+            f"No workflow with id {workflow_id!r} exists in namespace {client.namespace!r}."
+        ) from exc
+    except HistoryUnavailableError as exc:
+        raise LineageUnavailableError(_one_line(f"The history cannot be read: {exc}")) from exc
+    except LineageError as exc:
+        raise LineageUnavailableError(_one_line(f"The history is not usable: {exc}")) from exc
+
+
+def _check(settings: Settings, ledger: Ledger, histories: list[RunHistory]) -> CrossCheckReport:
+    """Cross-check with the trust store's log key (public material only)."""
+    trust = TrustStore.load(settings.trust)
+    now = datetime.now(UTC)
+    logs = [k for k in trust.by_role(KeyRole.LOG) if k.revoked_at is None or k.revoked_at > now]
+    if not logs:
+        raise LedgerNotReadyError("The trust store holds no log key to check receipts with.")
+    from ecp.cli.lineage import governed_activity_types
+
+    return cross_check(
+        histories, ledger=ledger, trust=trust, log_key=logs[0].public_key,
+        origin=settings.log_origin, governed_types=governed_activity_types(),
+    )
+
+
+async def load_lineage_graph(
+    client: Client, settings: Settings, ledger: Ledger | None, ledger_error: str | None,
+    workflow_id: str, *, follow_children: bool,
+) -> tuple[nx.DiGraph, CrossCheckReport | None, str | None]:
+    """The workflow's graph annotated with the cross-check, or with the reason it was not run.
+
+    Raises:
+        WorkflowNotFoundError: no such workflow.
+        LineageUnavailableError: the history cannot be read.
+    """
+    if not workflow_id or len(workflow_id) > 1000:
+        raise WorkflowNotFoundError("No workflow has that id.")
+    histories = await _histories(client, workflow_id, follow_children)
+    try:
+        g = await asyncio.to_thread(build_graph, histories)
+    except LineageError as exc:
+        raise LineageUnavailableError(_one_line(f"The graph cannot be built: {exc}")) from exc
+    if ledger is None:
+        return g, None, ledger_error or "The ledger is not open."
+    try:
+        report = await asyncio.to_thread(_check, settings, ledger, histories)
+    except (LineageError, AuthorityError, ConsoleError) as exc:
+        return g, None, _one_line(f"The cross-check could not run: {exc}")
+    annotate_graph(g, report)
+    return g, report, None
+
+
+def _json_value(v: object) -> object:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return str(v)
+
+
+def _marked(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy whose labels spell the governance status out (not colour alone)."""
+    h = g.copy()
+    for _, d in h.nodes(data=True):
+        mark = _MARKS.get(str(d.get("governance", "")))
+        if mark and mark != "✓ verified":
+            d["label"] = f"{mark}\n{d.get('label') or d.get('kind') or ''}"
+    return h
+
+
+_TITLE_EDGE: Final = re.compile(r"^(n\d+)->(n\d+)$")
+
+
+def _svg(g: nx.DiGraph) -> tuple[str, dict[str, str]]:
+    """The picture with ``data-node`` on every node group; and node id -> dom id.
+
+    Raises:
+        LineageUnavailableError: Graphviz is missing or failed.
+    """
+    try:
+        text = render_graph(_marked(g), ExportFormat.SVG)
+    except RendererMissingError as exc:
+        raise LineageUnavailableError(
+            "Graphviz 'dot' is not installed on the console's host, so the graph cannot be "
+            "drawn; the exports below still work."
+        ) from exc
+    except ExportFormatError as exc:
+        raise LineageUnavailableError(_one_line(f"The graph cannot be drawn: {exc}")) from exc
+    # Our own dot output (no external entities are resolved by ElementTree).
+    root = ET.fromstring(text)  # noqa: S314
+    root.attrib.pop("width", None)
+    root.attrib.pop("height", None)
+    root.set("id", "lineage-svg")
+    root.set("role", "group")
+    root.set("aria-label", "Lineage graph")
+    dom_of_name: dict[str, str] = {}
+    node_of: dict[str, str] = {}
+    title_tag, a_tag = f"{{{_SVG_NS}}}title", f"{{{_SVG_NS}}}a"
+    for el in root.iter(f"{{{_SVG_NS}}}g"):
+        cls = el.get("class", "")
+        title = el.find(title_tag)
+        if title is None or not title.text:
+            continue
+        if cls == "node":
+            anchor = el.find(f".//{a_tag}")
+            node_id = anchor.get(f"{{{_XLINK_NS}}}title", "") if anchor is not None else ""
+            if node_id not in g:
+                continue
+            dom = title.text
+            dom_of_name[dom] = node_id
+            node_of[node_id] = dom
+            d = g.nodes[node_id]
+            el.set("data-node", dom)
+            el.set("tabindex", "0")
+            el.set("role", "button")
+            el.set("aria-label", str(d.get("label") or node_id).replace("\n", " "))
+            gov = str(d.get("governance", ""))
+            if gov:
+                el.set("class", f"node gov-{gov}")
+        elif cls == "edge":
+            m = _TITLE_EDGE.match(title.text.replace("&#45;", "-"))
+            if m:
+                el.set("data-from", m.group(1))
+                el.set("data-to", m.group(2))
+    out = ET.tostring(root, encoding="unicode")
+    return out, node_of
+
+
+def lineage_view(
+    g: nx.DiGraph, report: CrossCheckReport | None, check_error: str | None,
+    workflow_id: str, follow_children: bool,
+) -> LineageView:
+    """Draw ``g`` and collect what the page's script needs."""
+    svg, node_of = _svg(g)
+    nodes: dict[str, object] = {}
+    for n, d in g.nodes(data=True):
+        dom = node_of.get(n)
+        if dom is None:
+            continue
+        keys = [k for k in _FIRST if k in d] + sorted(k for k in d if k not in _FIRST)
+        nodes[dom] = {"id": n, "attrs": [[k, _json_value(d[k])] for k in keys]}
+    edges = [
+        [node_of[u], node_of[v], str(d.get("rel", ""))]
+        for u, v, d in g.edges(data=True) if u in node_of and v in node_of
+    ]
+    findings = report.findings if report is not None else ()
+    return LineageView(
+        workflow_id=workflow_id, follow_children=follow_children, svg=svg,
+        data={"nodes": nodes, "edges": edges}, node_count=g.number_of_nodes(),
+        edge_count=g.number_of_edges(), findings=tuple(findings), node_of=node_of,
+        check_error=check_error,
+    )
+
+
+def export_lineage(g: nx.DiGraph, fmt: str, namespace: str) -> tuple[str, str, str]:
+    """(text, media type, file suffix) of ``g`` in ``fmt``.
+
+    Raises:
+        LineageUnavailableError: unknown format, or the export failed.
+    """
+    try:
+        f = ExportFormat(fmt)
+    except ValueError as exc:
+        known = ", ".join(x.value for x in ExportFormat)
+        raise BadFilterError(f"There is no export format {fmt!r}; known: {known}.") from exc
+    try:
+        text = render_graph(g, f, namespace=namespace)
+    except RendererMissingError as exc:
+        raise LineageUnavailableError(
+            "Graphviz 'dot' is not installed on the console's host; choose another format."
+        ) from exc
+    except LineageError as exc:
+        raise LineageUnavailableError(_one_line(f"The export failed: {exc}")) from exc
+    suffix, media = EXPORTS[f]
+    return text, media, suffix
