@@ -7,17 +7,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import shlex
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.authority_side import policy_arguments
+from activities.contracts import DecisionResult
 from ecp.console.errors import BadFilterError, TemporalQueryError, WorkflowNotFoundError
-from workflows.models import GovernedResult
+from workflows.models import GovernedRequest, GovernedResult
 from workflows.search_attributes import (
     SA_ACTION,
     SA_DECISION,
@@ -33,8 +42,10 @@ __all__ = [
     "ExecutionPage",
     "ExecutionRow",
     "GovernanceFilter",
+    "PendingApproval",
     "describe_execution",
     "list_executions",
+    "pending_approval",
 ]
 
 #: Rows per page: a long history pages instead of freezing the browser.
@@ -106,11 +117,37 @@ class ExecutionPage:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """What a waiting execution asks its approvers, as its own queries report it.
+
+    The console shows the command an approver runs with their own key; it
+    never holds, asks for or forwards an approver's key.
+    """
+
+    action: str
+    purpose: str
+    arguments_json: str  # the policy's view of the arguments (``context.arguments``)
+    reasons: tuple[str, ...]
+    decision_id: str
+    approvals: tuple[str, ...]
+    required: int
+    role: str
+    eligible: tuple[str, ...]
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionDetail:
-    """One governed execution with its result once it has closed."""
+    """One governed execution with its result once it has closed.
+
+    ``pending`` is set while it waits for approvals; ``pending_error`` says
+    why a running execution's state could not be read (no worker answered).
+    """
 
     row: ExecutionRow
     result: GovernedResult | None
+    pending: PendingApproval | None = None
+    pending_error: str | None = None
 
 
 def _sa(attrs: TypedSearchAttributes, key: SearchAttributeKey[str]) -> str:
@@ -224,4 +261,66 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
             result = None
         except RPCError as exc:
             raise TemporalQueryError(_rpc_sentence(exc)) from exc
-    return ExecutionDetail(row, result)
+    pending: PendingApproval | None = None
+    pending_error: str | None = None
+    if governed and desc.status is WorkflowExecutionStatus.RUNNING:
+        try:
+            pending = await pending_approval(client, workflow_id, desc.run_id, row.action)
+        except (RPCError, WorkflowQueryFailedError, TemporalQueryError) as exc:
+            pending_error = (
+                "Its approval state cannot be read now (no workflow worker answered the query)."
+                if not isinstance(exc, TemporalQueryError) else str(exc)
+            )
+    return ExecutionDetail(row, result, pending, pending_error)
+
+
+#: How long a status query may take: a query needs a live workflow worker.
+_QUERY_TIMEOUT: Final = timedelta(seconds=5)
+
+
+async def _request_of(client: Client, workflow_id: str, run_id: str) -> GovernedRequest | None:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events():
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        if not payloads:
+            return None
+        decoded = await client.data_converter.decode(list(payloads), [GovernedRequest])
+        req = decoded[0] if decoded else None
+        return req if isinstance(req, GovernedRequest) else None
+    return None
+
+
+async def pending_approval(
+    client: Client, workflow_id: str, run_id: str, action: str
+) -> PendingApproval | None:
+    """What the execution waits for, or None when it is not waiting for approvals.
+
+    Read-only: two workflow queries and the first history event.
+
+    Raises:
+        RPCError, WorkflowQueryFailedError: the query could not be answered.
+    """
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    status = await handle.query("ecp.status", result_type=dict, rpc_timeout=_QUERY_TIMEOUT)
+    if not isinstance(status, dict) or status.get("step") != "approve":
+        return None
+    decision = await handle.query(
+        "ecp.decision", result_type=DecisionResult, rpc_timeout=_QUERY_TIMEOUT
+    )
+    if not isinstance(decision, DecisionResult):
+        return None
+    req = await _request_of(client, workflow_id, run_id)
+    args: object = policy_arguments(list(req.args)) if req is not None else {}
+    approvals = status.get("approvals") or []
+    return PendingApproval(
+        action=req.action if req is not None else action,
+        purpose=req.purpose if req is not None else "",
+        arguments_json=json.dumps(args, indent=2, sort_keys=True, ensure_ascii=False),
+        reasons=tuple(decision.reasons),
+        decision_id=decision.decision_id,
+        approvals=tuple(str(a) for a in approvals) if isinstance(approvals, list) else (),
+        required=decision.approvals_required,
+        role=decision.approval_role,
+        eligible=tuple(sorted(a.name for a in decision.approvers)),
+        command=f"ecp approve {shlex.quote(workflow_id)} --key FILE",
+    )
