@@ -16,7 +16,7 @@ from sqlalchemy import select
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from authority.errors import AuthorityError
@@ -29,6 +29,7 @@ from lineage.store import CHECKPOINT
 
 __all__ = [
     "POLLER_STALE_AFTER",
+    "PROBE_TIMEOUT",
     "HealthItem",
     "HealthReport",
     "Status",
@@ -37,10 +38,13 @@ __all__ = [
     "check_pollers",
     "check_trust_store",
     "collect_health",
+    "probe_executor",
 ]
 
 #: A poller re-polls at least every minute (long poll); older means it stopped.
 POLLER_STALE_AFTER: Final = timedelta(seconds=90)
+#: How long the executor liveness probe (a read-only workflow query) may take.
+PROBE_TIMEOUT: Final = timedelta(seconds=3)
 #: Keys expiring sooner than this turn the trust store amber.
 _EXPIRY_WARNING: Final = timedelta(days=14)
 
@@ -152,6 +156,40 @@ async def check_pollers(
                 f"{len(times)} {label} poller(s) on {queue}, seen {_age(newest, now)} ago"
             )
     return HealthItem(name, worst, "; ".join(reasons) + ".", {"queue": queue, **seen})
+
+
+async def probe_executor(client: Client, queue: str) -> tuple[bool | None, str]:
+    """Whether a workflow worker on ``queue`` answers now: (answered, what was done).
+
+    Temporal keeps a stopped worker's pollers listed for minutes, so pollers
+    alone lag. This asks the newest closed ``GovernedExecution`` on the queue
+    its ``ecp.status`` query: read-only (a query changes no history), cheap (a
+    replay of one short history), and only a live executor can answer it.
+    None when there is nothing to ask yet.
+    """
+    if "'" in queue or "\\" in queue:
+        return None, "queue name not usable in a visibility query"
+    query = (
+        f"TaskQueue = '{queue}' AND WorkflowType = 'GovernedExecution' "
+        "AND ExecutionStatus != 'Running'"
+    )
+    try:
+        it = client.list_workflows(query, page_size=1)
+        await it.fetch_next_page()
+    except RPCError as exc:
+        return None, f"no execution to probe ({exc.message})"
+    rows = it.current_page or []
+    if not rows:
+        return None, "no closed governed execution to probe yet"
+    wf = rows[0]
+    handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+    try:
+        await handle.query("ecp.status", result_type=dict, rpc_timeout=PROBE_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        first = (str(exc) or type(exc).__name__).splitlines()[0]
+        return False, f"no workflow worker answered a read-only query within " \
+            f"{int(PROBE_TIMEOUT.total_seconds())} s ({first})"
+    return True, f"a workflow worker answered a read-only query about {wf.id}"
 
 
 def check_ledger(ledger: Ledger | None, error: str | None, now: datetime) -> HealthItem:
@@ -286,9 +324,22 @@ async def collect_health(
         items.append(
             await check_pollers(client, "authority workers", settings.authority_queue, [act], now)
         )
-        items.append(
-            await check_pollers(client, "executor workers", settings.executor_queue, [wf, act], now)
+        executor = await check_pollers(
+            client, "executor workers", settings.executor_queue, [wf, act], now
         )
+        if executor.status is not Status.RED:
+            answered, how = await probe_executor(client, settings.executor_queue)
+            details = {**executor.details, "probe": how}
+            if answered is False:
+                executor = HealthItem(
+                    executor.name, Status.RED,
+                    f"Executor workers on {settings.executor_queue} are down: {how}; "
+                    f"{executor.reason[0].lower()}{executor.reason[1:]}",
+                    details,
+                )
+            else:
+                executor = HealthItem(executor.name, executor.status, executor.reason, details)
+        items.append(executor)
     items.append(check_ledger(ledger, ledger_error, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))
