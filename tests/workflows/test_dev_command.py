@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 
@@ -50,6 +52,14 @@ def test_dev_prints_the_ui_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     out = "".join(lines)
     assert f"UI at http://127.0.0.1:{port + 1000}" in out, out
     assert "worker(s) running" in out, out
+    console_url = f"http://127.0.0.1:{port + 2000}/"
+    assert f"ECP console at {console_url}" in out, out
+    try:
+        with urllib.request.urlopen(console_url + "api/health", timeout=30) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    assert status in (200, 503)  # it answers; what health says is tested elsewhere
     assert _listening(port)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
