@@ -117,6 +117,7 @@ def build_plugin(
                 evidence=LedgerEvidenceSink(ledger, worker_key),
                 environment_digest=executor.digest,
                 clock=clock,
+                accepted_policy_digests=settings.accepted_digests,
             )
         )
         executor_acts = [*executor.activities(), *governed_activities]

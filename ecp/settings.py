@@ -10,6 +10,7 @@ where the environment sets nothing. Paths default to the local data directory.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -46,6 +47,9 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 class SettingsError(EcpError):
     """A setting is invalid; the message names it."""
+
+
+_POLICY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class Role(StrEnum):
@@ -102,6 +106,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="ledger/replay database URL")
     log_origin: str = Field("ecp.local/ledger", description="checkpoint origin line")
     grant_ttl_seconds: float = Field(300.0, gt=0, description="grant validity window")
+    accepted_policy_digests: str = Field(
+        "",
+        description="comma-separated policy digests executors accept (empty: any signed)",
+    )
     otel_exporter: OtelExporter = Field(OtelExporter.NONE, description="none, console or otlp")
     otel_endpoint: str = Field("http://127.0.0.1:4318", description="OTLP/HTTP collector base URL")
     otel_service_name: str = Field("ecp", min_length=1, description="OTel service.name")
@@ -130,6 +138,22 @@ class Settings(BaseSettings):
         else:
             source = DotEnvSettingsSource(settings_cls, env_file=file, env_prefix=ENV_PREFIX)
         return (init_settings, env_settings, source)
+
+    @field_validator("accepted_policy_digests")
+    @classmethod
+    def _digests(cls, v: str) -> str:
+        for item in filter(None, (d.strip() for d in v.split(","))):
+            if not _POLICY_DIGEST.fullmatch(item):
+                raise ValueError(f"{item!r} is not a sha256:<64 hex> policy digest")
+        return v
+
+    @property
+    def accepted_digests(self) -> frozenset[str] | None:
+        """Policy digests an executor's gate accepts; ``None`` accepts any the
+        authority signed (pin them so a compromised or stale authority bundle
+        cannot authorise work here)."""
+        items = frozenset(d.strip() for d in self.accepted_policy_digests.split(",") if d.strip())
+        return items or None
 
     @field_validator("temporal_address")
     @classmethod
