@@ -160,11 +160,17 @@ async def _governance(request: Request) -> Response:
         decision=q.get("decision", "").strip(),
         action=q.get("action", "").strip(),
         initiator=q.get("initiator", "").strip(),
+        policy=q.get("policy", "").strip(),
+        started_from=q.get("from", "").strip(),
+        started_to=q.get("to", "").strip(),
     )
     flt.query()  # refuse a bad filter before connecting
     client = await deps.temporal()
     page = await list_executions(client, flt, page_token=q.get("page", ""))
-    filters = {"decision": flt.decision, "action": flt.action, "initiator": flt.initiator}
+    filters = {
+        "decision": flt.decision, "action": flt.action, "initiator": flt.initiator,
+        "policy": flt.policy, "from": flt.started_from, "to": flt.started_to,
+    }
     first_query = urlencode({k: v for k, v in filters.items() if v})
     next_query = None
     if page.next_token:

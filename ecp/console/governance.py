@@ -11,7 +11,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from temporalio.client import (
@@ -68,18 +68,23 @@ class GovernanceFilter:
     decision: str = ""
     action: str = ""
     initiator: str = ""
+    policy: str = ""
+    started_from: str = ""  # ISO 8601 date-time, UTC when no offset is given
+    started_to: str = ""
 
     def query(self) -> str:
         """The visibility query for these filters.
 
         Raises:
-            BadFilterError: a value holds characters a filter cannot contain.
+            BadFilterError: a value holds characters a filter cannot contain,
+                or a time is not a date and time.
         """
         clauses = [_BASE_QUERY]
         for key, value in (
             (SA_DECISION, self.decision),
             (SA_ACTION, self.action),
             (SA_INITIATOR, self.initiator),
+            (SA_POLICY_DIGEST, self.policy),
         ):
             if not value:
                 continue
@@ -88,7 +93,38 @@ class GovernanceFilter:
                     f"The {key.name} filter may only hold letters, digits and . _ : @ / + -."
                 )
             clauses.append(f"{key.name} = '{value}'")
+        lo = _parse_time(self.started_from, "started from")
+        hi = _parse_time(self.started_to, "started to")
+        if lo is not None and hi is not None and lo > hi:
+            raise BadFilterError("The started-from time is after the started-to time.")
+        if lo is not None:
+            clauses.append(f'StartTime >= "{_rfc3339(lo)}"')
+        if hi is not None:
+            clauses.append(f'StartTime <= "{_rfc3339(hi)}"')
         return " AND ".join(clauses)
+
+
+def _parse_time(value: str, label: str) -> datetime | None:
+    """``value`` as an aware datetime (UTC when it has no offset), None when empty.
+
+    Raises:
+        BadFilterError: not an ISO 8601 date and time.
+    """
+    if not value:
+        return None
+    try:
+        if len(value) > 40 or not value.isascii():
+            raise ValueError(value)
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadFilterError(
+            f"The {label} time must be a date and time such as 2026-01-31T13:45 (UTC)."
+        ) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
