@@ -15,6 +15,7 @@ __all__ = [
     "ACTIVITY_EVALUATE",
     "ACTIVITY_PREPARE",
     "ACTIVITY_PROVE",
+    "GATE_MARK",
     "ApproverKey",
     "AuthorizeInput",
     "DecisionResult",
@@ -31,6 +32,10 @@ __all__ = [
 JSON = Any
 
 ACTIVITY_PREPARE = "ecp.prepare"
+
+#: First detail of every refusal the gate raises, so callers can tell a gate
+#: refusal from a body that happens to raise an ``ecp.``-typed error.
+GATE_MARK = "ecp.gate"
 ACTIVITY_EVALUATE = "ecp.evaluate"
 ACTIVITY_AUTHORIZE = "ecp.authorize"
 ACTIVITY_PROVE = "ecp.prove"

@@ -26,6 +26,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from activities.contracts import GATE_MARK
 from activities.governed import is_governed
 from authority.calldigest import digest_values
 from authority.canonical import Digest
@@ -52,6 +53,7 @@ log = logging.getLogger("ecp.gate")
 #: ApplicationError.type of every gate denial is this prefix plus the error code.
 DENIAL_TYPE_PREFIX = "ecp."
 INFRA_TYPE = "ecp.governance_unavailable"
+
 
 Outcome = Literal["completed", "failed", "denied"]
 
@@ -152,7 +154,9 @@ class _Refuse(ActivityInboundInterceptor):
         if is_governed(input.fn):
             name = activity.info().activity_type
             exc = GateMissingError(f"{name} is governed and this worker has no gate for grants")
-            raise ApplicationError(str(exc), type=DENIAL_TYPE_PREFIX + exc.code, non_retryable=True)
+            raise ApplicationError(
+                str(exc), GATE_MARK, type=DENIAL_TYPE_PREFIX + exc.code, non_retryable=True
+            )
         return await super().execute_activity(input)
 
 
@@ -251,15 +255,18 @@ class _Gate(ActivityInboundInterceptor):
                 # the body still never runs.
                 raise ApplicationError(
                     f"{rec.reason} (and the denial could not be recorded: {rec_exc})",
+                    GATE_MARK,
                     type=INFRA_TYPE,
                 ) from None
         if exc.retryable:
             raise ApplicationError(
                 f"governance dependency unavailable, not running {rec.activity_type}: {rec.reason}",
+                GATE_MARK,
                 type=INFRA_TYPE,
             ) from None
         raise ApplicationError(
             f"denied {rec.activity_type}: {rec.reason}",
+            GATE_MARK,
             type=DENIAL_TYPE_PREFIX + exc.code,
             non_retryable=True,
         ) from None
@@ -269,9 +276,7 @@ class _Gate(ActivityInboundInterceptor):
         # the same reason as recording: the body has run, never retry it.
         grant = verified.grant
         try:
-            await asyncio.to_thread(
-                self._c.replay.close, grant.grant_id, grant.scope.max_attempts
-            )
+            await asyncio.to_thread(self._c.replay.close, grant.grant_id, grant.scope.max_attempts)
         except AuthorityError as exc:
             log.error("could not close grant %s after completion: %s", grant.grant_id, exc)
 

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ACTIVITY_EVALUATE,
         ACTIVITY_PREPARE,
         ACTIVITY_PROVE,
+        GATE_MARK,
         AuthorizeInput,
         DecisionResult,
         EvaluateInput,
@@ -61,6 +62,12 @@ _EXECUTE_RETRY = RetryPolicy(
 )
 #: The gate's refusal once a grant's uses are spent.
 EXHAUSTED_TYPE = "ecp.grant_attempts_exhausted"
+
+
+def _from_gate(err: BaseException | None) -> bool:
+    """Whether ``err`` is the gate's refusal (not the body's own error)."""
+    details = err.details if isinstance(err, ApplicationError) else ()
+    return bool(details) and details[0] == GATE_MARK
 
 
 def _this_execution() -> str:
@@ -270,7 +277,7 @@ class GovernedExecution:
             if kind == EXHAUSTED_TYPE:
                 # The body ran and failed as often as the grant allows.
                 outcome, reason_code = "failed", kind
-            elif kind.startswith("ecp."):
+            elif kind.startswith("ecp.") and _from_gate(cause):
                 outcome, reason_code = "denied", kind
             else:
                 outcome = "failed"

@@ -1,0 +1,16 @@
+"""Only the gate's own refusals count as denials; a body's error is a failure
+even when its type happens to start with ``ecp.``."""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+from activities.contracts import GATE_MARK
+from workflows.governed import _from_gate
+
+
+def test_gate_refusals_are_marked_and_body_errors_are_not() -> None:
+    assert _from_gate(ApplicationError("denied", GATE_MARK, type="ecp.key_unknown"))
+    assert not _from_gate(ApplicationError("body failed", type="ecp.custom"))
+    assert not _from_gate(ApplicationError("body failed", "other", type="ecp.custom"))
+    assert not _from_gate(RuntimeError("not an application error"))
