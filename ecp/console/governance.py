@@ -25,7 +25,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.authority_side import policy_arguments
 from activities.contracts import DecisionResult
+from authority.dsse import Envelope
+from authority.errors import AuthorityError
+from authority.grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
 from ecp.console.errors import BadFilterError, TemporalQueryError, WorkflowNotFoundError
+from workflows.grant_header import GRANT_HEADER
 from workflows.models import GovernedRequest, GovernedResult
 from workflows.search_attributes import (
     SA_ACTION,
@@ -42,9 +46,12 @@ __all__ = [
     "ExecutionPage",
     "ExecutionRow",
     "GovernanceFilter",
+    "GrantView",
     "PendingApproval",
     "describe_execution",
+    "grants_in_history",
     "list_executions",
+    "parse_grant_header",
     "pending_approval",
 ]
 
@@ -173,6 +180,20 @@ class PendingApproval:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantView:
+    """A grant as an activity header in history carries it: parsed, not verified.
+
+    ``problem`` is set (and ``grant`` is None) when the header is unreadable.
+    """
+
+    event_id: int
+    activity_type: str
+    grant: Grant | None
+    signers: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionDetail:
     """One governed execution with its result once it has closed.
 
@@ -184,6 +205,8 @@ class ExecutionDetail:
     result: GovernedResult | None
     pending: PendingApproval | None = None
     pending_error: str | None = None
+    grants: tuple[GrantView, ...] = ()
+    grants_error: str | None = None
 
 
 def _sa(attrs: TypedSearchAttributes, key: SearchAttributeKey[str]) -> str:
@@ -307,7 +330,58 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
                 "Its approval state cannot be read now (no workflow worker answered the query)."
                 if not isinstance(exc, TemporalQueryError) else str(exc)
             )
-    return ExecutionDetail(row, result, pending, pending_error)
+    grants: tuple[GrantView, ...] = ()
+    grants_error: str | None = None
+    if governed:
+        try:
+            grants = await grants_in_history(client, workflow_id, desc.run_id)
+        except RPCError as exc:
+            grants_error = _rpc_sentence(exc)
+    return ExecutionDetail(row, result, pending, pending_error, grants, grants_error)
+
+
+#: A governed run's history is a few dozen events; stop reading far beyond that.
+_MAX_HISTORY_EVENTS: Final = 5000
+
+
+def parse_grant_header(event_id: int, activity_type: str, data: bytes) -> GrantView:
+    """The grant in one header payload, parsed strictly but not verified."""
+    try:
+        env = Envelope.from_json(data, max_bytes=GRANT_MAX_BYTES)
+        if env.payload_type != GRANT_PAYLOAD_TYPE:
+            raise ValueError(f"its payload type is {env.payload_type!r}, not a grant")
+        grant = Grant.model_validate_json(env.payload, strict=True)
+    except (AuthorityError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return GrantView(
+            event_id, activity_type, None, problem=f"The grant header cannot be read: {first}."
+        )
+    return GrantView(event_id, activity_type, grant, tuple(sig.keyid for sig in env.signatures))
+
+
+async def grants_in_history(
+    client: Client, workflow_id: str, run_id: str
+) -> tuple[GrantView, ...]:
+    """Every grant an activity of this run was scheduled with, in history order.
+
+    Raises:
+        RPCError: the history could not be read.
+    """
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    found: list[GrantView] = []
+    n = 0
+    async for event in handle.fetch_history_events():
+        n += 1
+        if n > _MAX_HISTORY_EVENTS:
+            break
+        if not event.HasField("activity_task_scheduled_event_attributes"):
+            continue
+        attrs = event.activity_task_scheduled_event_attributes
+        payload = attrs.header.fields.get(GRANT_HEADER)
+        if payload is None:
+            continue
+        found.append(parse_grant_header(event.event_id, attrs.activity_type.name, payload.data))
+    return tuple(found)
 
 
 #: How long a status query may take: a query needs a live workflow worker.

@@ -176,3 +176,47 @@ async def test_pages_send_a_strict_content_security_policy(governed: Governed) -
             assert resp.headers["x-content-type-options"] == "nosniff"
         # Read-only: nothing accepts a write.
         assert (await http.post("/proofs")).status_code == 405
+
+
+async def test_execution_detail_shows_the_grant_from_history(
+    governed: Governed, page: Page
+) -> None:
+    await page.goto(f"{governed.console.url}/governance/{governed.allowed_id}")
+    grant = page.locator("#grants dl.grant")
+    assert await grant.count() == 1
+
+    async def field(key: str) -> str:
+        return (await grant.locator(f"dd[data-key='{key}']").inner_text()).strip()
+
+    desc = await governed.client.get_workflow_handle(governed.allowed_id).describe()
+    assert await field("grant_id") == governed.allowed.grant_id
+    assert await field("decision_id") == governed.allowed.decision_id
+    assert await field("policy_digest") == governed.allowed.policy_digest
+    assert await field("workflow_id") == governed.allowed_id
+    assert await field("run_id") == desc.run_id
+    assert await field("namespace") == governed.settings.namespace
+    assert await field("initiator") == "alice"
+    assert (await field("args_digest")).startswith("sha256:")
+    assert (await field("environment_digest")).startswith("sha256:")
+    assert int(await field("max_attempts")) >= 1
+    assert await field("activity_type")
+    assert await field("activity_id")
+    assert await field("not_before") != "—"
+    assert await field("expires_at") != "—"
+    # Parsed, not verified: the page says so and points at the cross-check.
+    trust = await page.inner_text("#grant-trust")
+    assert "not verified here" in trust
+    assert "Lineage Explorer" in trust
+    # A denied run never had a grant.
+    await page.goto(f"{governed.console.url}/governance/{governed.denied_id}")
+    assert await page.locator("#grants").count() == 0
+
+
+def test_an_unreadable_grant_header_is_one_sentence() -> None:
+    from ecp.console.governance import parse_grant_header
+
+    view = parse_grant_header(7, "execute", b'{"payload": "x", "payload": "y"}')
+    assert view.grant is None
+    assert view.problem is not None
+    assert view.problem.startswith("The grant header cannot be read:")
+    assert "\n" not in view.problem
