@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from ecp.console.governance import (
 )
 from ecp.console.health import collect_health
 from ecp.console.lineage_view import EXPORTS, export_lineage, lineage_view, load_lineage_graph
+from ecp.console.proofs import consistency_document, parse_size
 from ecp.settings import Settings
 from lineage.crosscheck import CrossCheckReport
 from lineage.errors import EntryNotFoundError, LineageError, NoCheckpointError
@@ -252,9 +254,24 @@ async def _lineage_export(request: Request) -> Response:
     )
 
 
+async def _consistency_doc(request: Request) -> dict[str, object]:
+    q = request.query_params
+    old = parse_size(q.get("old", ""), "old")
+    new = parse_size(q["new"], "new") if q.get("new", "").strip() else None
+    ledger = _deps(request).open_ledger()
+    return await asyncio.to_thread(consistency_document, ledger, old, new)
+
+
+async def _consistency_json(request: Request) -> Response:
+    return JSONResponse(await _consistency_doc(request))
+
+
 async def _proofs(request: Request) -> Response:
     deps = _deps(request)
     raw_index = request.query_params.get("index", "").strip()
+    consistency_json = ""
+    if request.query_params.get("old", "").strip():
+        consistency_json = json.dumps(await _consistency_doc(request), indent=2)
     receipt_json = ""
     if raw_index:
         if not raw_index.isascii() or not raw_index.isdigit() or len(raw_index) > 18:
@@ -275,6 +292,8 @@ async def _proofs(request: Request) -> Response:
     return render(
         "proofs.html", title="Proof viewer", nav="proofs", receipt_json=receipt_json,
         index=raw_index, expected_origin=deps.settings.log_origin,
+        consistency_json=consistency_json,
+        old=request.query_params.get("old", ""), new=request.query_params.get("new", ""),
     )
 
 
@@ -376,6 +395,7 @@ def create_app(settings: Settings, *, temporal_ui: str | None = None) -> Starlet
             Route("/proofs", _proofs),
             Route("/health", _health),
             Route("/api/health", _health_json),
+            Route("/api/consistency", _consistency_json),
             Mount("/static", StaticFiles(directory=_STATIC), name="static"),
         ],
         exception_handlers=handlers,

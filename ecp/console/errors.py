@@ -8,6 +8,7 @@ __all__ = [
     "BadFilterError",
     "ConsoleError",
     "LedgerNotReadyError",
+    "ProofNotFoundError",
     "TemporalQueryError",
     "WorkflowNotFoundError",
 ]
@@ -45,3 +46,9 @@ class LedgerNotReadyError(ConsoleError):
     """The ledger cannot serve what was asked (unreachable, no entry, no checkpoint)."""
 
     status = 503
+
+
+class ProofNotFoundError(ConsoleError):
+    """The ledger holds no checkpoint (or entry) the request names."""
+
+    status = 404

@@ -125,16 +125,60 @@
     return { payload: b64encode(payload), payloadType: doc.payloadType, signatures, payloadBytes: payload };
   }
 
-  function parseReceipt(text) {
-    if (enc.encode(text).length > MAX_RECEIPT_BYTES) {
-      throw new StepError(STEP.MALFORMED, `receipt is larger than ${MAX_RECEIPT_BYTES} bytes.`);
+  // The first object key that appears twice at one level, or null. Run only
+  // on text JSON.parse accepted, so strings and nesting are well-formed. Keys
+  // compare decoded ("a" and "\u0061" are the same key), as in Python.
+  function duplicateKey(text) {
+    const stack = [];
+    let i = 0;
+    while (i < text.length) {
+      const ch = text[i];
+      if (ch === '"') {
+        let j = i + 1;
+        while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+        const top = stack[stack.length - 1];
+        if (top && top.expectKey) {
+          const key = JSON.parse(text.slice(i, j + 1));
+          if (top.keys.has(key)) return key;
+          top.keys.add(key);
+          top.expectKey = false;
+        }
+        i = j + 1;
+        continue;
+      }
+      if (ch === "{") stack.push({ keys: new Set(), expectKey: true });
+      else if (ch === "[") stack.push(null);
+      else if (ch === "}" || ch === "]") stack.pop();
+      else if (ch === ",") {
+        const top = stack[stack.length - 1];
+        if (top) top.expectKey = true;
+      }
+      i++;
     }
+    return null;
+  }
+
+  // JSON.parse, refusing a repeated key (which JSON.parse would silently
+  // resolve to the last value) as authority.canonical.parse_json_strict does.
+  function parseJsonStrict(text, what) {
     let doc;
     try {
       doc = JSON.parse(text);
     } catch (e) {
-      throw new StepError(STEP.MALFORMED, "receipt is not valid JSON.");
+      throw new StepError(STEP.MALFORMED, `${what} is not valid JSON.`);
     }
+    const dup = duplicateKey(text);
+    if (dup !== null) {
+      throw new StepError(STEP.MALFORMED, `${what} is ambiguous: it repeats the key ${JSON.stringify(dup)}.`);
+    }
+    return doc;
+  }
+
+  function parseReceipt(text) {
+    if (enc.encode(text).length > MAX_RECEIPT_BYTES) {
+      throw new StepError(STEP.MALFORMED, `receipt is larger than ${MAX_RECEIPT_BYTES} bytes.`);
+    }
+    const doc = parseJsonStrict(text, "receipt");
     if (!isObject(doc)) throw new StepError(STEP.MALFORMED, "receipt must be a JSON object.");
     const keys = Object.keys(doc).sort();
     if (keys.join() !== FIELDS.join()) {
@@ -335,6 +379,120 @@
     return { receipt: r, checkpoint: cp, leaf, steps };
   }
 
+  // --- consistency between two checkpoints ------------------------------------
+
+  const CONSISTENCY_TYPE = "application/vnd.ecp.consistency.v1+json";
+  const CONSISTENCY_FIELDS = ["consistencyProof", "mediaType", "newCheckpoint", "oldCheckpoint"];
+
+  function parseConsistency(text) {
+    if (enc.encode(text).length > MAX_RECEIPT_BYTES) {
+      throw new StepError(STEP.MALFORMED, `document is larger than ${MAX_RECEIPT_BYTES} bytes.`);
+    }
+    const doc = parseJsonStrict(text, "consistency document");
+    if (!isObject(doc)) throw new StepError(STEP.MALFORMED, "the consistency document must be a JSON object.");
+    const keys = Object.keys(doc).sort();
+    if (keys.join() !== CONSISTENCY_FIELDS.join()) {
+      throw new StepError(STEP.MALFORMED, `the consistency document needs exactly: ${CONSISTENCY_FIELDS.join(", ")}.`);
+    }
+    if (doc.mediaType !== CONSISTENCY_TYPE) throw new StepError(STEP.MALFORMED, `mediaType must be ${CONSISTENCY_TYPE}.`);
+    if (typeof doc.oldCheckpoint !== "string" || typeof doc.newCheckpoint !== "string") {
+      throw new StepError(STEP.MALFORMED, "oldCheckpoint and newCheckpoint must be signed note strings.");
+    }
+    if (!Array.isArray(doc.consistencyProof) || doc.consistencyProof.length > 128) {
+      throw new StepError(STEP.MALFORMED, "consistencyProof must be a list of at most 128 hashes.");
+    }
+    const proof = doc.consistencyProof.map((h, i) => hash32(h, `consistencyProof[${i}]`));
+    return { oldNote: doc.oldCheckpoint, newNote: doc.newCheckpoint, proof };
+  }
+
+  // Parse a checkpoint note and check the log's signature on it; `which` names it.
+  async function openCheckpoint(noteText, key, expected, which) {
+    const note = parseNote(noteText);
+    const cp = parseCheckpoint(note.text);
+    const want = expected || key.name;
+    if (want && cp.origin !== want) {
+      throw new StepError(STEP.ORIGIN, `the ${which} checkpoint is for log ${JSON.stringify(cp.origin)}, expected ${JSON.stringify(want)}.`);
+    }
+    const keyName = want || cp.origin;
+    const keyId = await noteKeyId(keyName, key.raw);
+    const mine = note.sigs.filter((s) => s.name === keyName && equal(s.keyId, keyId));
+    if (mine.length === 0) {
+      throw new StepError(STEP.SIGNATURE, `the ${which} checkpoint carries no signature by this log key.`);
+    }
+    if (!(await ed25519Verify(key.raw, mine[0].sig, enc.encode(note.text)))) {
+      throw new StepError(STEP.SIGNATURE, `the log's Ed25519 signature over the ${which} checkpoint does not verify.`);
+    }
+    return cp;
+  }
+
+  const isPow2 = (n) => {
+    while (n > 1 && n % 2 === 0) n /= 2;
+    return n === 1;
+  };
+  const odd = (n) => n % 2 === 1;
+  const half = (n) => Math.floor(n / 2);
+
+  // RFC 9162 section 2.1.4.2, as lineage.merkle.verify_consistency (no 32-bit bit operations).
+  async function verifyConsistency(oldSize, newSize, oldRoot, newRoot, proof) {
+    if (oldSize <= 0) throw new StepError(STEP.PROOF, "consistency from an empty tree is meaningless.");
+    if (oldSize > newSize) throw new StepError(STEP.PROOF, `the old checkpoint (size ${oldSize}) is larger than the new one (size ${newSize}).`);
+    if (oldSize === newSize) {
+      if (proof.length) throw new StepError(STEP.PROOF, "the sizes are equal but the consistency proof is not empty.");
+      if (!equal(oldRoot, newRoot)) throw new StepError(STEP.PROOF, "equal sizes with different roots: the log forked.");
+      return 0;
+    }
+    if (proof.length === 0) throw new StepError(STEP.PROOF, "the consistency proof is empty.");
+    const path = isPow2(oldSize) ? [oldRoot, ...proof] : [...proof];
+    let fn = oldSize - 1;
+    let sn = newSize - 1;
+    while (odd(fn)) {
+      fn = half(fn);
+      sn = half(sn);
+    }
+    let fr = path[0];
+    let sr = path[0];
+    for (const c of path.slice(1)) {
+      if (sn === 0) throw new StepError(STEP.PROOF, "the consistency proof is longer than the path between the sizes.");
+      if (odd(fn) || fn === sn) {
+        fr = await nodeHash(c, fr);
+        sr = await nodeHash(c, sr);
+        if (!odd(fn)) {
+          while (!(odd(fn) || fn === 0)) {
+            fn = half(fn);
+            sn = half(sn);
+          }
+        }
+      } else {
+        sr = await nodeHash(sr, c);
+      }
+      fn = half(fn);
+      sn = half(sn);
+    }
+    if (sn !== 0) throw new StepError(STEP.PROOF, "the consistency proof is shorter than the path between the sizes.");
+    if (!equal(fr, oldRoot)) throw new StepError(STEP.PROOF, `the consistency proof does not lead to the old checkpoint's root (size ${oldSize}).`);
+    if (!equal(sr, newRoot)) throw new StepError(STEP.PROOF, `the consistency proof does not lead to the new checkpoint's root (size ${newSize}).`);
+    return proof.length;
+  }
+
+  async function checkConsistency(docText, keyText, expectedOrigin, report) {
+    if (!window.crypto || !crypto.subtle) {
+      throw new StepError(STEP.BROWSER, "WebCrypto is unavailable: open the console over HTTPS or on localhost.");
+    }
+    const d = parseConsistency(docText);
+    const key = await parseLogKey(keyText);
+    const expected = expectedOrigin.trim();
+    const oldCp = await openCheckpoint(d.oldNote, key, expected, "old");
+    report("Old checkpoint signature", `${oldCp.origin} at size ${oldCp.size}, root ${hex(oldCp.root)}`);
+    const newCp = await openCheckpoint(d.newNote, key, expected, "new");
+    report("New checkpoint signature", `${newCp.origin} at size ${newCp.size}, root ${hex(newCp.root)}`);
+    if (oldCp.origin !== newCp.origin) {
+      throw new StepError(STEP.ORIGIN, `the checkpoints are of two logs (${oldCp.origin}, ${newCp.origin}).`);
+    }
+    const n = await verifyConsistency(oldCp.size, newCp.size, oldCp.root, newCp.root, d.proof);
+    report("Consistency proof (RFC 9162 §2.1.4.2)", `${n} hash(es): size ${oldCp.size} is a prefix of size ${newCp.size}`);
+    return { oldCp, newCp };
+  }
+
   // --- page ------------------------------------------------------------------
 
   const $ = (id) => document.getElementById(id);
@@ -419,6 +577,31 @@
     }
   }
 
+  async function runConsistency() {
+    const verdict = $("consistency-verdict");
+    const steps = $("consistency-steps");
+    steps.replaceChildren();
+    verdict.removeAttribute("data-verdict");
+    verdict.removeAttribute("data-step");
+    verdict.className = "verdict";
+    verdict.textContent = "Checking…";
+    const report = (name, detail) => addItem(steps, `✓ ${name}: ${detail}`, "pass");
+    try {
+      const res = await checkConsistency($("consistency").value, $("log-key").value, $("origin").value, report);
+      verdict.textContent = `✓ Consistent: log ${res.newCp.origin} at size ${res.newCp.size} extends its tree at size ${res.oldCp.size}.`;
+      verdict.className = "verdict ok";
+      verdict.dataset.verdict = "ok";
+    } catch (e) {
+      const step = e instanceof StepError ? e.step : "unexpected error";
+      const message = e instanceof StepError ? e.message : "the check stopped unexpectedly.";
+      addItem(steps, `✗ ${step}: ${message}`, "fail");
+      verdict.textContent = `✗ Not consistent (${step}): ${message}`;
+      verdict.className = "verdict fail";
+      verdict.dataset.verdict = "fail";
+      verdict.dataset.step = step;
+    }
+  }
+
   function init() {
     const form = $("verify-form");
     if (!form) return;
@@ -437,6 +620,10 @@
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       run();
+    });
+    $("verify-consistency").addEventListener("click", (ev) => {
+      ev.preventDefault();
+      runConsistency();
     });
     document.body.dataset.verifierReady = "1";
   }
