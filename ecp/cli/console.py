@@ -47,8 +47,14 @@ def console(
         "--temporal-ui",
         help="Temporal Web UI base URL for links (default: beside a local dev server).",
     ),
+    verify_every: int = typer.Option(
+        10, "--verify-every", min=1, max=1440,
+        help="Minutes between full ledger verifications shown on the health page.",
+    ),
 ) -> None:
     """Serve the read-only web console: governance list, proof viewer and health."""
+    from datetime import timedelta
+
     import uvicorn
 
     from ecp.console import create_app
@@ -64,4 +70,5 @@ def console(
             "the console has no authentication of its own",
             err=True,
         )
-    uvicorn.run(create_app(settings, temporal_ui=ui), host=host, port=port, log_level="warning")
+    app = create_app(settings, temporal_ui=ui, verify_every=timedelta(minutes=verify_every))
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -13,6 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote, urlencode
@@ -29,6 +30,7 @@ from temporalio.client import Client
 
 from ecp.connect import TemporalUnreachableError, connect
 from ecp.console._render import render
+from ecp.console.audit import LedgerAuditor
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
 from ecp.console.governance import (
     GovernanceFilter,
@@ -43,7 +45,10 @@ from lineage.crosscheck import CrossCheckReport
 from lineage.errors import EntryNotFoundError, LineageError, NoCheckpointError
 from lineage.ledger import Ledger
 
-__all__ = ["HEALTH_REFRESH_SECONDS", "create_app"]
+__all__ = ["HEALTH_REFRESH_SECONDS", "VERIFY_EVERY", "create_app"]
+
+#: The full ledger verification on the health page runs at most this often.
+VERIFY_EVERY: Final = timedelta(minutes=10)
 
 #: The health page reloads itself this often (a meta refresh: no script needed).
 HEALTH_REFRESH_SECONDS: Final = 10
@@ -91,6 +96,7 @@ class _Deps:
     client: Client | None = None
     ledger: Ledger | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    auditor: LedgerAuditor = field(default_factory=lambda: LedgerAuditor(VERIFY_EVERY))
 
     async def temporal(self) -> Client:
         """The Temporal client, connecting on first use.
@@ -305,7 +311,9 @@ async def _health_report(deps: _Deps) -> dict[str, object]:
         ledger = deps.open_ledger()
     except LedgerNotReadyError as exc:
         ledger_error = str(exc)
-    report = await collect_health(deps.settings, client, temporal_error, ledger, ledger_error)
+    report = await collect_health(
+        deps.settings, client, temporal_error, ledger, ledger_error, auditor=deps.auditor
+    )
     return report.to_dict()
 
 
@@ -362,14 +370,20 @@ async def _crash(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings, *, temporal_ui: str | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, temporal_ui: str | None = None, verify_every: timedelta = VERIFY_EVERY
+) -> Starlette:
     """Build the console for ``settings``.
 
     Args:
         settings: the deployment's settings (Temporal, queues, ledger, trust store, policy).
         temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
+        verify_every: the health page's full ledger verification runs at most this often.
     """
-    deps = _Deps(settings, temporal_ui.rstrip("/") if temporal_ui else None)
+    deps = _Deps(
+        settings, temporal_ui.rstrip("/") if temporal_ui else None,
+        auditor=LedgerAuditor(verify_every),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

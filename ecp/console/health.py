@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 from authority.errors import AuthorityError
 from authority.policy import PolicyBundle
 from authority.truststore import KeyRole, TrustStore
+from ecp.console.audit import DENIAL_WINDOW, LedgerAuditor, count_denials, log_key_from
 from ecp.settings import Settings
 from lineage.errors import LineageError
 from lineage.ledger import Ledger
@@ -33,10 +34,12 @@ __all__ = [
     "HealthItem",
     "HealthReport",
     "Status",
+    "check_denials",
     "check_ledger",
     "check_policy",
     "check_pollers",
     "check_trust_store",
+    "check_verification",
     "collect_health",
     "probe_executor",
 ]
@@ -233,6 +236,80 @@ def check_ledger(ledger: Ledger | None, error: str | None, now: datetime) -> Hea
     )
 
 
+async def check_verification(
+    settings: Settings, ledger: Ledger | None, auditor: LedgerAuditor, now: datetime
+) -> HealthItem:
+    """The cached result of the last full ledger verification, with its age."""
+    name = "ledger verification"
+    if ledger is None:
+        return HealthItem(name, Status.RED, "Unknown: the ledger is not open.")
+    try:
+        key = log_key_from(TrustStore.load(settings.trust), now)
+    except AuthorityError:
+        key = None
+    last = await auditor.latest(ledger, key, now)
+    every = _age(now - auditor.interval, now)
+    if last is None:
+        return HealthItem(
+            name, Status.AMBER, "The first full verification is still running.",
+            {"running": True, "intervalSeconds": int(auditor.interval.total_seconds())},
+        )
+    details: dict[str, object] = {
+        "ok": last.ok, "finishedAt": last.finished_at.isoformat(),
+        "ageSeconds": int((now - last.finished_at).total_seconds()),
+        "durationSeconds": round(last.seconds, 3), "running": auditor.running,
+        "intervalSeconds": int(auditor.interval.total_seconds()),
+    }
+    age = _age(last.finished_at, now)
+    if not last.ok:
+        status = Status.RED if last.tampered else Status.AMBER
+        return HealthItem(name, status, f"Last full verification, {age} ago: {last.summary}.",
+                          details)
+    if now - last.finished_at > 2 * auditor.interval:
+        return HealthItem(
+            name, Status.AMBER,
+            f"The last full verification passed but is {age} old (due every {every}).", details,
+        )
+    return HealthItem(
+        name, Status.GREEN, f"Last full verification passed {age} ago: {last.summary}.", details
+    )
+
+
+def check_denials(ledger: Ledger | None, now: datetime) -> HealthItem:
+    """Gate denials recorded in the ledger over the last hour, by reason code.
+
+    Denials are the gate doing its job, so they inform (green); the item is
+    amber only when the count is incomplete.
+    """
+    name = "gate denials"
+    if ledger is None:
+        return HealthItem(name, Status.AMBER, "Unknown: the ledger is not open.")
+    try:
+        found = count_denials(ledger, now)
+    except LineageError as exc:
+        return HealthItem(name, Status.AMBER, f"The denials cannot be counted: {exc}.")
+    total = sum(found.by_reason.values())
+    hour = int(DENIAL_WINDOW.total_seconds() // 3600)
+    details: dict[str, object] = {
+        "windowSeconds": int(DENIAL_WINDOW.total_seconds()), "total": total,
+        "byReason": found.by_reason, "entriesScanned": found.scanned,
+        "complete": found.complete, "unreadable": found.unreadable,
+    }
+    listed = ", ".join(f"{code} × {n}" for code, n in found.by_reason.items())
+    text = f"{total} denial(s) in the last {hour} h" + (f": {listed}" if listed else "")
+    if not found.complete:
+        return HealthItem(
+            name, Status.AMBER,
+            f"At least {text}; only the newest {found.scanned} entries were read.", details,
+        )
+    if found.unreadable:
+        return HealthItem(
+            name, Status.AMBER, f"{text}; {found.unreadable} entries could not be parsed.",
+            details,
+        )
+    return HealthItem(name, Status.GREEN, f"{text}.", details)
+
+
 def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
     """Keys by role, revoked and soon-expiring ones; red without a usable log or authority key."""
     try:
@@ -293,6 +370,7 @@ async def collect_health(
     ledger: Ledger | None,
     ledger_error: str | None,
     *,
+    auditor: LedgerAuditor | None = None,
     now: datetime | None = None,
 ) -> HealthReport:
     """Every check, in a fixed order.
@@ -303,6 +381,7 @@ async def collect_health(
         temporal_error: why there is no client.
         ledger: the open ledger, or None.
         ledger_error: why there is no ledger.
+        auditor: runs and caches the full ledger verification (none: not shown).
         now: the clock (injected by tests).
     """
     now = now or datetime.now(UTC)
@@ -341,6 +420,9 @@ async def collect_health(
                 executor = HealthItem(executor.name, executor.status, executor.reason, details)
         items.append(executor)
     items.append(check_ledger(ledger, ledger_error, now))
+    if auditor is not None:
+        items.append(await check_verification(settings, ledger, auditor, now))
+    items.append(check_denials(ledger, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))
     return HealthReport(now, tuple(items))

@@ -32,7 +32,8 @@ async def test_health_json_reflects_the_real_stack(governed: Governed) -> None:
     doc = resp.json()
     items = {i["name"]: i for i in doc["items"]}
     assert set(items) == {
-        "temporal", "authority workers", "executor workers", "ledger", "trust store", "policy",
+        "temporal", "authority workers", "executor workers", "ledger", "ledger verification",
+        "gate denials", "trust store", "policy",
     }
     assert items["temporal"]["status"] == "green"
     for name in ("authority workers", "executor workers"):
@@ -45,6 +46,19 @@ async def test_health_json_reflects_the_real_stack(governed: Governed) -> None:
     assert items["ledger"]["status"] == "green", items["ledger"]["reason"]
     assert items["trust store"]["details"]["roles"]["log"] == {"active": 1, "total": 1}
     assert items["policy"]["details"]["digest"] == governed.allowed.policy_digest
+    # The full verification ran (in the background, cached) and passed.
+    verified = items["ledger verification"]
+    assert verified["status"] == "green", verified["reason"]
+    assert verified["details"]["ok"] is True
+    assert verified["details"]["ageSeconds"] >= 0
+    assert f"all {size} entries" in verified["reason"]
+    # The denied run is counted by its reason code over the last hour.
+    denials = items["gate denials"]
+    assert denials["status"] == "green", denials["reason"]
+    assert denials["details"]["total"] >= 1, denials
+    assert denials["details"]["complete"] is True
+    assert denials["details"]["byReason"].get("unknown_action", 0) >= 1, denials
+    assert "unknown_action × " in denials["reason"]
     assert doc["status"] == "green"
     # Public material only: no private key, no key file contents, no database URL.
     assert "PRIVATE" not in resp.text
@@ -220,3 +234,40 @@ def test_an_unreadable_grant_header_is_one_sentence() -> None:
     assert view.problem is not None
     assert view.problem.startswith("The grant header cannot be read:")
     assert "\n" not in view.problem
+
+
+async def test_health_audit_flags_a_damaged_copy_and_a_capped_denial_scan(
+    governed: Governed, tmp_path: Path
+) -> None:
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from authority.keys import load_public_key
+    from ecp.console.audit import LedgerAuditor, count_denials
+
+    src = Path(governed.settings.db_url.removeprefix("sqlite:///"))
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(copy) as b:
+        a.backup(b)
+    key = load_public_key(governed.keys.log.with_suffix(".pub"))
+    now = datetime.now(UTC)
+    with Ledger.open(f"sqlite:///{copy}", create=False) as ledger:
+        ok = await LedgerAuditor(timedelta(minutes=10)).latest(ledger, key, now)
+        assert ok is not None
+        assert ok.ok, ok.summary
+        # Only the newest entry is read when the cap is 1 and more fall in the hour.
+        capped = count_denials(ledger, now, cap=1)
+        assert capped.scanned == 1
+        assert capped.complete is (ledger.head().size == 1)
+        # Nothing is older than an hour ago from two hours ago.
+        assert count_denials(ledger, now - timedelta(hours=2)).scanned == 0
+    with sqlite3.connect(copy) as db:
+        (env,) = db.execute("SELECT envelope FROM ledger_entry WHERE seq = 0").fetchone()
+        env = bytearray(env)
+        env[len(env) // 2] ^= 0x01
+        db.execute("UPDATE ledger_entry SET envelope = ? WHERE seq = 0", (bytes(env),))
+    with Ledger.open(f"sqlite:///{copy}", create=False) as ledger:
+        bad = await LedgerAuditor(timedelta(minutes=10)).latest(ledger, key, now)
+    assert bad is not None
+    assert not bad.ok
+    assert bad.tampered, bad.summary
