@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,16 +24,23 @@ def test_demo_runs_every_scenario_and_audits_it(tmp_path: Path) -> None:
         "ECP_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "COLUMNS": "200",
     }
-    proc = subprocess.run(
+    # Own session, so whatever happens the dev server the demo started is stopped.
+    proc = subprocess.Popen(
         [sys.executable, "-m", "ecp", "demo"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
-        check=False,
+        start_new_session=True,
     )
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = stdout
+    assert proc.returncode == 0, out + stderr
     for scenario in (
         "small payout",
         "large payout, approved",

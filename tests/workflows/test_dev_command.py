@@ -38,7 +38,17 @@ def test_dev_prints_the_ui_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # so a failing test can stop the dev server it started too
     )
+    try:
+        _exercise(proc, port)
+    finally:
+        if proc.poll() is None or _listening(port):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _exercise(proc: subprocess.Popen[str], port: int) -> None:
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 120
