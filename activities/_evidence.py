@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lineage.evidence import (
+from ecp.lineage.ledger._evidence import (
     ActivityIdentity,
     EvidencePredicate,
     Outcome,

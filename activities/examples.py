@@ -15,8 +15,8 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities.governed import governed
-from ecp.paths import data_dir
+from ecp._paths import data_dir
+from ecp.activities._governed import governed
 
 __all__ = [
     "EXECUTIONS",

@@ -6,8 +6,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from authority.canonical import canonical_json, parse_json_strict
-from authority.errors import (
+from ecp.authority._canonical import canonical_json, parse_json_strict
+from ecp.authority.errors import (
     AuthorityError,
     CanonicalizationError,
     DuplicateKeyJSONError,

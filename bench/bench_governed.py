@@ -33,25 +33,25 @@ from temporalio.converter import default as default_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from activities.examples import Payout  # noqa: E402
-from authority.attestation import measure_environment  # noqa: E402
-from authority.calldigest import digest_values  # noqa: E402
-from authority.canonical import digest_bytes  # noqa: E402
-from authority.clock import system_clock  # noqa: E402
-from authority.dsse import Envelope, pae  # noqa: E402
-from authority.grant import CallBinding, issue_grant  # noqa: E402
-from authority.keys import Ed25519FileSigner, verify_ed25519  # noqa: E402
-from authority.policy import PolicyBundle, PolicyRequest  # noqa: E402
-from authority.replay import InMemoryReplayGuard, SqlReplayGuard  # noqa: E402
-from authority.truststore import KeyRole, TrustedKey, TrustStore  # noqa: E402
-from authority.verify import ExpectedCall, verify_grant  # noqa: E402
-from ecp.devserver import temporal_binary  # noqa: E402
-from ecp.keyring import init_keyring  # noqa: E402
-from ecp.runtime import GOVERNED_MODULES, build_plugin, run_workers  # noqa: E402
-from ecp.settings import Role, Settings  # noqa: E402
-from workflows.governed import GovernedExecution  # noqa: E402
-from workflows.models import GovernedRequest, TaskQueues  # noqa: E402
-from workflows.search_attributes import ALL_KEYS  # noqa: E402
+from ecp._devserver import temporal_binary  # noqa: E402
+from ecp._keyring import init_keyring  # noqa: E402
+from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers  # noqa: E402
+from ecp._settings import Role, Settings  # noqa: E402
+from ecp.activities.examples import Payout  # noqa: E402
+from ecp.authority._attestation import measure_environment  # noqa: E402
+from ecp.authority._calldigest import digest_values  # noqa: E402
+from ecp.authority._canonical import digest_bytes  # noqa: E402
+from ecp.authority._clock import system_clock  # noqa: E402
+from ecp.authority._dsse import Envelope, pae  # noqa: E402
+from ecp.authority._grant import CallBinding, issue_grant  # noqa: E402
+from ecp.authority._keys import Ed25519FileSigner, verify_ed25519  # noqa: E402
+from ecp.authority._policy import PolicyBundle, PolicyRequest  # noqa: E402
+from ecp.authority._replay import InMemoryReplayGuard, SqlReplayGuard  # noqa: E402
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore  # noqa: E402
+from ecp.authority._verify import ExpectedCall, verify_grant  # noqa: E402
+from ecp.workflows._governed import GovernedExecution  # noqa: E402
+from ecp.workflows._models import GovernedRequest, TaskQueues  # noqa: E402
+from ecp.workflows._search_attributes import ALL_KEYS  # noqa: E402
 
 ARGS = {"amount": 250, "currency": "EUR", "recipient": "acme"}
 

@@ -33,10 +33,10 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from authority.keys import Ed25519FileSigner
-from lineage.ledger import Ledger
-from lineage.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
-from lineage.store import node_key
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
+from ecp.lineage.ledger._store import node_key
 from tests.lineage.support import make_envelope
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -24,9 +24,9 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from lineage.export import ExportFormat, render_graph
-from lineage.graph import build_graph
-from lineage.history import RunHistory
+from ecp.lineage.graph._build import build_graph
+from ecp.lineage.graph._export import ExportFormat, render_graph
+from ecp.lineage.graph._history import RunHistory
 
 
 def _json(v: object) -> Payload:

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.grant_header import attach_grant
+    from ecp.workflows._grant_header import attach_grant
 
 __all__ = ["DIRECT_CALL_ACTIVITY_ID", "DirectCall", "DirectCallInput"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authority.canonical import parse_json_strict
-from authority.errors import AuthorityError
+from ecp.authority._canonical import parse_json_strict
+from ecp.authority.errors import AuthorityError
 from ecp.cli._common import CliError
 
 __all__ = ["read_bytes", "read_json_object"]

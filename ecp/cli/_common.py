@@ -33,11 +33,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def _family_roots() -> tuple[type[BaseException], ...]:
     # Imported lazily so a broken optional package never breaks `ecp --help`.
     roots: list[type[BaseException]] = [EcpError]
-    from authority.errors import AuthorityError
+    from ecp.authority.errors import AuthorityError
 
     roots.append(AuthorityError)
     try:
-        from lineage.errors import LineageError
+        from ecp.lineage.ledger.errors import LineageError
     except ImportError:  # pragma: no cover - the ledger package is optional here
         pass
     else:

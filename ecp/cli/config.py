@@ -8,8 +8,8 @@ import typer
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from ecp._settings import Settings, env_name, load_settings
 from ecp.cli._common import one_line_errors
-from ecp.settings import Settings, env_name, load_settings
 
 __all__ = ["app", "effective_settings"]
 

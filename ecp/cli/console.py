@@ -6,8 +6,8 @@ import ipaddress
 
 import typer
 
+from ecp._settings import Settings, load_settings
 from ecp.cli._common import one_line_errors
-from ecp.settings import Settings, load_settings
 
 __all__ = ["DEFAULT_PORT", "default_temporal_ui", "register"]
 

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from authority.clock import FixedClock, system_clock
-from authority.replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard
-from authority.truststore import TrustStore
-from authority.verify import ExpectedCall, verify_grant
+from ecp.authority._clock import FixedClock, system_clock
+from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard
+from ecp.authority._truststore import TrustStore
+from ecp.authority._verify import ExpectedCall, verify_grant
 from ecp.cli._authority_io import read_bytes, read_json_object
 from ecp.cli._common import CliError, one_line_errors
 

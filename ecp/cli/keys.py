@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from authority.clock import system_clock
-from authority.keys import Ed25519FileSigner
-from authority.truststore import TrustedKey, TrustStore
+from ecp._keyring import init_keyring
+from ecp._paths import data_dir
+from ecp.authority._clock import system_clock
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._truststore import TrustedKey, TrustStore
 from ecp.cli._common import one_line_errors
-from ecp.keyring import init_keyring
-from ecp.paths import data_dir
 
 __all__ = ["app", "default_keys_dir"]
 

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from authority.keys import Ed25519FileSigner, load_public_key
-from authority.truststore import TrustStore
+from ecp._paths import data_dir, default_database_url
+from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.authority._truststore import TrustStore
 from ecp.cli._common import CliError, one_line_errors
-from ecp.paths import data_dir, default_database_url
 
 __all__ = ["app"]
 
@@ -66,7 +66,7 @@ def append(
     ] = None,
 ) -> None:
     """Append one evidence envelope; prints its index (idempotent: a repeat prints the same)."""
-    from lineage.ledger import Ledger
+    from ecp.lineage.ledger._ledger import Ledger
 
     data = _read(file, "evidence file")
     trust = TrustStore.load(trust_store) if trust_store is not None else None
@@ -90,7 +90,7 @@ def checkpoint(
     origin: Annotated[str, typer.Option("--origin", help=_ORIGIN_HELP)] = _DEFAULT_ORIGIN,
 ) -> None:
     """Sign a checkpoint of the current tree (refused if inconsistent with the last one)."""
-    from lineage.ledger import Ledger
+    from ecp.lineage.ledger._ledger import Ledger
 
     signer = Ed25519FileSigner.from_file(_log_key_path(log_key))
     with Ledger.open(_url(db), origin=origin) as ledger:
@@ -112,7 +112,7 @@ def prove(
     origin: Annotated[str, typer.Option("--origin", help=_ORIGIN_HELP)] = _DEFAULT_ORIGIN,
 ) -> None:
     """Print a receipt (entry + inclusion proof + signed checkpoint) as JSON."""
-    from lineage.ledger import Ledger
+    from ecp.lineage.ledger._ledger import Ledger
 
     key_path = _log_key_path(log_key)
     signer = Ed25519FileSigner.from_file(key_path) if key_path.exists() else None
@@ -129,7 +129,7 @@ def consistency(
     db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
 ) -> None:
     """Print a consistency proof between two tree sizes, with both roots."""
-    from lineage.ledger import Ledger
+    from ecp.lineage.ledger._ledger import Ledger
 
     with Ledger.open(_url(db), create=False) as ledger:
         proof = ledger.consistency_proof(old_size, new_size)
@@ -157,7 +157,7 @@ def verify(
     ] = None,
 ) -> None:
     """Recompute every entry hash and the tree, check all checkpoints; name the first bad index."""
-    from lineage.ledger import Ledger
+    from ecp.lineage.ledger._ledger import Ledger
 
     public = load_public_key(_log_key_path(log_key))
     with Ledger.open(_url(db), create=False) as ledger:
@@ -184,7 +184,7 @@ def verify_receipt_cmd(
     ] = 0,
 ) -> None:
     """Verify a receipt offline with the log's public key (no database needed)."""
-    from lineage.receipt import verify_receipt
+    from ecp.lineage.ledger._receipt import verify_receipt
 
     v = verify_receipt(
         _read(receipt, "receipt"), load_public_key(log_key), origin=origin, min_tree_size=min_size

@@ -16,11 +16,11 @@ from typing import Annotated
 import networkx as nx
 import typer
 
+from ecp._settings import Settings, load_settings
 from ecp.cli._common import one_line_errors
-from ecp.settings import Settings, load_settings
-from lineage.crosscheck import CrossCheckReport, Finding, GovernanceStatus
-from lineage.export import ExportFormat
-from lineage.history import RunHistory
+from ecp.lineage._crosscheck import CrossCheckReport, Finding, GovernanceStatus
+from ecp.lineage.graph._export import ExportFormat
+from ecp.lineage.graph._history import RunHistory
 
 __all__ = [
     "AuditResult",
@@ -44,8 +44,8 @@ _CHILDREN_HELP = "Include child workflows (recursively)."
 
 def governed_activity_types() -> frozenset[str]:
     """Activity types marked ``@governed`` among the bundled example activities."""
-    from activities import examples
-    from activities.governed import is_governed
+    from ecp.activities import examples
+    from ecp.activities._governed import is_governed
 
     names: set[str] = set()
     for value in vars(examples).values():
@@ -56,8 +56,8 @@ def governed_activity_types() -> frozenset[str]:
 
 
 async def _fetch(settings: Settings, workflow_id: str, follow_children: bool) -> list[RunHistory]:
-    from ecp.connect import connect
-    from lineage.history import fetch_histories
+    from ecp._connect import connect
+    from ecp.lineage.graph._history import fetch_histories
 
     client = await connect(settings)
     return await fetch_histories(client, workflow_id, follow_children=follow_children)
@@ -77,11 +77,11 @@ def load_lineage(
         TemporalUnreachableError: the server does not answer.
         WorkflowNotFoundError: no such workflow (or not among the files).
         HistoryUnavailableError, CorruptHistoryError, NamespaceMismatchError:
-            see :mod:`lineage.history`.
+            see :mod:`ecp.lineage.graph._history`.
     """
-    from lineage.graph import build_graph
-    from lineage.graph_errors import WorkflowNotFoundError
-    from lineage.history import load_history_file
+    from ecp.lineage.graph._build import build_graph
+    from ecp.lineage.graph._history import load_history_file
+    from ecp.lineage.graph.errors import WorkflowNotFoundError
 
     ns = namespace or settings.namespace
     if history_files:
@@ -96,11 +96,11 @@ def load_lineage(
 
 
 def _cross_check(settings: Settings, histories: list[RunHistory]) -> CrossCheckReport:
-    from authority.keys import load_public_key
-    from authority.truststore import TrustStore
-    from ecp.keyring import KeyFiles
-    from lineage.crosscheck import cross_check
-    from lineage.ledger import Ledger
+    from ecp._keyring import KeyFiles
+    from ecp.authority._keys import load_public_key
+    from ecp.authority._truststore import TrustStore
+    from ecp.lineage._crosscheck import cross_check
+    from ecp.lineage.ledger._ledger import Ledger
 
     trust = TrustStore.load(settings.trust)
     log_key = load_public_key(KeyFiles(settings.keys).log)
@@ -142,8 +142,8 @@ def audit_workflow(
         TrustStoreError, KeyFileError: keys could not be loaded.
         ExportFormatError, RendererMissingError: an export failed.
     """
-    from lineage.crosscheck import annotate_graph
-    from lineage.export import export_graph
+    from ecp.lineage._crosscheck import annotate_graph
+    from ecp.lineage.graph._export import export_graph
 
     histories, g = load_lineage(settings, workflow_id, follow_children=follow_children)
     report = _cross_check(settings, histories)
@@ -229,7 +229,7 @@ def _lineage_graph(
     verify_first: bool,
 ) -> nx.DiGraph:
     """The workflow's lineage graph, marked with the cross-check if asked."""
-    from lineage.crosscheck import annotate_graph
+    from ecp.lineage._crosscheck import annotate_graph
 
     histories, g = load_lineage(
         settings, workflow_id, history_files=history, follow_children=follow_children
@@ -254,7 +254,7 @@ def export(
     ] = False,
 ) -> None:
     """Export the lineage graph (PROV, OpenLineage, GraphML, JSON, DOT, SVG, Mermaid)."""
-    from lineage.export import export_graph
+    from ecp.lineage.graph._export import export_graph
 
     settings = load_settings()
     g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
@@ -275,7 +275,7 @@ def render_tree(g: nx.DiGraph, title: str) -> object:
     from rich.markup import escape
     from rich.tree import Tree
 
-    from lineage.graph import NodeKind
+    from ecp.lineage.graph._build import NodeKind
 
     root = Tree(f"[bold]{escape(title)}[/bold]")
     runs = sorted((d.get("time_ns", 0), n) for n, d in g.nodes(data=True)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import typer
 
-from authority.canonical import parse_json_strict
-from authority.errors import AuthorityError
-from authority.keys import Ed25519FileSigner, load_private_key
-from authority.truststore import TrustStore
-from ecp.approve import approve as deliver_approval
+from ecp._approve import approve as deliver_approval
+from ecp._connect import connect
+from ecp._settings import load_settings
+from ecp.authority._canonical import parse_json_strict
+from ecp.authority._keys import Ed25519FileSigner, load_private_key
+from ecp.authority._truststore import TrustStore
+from ecp.authority.errors import AuthorityError
 from ecp.cli._common import CliError, one_line_errors
-from ecp.connect import connect
-from ecp.settings import load_settings
-from workflows.models import GovernedRequest, GovernedResult, TaskQueues
-from workflows.start import start_governed
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
+from ecp.workflows._start import start_governed
 
 __all__ = ["register"]
 

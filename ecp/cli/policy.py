@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from authority.policy import PolicyBundle, PolicyRequest
+from ecp.authority._policy import PolicyBundle, PolicyRequest
 from ecp.cli._authority_io import read_json_object
 from ecp.cli._common import CliError, one_line_errors
 

@@ -12,17 +12,17 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from ecp._connect import connect, ensure_search_attributes
+from ecp._demo import ensure_keys, run_demo
+from ecp._devserver import port_open, start_for_settings
+from ecp._logs import configure_logging
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings, load_settings
+from ecp._telemetry import setup_telemetry
 from ecp.cli._common import one_line_errors
 from ecp.cli.console import DEFAULT_PORT as DEFAULT_CONSOLE_PORT
-from ecp.connect import connect, ensure_search_attributes
 from ecp.console import create_app
-from ecp.demo import ensure_keys, run_demo
-from ecp.devserver import port_open, start_for_settings
-from ecp.logs import configure_logging
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings, load_settings
-from ecp.telemetry import setup_telemetry
-from workflows.examples import DirectCall
+from ecp.workflows.examples import DirectCall
 
 __all__ = ["register"]
 

@@ -28,7 +28,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from ecp.connect import TemporalUnreachableError, connect
+from ecp._connect import TemporalUnreachableError, connect
+from ecp._settings import Settings
 from ecp.console._render import render
 from ecp.console.audit import LedgerAuditor
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
@@ -40,10 +41,9 @@ from ecp.console.governance import (
 from ecp.console.health import collect_health
 from ecp.console.lineage_view import EXPORTS, export_lineage, lineage_view, load_lineage_graph
 from ecp.console.proofs import consistency_document, parse_size
-from ecp.settings import Settings
-from lineage.crosscheck import CrossCheckReport
-from lineage.errors import EntryNotFoundError, LineageError, NoCheckpointError
-from lineage.ledger import Ledger
+from ecp.lineage._crosscheck import CrossCheckReport
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger.errors import EntryNotFoundError, LineageError, NoCheckpointError
 
 __all__ = ["HEALTH_REFRESH_SECONDS", "VERIFY_EVERY", "create_app"]
 

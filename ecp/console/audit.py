@@ -18,11 +18,11 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
-from authority.truststore import KeyRole, TrustStore
-from lineage.errors import LineageError, TamperError
-from lineage.evidence import OutcomeStatus, parse_evidence
-from lineage.ledger import Ledger
-from lineage.store import ENTRY
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._store import ENTRY
+from ecp.lineage.ledger.errors import LineageError, TamperError
 
 __all__ = [
     "DENIAL_SCAN_CAP",

@@ -23,15 +23,15 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.authority_side import policy_arguments
-from activities.contracts import DecisionResult
-from authority.dsse import Envelope
-from authority.errors import AuthorityError
-from authority.grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
+from ecp.activities._authority_side import policy_arguments
+from ecp.activities._contracts import DecisionResult
+from ecp.authority._dsse import Envelope
+from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
+from ecp.authority.errors import AuthorityError
 from ecp.console.errors import BadFilterError, TemporalQueryError, WorkflowNotFoundError
-from workflows.grant_header import GRANT_HEADER
-from workflows.models import GovernedRequest, GovernedResult
-from workflows.search_attributes import (
+from ecp.workflows._grant_header import GRANT_HEADER
+from ecp.workflows._models import GovernedRequest, GovernedResult
+from ecp.workflows._search_attributes import (
     SA_ACTION,
     SA_DECISION,
     SA_GRANT_ID,

@@ -19,14 +19,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from authority.errors import AuthorityError
-from authority.policy import PolicyBundle
-from authority.truststore import KeyRole, TrustStore
+from ecp._settings import Settings
+from ecp.authority._policy import PolicyBundle
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority.errors import AuthorityError
 from ecp.console.audit import DENIAL_WINDOW, LedgerAuditor, count_denials, log_key_from
-from ecp.settings import Settings
-from lineage.errors import LineageError
-from lineage.ledger import Ledger
-from lineage.store import CHECKPOINT
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._store import CHECKPOINT
+from ecp.lineage.ledger.errors import LineageError
 
 __all__ = [
     "POLLER_STALE_AFTER",

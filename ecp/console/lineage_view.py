@@ -20,27 +20,27 @@ from typing import Final
 import networkx as nx
 from temporalio.client import Client
 
-from authority.errors import AuthorityError
-from authority.truststore import KeyRole, TrustStore
+from ecp._settings import Settings
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority.errors import AuthorityError
 from ecp.console.errors import (
     BadFilterError,
     ConsoleError,
     LedgerNotReadyError,
     WorkflowNotFoundError,
 )
-from ecp.settings import Settings
-from lineage.crosscheck import CrossCheckReport, Finding, annotate_graph, cross_check
-from lineage.errors import LineageError
-from lineage.export import ExportFormat, render_graph
-from lineage.graph import build_graph
-from lineage.graph_errors import (
+from ecp.lineage._crosscheck import CrossCheckReport, Finding, annotate_graph, cross_check
+from ecp.lineage.graph._build import build_graph
+from ecp.lineage.graph._export import ExportFormat, render_graph
+from ecp.lineage.graph._history import RunHistory, fetch_histories
+from ecp.lineage.graph.errors import (
     ExportFormatError,
     HistoryUnavailableError,
     RendererMissingError,
 )
-from lineage.graph_errors import WorkflowNotFoundError as GraphWorkflowNotFoundError
-from lineage.history import RunHistory, fetch_histories
-from lineage.ledger import Ledger
+from ecp.lineage.graph.errors import WorkflowNotFoundError as GraphWorkflowNotFoundError
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger.errors import LineageError
 
 __all__ = [
     "EXPORTS",

@@ -10,9 +10,9 @@ import base64
 from typing import Final
 
 from ecp.console.errors import BadFilterError, LedgerNotReadyError, ProofNotFoundError
-from lineage.checkpoint import SignedCheckpoint
-from lineage.errors import LineageError
-from lineage.ledger import Ledger
+from ecp.lineage.ledger._checkpoint import SignedCheckpoint
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger.errors import LineageError
 
 __all__ = ["CONSISTENCY_MEDIA_TYPE", "consistency_document", "parse_size"]
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from activities.contracts import ProveInput
-from activities.prove import ProveActivities
-from authority.canonical import digest_bytes
-from authority.clock import system_clock
-from authority.keys import Ed25519FileSigner, load_public_key
-from ecp.keyring import init_keyring
-from lineage.evidence import parse_evidence
-from lineage.ledger import Ledger
-from lineage.receipt import verify_receipt
+from ecp._keyring import init_keyring
+from ecp.activities._contracts import ProveInput
+from ecp.activities._prove import ProveActivities
+from ecp.authority._canonical import digest_bytes
+from ecp.authority._clock import system_clock
+from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.lineage.ledger._evidence import parse_evidence
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._receipt import verify_receipt
 
 T = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 POLICY = "sha256:" + "2" * 64

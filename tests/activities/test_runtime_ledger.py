@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from authority.canonical import digest_bytes
-from authority.keys import Ed25519FileSigner
-from ecp.keyring import init_keyring
-from ecp.runtime import build_plugin
-from ecp.settings import Role, Settings
-from lineage.errors import EvidenceSignatureError
-from lineage.evidence import build_statement, sign_evidence
+from ecp._keyring import init_keyring
+from ecp._runtime import build_plugin
+from ecp._settings import Role, Settings
+from ecp.authority._canonical import digest_bytes
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.lineage.ledger._evidence import build_statement, sign_evidence
+from ecp.lineage.ledger.errors import EvidenceSignatureError
 from tests.lineage.support import make_predicate
 
 

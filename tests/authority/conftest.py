@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from authority.clock import FixedClock
-from authority.policy import PolicyBundle
-from authority.replay import InMemoryReplayGuard
+from ecp.authority._clock import FixedClock
+from ecp.authority._policy import PolicyBundle
+from ecp.authority._replay import InMemoryReplayGuard
 from tests.authority.support import EXAMPLE_BUNDLE, T0, Keys, good_grant, make_keys, signed
 
 

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ecp
-from authority.canonical import digest_bytes
-from authority.dsse import Envelope, sign_envelope
-from authority.grant import GRANT_PAYLOAD_TYPE, CallBinding, Grant, GrantId, GrantScope
-from authority.keys import Ed25519FileSigner, KeyId
-from authority.policy import DecisionId
-from authority.truststore import KeyRole, TrustedKey, TrustStore
-from authority.verify import ExpectedCall
+from ecp.authority._canonical import digest_bytes
+from ecp.authority._dsse import Envelope, sign_envelope
+from ecp.authority._grant import GRANT_PAYLOAD_TYPE, CallBinding, Grant, GrantId, GrantScope
+from ecp.authority._keys import Ed25519FileSigner, KeyId
+from ecp.authority._policy import DecisionId
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority._verify import ExpectedCall
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 EXAMPLE_BUNDLE = Path(ecp.__file__).resolve().parent / "examples" / "policy"

@@ -7,18 +7,22 @@ from datetime import timedelta
 import pytest
 from temporalio.converter import default as default_converter
 
-from authority.approval import (
+from ecp.authority._approval import (
     APPROVAL_PAYLOAD_TYPE,
     VerifiedApproval,
     check_approval,
     sign_approval,
     verify_approvals,
 )
-from authority.calldigest import digest_values
-from authority.canonical import canonical_json, digest_bytes
-from authority.clock import FixedClock
-from authority.dsse import Envelope, sign_envelope
-from authority.errors import (
+from ecp.authority._calldigest import digest_values
+from ecp.authority._canonical import canonical_json, digest_bytes
+from ecp.authority._clock import FixedClock
+from ecp.authority._dsse import Envelope, sign_envelope
+from ecp.authority._grant import CallBinding, Grant, issue_grant
+from ecp.authority._policy import Decision, Effect, PolicyBundle, PolicyRequest
+from ecp.authority._replay import InMemoryReplayGuard
+from ecp.authority._verify import ExpectedCall, verify_grant
+from ecp.authority.errors import (
     ApprovalExpiredError,
     ApprovalInsufficientError,
     ApprovalMismatchError,
@@ -29,10 +33,6 @@ from authority.errors import (
     KeyRoleError,
     PayloadTypeError,
 )
-from authority.grant import CallBinding, Grant, issue_grant
-from authority.policy import Decision, Effect, PolicyBundle, PolicyRequest
-from authority.replay import InMemoryReplayGuard
-from authority.verify import ExpectedCall, verify_grant
 from tests.authority.support import ENV_DIGEST, T0, Keys
 
 ARGS = {"amount": 250_000, "currency": "EUR", "recipient": "acme"}

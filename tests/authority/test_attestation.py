@@ -8,26 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from authority.attestation import (
+from ecp.authority._attestation import (
     ATTESTATION_PAYLOAD_TYPE,
     measure_environment,
     sign_attestation,
     verify_attestation,
 )
-from authority.canonical import canonical_json
-from authority.clock import FixedClock
-from authority.dsse import sign_envelope
-from authority.errors import AttestationError, KeyRoleError, SignatureInvalidError
-from authority.policy import Effect, PolicyBundle, PolicyRequest
+from ecp.authority._canonical import canonical_json
+from ecp.authority._clock import FixedClock
+from ecp.authority._dsse import sign_envelope
+from ecp.authority._policy import Effect, PolicyBundle, PolicyRequest
+from ecp.authority.errors import AttestationError, KeyRoleError, SignatureInvalidError
 from tests.authority.support import T0, Keys
 
-MODULES = ["authority.grant", "authority"]
+MODULES = ["ecp.authority._grant", "ecp.authority"]
 
 
 def test_digest_is_stable_across_processes() -> None:
     here = measure_environment(MODULES, build_id="b-1", environ={})
     code = (
-        "from authority.attestation import measure_environment as m;"
+        "from ecp.authority._attestation import measure_environment as m;"
         f"print(m({MODULES!r}, build_id='b-1', environ={{}}).digest)"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

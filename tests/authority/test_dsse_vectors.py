@@ -14,16 +14,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from authority.dsse import Envelope, pae, sign_envelope, verify_envelope
-from authority.errors import (
+from ecp.authority._dsse import Envelope, pae, sign_envelope, verify_envelope
+from ecp.authority._intoto import INTOTO_PAYLOAD_TYPE, STATEMENT_TYPE_V1, parse_statement
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority.errors import (
     AuthorityError,
     PayloadTypeError,
     SignatureInvalidError,
     StatementError,
 )
-from authority.intoto import INTOTO_PAYLOAD_TYPE, STATEMENT_TYPE_V1, parse_statement
-from authority.keys import Ed25519FileSigner
-from authority.truststore import KeyRole, TrustedKey, TrustStore
 from tests.vectors import load_vector_file
 
 VECTORS: dict[str, Any] = load_vector_file("dsse.json")  # type: ignore[assignment]

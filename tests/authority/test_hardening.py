@@ -7,11 +7,11 @@ import json
 import pytest
 from temporalio.converter import default as default_converter
 
-from authority.calldigest import canonical_json_exact, digest_values
-from authority.canonical import canonical_json, parse_json_strict
-from authority.errors import CanonicalizationError, TrustStoreError
-from authority.keys import Ed25519FileSigner
-from authority.truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority._calldigest import canonical_json_exact, digest_values
+from ecp.authority._canonical import canonical_json, parse_json_strict
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority.errors import CanonicalizationError, TrustStoreError
 
 
 def _nested(depth: int) -> object:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from authority.canonical import canonical_json, digest_json, parse_json_strict
-from authority.errors import CanonicalizationError, DuplicateKeyJSONError
+from ecp.authority._canonical import canonical_json, digest_json, parse_json_strict
+from ecp.authority.errors import CanonicalizationError, DuplicateKeyJSONError
 from tests.vectors import load_vector_file
 
 VECTORS: dict[str, Any] = load_vector_file("jcs.json")  # type: ignore[assignment]

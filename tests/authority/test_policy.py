@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from authority.errors import PolicyBundleError, PolicyEvaluationError
-from authority.policy import (
+from ecp.authority._policy import (
     ApprovalRequirement,
     Decision,
     Effect,
     PolicyBundle,
     PolicyRequest,
 )
+from ecp.authority.errors import PolicyBundleError, PolicyEvaluationError
 from tests.authority.support import EXAMPLE_BUNDLE
 
 

@@ -9,16 +9,16 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authority.approval import check_approval
-from authority.canonical import canonical_json
-from authority.clock import FixedClock
-from authority.dsse import Envelope, sign_envelope
-from authority.errors import AuthorityError, VerificationError
-from authority.grant import GRANT_PAYLOAD_TYPE
-from authority.intoto import parse_statement
-from authority.policy import Decision
-from authority.replay import InMemoryReplayGuard
-from authority.verify import verify_grant
+from ecp.authority._approval import check_approval
+from ecp.authority._canonical import canonical_json
+from ecp.authority._clock import FixedClock
+from ecp.authority._dsse import Envelope, sign_envelope
+from ecp.authority._grant import GRANT_PAYLOAD_TYPE
+from ecp.authority._intoto import parse_statement
+from ecp.authority._policy import Decision
+from ecp.authority._replay import InMemoryReplayGuard
+from ecp.authority._verify import verify_grant
+from ecp.authority.errors import AuthorityError, VerificationError
 from tests.authority.support import T0, good_expected, good_grant, make_keys, signed
 
 KEYS = make_keys()

@@ -10,12 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from authority.errors import (
+from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard
+from ecp.authority.errors import (
     GrantAttemptsExhaustedError,
     GrantReplayedError,
     ReplayStoreUnavailableError,
 )
-from authority.replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 

@@ -11,11 +11,16 @@ from datetime import datetime, timedelta
 import pytest
 from temporalio.converter import default as default_converter
 
-from authority.calldigest import digest_values
-from authority.canonical import canonical_json, digest_bytes
-from authority.clock import FixedClock
-from authority.dsse import Envelope, EnvelopeSignature, pae, sign_envelope
-from authority.errors import (
+from ecp.authority._calldigest import digest_values
+from ecp.authority._canonical import canonical_json, digest_bytes
+from ecp.authority._clock import FixedClock
+from ecp.authority._dsse import Envelope, EnvelopeSignature, pae, sign_envelope
+from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._replay import InMemoryReplayGuard
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority._verify import ExpectedCall, VerifiedGrant, verify_grant
+from ecp.authority.errors import (
     ActivityMismatchError,
     ActivityTypeMismatchError,
     ArgumentsMismatchError,
@@ -47,11 +52,6 @@ from authority.errors import (
     UnknownSchemaVersionError,
     WorkflowMismatchError,
 )
-from authority.grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE
-from authority.keys import Ed25519FileSigner
-from authority.replay import InMemoryReplayGuard
-from authority.truststore import KeyRole, TrustedKey, TrustStore
-from authority.verify import ExpectedCall, VerifiedGrant, verify_grant
 from tests.authority.support import T0, Keys, good_expected, good_grant, signed
 
 ARGS = {"amount": 250, "currency": "EUR", "recipient": "acme"}

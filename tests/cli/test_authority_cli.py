@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from authority.clock import FixedClock
-from authority.errors import SignatureInvalidError
-from authority.grant import CallBinding, issue_grant
-from authority.keys import Ed25519FileSigner
-from authority.policy import PolicyBundle, PolicyRequest
+from ecp.authority._clock import FixedClock
+from ecp.authority._grant import CallBinding, issue_grant
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._policy import PolicyBundle, PolicyRequest
+from ecp.authority.errors import SignatureInvalidError
 from ecp.cli import app
 from tests.authority.support import ENV_DIGEST, EXAMPLE_BUNDLE, T0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from authority.keys import Ed25519FileSigner, write_private_key, write_public_key
+from ecp.authority._keys import Ed25519FileSigner, write_private_key, write_public_key
 from ecp.cli import app
 from tests.lineage.support import make_envelope
 

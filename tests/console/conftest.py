@@ -22,14 +22,14 @@ from playwright.async_api import Browser, ViewportSize, async_playwright
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from ecp._keyring import KeyFiles, init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
 from ecp.console import create_app
-from ecp.keyring import KeyFiles, init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
+from ecp.workflows._start import start_governed
+from ecp.workflows.examples import DirectCall
 from tests.workflows.conftest import temporal_env  # noqa: F401 (the session dev server)
-from workflows.examples import DirectCall
-from workflows.models import GovernedRequest, GovernedResult, TaskQueues
-from workflows.start import start_governed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from playwright.async_api import Browser
 
+from ecp.workflows._models import GovernedRequest, TaskQueues
+from ecp.workflows._start import start_governed
 from tests.console.conftest import WIDE, Governed
-from workflows.models import GovernedRequest, TaskQueues
-from workflows.start import start_governed
 
 
 async def test_pending_approval_shows_the_request_and_the_command(

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
-from authority.keys import load_public_key
-from lineage.checkpoint import open_checkpoint
-from lineage.ledger import Ledger
-from lineage.merkle import verify_consistency
+from ecp.authority._keys import load_public_key
+from ecp.lineage.ledger._checkpoint import open_checkpoint
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._merkle import verify_consistency
 from tests.console.conftest import WIDE, Governed
 
 

@@ -11,14 +11,14 @@ import httpx
 from playwright.async_api import Browser
 from temporalio.testing import WorkflowEnvironment
 
+from ecp._keyring import init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
 from ecp.console.app import HEALTH_REFRESH_SECONDS
-from ecp.keyring import init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
+from ecp.workflows._models import GovernedRequest, TaskQueues
+from ecp.workflows._start import start_governed
 from tests.console.conftest import WIDE, ConsoleServer
 from tests.workflows.conftest import temporal_env  # noqa: F401 (the session dev server)
-from workflows.models import GovernedRequest, TaskQueues
-from workflows.start import start_governed
 
 
 async def test_stopped_executor_turns_red(

@@ -10,14 +10,14 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
-from authority.keys import load_public_key
-from authority.truststore import TrustStore
+from ecp.authority._keys import load_public_key
+from ecp.authority._truststore import TrustStore
 from ecp.cli.lineage import governed_activity_types
-from lineage.crosscheck import annotate_graph, cross_check
-from lineage.export import ExportFormat
-from lineage.graph import build_graph
-from lineage.history import fetch_histories
-from lineage.ledger import Ledger
+from ecp.lineage._crosscheck import annotate_graph, cross_check
+from ecp.lineage.graph._build import build_graph
+from ecp.lineage.graph._export import ExportFormat
+from ecp.lineage.graph._history import fetch_histories
+from ecp.lineage.ledger._ledger import Ledger
 from tests.console.conftest import NARROW, WIDE, Governed
 
 

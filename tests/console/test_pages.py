@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
-from lineage.ledger import Ledger
+from ecp.lineage.ledger._ledger import Ledger
 from tests.console.conftest import NARROW, WIDE, Governed
 
 
@@ -242,7 +242,7 @@ async def test_health_audit_flags_a_damaged_copy_and_a_capped_denial_scan(
     import sqlite3
     from datetime import UTC, datetime, timedelta
 
-    from authority.keys import load_public_key
+    from ecp.authority._keys import load_public_key
     from ecp.console.audit import LedgerAuditor, count_denials
 
     src = Path(governed.settings.db_url.removeprefix("sqlite:///"))

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
-from authority.keys import load_public_key
-from lineage.errors import InclusionProofError, NoteSignatureError, ReceiptEntryMismatchError
-from lineage.receipt import verify_receipt
+from ecp.authority._keys import load_public_key
+from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.lineage.ledger.errors import (
+    InclusionProofError,
+    NoteSignatureError,
+    ReceiptEntryMismatchError,
+)
 from tests.console.conftest import NARROW, WIDE, Governed
 
 

@@ -21,11 +21,11 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
-from ecp.keyring import init_keyring
-from ecp.settings import Settings
+from ecp._keyring import init_keyring
+from ecp._settings import Settings
+from ecp.workflows._search_attributes import SA_ACTION, SA_DECISION, SA_INITIATOR, SA_POLICY_DIGEST
 from tests.console.conftest import WIDE, ConsoleServer
 from tests.workflows.conftest import temporal_env  # noqa: F401 (the session dev server)
-from workflows.search_attributes import SA_ACTION, SA_DECISION, SA_INITIATOR, SA_POLICY_DIGEST
 
 COUNT = 1000
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from ecp._keyring import init_keyring
+from ecp._settings import Settings
 from ecp.console import create_app
-from ecp.keyring import init_keyring
-from ecp.settings import Settings
 from tests.console.conftest import free_port
 
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from authority.keys import Ed25519FileSigner
+from ecp.authority._keys import Ed25519FileSigner
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 _TABLES = ("ledger_entry", "ledger_node", "ledger_head", "ledger_checkpoint")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from authority.canonical import digest_bytes
-from authority.dsse import Envelope
-from authority.keys import Signer
-from lineage.evidence import (
+from ecp.authority._canonical import digest_bytes
+from ecp.authority._dsse import Envelope
+from ecp.authority._keys import Signer
+from ecp.lineage.ledger._evidence import (
     ActivityIdentity,
     EvidencePredicate,
     Outcome,

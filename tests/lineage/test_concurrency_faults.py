@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from sqlalchemy import event
 
-from authority.keys import Ed25519FileSigner
-from lineage.errors import LedgerUnavailableError
-from lineage.ledger import Ledger
-from lineage.merkle import verify_consistency
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._merkle import verify_consistency
+from ecp.lineage.ledger.errors import LedgerUnavailableError
 from tests.lineage.support import make_envelope
 
 WRITERS = 4
@@ -112,7 +112,7 @@ def test_postgres_connection_killed_mid_append(pg_url: str, worker, log_signer) 
 
 
 def _eid(env):  # type: ignore[no-untyped-def]
-    from lineage.evidence import parse_evidence
+    from ecp.lineage.ledger._evidence import parse_evidence
 
     return parse_evidence(env).evidence_id
 

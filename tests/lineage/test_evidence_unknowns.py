@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from lineage.evidence import EvidencePredicate, OutcomeStatus
+from ecp.lineage.ledger._evidence import EvidencePredicate, OutcomeStatus
 from tests.lineage.support import make_predicate
 
 UNKNOWN = {"decisionId": None, "policyDigest": None, "initiator": None}

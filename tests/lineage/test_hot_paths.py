@@ -7,17 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authority.dsse import Envelope, EnvelopeSignature
-from lineage.errors import (
+from ecp.authority._dsse import Envelope, EnvelopeSignature
+from ecp.lineage.ledger._evidence import parse_evidence
+from ecp.lineage.ledger._ledger import Ledger, _leaf_bytes
+from ecp.lineage.ledger._merkle import InMemoryTree, leaf_hash, verify_inclusion
+from ecp.lineage.ledger._receipt import entry_leaf
+from ecp.lineage.ledger.errors import (
     EntryNotFoundError,
     InconsistentCheckpointError,
     ProofSizeError,
     TamperError,
 )
-from lineage.evidence import parse_evidence
-from lineage.ledger import Ledger, _leaf_bytes
-from lineage.merkle import InMemoryTree, leaf_hash, verify_inclusion
-from lineage.receipt import entry_leaf
 from tests.lineage.support import make_envelope
 
 _text = st.text(st.characters(codec="utf-8"), max_size=12)  # incl. controls, quotes, non-BMP

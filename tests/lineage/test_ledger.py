@@ -7,11 +7,15 @@ import json
 
 import pytest
 
-from authority.canonical import canonical_json, digest_bytes
-from authority.dsse import Envelope, sign_envelope
-from authority.keys import Ed25519FileSigner
-from authority.truststore import KeyRole, TrustedKey, TrustStore
-from lineage.errors import (
+from ecp.authority._canonical import canonical_json, digest_bytes
+from ecp.authority._dsse import Envelope, sign_envelope
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.lineage.ledger._evidence import INTOTO_PAYLOAD_TYPE, OutcomeStatus, parse_evidence
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._merkle import verify_consistency, verify_inclusion
+from ecp.lineage.ledger._receipt import Receipt, verify_receipt
+from ecp.lineage.ledger.errors import (
     CheckpointOriginError,
     EntryNotFoundError,
     EvidenceSignatureError,
@@ -27,10 +31,6 @@ from lineage.errors import (
     ReceiptOriginMismatchError,
     StaleCheckpointError,
 )
-from lineage.evidence import INTOTO_PAYLOAD_TYPE, OutcomeStatus, parse_evidence
-from lineage.ledger import Ledger
-from lineage.merkle import verify_consistency, verify_inclusion
-from lineage.receipt import Receipt, verify_receipt
 from tests.lineage.support import make_envelope
 
 
@@ -230,7 +230,7 @@ def test_receipt_rejections(sqlite_url: str, tmp_path, worker, log_signer) -> No
 
 
 def _old_checkpoint(sqlite_url: str, log_signer) -> str:
-    from lineage.checkpoint import Checkpoint
+    from ecp.lineage.ledger._checkpoint import Checkpoint
 
     with Ledger.open(sqlite_url) as ledger:
         return Checkpoint("ecp.local/ledger", 3, ledger.root_at(3)).sign(log_signer).note

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lineage import merkle as m
-from lineage.errors import HashLengthError, ProofError, ProofLengthError, ProofSizeError
+from ecp.lineage.ledger import _merkle as m
+from ecp.lineage.ledger.errors import HashLengthError, ProofError, ProofLengthError, ProofSizeError
 from tests.vectors import load_vector_file
 
 V = load_vector_file("merkle.json")

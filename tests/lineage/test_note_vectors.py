@@ -7,9 +7,10 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authority.keys import Ed25519FileSigner
-from lineage.checkpoint import Checkpoint, open_checkpoint
-from lineage.errors import (
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.lineage.ledger._checkpoint import Checkpoint, open_checkpoint
+from ecp.lineage.ledger._note import NoteVerifier, parse_note, sign_note, verify_note
+from ecp.lineage.ledger.errors import (
     MalformedCheckpointError,
     MalformedNoteError,
     NoteError,
@@ -17,7 +18,6 @@ from lineage.errors import (
     UnverifiedNoteError,
     VerifierKeyError,
 )
-from lineage.note import NoteVerifier, parse_note, sign_note, verify_note
 from tests.vectors import load_vector_file
 
 V = load_vector_file("signed_note.json")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from lineage.errors import TamperError
-from lineage.ledger import Ledger
-from lineage.store import node_key
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._store import node_key
+from ecp.lineage.ledger.errors import TamperError
 from tests.lineage.support import make_envelope
 
 N = 23

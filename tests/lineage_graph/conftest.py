@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lineage.history import RunHistory, load_history_file
+from ecp.lineage.graph._history import RunHistory, load_history_file
 from tests.workflows.conftest import settings, stack, temporal_env  # noqa: F401
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -20,20 +20,20 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from ecp.devserver import temporal_binary
-from ecp.keyring import init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
+from ecp._devserver import temporal_binary
+from ecp._keyring import init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, TaskQueues
+from ecp.workflows._search_attributes import ALL_KEYS
+from ecp.workflows.examples import DirectCall, DirectCallInput
 from tests.lineage_graph.fixture_workflows import (
     ACTIVITIES,
     WORKFLOWS,
     LineagePipeline,
     PipelineInput,
 )
-from workflows.examples import DirectCall, DirectCallInput
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, TaskQueues
-from workflows.search_attributes import ALL_KEYS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PAYOUT = [{"amount": 250, "currency": "EUR", "recipient": "acme"}]

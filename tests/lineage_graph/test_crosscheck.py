@@ -17,18 +17,18 @@ from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from authority.keys import Ed25519FileSigner, load_public_key
-from authority.truststore import TrustStore
+from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.authority._truststore import TrustStore
 from ecp.cli.lineage import app, audit_workflow
-from lineage.crosscheck import CrossCheckReport, GovernanceStatus, Violation, cross_check
-from lineage.graph_errors import WorkflowNotFoundError
-from lineage.history import RunHistory, fetch_histories
-from lineage.ledger import Ledger
-from lineage.store import ENTRY
+from ecp.lineage._crosscheck import CrossCheckReport, GovernanceStatus, Violation, cross_check
+from ecp.lineage.graph._history import RunHistory, fetch_histories
+from ecp.lineage.graph.errors import WorkflowNotFoundError
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._store import ENTRY
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest
+from ecp.workflows.examples import DirectCall, DirectCallInput
 from tests.workflows.conftest import Stack
-from workflows.examples import DirectCall, DirectCallInput
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest
 
 ARGS = [{"amount": 250, "currency": "EUR", "recipient": "acme"}]
 

@@ -17,17 +17,17 @@ import pytest
 from prov.model import ProvDocument
 from referencing import Registry, Resource
 
-from lineage import render
-from lineage.export import ExportFormat, export_graph, render_graph
-from lineage.graph import build_graph
-from lineage.graph_errors import ExportFormatError, RendererMissingError
-from lineage.openlineage_export import (
+from ecp.lineage.graph import _render as render
+from ecp.lineage.graph._build import build_graph
+from ecp.lineage.graph._export import ExportFormat, export_graph, render_graph
+from ecp.lineage.graph._openlineage import (
     GOVERNANCE_FACET_SCHEMA,
     GOVERNANCE_FACET_SCHEMA_URL,
     openlineage_events,
     openlineage_json,
 )
-from lineage.prov_export import prov_json, prov_n, to_prov
+from ecp.lineage.graph._prov import prov_json, prov_n, to_prov
+from ecp.lineage.graph.errors import ExportFormatError, RendererMissingError
 from tests.lineage_graph.conftest import ALL, load
 from tests.vectors import vectors_dir
 

@@ -9,9 +9,9 @@ import re
 import networkx as nx
 import pytest
 
-from lineage._grant_header import grant_claims, grant_envelope
-from lineage.graph import NodeKind, build_graph, final_node
-from lineage.graph_errors import LineageGraphError
+from ecp.lineage.graph._build import NodeKind, build_graph, final_node
+from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
+from ecp.lineage.graph.errors import LineageGraphError
 from tests.lineage_graph.conftest import ALL, load
 
 STEP_KINDS = {NodeKind.RUN, NodeKind.CLOSE, NodeKind.ACTIVITY, NodeKind.TIMER, NodeKind.SIGNAL,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lineage.graph_errors import CorruptHistoryError, NamespaceMismatchError
-from lineage.history import load_history_file, load_history_json
+from ecp.lineage.graph._history import load_history_file, load_history_json
+from ecp.lineage.graph.errors import CorruptHistoryError, NamespaceMismatchError
 from tests.lineage_graph.conftest import FIXTURES, fixture_index
 
 

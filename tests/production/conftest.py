@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from ecp.devserver import temporal_binary
-from workflows.search_attributes import ALL_KEYS
+from ecp._devserver import temporal_binary
+from ecp.workflows._search_attributes import ALL_KEYS
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 

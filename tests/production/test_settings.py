@@ -8,9 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from ecp._connect import tls_config
+from ecp._settings import OtelExporter, Role, Settings, SettingsError, load_settings
 from ecp.cli import config as config_cli
-from ecp.connect import tls_config
-from ecp.settings import OtelExporter, Role, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ecp.keyring import init_keyring
+from ecp._keyring import init_keyring
 
 from .conftest import ecp_env, run_ecp
 

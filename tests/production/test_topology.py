@@ -23,13 +23,13 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from authority.keys import Ed25519FileSigner, load_public_key
-from ecp.approve import approve
-from ecp.keyring import DEMO_APPROVER, KeyFiles, init_keyring
-from lineage.ledger import Ledger
-from lineage.receipt import verify_receipt
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, GovernedResult, TaskQueues
+from ecp._approve import approve
+from ecp._keyring import DEMO_APPROVER, KeyFiles, init_keyring
+from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 
 from .conftest import ecp_env, spawn_worker
 

@@ -24,12 +24,12 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.testing import WorkflowEnvironment
 
-from ecp.keyring import init_keyring
-from ecp.logs import CURRENT_GRANT_ID, JsonFormatter
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, TaskQueues
+from ecp._keyring import init_keyring
+from ecp._logs import CURRENT_GRANT_ID, JsonFormatter
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, TaskQueues
 
 ARGS = {"amount": 250, "currency": "EUR", "recipient": "acme-tracing-canary"}
 

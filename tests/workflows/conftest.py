@@ -13,14 +13,14 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from ecp.devserver import temporal_binary
-from ecp.keyring import KeyFiles, init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
-from lineage.ledger import Ledger
-from workflows.examples import DirectCall
-from workflows.models import TaskQueues
-from workflows.search_attributes import ALL_KEYS
+from ecp._devserver import temporal_binary
+from ecp._keyring import KeyFiles, init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.workflows._models import TaskQueues
+from ecp.workflows._search_attributes import ALL_KEYS
+from ecp.workflows.examples import DirectCall
 
 
 @pytest.fixture(scope="session")

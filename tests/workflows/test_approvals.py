@@ -10,16 +10,16 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from activities import examples
-from authority.approval import execution_ref, sign_approval
-from authority.clock import system_clock
-from authority.keys import Ed25519FileSigner
-from authority.policy import Decision
-from ecp.approve import approve
-from ecp.keyring import DEMO_APPROVER
+from ecp._approve import approve
+from ecp._keyring import DEMO_APPROVER
+from ecp.activities import examples
+from ecp.authority._approval import execution_ref, sign_approval
+from ecp.authority._clock import system_clock
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._policy import Decision
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, GovernedResult
 from tests.workflows.conftest import Stack
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, GovernedResult
 
 LARGE = [{"amount": 5000, "currency": "EUR", "recipient": "globex"}]
 

@@ -22,17 +22,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.governed import governed
-from authority.attestation import measure_environment
-from authority.calldigest import digest_values
-from authority.clock import system_clock
-from authority.grant import CallBinding, issue_grant
-from authority.keys import Ed25519FileSigner
-from authority.policy import Decision, DecisionScope, Effect
-from ecp.keyring import KeyFiles
-from ecp.runtime import GOVERNED_MODULES, build_plugin, run_workers
-from ecp.settings import Role, Settings
-from workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
+from ecp._keyring import KeyFiles
+from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.activities._governed import governed
+from ecp.authority._attestation import measure_environment
+from ecp.authority._calldigest import digest_values
+from ecp.authority._clock import system_clock
+from ecp.authority._grant import CallBinding, issue_grant
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._policy import Decision, DecisionScope, Effect
+from ecp.workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
 
 SEEN: list[tuple[str, Any]] = []
 

@@ -22,13 +22,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from temporalio.testing import WorkflowEnvironment
 
-from authority.keys import load_public_key
-from ecp.keyring import KeyFiles, init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
-from lineage.ledger import Ledger
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, TaskQueues
+from ecp._keyring import KeyFiles, init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.authority._keys import load_public_key
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, TaskQueues
 
 CHANGE = {"target": "db-7", "environment": "staging", "change": "resize", "duration_seconds": 2}
 

@@ -16,15 +16,15 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities import examples
-from ecp.keyring import KeyFiles, init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
+from ecp._keyring import KeyFiles, init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.activities import examples
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
+from ecp.workflows.examples import DirectCall
 from tests.workflows.conftest import Stack
 from tests.workflows.tcp_proxy import TcpProxy
-from workflows.examples import DirectCall
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, GovernedResult, TaskQueues
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 ARGS = [{"amount": 300, "currency": "EUR", "recipient": "initech"}]

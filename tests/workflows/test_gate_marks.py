@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
-from activities.contracts import GATE_MARK
-from workflows.governed import _from_gate
+from ecp.activities._contracts import GATE_MARK
+from ecp.workflows._governed import _from_gate
 
 
 def test_gate_refusals_are_marked_and_body_errors_are_not() -> None:

@@ -17,20 +17,20 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.converter import default as default_converter
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities import examples
-from authority import errors as E
-from authority.attestation import measure_environment
-from authority.calldigest import digest_values
-from authority.clock import FixedClock, system_clock
-from authority.grant import CallBinding, issue_grant
-from authority.keys import Ed25519FileSigner
-from authority.policy import PolicyBundle, PolicyRequest
-from authority.replay import SqlReplayGuard
-from authority.truststore import TrustStore
-from ecp.runtime import GOVERNED_MODULES
-from lineage.evidence import parse_evidence
+from ecp._runtime import GOVERNED_MODULES
+from ecp.activities import examples
+from ecp.authority import errors as E
+from ecp.authority._attestation import measure_environment
+from ecp.authority._calldigest import digest_values
+from ecp.authority._clock import FixedClock, system_clock
+from ecp.authority._grant import CallBinding, issue_grant
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._policy import PolicyBundle, PolicyRequest
+from ecp.authority._replay import SqlReplayGuard
+from ecp.authority._truststore import TrustStore
+from ecp.lineage.ledger._evidence import parse_evidence
+from ecp.workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
 from tests.workflows.conftest import Stack
-from workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
 
 ARGS: list[object] = [{"amount": 120, "currency": "EUR", "recipient": "acme"}]
 
@@ -220,7 +220,7 @@ async def test_worker_without_a_gate_refuses_governed_activities(stack: Stack) -
     (an authority worker, say) is refused, never run ungated."""
     from temporalio.worker import Worker
 
-    from workflows.plugin import EcpPlugin
+    from ecp.workflows._plugin import EcpPlugin
 
     queue = f"no-gate-{uuid.uuid4().hex[:6]}"
     async with Worker(

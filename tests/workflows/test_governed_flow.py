@@ -8,13 +8,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from activities import examples
-from authority.keys import load_public_key
-from lineage.evidence import parse_evidence
-from lineage.receipt import verify_receipt
+from ecp.activities import examples
+from ecp.authority._keys import load_public_key
+from ecp.lineage.ledger._evidence import parse_evidence
+from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, GovernedResult
 from tests.workflows.conftest import Stack
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest, GovernedResult
 
 
 def _activity_types(history: WorkflowHistory) -> list[str]:

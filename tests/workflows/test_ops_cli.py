@@ -9,8 +9,8 @@ import os
 import sys
 import uuid
 
+from ecp.workflows._governed import GovernedExecution
 from tests.workflows.conftest import Stack
-from workflows.governed import GovernedExecution
 
 
 def _env(stack: Stack) -> dict[str, str]:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities import examples
-from authority.policy import PolicyBundle
-from ecp.keyring import init_keyring
-from ecp.runtime import build_plugin, run_workers
-from ecp.settings import Role, Settings
-from workflows.models import GovernedRequest, TaskQueues
-from workflows.start import start_governed
+from ecp._keyring import init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.activities import examples
+from ecp.authority._policy import PolicyBundle
+from ecp.workflows._models import GovernedRequest, TaskQueues
+from ecp.workflows._start import start_governed
 
 ARGS = [{"amount": 75, "currency": "EUR", "recipient": "acme"}]
 

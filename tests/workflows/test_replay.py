@@ -18,13 +18,13 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from authority.keys import Ed25519FileSigner
-from ecp.approve import approve
-from ecp.keyring import DEMO_APPROVER
+from ecp._approve import approve
+from ecp._keyring import DEMO_APPROVER
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest
+from ecp.workflows._plugin import EcpPlugin
 from tests.workflows.conftest import Stack
-from workflows.governed import GovernedExecution
-from workflows.models import GovernedRequest
-from workflows.plugin import EcpPlugin
 
 HISTORIES = Path(__file__).parent / "histories"
 

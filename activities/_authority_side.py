@@ -1,0 +1,231 @@
+"""The authority's activities: decide (verify step) and sign grants (authorize).
+
+They run only on workers of the authority task queue, the one place the
+authority's signing key is loaded. Each re-derives what it can instead of
+trusting the workflow: ``authorize`` re-evaluates the request and checks the
+decision id, re-verifies approvals against the full trust store, and digests
+the arguments itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ecp.activities._contracts import (
+    ACTIVITY_AUTHORIZE,
+    ACTIVITY_EVALUATE,
+    ApproverKey,
+    AuthorizeInput,
+    DecisionResult,
+    EvaluateInput,
+    GrantResult,
+)
+from ecp.authority._approval import execution_ref, verify_approvals
+from ecp.authority._attestation import verify_attestation
+from ecp.authority._calldigest import digest_values
+from ecp.authority._canonical import Digest
+from ecp.authority._clock import Clock
+from ecp.authority._grant import CallBinding, Grant, issue_grant
+from ecp.authority._keys import Signer, public_key_to_b64
+from ecp.authority._policy import Decision, Effect, PolicyBundle, PolicyRequest
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority.errors import AuthorityError
+
+__all__ = ["AuthorityActivities", "policy_arguments"]
+
+
+def policy_arguments(args: list[object]) -> dict[str, object]:
+    """The ``context.arguments`` a policy sees for positional ``args``.
+
+    One JSON object argument (the common case: a request dataclass) is
+    passed as is; anything else as ``{"args": [...]}``.
+    """
+    if len(args) == 1 and isinstance(args[0], dict):
+        return dict(args[0])
+    return {"args": list(args)}
+
+
+def _refuse(exc: AuthorityError) -> ApplicationError:
+    # Denials are final; an unreadable trust store may come back.
+    return ApplicationError(
+        f"{type(exc).__name__}: {exc}", type="ecp." + exc.code, non_retryable=not exc.retryable
+    )
+
+
+@dataclass
+class AuthorityActivities:
+    """Holds the authority's signing key and what it decides with."""
+
+    bundle: PolicyBundle
+    signer: Signer
+    trust: Callable[[], TrustStore]
+    clock: Clock
+    grant_ttl: timedelta = timedelta(minutes=5)
+
+    def activities(self) -> list[Callable[..., object]]:
+        """The activity callables to register on the authority queue."""
+        return [self.evaluate, self.authorize]
+
+    def _request(
+        self,
+        action: str,
+        args: list[object],
+        initiator: str,
+        purpose: str,
+        environment: dict[str, object],
+    ) -> PolicyRequest:
+        return PolicyRequest.model_validate(
+            {
+                "action": action,
+                "initiator": initiator,
+                "arguments": policy_arguments(args),
+                "purpose": purpose,
+                "environment": environment,
+            },
+            strict=False,
+        )
+
+    def _environment(self, attestation: str, trust: TrustStore) -> tuple[dict[str, object], str]:
+        """Claims and digest of the executor's attestation ({} and "" if none verifies)."""
+        if not attestation:
+            return {}, ""
+        # An attestation that does not verify is not an error of the request:
+        # the policy just sees an unattested environment.
+        try:
+            verified = verify_attestation(attestation.encode(), trust, self.clock)
+        except AuthorityError as exc:
+            activity.logger.warning("executor attestation did not verify: %s", exc)
+            return {}, ""
+        return dict(verified.claims()), verified.digest
+
+    def _decide(
+        self,
+        action: str,
+        args: list[object],
+        initiator: str,
+        purpose: str,
+        attestation: str,
+        trust: TrustStore,
+    ) -> tuple[Decision, str]:
+        environment, env_digest = self._environment(attestation, trust)
+        request = self._request(action, args, initiator, purpose, environment)
+        return self.bundle.evaluate(request), env_digest
+
+    @activity.defn(name=ACTIVITY_EVALUATE)
+    async def evaluate(self, inp: EvaluateInput) -> DecisionResult:
+        """Evaluate the request against the policy bundle."""
+        try:
+            trust = self.trust()
+            decision, _ = await asyncio.to_thread(
+                self._decide,
+                inp.action,
+                inp.args,
+                inp.initiator,
+                inp.purpose,
+                inp.attestation,
+                trust,
+            )
+        except AuthorityError as exc:
+            # The message says why; a chained DB trace can exceed Temporal's
+            # failure size limit.
+            raise _refuse(exc) from None
+        approvers: list[ApproverKey] = []
+        if decision.approval is not None:
+            eligible = set(decision.approval.approvers)
+            approvers = [
+                ApproverKey(k.key_id, k.name, public_key_to_b64(k.public_key))
+                for k in trust.by_role(KeyRole.APPROVER)
+                if k.name in eligible and k.revoked_at is None
+            ]
+        return DecisionResult(
+            decision_json=decision.to_json().decode(),
+            decision_id=decision.decision_id,
+            effect=decision.effect.value,
+            policy_digest=decision.policy_digest,
+            request_digest=decision.request_digest,
+            reasons=list(decision.reasons),
+            determining_policies=list(decision.policy_ids),
+            approvals_required=decision.approval.count if decision.approval else 0,
+            approval_role=decision.approval.role if decision.approval else "",
+            approvers=approvers,
+            max_attempts=decision.scope.max_attempts if decision.scope else 1,
+        )
+
+    def _authorize(
+        self, inp: AuthorizeInput, args_digest: Digest, caller: activity.Info
+    ) -> tuple[Grant, bytes]:
+        trust = self.trust()
+        # The grant binds the execution that asked, as Temporal reports it,
+        # never ids a workflow claims in its input.
+        namespace, workflow_id = caller.namespace, caller.workflow_id or ""
+        run_id = caller.workflow_run_id or ""
+        # The decision arrived through history: decide again from the request
+        # and the bundle in force, and sign only if both agree byte for byte.
+        decision, env_digest = self._decide(
+            inp.action, inp.args, inp.initiator, inp.purpose, inp.attestation, trust
+        )
+        if decision.to_json() != inp.decision_json.encode():
+            raise ApplicationError(
+                "the decision presented is not the one the policy in force gives for this request",
+                type="ecp.decision_mismatch",
+                non_retryable=True,
+            )
+        if not env_digest:
+            raise ApplicationError(
+                "no verified executor attestation to bind the grant to",
+                type="ecp.attestation_invalid",
+                non_retryable=True,
+            )
+        approvals = (
+            verify_approvals(
+                [a.encode() for a in inp.approvals],
+                decision,
+                trust,
+                self.clock,
+                execution=execution_ref(namespace, workflow_id, run_id),
+            )
+            if decision.effect is Effect.ALLOW_AFTER_APPROVAL
+            else ()
+        )
+        call = CallBinding(
+            activity_type=inp.action,
+            args_digest=args_digest,
+            namespace=namespace,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            activity_id=inp.activity_id,
+        )
+        envelope = issue_grant(
+            decision,
+            call,
+            initiator=inp.initiator,
+            environment_digest=Digest(env_digest),
+            signer=self.signer,
+            clock=self.clock,
+            ttl=self.grant_ttl,
+            approvals=approvals,
+        )
+        return Grant.model_validate_json(envelope.payload), envelope.to_json()
+
+    @activity.defn(name=ACTIVITY_AUTHORIZE)
+    async def authorize(self, inp: AuthorizeInput) -> GrantResult:
+        """Sign a grant bound to the execute call."""
+        try:
+            args_digest = digest_values(inp.args, activity.payload_converter())
+            grant, envelope = await asyncio.to_thread(
+                self._authorize, inp, args_digest, activity.info()
+            )
+        except AuthorityError as exc:
+            raise _refuse(exc) from None
+        return GrantResult(
+            envelope=envelope.decode(),
+            grant_id=grant.grant_id,
+            expires_at=grant.expires_at.isoformat(),
+            max_attempts=grant.scope.max_attempts,
+        )

@@ -1,0 +1,303 @@
+"""The gate: a worker-side interceptor that runs a governed activity only
+after its grant verifies against the actual call.
+
+Fail-closed by construction: the body is reached through exactly one path,
+after :func:`ecp.authority._verify.verify_grant` returned a ``VerifiedGrant``. Any
+error on the way (a denial, or a dependency that cannot answer) raises before
+that path. Denials are non-retryable with a stable type ``ecp.<code>``;
+infrastructure faults are retryable (Temporal tries again later) but still
+never run the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from ecp.activities._contracts import GATE_MARK
+from ecp.activities._governed import is_governed
+from ecp.authority._calldigest import digest_values
+from ecp.authority._canonical import Digest
+from ecp.authority._clock import Clock
+from ecp.authority._replay import ReplayGuard
+from ecp.authority._truststore import TrustStore
+from ecp.authority._verify import ExpectedCall, VerifiedGrant, verify_grant
+from ecp.authority.errors import AuthorityError, CanonicalizationError, VerificationError
+from ecp.workflows._grant_header import GRANT_HEADER
+
+__all__ = [
+    "DENIAL_TYPE_PREFIX",
+    "EvidenceSink",
+    "GateConfig",
+    "GateInterceptor",
+    "GateMissingError",
+    "GateRecord",
+    "MissingGrantError",
+    "RefusingGate",
+]
+
+log = logging.getLogger("ecp.gate")
+
+#: ApplicationError.type of every gate denial is this prefix plus the error code.
+DENIAL_TYPE_PREFIX = "ecp."
+INFRA_TYPE = "ecp.governance_unavailable"
+
+
+Outcome = Literal["completed", "failed", "denied"]
+
+
+class MissingGrantError(VerificationError):
+    """A governed activity was scheduled without a grant header."""
+
+    code = "grant_missing"
+
+
+class GateMissingError(VerificationError):
+    """A governed activity reached a worker that has no gate configured."""
+
+    code = "gate_missing"
+
+
+@dataclass(frozen=True, slots=True)
+class GateRecord:
+    """What the gate saw and decided about one activity attempt."""
+
+    activity_type: str
+    namespace: str
+    workflow_id: str
+    run_id: str
+    activity_id: str
+    attempt: int
+    outcome: Outcome
+    args_digest: Digest | None
+    started_at: datetime
+    finished_at: datetime
+    grant: VerifiedGrant | None = None
+    result_digest: Digest | None = None
+    reason_code: str = ""
+    reason: str = ""
+
+
+class EvidenceSink(Protocol):
+    """Where the gate records evidence (the ledger, in production).
+
+    ``record`` is synchronous and may block; the gate calls it off the event
+    loop. It raises an error with ``retryable = True`` when the store cannot
+    be reached.
+    """
+
+    def record(self, record: GateRecord) -> None:
+        """Persist ``record`` as evidence."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    """Everything the gate needs; nothing here can sign a grant.
+
+    Attributes:
+        trust: Returns the current trust store. Called per attempt so a
+            revocation takes effect without a restart; raising
+            ``TrustStoreError`` makes the gate refuse (retryably).
+        replay: The single-use store.
+        evidence: Where outcomes and denials go.
+        environment_digest: This worker's environment attestation digest.
+        clock: Injected time source.
+        accepted_policy_digests: If set, grants issued under any other policy
+            bundle are refused.
+    """
+
+    trust: Callable[[], TrustStore]
+    replay: ReplayGuard
+    evidence: EvidenceSink
+    environment_digest: str
+    clock: Clock
+    accepted_policy_digests: frozenset[str] | None = None
+
+
+class GateInterceptor(Interceptor):
+    """Worker interceptor installing the gate on every activity."""
+
+    def __init__(self, config: GateConfig) -> None:
+        self._config = config
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Gate(next, self._config)
+
+
+class RefusingGate(Interceptor):
+    """The gate of a worker that cannot verify grants: refuses every governed
+    activity (non-retryably) and lets everything else through.
+
+    Installed wherever no real gate is configured, so that registering a
+    governed activity on, say, an authority worker never runs it ungated.
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Refuse(next)
+
+
+class _Refuse(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if is_governed(input.fn):
+            name = activity.info().activity_type
+            exc = GateMissingError(f"{name} is governed and this worker has no gate for grants")
+            raise ApplicationError(
+                str(exc), GATE_MARK, type=DENIAL_TYPE_PREFIX + exc.code, non_retryable=True
+            )
+        return await super().execute_activity(input)
+
+
+class _Gate(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, config: GateConfig) -> None:
+        super().__init__(next)
+        self._c = config
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if not is_governed(input.fn):
+            return await super().execute_activity(input)
+        info = activity.info()
+        started = self._c.clock()
+        args_digest: Digest | None = None
+
+        def record(outcome: Outcome, **kw: Any) -> GateRecord:
+            return GateRecord(
+                activity_type=info.activity_type,
+                namespace=info.namespace,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id or "",
+                activity_id=info.activity_id,
+                attempt=info.attempt,
+                outcome=outcome,
+                args_digest=args_digest,
+                started_at=started,
+                finished_at=self._c.clock(),
+                **kw,
+            )
+
+        try:
+            header = input.headers.get(GRANT_HEADER)
+            if header is None:
+                raise MissingGrantError(
+                    f"activity {info.activity_type} is governed and was scheduled without a grant"
+                )
+            args_digest = digest_values(input.args, activity.payload_converter())
+            expected = ExpectedCall(
+                activity_type=info.activity_type,
+                args_digest=args_digest,
+                namespace=info.namespace,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id or "",
+                activity_id=info.activity_id,
+                environment_digest=self._c.environment_digest,
+                attempt=info.attempt,
+                accepted_policy_digests=self._c.accepted_policy_digests,
+            )
+            verified = await asyncio.to_thread(self._verify, header.data, expected)
+        except AuthorityError as exc:
+            await self._deny(record("denied", reason_code=exc.code, reason=str(exc)), exc)
+            raise AssertionError("unreachable") from exc  # _deny always raises
+
+        # The only path to the body: a VerifiedGrant in hand.
+        try:
+            result = await super().execute_activity(input)
+        except BaseException as exc:
+            await self._record_quietly(
+                record(
+                    "failed",
+                    grant=verified,
+                    reason_code=type(exc).__name__,
+                    reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+            )
+            raise
+        result_digest = _result_digest(result)
+        await self._record_quietly(record("completed", grant=verified, result_digest=result_digest))
+        await self._close_quietly(verified)
+        return result
+
+    def _verify(self, envelope: bytes, expected: ExpectedCall) -> VerifiedGrant:
+        trust = self._c.trust()
+        return verify_grant(
+            envelope, trust=trust, expected=expected, clock=self._c.clock, replay=self._c.replay
+        )
+
+    async def _deny(self, rec: GateRecord, exc: AuthorityError) -> None:
+        # Raised ``from None``: the message names the reason, and a chained
+        # database traceback can exceed Temporal's failure size limit.
+        log.warning(
+            "gate refused %s (workflow %s, activity %s, attempt %d): %s: %s",
+            rec.activity_type,
+            rec.workflow_id,
+            rec.activity_id,
+            rec.attempt,
+            rec.reason_code,
+            rec.reason,
+        )
+        try:
+            await asyncio.to_thread(self._c.evidence.record, rec)
+        except Exception as rec_exc:  # noqa: BLE001 - the denial stands whatever the ledger says
+            log.error("could not record denial evidence: %s", rec_exc)
+            if not exc.retryable:
+                # A denial we could not record: retry so the evidence lands;
+                # the body still never runs.
+                raise ApplicationError(
+                    f"{rec.reason} (and the denial could not be recorded: {rec_exc})",
+                    GATE_MARK,
+                    type=INFRA_TYPE,
+                ) from None
+        if exc.retryable:
+            raise ApplicationError(
+                f"governance dependency unavailable, not running {rec.activity_type}: {rec.reason}",
+                GATE_MARK,
+                type=INFRA_TYPE,
+            ) from None
+        raise ApplicationError(
+            f"denied {rec.activity_type}: {rec.reason}",
+            GATE_MARK,
+            type=DENIAL_TYPE_PREFIX + exc.code,
+            non_retryable=True,
+        ) from None
+
+    async def _close_quietly(self, verified: VerifiedGrant) -> None:
+        # A completed body spends the grant's remaining uses. Best effort for
+        # the same reason as recording: the body has run, never retry it.
+        grant = verified.grant
+        try:
+            await asyncio.to_thread(self._c.replay.close, grant.grant_id, grant.scope.max_attempts)
+        except AuthorityError as exc:
+            log.error("could not close grant %s after completion: %s", grant.grant_id, exc)
+
+    async def _record_quietly(self, rec: GateRecord) -> None:
+        # The body already ran: failing the attempt now would make Temporal
+        # run it again. The workflow's prove step re-records the outcome
+        # idempotently, so a missed write here is repaired there.
+        try:
+            await asyncio.to_thread(self._c.evidence.record, rec)
+        except Exception as exc:  # noqa: BLE001 - never turn a done body into a retry
+            log.error(
+                "could not record %s evidence for %s/%s: %s",
+                rec.outcome,
+                rec.workflow_id,
+                rec.activity_id,
+                exc,
+            )
+
+
+def _result_digest(result: object) -> Digest | None:
+    try:
+        return digest_values([result], activity.payload_converter())
+    except CanonicalizationError:
+        return None

@@ -1,0 +1,163 @@
+"""Grants: the authority's signed permission for exactly one governed call.
+
+A grant is a DSSE envelope (payloadType :data:`GRANT_PAYLOAD_TYPE`) over the
+RFC 8785 bytes of a :class:`Grant`. It travels in a Temporal activity header,
+which history stores in clear, so it holds digests and ids, never secrets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Final, Literal, NewType
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from ecp.authority._approval import VerifiedApproval, check_approvals_satisfy
+from ecp.authority._canonical import Digest, canonical_json
+from ecp.authority._clock import Clock, now_utc
+from ecp.authority._dsse import Envelope, sign_envelope
+from ecp.authority._keys import KeyId, Signer
+from ecp.authority._policy import Decision, DecisionId, Effect
+from ecp.authority._signed import DIGEST_PATTERN
+from ecp.authority.errors import GrantRefusedError
+
+__all__ = [
+    "GRANT_MAX_BYTES",
+    "GRANT_PAYLOAD_TYPE",
+    "GRANT_SCHEMA_VERSION",
+    "CallBinding",
+    "Grant",
+    "GrantId",
+    "GrantScope",
+    "issue_grant",
+]
+
+GRANT_PAYLOAD_TYPE: Final = "application/vnd.ecp.grant.v1+json"
+GRANT_SCHEMA_VERSION: Final = "ecp.grant/v1"
+#: A grant is about 1 KB; anything far larger is refused before parsing.
+GRANT_MAX_BYTES: Final = 16 * 1024
+#: A random UUID (hex with dashes), unique per grant, consumed once per attempt.
+GrantId = NewType("GrantId", str)
+
+_WIRE = ConfigDict(frozen=True, extra="forbid", strict=True)
+_Id = Annotated[str, Field(min_length=1, max_length=1024)]
+_Digest = Annotated[Digest, Field(pattern=DIGEST_PATTERN)]
+
+
+class CallBinding(BaseModel):
+    """The one Temporal activity execution a grant is for."""
+
+    model_config = _WIRE
+
+    activity_type: _Id
+    args_digest: _Digest
+    namespace: _Id
+    workflow_id: _Id
+    run_id: _Id
+    activity_id: _Id
+
+
+class GrantScope(BaseModel):
+    """Limits the policy imposed. Attempts, not an attempt number: retries reuse the header."""
+
+    model_config = _WIRE
+
+    max_attempts: int = Field(ge=1, le=1000)
+    constraints: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Grant(BaseModel):
+    """The signed content of a grant."""
+
+    model_config = _WIRE
+
+    schema_version: Literal["ecp.grant/v1"] = GRANT_SCHEMA_VERSION
+    grant_id: Annotated[GrantId, Field(min_length=1, max_length=128)]
+    call: CallBinding
+    initiator: _Id
+    policy_digest: _Digest
+    decision_id: Annotated[DecisionId, Field(pattern=DIGEST_PATTERN)]
+    environment_digest: _Digest
+    scope: GrantScope
+    approvals: tuple[_Digest, ...] = ()
+    issued_at: AwareDatetime
+    not_before: AwareDatetime
+    expires_at: AwareDatetime
+    issuer: Annotated[KeyId, Field(min_length=1, max_length=256)]
+
+    def to_payload(self) -> bytes:
+        """The exact bytes to sign: RFC 8785 JSON of the grant.
+
+        Raises:
+            CanonicalizationError: a constraint value is not JCS-expressible.
+        """
+        return canonical_json(self.model_dump(mode="json"))
+
+
+def _whole_seconds(t: datetime) -> datetime:
+    # Whole seconds keep the RFC 3339 strings short and identical however
+    # the verifier's platform formats fractions.
+    return t.replace(microsecond=0)
+
+
+def issue_grant(
+    decision: Decision,
+    call: CallBinding,
+    *,
+    initiator: str,
+    environment_digest: Digest,
+    signer: Signer,
+    clock: Clock,
+    ttl: timedelta,
+    approvals: Sequence[VerifiedApproval] = (),
+) -> Envelope:
+    """Sign a grant for ``call`` under ``decision``.
+
+    Only an ``allow`` decision, or ``allow_after_approval`` with enough
+    verified approvals (see :func:`ecp.authority._approval.verify_approvals`),
+    yields a grant.
+
+    Raises:
+        GrantRefusedError: the decision denies, names another action or
+            initiator, has no scope, or ``ttl`` is not positive.
+        ApprovalMismatchError: an approval belongs to another decision.
+        ApprovalInsufficientError: fewer distinct eligible approvers than required.
+        ClockError: the clock is not time-zone aware.
+        CanonicalizationError: the scope constraints are not JCS-expressible.
+    """
+    if decision.effect is Effect.DENY or decision.scope is None:
+        raise GrantRefusedError(
+            f"decision {decision.decision_id} denies: {'; '.join(decision.reasons)}"
+        )
+    if decision.action != call.activity_type:
+        raise GrantRefusedError(
+            f"decision is for {decision.action!r}, the call is {call.activity_type!r}"
+        )
+    if decision.initiator != initiator:
+        raise GrantRefusedError(
+            f"decision is for initiator {decision.initiator!r}, not {initiator!r}"
+        )
+    if ttl <= timedelta(0):
+        raise GrantRefusedError("grant ttl must be positive")
+    used = check_approvals_satisfy(decision, approvals)
+    now = _whole_seconds(now_utc(clock))
+    grant = Grant(
+        grant_id=GrantId(str(uuid.uuid4())),
+        call=call,
+        initiator=initiator,
+        policy_digest=decision.policy_digest,
+        decision_id=decision.decision_id,
+        environment_digest=environment_digest,
+        scope=GrantScope(
+            max_attempts=decision.scope.max_attempts,
+            constraints=decision.scope.constraints,
+        ),
+        approvals=tuple(a.digest for a in used),
+        issued_at=now,
+        not_before=now,
+        expires_at=_whole_seconds(now + ttl),
+        issuer=signer.key_id,
+    )
+    return sign_envelope(GRANT_PAYLOAD_TYPE, grant.to_payload(), signer)

@@ -1,0 +1,247 @@
+"""Single use of grants: a grant is honoured at most ``max_attempts`` times,
+and each Temporal attempt at most once.
+
+Temporal retries an activity with the same headers, so a grant cannot name
+the attempt it is for. It binds ``max_attempts`` instead. The gate consumes
+one of the grant's ``max_attempts`` *slots* each time it lets the body run,
+recording the Temporal attempt number with it: a redelivered attempt is
+refused, and so is any use once every slot is taken. Counting uses rather
+than attempt numbers means attempts refused for an infrastructure fault
+(before any body ran) do not eat into the budget.
+
+The record lives in a SQLModel table (SQLite by default, PostgreSQL for
+several hosts). Both checks are unique constraints, so check-and-record is
+one atomic insert per slot, safe across processes without locks: two racing
+consumers cannot take the same slot, and no more than ``max_attempts``
+slots exist.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy import Engine, UniqueConstraint, create_engine, event, inspect
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel, select
+
+from ecp.authority._clock import Clock, now_utc, system_clock
+from ecp.authority.errors import (
+    GrantAttemptsExhaustedError,
+    GrantReplayedError,
+    ReplayStoreUnavailableError,
+)
+
+__all__ = [
+    "ConsumedGrant",
+    "InMemoryReplayGuard",
+    "ReplayGuard",
+    "SqlReplayGuard",
+    "check_attempt",
+]
+
+
+@runtime_checkable
+class ReplayGuard(Protocol):
+    """Records grant uses; refuses a second use of the same attempt."""
+
+    def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
+        """Atomically record one use of ``grant_id`` by Temporal ``attempt``.
+
+        Raises:
+            GrantAttemptsExhaustedError: the grant was already used
+                ``max_attempts`` times.
+            GrantReplayedError: this attempt was consumed before, or the
+                attempt number is not positive.
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
+    def close(self, grant_id: str, max_attempts: int) -> None:
+        """Spend every remaining use: the body completed, nothing may run again.
+
+        Without this, an activity id re-scheduled after a completion could
+        use the grant's unspent attempts.
+
+        Raises:
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
+
+def check_attempt(grant_id: str, attempt: int, max_attempts: int) -> None:
+    """The stateless part of :meth:`ReplayGuard.consume`.
+
+    Raises:
+        GrantReplayedError: ``attempt`` or ``max_attempts`` is not positive.
+    """
+    if attempt < 1:
+        raise GrantReplayedError(f"grant {grant_id}: attempt {attempt} is not a valid attempt")
+    if max_attempts < 1:
+        raise GrantReplayedError(f"grant {grant_id}: max_attempts {max_attempts} allows no use")
+
+
+def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
+    return GrantAttemptsExhaustedError(
+        f"grant {grant_id} was already honoured {max_attempts} time(s), its max_attempts"
+    )
+
+
+class InMemoryReplayGuard:
+    """A process-local guard, for unit tests of verification only."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
+        """See :meth:`ReplayGuard.consume` (never raises ReplayStoreUnavailableError)."""
+        check_attempt(grant_id, attempt, max_attempts)
+        with self._lock:
+            if (grant_id, attempt) in self._seen:
+                raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
+            if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
+                raise _exhausted(grant_id, max_attempts)
+            self._seen.add((grant_id, attempt))
+
+    def close(self, grant_id: str, max_attempts: int) -> None:
+        """See :meth:`ReplayGuard.close`."""
+        with self._lock:
+            # Negative "attempts" stand for spent slots; real ones are >= 1.
+            for slot in range(1, max_attempts + 1):
+                if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
+                    return
+                self._seen.add((grant_id, -slot))
+
+
+class ConsumedGrant(SQLModel, table=True):
+    """One use of a grant: which slot, by which attempt. Storage only."""
+
+    __tablename__ = "ecp_grant_uses"
+    __table_args__ = (UniqueConstraint("grant_id", "attempt", name="uq_grant_use_attempt"),)
+
+    grant_id: str = Field(primary_key=True, max_length=128)
+    slot: int = Field(primary_key=True)
+    attempt: int
+    consumed_at: datetime
+
+
+def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    # WAL lets readers proceed while one writer inserts; busy_timeout makes
+    # concurrent writers from other processes wait instead of failing.
+    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class SqlReplayGuard:
+    """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL)."""
+
+    def __init__(
+        self, url_or_engine: str | Engine, *, clock: Clock = system_clock
+    ) -> None:
+        """Connect lazily: the table is created on first use.
+
+        Args:
+            url_or_engine: e.g. ``sqlite:///path/ecp.db`` or
+                ``postgresql+psycopg://user@host/db``; defaults usually come
+                from :func:`ecp.paths.default_database_url`.
+            clock: stamps ``consumed_at`` (informational only).
+        """
+        if isinstance(url_or_engine, str):
+            if url_or_engine.startswith("sqlite"):
+                engine = create_engine(url_or_engine, connect_args={"timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(
+                    url_or_engine, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+                )
+        else:
+            engine = url_or_engine
+        self.engine = engine
+        self._clock = clock
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            table = SQLModel.metadata.tables[ConsumedGrant.__tablename__]
+            try:
+                table.create(self.engine, checkfirst=True)
+            except SQLAlchemyError as exc:
+                # Another process may have created it between our check and
+                # our create; only a table that still is not there is a fault.
+                if not self._table_exists():
+                    raise ReplayStoreUnavailableError(
+                        f"replay store unavailable: {type(exc).__name__}"
+                    ) from exc
+            self._ready = True
+
+    def _table_exists(self) -> bool:
+        try:
+            return inspect(self.engine).has_table(ConsumedGrant.__tablename__)
+        except SQLAlchemyError:
+            return False
+
+    def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
+        """See :meth:`ReplayGuard.consume`."""
+        check_attempt(grant_id, attempt, max_attempts)
+        self._ensure_table()
+        now = now_utc(self._clock)
+        try:
+            for slot in range(1, max_attempts + 1):
+                row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=attempt, consumed_at=now)
+                try:
+                    with Session(self.engine) as session:
+                        session.add(row)
+                        session.commit()
+                    return
+                except IntegrityError:
+                    # Either the slot is taken (try the next) or this attempt
+                    # already used one (a replay).
+                    if self._attempt_used(grant_id, attempt):
+                        raise GrantReplayedError(
+                            f"grant {grant_id} attempt {attempt} was already used"
+                        ) from None
+        except SQLAlchemyError as exc:
+            # Cannot tell whether it was used: refuse, but let the caller retry.
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+        raise _exhausted(grant_id, max_attempts)
+
+    def close(self, grant_id: str, max_attempts: int) -> None:
+        """See :meth:`ReplayGuard.close`: takes every free slot, recording a
+        negative attempt (real attempts are >= 1, so none can collide)."""
+        self._ensure_table()
+        now = now_utc(self._clock)
+        try:
+            for slot in range(1, max_attempts + 1):
+                row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=-slot, consumed_at=now)
+                try:
+                    with Session(self.engine) as session:
+                        session.add(row)
+                        session.commit()
+                except IntegrityError:
+                    continue  # that slot was already used
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+
+    def _attempt_used(self, grant_id: str, attempt: int) -> bool:
+        with Session(self.engine) as session:
+            stmt = select(ConsumedGrant).where(
+                ConsumedGrant.grant_id == grant_id, ConsumedGrant.attempt == attempt
+            )
+            return session.exec(stmt).first() is not None
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()

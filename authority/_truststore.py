@@ -1,0 +1,293 @@
+"""The trust store: public keys with ids, roles, validity periods and revocation.
+
+On disk it is one JSON document (``truststore.json``, usually inside a trust
+directory). It holds public keys only, so executor workers can carry it
+without carrying any signing power.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ecp.authority._canonical import parse_json_strict
+from ecp.authority._keys import KeyId, key_id_for, public_key_from_b64, public_key_to_b64
+from ecp.authority.errors import (
+    AuthorityError,
+    KeyExpiredError,
+    KeyRoleError,
+    RevokedKeyError,
+    TrustStoreError,
+    UnknownKeyError,
+)
+
+__all__ = [
+    "TRUST_STORE_ENV",
+    "TRUST_STORE_FILENAME",
+    "KeyRole",
+    "TrustStore",
+    "TrustedKey",
+]
+
+TRUST_STORE_FILENAME = "truststore.json"
+#: Environment variable naming a trust store file or directory.
+TRUST_STORE_ENV = "ECP_TRUST_STORE"
+_FORMAT = "ecp.truststore/v1"
+
+
+class KeyRole(StrEnum):
+    """What a key may sign."""
+
+    AUTHORITY = "authority"  # grants
+    APPROVER = "approver"  # approvals
+    LOG = "log"  # ledger checkpoints
+    WORKER = "worker"  # evidence and environment attestations
+
+
+def _parse_time(value: object, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TrustStoreError(f"{what} must be an RFC 3339 string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise TrustStoreError(f"{what} is not an RFC 3339 time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise TrustStoreError(f"{what} must carry a time zone: {value!r}")
+    return parsed
+
+
+def _fmt_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKey:
+    """A public key the deployment trusts for some roles, for some time."""
+
+    key_id: KeyId
+    public_key: Ed25519PublicKey = field(compare=False)
+    roles: frozenset[KeyRole]
+    name: str = ""
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def create(
+        cls,
+        public_key: Ed25519PublicKey,
+        roles: Iterable[KeyRole],
+        *,
+        name: str = "",
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> TrustedKey:
+        """Build an entry whose key id is derived from the key itself."""
+        return cls(
+            key_id_for(public_key), public_key, frozenset(roles), name, not_before, not_after
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form of the entry."""
+        return {
+            "key_id": self.key_id,
+            "public_key": public_key_to_b64(self.public_key),
+            "roles": sorted(r.value for r in self.roles),
+            "name": self.name,
+            "not_before": _fmt_time(self.not_before),
+            "not_after": _fmt_time(self.not_after),
+            "revoked_at": _fmt_time(self.revoked_at),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, object], where: str) -> TrustedKey:
+        """Parse one entry; ``where`` names it in errors.
+
+        Raises:
+            TrustStoreError: malformed entry, or a key id that does not match its key.
+        """
+        try:
+            pub = public_key_from_b64(str(doc["public_key"]))
+            roles_doc = doc.get("roles", [])
+            if not isinstance(roles_doc, list):
+                raise TrustStoreError(f"{where}: roles must be a list")
+            roles = frozenset(KeyRole(str(r)) for r in roles_doc)
+        except KeyError as exc:
+            raise TrustStoreError(f"{where}: missing field {exc.args[0]!r}") from exc
+        except ValueError as exc:
+            raise TrustStoreError(f"{where}: {exc}") from exc
+        except AuthorityError as exc:
+            raise TrustStoreError(f"{where}: {exc}") from exc
+        key_id = key_id_for(pub)
+        if doc.get("key_id", key_id) != key_id:
+            # A key id that lies about its key would let one entry shadow another.
+            raise TrustStoreError(f"{where}: key_id does not match the public key")
+        return cls(
+            key_id,
+            pub,
+            roles,
+            str(doc.get("name", "")),
+            _parse_time(doc.get("not_before"), f"{where}.not_before"),
+            _parse_time(doc.get("not_after"), f"{where}.not_after"),
+            _parse_time(doc.get("revoked_at"), f"{where}.revoked_at"),
+        )
+
+
+class TrustStore:
+    """An immutable set of :class:`TrustedKey` entries, looked up by key id."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[TrustedKey] = ()) -> None:
+        self._keys: dict[str, TrustedKey] = {k.key_id: k for k in keys}
+
+    def __iter__(self) -> Iterator[TrustedKey]:
+        return iter(sorted(self._keys.values(), key=lambda k: k.key_id))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key_id: str) -> TrustedKey | None:
+        """Return the entry for ``key_id`` or ``None``."""
+        return self._keys.get(key_id)
+
+    def require(self, key_id: str, *, role: KeyRole, at: datetime) -> TrustedKey:
+        """Return the entry for ``key_id`` if it may sign as ``role`` at ``at``.
+
+        Revocation is absolute: a revoked key is refused whatever time the
+        artifact claims, because that time comes from the signer.
+
+        Raises:
+            UnknownKeyError: no such key.
+            RevokedKeyError: the key is revoked.
+            KeyExpiredError: ``at`` is outside the key's validity period.
+            KeyRoleError: the key does not hold ``role``.
+        """
+        key = self._keys.get(key_id)
+        if key is None:
+            raise UnknownKeyError(f"key {key_id or '(no key id)'} is not in the trust store")
+        if key.revoked_at is not None:
+            raise RevokedKeyError(f"key {key_id} was revoked at {_fmt_time(key.revoked_at)}")
+        if key.not_before is not None and at < key.not_before:
+            raise KeyExpiredError(f"key {key_id} is not valid before {_fmt_time(key.not_before)}")
+        if key.not_after is not None and at >= key.not_after:
+            raise KeyExpiredError(f"key {key_id} expired at {_fmt_time(key.not_after)}")
+        if role not in key.roles:
+            have = ", ".join(sorted(r.value for r in key.roles)) or "no role"
+            raise KeyRoleError(f"key {key_id} may not sign as {role.value} (has {have})")
+        return key
+
+    def with_key(self, key: TrustedKey) -> TrustStore:
+        """Return a store with ``key`` added or replaced."""
+        return TrustStore([*(k for k in self._keys.values() if k.key_id != key.key_id), key])
+
+    def revoked(self, key_id: str, at: datetime) -> TrustStore:
+        """Return a store where ``key_id`` is revoked as of ``at``.
+
+        Raises:
+            UnknownKeyError: no such key.
+        """
+        key = self._keys.get(key_id)
+        if key is None:
+            raise UnknownKeyError(f"key {key_id} is not in the trust store")
+        return self.with_key(replace(key, revoked_at=at))
+
+    def by_role(self, role: KeyRole) -> list[TrustedKey]:
+        """All entries holding ``role``, revoked ones included."""
+        return [k for k in self if role in k.roles]
+
+    # --- persistence --------------------------------------------------------
+
+    def to_json(self) -> bytes:
+        """Serialise the store."""
+        doc = {"format": _FORMAT, "keys": [k.to_dict() for k in self]}
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+    @staticmethod
+    def resolve_path(path: Path) -> Path:
+        """A directory means its ``truststore.json``."""
+        return path / TRUST_STORE_FILENAME if path.is_dir() else path
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> TrustStore:
+        """Parse a serialised store; ``where`` names its source in errors.
+
+        Raises:
+            TrustStoreError: not JSON, wrong format, or a malformed entry.
+        """
+        try:
+            doc = parse_json_strict(data)
+        except AuthorityError as exc:
+            raise TrustStoreError(f"{where}: not a valid trust store: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+            raise TrustStoreError(f"{where}: not an {_FORMAT} document")
+        keys_doc = doc.get("keys")
+        if not isinstance(keys_doc, list):
+            raise TrustStoreError(f"{where}: 'keys' must be a list")
+        keys: list[TrustedKey] = []
+        seen: set[str] = set()
+        for i, k in enumerate(keys_doc):
+            if not isinstance(k, dict):
+                raise TrustStoreError(f"{where}: keys[{i}] must be an object")
+            key = TrustedKey.from_dict(k, f"{where}: keys[{i}]")
+            if key.key_id in seen:
+                # A second entry could silently undo a revocation or a role limit.
+                raise TrustStoreError(f"{where}: keys[{i}] repeats key {key.key_id}")
+            seen.add(key.key_id)
+            keys.append(key)
+        return cls(keys)
+
+    @classmethod
+    def load(cls, path: Path) -> TrustStore:
+        """Load a store from a file, or a directory holding ``truststore.json``.
+
+        Raises:
+            TrustStoreError: missing, unreadable or malformed.
+        """
+        file = cls.resolve_path(path)
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError as exc:
+            raise TrustStoreError(f"{file}: trust store not found") from exc
+        except OSError as exc:
+            raise TrustStoreError(f"{file}: cannot read trust store: {exc.strerror}") from exc
+        return cls.from_json(data, str(file))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrustStore:
+        """Load the store named by ``$ECP_TRUST_STORE``.
+
+        Raises:
+            TrustStoreError: the variable is unset, or the store cannot be loaded.
+        """
+        env = os.environ if environ is None else environ
+        where = env.get(TRUST_STORE_ENV)
+        if not where:
+            raise TrustStoreError(f"${TRUST_STORE_ENV} is not set")
+        return cls.load(Path(where))
+
+    def save(self, path: Path) -> None:
+        """Write the store atomically (readers never see a half-written file).
+
+        Raises:
+            TrustStoreError: the file cannot be written.
+        """
+        file = self.resolve_path(path)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".truststore.")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.to_json())
+            os.replace(tmp, file)
+        except OSError as exc:
+            raise TrustStoreError(f"{file}: cannot write trust store: {exc.strerror}") from exc

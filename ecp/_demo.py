@@ -1,0 +1,343 @@
+"""``ecp demo``: the governed scenario, end to end, on the embedded dev server.
+
+1. a small payout is allowed, runs, and its receipt verifies offline;
+2. a large payout waits for a finance approval, gets it, runs, is proven;
+3. a payout by someone the policy does not know is denied, and proven;
+4. an ordinary workflow calls the governed activity with a forged grant and
+   the gate refuses it; the refusal is in the ledger too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import quote
+
+from rich.console import Console
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from ecp._approve import approve
+from ecp._connect import connect, ensure_search_attributes
+from ecp._devserver import DevServer, start_for_settings
+from ecp._keyring import DEMO_APPROVER, KeyFiles, init_keyring
+from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.activities import examples
+from ecp.authority._attestation import measure_environment
+from ecp.authority._calldigest import digest_values
+from ecp.authority._clock import system_clock
+from ecp.authority._grant import CallBinding, issue_grant
+from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.authority._policy import PolicyBundle, PolicyRequest
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
+from ecp.workflows._start import start_governed
+from ecp.workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
+
+__all__ = ["DemoLine", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoLine:
+    """One scenario's result, for the report."""
+
+    name: str
+    workflow_id: str
+    decision: str
+    outcome: str
+    detail: str
+    ledger_index: int | None
+    ok: bool
+
+
+def ensure_keys(settings: Settings) -> KeyFiles:
+    """Create the demo keys on first use."""
+    files = KeyFiles(settings.keys)
+    if not files.trust_store.exists():
+        init_keyring(settings.keys)
+    return files
+
+
+async def _governed(client: Client, wf_id: str, req: GovernedRequest) -> GovernedResult:
+    return await (await start_governed(client, req, workflow_id=wf_id)).result()
+
+
+def _check_receipt(result: GovernedResult, keys: KeyFiles, settings: Settings) -> str:
+    verified = verify_receipt(result.receipt, load_public_key(keys.log), origin=settings.log_origin)
+    return f"receipt verified offline: entry #{verified.log_index} in tree of {verified.tree_size}"
+
+
+async def _approve_when_waiting(
+    client: Client, wf_id: str, keys: KeyFiles, console: Console
+) -> None:
+    handle = client.get_workflow_handle(wf_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = await handle.query("ecp.status", result_type=dict)
+        if status.get("step") == "approve":
+            break
+        await asyncio.sleep(0.2)
+    console.print(
+        f"  [yellow]waiting for approval[/] — approving as {DEMO_APPROVER} "
+        f"(`ecp approve {wf_id} --key {keys.approver}`)"
+    )
+    await approve(
+        client, wf_id, signer=Ed25519FileSigner.from_file(keys.approver), approver=DEMO_APPROVER
+    )
+
+
+async def _forged_grant(client: Client, settings: Settings, wf_id: str) -> tuple[str, str]:
+    """Run a direct call carrying a grant signed by a key nobody trusts."""
+    args: list[object] = [{"amount": 900, "currency": "EUR", "recipient": "mallory"}]
+    handle = await client.start_workflow(
+        DirectCall.run,
+        DirectCallInput("payout", args, settings.executor_queue, wait_for_grant=True),
+        id=wf_id,
+        task_queue=settings.executor_queue,
+        static_summary="Not governed: calls payout with a forged grant",
+    )
+    desc = await handle.describe()
+    bundle = PolicyBundle.load(settings.policy)
+    decision = bundle.evaluate(PolicyRequest(action="payout", initiator="alice", arguments=args[0]))
+    # A perfectly bound grant, except that the forger's own key signed it.
+    forged = issue_grant(
+        decision,
+        CallBinding(
+            activity_type="payout",
+            args_digest=digest_values(args, client.data_converter.payload_converter),
+            namespace=settings.namespace,
+            workflow_id=wf_id,
+            run_id=desc.run_id or "",
+            activity_id=DIRECT_CALL_ACTIVITY_ID,
+        ),
+        initiator="alice",
+        environment_digest=measure_environment(GOVERNED_MODULES).digest,
+        signer=Ed25519FileSigner.generate(),
+        clock=system_clock,
+        ttl=timedelta(minutes=5),
+    )
+    await handle.signal(DirectCall.grant, forged.to_json().decode())
+    try:
+        await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause.cause if isinstance(exc.cause, ActivityError) else exc.cause
+        if isinstance(cause, ApplicationError):
+            return cause.type or "", cause.message
+        raise
+    return "", "the forged grant was accepted"
+
+
+async def run_scenario(
+    client: Client, settings: Settings, keys: KeyFiles, ledger: Ledger, console: Console
+) -> list[DemoLine]:
+    """Run the four scenarios against running workers."""
+    tag = uuid.uuid4().hex[:6]
+    queues = TaskQueues(settings.authority_queue, settings.executor_queue)
+    lines: list[DemoLine] = []
+
+    console.print("[bold]1. small payout[/] — alice pays 250 EUR to acme")
+    wf = f"demo-{tag}-small-payout"
+    r = await _governed(
+        client,
+        wf,
+        GovernedRequest(
+            "payout",
+            [{"amount": 250, "currency": "EUR", "recipient": "acme"}],
+            "alice",
+            "invoice 2026-117",
+            queues=queues,
+        ),
+    )
+    detail = _check_receipt(r, keys, settings)
+    lines.append(
+        DemoLine(
+            "small payout",
+            wf,
+            r.decision,
+            r.outcome,
+            detail,
+            r.ledger_index,
+            r.decision == "allow" and r.outcome == "completed",
+        )
+    )
+
+    console.print("[bold]2. large payout[/] — alice pays 5000 EUR to globex (needs finance)")
+    wf = f"demo-{tag}-large-payout"
+    handle = await start_governed(
+        client,
+        workflow_id=wf,
+        req=GovernedRequest(
+            "payout",
+            [{"amount": 5000, "currency": "EUR", "recipient": "globex"}],
+            "alice",
+            "supplier contract 88",
+            queues=queues,
+        ),
+    )
+    await _approve_when_waiting(client, wf, keys, console)
+    r = await handle.result()
+    detail = _check_receipt(r, keys, settings)
+    lines.append(
+        DemoLine(
+            "large payout, approved",
+            wf,
+            r.decision,
+            r.outcome,
+            detail,
+            r.ledger_index,
+            r.decision == "allow_after_approval" and r.outcome == "completed",
+        )
+    )
+
+    console.print("[bold]3. payout by an unknown initiator[/] — eve pays 100 EUR to herself")
+    wf = f"demo-{tag}-denied"
+    r = await _governed(
+        client,
+        wf,
+        GovernedRequest(
+            "payout",
+            [{"amount": 100, "currency": "EUR", "recipient": "eve"}],
+            "eve",
+            "just because",
+            queues=queues,
+        ),
+    )
+    detail = f"{r.reason}; " + _check_receipt(r, keys, settings)
+    lines.append(
+        DemoLine(
+            "denied by policy",
+            wf,
+            r.decision,
+            r.outcome,
+            detail,
+            r.ledger_index,
+            r.decision == "deny" and r.outcome == "denied",
+        )
+    )
+
+    console.print("[bold]4. forged grant[/] — an ordinary workflow calls payout directly")
+    wf = f"demo-{tag}-forged"
+    before = len(examples.EXECUTIONS)
+    err_type, message = await _forged_grant(client, settings, wf)
+    ran = any(e[1] == wf for e in examples.EXECUTIONS[before:])
+    index = ledger.find_activity(settings.namespace, wf, None, DIRECT_CALL_ACTIVITY_ID)
+    lines.append(
+        DemoLine(
+            "forged grant at the gate",
+            wf,
+            "—",
+            "refused by gate",
+            f"{err_type}: {message}",
+            index,
+            err_type == "ecp.key_unknown" and not ran and index is not None,
+        )
+    )
+    return lines
+
+
+def _report(
+    lines: list[DemoLine],
+    settings: Settings,
+    server: DevServer | None,
+    ledger: Ledger,
+    console: Console,
+) -> bool:
+    console.print()
+    console.print("[bold]ECP demo report: verify → authorize → execute → prove[/]")
+    for ln in lines:
+        mark = "[green]✔ as the policy says[/]" if ln.ok else "[red]✘ NOT as the policy says[/]"
+        where = "not in ledger" if ln.ledger_index is None else f"ledger entry #{ln.ledger_index}"
+        console.print(f"{mark}  [bold]{ln.name}[/]: decision {ln.decision}, {ln.outcome}, {where}")
+        console.print(f"    workflow {ln.workflow_id}")
+        console.print(f"    {ln.detail}", soft_wrap=True)
+    report = ledger.verify_all(load_public_key(KeyFiles(settings.keys).log))
+    console.print(
+        f"ledger verified: {report.size} entries, {report.checkpoints} checkpoints, "
+        f"root {report.root_hash.hex()[:16]}…"
+    )
+    if server is not None:
+        ns = quote(settings.namespace)
+        console.print(f"Temporal UI: {server.ui_url}/namespaces/{ns}/workflows", soft_wrap=True)
+        console.print(
+            "  denied executions: "
+            + server.ui_url
+            + f"/namespaces/{ns}/workflows?query="
+            + quote('ECPDecision="deny"'),
+            soft_wrap=True,
+        )
+    return all(ln.ok for ln in lines)
+
+
+async def _audit(
+    lines: list[DemoLine], settings: Settings, keys: KeyFiles, ledger: Ledger, console: Console
+) -> bool:
+    """Cross-check each scenario's lineage against grants and ledger, and export it."""
+    from ecp.cli.lineage import audit_workflow
+
+    # Gate denials land between checkpoints; cover them so every receipt verifies.
+    await asyncio.to_thread(ledger.checkpoint, Ed25519FileSigner.from_file(keys.log))
+    out_dir = settings.home / "lineage"
+    console.print()
+    console.print(f"[bold]Lineage[/] (cross-checked, exported to {out_dir}):", soft_wrap=True)
+    all_ok = True
+    for ln in lines:
+        result = await asyncio.to_thread(audit_workflow, settings, ln.workflow_id, out_dir)
+        all_ok = all_ok and result.report.ok
+        mark = "[green]✔ consistent[/]" if result.report.ok else "[red]✘ violations[/]"
+        console.print(
+            f"{mark}  {ln.workflow_id}: {len(result.report.findings)} governed step(s) checked; "
+            + ", ".join(p.name for p in result.files),
+            soft_wrap=True,
+        )
+        for finding in result.report.violations:
+            console.print(f"    {finding}", soft_wrap=True)
+    console.print(
+        f"  with ./demo --keep the server stays up: ecp lineage show {lines[0].workflow_id}",
+        soft_wrap=True,
+    )
+    return all_ok
+
+
+async def run_demo(settings: Settings, *, keep: bool, console: Console) -> bool:
+    """Start (or reuse) the dev server and workers, run the scenario, report.
+
+    Returns whether every scenario behaved as the policy says it must.
+    """
+    # The refusals below are the point of the demo; the report shows them
+    # once, so the workers' per-failure warnings would only be noise here.
+    for name in ("temporalio.activity", "temporalio.worker", "ecp.gate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    keys = ensure_keys(settings)
+    server = start_for_settings(settings)
+    try:
+        client = await connect(settings)
+        await ensure_search_attributes(client, settings.namespace)
+        plugin, ledger = build_plugin(settings, role=Role.ALL)
+        console.print(
+            f"Temporal at {server.address} (UI {server.ui_url}); "
+            f"ledger {settings.db_url}; keys {settings.keys}"
+        )
+        async with run_workers(
+            client, settings, plugin, role=Role.ALL, extra_workflows=[DirectCall]
+        ):
+            lines = await run_scenario(client, settings, keys, ledger, console)
+        ok = _report(lines, settings, server, ledger, console)
+        ok = await _audit(lines, settings, keys, ledger, console) and ok
+        ledger.close()
+        if keep and server.process is not None:
+            console.print("Server left running for inspection; stop it with Ctrl-C.")
+            try:
+                while server.process.poll() is None:
+                    await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                pass
+        return ok
+    finally:
+        if not keep:
+            server.stop()

@@ -1,0 +1,164 @@
+"""Worker bootstrap: builds the governance pieces a role needs from settings.
+
+The authority role loads the authority, log and recorder private keys; the
+executor role loads only the worker key and public trust material. Nothing
+here assumes both run in one process, though ``ecp dev`` does that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from ecp._keyring import KeyFiles
+from ecp._observe import ObservedLedger, TelemetryInterceptor
+from ecp._settings import Role, Settings
+from ecp.activities import examples
+from ecp.activities._authority_side import AuthorityActivities
+from ecp.activities._evidence_sink import LedgerEvidenceSink
+from ecp.activities._executor_side import ExecutorActivities
+from ecp.activities._gate import GateConfig, GateInterceptor
+from ecp.activities._prove import ProveActivities
+from ecp.authority._attestation import measure_environment
+from ecp.authority._clock import Clock, system_clock
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._policy import PolicyBundle
+from ecp.authority._replay import SqlReplayGuard
+from ecp.authority._truststore import TrustStore
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.workflows._models import TaskQueues
+from ecp.workflows._plugin import EcpPlugin
+
+__all__ = [
+    "DEMO_GOVERNED_ACTIVITIES",
+    "GOVERNED_MODULES",
+    "build_plugin",
+    "run_workers",
+]
+
+#: The demo's governed activities, and the modules whose source is attested.
+DEMO_GOVERNED_ACTIVITIES: tuple[Callable[..., object], ...] = (
+    examples.payout,
+    examples.change_infrastructure,
+)
+GOVERNED_MODULES: tuple[str, ...] = ("ecp.activities.examples",)
+
+
+def _trust_loader(path: Path) -> Callable[[], TrustStore]:
+    # Re-read on every call so a revocation takes effect at once; an
+    # unreadable store raises TrustStoreError and the gate refuses.
+    def load() -> TrustStore:
+        return TrustStore.load(path)
+
+    return load
+
+
+def build_plugin(
+    settings: Settings,
+    *,
+    role: Role,
+    governed_activities: Sequence[Callable[..., object]] = DEMO_GOVERNED_ACTIVITIES,
+    governed_modules: Sequence[str] = GOVERNED_MODULES,
+    clock: Clock = system_clock,
+    ledger: Ledger | None = None,
+) -> tuple[EcpPlugin, Ledger]:
+    """Build the plugin for ``role`` from ``settings``.
+
+    Raises:
+        KeyFileError: a key this role needs is missing or unreadable.
+        TrustStoreError: the trust store cannot be loaded.
+        PolicyBundleError: the policy bundle does not load or validate.
+        LedgerUnavailableError: the ledger database cannot be reached.
+    """
+    keys = KeyFiles(settings.keys)
+    trust = _trust_loader(settings.trust)
+    trust()  # fail at start, in one line, rather than at the first request
+    # Traced and measured; with no OTel exporter configured that is a no-op.
+    # Appends must be signed by a worker-role key the deployment trusts, so
+    # nobody with database access alone can slip evidence in through ECP.
+    ledger = ledger or ObservedLedger.open(
+        settings.db_url, origin=settings.log_origin, trust=trust()
+    )
+    queues = TaskQueues(settings.authority_queue, settings.executor_queue)
+    authority_acts: list[Callable[..., object]] = []
+    executor_acts: list[Callable[..., object]] = []
+    gate: GateInterceptor | None = None
+    if role in (Role.AUTHORITY, Role.ALL):
+        bundle = PolicyBundle.load(settings.policy)
+        bundle.validate()
+        authority = AuthorityActivities(
+            bundle=bundle,
+            signer=Ed25519FileSigner.from_file(keys.authority),
+            trust=trust,
+            clock=clock,
+            grant_ttl=timedelta(seconds=settings.grant_ttl_seconds),
+        )
+        prove = ProveActivities(
+            ledger=ledger,
+            log_signer=Ed25519FileSigner.from_file(keys.log),
+            recorder=Ed25519FileSigner.from_file(keys.recorder),
+            clock=clock,
+        )
+        authority_acts = [*authority.activities(), *prove.activities()]
+    if role in (Role.EXECUTOR, Role.ALL):
+        worker_key = Ed25519FileSigner.from_file(keys.worker)
+        executor = ExecutorActivities(
+            worker_key, measure_environment(governed_modules), governed_activities
+        )
+        gate = GateInterceptor(
+            GateConfig(
+                trust=trust,
+                replay=SqlReplayGuard(settings.db_url, clock=clock),
+                evidence=LedgerEvidenceSink(ledger, worker_key),
+                environment_digest=executor.digest,
+                clock=clock,
+                accepted_policy_digests=settings.accepted_digests,
+            )
+        )
+        executor_acts = [*executor.activities(), *governed_activities]
+    plugin = EcpPlugin(
+        queues=queues,
+        authority_activities=authority_acts,
+        executor_activities=executor_acts,
+        # Spans and metrics around the gate (and the governance steps on
+        # authority workers, which have no gate).
+        gate=TelemetryInterceptor(gate),
+    )
+    return plugin, ledger
+
+
+@contextlib.asynccontextmanager
+async def run_workers(
+    client: Client,
+    settings: Settings,
+    plugin: EcpPlugin,
+    *,
+    role: Role,
+    extra_workflows: Sequence[type] = (),
+) -> AsyncIterator[list[Worker]]:
+    """Run the workers of ``role`` on ``client`` until the block exits.
+
+    ``extra_workflows`` are registered on the executor queue beside
+    ``GovernedExecution`` (the demo's ordinary workflow, say).
+    """
+    workers: list[Worker] = []
+    if role in (Role.AUTHORITY, Role.ALL):
+        workers.append(Worker(client, task_queue=settings.authority_queue, plugins=[plugin]))
+    if role in (Role.EXECUTOR, Role.ALL):
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.executor_queue,
+                workflows=list(extra_workflows),
+                plugins=[plugin],
+            )
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        for w in workers:
+            await stack.enter_async_context(w)
+        yield workers

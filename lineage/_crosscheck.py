@@ -1,0 +1,404 @@
+"""Cross-checking histories against grants and the evidence ledger.
+
+For every governed activity execution in the histories: was a grant present,
+does it verify for exactly that call (signature, key, window at the time the
+attempt started, binding, environment, attempts), is there a ledger entry for
+it, does the entry agree with the history, and does its receipt verify
+against a signed checkpoint. Evidence for a workflow that names an execution
+the histories do not contain is a violation too (unless it records a denial
+before execution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import networkx as nx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+from temporalio.api.enums.v1 import EventType as E
+from temporalio.api.history.v1 import HistoryEvent
+
+from ecp.authority._calldigest import digest_payloads
+from ecp.authority._clock import FixedClock
+from ecp.authority._replay import InMemoryReplayGuard
+from ecp.authority._truststore import TrustStore
+from ecp.authority._verify import ExpectedCall, verify_grant
+from ecp.authority.errors import AuthorityError
+from ecp.lineage.graph._build import GOVERNANCE_ACTIVITIES
+from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
+from ecp.lineage.graph._history import RunHistory
+from ecp.lineage.ledger._evidence import parse_evidence, verify_evidence_signature
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.lineage.ledger._store import ENTRY
+from ecp.lineage.ledger.errors import (
+    EvidenceError,
+    LineageError,
+    NoCheckpointError,
+    NoteError,
+    ProofError,
+    ReceiptError,
+)
+
+__all__ = [
+    "CrossCheckReport",
+    "Finding",
+    "GovernanceStatus",
+    "Violation",
+    "annotate_graph",
+    "cross_check",
+]
+
+
+class GovernanceStatus:
+    """Values of :attr:`Finding.status`."""
+
+    OK = "ok"  # ran (or failed) under a verifying grant, with verifying evidence
+    DENIED = "denied"  # refused before the body ran, with evidence of the denial
+    VIOLATION = "violation"
+
+
+class Violation:
+    """Stable codes of what the cross-check can find wrong."""
+
+    UNGRANTED = "ungranted_execution"
+    GRANT_INVALID = "grant_invalid"
+    EVIDENCE_MISSING = "evidence_missing"
+    EVIDENCE_INVALID = "evidence_invalid"
+    EVIDENCE_MISMATCH = "evidence_mismatch"
+    RECEIPT_INVALID = "receipt_invalid"
+    NO_CHECKPOINT = "no_checkpoint"
+    EVIDENCE_WITHOUT_EXECUTION = "evidence_without_execution"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What the cross-check established about one governed execution.
+
+    Attributes:
+        node: The graph node id (``activity:...``), or ``ledger:<i>`` for
+            evidence that names no execution in the histories.
+        workflow_id, run_id, activity_id, activity_type: The execution.
+        outcome: ``completed``, ``failed``, ``denied`` or ``not_started``.
+        grant: ``verified``, ``missing``, ``n/a`` or the verifier's error code.
+        grant_id: The grant's id (from the header, or the evidence).
+        evidence: ``verified``, ``missing`` or what is wrong with it.
+        ledger_index: The entry's index, or -1.
+        status: One of :class:`GovernanceStatus`.
+        violations: Codes from :class:`Violation`, with detail after a colon.
+    """
+
+    node: str
+    workflow_id: str
+    run_id: str
+    activity_id: str
+    activity_type: str
+    outcome: str
+    grant: str
+    grant_id: str
+    evidence: str
+    ledger_index: int
+    status: str
+    violations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CrossCheckReport:
+    """All findings; :attr:`ok` is false if any is a violation."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        """No violation was found."""
+        return all(f.status != GovernanceStatus.VIOLATION for f in self.findings)
+
+    @property
+    def violations(self) -> tuple[Finding, ...]:
+        """The findings that are violations."""
+        return tuple(f for f in self.findings if f.status == GovernanceStatus.VIOLATION)
+
+
+@dataclass
+class _Execution:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    scheduled: HistoryEvent
+    attempt: int = 0
+    started_at: datetime | None = None
+    outcome: str = "not_started"
+    environment_digest: str = ""
+
+
+def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
+    by_sched: dict[int, _Execution] = {}
+    env = ""
+    for e in h.events:
+        t = e.event_type
+        if t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            by_sched[e.event_id] = _Execution(h.namespace, h.workflow_id, h.run_id, e)
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            a = e.activity_task_started_event_attributes
+            x = by_sched[a.scheduled_event_id]
+            x.attempt, x.started_at = a.attempt, e.event_time.ToDatetime(UTC)
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            x = by_sched[e.activity_task_completed_event_attributes.scheduled_event_id]
+            x.outcome = "completed"
+            sched = x.scheduled.activity_task_scheduled_event_attributes
+            if sched.activity_type.name == "ecp.attest":
+                env = _attested_digest(e) or env
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            f = e.activity_task_failed_event_attributes
+            ftype = f.failure.application_failure_info.type
+            by_sched[f.scheduled_event_id].outcome = (
+                "denied" if ftype.startswith("ecp.") and ftype != "ecp.governance_unavailable"
+                else "failed"
+            )
+        elif t in (E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT, E.EVENT_TYPE_ACTIVITY_TASK_CANCELED):
+            x = by_sched[
+                e.activity_task_timed_out_event_attributes.scheduled_event_id
+                if t == E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT
+                else e.activity_task_canceled_event_attributes.scheduled_event_id
+            ]
+            x.outcome = "failed" if x.attempt else "not_started"
+    for x in by_sched.values():
+        x.environment_digest = env
+    return list(by_sched.values()), env
+
+
+def _attested_digest(e: HistoryEvent) -> str:
+    import json
+
+    payloads = e.activity_task_completed_event_attributes.result.payloads
+    try:
+        v = json.loads(payloads[0].data) if payloads else None
+    except ValueError:
+        return ""
+    d = v.get("digest") if isinstance(v, dict) else None
+    return d if isinstance(d, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    ledger: Ledger
+    trust: TrustStore
+    log_key: Ed25519PublicKey
+    origin: str | None
+
+
+def _is_governed(x: _Execution, governed_types: frozenset[str], ledger: Ledger) -> bool:
+    a = x.scheduled.activity_task_scheduled_event_attributes
+    if a.activity_type.name in GOVERNANCE_ACTIVITIES:
+        return False
+    if (
+        grant_envelope(a.header) is not None
+        or a.activity_id.startswith("execute:")
+        or a.activity_type.name in governed_types
+        or x.outcome == "denied"
+    ):
+        return True
+    return ledger.find_activity(x.namespace, x.workflow_id, x.run_id, a.activity_id) is not None
+
+
+def _check_grant(x: _Execution, envelope: bytes, ctx: _Context) -> str:
+    a = x.scheduled.activity_task_scheduled_event_attributes
+    claims = grant_claims(envelope) or {}
+    env = x.environment_digest or str(claims.get("environment_digest", ""))
+    assert x.started_at is not None
+    expected = ExpectedCall(
+        activity_type=a.activity_type.name,
+        args_digest=digest_payloads(list(a.input.payloads)),
+        namespace=x.namespace,
+        workflow_id=x.workflow_id,
+        run_id=x.run_id,
+        activity_id=a.activity_id,
+        environment_digest=env,
+        attempt=x.attempt,
+    )
+    try:
+        # A fresh replay guard: the gate burnt the grant when it ran; here we
+        # only ask whether that one use was legitimate.
+        verify_grant(envelope, trust=ctx.trust, expected=expected,
+                     clock=FixedClock(x.started_at), replay=InMemoryReplayGuard())
+    except AuthorityError as exc:
+        return f"{exc.code}: {exc}"
+    return "verified"
+
+
+def _check_evidence(
+    x: _Execution, grant_id: str, ctx: _Context
+) -> tuple[str, int, list[str]]:
+    a = x.scheduled.activity_task_scheduled_event_attributes
+    idx = ctx.ledger.find_activity(x.namespace, x.workflow_id, x.run_id, a.activity_id)
+    if idx is None:
+        return "missing", -1, [Violation.EVIDENCE_MISSING]
+    problems: list[str] = []
+    try:
+        entry = ctx.ledger.entry(idx)
+        ev = parse_evidence(entry.envelope)
+        verify_evidence_signature(ev, ctx.trust, datetime.now(UTC))
+    except (EvidenceError, AuthorityError) as exc:
+        return f"invalid: {exc}", idx, [f"{Violation.EVIDENCE_INVALID}: {exc}"]
+    p = ev.predicate
+    if p.outcome.status.value != x.outcome:
+        problems.append(f"{Violation.EVIDENCE_MISMATCH}: ledger says {p.outcome.status.value}, "
+                        f"history says {x.outcome}")
+    if grant_id and p.grant_id and p.grant_id != grant_id:
+        problems.append(f"{Violation.EVIDENCE_MISMATCH}: ledger names grant {p.grant_id}, "
+                        f"the call carried {grant_id}")
+    try:
+        receipt = ctx.ledger.receipt(idx)
+        verify_receipt(receipt, ctx.log_key, origin=ctx.origin)
+    except NoCheckpointError as exc:
+        problems.append(f"{Violation.NO_CHECKPOINT}: {exc}")
+    except (ReceiptError, ProofError, NoteError) as exc:
+        problems.append(f"{Violation.RECEIPT_INVALID}: {exc}")
+    return ("verified" if not problems else "; ".join(problems)), idx, problems
+
+
+def _finding(x: _Execution, ctx: _Context) -> Finding:
+    a = x.scheduled.activity_task_scheduled_event_attributes
+    envelope = grant_envelope(a.header)
+    claims = grant_claims(envelope) if envelope is not None else None
+    grant_id = str(claims.get("grant_id", "")) if claims else ""
+    violations: list[str] = []
+    body_ran = x.outcome in ("completed", "failed")
+    if envelope is None:
+        grant = "missing"
+        if body_ran:
+            violations.append(f"{Violation.UNGRANTED}: ran without a grant header")
+    elif x.started_at is None:
+        grant = "n/a"
+    else:
+        grant = _check_grant(x, envelope, ctx)
+        if grant != "verified" and body_ran:
+            violations.append(f"{Violation.GRANT_INVALID}: {grant}")
+    evidence, idx, problems = (
+        ("n/a", -1, []) if x.outcome == "not_started" else _check_evidence(x, grant_id, ctx)
+    )
+    violations.extend(problems)
+    status = (
+        GovernanceStatus.VIOLATION if violations
+        else GovernanceStatus.DENIED if x.outcome in ("denied", "not_started")
+        else GovernanceStatus.OK
+    )
+    return Finding(
+        node=f"activity:{x.workflow_id}/{x.run_id}/{x.scheduled.event_id}",
+        workflow_id=x.workflow_id, run_id=x.run_id, activity_id=a.activity_id,
+        activity_type=a.activity_type.name, outcome=x.outcome, grant=grant,
+        grant_id=grant_id, evidence=evidence, ledger_index=idx, status=status,
+        violations=tuple(violations),
+    )
+
+
+def _unmatched_evidence(
+    histories: Sequence[RunHistory], matched: set[int], ctx: _Context
+) -> list[Finding]:
+    out: list[Finding] = []
+    workflows = {(h.namespace, h.workflow_id) for h in histories}
+    runs = {(h.workflow_id, h.run_id) for h in histories}
+    for ns, wf in sorted(workflows):
+        with ctx.ledger.database.read() as conn:
+            rows = conn.execute(
+                select(ENTRY.c.seq, ENTRY.c.run_id, ENTRY.c.activity_id)
+                .where(ENTRY.c.namespace == ns, ENTRY.c.workflow_id == wf)
+                .order_by(ENTRY.c.seq)
+            ).all()
+        for r in rows:
+            if r.seq in matched or (wf, r.run_id) not in runs:
+                continue  # runs not loaded are not this check's business
+            try:
+                ev = parse_evidence(ctx.ledger.entry(int(r.seq)).envelope)
+            except LineageError as exc:
+                out.append(_orphan(wf, r, "unknown", "", f"invalid: {exc}",
+                                   [f"{Violation.EVIDENCE_INVALID}: {exc}"]))
+                continue
+            p = ev.predicate
+            status = p.outcome.status.value
+            if status == "denied":
+                # A denial before anything was scheduled (policy, deadline).
+                out.append(_orphan(wf, r, status, p.grant_id or "", "verified", []))
+            else:
+                out.append(_orphan(
+                    wf, r, status, p.grant_id or "", "no matching execution",
+                    [f"{Violation.EVIDENCE_WITHOUT_EXECUTION}: entry {r.seq} records a "
+                     f"{status} execution of {r.activity_id} that the history does not show"],
+                ))
+    return out
+
+
+def _orphan(wf: str, r: object, outcome: str, grant_id: str, evidence: str,
+            violations: list[str]) -> Finding:
+    seq, run_id, activity_id = (getattr(r, "seq"), getattr(r, "run_id"),  # noqa: B009
+                                getattr(r, "activity_id"))  # noqa: B009
+    return Finding(
+        node=f"ledger:{seq}", workflow_id=wf, run_id=str(run_id), activity_id=str(activity_id),
+        activity_type="", outcome=outcome, grant="n/a", grant_id=grant_id, evidence=evidence,
+        ledger_index=int(seq),
+        status=GovernanceStatus.VIOLATION if violations else GovernanceStatus.DENIED,
+        violations=tuple(violations),
+    )
+
+
+def cross_check(
+    histories: Iterable[RunHistory],
+    *,
+    ledger: Ledger,
+    trust: TrustStore,
+    log_key: Ed25519PublicKey,
+    origin: str | None = None,
+    governed_types: Iterable[str] = (),
+) -> CrossCheckReport:
+    """Cross-check every governed activity execution against its grant and evidence.
+
+    An execution is governed if it carried a grant header, has an
+    ``execute:`` activity id, was denied by a gate, has one of
+    ``governed_types``, or has evidence in the ledger.
+
+    Args:
+        histories: The runs to check.
+        ledger: The evidence ledger.
+        trust: The trust store (authority keys for grants, worker keys for evidence).
+        log_key: The log's public key, for receipts.
+        origin: The log origin receipts must name.
+        governed_types: Activity types known to be governed.
+
+    Raises:
+        LedgerUnavailableError: the ledger cannot be read.
+    """
+    runs = list(histories)
+    types = frozenset(governed_types)
+    ctx = _Context(ledger, trust, log_key, origin)
+    findings: list[Finding] = []
+    for h in runs:
+        executions, _ = _executions(h)
+        for x in executions:
+            if _is_governed(x, types, ledger):
+                findings.append(_finding(x, ctx))
+    matched = {f.ledger_index for f in findings if f.ledger_index >= 0}
+    findings.extend(_unmatched_evidence(runs, matched, ctx))
+    return CrossCheckReport(tuple(findings))
+
+
+def annotate_graph(g: nx.DiGraph, report: CrossCheckReport) -> None:
+    """Write each finding onto its graph node (``governance``,
+    ``governance_grant``, ``governance_evidence``, ``governance_violations``),
+    adding a ``ledger_entry`` node for evidence that names no execution."""
+    for f in report.findings:
+        if f.node not in g:
+            g.add_node(f.node, kind="ledger_entry", label=f"ledger entry #{f.ledger_index}",
+                       index=f.ledger_index, workflow_id=f.workflow_id, run_id=f.run_id,
+                       activity_id=f.activity_id, outcome=f.outcome)
+        g.nodes[f.node].update(
+            governance=f.status,
+            governance_grant=f.grant,
+            governance_evidence=f.evidence,
+            governance_violations="\n".join(f.violations),
+        )
+        ledger = f"ledger:{f.ledger_index}"
+        if f.ledger_index >= 0 and ledger in g and ledger != f.node:
+            g.nodes[ledger]["governance"] = f.status

@@ -1,0 +1,3 @@
+"""lineage/graph."""
+
+__all__: list[str] = []

@@ -1,0 +1,682 @@
+"""Provenance DAGs from Temporal workflow histories.
+
+:func:`build_graph` turns one or more run histories into a ``networkx``
+``DiGraph`` whose edges point from cause to effect, so the ancestors of a
+run's close node are everything that could have influenced its result.
+
+Nodes (attribute ``kind``): ``workflow_run``, ``run_close``, ``activity``
+(with ``attempts``), ``timer``, ``signal``, ``signal_out``, ``update`` (with
+the ``approver`` of an ECP approval), ``child_workflow``, ``marker``,
+``artifact`` (a payload, by the same digest grants bind arguments with) and,
+for governed executions, ``decision``, ``grant`` and ``ledger_entry``.
+
+Edges (attribute ``rel``) follow Temporal's causal links: the events a
+workflow task saw cause the commands it issued (``informed``), a child
+initiation and a continue-as-new start the next run (``started``), every
+step delivered to workflow code may inform its close (``informed``); data
+flow links producers and consumers of one payload digest (``generated``,
+``used``), also across workflows; governance adds ``decided``, ``granted``,
+``authorized``, ``approved`` and ``recorded``. Edges never point back in
+time, so the graph is acyclic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.enums.v1 import EventType as E
+from temporalio.api.history.v1 import HistoryEvent
+
+from ecp.authority._calldigest import digest_payloads
+from ecp.authority.errors import CanonicalizationError
+from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
+from ecp.lineage.graph._history import RunHistory
+from ecp.lineage.graph.errors import LineageGraphError
+
+__all__ = [
+    "ACTIVITY_APPROVE_UPDATE",
+    "GOVERNANCE_ACTIVITIES",
+    "NodeKind",
+    "build_graph",
+    "close_node",
+    "final_node",
+    "run_node",
+]
+
+#: Activity types of ECP's governance steps (``ecp.activities._contracts``).
+GOVERNANCE_ACTIVITIES = ("ecp.attest", "ecp.evaluate", "ecp.authorize", "ecp.prove")
+#: The update that carries approvals.
+ACTIVITY_APPROVE_UPDATE = "ecp.approve"
+
+
+class NodeKind:
+    """The values of the ``kind`` node attribute."""
+
+    RUN = "workflow_run"
+    CLOSE = "run_close"
+    ACTIVITY = "activity"
+    TIMER = "timer"
+    SIGNAL = "signal"
+    SIGNAL_OUT = "signal_out"
+    UPDATE = "update"
+    CHILD = "child_workflow"
+    MARKER = "marker"
+    ARTIFACT = "artifact"
+    DECISION = "decision"
+    GRANT = "grant"
+    LEDGER = "ledger_entry"
+
+
+def run_node(workflow_id: str, run_id: str) -> str:
+    """The node id of a workflow run."""
+    return f"run:{workflow_id}/{run_id}"
+
+
+def close_node(workflow_id: str, run_id: str) -> str:
+    """The node id of a run's close event (completed, failed, continued, ...)."""
+    return f"close:{workflow_id}/{run_id}"
+
+
+def final_node(g: nx.DiGraph, workflow_id: str) -> str:
+    """The close node of the last run of ``workflow_id`` in ``g``.
+
+    Raises:
+        LineageGraphError: the workflow has no closed run in the graph.
+    """
+    closes = [
+        (d.get("time_ns", 0), n)
+        for n, d in g.nodes(data=True)
+        if d.get("kind") == NodeKind.CLOSE and d.get("workflow_id") == workflow_id
+        and not d.get("continued_as", "")
+    ]
+    if not closes:
+        raise LineageGraphError(f"workflow {workflow_id} has no closed run in the graph")
+    return str(max(closes)[1])
+
+
+# --- payloads ---------------------------------------------------------------
+
+
+def _payload_list(p: Payloads) -> Sequence[Payload]:
+    return list(p.payloads)
+
+
+def _digest(payloads: Sequence[Payload]) -> str:
+    try:
+        return str(digest_payloads(payloads))
+    except CanonicalizationError:
+        # Not canonicalisable: bind the exact bytes instead.
+        h = hashlib.sha256()
+        for p in payloads:
+            h.update(len(p.data).to_bytes(8, "big") + p.data)
+        return "sha256:" + h.hexdigest()
+
+
+def _json_value(p: Payload) -> object:
+    if p.metadata.get("encoding", b"") != b"json/plain":
+        return None
+    try:
+        return json.loads(p.data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _first_json(p: Payloads) -> object:
+    return _json_value(p.payloads[0]) if p.payloads else None
+
+
+def _is_null(payloads: Sequence[Payload]) -> bool:
+    return all(
+        p.metadata.get("encoding", b"") == b"binary/null"
+        or (p.metadata.get("encoding", b"") == b"json/plain" and p.data.strip() == b"null")
+        for p in payloads
+    )
+
+
+def _preview(payloads: Sequence[Payload]) -> str:
+    if len(payloads) != 1:
+        return f"{len(payloads)} values"
+    text = payloads[0].data.decode("utf-8", "replace")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dsse_claims(envelope_json: str) -> dict[str, object] | None:
+    try:
+        env = json.loads(envelope_json)
+        raw = env["payload"]
+        payload = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_") if (
+            "-" in raw or "_" in raw
+        ) else base64.b64decode(raw)
+        claims = json.loads(payload)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    claims["__payload_digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+    return claims
+
+
+def _s(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# --- the builder --------------------------------------------------------------
+
+
+@dataclass(order=True)
+class _Occurrence:
+    time_ns: int
+    seq: int
+    # Uses sort before productions at the same instant: never link a value
+    # to a step that could not have seen it.
+    role: int  # 0 use, 1 produce
+    digest: str = field(compare=False)
+    node: str = field(compare=False)
+    preview: str = field(compare=False)
+    encoding: str = field(compare=False)
+
+
+@dataclass
+class _Builder:
+    g: nx.DiGraph
+    loaded: set[tuple[str, str]]
+    occurrences: list[_Occurrence] = field(default_factory=list)
+    seq: int = 0
+    # (workflow id, run id, activity id) -> activity node, for ledger links
+    activity_by_id: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    approvals: dict[str, str] = field(default_factory=dict)  # payload digest -> update node
+    grant_links: list[tuple[str, str]] = field(default_factory=list)  # (grant node, decision id)
+    grant_approvals: list[tuple[str, str]] = field(default_factory=list)
+
+    def node(self, nid: str, **attrs: object) -> str:
+        clean = {k: v for k, v in attrs.items() if v is not None}
+        if nid in self.g:
+            self.g.nodes[nid].update(clean)
+        else:
+            self.g.add_node(nid, **clean)
+        return nid
+
+    def edge(self, a: str, b: str, rel: str) -> None:
+        if a != b and not self.g.has_edge(a, b):
+            self.g.add_edge(a, b, rel=rel)
+
+    def occur(self, e: HistoryEvent, role: int, payloads: Sequence[Payload], node: str) -> None:
+        if not payloads or _is_null(payloads):
+            return
+        self.seq += 1
+        enc = payloads[0].metadata.get("encoding", b"").decode("utf-8", "replace")
+        self.occurrences.append(
+            _Occurrence(e.event_time.ToNanoseconds(), self.seq, role, _digest(payloads), node,
+                        _preview(payloads), enc)
+        )
+
+    # --- data flow across all runs ------------------------------------------
+
+    def link_data(self) -> None:
+        current: dict[str, str] = {}
+        versions: dict[str, int] = {}
+        for o in sorted(self.occurrences):
+            hexd = o.digest.removeprefix("sha256:")
+            if o.role == 1:
+                n = versions.get(o.digest, 0) + 1
+                versions[o.digest] = n
+                nid = f"data:{hexd}" if n == 1 else f"data:{hexd}#{n}"
+                self.node(nid, kind=NodeKind.ARTIFACT, digest=o.digest, label=o.preview,
+                          encoding=o.encoding, time_ns=o.time_ns)
+                if o.digest in current:
+                    # The same value again: a new generation, derived from the last.
+                    self.edge(current[o.digest], nid, "derived")
+                current[o.digest] = nid
+                self.edge(o.node, nid, "generated")
+            else:
+                nid = current.get(o.digest, "")
+                if not nid:
+                    versions[o.digest] = 1
+                    nid = self.node(f"data:{hexd}", kind=NodeKind.ARTIFACT, digest=o.digest,
+                                    label=o.preview, encoding=o.encoding, time_ns=o.time_ns)
+                    current[o.digest] = nid
+                self.edge(nid, o.node, "used")
+
+    def link_governance(self) -> None:
+        for grant, decision_id in self.grant_links:
+            d = f"decision:{decision_id}"
+            if d in self.g:
+                self.edge(d, grant, "decided")
+        for grant, approval_digest in self.grant_approvals:
+            upd = self.approvals.get(approval_digest)
+            if upd is not None:
+                self.edge(upd, grant, "approved")
+
+    # --- one run ----------------------------------------------------------------
+
+    def run(self, h: RunHistory) -> None:
+        _RunBuilder(self, h).build()
+
+
+class _RunBuilder:
+    def __init__(self, b: _Builder, h: RunHistory) -> None:
+        self.b = b
+        self.h = h
+        self.wf = h.workflow_id
+        self.run_id = h.run_id
+        self.prefix = f"{h.workflow_id}/{h.run_id}"
+        self.run = run_node(h.workflow_id, h.run_id)
+        self.steps: list[str] = []
+        self.by_event: dict[int, str] = {}
+        self.updates: dict[str, str] = {}
+        self.child_keys: dict[int, tuple[str, str]] = {}  # initiated event -> child run
+        self.prove_inputs: dict[str, dict[str, object]] = {}
+        # workflow task bookkeeping
+        self.arrived: list[str] = []
+        self.current: list[str] = []
+        self.batches: dict[int, list[str]] = {}
+        self.used: set[int] = set()
+        self.last_completed = 0
+
+    def _id(self, kind: str, key: object) -> str:
+        return f"{kind}:{self.prefix}/{key}"
+
+    def _step(self, nid: str, e: HistoryEvent, **attrs: object) -> str:
+        self.b.node(nid, workflow_id=self.wf, run_id=self.run_id, event_id=e.event_id,
+                    time=e.event_time.ToJsonString(), time_ns=e.event_time.ToNanoseconds(),
+                    **attrs)
+        self.steps.append(nid)
+        return nid
+
+    def _command(self, nid: str, wt_completed: int) -> None:
+        for src in self.batches.get(wt_completed, []):
+            self.b.edge(src, nid, "informed")
+        self.used.add(wt_completed)
+
+    def build(self) -> None:
+        h, b = self.h, self.b
+        first = h.events[0]
+        s = first.workflow_execution_started_event_attributes
+        b.node(self.run, kind=NodeKind.RUN, label=f"{s.workflow_type.name} {self.wf}",
+               workflow_id=self.wf, run_id=self.run_id, workflow_type=s.workflow_type.name,
+               task_queue=s.task_queue.name, namespace=h.namespace, loaded=True,
+               event_id=1, time=first.event_time.ToJsonString(),
+               time_ns=first.event_time.ToNanoseconds(), status="running")
+        b.occur(first, 0, _payload_list(s.input), self.run)
+        if s.continued_execution_run_id:
+            prev = close_node(self.wf, s.continued_execution_run_id)
+            if prev in b.g:
+                b.edge(prev, self.run, "started")
+        pe = s.parent_workflow_execution
+        if pe.workflow_id:
+            b.g.nodes[self.run]["parent_workflow_id"] = pe.workflow_id
+            parent_child = f"child:{pe.workflow_id}/{pe.run_id}/{s.parent_initiated_event_id}"
+            if parent_child in b.g:
+                b.edge(parent_child, self.run, "started")
+        self.arrived.append(self.run)
+        for e in h.events[1:]:
+            self._event(e)
+        self._close_sinks()
+
+    def _event(self, e: HistoryEvent) -> None:
+        b, t = self.b, e.event_type
+        if t == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            carry = [] if self.last_completed in self.used else self.batches.get(
+                self.last_completed, [])
+            self.current = self.current + carry + self.arrived
+            self.arrived = []
+        elif t == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            self.batches[e.event_id] = self.current
+            self.current = []
+            self.last_completed = e.event_id
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = e.activity_task_scheduled_event_attributes
+            env = grant_envelope(a.header)
+            claims = grant_claims(env) if env is not None else None
+            grant_id = _s(claims.get("grant_id")) if claims else ""
+            nid = self._step(
+                self._id("activity", e.event_id), e, kind=NodeKind.ACTIVITY,
+                label=a.activity_type.name, activity_type=a.activity_type.name,
+                activity_id=a.activity_id, task_queue=a.task_queue.name, attempts=0,
+                status="scheduled", governed=env is not None or a.activity_id.startswith(
+                    "execute:"), grant_id=grant_id, has_grant_header=env is not None,
+            )
+            self.by_event[e.event_id] = nid
+            b.activity_by_id[(self.wf, self.run_id, a.activity_id)] = nid
+            self._command(nid, a.workflow_task_completed_event_id)
+            b.occur(e, 0, _payload_list(a.input), nid)
+            if a.activity_type.name == "ecp.prove":
+                v = _first_json(a.input)
+                if isinstance(v, dict):
+                    self.prove_inputs[nid] = v
+            if claims is not None and grant_id:
+                g = b.node(f"grant:{grant_id}", kind=NodeKind.GRANT, label=f"grant {grant_id}",
+                           grant_id=grant_id, decision_id=_s(claims.get("decision_id")),
+                           initiator=_s(claims.get("initiator")), issuer=_s(claims.get("issuer")),
+                           expires_at=_s(claims.get("expires_at")),
+                           time_ns=e.event_time.ToNanoseconds())
+                b.edge(g, nid, "authorized")
+                b.grant_links.append((g, _s(claims.get("decision_id"))))
+                approvals = claims.get("approvals")
+                if isinstance(approvals, list):
+                    b.grant_approvals.extend((g, _s(x)) for x in approvals)
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            a2 = e.activity_task_started_event_attributes
+            nid = self.by_event[a2.scheduled_event_id]
+            attrs: dict[str, object] = {"attempts": a2.attempt, "status": "started"}
+            if a2.last_failure.message:
+                attrs["last_failure"] = a2.last_failure.message
+            b.node(nid, **attrs)
+        elif t in _ACTIVITY_CLOSE:
+            self._activity_close(e)
+        elif t == E.EVENT_TYPE_TIMER_STARTED:
+            ts = e.timer_started_event_attributes
+            nid = self._step(self._id("timer", e.event_id), e, kind=NodeKind.TIMER,
+                             label=f"timer {ts.timer_id}", timer_id=ts.timer_id,
+                             duration_s=ts.start_to_fire_timeout.ToTimedelta().total_seconds(),
+                             status="started")
+            self.by_event[e.event_id] = nid
+            self._command(nid, ts.workflow_task_completed_event_id)
+        elif t == E.EVENT_TYPE_TIMER_FIRED:
+            nid = self.by_event[e.timer_fired_event_attributes.started_event_id]
+            b.node(nid, status="fired", fired_time=e.event_time.ToJsonString())
+            self.arrived.append(nid)
+        elif t == E.EVENT_TYPE_TIMER_CANCELED:
+            nid = self.by_event[e.timer_canceled_event_attributes.started_event_id]
+            b.node(nid, status="canceled")
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            sg = e.workflow_execution_signaled_event_attributes
+            nid = self._step(self._id("signal", e.event_id), e, kind=NodeKind.SIGNAL,
+                             label=f"signal {sg.signal_name}", name=sg.signal_name,
+                             sender=sg.identity,
+                             from_workflow_id=sg.external_workflow_execution.workflow_id)
+            b.occur(e, 0, _payload_list(sg.input), nid)
+            self.arrived.append(nid)
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+            nid = self._step(self._id("signal", e.event_id), e, kind=NodeKind.SIGNAL,
+                             label="cancel request", name="cancel",
+                             sender=e.workflow_execution_cancel_requested_event_attributes.identity)
+            self.arrived.append(nid)
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            self._update_accepted(e)
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+            uc = e.workflow_execution_update_completed_event_attributes
+            nid = self.updates.get(uc.meta.update_id, "")
+            if nid:
+                ok = uc.outcome.HasField("success")
+                b.node(nid, status="completed" if ok else "failed")
+                if ok:
+                    b.occur(e, 1, _payload_list(uc.outcome.success), nid)
+        elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            c = e.start_child_workflow_execution_initiated_event_attributes
+            nid = self._step(self._id("child", e.event_id), e, kind=NodeKind.CHILD,
+                             label=f"child {c.workflow_type.name}",
+                             child_workflow_id=c.workflow_id,
+                             workflow_type=c.workflow_type.name, status="initiated")
+            self.by_event[e.event_id] = nid
+            self._command(nid, c.workflow_task_completed_event_id)
+            b.occur(e, 0, _payload_list(c.input), nid)
+        elif t == E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            cs = e.child_workflow_execution_started_event_attributes
+            nid = self.by_event[cs.initiated_event_id]
+            ex = cs.workflow_execution
+            child_run = run_node(ex.workflow_id, ex.run_id)
+            b.node(nid, child_run_id=ex.run_id, status="started")
+            if child_run not in b.g:
+                b.node(child_run, kind=NodeKind.RUN, label=f"{cs.workflow_type.name} "
+                       f"{ex.workflow_id}", workflow_id=ex.workflow_id, run_id=ex.run_id,
+                       workflow_type=cs.workflow_type.name, loaded=False,
+                       time_ns=e.event_time.ToNanoseconds())
+            b.edge(nid, child_run, "started")
+            self.child_keys[cs.initiated_event_id] = (ex.workflow_id, ex.run_id)
+            self.arrived.append(nid)
+        elif t in _CHILD_CLOSE:
+            self._child_close(e)
+        elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
+            cf = e.start_child_workflow_execution_failed_event_attributes
+            nid = self.by_event[cf.initiated_event_id]
+            b.node(nid, status="start_failed")
+            self.arrived.append(nid)
+        elif t == E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
+            so = e.signal_external_workflow_execution_initiated_event_attributes
+            nid = self._step(self._id("signal-out", e.event_id), e, kind=NodeKind.SIGNAL_OUT,
+                             label=f"send {so.signal_name}", name=so.signal_name,
+                             to_workflow_id=so.workflow_execution.workflow_id)
+            self.by_event[e.event_id] = nid
+            self._command(nid, so.workflow_task_completed_event_id)
+            b.occur(e, 1, _payload_list(so.input), nid)
+        elif t in (E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
+                   E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED):
+            ref = (e.external_workflow_execution_signaled_event_attributes.initiated_event_id
+                   if t == E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED else
+                   e.signal_external_workflow_execution_failed_event_attributes.initiated_event_id)
+            nid = self.by_event.get(ref, "")
+            if nid:
+                self.arrived.append(nid)
+        elif t == E.EVENT_TYPE_MARKER_RECORDED:
+            m = e.marker_recorded_event_attributes
+            nid = self._step(self._id("marker", e.event_id), e, kind=NodeKind.MARKER,
+                             label=f"marker {m.marker_name}", name=m.marker_name)
+            self._command(nid, m.workflow_task_completed_event_id)
+        elif t in _RUN_CLOSE:
+            self._run_close(e)
+
+    def _activity_close(self, e: HistoryEvent) -> None:
+        b, t = self.b, e.event_type
+        status = _ACTIVITY_CLOSE[t]
+        attrs: dict[str, object] = {"status": status}
+        if t == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            ac = e.activity_task_completed_event_attributes
+            sched = ac.scheduled_event_id
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            af = e.activity_task_failed_event_attributes
+            sched = af.scheduled_event_id
+            f = af.failure
+            ftype = f.application_failure_info.type if f.HasField(
+                "application_failure_info") else ""
+            attrs.update(failure=f.message, failure_type=ftype)
+            if ftype.startswith("ecp."):
+                attrs.update(status="denied", governed=True)
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+            at = e.activity_task_timed_out_event_attributes
+            sched = at.scheduled_event_id
+            attrs["failure"] = at.failure.message
+        else:
+            sched = e.activity_task_canceled_event_attributes.scheduled_event_id
+        nid = self.by_event[sched]
+        attrs.update(closed_time=e.event_time.ToJsonString(),
+                     time_ns=e.event_time.ToNanoseconds())
+        b.node(nid, **attrs)
+        self.arrived.append(nid)
+        if t != E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            return
+        result = e.activity_task_completed_event_attributes.result
+        b.occur(e, 1, _payload_list(result), nid)
+        self._governance_result(nid, e, _first_json(result))
+
+    def _governance_result(self, nid: str, e: HistoryEvent, value: object) -> None:
+        b = self.b
+        atype = b.g.nodes[nid].get("activity_type")
+        if not isinstance(value, dict):
+            return
+        ns = e.event_time.ToNanoseconds()
+        if atype == "ecp.evaluate" and _s(value.get("decision_id")):
+            reasons = value.get("reasons")
+            d = b.node(f"decision:{value['decision_id']}", kind=NodeKind.DECISION,
+                       label=f"decision {value.get('effect')}", decision_id=value["decision_id"],
+                       effect=_s(value.get("effect")),
+                       policy_digest=_s(value.get("policy_digest")),
+                       reasons="; ".join(str(r) for r in reasons)
+                       if isinstance(reasons, list) else "",
+                       approvals_required=int(value.get("approvals_required") or 0),
+                       time_ns=ns, workflow_id=self.wf, run_id=self.run_id)
+            b.edge(nid, d, "decided")
+        elif atype == "ecp.authorize" and _s(value.get("grant_id")):
+            g = b.node(f"grant:{value['grant_id']}", kind=NodeKind.GRANT,
+                       label=f"grant {value['grant_id']}", grant_id=value["grant_id"],
+                       expires_at=_s(value.get("expires_at")), time_ns=ns)
+            b.edge(nid, g, "granted")
+        elif atype == "ecp.prove" and isinstance(value.get("index"), int):
+            idx = value["index"]
+            inp = self.prove_inputs.get(nid, {})
+            led = b.node(f"ledger:{idx}", kind=NodeKind.LEDGER, label=f"ledger entry #{idx}",
+                         index=idx, tree_size=int(value.get("tree_size") or 0),
+                         outcome=_s(inp.get("outcome")), activity_id=_s(inp.get("activity_id")),
+                         grant_id=_s(inp.get("grant_id")), decision_id=_s(inp.get("decision_id")),
+                         workflow_id=self.wf, run_id=self.run_id, time_ns=ns)
+            b.edge(nid, led, "recorded")
+            target = b.activity_by_id.get((self.wf, self.run_id, _s(inp.get("activity_id"))))
+            if target is not None:
+                b.edge(target, led, "recorded")
+            if _s(inp.get("decision_id")):
+                d = f"decision:{inp['decision_id']}"
+                if d in b.g:
+                    b.edge(d, led, "recorded")
+
+    def _update_accepted(self, e: HistoryEvent) -> None:
+        b = self.b
+        ua = e.workflow_execution_update_accepted_event_attributes
+        req = ua.accepted_request
+        name = req.input.name
+        attrs: dict[str, object] = {"name": name, "sender": req.meta.identity,
+                                    "update_id": req.meta.update_id, "status": "accepted"}
+        claims = None
+        if name == ACTIVITY_APPROVE_UPDATE:
+            v = _first_json(req.input.args)
+            claims = _dsse_claims(v) if isinstance(v, str) else None
+            if claims is not None:
+                attrs.update(approver=_s(claims.get("approver")),
+                             approval_id=_s(claims.get("approval_id")),
+                             decision_id=_s(claims.get("decision_id")))
+        label = f"approval by {attrs.get('approver')}" if attrs.get("approver") else \
+            f"update {name}"
+        nid = self._step(self._id("update", req.meta.update_id or e.event_id), e,
+                         kind=NodeKind.UPDATE, label=label, **attrs)
+        self.updates[req.meta.update_id] = nid
+        if claims is not None:
+            b.approvals[_s(claims.get("__payload_digest"))] = nid
+        b.occur(e, 0, _payload_list(req.input.args), nid)
+        # Accepted while the last workflow task ran: its commands may depend on it.
+        self.batches.setdefault(self.last_completed, []).append(nid)
+
+    def _child_close(self, e: HistoryEvent) -> None:
+        t = e.event_type
+        attrs = getattr(e, _CHILD_CLOSE[t][1])
+        init = attrs.initiated_event_id
+        nid = self.by_event[init]
+        self.b.node(nid, status=_CHILD_CLOSE[t][0])
+        key = self.child_keys.get(init)
+        if key is not None and key in self.b.loaded:
+            # The child's own close (filled in when its history is read) is
+            # what the parent learns of: its result, its failure.
+            self.arrived.append(self.b.node(close_node(*key), kind=NodeKind.CLOSE,
+                                            workflow_id=key[0], run_id=key[1]))
+        else:
+            self.arrived.append(nid)
+
+    def _run_close(self, e: HistoryEvent) -> None:
+        b, t = self.b, e.event_type
+        status, attr_name = _RUN_CLOSE[t]
+        attrs = getattr(e, attr_name)
+        nid = close_node(self.wf, self.run_id)
+        extra: dict[str, object] = {}
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            extra["failure"] = attrs.failure.message
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            extra["continued_as"] = attrs.new_execution_run_id
+        b.node(nid, kind=NodeKind.CLOSE, label=f"{status}", workflow_id=self.wf,
+               run_id=self.run_id, event_id=e.event_id, time=e.event_time.ToJsonString(),
+               time_ns=e.event_time.ToNanoseconds(), status=status, **extra)
+        b.node(self.run, status=status)
+        wtc = getattr(attrs, "workflow_task_completed_event_id", 0)
+        if wtc:
+            self._command(nid, wtc)
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            b.occur(e, 1, _payload_list(attrs.result), nid)
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            b.occur(e, 1, _payload_list(attrs.input), nid)
+            nxt = run_node(self.wf, attrs.new_execution_run_id)
+            if nxt not in b.g:
+                b.node(nxt, kind=NodeKind.RUN, label=f"{attrs.workflow_type.name} {self.wf}",
+                       workflow_id=self.wf, run_id=attrs.new_execution_run_id,
+                       workflow_type=attrs.workflow_type.name, loaded=False,
+                       time_ns=e.event_time.ToNanoseconds())
+            b.edge(nid, nxt, "started")
+
+    def _close_sinks(self) -> None:
+        # Everything delivered to workflow code may shape its result: steps
+        # with no later step of their own inform the close.
+        close = close_node(self.wf, self.run_id)
+        if close not in self.b.g:
+            return
+        g = self.b.g
+        mine = {self.run, *self.steps}
+        for n in (self.run, *self.steps):
+            last = not any(s in mine and s != close for s in g.successors(n))
+            if n != close and last and g.nodes[n].get("time_ns", 0) <= g.nodes[close]["time_ns"]:
+                self.b.edge(n, close, "informed")
+
+
+_ACTIVITY_CLOSE = {
+    E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "completed",
+    E.EVENT_TYPE_ACTIVITY_TASK_FAILED: "failed",
+    E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: "timed_out",
+    E.EVENT_TYPE_ACTIVITY_TASK_CANCELED: "canceled",
+}
+_CHILD_CLOSE = {
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+        ("completed", "child_workflow_execution_completed_event_attributes"),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
+        ("failed", "child_workflow_execution_failed_event_attributes"),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED:
+        ("canceled", "child_workflow_execution_canceled_event_attributes"),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT:
+        ("timed_out", "child_workflow_execution_timed_out_event_attributes"),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED:
+        ("terminated", "child_workflow_execution_terminated_event_attributes"),
+}
+_RUN_CLOSE = {
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+        ("completed", "workflow_execution_completed_event_attributes"),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        ("failed", "workflow_execution_failed_event_attributes"),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+        ("timed_out", "workflow_execution_timed_out_event_attributes"),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+        ("canceled", "workflow_execution_canceled_event_attributes"),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        ("terminated", "workflow_execution_terminated_event_attributes"),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+        ("continued_as_new", "workflow_execution_continued_as_new_event_attributes"),
+}
+
+
+def _order(h: RunHistory) -> int:
+    return h.events[0].event_time.ToNanoseconds()
+
+
+def build_graph(histories: Iterable[RunHistory]) -> nx.DiGraph:
+    """Build the provenance DAG of one or more run histories.
+
+    Runs are linked where their histories say so (parent/child,
+    continue-as-new) and where one run's payload is another's input.
+
+    Raises:
+        LineageGraphError: no histories, the same run twice, or (a bug) a cycle.
+    """
+    runs = sorted(histories, key=_order)
+    if not runs:
+        raise LineageGraphError("no histories to build a graph from")
+    keys = [(h.workflow_id, h.run_id) for h in runs]
+    if len(set(keys)) != len(keys):
+        raise LineageGraphError("the same run was given twice")
+    b = _Builder(nx.DiGraph(), set(keys))
+    for h in runs:
+        b.run(h)
+    b.link_data()
+    b.link_governance()
+    if not nx.is_directed_acyclic_graph(b.g):
+        raise LineageGraphError("internal error: the lineage graph has a cycle")
+    return b.g

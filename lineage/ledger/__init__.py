@@ -1,0 +1,3 @@
+"""lineage/ledger."""
+
+__all__: list[str] = []

@@ -1,0 +1,746 @@
+"""The evidence ledger: an append-only RFC 6962 log with signed checkpoints.
+
+Entries are evidence envelopes (see :mod:`ecp.lineage.ledger._evidence`); the leaf is the
+envelope's canonical JSON. Appends are atomic, idempotent (one entry per
+evidence id) and serialised across processes by a lock on the log head (see
+:mod:`ecp.lineage.ledger._store`). Proofs read O(log n) stored subtree hashes. A new
+checkpoint is signed only after proving it consistent with the previous one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Connection
+
+from ecp.authority._dsse import Envelope
+from ecp.authority._keys import Signer
+from ecp.authority._truststore import TrustStore
+from ecp.lineage.ledger._checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
+from ecp.lineage.ledger._evidence import EvidenceId, parse_evidence, verify_evidence_signature
+from ecp.lineage.ledger._merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    Hash,
+    NodeId,
+    consistency_proof,
+    consistency_proof_nodes,
+    fold_plan,
+    inclusion_proof_nodes,
+    leaf_hash,
+    range_nodes,
+    root_from_lookup,
+    verify_consistency,
+)
+from ecp.lineage.ledger._receipt import Receipt, entry_leaf
+from ecp.lineage.ledger._store import (
+    CHECKPOINT,
+    ENTRY,
+    NODE,
+    AppendPlan,
+    EntryValues,
+    LedgerDatabase,
+    StoredHead,
+    node_key,
+)
+from ecp.lineage.ledger.errors import (
+    CheckpointOriginError,
+    EntryNotFoundError,
+    InconsistentCheckpointError,
+    LineageError,
+    NoCheckpointError,
+    ProofError,
+    ProofSizeError,
+    TamperError,
+)
+
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "AppendResult",
+    "Ledger",
+    "StoredEntry",
+    "TreeHead",
+    "VerifyReport",
+]
+
+DEFAULT_ORIGIN: Final = "ecp.local/ledger"
+_VERIFY_CHUNK = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an envelope sits in the log; ``created`` is false for a repeat."""
+
+    index: int
+    leaf_hash: Hash
+    evidence_id: EvidenceId
+    created: bool
+    #: The checkpoint issued with this append (``checkpoint_every``), if any.
+    checkpoint: SignedCheckpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """Size and root of the log as stored."""
+
+    size: int
+    root_hash: Hash
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as stored."""
+
+    index: int
+    evidence_id: EvidenceId
+    leaf_hash: Hash
+    envelope: Envelope
+    leaf: bytes
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What :meth:`Ledger.verify_all` checked."""
+
+    size: int
+    root_hash: Hash
+    checkpoints: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    evidence_id: EvidenceId
+    leaf: bytes
+    leaf_hash: Hash
+    activity: tuple[str, str, str, str]
+
+
+class Ledger:
+    """An evidence ledger in one SQLite or PostgreSQL database."""
+
+    def __init__(
+        self,
+        db: LedgerDatabase,
+        *,
+        trust: TrustStore | None = None,
+        checkpoint_signer: Signer | None = None,
+        origin: str = DEFAULT_ORIGIN,
+        checkpoint_every: int = 0,
+    ) -> None:
+        self._db = db
+        self._trust = trust
+        self._signer = checkpoint_signer
+        self._origin = origin
+        self._every = checkpoint_every
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        create: bool = True,
+        trust: TrustStore | None = None,
+        checkpoint_signer: Signer | None = None,
+        origin: str = DEFAULT_ORIGIN,
+        checkpoint_every: int = 0,
+    ) -> Ledger:
+        """Open (and by default create) the ledger at ``url``.
+
+        Args:
+            url: ``sqlite:///path`` or ``postgresql+psycopg://user@host:port/db``.
+            create: create the schema (and SQLite file) if missing.
+            trust: if given, appends require a signature by a trusted worker key.
+            checkpoint_signer: the log key, for checkpoints issued after appends.
+            origin: the log's origin line (and checkpoint key name).
+            checkpoint_every: with a signer, issue a checkpoint whenever an
+                append makes the size a multiple of this (0: never).
+
+        Raises:
+            LedgerUnavailableError: the database cannot be reached (or does not
+                exist and ``create`` is false).
+        """
+        db = LedgerDatabase.open(url, create=create)
+        return cls(
+            db,
+            trust=trust,
+            checkpoint_signer=checkpoint_signer,
+            origin=origin,
+            checkpoint_every=checkpoint_every,
+        )
+
+    @property
+    def database(self) -> LedgerDatabase:
+        """The storage handle (engine, dialect)."""
+        return self._db
+
+    @property
+    def origin(self) -> str:
+        """The log's origin."""
+        return self._origin
+
+    def close(self) -> None:
+        """Release database connections."""
+        self._db.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- appending ------------------------------------------------------------
+
+    def _prepare(self, envelope: Envelope | bytes | str) -> _Prepared:
+        evidence = parse_evidence(envelope)
+        if self._trust is not None:
+            verify_evidence_signature(evidence, self._trust, datetime.now(UTC))
+        leaf = _leaf_bytes(evidence.envelope)
+        a = evidence.predicate.activity
+        ident = (a.namespace, a.workflow_id, a.run_id, a.activity_id)
+        return _Prepared(evidence.evidence_id, leaf, leaf_hash(leaf), ident)
+
+    def append(self, envelope: Envelope | bytes | str) -> AppendResult:
+        """Append one evidence envelope (idempotent by evidence id).
+
+        Raises:
+            MalformedEvidenceError: the envelope is not valid evidence.
+            NonCanonicalEvidenceError: the statement is not canonical JSON.
+            EvidenceSignatureError: a trust store is set and no trusted worker
+                key signed the envelope.
+            InconsistentCheckpointError: an automatic checkpoint was refused
+                (nothing is appended then).
+            LedgerUnavailableError: the database is unreachable; nothing was written.
+        """
+        return self.append_many([envelope])[0]
+
+    def append_many(self, envelopes: Sequence[Envelope | bytes | str]) -> list[AppendResult]:
+        """Append several envelopes in one transaction, in order.
+
+        All are validated before anything is written; repeats (within the
+        batch or of stored entries) map to the existing entry.
+
+        Raises:
+            MalformedEvidenceError, NonCanonicalEvidenceError,
+            EvidenceSignatureError, InconsistentCheckpointError,
+            LedgerUnavailableError: as for :meth:`append`; nothing is written.
+        """
+        prepared = [self._prepare(e) for e in envelopes]
+        if not prepared:
+            return []
+        now = datetime.now(UTC)
+        results: list[AppendResult] = []
+
+        def plan(head: StoredHead, stored: Mapping[str, tuple[int, bytes]]) -> AppendPlan | None:
+            # Runs under the head lock: sequence numbers and repeats are decided here.
+            results.clear()
+            existing = {k: (seq, Hash(lh)) for k, (seq, lh) in stored.items()}
+            border = CompactRange.from_bytes(head.size, head.border)
+            entries: list[EntryValues] = []
+            nodes: list[tuple[int, bytes]] = []
+            for p in prepared:
+                if p.evidence_id in existing:
+                    seq, lh = existing[p.evidence_id]
+                    results.append(AppendResult(seq, lh, p.evidence_id, False))
+                    continue
+                seq = border.size
+                for n in border.push(p.leaf_hash):
+                    nodes.append((node_key(n.level, n.index), n.hash))
+                entries.append((seq, p.evidence_id, p.leaf_hash, border.root(), p.leaf, now,
+                                *p.activity))
+                existing[p.evidence_id] = (seq, p.leaf_hash)
+                results.append(AppendResult(seq, p.leaf_hash, p.evidence_id, True))
+            if not entries:
+                return None
+            new_head = StoredHead(border.size, border.root(), border.to_bytes())
+            after = None
+            signer = self._signer
+            if (signer is not None and self._every > 0
+                    and border.size // self._every > head.size // self._every):
+
+                def after(conn: Connection) -> None:
+                    cp = self._checkpoint_in(conn, new_head.size, Hash(new_head.root_hash),
+                                             signer, self._origin)
+                    results[-1] = _with_checkpoint(results[-1], cp)
+
+            return AppendPlan(entries, nodes, new_head, after)
+
+        self._db.append([p.evidence_id for p in prepared], plan)
+        return results
+
+    # --- reading --------------------------------------------------------------
+
+    def head(self) -> TreeHead:
+        """The current size and root.
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            h = self._db.read_head(conn)
+        return TreeHead(h.size, Hash(h.root_hash))
+
+    def _size_now(self) -> int:
+        return self._db.fetch_tree((), ()).size
+
+    def entry(self, index: int) -> StoredEntry:
+        """The stored entry at ``index``.
+
+        Raises:
+            EntryNotFoundError: no such entry.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(ENTRY.c.evidence_id, ENTRY.c.leaf_hash, ENTRY.c.envelope,
+                       ENTRY.c.recorded_at).where(ENTRY.c.seq == index)
+            ).first()
+        if row is None:
+            raise EntryNotFoundError(f"no entry at index {index}")
+        leaf = bytes(row.envelope)
+        return StoredEntry(index, EvidenceId(row.evidence_id), Hash(bytes(row.leaf_hash)),
+                           Envelope.from_json(leaf), leaf, row.recorded_at)
+
+    def find(self, evidence_id: str) -> int | None:
+        """The index of the entry with ``evidence_id``, if recorded.
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(ENTRY.c.seq).where(ENTRY.c.evidence_id == evidence_id)
+            ).first()
+        return None if row is None else int(row.seq)
+
+    def find_activity(
+        self, namespace: str, workflow_id: str, run_id: str | None, activity_id: str
+    ) -> int | None:
+        """The newest entry recorded for this activity execution, if any.
+
+        ``run_id=None`` matches any run of the workflow id.
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        stmt = select(func.max(ENTRY.c.seq)).where(
+            ENTRY.c.namespace == namespace,
+            ENTRY.c.workflow_id == workflow_id,
+            ENTRY.c.activity_id == activity_id,
+        )
+        if run_id is not None:
+            stmt = stmt.where(ENTRY.c.run_id == run_id)
+        with self._db.read() as conn:
+            found = conn.execute(stmt).scalar_one()
+        return None if found is None else int(found)
+
+    def root_at(self, size: int) -> Hash:
+        """Root of the first ``size`` entries, from stored subtrees.
+
+        Raises:
+            EntryNotFoundError: ``size`` is beyond the log.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        if size < 0:
+            raise EntryNotFoundError(f"tree size {size} is beyond the log")
+        if size == 0:
+            self._fetch(0, [])
+            return EMPTY_ROOT
+        return fold_plan([range_nodes(0, size)], self._fetch(size, range_nodes(0, size)))[0]
+
+    def _check_size(self, conn: Connection, size: int) -> int:
+        current = self._db.read_head(conn).size
+        if not 0 <= size <= current:
+            raise EntryNotFoundError(f"tree size {size} is beyond the log (size {current})")
+        return current
+
+    def _fetch(self, size: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        """The stored hashes of ``ids``, after checking the log holds ``size`` entries.
+
+        Nodes of a tree of ``size`` never change once written (append-only),
+        so one statement reads both the head and the hashes, with no
+        transaction around it: on PostgreSQL a proof is one round trip.
+        """
+        leaves = [ix for lv, ix in ids if lv == 0]
+        inner = {node_key(lv, ix): (lv, ix) for lv, ix in ids if lv > 0}
+        got = self._db.fetch_tree(leaves, list(inner))
+        if not 0 <= size <= got.size:
+            raise EntryNotFoundError(f"tree size {size} is beyond the log (size {got.size})")
+        out: dict[NodeId, bytes] = {(0, ix): _blob_or_tamper(h, ix) for ix, h in got.leaves.items()}
+        for key, h in got.nodes.items():
+            lv, ix = inner[key]
+            out[(lv, ix)] = _blob_or_tamper(h, ix << lv)
+        missing = [i for i in ids if i not in out]
+        if missing:
+            raise TamperError(
+                missing[0][1] << missing[0][0],
+                f"stored subtree (level {missing[0][0]}, index {missing[0][1]}) is missing",
+            )
+        return out
+
+    def _proof(self, size: int | None, planner: Callable[[int], list[list[NodeId]]]) -> list[Hash]:
+        current = self._size_now() if size is None else size
+        try:
+            plan = planner(current)
+        except ProofSizeError:
+            # A size outside the log is reported first, as it was when the
+            # head was read before planning.
+            if size is not None:
+                now = self._size_now()
+                if not 0 <= size <= now:
+                    raise EntryNotFoundError(
+                        f"tree size {size} is beyond the log (size {now})"
+                    ) from None
+            raise
+        wanted = sorted({nid for ids in plan for nid in ids})
+        return fold_plan(plan, self._fetch(current, wanted))
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[Hash]:
+        """Inclusion proof of entry ``index`` in the tree of ``size`` (default: current).
+
+        Raises:
+            EntryNotFoundError: ``size`` is beyond the log.
+            ProofSizeError: ``index`` is not below ``size``.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        return self._proof(size, lambda n: inclusion_proof_nodes(index, n))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[Hash]:
+        """Consistency proof from ``old_size`` to ``new_size`` (default: current).
+
+        Raises:
+            EntryNotFoundError: ``new_size`` is beyond the log.
+            ProofSizeError: ``old_size`` is 0 or larger than ``new_size``.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        return self._proof(new_size, lambda n: consistency_proof_nodes(old_size, n))
+
+    # --- checkpoints ----------------------------------------------------------
+
+    def checkpoint(self, signer: Signer, origin: str | None = None) -> SignedCheckpoint:
+        """Sign a checkpoint of the current tree, if consistent with the last one.
+
+        Returns the previous checkpoint unchanged when the tree has not grown.
+
+        Raises:
+            CheckpointOriginError: ``origin`` differs from the stored checkpoints'.
+            InconsistentCheckpointError: the stored tree does not extend the
+                previous checkpoint (the log was rewritten); nothing is signed.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.write() as (conn, head):
+            return self._checkpoint_in(conn, head.size, Hash(head.root_hash), signer,
+                                       origin or self._origin)
+
+    def _checkpoint_in(
+        self, conn: Connection, size: int, root: Hash, signer: Signer, origin: str
+    ) -> SignedCheckpoint:
+        lookup = _Lookup(conn)
+        if size and root_from_lookup(size, lookup) != root:
+            raise InconsistentCheckpointError(
+                f"stored subtrees give another root at size {size} than the log head"
+            )
+        prev_row = conn.execute(
+            select(CHECKPOINT).order_by(CHECKPOINT.c.id.desc()).limit(1)
+        ).first()
+        if prev_row is not None:
+            prev = Checkpoint.parse(_note_text(prev_row.note))
+            if prev.origin != origin:
+                raise CheckpointOriginError(
+                    f"log origin is {prev.origin!r}; refusing to sign as {origin!r}"
+                )
+            if prev.size > size:
+                raise InconsistentCheckpointError(
+                    f"log shrank from size {prev.size} to {size}; refusing to sign"
+                )
+            if prev.size > 0:
+                try:
+                    proof = consistency_proof(prev.size, size, lookup)
+                    verify_consistency(prev.size, size, prev.root_hash, root, proof)
+                except ProofError as exc:
+                    raise InconsistentCheckpointError(
+                        f"tree of size {size} is not consistent with the checkpoint at "
+                        f"size {prev.size}: {exc}"
+                    ) from exc
+            if prev.size == size:
+                return SignedCheckpoint(prev, prev_row.note)
+        signed = Checkpoint(origin, size, root).sign(signer)
+        conn.execute(
+            insert(CHECKPOINT).values(
+                size=size, origin=origin, note=signed.note, created_at=datetime.now(UTC)
+            )
+        )
+        return signed
+
+    def checkpoints(self) -> list[SignedCheckpoint]:
+        """Every stored checkpoint, oldest first (signatures not re-checked).
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            rows = conn.execute(select(CHECKPOINT.c.note).order_by(CHECKPOINT.c.id)).all()
+        return [SignedCheckpoint(Checkpoint.parse(_note_text(r.note)), r.note) for r in rows]
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The newest stored checkpoint, if any.
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        cps = self._latest(1)
+        return cps[0] if cps else None
+
+    def _latest(self, n: int) -> list[SignedCheckpoint]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(CHECKPOINT.c.note).order_by(CHECKPOINT.c.id.desc()).limit(n)
+            ).all()
+        return [SignedCheckpoint(Checkpoint.parse(_note_text(r.note)), r.note) for r in rows]
+
+    # --- receipts -------------------------------------------------------------
+
+    def receipt(self, index: int, *, signer: Signer | None = None) -> Receipt:
+        """A receipt for entry ``index`` against the newest checkpoint.
+
+        With ``signer``, a fresh checkpoint is issued first if none covers the entry.
+
+        Raises:
+            EntryNotFoundError: no entry at ``index``.
+            NoCheckpointError: no checkpoint covers the entry and no signer was given.
+            InconsistentCheckpointError: a fresh checkpoint was refused.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        stored = self.entry(index)
+        cp = self.latest_checkpoint()
+        if cp is None or cp.checkpoint.size <= index:
+            if signer is None:
+                raise NoCheckpointError(
+                    f"no checkpoint covers entry {index} yet; run `ecp ledger checkpoint`"
+                )
+            cp = self.checkpoint(signer)
+        proof = self.inclusion_proof(index, cp.checkpoint.size)
+        return Receipt(index, stored.leaf_hash, stored.envelope, cp.checkpoint.size,
+                       tuple(proof), cp.note)
+
+    # --- auditing -------------------------------------------------------------
+
+    def verify_all(self, log_key: Ed25519PublicKey | None = None) -> VerifyReport:
+        """Recompute every entry hash and the whole tree; check every checkpoint.
+
+        Checks, in log order: sequence numbers are gap-free; each entry's bytes
+        hash to its leaf hash and evidence id; the root after each entry is the
+        stored one (catches reordering); every stored subtree hash is the
+        recomputed one; the head matches; then every checkpoint's signature
+        (with ``log_key``), its root against the recomputed tree at its size,
+        and consistency between successive checkpoints.
+
+        Raises:
+            TamperError: the first damage found, naming the first bad entry index.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            head = self._db.read_head(conn)
+            cp_rows = conn.execute(
+                select(CHECKPOINT.c.id, CHECKPOINT.c.size, CHECKPOINT.c.origin,
+                       CHECKPOINT.c.note).order_by(CHECKPOINT.c.id)
+            ).all()
+            wanted_sizes = {int(r.size) for r in cp_rows}
+            roots: dict[int, Hash] = {}
+            border = CompactRange()
+            if 0 in wanted_sizes:
+                roots[0] = border.root()
+            for rows, stored_nodes in _chunks(conn, head.size):
+                for row in rows:
+                    i = border.size
+                    if row.seq != i:
+                        raise TamperError(i, "entry missing (sequence numbers jump "
+                                          f"from {i - 1} to {row.seq})")
+                    leaf = _blob(row.envelope, i, "entry bytes")
+                    lh = leaf_hash(leaf)
+                    if lh != _blob(row.leaf_hash, i, "leaf hash"):
+                        raise TamperError(i, "entry bytes do not match the stored leaf hash")
+                    if _evidence_id(leaf) != row.evidence_id:
+                        raise TamperError(i, "evidence id does not match the entry")
+                    for n in border.push(lh):
+                        key = node_key(n.level, n.index)
+                        if stored_nodes.get(key) != n.hash:
+                            raise TamperError(
+                                i, f"stored subtree hash (level {n.level}, index {n.index}) "
+                                "differs from the recomputed one"
+                            )
+                    if border.root() != _blob(row.root_after, i, "root after entry"):
+                        raise TamperError(
+                            i, "tree root after this entry differs from the stored one "
+                            "(entries reordered, replaced or a stored root rewritten)"
+                        )
+                    if border.size in wanted_sizes:
+                        roots[border.size] = border.root()
+            if border.size != head.size:
+                raise TamperError(border.size, f"log head says size {head.size} but "
+                                  f"{border.size} entries are stored")
+            if border.root() != head.root_hash or border.to_bytes() != head.border:
+                raise TamperError(None, "log head root or border differs from the recomputed tree")
+            nodes_count = conn.execute(select(func.count()).select_from(NODE)).scalar_one()
+            if nodes_count != head.size - head.size.bit_count():
+                raise TamperError(None, f"{nodes_count} subtree rows stored, expected "
+                                  f"{head.size - head.size.bit_count()}")
+            prev: Checkpoint | None = None
+            for r in cp_rows:
+                cp = self._verify_stored_checkpoint(r.id, r.size, r.origin, r.note, log_key,
+                                                    roots, head.size)
+                if prev is not None:
+                    if prev.origin != cp.origin:
+                        raise TamperError(None, f"checkpoint #{r.id} changes the origin")
+                    if cp.size < prev.size:
+                        raise TamperError(cp.size, f"checkpoint #{r.id} is smaller than "
+                                          "an earlier one")
+                    if prev.size > 0:
+                        try:
+                            proof = consistency_proof(prev.size, cp.size, _Lookup(conn))
+                            verify_consistency(prev.size, cp.size, prev.root_hash,
+                                               cp.root_hash, proof)
+                        except ProofError as exc:
+                            raise TamperError(prev.size, f"checkpoint #{r.id} is not consistent "
+                                              f"with the previous one: {exc}") from exc
+                prev = cp
+        return VerifyReport(head.size, Hash(head.root_hash), len(cp_rows))
+
+    @staticmethod
+    def _verify_stored_checkpoint(
+        cp_id: int, size: int, origin: str, note: str, log_key: Ed25519PublicKey | None,
+        roots: Mapping[int, Hash], log_size: int,
+    ) -> Checkpoint:
+        try:
+            if log_key is not None:
+                cp, _ = open_checkpoint(note, log_key, origin=origin)
+            else:
+                cp = Checkpoint.parse(_note_text(note))
+        except LineageError as exc:
+            raise TamperError(None, f"checkpoint #{cp_id} does not verify: {exc}") from exc
+        if cp.origin != origin or cp.size != size:
+            raise TamperError(None, f"checkpoint #{cp_id} row differs from its signed note")
+        if cp.size > log_size:
+            raise TamperError(log_size, f"checkpoint #{cp_id} signs size {cp.size} but the "
+                              f"log holds {log_size} entries (entries deleted)")
+        if roots.get(cp.size) != cp.root_hash:
+            raise TamperError(max(cp.size - 1, 0), f"checkpoint #{cp_id} root differs from "
+                              f"the recomputed tree at size {cp.size}")
+        return cp
+
+
+def _blob(value: object, index: int, what: str) -> bytes:
+    # A BLOB column rewritten as text (SQLite is dynamically typed) is tampering too.
+    if isinstance(value, bytes | memoryview | bytearray):
+        return bytes(value)
+    raise TamperError(index, f"stored {what} is not binary data")
+
+
+def _with_checkpoint(r: AppendResult, cp: SignedCheckpoint) -> AppendResult:
+    return AppendResult(r.index, r.leaf_hash, r.evidence_id, r.created, cp)
+
+
+def _note_text(note: str) -> str:
+    # The body is everything up to the blank line before the signatures.
+    return note[: note.rfind("\n\n") + 1]
+
+
+def _blob_or_tamper(value: object, index: int) -> bytes:
+    if isinstance(value, bytes | memoryview | bytearray):
+        return bytes(value)
+    raise TamperError(index, "a stored tree hash is not binary data")
+
+
+def _leaf_bytes(envelope: Envelope) -> bytes:
+    """:func:`~ecp.lineage.ledger._receipt.entry_leaf`, without the general RFC 8785 encoder.
+
+    An envelope's JSON holds only strings under fixed ASCII keys, and for
+    that shape RFC 8785 is exactly sorted keys, no whitespace, UTF-8, and
+    JSON's minimal escapes, which :func:`json.dumps` produces (tested
+    against ``entry_leaf``). Anything it cannot encode (a lone surrogate)
+    goes through ``entry_leaf`` and fails the same way.
+    """
+    try:
+        return json.dumps(envelope.to_dict(), ensure_ascii=False, separators=(",", ":"),
+                          sort_keys=True).encode("utf-8")
+    except UnicodeEncodeError:
+        return entry_leaf(envelope)
+
+
+def _evidence_id(leaf: bytes) -> str:
+    # A light re-derivation: verify must be fast over millions of entries,
+    # and the leaf hash already pins the bytes.
+    try:
+        payload = base64.b64decode(json.loads(leaf)["payload"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+class _Lookup:
+    """A :data:`~ecp.lineage.ledger._merkle.HashLookup` over the stored tree.
+
+    One query per level kind.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __call__(self, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        out: dict[NodeId, bytes] = {}
+        leaves = [ix for lv, ix in ids if lv == 0]
+        inner = {node_key(lv, ix): (lv, ix) for lv, ix in ids if lv > 0}
+        if leaves:
+            for r in self._conn.execute(
+                select(ENTRY.c.seq, ENTRY.c.leaf_hash).where(ENTRY.c.seq.in_(leaves))
+            ):
+                out[(0, int(r.seq))] = bytes(r.leaf_hash)
+        if inner:
+            for r in self._conn.execute(
+                select(NODE.c.node_id, NODE.c.hash).where(NODE.c.node_id.in_(list(inner)))
+            ):
+                out[inner[int(r.node_id)]] = bytes(r.hash)
+        missing = [i for i in ids if i not in out]
+        if missing:
+            raise TamperError(
+                missing[0][1] << missing[0][0],
+                f"stored subtree (level {missing[0][0]}, index {missing[0][1]}) is missing",
+            )
+        return out
+
+
+def _chunks(conn: Connection, size: int) -> Iterator[tuple[Sequence[Any], dict[int, bytes]]]:
+    """Entries in order, chunk by chunk, with the subtree rows those entries completed."""
+    next_seq = 0
+    while True:
+        rows = conn.execute(
+            select(ENTRY.c.seq, ENTRY.c.evidence_id, ENTRY.c.leaf_hash, ENTRY.c.root_after,
+                   ENTRY.c.envelope)
+            .where(ENTRY.c.seq >= next_seq)
+            .order_by(ENTRY.c.seq)
+            .limit(_VERIFY_CHUNK)
+        ).all()
+        if not rows:
+            return
+        first, last = int(rows[0].seq), int(rows[-1].seq)
+        lo = 2 * first - first.bit_count()
+        hi = 2 * (last + 1) - (last + 1).bit_count()
+        nodes = {
+            int(r.node_id): bytes(r.hash)
+            for r in conn.execute(
+                select(NODE.c.node_id, NODE.c.hash).where(
+                    NODE.c.node_id >= lo, NODE.c.node_id < hi
+                )
+            )
+        }
+        yield rows, nodes
+        next_seq = last + 1
+

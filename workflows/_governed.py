@@ -1,0 +1,396 @@
+"""``GovernedExecution``: verify → authorize → execute → prove, as durable steps.
+
+Workflow code here only orchestrates: every decision, signature and ledger
+write happens in activities on the authority or executor task queues, so the
+history shows each step and replay never re-does crypto or I/O. The one
+exception is the approval update's validator, which checks an approver's
+signature through ``authority`` (passed through the sandbox) so that a bad
+approval is rejected before it ever reaches history.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from ecp.activities._contracts import (
+        ACTIVITY_AUTHORIZE,
+        ACTIVITY_EVALUATE,
+        ACTIVITY_PREPARE,
+        ACTIVITY_PROVE,
+        GATE_MARK,
+        AuthorizeInput,
+        DecisionResult,
+        EvaluateInput,
+        GrantResult,
+        PrepareInput,
+        PrepareResult,
+        ProveInput,
+        ProveResult,
+    )
+    from ecp.authority._approval import execution_ref
+    from ecp.workflows._approval_check import ApprovalRejected, approver_of, check_approval
+    from ecp.workflows._grant_header import attach_grant
+    from ecp.workflows._models import ApprovalAck, GovernedRequest, GovernedResult
+    from ecp.workflows._search_attributes import (
+        SA_ACTION,
+        SA_DECISION,
+        SA_GRANT_ID,
+        SA_INITIATOR,
+        SA_OUTCOME,
+        SA_POLICY_DIGEST,
+    )
+
+__all__ = ["GovernedExecution", "execute_activity_id"]
+
+_STEP_TIMEOUT = timedelta(seconds=30)
+_GOVERNANCE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=10),
+)
+
+
+_EXECUTE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=30),
+)
+#: The gate's refusal once a grant's uses are spent.
+EXHAUSTED_TYPE = "ecp.grant_attempts_exhausted"
+
+
+def _from_gate(err: BaseException | None) -> bool:
+    """Whether ``err`` is the gate's refusal (not the body's own error)."""
+    details = err.details if isinstance(err, ApplicationError) else ()
+    return bool(details) and details[0] == GATE_MARK
+
+
+def _this_execution() -> str:
+    info = workflow.info()
+    return execution_ref(info.namespace, info.workflow_id, info.run_id)
+
+
+def execute_activity_id(action: str) -> str:
+    """The activity id the execute step uses (and the grant binds)."""
+    return f"execute:{action}"
+
+
+@workflow.defn(name="GovernedExecution")
+class GovernedExecution:
+    """Runs one governed action as verify → authorize → execute → prove."""
+
+    def __init__(self) -> None:
+        self._step = "verify"
+        self._decision: DecisionResult | None = None
+        self._approvals: list[str] = []
+        self._approvers: set[str] = set()
+        self._grant: GrantResult | None = None
+        self._receipt: ProveResult | None = None
+        self._outcome = ""
+
+    # --- queries and updates ------------------------------------------------
+
+    @workflow.query(name="ecp.status")
+    def status(self) -> dict[str, object]:
+        """Where the execution is and what it has established so far."""
+        d = self._decision
+        return {
+            "step": self._step,
+            "decision": d.effect if d else None,
+            "decision_id": d.decision_id if d else None,
+            "reasons": d.reasons if d else [],
+            "approvals": sorted(self._approvers),
+            "approvals_required": d.approvals_required if d else 0,
+            "grant_id": self._grant.grant_id if self._grant else None,
+            "grant_expires_at": self._grant.expires_at if self._grant else None,
+            "outcome": self._outcome or None,
+            "ledger_index": self._receipt.index if self._receipt else None,
+        }
+
+    @workflow.query(name="ecp.decision")
+    def decision(self) -> DecisionResult | None:
+        """The policy decision, once made (approvers sign over it)."""
+        return self._decision
+
+    @workflow.update(name="ecp.approve")
+    def approve(self, approval: str) -> ApprovalAck:
+        """Deliver one signed approval (a DSSE envelope, JSON)."""
+        assert self._decision is not None  # the validator guarantees it
+        # The validator verified the signature before the update was accepted;
+        # validators do not run on replay, so the handler only reads the
+        # approver's name (and depends on nothing a replay could see
+        # differently, like the namespace a Replayer runs in).
+        approver = approver_of(approval)
+        self._approvals.append(approval)
+        self._approvers.add(approver)
+        self._refresh_details()
+        return ApprovalAck(approver, len(self._approvers), self._decision.approvals_required)
+
+    @approve.validator
+    def _validate_approval(self, approval: str) -> None:
+        d = self._decision
+        if d is None or d.effect != "allow_after_approval" or self._step != "approve":
+            raise ApprovalRejected("this execution is not waiting for approvals")
+        approver = check_approval(approval, d, workflow.now(), _this_execution())
+        if approver in self._approvers:
+            raise ApprovalRejected(f"{approver} has already approved")
+
+    # --- the run --------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, req: GovernedRequest) -> GovernedResult:
+        # One event group per governed action, so the UI shows its steps
+        # together (an experimental SDK feature; harmless where unsupported).
+        group = workflow.create_event_group(
+            f"ecp:{req.action}", label=f"governed {req.action} by {req.initiator}"
+        )
+        with group.scope():
+            return await self._run(req)
+
+    async def _run(self, req: GovernedRequest) -> GovernedResult:
+        workflow.upsert_search_attributes(
+            [SA_ACTION.value_set(req.action), SA_INITIATOR.value_set(req.initiator)]
+        )
+        self._refresh_details(req)
+
+        # verify: the executor attests itself and normalises the call, then
+        # the policy decides on exactly what would run.
+        try:
+            prepared: PrepareResult = await workflow.execute_activity(
+                ACTIVITY_PREPARE,
+                PrepareInput(req.action, req.args),
+                task_queue=req.queues.executor,
+                start_to_close_timeout=_STEP_TIMEOUT,
+                retry_policy=_GOVERNANCE_RETRY,
+                result_type=PrepareResult,
+                summary=f"verify: attest the executor and check the {req.action} arguments",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if not isinstance(cause, ApplicationError):
+                raise
+            return await self._refuse_request(req, cause.type or "ecp.malformed", cause.message)
+        args = prepared.args
+        decision: DecisionResult = await workflow.execute_activity(
+            ACTIVITY_EVALUATE,
+            EvaluateInput(req.action, args, req.initiator, req.purpose, prepared.attestation),
+            task_queue=req.queues.authority,
+            start_to_close_timeout=_STEP_TIMEOUT,
+            retry_policy=_GOVERNANCE_RETRY,
+            result_type=DecisionResult,
+            summary=f"verify: policy decision for {req.action}",
+        )
+        self._decision = decision
+        workflow.upsert_search_attributes(
+            [
+                SA_DECISION.value_set(decision.effect),
+                SA_POLICY_DIGEST.value_set(decision.policy_digest),
+            ]
+        )
+        self._refresh_details(req)
+        exec_id = execute_activity_id(req.action)
+
+        if decision.effect == "deny":
+            return await self._finish_denied(
+                req, exec_id, "policy_denied", "; ".join(decision.reasons), args
+            )
+
+        if decision.effect == "allow_after_approval":
+            self._step = "approve"
+            self._refresh_details(req)
+            try:
+                await workflow.wait_condition(
+                    lambda: len(self._approvers) >= decision.approvals_required,
+                    timeout=timedelta(seconds=req.approval_timeout_seconds),
+                    timeout_summary="approval deadline",
+                )
+            except TimeoutError:
+                return await self._finish_denied(
+                    req,
+                    exec_id,
+                    "approval_deadline",
+                    f"approval deadline passed with {len(self._approvers)} of "
+                    f"{decision.approvals_required} approvals",
+                    args,
+                )
+
+        # authorize
+        self._step = "authorize"
+        try:
+            grant: GrantResult = await workflow.execute_activity(
+                ACTIVITY_AUTHORIZE,
+                AuthorizeInput(
+                    decision_json=decision.decision_json,
+                    approvals=list(self._approvals),
+                    action=req.action,
+                    args=args,
+                    initiator=req.initiator,
+                    activity_id=exec_id,
+                    purpose=req.purpose,
+                    attestation=prepared.attestation,
+                ),
+                task_queue=req.queues.authority,
+                start_to_close_timeout=_STEP_TIMEOUT,
+                retry_policy=_GOVERNANCE_RETRY,
+                result_type=GrantResult,
+                summary="authorize: sign a grant bound to the call",
+            )
+        except ActivityError as err:
+            # The authority refused to sign (an approval expired or was
+            # revoked meanwhile, the policy changed under the decision, ...):
+            # a denial like any other, and proven like one.
+            cause = err.cause
+            if not isinstance(cause, ApplicationError) or not (cause.type or "").startswith("ecp."):
+                raise
+            return await self._finish_denied(req, exec_id, cause.type or "", cause.message, args)
+        self._grant = grant
+        workflow.upsert_search_attributes([SA_GRANT_ID.value_set(grant.grant_id)])
+
+        # execute
+        self._step = "execute"
+        self._refresh_details(req)
+        result: object = None
+        outcome, reason_code, reason = "completed", "", ""
+        try:
+            with attach_grant(grant.envelope.encode("utf-8")):
+                result = await workflow.execute_activity(
+                    req.action,
+                    args=args,
+                    task_queue=req.queues.executor,
+                    activity_id=exec_id,
+                    start_to_close_timeout=timedelta(seconds=req.execute_timeout_seconds),
+                    # Unlimited at the Temporal level on purpose: the gate
+                    # lets the body run at most grant.max_attempts times and
+                    # refuses the rest for good, while attempts refused for an
+                    # outage (before any body ran) just wait and retry.
+                    retry_policy=_EXECUTE_RETRY,
+                    summary=f"execute: {req.action} under grant {grant.grant_id}",
+                )
+        except ActivityError as err:
+            cause = err.cause
+            kind = cause.type or "" if isinstance(cause, ApplicationError) else ""
+            if kind == EXHAUSTED_TYPE:
+                # The body ran and failed as often as the grant allows.
+                outcome, reason_code = "failed", kind
+            elif kind.startswith("ecp.") and _from_gate(cause):
+                outcome, reason_code = "denied", kind
+            else:
+                outcome = "failed"
+                reason_code = type(cause).__name__ if cause else "ActivityError"
+            reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
+
+        return await self._prove(req, exec_id, outcome, reason_code, reason, result, args)
+
+    # --- helpers --------------------------------------------------------------
+
+    async def _finish_denied(
+        self, req: GovernedRequest, exec_id: str, code: str, reason: str, args: list[object]
+    ) -> GovernedResult:
+        return await self._prove(req, exec_id, "denied", code, reason, None, args)
+
+    async def _refuse_request(self, req: GovernedRequest, code: str, reason: str) -> GovernedResult:
+        """Deny a request the executor cannot even prepare (unknown action, bad args)."""
+        self._decision = DecisionResult(
+            decision_json="",
+            decision_id="",
+            effect="deny",
+            policy_digest="",
+            request_digest="",
+            reasons=[reason],
+            determining_policies=[],
+        )
+        workflow.upsert_search_attributes([SA_DECISION.value_set("deny")])
+        return await self._finish_denied(
+            req, execute_activity_id(req.action), code, reason, req.args
+        )
+
+    async def _prove(
+        self,
+        req: GovernedRequest,
+        exec_id: str,
+        outcome: str,
+        reason_code: str,
+        reason: str,
+        result: object,
+        args: list[object],
+    ) -> GovernedResult:
+        info = workflow.info()
+        d = self._decision
+        assert d is not None
+        self._step = "prove"
+        self._outcome = outcome
+        workflow.upsert_search_attributes([SA_OUTCOME.value_set(outcome)])
+        self._refresh_details(req)
+        receipt: ProveResult = await workflow.execute_activity(
+            ACTIVITY_PROVE,
+            ProveInput(
+                namespace=info.namespace,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                activity_id=exec_id,
+                action=req.action,
+                initiator=req.initiator,
+                decision_id=d.decision_id,
+                policy_digest=d.policy_digest,
+                outcome=outcome,
+                reason_code=reason_code,
+                reason=reason,
+                grant_id=self._grant.grant_id if self._grant else "",
+                args=args,
+            ),
+            task_queue=req.queues.authority,
+            start_to_close_timeout=_STEP_TIMEOUT,
+            retry_policy=_GOVERNANCE_RETRY,
+            result_type=ProveResult,
+            summary=f"prove: record {outcome} evidence and fetch the receipt",
+        )
+        self._receipt = receipt
+        self._step = "done"
+        self._refresh_details(req)
+        return GovernedResult(
+            decision=d.effect,
+            decision_id=d.decision_id,
+            policy_digest=d.policy_digest,
+            reasons=d.reasons,
+            outcome=outcome,
+            reason=reason,
+            grant_id=self._grant.grant_id if self._grant else "",
+            result=result,
+            ledger_index=receipt.index,
+            receipt=receipt.receipt,
+        )
+
+    def _refresh_details(self, req: GovernedRequest | None = None) -> None:
+        # Markdown tables do not render in the Temporal UI: use a list.
+        s = self.status()
+        lines = [f"**ECP governed execution** — step: `{s['step']}`"]
+        if req is not None:
+            lines.append(f"- action: `{req.action}` by `{req.initiator}`")
+        if self._decision is not None:
+            lines.append(
+                f"- decision: **{self._decision.effect}** ({'; '.join(self._decision.reasons)})"
+            )
+            lines.append(f"- policy: `{self._decision.policy_digest[:23]}…`")
+            if self._decision.approvals_required:
+                lines.append(
+                    f"- approvals: {len(self._approvers)} of {self._decision.approvals_required}"
+                    f" ({self._decision.approval_role})"
+                    + (
+                        f" — pending: `ecp approve {workflow.info().workflow_id} --key FILE`"
+                        if self._step == "approve"
+                        else ""
+                    )
+                )
+        if self._grant is not None:
+            lines.append(f"- grant: `{self._grant.grant_id}` expires {self._grant.expires_at}")
+        if self._outcome:
+            lines.append(f"- outcome: **{self._outcome}**")
+        if self._receipt is not None:
+            r = self._receipt
+            lines.append(f"- receipt: ledger entry #{r.index} in a tree of {r.tree_size}")
+        workflow.set_current_details("\n".join(lines))
