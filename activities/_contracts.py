@@ -1,5 +1,6 @@
-"""Inputs and outputs of the governance activities (the wire contract between
-``GovernedExecution`` and the authority and executor workers).
+"""Inputs and outputs of the governance activities.
+
+The wire contract between ``GovernedExecution`` and the authority and executor workers.
 
 Plain dataclasses of JSON types: they cross the workflow sandbox and land in
 history, so they hold digests, ids and signed envelopes, never keys.

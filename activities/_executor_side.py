@@ -1,5 +1,4 @@
-"""The executor's own governance step: attest its environment and normalise
-the call it would run.
+"""The executor's own governance step: attest its environment and normalise the call it would run.
 
 The executor holds a worker key (to sign attestations and evidence) and the
 trust store's public keys; never an authority key.

@@ -1,5 +1,6 @@
-"""The gate: a worker-side interceptor that runs a governed activity only
-after its grant verifies against the actual call.
+"""The gate: runs a governed activity only after its grant verifies.
+
+A worker-side interceptor; the grant is checked against the actual call.
 
 Fail-closed by construction: the body is reached through exactly one path,
 after :func:`ecp.authority._verify.verify_grant` returned a ``VerifiedGrant``. Any
@@ -138,8 +139,9 @@ class GateInterceptor(Interceptor):
 
 
 class RefusingGate(Interceptor):
-    """The gate of a worker that cannot verify grants: refuses every governed
-    activity (non-retryably) and lets everything else through.
+    """The gate of a worker that cannot verify grants.
+
+    Refuses every governed activity (non-retryably) and lets everything else through.
 
     Installed wherever no real gate is configured, so that registering a
     governed activity on, say, an authority worker never runs it ungated.

@@ -1,5 +1,6 @@
-"""The prove step: make sure the evidence is in the ledger, checkpoint it, and
-return a receipt anyone can verify offline.
+"""The prove step: evidence in the ledger, checkpointed, and a receipt.
+
+Anyone can verify the receipt offline.
 
 Runs on the authority queue, beside the log key. Executions were recorded
 by the gate (signed by the executor's worker key); this step finds that

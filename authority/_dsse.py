@@ -103,9 +103,7 @@ class Envelope:
         """
         raw = data.encode("utf-8") if isinstance(data, str) else data
         if len(raw) > max_bytes:
-            raise EnvelopeTooLargeError(
-                f"envelope is {len(raw)} bytes, limit is {max_bytes}"
-            )
+            raise EnvelopeTooLargeError(f"envelope is {len(raw)} bytes, limit is {max_bytes}")
         try:
             doc = parse_json_strict(raw)
         except DuplicateKeyJSONError as exc:

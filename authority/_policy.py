@@ -323,8 +323,11 @@ class PolicyBundle:
             if not isinstance(ent, dict) or (uid := _uid(ent.get("uid"))) is None:
                 raise PolicyBundleError(f"{ent_file}: entity {i} has no {{type, id}} uid")
             raw_parents = ent.get("parents", [])
-            ps = {p for p in map(_uid, raw_parents if isinstance(raw_parents, list) else [])
-                  if p is not None}
+            ps = {
+                p
+                for p in map(_uid, raw_parents if isinstance(raw_parents, list) else [])
+                if p is not None
+            }
             parents.setdefault(uid, set()).update(ps)
         self._parents = parents
 
@@ -489,9 +492,7 @@ class PolicyBundle:
         ids = tuple(m.name for m in matched)
         if errors:
             # Fail closed: a policy that errored might have been a forbid.
-            return decide(
-                Effect.DENY, ids, tuple(f"policy evaluation error: {e}" for e in errors)
-            )
+            return decide(Effect.DENY, ids, tuple(f"policy evaluation error: {e}" for e in errors))
         if result.decision != cedarpy.Decision.Allow:
             if matched:
                 return decide(

@@ -1,5 +1,6 @@
-"""Single use of grants: a grant is honoured at most ``max_attempts`` times,
-and each Temporal attempt at most once.
+"""Single use of grants.
+
+A grant is honoured at most ``max_attempts`` times, and each Temporal attempt at most once.
 
 Temporal retries an activity with the same headers, so a grant cannot name
 the attempt it is for. It binds ``max_attempts`` instead. The gate consumes
@@ -139,9 +140,7 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
 class SqlReplayGuard:
     """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL)."""
 
-    def __init__(
-        self, url_or_engine: str | Engine, *, clock: Clock = system_clock
-    ) -> None:
+    def __init__(self, url_or_engine: str | Engine, *, clock: Clock = system_clock) -> None:
         """Connect lazily: the table is created on first use.
 
         Args:
@@ -217,8 +216,10 @@ class SqlReplayGuard:
         raise _exhausted(grant_id, max_attempts)
 
     def close(self, grant_id: str, max_attempts: int) -> None:
-        """See :meth:`ReplayGuard.close`: takes every free slot, recording a
-        negative attempt (real attempts are >= 1, so none can collide)."""
+        """See :meth:`ReplayGuard.close`: takes every free slot.
+
+        Records a negative attempt (real attempts are >= 1, so none can collide).
+        """
         self._ensure_table()
         now = now_utc(self._clock)
         try:

@@ -37,8 +37,7 @@ from ecp.authority.errors import (
     WorkflowMismatchError,
 )
 
-__all__ = [
-    "NOT_BEFORE_LEEWAY","ExpectedCall", "VerifiedGrant", "verify_grant"]
+__all__ = ["NOT_BEFORE_LEEWAY", "ExpectedCall", "VerifiedGrant", "verify_grant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +78,29 @@ _Check = tuple[
 
 # One specific error per bound field, in the order they are compared.
 _BINDINGS: tuple[_Check, ...] = (
-    ("activity type", lambda g: g.call.activity_type, lambda e: e.activity_type,
-     ActivityTypeMismatchError),
-    ("argument digest", lambda g: g.call.args_digest, lambda e: e.args_digest,
-     ArgumentsMismatchError),
+    (
+        "activity type",
+        lambda g: g.call.activity_type,
+        lambda e: e.activity_type,
+        ActivityTypeMismatchError,
+    ),
+    (
+        "argument digest",
+        lambda g: g.call.args_digest,
+        lambda e: e.args_digest,
+        ArgumentsMismatchError,
+    ),
     ("namespace", lambda g: g.call.namespace, lambda e: e.namespace, NamespaceMismatchError),
-    ("workflow id", lambda g: g.call.workflow_id, lambda e: e.workflow_id,
-     WorkflowMismatchError),
+    ("workflow id", lambda g: g.call.workflow_id, lambda e: e.workflow_id, WorkflowMismatchError),
     ("run id", lambda g: g.call.run_id, lambda e: e.run_id, RunMismatchError),
-    ("activity id", lambda g: g.call.activity_id, lambda e: e.activity_id,
-     ActivityMismatchError),
+    ("activity id", lambda g: g.call.activity_id, lambda e: e.activity_id, ActivityMismatchError),
     ("initiator", lambda g: g.initiator, lambda e: e.initiator, InitiatorMismatchError),
-    ("policy digest", lambda g: g.policy_digest, lambda e: e.policy_digest,
-     PolicyDigestMismatchError),
+    (
+        "policy digest",
+        lambda g: g.policy_digest,
+        lambda e: e.policy_digest,
+        PolicyDigestMismatchError,
+    ),
     ("decision id", lambda g: g.decision_id, lambda e: e.decision_id, DecisionMismatchError),
 )
 

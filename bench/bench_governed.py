@@ -92,9 +92,7 @@ async def _batch(n: int, start_one: object) -> tuple[float, list[float]]:
 
 
 async def end_to_end(n: int, rounds: int, eager: bool) -> None:
-    extra = (
-        ["--dynamic-config-value", "system.enableActivityEagerExecution=true"] if eager else []
-    )
+    extra = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"] if eager else []
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         search_attributes=list(ALL_KEYS),
@@ -106,19 +104,28 @@ async def end_to_end(n: int, rounds: int, eager: bool) -> None:
             home = Path(tmp)
             init_keyring(home / "keys")
             q = uuid.uuid4().hex[:6]
-            settings = Settings(home=home, authority_queue=f"a-{q}", executor_queue=f"e-{q}",
-                                database_url=f"sqlite:///{home / 'ecp.db'}")
+            settings = Settings(
+                home=home,
+                authority_queue=f"a-{q}",
+                executor_queue=f"e-{q}",
+                database_url=f"sqlite:///{home / 'ecp.db'}",
+            )
             plugin, ledger = build_plugin(settings, role=Role.ALL)
             client: Client = env.client
             queues = TaskQueues(settings.authority_queue, settings.executor_queue)
             plain_q = f"plain-{q}"
-            async with run_workers(client, settings, plugin, role=Role.ALL), Worker(
-                client, task_queue=plain_q, workflows=[BenchPlain], activities=[payout_plain]
+            async with (
+                run_workers(client, settings, plugin, role=Role.ALL),
+                Worker(
+                    client, task_queue=plain_q, workflows=[BenchPlain], activities=[payout_plain]
+                ),
             ):
 
                 async def plain(i: int) -> None:
                     await client.execute_workflow(
-                        BenchPlain.run, ARGS, id=f"plain-{q}-{i}-{uuid.uuid4().hex[:4]}",
+                        BenchPlain.run,
+                        ARGS,
+                        id=f"plain-{q}-{i}-{uuid.uuid4().hex[:4]}",
                         task_queue=plain_q,
                     )
 
@@ -133,8 +140,10 @@ async def end_to_end(n: int, rounds: int, eager: bool) -> None:
 
                 await _batch(5, plain)  # warm-up both paths
                 await _batch(5, governed)
-                rows: dict[str, tuple[list[float], list[float]]] = {"plain": ([], []),
-                                                                     "governed": ([], [])}
+                rows: dict[str, tuple[list[float], list[float]]] = {
+                    "plain": ([], []),
+                    "governed": ([], []),
+                }
                 for _ in range(rounds):
                     # Interleaved rounds so both kinds see the same machine load.
                     for name, fn in (("plain", plain), ("governed", governed)):
@@ -142,16 +151,22 @@ async def end_to_end(n: int, rounds: int, eager: bool) -> None:
                         rows[name][0].append(n / wall)
                         rows[name][1].extend(lat)
             ledger.close()
-    print(f"\nEnd to end on one dev server: {n} concurrent workflows x {rounds} rounds"
-          f" (eager activity execution {'on' if eager else 'off'})")
+    print(
+        f"\nEnd to end on one dev server: {n} concurrent workflows x {rounds} rounds"
+        f" (eager activity execution {'on' if eager else 'off'})"
+    )
     print(f"{'kind':<10}{'workflows/s':>14}{'p50 ms':>10}{'p95 ms':>10}")
     for name, (tps, lat) in rows.items():
-        print(f"{name:<10}{statistics.mean(tps):>14.1f}{_pct(lat, .5) * 1e3:>10.1f}"
-              f"{_pct(lat, .95) * 1e3:>10.1f}")
+        print(
+            f"{name:<10}{statistics.mean(tps):>14.1f}{_pct(lat, 0.5) * 1e3:>10.1f}"
+            f"{_pct(lat, 0.95) * 1e3:>10.1f}"
+        )
     ratio = statistics.mean(rows["governed"][0]) / statistics.mean(rows["plain"][0])
     print(f"governed/plain throughput ratio: {ratio:.2f} (goal >= 0.5)")
-    print("governed runs 5 activities (prepare, evaluate, authorize, execute, prove) "
-          "against plain's 1")
+    print(
+        "governed runs 5 activities (prepare, evaluate, authorize, execute, prove) "
+        "against plain's 1"
+    )
 
 
 def gate_cost(iterations: int) -> None:
@@ -164,14 +179,33 @@ def gate_cost(iterations: int) -> None:
     args = [Payout(**ARGS)]  # what the gate holds: decoded, typed values
 
     def grant(i: int) -> tuple[bytes, ExpectedCall]:
-        call = CallBinding(activity_type="payout", args_digest=digest_values([ARGS], conv),
-                           namespace="default", workflow_id=f"wf-{i}", run_id="run",
-                           activity_id="execute:payout")
-        env = issue_grant(decision, call, initiator="alice", environment_digest=env_digest,
-                          signer=authority, clock=system_clock, ttl=timedelta(minutes=5))
-        exp = ExpectedCall(activity_type="payout", args_digest="", namespace="default",
-                           workflow_id=f"wf-{i}", run_id="run", activity_id="execute:payout",
-                           environment_digest=env_digest, attempt=1)
+        call = CallBinding(
+            activity_type="payout",
+            args_digest=digest_values([ARGS], conv),
+            namespace="default",
+            workflow_id=f"wf-{i}",
+            run_id="run",
+            activity_id="execute:payout",
+        )
+        env = issue_grant(
+            decision,
+            call,
+            initiator="alice",
+            environment_digest=env_digest,
+            signer=authority,
+            clock=system_clock,
+            ttl=timedelta(minutes=5),
+        )
+        exp = ExpectedCall(
+            activity_type="payout",
+            args_digest="",
+            namespace="default",
+            workflow_id=f"wf-{i}",
+            run_id="run",
+            activity_id="execute:payout",
+            environment_digest=env_digest,
+            attempt=1,
+        )
         return env.to_json(), exp
 
     grants = [grant(i) for i in range(iterations)]
@@ -189,8 +223,9 @@ def gate_cost(iterations: int) -> None:
         t0 = time.perf_counter()
         for envelope, exp in grants:
             d = digest_values(args, conv)
-            verify_grant(envelope, trust=trust, expected=_with(exp, d), clock=system_clock,
-                         replay=guard)  # type: ignore[arg-type]
+            verify_grant(
+                envelope, trust=trust, expected=_with(exp, d), clock=system_clock, replay=guard
+            )  # type: ignore[arg-type]
         return (time.perf_counter() - t0) / iterations
 
     in_memory = gate(InMemoryReplayGuard())
@@ -201,10 +236,14 @@ def gate_cost(iterations: int) -> None:
         sql.dispose()
     print(f"\nGate cost in process ({iterations} grants)")
     print(f"raw floor: Ed25519 verify + argument digest      {floor * 1e6:8.1f} us")
-    print(f"gate check, in-memory single-use store          {in_memory * 1e6:8.1f} us "
-          f"({in_memory / floor:.2f}x floor, goal <= 2x)")
-    print(f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
-          f"({on_sqlite / floor:.2f}x floor)")
+    print(
+        f"gate check, in-memory single-use store          {in_memory * 1e6:8.1f} us "
+        f"({in_memory / floor:.2f}x floor, goal <= 2x)"
+    )
+    print(
+        f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
+        f"({on_sqlite / floor:.2f}x floor)"
+    )
     print(f"(sha256 of 1 KB for scale: {_sha_cost() * 1e6:.2f} us)")
 
 
@@ -227,8 +266,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="concurrent workflows per batch")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per kind")
     parser.add_argument("--gate-iterations", type=int, default=2000)
-    parser.add_argument("--eager", action="store_true",
-                        help="enable the server's eager activity execution")
+    parser.add_argument(
+        "--eager", action="store_true", help="enable the server's eager activity execution"
+    )
     ns = parser.parse_args()
     gate_cost(ns.gate_iterations)
     asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager))

@@ -87,8 +87,9 @@ def _peak(fn: Callable[..., object], *args: object) -> int:
 
 def main(sizes: list[int]) -> None:
     formats = [f for f in ExportFormat if f is not ExportFormat.SVG]
-    print(f"{'events':>7} {'what':>12} {'total s':>8} {'µs/event':>9} {'peak MB':>8} "
-          f"{'B/event':>8}")
+    print(
+        f"{'events':>7} {'what':>12} {'total s':>8} {'µs/event':>9} {'peak MB':>8} {'B/event':>8}"
+    )
     for n in sizes:
         h = synthetic_history(n)
         n = len(h.events)
@@ -97,15 +98,19 @@ def main(sizes: list[int]) -> None:
         g = build_graph([h])
         untraced = time.perf_counter() - t
         peak = _peak(build_graph, [h])
-        print(f"{n:>7} {'graph':>12} {untraced:>8.3f} {untraced / n * 1e6:>9.1f} "
-              f"{peak / 1e6:>8.1f} {peak / n:>8.0f}")
+        print(
+            f"{n:>7} {'graph':>12} {untraced:>8.3f} {untraced / n * 1e6:>9.1f} "
+            f"{peak / 1e6:>8.1f} {peak / n:>8.0f}"
+        )
         for f in formats:
             t = time.perf_counter()
             render_graph(g, f)
             untraced = time.perf_counter() - t
             peak = _peak(render_graph, g, f)
-            print(f"{n:>7} {f.value:>12} {untraced:>8.3f} {untraced / n * 1e6:>9.1f} "
-                  f"{peak / 1e6:>8.1f} {peak / n:>8.0f}")
+            print(
+                f"{n:>7} {f.value:>12} {untraced:>8.3f} {untraced / n * 1e6:>9.1f} "
+                f"{peak / 1e6:>8.1f} {peak / n:>8.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -145,8 +145,9 @@ def start_dev_server(
 
 
 def start_for_settings(settings: Settings) -> DevServer:
-    """Start (or reuse) the dev server at ``settings.temporal_address``, with
-    its SQLite file and log in the data directory.
+    """Start (or reuse) the dev server at ``settings.temporal_address``.
+
+    Its SQLite file and log live in the data directory.
 
     Raises:
         DevServerError: see :func:`start_dev_server`.

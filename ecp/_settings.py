@@ -1,5 +1,6 @@
-"""One typed settings model, read from ``ECP_*`` environment variables and an
-optional settings file.
+"""One typed settings model.
+
+Read from ``ECP_*`` environment variables and an optional settings file.
 
 Every process (CLI, workers, demo) reads the same model, so a deployment is
 described by environment alone; ``ECP_CONFIG_FILE`` names a TOML file (keys
@@ -149,9 +150,11 @@ class Settings(BaseSettings):
 
     @property
     def accepted_digests(self) -> frozenset[str] | None:
-        """Policy digests an executor's gate accepts; ``None`` accepts any the
-        authority signed (pin them so a compromised or stale authority bundle
-        cannot authorise work here)."""
+        """Policy digests an executor's gate accepts.
+
+        ``None`` accepts any the authority signed (pin them so a compromised or stale
+        authority bundle cannot authorise work here).
+        """
         items = frozenset(d.strip() for d in self.accepted_policy_digests.split(",") if d.strip())
         return items or None
 

@@ -155,7 +155,8 @@ def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
             f = e.activity_task_failed_event_attributes
             ftype = f.failure.application_failure_info.type
             by_sched[f.scheduled_event_id].outcome = (
-                "denied" if ftype.startswith("ecp.") and ftype != "ecp.governance_unavailable"
+                "denied"
+                if ftype.startswith("ecp.") and ftype != "ecp.governance_unavailable"
                 else "failed"
             )
         elif t in (E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT, E.EVENT_TYPE_ACTIVITY_TASK_CANCELED):
@@ -222,16 +223,19 @@ def _check_grant(x: _Execution, envelope: bytes, ctx: _Context) -> str:
     try:
         # A fresh replay guard: the gate burnt the grant when it ran; here we
         # only ask whether that one use was legitimate.
-        verify_grant(envelope, trust=ctx.trust, expected=expected,
-                     clock=FixedClock(x.started_at), replay=InMemoryReplayGuard())
+        verify_grant(
+            envelope,
+            trust=ctx.trust,
+            expected=expected,
+            clock=FixedClock(x.started_at),
+            replay=InMemoryReplayGuard(),
+        )
     except AuthorityError as exc:
         return f"{exc.code}: {exc}"
     return "verified"
 
 
-def _check_evidence(
-    x: _Execution, grant_id: str, ctx: _Context
-) -> tuple[str, int, list[str]]:
+def _check_evidence(x: _Execution, grant_id: str, ctx: _Context) -> tuple[str, int, list[str]]:
     a = x.scheduled.activity_task_scheduled_event_attributes
     idx = ctx.ledger.find_activity(x.namespace, x.workflow_id, x.run_id, a.activity_id)
     if idx is None:
@@ -245,11 +249,15 @@ def _check_evidence(
         return f"invalid: {exc}", idx, [f"{Violation.EVIDENCE_INVALID}: {exc}"]
     p = ev.predicate
     if p.outcome.status.value != x.outcome:
-        problems.append(f"{Violation.EVIDENCE_MISMATCH}: ledger says {p.outcome.status.value}, "
-                        f"history says {x.outcome}")
+        problems.append(
+            f"{Violation.EVIDENCE_MISMATCH}: ledger says {p.outcome.status.value}, "
+            f"history says {x.outcome}"
+        )
     if grant_id and p.grant_id and p.grant_id != grant_id:
-        problems.append(f"{Violation.EVIDENCE_MISMATCH}: ledger names grant {p.grant_id}, "
-                        f"the call carried {grant_id}")
+        problems.append(
+            f"{Violation.EVIDENCE_MISMATCH}: ledger names grant {p.grant_id}, "
+            f"the call carried {grant_id}"
+        )
     try:
         receipt = ctx.ledger.receipt(idx)
         verify_receipt(receipt, ctx.log_key, origin=ctx.origin)
@@ -282,15 +290,24 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     )
     violations.extend(problems)
     status = (
-        GovernanceStatus.VIOLATION if violations
-        else GovernanceStatus.DENIED if x.outcome in ("denied", "not_started")
+        GovernanceStatus.VIOLATION
+        if violations
+        else GovernanceStatus.DENIED
+        if x.outcome in ("denied", "not_started")
         else GovernanceStatus.OK
     )
     return Finding(
         node=f"activity:{x.workflow_id}/{x.run_id}/{x.scheduled.event_id}",
-        workflow_id=x.workflow_id, run_id=x.run_id, activity_id=a.activity_id,
-        activity_type=a.activity_type.name, outcome=x.outcome, grant=grant,
-        grant_id=grant_id, evidence=evidence, ledger_index=idx, status=status,
+        workflow_id=x.workflow_id,
+        run_id=x.run_id,
+        activity_id=a.activity_id,
+        activity_type=a.activity_type.name,
+        outcome=x.outcome,
+        grant=grant,
+        grant_id=grant_id,
+        evidence=evidence,
+        ledger_index=idx,
+        status=status,
         violations=tuple(violations),
     )
 
@@ -314,8 +331,16 @@ def _unmatched_evidence(
             try:
                 ev = parse_evidence(ctx.ledger.entry(int(r.seq)).envelope)
             except LineageError as exc:
-                out.append(_orphan(wf, r, "unknown", "", f"invalid: {exc}",
-                                   [f"{Violation.EVIDENCE_INVALID}: {exc}"]))
+                out.append(
+                    _orphan(
+                        wf,
+                        r,
+                        "unknown",
+                        "",
+                        f"invalid: {exc}",
+                        [f"{Violation.EVIDENCE_INVALID}: {exc}"],
+                    )
+                )
                 continue
             p = ev.predicate
             status = p.outcome.status.value
@@ -323,21 +348,40 @@ def _unmatched_evidence(
                 # A denial before anything was scheduled (policy, deadline).
                 out.append(_orphan(wf, r, status, p.grant_id or "", "verified", []))
             else:
-                out.append(_orphan(
-                    wf, r, status, p.grant_id or "", "no matching execution",
-                    [f"{Violation.EVIDENCE_WITHOUT_EXECUTION}: entry {r.seq} records a "
-                     f"{status} execution of {r.activity_id} that the history does not show"],
-                ))
+                out.append(
+                    _orphan(
+                        wf,
+                        r,
+                        status,
+                        p.grant_id or "",
+                        "no matching execution",
+                        [
+                            f"{Violation.EVIDENCE_WITHOUT_EXECUTION}: entry {r.seq} records a "
+                            f"{status} execution of {r.activity_id} that the history does not show"
+                        ],
+                    )
+                )
     return out
 
 
-def _orphan(wf: str, r: object, outcome: str, grant_id: str, evidence: str,
-            violations: list[str]) -> Finding:
-    seq, run_id, activity_id = (getattr(r, "seq"), getattr(r, "run_id"),  # noqa: B009
-                                getattr(r, "activity_id"))  # noqa: B009
+def _orphan(
+    wf: str, r: object, outcome: str, grant_id: str, evidence: str, violations: list[str]
+) -> Finding:
+    seq, run_id, activity_id = (
+        r.seq,
+        getattr(r, "run_id"),  # noqa: B009
+        r.activity_id,
+    )
     return Finding(
-        node=f"ledger:{seq}", workflow_id=wf, run_id=str(run_id), activity_id=str(activity_id),
-        activity_type="", outcome=outcome, grant="n/a", grant_id=grant_id, evidence=evidence,
+        node=f"ledger:{seq}",
+        workflow_id=wf,
+        run_id=str(run_id),
+        activity_id=str(activity_id),
+        activity_type="",
+        outcome=outcome,
+        grant="n/a",
+        grant_id=grant_id,
+        evidence=evidence,
         ledger_index=int(seq),
         status=GovernanceStatus.VIOLATION if violations else GovernanceStatus.DENIED,
         violations=tuple(violations),
@@ -385,14 +429,24 @@ def cross_check(
 
 
 def annotate_graph(g: nx.DiGraph, report: CrossCheckReport) -> None:
-    """Write each finding onto its graph node (``governance``,
-    ``governance_grant``, ``governance_evidence``, ``governance_violations``),
-    adding a ``ledger_entry`` node for evidence that names no execution."""
+    """Write each finding onto its graph node.
+
+    Attributes ``governance``, ``governance_grant``, ``governance_evidence``,
+    ``governance_violations``; a ``ledger_entry`` node is added for evidence
+    that names no execution.
+    """
     for f in report.findings:
         if f.node not in g:
-            g.add_node(f.node, kind="ledger_entry", label=f"ledger entry #{f.ledger_index}",
-                       index=f.ledger_index, workflow_id=f.workflow_id, run_id=f.run_id,
-                       activity_id=f.activity_id, outcome=f.outcome)
+            g.add_node(
+                f.node,
+                kind="ledger_entry",
+                label=f"ledger entry #{f.ledger_index}",
+                index=f.ledger_index,
+                workflow_id=f.workflow_id,
+                run_id=f.run_id,
+                activity_id=f.activity_id,
+                outcome=f.outcome,
+            )
         g.nodes[f.node].update(
             governance=f.status,
             governance_grant=f.grant,

@@ -1,5 +1,7 @@
-"""The custom search attributes ECP sets, so ops can filter in the Temporal UI
-(e.g. ``ECPDecision = "deny"``)."""
+"""The custom search attributes ECP sets.
+
+So ops can filter in the Temporal UI (e.g. ``ECPDecision = "deny"``).
+"""
 
 from __future__ import annotations
 

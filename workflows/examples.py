@@ -62,6 +62,7 @@ class DirectCall:
 
     @workflow.run
     async def run(self, inp: DirectCallInput) -> JSON:
+        """Call the governed activity with the given (or signalled) grant."""
         grant = inp.grant
         if inp.wait_for_grant:
             await workflow.wait_condition(lambda: self._grant is not None)

@@ -44,8 +44,11 @@ def effective_settings(settings: Settings) -> dict[str, str | None]:
 def show(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Print the effective settings (environment, then ECP_CONFIG_FILE, then
-    defaults), with secrets masked. Fails in one line on an invalid setting."""
+    """Print the effective settings, with secrets masked.
+
+    Order: environment, then ECP_CONFIG_FILE, then defaults. Fails in one line on
+    an invalid setting.
+    """
     values = effective_settings(load_settings())
     if as_json:
         typer.echo(json.dumps(values, indent=2))

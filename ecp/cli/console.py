@@ -48,7 +48,10 @@ def console(
         help="Temporal Web UI base URL for links (default: beside a local dev server).",
     ),
     verify_every: int = typer.Option(
-        10, "--verify-every", min=1, max=1440,
+        10,
+        "--verify-every",
+        min=1,
+        max=1440,
         help="Minutes between full ledger verifications shown on the health page.",
     ),
 ) -> None:

@@ -73,9 +73,7 @@ def verify(
     ],
     at: Annotated[
         str | None,
-        typer.Option(
-            "--at", help="Verify as of this RFC 3339 time (with zone) instead of now."
-        ),
+        typer.Option("--at", help="Verify as of this RFC 3339 time (with zone) instead of now."),
     ] = None,
     replay_db: Annotated[
         str | None,

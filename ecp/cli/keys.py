@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 def default_keys_dir() -> Path:
     """``<data dir>/keys`` (``$ECP_HOME/keys``, else ``./.ecp/keys``)."""
     return data_dir() / "keys"

@@ -106,8 +106,12 @@ def _cross_check(settings: Settings, histories: list[RunHistory]) -> CrossCheckR
     log_key = load_public_key(KeyFiles(settings.keys).log)
     with Ledger.open(settings.db_url, create=False) as ledger:
         return cross_check(
-            histories, ledger=ledger, trust=trust, log_key=log_key,
-            origin=settings.log_origin, governed_types=governed_activity_types(),
+            histories,
+            ledger=ledger,
+            trust=trust,
+            log_key=log_key,
+            origin=settings.log_origin,
+            governed_types=governed_activity_types(),
         )
 
 
@@ -125,7 +129,10 @@ def audit_workflow(
     out_dir: Path,
     *,
     formats: tuple[ExportFormat, ...] = (
-        ExportFormat.PROV_JSON, ExportFormat.OPENLINEAGE, ExportFormat.DOT, ExportFormat.MERMAID,
+        ExportFormat.PROV_JSON,
+        ExportFormat.OPENLINEAGE,
+        ExportFormat.DOT,
+        ExportFormat.MERMAID,
     ),
     follow_children: bool = True,
 ) -> AuditResult:
@@ -193,8 +200,9 @@ def verify(
     Exit code 0 if clean, 2 if any violation was found (1 on errors).
     """
     settings = load_settings()
-    histories, _ = load_lineage(settings, workflow_id, history_files=history,
-                                follow_children=follow_children)
+    histories, _ = load_lineage(
+        settings, workflow_id, history_files=history, follow_children=follow_children
+    )
     report = _cross_check(settings, histories)
     if as_json:
         typer.echo(json.dumps([_finding_dict(f) for f in report.findings], indent=2))
@@ -214,10 +222,18 @@ def verify(
 
 def _finding_dict(f: Finding) -> dict[str, object]:
     return {
-        "node": f.node, "workflowId": f.workflow_id, "runId": f.run_id,
-        "activityId": f.activity_id, "activityType": f.activity_type, "outcome": f.outcome,
-        "grant": f.grant, "grantId": f.grant_id, "evidence": f.evidence,
-        "ledgerIndex": f.ledger_index, "status": f.status, "violations": list(f.violations),
+        "node": f.node,
+        "workflowId": f.workflow_id,
+        "runId": f.run_id,
+        "activityId": f.activity_id,
+        "activityType": f.activity_type,
+        "outcome": f.outcome,
+        "grant": f.grant,
+        "grantId": f.grant_id,
+        "evidence": f.evidence,
+        "ledgerIndex": f.ledger_index,
+        "status": f.status,
+        "violations": list(f.violations),
     }
 
 
@@ -259,8 +275,9 @@ def export(
     settings = load_settings()
     g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
     export_graph(g, fmt, out, namespace=settings.namespace)
-    typer.echo(f"wrote {out} ({fmt.value}, {g.number_of_nodes()} nodes, "
-               f"{g.number_of_edges()} edges)")
+    typer.echo(
+        f"wrote {out} ({fmt.value}, {g.number_of_nodes()} nodes, {g.number_of_edges()} edges)"
+    )
 
 
 _STATUS_STYLE = {
@@ -278,8 +295,9 @@ def render_tree(g: nx.DiGraph, title: str) -> object:
     from ecp.lineage.graph._build import NodeKind
 
     root = Tree(f"[bold]{escape(title)}[/bold]")
-    runs = sorted((d.get("time_ns", 0), n) for n, d in g.nodes(data=True)
-                  if d.get("kind") == NodeKind.RUN)
+    runs = sorted(
+        (d.get("time_ns", 0), n) for n, d in g.nodes(data=True) if d.get("kind") == NodeKind.RUN
+    )
     for _, rn in runs:
         rd = g.nodes[rn]
         branch = root.add(
@@ -288,9 +306,11 @@ def render_tree(g: nx.DiGraph, title: str) -> object:
             f"— {escape(str(rd.get('status', 'not loaded' if not rd.get('loaded') else '?')))}"
         )
         steps = sorted(
-            (d.get("time_ns", 0), n) for n, d in g.nodes(data=True)
-            if d.get("run_id") == rd.get("run_id") and d.get("workflow_id") == rd.get(
-                "workflow_id") and d.get("kind") not in (NodeKind.RUN, NodeKind.ARTIFACT)
+            (d.get("time_ns", 0), n)
+            for n, d in g.nodes(data=True)
+            if d.get("run_id") == rd.get("run_id")
+            and d.get("workflow_id") == rd.get("workflow_id")
+            and d.get("kind") not in (NodeKind.RUN, NodeKind.ARTIFACT)
             and "event_id" in d
         )
         for _, sn in steps:

@@ -55,8 +55,10 @@ def demo(
 
 
 class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves SIGINT/SIGTERM to ``_serve``'s handlers,
-    which stop the workers and the dev server as well."""
+    """A uvicorn server that leaves SIGINT/SIGTERM to ``_serve``'s handlers.
+
+    Those stop the workers and the dev server as well.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -64,8 +66,11 @@ class _QuietServer(uvicorn.Server):
 
 
 def console_port(temporal_port: int) -> int:
-    """The console's port beside a dev server: 8280 for the usual 7233,
-    else 2000 above the frontend (the Temporal UI takes 1000 above)."""
+    """The console's port beside a dev server.
+
+    8280 for the usual 7233, else 2000 above the frontend (the Temporal UI takes
+    1000 above).
+    """
     return DEFAULT_CONSOLE_PORT if temporal_port == 7233 else temporal_port + 2000
 
 

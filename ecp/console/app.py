@@ -176,8 +176,12 @@ async def _governance(request: Request) -> Response:
     client = await deps.temporal()
     page = await list_executions(client, flt, page_token=q.get("page", ""))
     filters = {
-        "decision": flt.decision, "action": flt.action, "initiator": flt.initiator,
-        "policy": flt.policy, "from": flt.started_from, "to": flt.started_to,
+        "decision": flt.decision,
+        "action": flt.action,
+        "initiator": flt.initiator,
+        "policy": flt.policy,
+        "from": flt.started_from,
+        "to": flt.started_to,
     }
     first_query = urlencode({k: v for k, v in filters.items() if v})
     next_query = None
@@ -185,8 +189,14 @@ async def _governance(request: Request) -> Response:
         next_query = urlencode({**{k: v for k, v in filters.items() if v}, "page": page.next_token})
     links = {r.workflow_id + r.run_id: _ui_link(deps, r.workflow_id, r.run_id) for r in page.rows}
     return render(
-        "governance.html", title="Governance", nav="governance", page=page,
-        filters=filters, first_query=first_query, next_query=next_query, ui_links=links,
+        "governance.html",
+        title="Governance",
+        nav="governance",
+        page=page,
+        filters=filters,
+        first_query=first_query,
+        next_query=next_query,
+        ui_links=links,
         first_page=not q.get("page"),
     )
 
@@ -197,7 +207,10 @@ async def _execution(request: Request) -> Response:
     client = await deps.temporal()
     detail = await describe_execution(client, workflow_id)
     return render(
-        "execution.html", title=f"Execution {workflow_id}", nav="governance", detail=detail,
+        "execution.html",
+        title=f"Execution {workflow_id}",
+        nav="governance",
+        detail=detail,
         ui_link=_ui_link(deps, detail.row.workflow_id, detail.row.run_id),
     )
 
@@ -230,14 +243,22 @@ async def _lineage(request: Request) -> Response:
     view = await asyncio.to_thread(lineage_view, g, report, check_error, workflow_id, follow)
     suffix = "?children=1" if follow else ""
     exports = [
-        (f.value, f"/lineage/{quote(workflow_id, safe='')}/export/{f.value}{suffix}",
-         _download_name(workflow_id, ext))
+        (
+            f.value,
+            f"/lineage/{quote(workflow_id, safe='')}/export/{f.value}{suffix}",
+            _download_name(workflow_id, ext),
+        )
         for f, (ext, _) in EXPORTS.items()
     ]
     violations = [f for f in view.findings if f.status == "violation"]
     return render(
-        "lineage.html", title=f"Lineage of {workflow_id}", nav="governance", view=view,
-        exports=exports, violations=violations, workflow_quoted=quote(workflow_id, safe=""),
+        "lineage.html",
+        title=f"Lineage of {workflow_id}",
+        nav="governance",
+        view=view,
+        exports=exports,
+        violations=violations,
+        workflow_quoted=quote(workflow_id, safe=""),
     )
 
 
@@ -253,7 +274,8 @@ async def _lineage_export(request: Request) -> Response:
         export_lineage, g, fmt, _deps(request).settings.namespace
     )
     return Response(
-        text, media_type=media,
+        text,
+        media_type=media,
         headers={
             "content-disposition": f'attachment; filename="{_download_name(workflow_id, ext)}"'
         },
@@ -296,10 +318,15 @@ async def _proofs(request: Request) -> Response:
             raise LedgerNotReadyError(_sentence(f"The ledger cannot be read: {exc}")) from exc
         receipt_json = receipt.to_json().decode()
     return render(
-        "proofs.html", title="Proof viewer", nav="proofs", receipt_json=receipt_json,
-        index=raw_index, expected_origin=deps.settings.log_origin,
+        "proofs.html",
+        title="Proof viewer",
+        nav="proofs",
+        receipt_json=receipt_json,
+        index=raw_index,
+        expected_origin=deps.settings.log_origin,
         consistency_json=consistency_json,
-        old=request.query_params.get("old", ""), new=request.query_params.get("new", ""),
+        old=request.query_params.get("old", ""),
+        new=request.query_params.get("new", ""),
     )
 
 
@@ -348,7 +375,8 @@ async def _console_error(request: Request, exc: Exception) -> Response:
 async def _unreachable(request: Request, exc: Exception) -> Response:
     deps = _deps(request)
     return _error_page(
-        request, 503,
+        request,
+        503,
         f"Temporal at {deps.settings.temporal_address} cannot be reached; "
         "the health and proof pages still work.",
     )
@@ -356,8 +384,10 @@ async def _unreachable(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = "There is no page at this address." if exc.status_code == 404 else (
-        f"The request was refused ({exc.status_code})."
+    message = (
+        "There is no page at this address."
+        if exc.status_code == 404
+        else (f"The request was refused ({exc.status_code}).")
     )
     return _error_page(request, exc.status_code, message)
 
@@ -381,7 +411,8 @@ def create_app(
         verify_every: the health page's full ledger verification runs at most this often.
     """
     deps = _Deps(
-        settings, temporal_ui.rstrip("/") if temporal_ui else None,
+        settings,
+        temporal_ui.rstrip("/") if temporal_ui else None,
         auditor=LedgerAuditor(verify_every),
     )
 

@@ -1,5 +1,6 @@
-"""Background checks the health report shows: the last full ledger verification
-and the gate's denials over the last hour.
+"""Background checks the health report shows.
+
+The last full ledger verification and the gate's denials over the last hour.
 
 Both only read. The full verification recomputes every hash, so it runs in a
 worker thread at most once per interval and its result is cached with its
@@ -92,19 +93,27 @@ def _verify(ledger: Ledger, log_key: Ed25519PublicKey | None) -> AuditResult:
         report = ledger.verify_all(log_key)
     except TamperError as exc:
         return AuditResult(
-            datetime.now(UTC), False, _first(f"the ledger is damaged: {exc}"),
-            time.monotonic() - start, tampered=True,
+            datetime.now(UTC),
+            False,
+            _first(f"the ledger is damaged: {exc}"),
+            time.monotonic() - start,
+            tampered=True,
         )
     except LineageError as exc:
         return AuditResult(
-            datetime.now(UTC), False, _first(f"the verification could not run: {exc}"),
+            datetime.now(UTC),
+            False,
+            _first(f"the verification could not run: {exc}"),
             time.monotonic() - start,
         )
-    keyed = "signatures checked with the trusted log key" if log_key else (
-        "no trusted log key, signatures not checked"
+    keyed = (
+        "signatures checked with the trusted log key"
+        if log_key
+        else ("no trusted log key, signatures not checked")
     )
     return AuditResult(
-        datetime.now(UTC), True,
+        datetime.now(UTC),
+        True,
         f"all {report.size} entries and {report.checkpoints} checkpoint(s) verified ({keyed})",
         time.monotonic() - start,
     )
@@ -135,7 +144,10 @@ class DenialCount:
 
 
 def count_denials(
-    ledger: Ledger, now: datetime, *, window: timedelta = DENIAL_WINDOW,
+    ledger: Ledger,
+    now: datetime,
+    *,
+    window: timedelta = DENIAL_WINDOW,
     cap: int = DENIAL_SCAN_CAP,
 ) -> DenialCount:
     """Count denied outcomes among entries recorded within ``window`` before ``now``.
@@ -157,9 +169,7 @@ def count_denials(
             .limit(cap + 1)
         )
         for row in rows:
-            at = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(
-                tzinfo=UTC
-            )
+            at = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC)
             if at < since:
                 break
             if scanned == cap:

@@ -277,9 +277,7 @@ async def list_executions(
             raise BadFilterError(_BAD_PAGE) from exc
         raise TemporalQueryError(_rpc_sentence(exc)) from exc
     rows = tuple(
-        _row(
-            w.id, w.run_id, w.status, w.start_time, w.close_time, w.typed_search_attributes
-        )
+        _row(w.id, w.run_id, w.status, w.start_time, w.close_time, w.typed_search_attributes)
         for w in (it.current_page or [])
     )
     nxt = it.next_page_token
@@ -305,7 +303,11 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
             ) from exc
         raise TemporalQueryError(_rpc_sentence(exc)) from exc
     row = _row(
-        desc.id, desc.run_id, desc.status, desc.start_time, desc.close_time,
+        desc.id,
+        desc.run_id,
+        desc.status,
+        desc.start_time,
+        desc.close_time,
         desc.typed_search_attributes,
     )
     result: GovernedResult | None = None
@@ -328,7 +330,8 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
         except (RPCError, WorkflowQueryFailedError, TemporalQueryError) as exc:
             pending_error = (
                 "Its approval state cannot be read now (no workflow worker answered the query)."
-                if not isinstance(exc, TemporalQueryError) else str(exc)
+                if not isinstance(exc, TemporalQueryError)
+                else str(exc)
             )
     grants: tuple[GrantView, ...] = ()
     grants_error: str | None = None
@@ -359,9 +362,7 @@ def parse_grant_header(event_id: int, activity_type: str, data: bytes) -> GrantV
     return GrantView(event_id, activity_type, grant, tuple(sig.keyid for sig in env.signatures))
 
 
-async def grants_in_history(
-    client: Client, workflow_id: str, run_id: str
-) -> tuple[GrantView, ...]:
+async def grants_in_history(client: Client, workflow_id: str, run_id: str) -> tuple[GrantView, ...]:
     """Every grant an activity of this run was scheduled with, in history order.
 
     Raises:

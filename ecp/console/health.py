@@ -112,9 +112,7 @@ def _age(then: datetime, now: datetime) -> str:
     return f"{secs // 3600} h"
 
 
-async def _pollers(
-    client: Client, queue: str, kind: TaskQueueType.ValueType
-) -> list[datetime]:
+async def _pollers(client: Client, queue: str, kind: TaskQueueType.ValueType) -> list[datetime]:
     resp = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
@@ -190,8 +188,11 @@ async def probe_executor(client: Client, queue: str) -> tuple[bool | None, str]:
         await handle.query("ecp.status", result_type=dict, rpc_timeout=PROBE_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError) as exc:
         first = (str(exc) or type(exc).__name__).splitlines()[0]
-        return False, f"no workflow worker answered a read-only query within " \
-            f"{int(PROBE_TIMEOUT.total_seconds())} s ({first})"
+        return (
+            False,
+            f"no workflow worker answered a read-only query within "
+            f"{int(PROBE_TIMEOUT.total_seconds())} s ({first})",
+        )
     return True, f"a workflow worker answered a read-only query about {wf.id}"
 
 
@@ -220,17 +221,22 @@ def check_ledger(ledger: Ledger | None, error: str | None, now: datetime) -> Hea
         )
         return HealthItem("ledger", status, reason, details)
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    details |= {"checkpointSize": row.size, "checkpointAt": created.isoformat(),
-                "checkpointAgeSeconds": int((now - created).total_seconds())}
+    details |= {
+        "checkpointSize": row.size,
+        "checkpointAt": created.isoformat(),
+        "checkpointAgeSeconds": int((now - created).total_seconds()),
+    }
     if row.size < head.size:
         return HealthItem(
-            "ledger", Status.AMBER,
+            "ledger",
+            Status.AMBER,
             f"{head.size} entries; the latest checkpoint ({_age(created, now)} old) covers "
             f"only {row.size}.",
             details,
         )
     return HealthItem(
-        "ledger", Status.GREEN,
+        "ledger",
+        Status.GREEN,
         f"{head.size} entries, all covered by a checkpoint signed {_age(created, now)} ago.",
         details,
     )
@@ -251,24 +257,31 @@ async def check_verification(
     every = _age(now - auditor.interval, now)
     if last is None:
         return HealthItem(
-            name, Status.AMBER, "The first full verification is still running.",
+            name,
+            Status.AMBER,
+            "The first full verification is still running.",
             {"running": True, "intervalSeconds": int(auditor.interval.total_seconds())},
         )
     details: dict[str, object] = {
-        "ok": last.ok, "finishedAt": last.finished_at.isoformat(),
+        "ok": last.ok,
+        "finishedAt": last.finished_at.isoformat(),
         "ageSeconds": int((now - last.finished_at).total_seconds()),
-        "durationSeconds": round(last.seconds, 3), "running": auditor.running,
+        "durationSeconds": round(last.seconds, 3),
+        "running": auditor.running,
         "intervalSeconds": int(auditor.interval.total_seconds()),
     }
     age = _age(last.finished_at, now)
     if not last.ok:
         status = Status.RED if last.tampered else Status.AMBER
-        return HealthItem(name, status, f"Last full verification, {age} ago: {last.summary}.",
-                          details)
+        return HealthItem(
+            name, status, f"Last full verification, {age} ago: {last.summary}.", details
+        )
     if now - last.finished_at > 2 * auditor.interval:
         return HealthItem(
-            name, Status.AMBER,
-            f"The last full verification passed but is {age} old (due every {every}).", details,
+            name,
+            Status.AMBER,
+            f"The last full verification passed but is {age} old (due every {every}).",
+            details,
         )
     return HealthItem(
         name, Status.GREEN, f"Last full verification passed {age} ago: {last.summary}.", details
@@ -291,20 +304,27 @@ def check_denials(ledger: Ledger | None, now: datetime) -> HealthItem:
     total = sum(found.by_reason.values())
     hour = int(DENIAL_WINDOW.total_seconds() // 3600)
     details: dict[str, object] = {
-        "windowSeconds": int(DENIAL_WINDOW.total_seconds()), "total": total,
-        "byReason": found.by_reason, "entriesScanned": found.scanned,
-        "complete": found.complete, "unreadable": found.unreadable,
+        "windowSeconds": int(DENIAL_WINDOW.total_seconds()),
+        "total": total,
+        "byReason": found.by_reason,
+        "entriesScanned": found.scanned,
+        "complete": found.complete,
+        "unreadable": found.unreadable,
     }
     listed = ", ".join(f"{code} × {n}" for code, n in found.by_reason.items())
     text = f"{total} denial(s) in the last {hour} h" + (f": {listed}" if listed else "")
     if not found.complete:
         return HealthItem(
-            name, Status.AMBER,
-            f"At least {text}; only the newest {found.scanned} entries were read.", details,
+            name,
+            Status.AMBER,
+            f"At least {text}; only the newest {found.scanned} entries were read.",
+            details,
         )
     if found.unreadable:
         return HealthItem(
-            name, Status.AMBER, f"{text}; {found.unreadable} entries could not be parsed.",
+            name,
+            Status.AMBER,
+            f"{text}; {found.unreadable} entries could not be parsed.",
             details,
         )
     return HealthItem(name, Status.GREEN, f"{text}.", details)
@@ -325,7 +345,8 @@ def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
     for role in KeyRole:
         keys = store.by_role(role)
         active = [
-            k for k in keys
+            k
+            for k in keys
             if (k.revoked_at is None or k.revoked_at > now)
             and (k.not_after is None or k.not_after > now)
             and (k.not_before is None or k.not_before <= now)
@@ -334,7 +355,8 @@ def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
         if not active and role in (KeyRole.AUTHORITY, KeyRole.LOG, KeyRole.WORKER):
             missing.append(role.value)
         expiring += [
-            k.name or k.key_id for k in active
+            k.name or k.key_id
+            for k in active
             if k.not_after is not None and k.not_after - now < _EXPIRY_WARNING
         ]
     details: dict[str, object] = {"roles": by_role, "revoked": revoked, "expiringSoon": expiring}
@@ -344,7 +366,9 @@ def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
         )
     if expiring:
         return HealthItem(
-            "trust store", Status.AMBER, f"Keys expiring within 14 days: {', '.join(expiring)}.",
+            "trust store",
+            Status.AMBER,
+            f"Keys expiring within 14 days: {', '.join(expiring)}.",
             details,
         )
     tail = f"; {len(revoked)} revoked" if revoked else ""
@@ -358,7 +382,9 @@ def check_policy(settings: Settings) -> HealthItem:
     except AuthorityError as exc:
         return HealthItem("policy", Status.RED, f"The policy bundle does not load: {exc}.")
     return HealthItem(
-        "policy", Status.GREEN, f"Policy bundle {bundle.digest} is loaded.",
+        "policy",
+        Status.GREEN,
+        f"Policy bundle {bundle.digest} is loaded.",
         {"digest": bundle.digest, "path": settings.policy.name},
     )
 
@@ -394,7 +420,8 @@ async def collect_health(
     else:
         items.append(
             HealthItem(
-                "temporal", Status.GREEN,
+                "temporal",
+                Status.GREEN,
                 f"Temporal answers at {settings.temporal_address} (namespace {client.namespace}).",
             )
         )
@@ -411,7 +438,8 @@ async def collect_health(
             details = {**executor.details, "probe": how}
             if answered is False:
                 executor = HealthItem(
-                    executor.name, Status.RED,
+                    executor.name,
+                    Status.RED,
                     f"Executor workers on {settings.executor_queue} are down: {how}; "
                     f"{executor.reason[0].lower()}{executor.reason[1:]}",
                     details,

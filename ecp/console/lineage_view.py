@@ -1,5 +1,7 @@
-"""The Lineage Explorer's data: a workflow's provenance graph, cross-checked
-against its grants and the ledger, drawn by Graphviz and made clickable.
+"""The Lineage Explorer's data: a workflow's provenance graph.
+
+Cross-checked against its grants and the ledger, drawn by Graphviz and made
+clickable.
 
 The picture is laid out on the server (``dot -Tsvg``) and rewritten so each
 node carries a stable ``data-node`` id; the browser (``static/lineage.js``)
@@ -69,9 +71,23 @@ EXPORTS: Final[dict[ExportFormat, tuple[str, str]]] = {
 }
 # Node attributes shown first in the details panel, in this order.
 _FIRST: Final = (
-    "kind", "label", "workflow_id", "run_id", "activity_type", "activity_id", "event_id",
-    "event_type", "status", "attempts", "digest", "grant_id", "index",
-    "governance", "governance_grant", "governance_evidence", "governance_violations",
+    "kind",
+    "label",
+    "workflow_id",
+    "run_id",
+    "activity_type",
+    "activity_id",
+    "event_id",
+    "event_type",
+    "status",
+    "attempts",
+    "digest",
+    "grant_id",
+    "index",
+    "governance",
+    "governance_grant",
+    "governance_evidence",
+    "governance_violations",
 )
 _MARKS: Final = {"violation": "✗ VIOLATION", "denied": "⊘ denied", "ok": "✓ verified"}
 
@@ -125,14 +141,23 @@ def _check(settings: Settings, ledger: Ledger, histories: list[RunHistory]) -> C
     from ecp.cli.lineage import governed_activity_types
 
     return cross_check(
-        histories, ledger=ledger, trust=trust, log_key=logs[0].public_key,
-        origin=settings.log_origin, governed_types=governed_activity_types(),
+        histories,
+        ledger=ledger,
+        trust=trust,
+        log_key=logs[0].public_key,
+        origin=settings.log_origin,
+        governed_types=governed_activity_types(),
     )
 
 
 async def load_lineage_graph(
-    client: Client, settings: Settings, ledger: Ledger | None, ledger_error: str | None,
-    workflow_id: str, *, follow_children: bool,
+    client: Client,
+    settings: Settings,
+    ledger: Ledger | None,
+    ledger_error: str | None,
+    workflow_id: str,
+    *,
+    follow_children: bool,
 ) -> tuple[nx.DiGraph, CrossCheckReport | None, str | None]:
     """The workflow's graph annotated with the cross-check, or with the reason it was not run.
 
@@ -234,8 +259,11 @@ def _svg(g: nx.DiGraph) -> tuple[str, dict[str, str]]:
 
 
 def lineage_view(
-    g: nx.DiGraph, report: CrossCheckReport | None, check_error: str | None,
-    workflow_id: str, follow_children: bool,
+    g: nx.DiGraph,
+    report: CrossCheckReport | None,
+    check_error: str | None,
+    workflow_id: str,
+    follow_children: bool,
 ) -> LineageView:
     """Draw ``g`` and collect what the page's script needs."""
     svg, node_of = _svg(g)
@@ -248,13 +276,19 @@ def lineage_view(
         nodes[dom] = {"id": n, "attrs": [[k, _json_value(d[k])] for k in keys]}
     edges = [
         [node_of[u], node_of[v], str(d.get("rel", ""))]
-        for u, v, d in g.edges(data=True) if u in node_of and v in node_of
+        for u, v, d in g.edges(data=True)
+        if u in node_of and v in node_of
     ]
     findings = report.findings if report is not None else ()
     return LineageView(
-        workflow_id=workflow_id, follow_children=follow_children, svg=svg,
-        data={"nodes": nodes, "edges": edges}, node_count=g.number_of_nodes(),
-        edge_count=g.number_of_edges(), findings=tuple(findings), node_of=node_of,
+        workflow_id=workflow_id,
+        follow_children=follow_children,
+        svg=svg,
+        data={"nodes": nodes, "edges": edges},
+        node_count=g.number_of_nodes(),
+        edge_count=g.number_of_edges(),
+        findings=tuple(findings),
+        node_of=node_of,
         check_error=check_error,
     )
 

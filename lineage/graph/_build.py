@@ -93,7 +93,8 @@ def final_node(g: nx.DiGraph, workflow_id: str) -> str:
     closes = [
         (d.get("time_ns", 0), n)
         for n, d in g.nodes(data=True)
-        if d.get("kind") == NodeKind.CLOSE and d.get("workflow_id") == workflow_id
+        if d.get("kind") == NodeKind.CLOSE
+        and d.get("workflow_id") == workflow_id
         and not d.get("continued_as", "")
     ]
     if not closes:
@@ -151,9 +152,11 @@ def _dsse_claims(envelope_json: str) -> dict[str, object] | None:
     try:
         env = json.loads(envelope_json)
         raw = env["payload"]
-        payload = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_") if (
-            "-" in raw or "_" in raw
-        ) else base64.b64decode(raw)
+        payload = (
+            base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_")
+            if ("-" in raw or "_" in raw)
+            else base64.b64decode(raw)
+        )
         claims = json.loads(payload)
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None
@@ -213,8 +216,15 @@ class _Builder:
         self.seq += 1
         enc = payloads[0].metadata.get("encoding", b"").decode("utf-8", "replace")
         self.occurrences.append(
-            _Occurrence(e.event_time.ToNanoseconds(), self.seq, role, _digest(payloads), node,
-                        _preview(payloads), enc)
+            _Occurrence(
+                e.event_time.ToNanoseconds(),
+                self.seq,
+                role,
+                _digest(payloads),
+                node,
+                _preview(payloads),
+                enc,
+            )
         )
 
     # --- data flow across all runs ------------------------------------------
@@ -228,8 +238,14 @@ class _Builder:
                 n = versions.get(o.digest, 0) + 1
                 versions[o.digest] = n
                 nid = f"data:{hexd}" if n == 1 else f"data:{hexd}#{n}"
-                self.node(nid, kind=NodeKind.ARTIFACT, digest=o.digest, label=o.preview,
-                          encoding=o.encoding, time_ns=o.time_ns)
+                self.node(
+                    nid,
+                    kind=NodeKind.ARTIFACT,
+                    digest=o.digest,
+                    label=o.preview,
+                    encoding=o.encoding,
+                    time_ns=o.time_ns,
+                )
                 if o.digest in current:
                     # The same value again: a new generation, derived from the last.
                     self.edge(current[o.digest], nid, "derived")
@@ -239,8 +255,14 @@ class _Builder:
                 nid = current.get(o.digest, "")
                 if not nid:
                     versions[o.digest] = 1
-                    nid = self.node(f"data:{hexd}", kind=NodeKind.ARTIFACT, digest=o.digest,
-                                    label=o.preview, encoding=o.encoding, time_ns=o.time_ns)
+                    nid = self.node(
+                        f"data:{hexd}",
+                        kind=NodeKind.ARTIFACT,
+                        digest=o.digest,
+                        label=o.preview,
+                        encoding=o.encoding,
+                        time_ns=o.time_ns,
+                    )
                     current[o.digest] = nid
                 self.edge(nid, o.node, "used")
 
@@ -284,9 +306,15 @@ class _RunBuilder:
         return f"{kind}:{self.prefix}/{key}"
 
     def _step(self, nid: str, e: HistoryEvent, **attrs: object) -> str:
-        self.b.node(nid, workflow_id=self.wf, run_id=self.run_id, event_id=e.event_id,
-                    time=e.event_time.ToJsonString(), time_ns=e.event_time.ToNanoseconds(),
-                    **attrs)
+        self.b.node(
+            nid,
+            workflow_id=self.wf,
+            run_id=self.run_id,
+            event_id=e.event_id,
+            time=e.event_time.ToJsonString(),
+            time_ns=e.event_time.ToNanoseconds(),
+            **attrs,
+        )
         self.steps.append(nid)
         return nid
 
@@ -299,11 +327,21 @@ class _RunBuilder:
         h, b = self.h, self.b
         first = h.events[0]
         s = first.workflow_execution_started_event_attributes
-        b.node(self.run, kind=NodeKind.RUN, label=f"{s.workflow_type.name} {self.wf}",
-               workflow_id=self.wf, run_id=self.run_id, workflow_type=s.workflow_type.name,
-               task_queue=s.task_queue.name, namespace=h.namespace, loaded=True,
-               event_id=1, time=first.event_time.ToJsonString(),
-               time_ns=first.event_time.ToNanoseconds(), status="running")
+        b.node(
+            self.run,
+            kind=NodeKind.RUN,
+            label=f"{s.workflow_type.name} {self.wf}",
+            workflow_id=self.wf,
+            run_id=self.run_id,
+            workflow_type=s.workflow_type.name,
+            task_queue=s.task_queue.name,
+            namespace=h.namespace,
+            loaded=True,
+            event_id=1,
+            time=first.event_time.ToJsonString(),
+            time_ns=first.event_time.ToNanoseconds(),
+            status="running",
+        )
         b.occur(first, 0, _payload_list(s.input), self.run)
         if s.continued_execution_run_id:
             prev = close_node(self.wf, s.continued_execution_run_id)
@@ -323,8 +361,11 @@ class _RunBuilder:
     def _event(self, e: HistoryEvent) -> None:
         b, t = self.b, e.event_type
         if t == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            carry = [] if self.last_completed in self.used else self.batches.get(
-                self.last_completed, [])
+            carry = (
+                []
+                if self.last_completed in self.used
+                else self.batches.get(self.last_completed, [])
+            )
             self.current = self.current + carry + self.arrived
             self.arrived = []
         elif t == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
@@ -337,11 +378,18 @@ class _RunBuilder:
             claims = grant_claims(env) if env is not None else None
             grant_id = _s(claims.get("grant_id")) if claims else ""
             nid = self._step(
-                self._id("activity", e.event_id), e, kind=NodeKind.ACTIVITY,
-                label=a.activity_type.name, activity_type=a.activity_type.name,
-                activity_id=a.activity_id, task_queue=a.task_queue.name, attempts=0,
-                status="scheduled", governed=env is not None or a.activity_id.startswith(
-                    "execute:"), grant_id=grant_id, has_grant_header=env is not None,
+                self._id("activity", e.event_id),
+                e,
+                kind=NodeKind.ACTIVITY,
+                label=a.activity_type.name,
+                activity_type=a.activity_type.name,
+                activity_id=a.activity_id,
+                task_queue=a.task_queue.name,
+                attempts=0,
+                status="scheduled",
+                governed=env is not None or a.activity_id.startswith("execute:"),
+                grant_id=grant_id,
+                has_grant_header=env is not None,
             )
             self.by_event[e.event_id] = nid
             b.activity_by_id[(self.wf, self.run_id, a.activity_id)] = nid
@@ -352,11 +400,17 @@ class _RunBuilder:
                 if isinstance(v, dict):
                     self.prove_inputs[nid] = v
             if claims is not None and grant_id:
-                g = b.node(f"grant:{grant_id}", kind=NodeKind.GRANT, label=f"grant {grant_id}",
-                           grant_id=grant_id, decision_id=_s(claims.get("decision_id")),
-                           initiator=_s(claims.get("initiator")), issuer=_s(claims.get("issuer")),
-                           expires_at=_s(claims.get("expires_at")),
-                           time_ns=e.event_time.ToNanoseconds())
+                g = b.node(
+                    f"grant:{grant_id}",
+                    kind=NodeKind.GRANT,
+                    label=f"grant {grant_id}",
+                    grant_id=grant_id,
+                    decision_id=_s(claims.get("decision_id")),
+                    initiator=_s(claims.get("initiator")),
+                    issuer=_s(claims.get("issuer")),
+                    expires_at=_s(claims.get("expires_at")),
+                    time_ns=e.event_time.ToNanoseconds(),
+                )
                 b.edge(g, nid, "authorized")
                 b.grant_links.append((g, _s(claims.get("decision_id"))))
                 approvals = claims.get("approvals")
@@ -373,10 +427,15 @@ class _RunBuilder:
             self._activity_close(e)
         elif t == E.EVENT_TYPE_TIMER_STARTED:
             ts = e.timer_started_event_attributes
-            nid = self._step(self._id("timer", e.event_id), e, kind=NodeKind.TIMER,
-                             label=f"timer {ts.timer_id}", timer_id=ts.timer_id,
-                             duration_s=ts.start_to_fire_timeout.ToTimedelta().total_seconds(),
-                             status="started")
+            nid = self._step(
+                self._id("timer", e.event_id),
+                e,
+                kind=NodeKind.TIMER,
+                label=f"timer {ts.timer_id}",
+                timer_id=ts.timer_id,
+                duration_s=ts.start_to_fire_timeout.ToTimedelta().total_seconds(),
+                status="started",
+            )
             self.by_event[e.event_id] = nid
             self._command(nid, ts.workflow_task_completed_event_id)
         elif t == E.EVENT_TYPE_TIMER_FIRED:
@@ -388,16 +447,26 @@ class _RunBuilder:
             b.node(nid, status="canceled")
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             sg = e.workflow_execution_signaled_event_attributes
-            nid = self._step(self._id("signal", e.event_id), e, kind=NodeKind.SIGNAL,
-                             label=f"signal {sg.signal_name}", name=sg.signal_name,
-                             sender=sg.identity,
-                             from_workflow_id=sg.external_workflow_execution.workflow_id)
+            nid = self._step(
+                self._id("signal", e.event_id),
+                e,
+                kind=NodeKind.SIGNAL,
+                label=f"signal {sg.signal_name}",
+                name=sg.signal_name,
+                sender=sg.identity,
+                from_workflow_id=sg.external_workflow_execution.workflow_id,
+            )
             b.occur(e, 0, _payload_list(sg.input), nid)
             self.arrived.append(nid)
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
-            nid = self._step(self._id("signal", e.event_id), e, kind=NodeKind.SIGNAL,
-                             label="cancel request", name="cancel",
-                             sender=e.workflow_execution_cancel_requested_event_attributes.identity)
+            nid = self._step(
+                self._id("signal", e.event_id),
+                e,
+                kind=NodeKind.SIGNAL,
+                label="cancel request",
+                name="cancel",
+                sender=e.workflow_execution_cancel_requested_event_attributes.identity,
+            )
             self.arrived.append(nid)
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             self._update_accepted(e)
@@ -411,10 +480,15 @@ class _RunBuilder:
                     b.occur(e, 1, _payload_list(uc.outcome.success), nid)
         elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
             c = e.start_child_workflow_execution_initiated_event_attributes
-            nid = self._step(self._id("child", e.event_id), e, kind=NodeKind.CHILD,
-                             label=f"child {c.workflow_type.name}",
-                             child_workflow_id=c.workflow_id,
-                             workflow_type=c.workflow_type.name, status="initiated")
+            nid = self._step(
+                self._id("child", e.event_id),
+                e,
+                kind=NodeKind.CHILD,
+                label=f"child {c.workflow_type.name}",
+                child_workflow_id=c.workflow_id,
+                workflow_type=c.workflow_type.name,
+                status="initiated",
+            )
             self.by_event[e.event_id] = nid
             self._command(nid, c.workflow_task_completed_event_id)
             b.occur(e, 0, _payload_list(c.input), nid)
@@ -425,10 +499,16 @@ class _RunBuilder:
             child_run = run_node(ex.workflow_id, ex.run_id)
             b.node(nid, child_run_id=ex.run_id, status="started")
             if child_run not in b.g:
-                b.node(child_run, kind=NodeKind.RUN, label=f"{cs.workflow_type.name} "
-                       f"{ex.workflow_id}", workflow_id=ex.workflow_id, run_id=ex.run_id,
-                       workflow_type=cs.workflow_type.name, loaded=False,
-                       time_ns=e.event_time.ToNanoseconds())
+                b.node(
+                    child_run,
+                    kind=NodeKind.RUN,
+                    label=f"{cs.workflow_type.name} {ex.workflow_id}",
+                    workflow_id=ex.workflow_id,
+                    run_id=ex.run_id,
+                    workflow_type=cs.workflow_type.name,
+                    loaded=False,
+                    time_ns=e.event_time.ToNanoseconds(),
+                )
             b.edge(nid, child_run, "started")
             self.child_keys[cs.initiated_event_id] = (ex.workflow_id, ex.run_id)
             self.arrived.append(nid)
@@ -441,24 +521,38 @@ class _RunBuilder:
             self.arrived.append(nid)
         elif t == E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
             so = e.signal_external_workflow_execution_initiated_event_attributes
-            nid = self._step(self._id("signal-out", e.event_id), e, kind=NodeKind.SIGNAL_OUT,
-                             label=f"send {so.signal_name}", name=so.signal_name,
-                             to_workflow_id=so.workflow_execution.workflow_id)
+            nid = self._step(
+                self._id("signal-out", e.event_id),
+                e,
+                kind=NodeKind.SIGNAL_OUT,
+                label=f"send {so.signal_name}",
+                name=so.signal_name,
+                to_workflow_id=so.workflow_execution.workflow_id,
+            )
             self.by_event[e.event_id] = nid
             self._command(nid, so.workflow_task_completed_event_id)
             b.occur(e, 1, _payload_list(so.input), nid)
-        elif t in (E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
-                   E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED):
-            ref = (e.external_workflow_execution_signaled_event_attributes.initiated_event_id
-                   if t == E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED else
-                   e.signal_external_workflow_execution_failed_event_attributes.initiated_event_id)
+        elif t in (
+            E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
+            E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
+        ):
+            ref = (
+                e.external_workflow_execution_signaled_event_attributes.initiated_event_id
+                if t == E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED
+                else e.signal_external_workflow_execution_failed_event_attributes.initiated_event_id
+            )
             nid = self.by_event.get(ref, "")
             if nid:
                 self.arrived.append(nid)
         elif t == E.EVENT_TYPE_MARKER_RECORDED:
             m = e.marker_recorded_event_attributes
-            nid = self._step(self._id("marker", e.event_id), e, kind=NodeKind.MARKER,
-                             label=f"marker {m.marker_name}", name=m.marker_name)
+            nid = self._step(
+                self._id("marker", e.event_id),
+                e,
+                kind=NodeKind.MARKER,
+                label=f"marker {m.marker_name}",
+                name=m.marker_name,
+            )
             self._command(nid, m.workflow_task_completed_event_id)
         elif t in _RUN_CLOSE:
             self._run_close(e)
@@ -474,8 +568,9 @@ class _RunBuilder:
             af = e.activity_task_failed_event_attributes
             sched = af.scheduled_event_id
             f = af.failure
-            ftype = f.application_failure_info.type if f.HasField(
-                "application_failure_info") else ""
+            ftype = (
+                f.application_failure_info.type if f.HasField("application_failure_info") else ""
+            )
             attrs.update(failure=f.message, failure_type=ftype)
             if ftype.startswith("ecp."):
                 attrs.update(status="denied", governed=True)
@@ -486,8 +581,7 @@ class _RunBuilder:
         else:
             sched = e.activity_task_canceled_event_attributes.scheduled_event_id
         nid = self.by_event[sched]
-        attrs.update(closed_time=e.event_time.ToJsonString(),
-                     time_ns=e.event_time.ToNanoseconds())
+        attrs.update(closed_time=e.event_time.ToJsonString(), time_ns=e.event_time.ToNanoseconds())
         b.node(nid, **attrs)
         self.arrived.append(nid)
         if t != E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
@@ -504,28 +598,47 @@ class _RunBuilder:
         ns = e.event_time.ToNanoseconds()
         if atype == "ecp.evaluate" and _s(value.get("decision_id")):
             reasons = value.get("reasons")
-            d = b.node(f"decision:{value['decision_id']}", kind=NodeKind.DECISION,
-                       label=f"decision {value.get('effect')}", decision_id=value["decision_id"],
-                       effect=_s(value.get("effect")),
-                       policy_digest=_s(value.get("policy_digest")),
-                       reasons="; ".join(str(r) for r in reasons)
-                       if isinstance(reasons, list) else "",
-                       approvals_required=int(value.get("approvals_required") or 0),
-                       time_ns=ns, workflow_id=self.wf, run_id=self.run_id)
+            d = b.node(
+                f"decision:{value['decision_id']}",
+                kind=NodeKind.DECISION,
+                label=f"decision {value.get('effect')}",
+                decision_id=value["decision_id"],
+                effect=_s(value.get("effect")),
+                policy_digest=_s(value.get("policy_digest")),
+                reasons="; ".join(str(r) for r in reasons) if isinstance(reasons, list) else "",
+                approvals_required=int(value.get("approvals_required") or 0),
+                time_ns=ns,
+                workflow_id=self.wf,
+                run_id=self.run_id,
+            )
             b.edge(nid, d, "decided")
         elif atype == "ecp.authorize" and _s(value.get("grant_id")):
-            g = b.node(f"grant:{value['grant_id']}", kind=NodeKind.GRANT,
-                       label=f"grant {value['grant_id']}", grant_id=value["grant_id"],
-                       expires_at=_s(value.get("expires_at")), time_ns=ns)
+            g = b.node(
+                f"grant:{value['grant_id']}",
+                kind=NodeKind.GRANT,
+                label=f"grant {value['grant_id']}",
+                grant_id=value["grant_id"],
+                expires_at=_s(value.get("expires_at")),
+                time_ns=ns,
+            )
             b.edge(nid, g, "granted")
         elif atype == "ecp.prove" and isinstance(value.get("index"), int):
             idx = value["index"]
             inp = self.prove_inputs.get(nid, {})
-            led = b.node(f"ledger:{idx}", kind=NodeKind.LEDGER, label=f"ledger entry #{idx}",
-                         index=idx, tree_size=int(value.get("tree_size") or 0),
-                         outcome=_s(inp.get("outcome")), activity_id=_s(inp.get("activity_id")),
-                         grant_id=_s(inp.get("grant_id")), decision_id=_s(inp.get("decision_id")),
-                         workflow_id=self.wf, run_id=self.run_id, time_ns=ns)
+            led = b.node(
+                f"ledger:{idx}",
+                kind=NodeKind.LEDGER,
+                label=f"ledger entry #{idx}",
+                index=idx,
+                tree_size=int(value.get("tree_size") or 0),
+                outcome=_s(inp.get("outcome")),
+                activity_id=_s(inp.get("activity_id")),
+                grant_id=_s(inp.get("grant_id")),
+                decision_id=_s(inp.get("decision_id")),
+                workflow_id=self.wf,
+                run_id=self.run_id,
+                time_ns=ns,
+            )
             b.edge(nid, led, "recorded")
             target = b.activity_by_id.get((self.wf, self.run_id, _s(inp.get("activity_id"))))
             if target is not None:
@@ -540,20 +653,32 @@ class _RunBuilder:
         ua = e.workflow_execution_update_accepted_event_attributes
         req = ua.accepted_request
         name = req.input.name
-        attrs: dict[str, object] = {"name": name, "sender": req.meta.identity,
-                                    "update_id": req.meta.update_id, "status": "accepted"}
+        attrs: dict[str, object] = {
+            "name": name,
+            "sender": req.meta.identity,
+            "update_id": req.meta.update_id,
+            "status": "accepted",
+        }
         claims = None
         if name == ACTIVITY_APPROVE_UPDATE:
             v = _first_json(req.input.args)
             claims = _dsse_claims(v) if isinstance(v, str) else None
             if claims is not None:
-                attrs.update(approver=_s(claims.get("approver")),
-                             approval_id=_s(claims.get("approval_id")),
-                             decision_id=_s(claims.get("decision_id")))
-        label = f"approval by {attrs.get('approver')}" if attrs.get("approver") else \
-            f"update {name}"
-        nid = self._step(self._id("update", req.meta.update_id or e.event_id), e,
-                         kind=NodeKind.UPDATE, label=label, **attrs)
+                attrs.update(
+                    approver=_s(claims.get("approver")),
+                    approval_id=_s(claims.get("approval_id")),
+                    decision_id=_s(claims.get("decision_id")),
+                )
+        label = (
+            f"approval by {attrs.get('approver')}" if attrs.get("approver") else f"update {name}"
+        )
+        nid = self._step(
+            self._id("update", req.meta.update_id or e.event_id),
+            e,
+            kind=NodeKind.UPDATE,
+            label=label,
+            **attrs,
+        )
         self.updates[req.meta.update_id] = nid
         if claims is not None:
             b.approvals[_s(claims.get("__payload_digest"))] = nid
@@ -571,8 +696,11 @@ class _RunBuilder:
         if key is not None and key in self.b.loaded:
             # The child's own close (filled in when its history is read) is
             # what the parent learns of: its result, its failure.
-            self.arrived.append(self.b.node(close_node(*key), kind=NodeKind.CLOSE,
-                                            workflow_id=key[0], run_id=key[1]))
+            self.arrived.append(
+                self.b.node(
+                    close_node(*key), kind=NodeKind.CLOSE, workflow_id=key[0], run_id=key[1]
+                )
+            )
         else:
             self.arrived.append(nid)
 
@@ -586,9 +714,18 @@ class _RunBuilder:
             extra["failure"] = attrs.failure.message
         if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
             extra["continued_as"] = attrs.new_execution_run_id
-        b.node(nid, kind=NodeKind.CLOSE, label=f"{status}", workflow_id=self.wf,
-               run_id=self.run_id, event_id=e.event_id, time=e.event_time.ToJsonString(),
-               time_ns=e.event_time.ToNanoseconds(), status=status, **extra)
+        b.node(
+            nid,
+            kind=NodeKind.CLOSE,
+            label=f"{status}",
+            workflow_id=self.wf,
+            run_id=self.run_id,
+            event_id=e.event_id,
+            time=e.event_time.ToJsonString(),
+            time_ns=e.event_time.ToNanoseconds(),
+            status=status,
+            **extra,
+        )
         b.node(self.run, status=status)
         wtc = getattr(attrs, "workflow_task_completed_event_id", 0)
         if wtc:
@@ -599,10 +736,16 @@ class _RunBuilder:
             b.occur(e, 1, _payload_list(attrs.input), nid)
             nxt = run_node(self.wf, attrs.new_execution_run_id)
             if nxt not in b.g:
-                b.node(nxt, kind=NodeKind.RUN, label=f"{attrs.workflow_type.name} {self.wf}",
-                       workflow_id=self.wf, run_id=attrs.new_execution_run_id,
-                       workflow_type=attrs.workflow_type.name, loaded=False,
-                       time_ns=e.event_time.ToNanoseconds())
+                b.node(
+                    nxt,
+                    kind=NodeKind.RUN,
+                    label=f"{attrs.workflow_type.name} {self.wf}",
+                    workflow_id=self.wf,
+                    run_id=attrs.new_execution_run_id,
+                    workflow_type=attrs.workflow_type.name,
+                    loaded=False,
+                    time_ns=e.event_time.ToNanoseconds(),
+                )
             b.edge(nid, nxt, "started")
 
     def _close_sinks(self) -> None:
@@ -626,30 +769,52 @@ _ACTIVITY_CLOSE = {
     E.EVENT_TYPE_ACTIVITY_TASK_CANCELED: "canceled",
 }
 _CHILD_CLOSE = {
-    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
-        ("completed", "child_workflow_execution_completed_event_attributes"),
-    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
-        ("failed", "child_workflow_execution_failed_event_attributes"),
-    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED:
-        ("canceled", "child_workflow_execution_canceled_event_attributes"),
-    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT:
-        ("timed_out", "child_workflow_execution_timed_out_event_attributes"),
-    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED:
-        ("terminated", "child_workflow_execution_terminated_event_attributes"),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED: (
+        "completed",
+        "child_workflow_execution_completed_event_attributes",
+    ),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED: (
+        "failed",
+        "child_workflow_execution_failed_event_attributes",
+    ),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED: (
+        "canceled",
+        "child_workflow_execution_canceled_event_attributes",
+    ),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT: (
+        "timed_out",
+        "child_workflow_execution_timed_out_event_attributes",
+    ),
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED: (
+        "terminated",
+        "child_workflow_execution_terminated_event_attributes",
+    ),
 }
 _RUN_CLOSE = {
-    E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-        ("completed", "workflow_execution_completed_event_attributes"),
-    E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-        ("failed", "workflow_execution_failed_event_attributes"),
-    E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-        ("timed_out", "workflow_execution_timed_out_event_attributes"),
-    E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
-        ("canceled", "workflow_execution_canceled_event_attributes"),
-    E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-        ("terminated", "workflow_execution_terminated_event_attributes"),
-    E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-        ("continued_as_new", "workflow_execution_continued_as_new_event_attributes"),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: (
+        "completed",
+        "workflow_execution_completed_event_attributes",
+    ),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: (
+        "failed",
+        "workflow_execution_failed_event_attributes",
+    ),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: (
+        "timed_out",
+        "workflow_execution_timed_out_event_attributes",
+    ),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: (
+        "canceled",
+        "workflow_execution_canceled_event_attributes",
+    ),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: (
+        "terminated",
+        "workflow_execution_terminated_event_attributes",
+    ),
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: (
+        "continued_as_new",
+        "workflow_execution_continued_as_new_event_attributes",
+    ),
 }
 
 

@@ -1,6 +1,7 @@
-"""Workflow histories as the graph builder reads them: fetched from Temporal,
-or loaded from the JSON that ``WorkflowHistory.to_json()`` and
-``temporal workflow show --output json`` write.
+"""Workflow histories as the graph builder reads them.
+
+Fetched from Temporal, or loaded from the JSON that ``WorkflowHistory.to_json()``
+and ``temporal workflow show --output json`` write.
 """
 
 from __future__ import annotations
@@ -96,9 +97,7 @@ def _check_namespace(namespace: str, workflow_id: str, events: Sequence[HistoryE
                 )
 
 
-def load_history_json(
-    data: str | bytes, *, namespace: str, workflow_id: str = ""
-) -> RunHistory:
+def load_history_json(data: str | bytes, *, namespace: str, workflow_id: str = "") -> RunHistory:
     """Parse one run's history from JSON.
 
     Accepts the output of ``WorkflowHistory.to_json()``, of ``temporal
@@ -174,8 +173,9 @@ async def fetch_histories(
     follow_children: bool = False,
     follow_continue_as_new: bool = True,
 ) -> list[RunHistory]:
-    """Fetch a workflow run's history, its continue-as-new predecessors and,
-    optionally, its child workflows' (recursively), from the client's namespace.
+    """Fetch a workflow run's history and its continue-as-new predecessors.
+
+    Optionally also its child workflows' (recursively), from the client's namespace.
 
     Args:
         client: A connected client; its namespace is the one read.

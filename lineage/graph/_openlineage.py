@@ -107,10 +107,16 @@ def _workflow_type(g: nx.DiGraph, wf: object, run: object) -> str:
 
 
 def _datasets(g: nx.DiGraph, n: str) -> tuple[list[InputDataset], list[OutputDataset]]:
-    ins = [InputDataset(ARTIFACT_NAMESPACE, str(g.nodes[p]["digest"]))
-           for p in sorted(g.predecessors(n)) if g.nodes[p].get("kind") == NodeKind.ARTIFACT]
-    outs = [OutputDataset(ARTIFACT_NAMESPACE, str(g.nodes[s]["digest"]))
-            for s in sorted(g.successors(n)) if g.nodes[s].get("kind") == NodeKind.ARTIFACT]
+    ins = [
+        InputDataset(ARTIFACT_NAMESPACE, str(g.nodes[p]["digest"]))
+        for p in sorted(g.predecessors(n))
+        if g.nodes[p].get("kind") == NodeKind.ARTIFACT
+    ]
+    outs = [
+        OutputDataset(ARTIFACT_NAMESPACE, str(g.nodes[s]["digest"]))
+        for s in sorted(g.successors(n))
+        if g.nodes[s].get("kind") == NodeKind.ARTIFACT
+    ]
     return ins, outs
 
 
@@ -133,8 +139,11 @@ def _governance(g: nx.DiGraph, n: str) -> GovernanceRunFacet | None:
     receipt = None
     if ledgers:
         ld = g.nodes[ledgers[0]]
-        receipt = ReceiptInfo(int(ld["index"]), d.get("governance") == "ok",
-                              int(ld["tree_size"]) if ld.get("tree_size") else None)
+        receipt = ReceiptInfo(
+            int(ld["index"]),
+            d.get("governance") == "ok",
+            int(ld["tree_size"]) if ld.get("tree_size") else None,
+        )
     detail = d.get("governance_violations")
     return GovernanceRunFacet(
         governed=True,
@@ -168,15 +177,20 @@ def openlineage_events(g: nx.DiGraph, namespace: str = "default") -> list[RunEve
         facets: dict[str, RunFacet] = {}
         if kind == NodeKind.RUN:
             job = Job(job_ns, wf_type)
-            parent = next((p for p in g.predecessors(n)
-                           if g.nodes[p].get("kind") == NodeKind.CHILD), None)
+            parent = next(
+                (p for p in g.predecessors(n) if g.nodes[p].get("kind") == NodeKind.CHILD), None
+            )
             status = str(d.get("status", ""))
-            end_time = _time(dict(g.nodes.get(
-                f"close:{d.get('workflow_id')}/{d.get('run_id')}", {})), "time")
+            end_time = _time(
+                dict(g.nodes.get(f"close:{d.get('workflow_id')}/{d.get('run_id')}", {})), "time"
+            )
             if parent is not None:
                 pd = g.nodes[parent]
-                facets["parent"] = _parent(job_ns, _workflow_type(
-                    g, pd.get("workflow_id"), pd.get("run_id")), str(pd.get("run_id")))
+                facets["parent"] = _parent(
+                    job_ns,
+                    _workflow_type(g, pd.get("workflow_id"), pd.get("run_id")),
+                    str(pd.get("run_id")),
+                )
         else:
             job = Job(job_ns, f"{wf_type}.{d.get('activity_type')}")
             status = str(d.get("status", ""))
@@ -187,22 +201,47 @@ def openlineage_events(g: nx.DiGraph, namespace: str = "default") -> list[RunEve
                 facets["ecp_governance"] = gov
         run = Run(_run_id(g, n), facets)
         ins, outs = _datasets(g, n)
-        events.append((str(d["time"]), 0, RunEvent(
-            eventTime=str(d["time"]), producer=PRODUCER, run=run, job=job,
-            eventType=RunState.START, inputs=ins, outputs=[])))
+        events.append(
+            (
+                str(d["time"]),
+                0,
+                RunEvent(
+                    eventTime=str(d["time"]),
+                    producer=PRODUCER,
+                    run=run,
+                    job=job,
+                    eventType=RunState.START,
+                    inputs=ins,
+                    outputs=[],
+                ),
+            )
+        )
         end = _END_STATE.get(status)
         if end is not None:
-            events.append((end_time, 1, RunEvent(
-                eventTime=end_time, producer=PRODUCER, run=run, job=job,
-                eventType=end, inputs=ins, outputs=outs)))
+            events.append(
+                (
+                    end_time,
+                    1,
+                    RunEvent(
+                        eventTime=end_time,
+                        producer=PRODUCER,
+                        run=run,
+                        job=job,
+                        eventType=end,
+                        inputs=ins,
+                        outputs=outs,
+                    ),
+                )
+            )
     events.sort(key=lambda e: (e[0], e[1]))
     return [e for _, _, e in events]
 
 
 def _parent(job_ns: str, job_name: str, run_id: str) -> parent_run.ParentRunFacet:
     return parent_run.ParentRunFacet(
-        run=parent_run.Run(runId=str(uuid.UUID(run_id)) if _is_uuid(run_id) else
-                           str(uuid.uuid5(_UUID_NS, run_id))),
+        run=parent_run.Run(
+            runId=str(uuid.UUID(run_id)) if _is_uuid(run_id) else str(uuid.uuid5(_UUID_NS, run_id))
+        ),
         job=parent_run.Job(namespace=job_ns, name=job_name),
     )
 
@@ -217,5 +256,4 @@ def _is_uuid(s: str) -> bool:
 
 def openlineage_json(events: Sequence[RunEvent]) -> str:
     """The events as newline-delimited JSON (one RunEvent per line)."""
-    return "".join(json.dumps(json.loads(Serde.to_json(e)), sort_keys=True) + "\n"
-                   for e in events)
+    return "".join(json.dumps(json.loads(Serde.to_json(e)), sort_keys=True) + "\n" for e in events)

@@ -26,9 +26,7 @@ __all__ = ["ECP_NAMESPACE", "prov_json", "prov_n", "to_prov"]
 #: The namespace of every identifier and attribute in the export.
 ECP_NAMESPACE = "https://ecp.dev/lineage#"
 
-_ENTITY_KINDS = frozenset(
-    {NodeKind.ARTIFACT, NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER}
-)
+_ENTITY_KINDS = frozenset({NodeKind.ARTIFACT, NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER})
 _SKIP_ATTRS = frozenset({"kind", "label", "time", "time_ns", "closed_time", "fired_time"})
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -70,8 +68,9 @@ def _attributes(ns: Namespace, data: dict[str, object]) -> dict[str, _Value]:
             continue
         # Strings and integers survive a PROV-JSON round trip unchanged;
         # floats and booleans are written as strings.
-        attrs[f"ecp:{k}"] = v if isinstance(v, str) or (
-            isinstance(v, int) and not isinstance(v, bool)) else str(v)
+        attrs[f"ecp:{k}"] = (
+            v if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) else str(v)
+        )
     return attrs
 
 
@@ -111,16 +110,21 @@ def to_prov(g: nx.DiGraph) -> ProvDocument:
         kind = data.get("kind")
         if kind == NodeKind.ACTIVITY and data.get("task_queue"):
             q = str(data["task_queue"])
-            doc.association(elements[n], agent(f"queue/{q}", f"workers of {q}", "worker_pool"),
-                            identifier=rel())
+            doc.association(
+                elements[n], agent(f"queue/{q}", f"workers of {q}", "worker_pool"), identifier=rel()
+            )
         if kind == NodeKind.GRANT and data.get("issuer"):
             iss = str(data["issuer"])
-            doc.attribution(elements[n], agent(f"key/{iss}", f"authority key {iss}",
-                                               "authority"), identifier=rel())
+            doc.attribution(
+                elements[n],
+                agent(f"key/{iss}", f"authority key {iss}", "authority"),
+                identifier=rel(),
+            )
         if kind == NodeKind.GRANT and data.get("initiator"):
             who = str(data["initiator"])
-            doc.influence(elements[n], agent(f"principal/{who}", who, "initiator"),
-                          identifier=rel())
+            doc.influence(
+                elements[n], agent(f"principal/{who}", who, "initiator"), identifier=rel()
+            )
         if kind == NodeKind.UPDATE and data.get("approver"):
             who = str(data["approver"])
             a = agent(f"principal/{who}", who, "approver")

@@ -1,5 +1,6 @@
-"""Pictures and interchange forms of a lineage graph: GraphML, node-link
-JSON, Graphviz DOT, SVG (through Graphviz ``dot``) and Mermaid.
+"""Pictures and interchange forms of a lineage graph.
+
+GraphML, node-link JSON, Graphviz DOT, SVG (through Graphviz ``dot``) and Mermaid.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def to_graphml(g: nx.DiGraph) -> str:
 
 
 def to_node_link(g: nx.DiGraph) -> str:
-    """networkx node-link JSON (``nodes``, ``edges``), deterministic."""
+    """Networkx node-link JSON (``nodes``, ``edges``), deterministic."""
     data = nx.node_link_data(g, edges="edges")
     data["nodes"] = sorted(data["nodes"], key=lambda x: str(x["id"]))
     data["edges"] = sorted(data["edges"], key=lambda x: (str(x["source"]), str(x["target"])))
@@ -85,14 +86,20 @@ def _q(s: str) -> str:
 
 
 def to_dot(g: nx.DiGraph) -> str:
-    """Graphviz DOT: one cluster per workflow run, shapes by kind, governance
-    status in colour (green ok, orange denied, red violation)."""
+    """Graphviz DOT: one cluster per workflow run, shapes by kind.
+
+    Governance status in colour (green ok, orange denied, red violation).
+    """
     clusters: dict[str, list[str]] = defaultdict(list)
     loose: list[str] = []
     for n in sorted(g.nodes, key=lambda x: (g.nodes[x].get("time_ns", 0), x)):
         d = g.nodes[n]
-        if d.get("kind") in (NodeKind.ARTIFACT, NodeKind.DECISION, NodeKind.GRANT,
-                             NodeKind.LEDGER) or not d.get("run_id"):
+        if d.get("kind") in (
+            NodeKind.ARTIFACT,
+            NodeKind.DECISION,
+            NodeKind.GRANT,
+            NodeKind.LEDGER,
+        ) or not d.get("run_id"):
             loose.append(n)
         else:
             clusters[f"{d.get('workflow_id')}/{d.get('run_id')}"].append(n)
@@ -100,7 +107,7 @@ def to_dot(g: nx.DiGraph) -> str:
     lines = [
         "digraph lineage {",
         '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.35,'
-        ' newrank=true];',
+        " newrank=true];",
         '  node [fontname="Helvetica", fontsize=10, style="filled", fillcolor="#ffffff",'
         ' height=0.3, margin="0.08,0.04"];',
         '  edge [fontname="Helvetica", fontsize=8, color="#555555", arrowsize=0.6];',
@@ -109,8 +116,11 @@ def to_dot(g: nx.DiGraph) -> str:
     def node_line(n: str) -> str:
         d = g.nodes[n]
         kind = str(d.get("kind", ""))
-        attrs = [f"label={_q(_label(dict(d)))}", f"shape={_SHAPES.get(kind, 'box')}",
-                 f"tooltip={_q(n)}"]
+        attrs = [
+            f"label={_q(_label(dict(d)))}",
+            f"shape={_SHAPES.get(kind, 'box')}",
+            f"tooltip={_q(n)}",
+        ]
         fill = _FILL.get(kind)
         if fill:
             attrs.append(f'fillcolor="{fill}"')
@@ -133,8 +143,9 @@ def to_dot(g: nx.DiGraph) -> str:
         rel = str(d.get("rel", ""))
         style = ' style="dashed"' if rel in ("used", "generated", "derived") else ""
         label = f" label={_q(rel)}" if rel not in ("informed", "used", "generated") else ""
-        lines.append(f"  {ids[u]} -> {ids[v]} [{style.strip()}{label}];".replace("[]", "")
-                     .replace(" ;", ";"))
+        lines.append(
+            f"  {ids[u]} -> {ids[v]} [{style.strip()}{label}];".replace("[]", "").replace(" ;", ";")
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -154,7 +165,10 @@ def to_svg(g: nx.DiGraph, *, timeout: float = 60.0) -> str:
         )
     try:
         done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [dot, "-Tsvg"], input=to_dot(g).encode(), capture_output=True, timeout=timeout,
+            [dot, "-Tsvg"],
+            input=to_dot(g).encode(),
+            capture_output=True,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:

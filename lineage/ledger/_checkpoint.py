@@ -1,4 +1,4 @@
-"""C2SP tlog-checkpoint bodies: origin, tree size, root hash, extension lines.
+r"""C2SP tlog-checkpoint bodies: origin, tree size, root hash, extension lines.
 
 A checkpoint is the text of a signed note (see :mod:`ecp.lineage.ledger._note`)::
 

@@ -254,8 +254,9 @@ class Ledger:
                 seq = border.size
                 for n in border.push(p.leaf_hash):
                     nodes.append((node_key(n.level, n.index), n.hash))
-                entries.append((seq, p.evidence_id, p.leaf_hash, border.root(), p.leaf, now,
-                                *p.activity))
+                entries.append(
+                    (seq, p.evidence_id, p.leaf_hash, border.root(), p.leaf, now, *p.activity)
+                )
                 existing[p.evidence_id] = (seq, p.leaf_hash)
                 results.append(AppendResult(seq, p.leaf_hash, p.evidence_id, True))
             if not entries:
@@ -263,12 +264,16 @@ class Ledger:
             new_head = StoredHead(border.size, border.root(), border.to_bytes())
             after = None
             signer = self._signer
-            if (signer is not None and self._every > 0
-                    and border.size // self._every > head.size // self._every):
+            if (
+                signer is not None
+                and self._every > 0
+                and border.size // self._every > head.size // self._every
+            ):
 
                 def after(conn: Connection) -> None:
-                    cp = self._checkpoint_in(conn, new_head.size, Hash(new_head.root_hash),
-                                             signer, self._origin)
+                    cp = self._checkpoint_in(
+                        conn, new_head.size, Hash(new_head.root_hash), signer, self._origin
+                    )
                     results[-1] = _with_checkpoint(results[-1], cp)
 
             return AppendPlan(entries, nodes, new_head, after)
@@ -300,14 +305,21 @@ class Ledger:
         """
         with self._db.read() as conn:
             row = conn.execute(
-                select(ENTRY.c.evidence_id, ENTRY.c.leaf_hash, ENTRY.c.envelope,
-                       ENTRY.c.recorded_at).where(ENTRY.c.seq == index)
+                select(
+                    ENTRY.c.evidence_id, ENTRY.c.leaf_hash, ENTRY.c.envelope, ENTRY.c.recorded_at
+                ).where(ENTRY.c.seq == index)
             ).first()
         if row is None:
             raise EntryNotFoundError(f"no entry at index {index}")
         leaf = bytes(row.envelope)
-        return StoredEntry(index, EvidenceId(row.evidence_id), Hash(bytes(row.leaf_hash)),
-                           Envelope.from_json(leaf), leaf, row.recorded_at)
+        return StoredEntry(
+            index,
+            EvidenceId(row.evidence_id),
+            Hash(bytes(row.leaf_hash)),
+            Envelope.from_json(leaf),
+            leaf,
+            row.recorded_at,
+        )
 
     def find(self, evidence_id: str) -> int | None:
         """The index of the entry with ``evidence_id``, if recorded.
@@ -437,8 +449,9 @@ class Ledger:
             LedgerUnavailableError: the database is unreachable.
         """
         with self._db.write() as (conn, head):
-            return self._checkpoint_in(conn, head.size, Hash(head.root_hash), signer,
-                                       origin or self._origin)
+            return self._checkpoint_in(
+                conn, head.size, Hash(head.root_hash), signer, origin or self._origin
+            )
 
     def _checkpoint_in(
         self, conn: Connection, size: int, root: Hash, signer: Signer, origin: str
@@ -528,8 +541,9 @@ class Ledger:
                 )
             cp = self.checkpoint(signer)
         proof = self.inclusion_proof(index, cp.checkpoint.size)
-        return Receipt(index, stored.leaf_hash, stored.envelope, cp.checkpoint.size,
-                       tuple(proof), cp.note)
+        return Receipt(
+            index, stored.leaf_hash, stored.envelope, cp.checkpoint.size, tuple(proof), cp.note
+        )
 
     # --- auditing -------------------------------------------------------------
 
@@ -550,8 +564,9 @@ class Ledger:
         with self._db.read() as conn:
             head = self._db.read_head(conn)
             cp_rows = conn.execute(
-                select(CHECKPOINT.c.id, CHECKPOINT.c.size, CHECKPOINT.c.origin,
-                       CHECKPOINT.c.note).order_by(CHECKPOINT.c.id)
+                select(
+                    CHECKPOINT.c.id, CHECKPOINT.c.size, CHECKPOINT.c.origin, CHECKPOINT.c.note
+                ).order_by(CHECKPOINT.c.id)
             ).all()
             wanted_sizes = {int(r.size) for r in cp_rows}
             roots: dict[int, Hash] = {}
@@ -562,8 +577,9 @@ class Ledger:
                 for row in rows:
                     i = border.size
                     if row.seq != i:
-                        raise TamperError(i, "entry missing (sequence numbers jump "
-                                          f"from {i - 1} to {row.seq})")
+                        raise TamperError(
+                            i, f"entry missing (sequence numbers jump from {i - 1} to {row.seq})"
+                        )
                     leaf = _blob(row.envelope, i, "entry bytes")
                     lh = leaf_hash(leaf)
                     if lh != _blob(row.leaf_hash, i, "leaf hash"):
@@ -574,50 +590,68 @@ class Ledger:
                         key = node_key(n.level, n.index)
                         if stored_nodes.get(key) != n.hash:
                             raise TamperError(
-                                i, f"stored subtree hash (level {n.level}, index {n.index}) "
-                                "differs from the recomputed one"
+                                i,
+                                f"stored subtree hash (level {n.level}, index {n.index}) "
+                                "differs from the recomputed one",
                             )
                     if border.root() != _blob(row.root_after, i, "root after entry"):
                         raise TamperError(
-                            i, "tree root after this entry differs from the stored one "
-                            "(entries reordered, replaced or a stored root rewritten)"
+                            i,
+                            "tree root after this entry differs from the stored one "
+                            "(entries reordered, replaced or a stored root rewritten)",
                         )
                     if border.size in wanted_sizes:
                         roots[border.size] = border.root()
             if border.size != head.size:
-                raise TamperError(border.size, f"log head says size {head.size} but "
-                                  f"{border.size} entries are stored")
+                raise TamperError(
+                    border.size,
+                    f"log head says size {head.size} but {border.size} entries are stored",
+                )
             if border.root() != head.root_hash or border.to_bytes() != head.border:
                 raise TamperError(None, "log head root or border differs from the recomputed tree")
             nodes_count = conn.execute(select(func.count()).select_from(NODE)).scalar_one()
             if nodes_count != head.size - head.size.bit_count():
-                raise TamperError(None, f"{nodes_count} subtree rows stored, expected "
-                                  f"{head.size - head.size.bit_count()}")
+                raise TamperError(
+                    None,
+                    f"{nodes_count} subtree rows stored, expected "
+                    f"{head.size - head.size.bit_count()}",
+                )
             prev: Checkpoint | None = None
             for r in cp_rows:
-                cp = self._verify_stored_checkpoint(r.id, r.size, r.origin, r.note, log_key,
-                                                    roots, head.size)
+                cp = self._verify_stored_checkpoint(
+                    r.id, r.size, r.origin, r.note, log_key, roots, head.size
+                )
                 if prev is not None:
                     if prev.origin != cp.origin:
                         raise TamperError(None, f"checkpoint #{r.id} changes the origin")
                     if cp.size < prev.size:
-                        raise TamperError(cp.size, f"checkpoint #{r.id} is smaller than "
-                                          "an earlier one")
+                        raise TamperError(
+                            cp.size, f"checkpoint #{r.id} is smaller than an earlier one"
+                        )
                     if prev.size > 0:
                         try:
                             proof = consistency_proof(prev.size, cp.size, _Lookup(conn))
-                            verify_consistency(prev.size, cp.size, prev.root_hash,
-                                               cp.root_hash, proof)
+                            verify_consistency(
+                                prev.size, cp.size, prev.root_hash, cp.root_hash, proof
+                            )
                         except ProofError as exc:
-                            raise TamperError(prev.size, f"checkpoint #{r.id} is not consistent "
-                                              f"with the previous one: {exc}") from exc
+                            raise TamperError(
+                                prev.size,
+                                f"checkpoint #{r.id} is not consistent "
+                                f"with the previous one: {exc}",
+                            ) from exc
                 prev = cp
         return VerifyReport(head.size, Hash(head.root_hash), len(cp_rows))
 
     @staticmethod
     def _verify_stored_checkpoint(
-        cp_id: int, size: int, origin: str, note: str, log_key: Ed25519PublicKey | None,
-        roots: Mapping[int, Hash], log_size: int,
+        cp_id: int,
+        size: int,
+        origin: str,
+        note: str,
+        log_key: Ed25519PublicKey | None,
+        roots: Mapping[int, Hash],
+        log_size: int,
     ) -> Checkpoint:
         try:
             if log_key is not None:
@@ -629,11 +663,16 @@ class Ledger:
         if cp.origin != origin or cp.size != size:
             raise TamperError(None, f"checkpoint #{cp_id} row differs from its signed note")
         if cp.size > log_size:
-            raise TamperError(log_size, f"checkpoint #{cp_id} signs size {cp.size} but the "
-                              f"log holds {log_size} entries (entries deleted)")
+            raise TamperError(
+                log_size,
+                f"checkpoint #{cp_id} signs size {cp.size} but the "
+                f"log holds {log_size} entries (entries deleted)",
+            )
         if roots.get(cp.size) != cp.root_hash:
-            raise TamperError(max(cp.size - 1, 0), f"checkpoint #{cp_id} root differs from "
-                              f"the recomputed tree at size {cp.size}")
+            raise TamperError(
+                max(cp.size - 1, 0),
+                f"checkpoint #{cp_id} root differs from the recomputed tree at size {cp.size}",
+            )
         return cp
 
 
@@ -669,8 +708,9 @@ def _leaf_bytes(envelope: Envelope) -> bytes:
     goes through ``entry_leaf`` and fails the same way.
     """
     try:
-        return json.dumps(envelope.to_dict(), ensure_ascii=False, separators=(",", ":"),
-                          sort_keys=True).encode("utf-8")
+        return json.dumps(
+            envelope.to_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True
+        ).encode("utf-8")
     except UnicodeEncodeError:
         return entry_leaf(envelope)
 
@@ -722,8 +762,13 @@ def _chunks(conn: Connection, size: int) -> Iterator[tuple[Sequence[Any], dict[i
     next_seq = 0
     while True:
         rows = conn.execute(
-            select(ENTRY.c.seq, ENTRY.c.evidence_id, ENTRY.c.leaf_hash, ENTRY.c.root_after,
-                   ENTRY.c.envelope)
+            select(
+                ENTRY.c.seq,
+                ENTRY.c.evidence_id,
+                ENTRY.c.leaf_hash,
+                ENTRY.c.root_after,
+                ENTRY.c.envelope,
+            )
             .where(ENTRY.c.seq >= next_seq)
             .order_by(ENTRY.c.seq)
             .limit(_VERIFY_CHUNK)
@@ -736,11 +781,8 @@ def _chunks(conn: Connection, size: int) -> Iterator[tuple[Sequence[Any], dict[i
         nodes = {
             int(r.node_id): bytes(r.hash)
             for r in conn.execute(
-                select(NODE.c.node_id, NODE.c.hash).where(
-                    NODE.c.node_id >= lo, NODE.c.node_id < hi
-                )
+                select(NODE.c.node_id, NODE.c.hash).where(NODE.c.node_id >= lo, NODE.c.node_id < hi)
             )
         }
         yield rows, nodes
         next_seq = last + 1
-

@@ -163,8 +163,7 @@ def consistency_proof_nodes(old_size: int, new_size: int) -> list[list[NodeId]]:
     """
     if old_size <= 0 or old_size > new_size:
         raise ProofSizeError(
-            f"no consistency proof from size {old_size} to size {new_size} "
-            "(need 0 < old <= new)"
+            f"no consistency proof from size {old_size} to size {new_size} (need 0 < old <= new)"
         )
     ranges: list[tuple[int, int]] = []
     _subproof(old_size, 0, new_size, True, ranges)

@@ -1,4 +1,4 @@
-"""C2SP signed notes: parse, verify and sign (the format of Go's sumdb and Rekor v2).
+r"""C2SP signed notes: parse, verify and sign (the format of Go's sumdb and Rekor v2).
 
 A note is UTF-8 text without control characters except newline, ending in a
 newline, followed by a blank line and one or more signature lines
@@ -62,7 +62,7 @@ def _valid_name(name: str) -> bool:
 
 
 def note_key_id(name: str, key_type: NoteKeyType, public_key: bytes) -> int:
-    """C2SP key id: the first 4 bytes of SHA-256(name ‖ "\\n" ‖ type ‖ key), big-endian."""
+    r"""C2SP key id: the first 4 bytes of SHA-256(name ‖ "\\n" ‖ type ‖ key), big-endian."""
     digest = hashlib.sha256(name.encode() + b"\n" + bytes([key_type]) + public_key).digest()
     return int.from_bytes(digest[:4], "big")
 

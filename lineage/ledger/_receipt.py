@@ -234,6 +234,12 @@ def verify_receipt(
         raise ReceiptEntryMismatchError("leafHash does not match the entry")
     verify_inclusion(r.log_index, r.tree_size, leaf, r.proof, checkpoint.root_hash)
     return VerifiedReceipt(
-        checkpoint.origin, r.log_index, r.tree_size, Hash(checkpoint.root_hash), leaf, r.entry,
-        checkpoint, note,
+        checkpoint.origin,
+        r.log_index,
+        r.tree_size,
+        Hash(checkpoint.root_hash),
+        leaf,
+        r.entry,
+        checkpoint,
+        note,
     )

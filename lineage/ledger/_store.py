@@ -178,8 +178,16 @@ class StoredHead:
 #: Values of one new ``ledger_entry`` row, in :data:`_ENTRY_COLUMNS` order.
 EntryValues = tuple[int, str, bytes, bytes, bytes, datetime, str, str, str, str]
 _ENTRY_COLUMNS = (
-    "seq", "evidence_id", "leaf_hash", "root_after", "envelope", "recorded_at",
-    "namespace", "workflow_id", "run_id", "activity_id",
+    "seq",
+    "evidence_id",
+    "leaf_hash",
+    "root_after",
+    "envelope",
+    "recorded_at",
+    "namespace",
+    "workflow_id",
+    "run_id",
+    "activity_id",
 )
 
 
@@ -280,11 +288,7 @@ class LedgerDatabase:
                 SQLModel.metadata.create_all(conn, tables=_TABLES, checkfirst=True)
                 exists = conn.execute(select(HEAD.c.id).where(HEAD.c.id == 1)).first()
                 if exists is None:
-                    conn.execute(
-                        HEAD.insert().values(
-                            id=1, size=0, root_hash=_EMPTY, border=b""
-                        )
-                    )
+                    conn.execute(HEAD.insert().values(id=1, size=0, root_hash=_EMPTY, border=b""))
             elif not sa_inspect(conn).has_table(HEAD.name):
                 raise LedgerUnavailableError(f"no ledger in database {self.display_url}")
 
@@ -351,9 +355,7 @@ class LedgerDatabase:
             if self.is_sqlite:
                 conn = conn.execution_options(ecp_begin="IMMEDIATE")
             with conn.begin():
-                stmt = select(HEAD.c.size, HEAD.c.root_hash, HEAD.c.border).where(
-                    HEAD.c.id == 1
-                )
+                stmt = select(HEAD.c.size, HEAD.c.root_hash, HEAD.c.border).where(HEAD.c.id == 1)
                 if not self.is_sqlite:
                     stmt = stmt.with_for_update()
                 row = conn.execute(stmt).one()
@@ -372,8 +374,11 @@ class LedgerDatabase:
             raw = conn.connection.driver_connection
             try:
                 yield conn, raw
-            except (sqlite3.OperationalError, psycopg.OperationalError,
-                    psycopg.InterfaceError) as exc:
+            except (
+                sqlite3.OperationalError,
+                psycopg.OperationalError,
+                psycopg.InterfaceError,
+            ) as exc:
                 conn.invalidate()
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise LedgerUnavailableError(
@@ -422,7 +427,8 @@ class LedgerDatabase:
             marks = ",".join("?" * len(ids))
             for seq, eid, lh in raw.execute(
                 f"SELECT seq, evidence_id, leaf_hash FROM ledger_entry "  # noqa: S608
-                f"WHERE evidence_id IN ({marks})", ids
+                f"WHERE evidence_id IN ({marks})",
+                ids,
             ):
                 existing[eid] = (int(seq), bytes(lh))
         p = plan(StoredHead(int(size), bytes(root), bytes(border)), existing)
@@ -435,8 +441,9 @@ class LedgerDatabase:
         )
         if p.nodes:
             raw.executemany("INSERT INTO ledger_node (node_id, hash) VALUES (?, ?)", p.nodes)
-        raw.execute(_SQL_SET_HEAD.replace("%s", "?"),
-                    (p.head.size, p.head.root_hash, p.head.border))
+        raw.execute(
+            _SQL_SET_HEAD.replace("%s", "?"), (p.head.size, p.head.root_hash, p.head.border)
+        )
         if p.after is not None:
             p.after(conn)
 
@@ -469,8 +476,10 @@ class LedgerDatabase:
         query = "BEGIN; " + _SQL_HEAD + " FOR UPDATE; "
         if ids:
             marks = ",".join(["%s"] * len(ids))
-            query += ("SELECT seq, evidence_id, leaf_hash FROM ledger_entry "  # noqa: S608
-                      f"WHERE evidence_id IN ({marks})")
+            query += (
+                "SELECT seq, evidence_id, leaf_hash FROM ledger_entry "  # noqa: S608
+                f"WHERE evidence_id IN ({marks})"
+            )
         else:
             query += "SELECT NULL, NULL, NULL WHERE false"
         try:
@@ -494,8 +503,10 @@ class LedgerDatabase:
         params: list[object] = []
         if p.nodes:
             # Only placeholders are joined in; psycopg binds the values.
-            parts.append("INSERT INTO ledger_node (node_id, hash) VALUES "  # noqa: S608
-                         + ",".join(["(%s, %s)"] * len(p.nodes)))
+            parts.append(
+                "INSERT INTO ledger_node (node_id, hash) VALUES "  # noqa: S608
+                + ",".join(["(%s, %s)"] * len(p.nodes))
+            )
             for n in p.nodes:
                 params.extend(n)
         parts.append(_SQL_ENTRY_ROWS + ",".join([_SQL_ENTRY_VALUES] * len(p.entries)))
@@ -526,11 +537,15 @@ class LedgerDatabase:
         mark = "?" if self.is_sqlite else "%s"
         query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
         if leaves:
-            query += (" UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry "  # noqa: S608
-                      f"WHERE seq IN ({','.join([mark] * len(leaves))})")
+            query += (
+                " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry "  # noqa: S608
+                f"WHERE seq IN ({','.join([mark] * len(leaves))})"
+            )
         if nodes:
-            query += (" UNION ALL SELECT 2, node_id, hash FROM ledger_node "  # noqa: S608
-                      f"WHERE node_id IN ({','.join([mark] * len(nodes))})")
+            query += (
+                " UNION ALL SELECT 2, node_id, hash FROM ledger_node "  # noqa: S608
+                f"WHERE node_id IN ({','.join([mark] * len(nodes))})"
+            )
         size = -1
         got: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
         for retry in (not self.is_sqlite, False):
@@ -565,6 +580,8 @@ _PG_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 class _StaleConnection(Exception):
     """A pooled PostgreSQL connection was dead before anything was sent on it."""
+
+
 _SQL_HEAD = "SELECT size, root_hash, border FROM ledger_head WHERE id = 1"
 _SQL_SET_HEAD = "UPDATE ledger_head SET size = %s, root_hash = %s, border = %s WHERE id = 1"
 _SQL_ENTRY_ROWS = f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) VALUES "  # noqa: S608

@@ -33,8 +33,13 @@ from tests.workflows.conftest import temporal_env  # noqa: F401 (the session dev
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WIDE: ViewportSize = {"width": 1280, "height": 800}
@@ -56,7 +61,10 @@ class ConsoleServer:
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_app(settings, temporal_ui=temporal_ui),
-            host="127.0.0.1", port=self.port, log_level="error", lifespan="on",
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="on",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -124,14 +132,18 @@ async def governed(
             GovernedRequest(
                 action="payout",
                 args=[{"amount": 250, "currency": "EUR", "recipient": "acme"}],
-                initiator=initiator, purpose="invoice 42", queues=queues,
+                initiator=initiator,
+                purpose="invoice 42",
+                queues=queues,
             ),
             workflow_id=allowed_id,
         )
         h2 = await start_governed(
             client,
             GovernedRequest(
-                action="launch_missiles", args=[{"target": "moon"}], initiator=initiator,
+                action="launch_missiles",
+                args=[{"target": "moon"}],
+                initiator=initiator,
                 queues=queues,
             ),
             workflow_id=denied_id,
@@ -143,8 +155,14 @@ async def governed(
         await _visible(client, f"WorkflowId = '{denied_id}' AND ECPOutcome = 'denied'", 1)
         with ConsoleServer(settings, temporal_ui="http://127.0.0.1:8233") as console:
             yield Governed(
-                client, settings, KeyFiles(settings.keys), allowed_id, allowed, denied_id,
-                denied, console,
+                client,
+                settings,
+                KeyFiles(settings.keys),
+                allowed_id,
+                allowed,
+                denied_id,
+                denied,
+                console,
             )
     ledger.close()
 

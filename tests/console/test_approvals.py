@@ -24,7 +24,9 @@ async def test_pending_approval_shows_the_request_and_the_command(
         GovernedRequest(
             action="payout",
             args=[{"amount": 5000, "currency": "EUR", "recipient": "acme"}],
-            initiator="alice", purpose="annual licence", approval_timeout_seconds=3600,
+            initiator="alice",
+            purpose="annual licence",
+            approval_timeout_seconds=3600,
             queues=TaskQueues(s.authority_queue, s.executor_queue),
         ),
         workflow_id=wf_id,

@@ -43,8 +43,10 @@ async def _check(page: Page, g: Governed, doc: str | None, old: int, new: int) -
     await page.click("#verify-consistency")
     verdict = page.locator("#consistency-verdict[data-verdict]")
     await verdict.wait_for()
-    return (await verdict.get_attribute("data-verdict") or "",
-            await page.inner_text("#consistency-verdict"))
+    return (
+        await verdict.get_attribute("data-verdict") or "",
+        await page.inner_text("#consistency-verdict"),
+    )
 
 
 async def test_real_checkpoints_are_consistent_in_the_browser(

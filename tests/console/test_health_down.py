@@ -51,9 +51,10 @@ async def test_stopped_executor_turns_red(
         handle = await start_governed(
             client,
             GovernedRequest(
-                action="payout", args=[{"amount": 10, "currency": "EUR", "recipient": "acme"}],
-                initiator="alice", queues=TaskQueues(settings.authority_queue,
-                                                     settings.executor_queue),
+                action="payout",
+                args=[{"amount": 10, "currency": "EUR", "recipient": "acme"}],
+                initiator="alice",
+                queues=TaskQueues(settings.authority_queue, settings.executor_queue),
             ),
             workflow_id=f"pay-{q}",
         )

@@ -35,8 +35,11 @@ async def _expected_nodes(governed: Governed, workflow_id: str) -> int:
     g = build_graph(histories)
     with Ledger.open(governed.settings.db_url, create=False) as ledger:
         report = cross_check(
-            histories, ledger=ledger, trust=TrustStore.load(governed.settings.trust),
-            log_key=load_public_key(governed.keys.log), origin=governed.settings.log_origin,
+            histories,
+            ledger=ledger,
+            trust=TrustStore.load(governed.settings.trust),
+            log_key=load_public_key(governed.keys.log),
+            origin=governed.settings.log_origin,
             governed_types=governed_activity_types(),
         )
     annotate_graph(g, report)
@@ -63,9 +66,10 @@ async def test_lineage_graph_details_and_download(
     facts = page.locator("#details-facts")
     assert "ledger_entry" in await facts.inner_text()
     assert "✓ ok" in await facts.locator("dd[data-key='governance']").inner_text()
-    assert await page.get_attribute(
-        "#details-ledger-link", "href"
-    ) == f"/proofs?index={governed.allowed.ledger_index}"
+    assert (
+        await page.get_attribute("#details-ledger-link", "href")
+        == f"/proofs?index={governed.allowed.ledger_index}"
+    )
     # Ancestors are highlighted (the decision and grant lead to the entry).
     assert int(await page.get_attribute("#viewport", "data-ancestors") or 0) > 0
     assert await page.locator("#viewport g.node.ancestor").count() > 0
@@ -89,9 +93,7 @@ async def test_lineage_graph_details_and_download(
     )
 
     # Every format is offered; PROV-JSON downloads as a PROV document.
-    formats = await page.locator("#exports a").evaluate_all(
-        "as => as.map(a => a.dataset.format)"
-    )
+    formats = await page.locator("#exports a").evaluate_all("as => as.map(a => a.dataset.format)")
     assert sorted(formats) == sorted(f.value for f in ExportFormat)
     async with page.expect_download() as info:
         await page.click("#exports a[data-format='prov-json']")

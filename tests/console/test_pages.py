@@ -32,8 +32,14 @@ async def test_health_json_reflects_the_real_stack(governed: Governed) -> None:
     doc = resp.json()
     items = {i["name"]: i for i in doc["items"]}
     assert set(items) == {
-        "temporal", "authority workers", "executor workers", "ledger", "ledger verification",
-        "gate denials", "trust store", "policy",
+        "temporal",
+        "authority workers",
+        "executor workers",
+        "ledger",
+        "ledger verification",
+        "gate denials",
+        "trust store",
+        "policy",
     }
     assert items["temporal"]["status"] == "green"
     for name in ("authority workers", "executor workers"):

@@ -170,9 +170,7 @@ async def test_receipt_by_ledger_index_verifies_at_narrow_width(
     assert verdict is not None
     assert await verdict.get_attribute("data-verdict") == "ok", await verdict.inner_text()
     # Usable on a phone: nothing forces sideways scrolling of the page.
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth <= window.innerWidth"
-    )
+    overflow = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert overflow
     await page.screenshot(path=str(screenshots / "proof-viewer-narrow.png"), full_page=True)
     await context.close()

@@ -35,19 +35,24 @@ async def _count(client: Client, query: str) -> int:
 
 
 async def _start_many(client: Client, tag: str, policy: str) -> None:
-    attrs = TypedSearchAttributes([
-        SearchAttributePair(SA_ACTION, "payout"),
-        SearchAttributePair(SA_DECISION, "allow"),
-        SearchAttributePair(SA_INITIATOR, tag),
-        SearchAttributePair(SA_POLICY_DIGEST, policy),
-    ])
+    attrs = TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_ACTION, "payout"),
+            SearchAttributePair(SA_DECISION, "allow"),
+            SearchAttributePair(SA_INITIATOR, tag),
+            SearchAttributePair(SA_POLICY_DIGEST, policy),
+        ]
+    )
     sem = asyncio.Semaphore(32)
 
     async def one(i: int) -> None:
         async with sem:
             await client.start_workflow(
-                "NoWorkerHere", id=f"{tag}-{i:04d}", task_queue=f"none-{tag}",
-                search_attributes=attrs, execution_timeout=timedelta(minutes=10),
+                "NoWorkerHere",
+                id=f"{tag}-{i:04d}",
+                task_queue=f"none-{tag}",
+                search_attributes=attrs,
+                execution_timeout=timedelta(minutes=10),
             )
 
     await asyncio.gather(*(one(i) for i in range(COUNT)))
@@ -65,8 +70,10 @@ async def bulk(
     init_keyring(home / "keys")
     client = temporal_env.client
     settings = Settings(
-        home=home, temporal_address=client.service_client.config.target_host,
-        namespace=client.namespace, database_url=f"sqlite:///{home / 'ecp.db'}",
+        home=home,
+        temporal_address=client.service_client.config.target_host,
+        namespace=client.namespace,
+        database_url=f"sqlite:///{home / 'ecp.db'}",
     )
     tag = f"bulk-{uuid.uuid4().hex[:8]}"
     policy = f"sha256:{uuid.uuid4().hex}"
@@ -113,14 +120,22 @@ async def test_policy_and_time_filters_select(
 @pytest.mark.parametrize(
     ("params", "sentence"),
     [
-        ({"from": "yesterday"},
-         "The started from time must be a date and time such as 2026-01-31T13:45 (UTC)."),
-        ({"to": "2026-13-01T00:00"},
-         "The started to time must be a date and time such as 2026-01-31T13:45 (UTC)."),
-        ({"from": "2026-02-01T00:00", "to": "2026-01-01T00:00"},
-         "The started-from time is after the started-to time."),
-        ({"policy": "sha256:' OR 1=1"},
-         "The ECPPolicyDigest filter may only hold letters, digits and . _ : @ / + -."),
+        (
+            {"from": "yesterday"},
+            "The started from time must be a date and time such as 2026-01-31T13:45 (UTC).",
+        ),
+        (
+            {"to": "2026-13-01T00:00"},
+            "The started to time must be a date and time such as 2026-01-31T13:45 (UTC).",
+        ),
+        (
+            {"from": "2026-02-01T00:00", "to": "2026-01-01T00:00"},
+            "The started-from time is after the started-to time.",
+        ),
+        (
+            {"policy": "sha256:' OR 1=1"},
+            "The ECPPolicyDigest filter may only hold letters, digits and . _ : @ / + -.",
+        ),
     ],
 )
 async def test_bad_filters_are_one_sentence(

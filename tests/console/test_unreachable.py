@@ -69,5 +69,7 @@ def test_console_cli_is_registered_by_function() -> None:
     result = CliRunner().invoke(app, ["console", "--help"])
     assert result.exit_code == 0
     assert "--port" in result.output
-    assert default_temporal_ui(Settings(temporal_address="127.0.0.1:7233")) == "http://127.0.0.1:8233"
+    assert (
+        default_temporal_ui(Settings(temporal_address="127.0.0.1:7233")) == "http://127.0.0.1:8233"
+    )
     assert default_temporal_ui(Settings(temporal_address="temporal.example:7233")) is None

@@ -35,6 +35,4 @@ def test_a_failure_must_name_each_of_them(field: str) -> None:
 
 def test_a_denial_under_a_grant_must_name_them() -> None:
     with pytest.raises(ValidationError, match="may be absent only for an ungranted denial"):
-        EvidencePredicate.model_validate(
-            _doc(OutcomeStatus.DENIED, grantId="grant-1", **UNKNOWN)
-        )
+        EvidencePredicate.model_validate(_doc(OutcomeStatus.DENIED, grantId="grant-1", **UNKNOWN))

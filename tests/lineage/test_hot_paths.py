@@ -117,8 +117,7 @@ def test_refused_auto_checkpoint_appends_nothing_and_frees_the_lock(
         assert plain.append(make_envelope(2, worker)).index == 2
 
 
-def test_postgres_pooled_connections_dropped_by_the_server(pg_url: str, worker,
-                                                           log_signer) -> None:
+def test_postgres_pooled_connections_dropped_by_the_server(pg_url: str, worker, log_signer) -> None:
     """No ping per checkout: every path must survive a server-side disconnect."""
     dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
     with Ledger.open(pg_url) as ledger:

@@ -93,9 +93,7 @@ class LineagePipeline:
     async def run(self, inp: PipelineInput) -> str:
         if inp.iteration == 0:
             data = await workflow.execute_activity(fetch, inp.source, start_to_close_timeout=_T)
-            summary = await workflow.execute_activity(
-                transform, data, start_to_close_timeout=_T
-            )
+            summary = await workflow.execute_activity(transform, data, start_to_close_timeout=_T)
             await workflow.sleep(timedelta(milliseconds=100), summary="settle")
             await workflow.wait_condition(lambda: self._go and bool(self._approved_by))
             doubled = await workflow.execute_child_workflow(
@@ -106,9 +104,7 @@ class LineagePipeline:
             await workflow.execute_activity(
                 broken, int(inp.source), start_to_close_timeout=_T, retry_policy=_FAST
             )
-        return await workflow.execute_activity(
-            publish, int(inp.source), start_to_close_timeout=_T
-        )
+        return await workflow.execute_activity(publish, int(inp.source), start_to_close_timeout=_T)
 
 
 WORKFLOWS = [LineagePipeline, LineageChild]

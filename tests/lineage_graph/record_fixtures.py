@@ -39,8 +39,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PAYOUT = [{"amount": 250, "currency": "EUR", "recipient": "acme"}]
 
 
-async def _save(client: Client, name: str, wf_id: str, run_id: str, index: dict[str, object],
-                about: str) -> None:
+async def _save(
+    client: Client, name: str, wf_id: str, run_id: str, index: dict[str, object], about: str
+) -> None:
     history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
     (FIXTURES / f"{name}.json").write_text(history.to_json() + "\n", encoding="utf-8")
     index[name] = {"workflow_id": wf_id, "run_id": run_id, "about": about}
@@ -57,15 +58,32 @@ async def _pipeline(client: Client, queue: str, index: dict[str, object]) -> Non
     await handle.result()
     # Walk the continue-as-new chain: the last run's first event names the first.
     last = await client.get_workflow_handle(wf_id).describe()
-    await _save(client, "pipeline_run1", wf_id, first_run, index,
-                "activities with data flow, a timer, a signal, an update, a child, "
-                "then continue-as-new")
-    await _save(client, "pipeline_run2", wf_id, last.run_id, index,
-                "second run: a failed activity (caught), then publish")
+    await _save(
+        client,
+        "pipeline_run1",
+        wf_id,
+        first_run,
+        index,
+        "activities with data flow, a timer, a signal, an update, a child, then continue-as-new",
+    )
+    await _save(
+        client,
+        "pipeline_run2",
+        wf_id,
+        last.run_id,
+        index,
+        "second run: a failed activity (caught), then publish",
+    )
     child = client.get_workflow_handle(f"{wf_id}-child")
     child_run = (await child.describe()).run_id
-    await _save(client, "pipeline_child", f"{wf_id}-child", child_run, index,
-                "child workflow: one activity retried twice")
+    await _save(
+        client,
+        "pipeline_child",
+        f"{wf_id}-child",
+        child_run,
+        index,
+        "child workflow: one activity retried twice",
+    )
 
 
 async def _governed(client: Client, queues: TaskQueues, index: dict[str, object]) -> None:
@@ -77,9 +95,15 @@ async def _governed(client: Client, queues: TaskQueues, index: dict[str, object]
         task_queue=queues.executor,
     )
     await handle.result()
-    await _save(client, "governed_payout", wf_id, handle.result_run_id or "", index,
-                "GovernedExecution of a small payout: attest, evaluate, authorize, "
-                "payout under a grant, prove")
+    await _save(
+        client,
+        "governed_payout",
+        wf_id,
+        handle.result_run_id or "",
+        index,
+        "GovernedExecution of a small payout: attest, evaluate, authorize, "
+        "payout under a grant, prove",
+    )
     wf_id = "lg-direct-denied"
     direct = await client.start_workflow(
         DirectCall.run,
@@ -89,8 +113,14 @@ async def _governed(client: Client, queues: TaskQueues, index: dict[str, object]
     )
     with contextlib.suppress(WorkflowFailureError):
         await direct.result()
-    await _save(client, "direct_denied", wf_id, direct.result_run_id or "", index,
-                "DirectCall of the governed payout without a grant: the gate denies it")
+    await _save(
+        client,
+        "direct_denied",
+        wf_id,
+        direct.result_run_id or "",
+        index,
+        "DirectCall of the governed payout without a grant: the gate denies it",
+    )
 
 
 async def main() -> None:
@@ -101,7 +131,9 @@ async def main() -> None:
         init_keyring(home / "keys")
         q = uuid.uuid4().hex[:8]
         settings = Settings(
-            home=home, authority_queue=f"auth-{q}", executor_queue=f"exec-{q}",
+            home=home,
+            authority_queue=f"auth-{q}",
+            executor_queue=f"exec-{q}",
             database_url=f"sqlite:///{home / 'ecp.db'}",
         )
         env = await WorkflowEnvironment.start_local(
@@ -115,8 +147,7 @@ async def main() -> None:
             queue = f"lg-{q}"
             async with (
                 Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES),
-                run_workers(client, settings, plugin, role=Role.ALL,
-                            extra_workflows=[DirectCall]),
+                run_workers(client, settings, plugin, role=Role.ALL, extra_workflows=[DirectCall]),
             ):
                 await _pipeline(client, queue, index)
                 queues = TaskQueues(settings.authority_queue, settings.executor_queue)

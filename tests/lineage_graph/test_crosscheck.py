@@ -33,11 +33,15 @@ from tests.workflows.conftest import Stack
 ARGS = [{"amount": 250, "currency": "EUR", "recipient": "acme"}]
 
 
-def _check(stack: Stack, histories: list[RunHistory], ledger: Ledger | None = None
-           ) -> CrossCheckReport:
+def _check(
+    stack: Stack, histories: list[RunHistory], ledger: Ledger | None = None
+) -> CrossCheckReport:
     return cross_check(
-        histories, ledger=ledger or stack.ledger, trust=TrustStore.load(stack.settings.trust),
-        log_key=load_public_key(stack.keys.log), origin=stack.settings.log_origin,
+        histories,
+        ledger=ledger or stack.ledger,
+        trust=TrustStore.load(stack.settings.trust),
+        log_key=load_public_key(stack.keys.log),
+        origin=stack.settings.log_origin,
     )
 
 
@@ -47,8 +51,10 @@ def _with_scheduled(h: RunHistory, activity_type: str, edit: object) -> RunHisto
         c = HistoryEvent()
         c.CopyFrom(e)
         a = c.activity_task_scheduled_event_attributes
-        if (c.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                and a.activity_type.name == activity_type):
+        if (
+            c.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and a.activity_type.name == activity_type
+        ):
             assert callable(edit)
             edit(a)
         events.append(c)
@@ -60,7 +66,8 @@ async def _governed_run(stack: Stack) -> tuple[str, int]:
     handle = await stack.client.start_workflow(
         GovernedExecution.run,
         GovernedRequest("payout", ARGS, "alice", "invoice", queues=stack.queues),
-        id=wf_id, task_queue=stack.queues.executor,
+        id=wf_id,
+        task_queue=stack.queues.executor,
     )
     result = await handle.result()
     assert result.outcome == "completed", result.reason
@@ -77,7 +84,12 @@ async def test_cross_check_clean_then_each_tampering_is_reported(
     assert report.ok, report
     (f,) = report.findings
     assert (f.activity_type, f.status, f.grant, f.evidence, f.ledger_index) == (
-        "payout", GovernanceStatus.OK, "verified", "verified", index)
+        "payout",
+        GovernanceStatus.OK,
+        "verified",
+        "verified",
+        index,
+    )
 
     # A grant header altered in history (one signature byte): the grant no longer verifies.
     def flip_signature(a: object) -> None:
@@ -120,13 +132,17 @@ async def test_cross_check_clean_then_each_tampering_is_reported(
 
 
 async def test_denied_direct_call_is_not_a_violation_and_cli(
-    stack: Stack, temporal_env: WorkflowEnvironment, tmp_path: Path,
+    stack: Stack,
+    temporal_env: WorkflowEnvironment,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wf_id = f"lg-d-{uuid.uuid4().hex[:8]}"
     handle = await stack.client.start_workflow(
-        DirectCall.run, DirectCallInput("payout", list(ARGS), stack.queues.executor),
-        id=wf_id, task_queue=stack.queues.executor,
+        DirectCall.run,
+        DirectCallInput("payout", list(ARGS), stack.queues.executor),
+        id=wf_id,
+        task_queue=stack.queues.executor,
     )
     with pytest.raises(WorkflowFailureError):
         await handle.result()
@@ -135,8 +151,7 @@ async def test_denied_direct_call_is_not_a_violation_and_cli(
     # ran a prove step): its receipt cannot verify, and that is reported.
     (f,) = _check(stack, histories).violations
     assert f.violations[0].startswith(Violation.NO_CHECKPOINT)
-    stack.ledger.checkpoint(Ed25519FileSigner.from_file(stack.keys.log),
-                            stack.settings.log_origin)
+    stack.ledger.checkpoint(Ed25519FileSigner.from_file(stack.keys.log), stack.settings.log_origin)
     report = _check(stack, histories)
     assert report.ok, report
     (f,) = report.findings
@@ -153,8 +168,9 @@ async def test_denied_direct_call_is_not_a_violation_and_cli(
     s = stack.settings
     monkeypatch.setenv("ECP_HOME", str(s.home))
     monkeypatch.setenv("ECP_DATABASE_URL", s.db_url)
-    monkeypatch.setenv("ECP_TEMPORAL_ADDRESS",
-                       temporal_env.client.service_client.config.target_host)
+    monkeypatch.setenv(
+        "ECP_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host
+    )
     runner = CliRunner()
 
     async def invoke(args: list[str]) -> Result:
@@ -181,18 +197,22 @@ async def test_denied_direct_call_is_not_a_violation_and_cli(
     assert Violation.EVIDENCE_WITHOUT_EXECUTION in r.output
 
     out = tmp_path / "lineage.prov.json"
-    r = await invoke(["export", gov_id, "--format", "prov-json", "--out", str(out),
-                            "--verify"])
+    r = await invoke(["export", gov_id, "--format", "prov-json", "--out", str(out), "--verify"])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["prefix"]["ecp"]
 
     # What `ecp demo` calls at its end: verify and export in one go.
-    settings = s.model_copy(update={
-        "temporal_address": temporal_env.client.service_client.config.target_host})
+    settings = s.model_copy(
+        update={"temporal_address": temporal_env.client.service_client.config.target_host}
+    )
     audit = await asyncio.to_thread(audit_workflow, settings, gov_id, tmp_path / "audit")
     assert audit.report.ok
     assert [p.name for p in audit.files] == [
-        f"{gov_id}.prov.json", f"{gov_id}.openlineage.jsonl", f"{gov_id}.dot", f"{gov_id}.mmd"]
+        f"{gov_id}.prov.json",
+        f"{gov_id}.openlineage.jsonl",
+        f"{gov_id}.dot",
+        f"{gov_id}.mmd",
+    ]
 
     r = await invoke(["show", gov_id])
     assert r.exit_code == 0, r.output
@@ -202,10 +222,23 @@ async def test_denied_direct_call_is_not_a_violation_and_cli(
     # Bad input: one line, exit 1, no file left behind.
     for args, env in (
         (["export", "no-such-wf", "-f", "json", "-o", str(tmp_path / "x.json")], {}),
-        (["export", gov_id, "-f", "json", "-o", str(tmp_path / "y.json")],
-         {"ECP_TEMPORAL_ADDRESS": "127.0.0.1:1"}),
-        (["export", gov_id, "-f", "json", "-o", str(tmp_path / "z.json"), "--history",
-          str(tmp_path / "truncated.json")], {}),
+        (
+            ["export", gov_id, "-f", "json", "-o", str(tmp_path / "y.json")],
+            {"ECP_TEMPORAL_ADDRESS": "127.0.0.1:1"},
+        ),
+        (
+            [
+                "export",
+                gov_id,
+                "-f",
+                "json",
+                "-o",
+                str(tmp_path / "z.json"),
+                "--history",
+                str(tmp_path / "truncated.json"),
+            ],
+            {},
+        ),
     ):
         (tmp_path / "truncated.json").write_text(good.read_text()[:500])
         for k, v in env.items():

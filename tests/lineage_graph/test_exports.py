@@ -49,9 +49,7 @@ def graph(request: pytest.FixtureRequest) -> nx.DiGraph:
 
 @pytest.fixture(scope="module")
 def prov_validator() -> jsonschema.Draft4Validator:
-    schema = json.loads(
-        (vectors_dir() / "prov" / "schemas" / "prov-json.schema.json").read_text()
-    )
+    schema = json.loads((vectors_dir() / "prov" / "schemas" / "prov-json.schema.json").read_text())
     return jsonschema.Draft4Validator(
         schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
     )
@@ -76,8 +74,14 @@ def test_prov_json_validates_and_round_trips(
 def test_prov_maps_kinds_and_relations() -> None:
     g = build_graph(load("governed_payout"))
     doc = json.loads(prov_json(g))
-    assert {"used", "wasGeneratedBy", "wasAssociatedWith", "wasInformedBy", "wasDerivedFrom",
-            "wasAttributedTo"} <= set(doc)
+    assert {
+        "used",
+        "wasGeneratedBy",
+        "wasAssociatedWith",
+        "wasInformedBy",
+        "wasDerivedFrom",
+        "wasAttributedTo",
+    } <= set(doc)
     # The grant is attributed to the authority key that signed it.
     (attribution,) = doc["wasAttributedTo"].values()
     assert attribution["prov:entity"].startswith("ecp:grant_")
@@ -93,8 +97,13 @@ def test_prov_attributes_approvals_to_the_approver() -> None:
     # A synthetic graph: an approval update, as GovernedExecution records one.
     g = nx.DiGraph()
     g.add_node("data:a", kind="artifact", digest="sha256:" + "a" * 64, label="approval")
-    g.add_node("update:x", kind="update", label="approval by carol", approver="carol",
-               time="2025-01-01T00:00:00Z")
+    g.add_node(
+        "update:x",
+        kind="update",
+        label="approval by carol",
+        approver="carol",
+        time="2025-01-01T00:00:00Z",
+    )
     g.add_node("grant:g", kind="grant", grant_id="g", issuer="k1")
     g.add_edge("data:a", "update:x", rel="used")
     g.add_edge("update:x", "grant:g", rel="approved")
@@ -112,8 +121,7 @@ def test_prov_attributes_approvals_to_the_approver() -> None:
 def _registry() -> Registry[Any]:
     base = vectors_dir() / "openlineage"
     resources = []
-    for path in [*(base / "website" / "static" / "spec").rglob("*.json"),
-                 GOVERNANCE_FACET_SCHEMA]:
+    for path in [*(base / "website" / "static" / "spec").rglob("*.json"), GOVERNANCE_FACET_SCHEMA]:
         doc = json.loads(path.read_text())
         if isinstance(doc, dict) and "$id" in doc:
             resources.append((doc["$id"], Resource.from_contents(doc)))
@@ -127,7 +135,8 @@ def registry() -> Registry[Any]:
 
 def _validator(registry: Registry[Any], ref: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(
-        {"$ref": ref}, registry=registry,
+        {"$ref": ref},
+        registry=registry,
         format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
 
@@ -155,8 +164,11 @@ def test_openlineage_events_validate_against_the_spec(
 def test_governance_facet_against_its_own_schema(registry: Registry[Any]) -> None:
     g = build_graph(load("governed_payout"))
     events = [json.loads(x) for x in openlineage_json(openlineage_events(g)).splitlines()]
-    facets = [e["run"]["facets"]["ecp_governance"] for e in events
-              if "ecp_governance" in e["run"]["facets"]]
+    facets = [
+        e["run"]["facets"]["ecp_governance"]
+        for e in events
+        if "ecp_governance" in e["run"]["facets"]
+    ]
     assert len(facets) == 2  # START and COMPLETE of the governed payout
     own = json.loads(GOVERNANCE_FACET_SCHEMA.read_text())
     assert GOVERNANCE_FACET_SCHEMA_URL.startswith(own["$id"])

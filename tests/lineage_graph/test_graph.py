@@ -14,8 +14,17 @@ from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph.errors import LineageGraphError
 from tests.lineage_graph.conftest import ALL, load
 
-STEP_KINDS = {NodeKind.RUN, NodeKind.CLOSE, NodeKind.ACTIVITY, NodeKind.TIMER, NodeKind.SIGNAL,
-              NodeKind.UPDATE, NodeKind.CHILD, NodeKind.SIGNAL_OUT, NodeKind.MARKER}
+STEP_KINDS = {
+    NodeKind.RUN,
+    NodeKind.CLOSE,
+    NodeKind.ACTIVITY,
+    NodeKind.TIMER,
+    NodeKind.SIGNAL,
+    NodeKind.UPDATE,
+    NodeKind.CHILD,
+    NodeKind.SIGNAL_OUT,
+    NodeKind.MARKER,
+}
 
 
 def _short(g: nx.DiGraph, index: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -26,7 +35,7 @@ def _short(g: nx.DiGraph, index: dict[str, dict[str, str]]) -> dict[str, str]:
         for name, meta in index.items():
             s = s.replace(meta["run_id"], name)
         if d["kind"] == NodeKind.ARTIFACT:
-            s = "data:" + str(d["label"]) + (n[n.index("#"):] if "#" in n else "")
+            s = "data:" + str(d["label"]) + (n[n.index("#") :] if "#" in n else "")
         elif d["kind"] == NodeKind.UPDATE:
             s = re.sub(r"/[^/]+$", "/" + str(d["name"]), s)
         elif d["kind"] in (NodeKind.DECISION, NodeKind.GRANT):
@@ -47,14 +56,34 @@ P1, P2 = "lg-pipeline/pipeline_run1", "lg-pipeline/pipeline_run2"
 C = "lg-pipeline-child/pipeline_child"
 
 PIPELINE_NODES = {
-    f"run:{P1}", f"signal:{P1}/3", f"update:{P1}/approve", f"activity:{P1}/8",
-    f"activity:{P1}/14", f"timer:{P1}/20", f"child:{P1}/25", f"close:{P1}",
-    f"run:{C}", f"activity:{C}/5", f"close:{C}",
-    f"run:{P2}", f"activity:{P2}/5", f"activity:{P2}/11", f"close:{P2}",
-    'data:{"iteration":0,"source":"warehouse"}', 'data:"go ahead"', 'data:"carol"',
-    'data:"approved by carol"', 'data:"warehouse"', 'data:{"rows":[1,2,3],"source":"warehouse"}',
-    'data:{"source":"warehouse","total":6}', "data:6", "data:12", "data:12#2",
-    'data:{"iteration":1,"source":"12"}', 'data:"published 12"', 'data:"published 12"#2',
+    f"run:{P1}",
+    f"signal:{P1}/3",
+    f"update:{P1}/approve",
+    f"activity:{P1}/8",
+    f"activity:{P1}/14",
+    f"timer:{P1}/20",
+    f"child:{P1}/25",
+    f"close:{P1}",
+    f"run:{C}",
+    f"activity:{C}/5",
+    f"close:{C}",
+    f"run:{P2}",
+    f"activity:{P2}/5",
+    f"activity:{P2}/11",
+    f"close:{P2}",
+    'data:{"iteration":0,"source":"warehouse"}',
+    'data:"go ahead"',
+    'data:"carol"',
+    'data:"approved by carol"',
+    'data:"warehouse"',
+    'data:{"rows":[1,2,3],"source":"warehouse"}',
+    'data:{"source":"warehouse","total":6}',
+    "data:6",
+    "data:12",
+    "data:12#2",
+    'data:{"iteration":1,"source":"12"}',
+    'data:"published 12"',
+    'data:"published 12"#2',
 }
 
 PIPELINE_EDGES = {
@@ -141,12 +170,18 @@ def test_final_event_ancestors_include_every_step_across_runs_and_children() -> 
 
 
 GOVERNED_EDGES = {
-    ("run", "attest", "informed"), ("attest", "evaluate", "informed"),
-    ("evaluate", "authorize", "informed"), ("authorize", "payout", "informed"),
-    ("payout", "prove", "informed"), ("prove", "close", "informed"),
-    ("evaluate", "decision", "decided"), ("decision", "grant", "decided"),
-    ("authorize", "grant", "granted"), ("grant", "payout", "authorized"),
-    ("payout", "ledger:0", "recorded"), ("prove", "ledger:0", "recorded"),
+    ("run", "attest", "informed"),
+    ("attest", "evaluate", "informed"),
+    ("evaluate", "authorize", "informed"),
+    ("authorize", "payout", "informed"),
+    ("payout", "prove", "informed"),
+    ("prove", "close", "informed"),
+    ("evaluate", "decision", "decided"),
+    ("decision", "grant", "decided"),
+    ("authorize", "grant", "granted"),
+    ("grant", "payout", "authorized"),
+    ("payout", "ledger:0", "recorded"),
+    ("prove", "ledger:0", "recorded"),
     ("decision", "ledger:0", "recorded"),
 }
 
@@ -163,8 +198,11 @@ def test_governed_run_graph(index: dict[str, dict[str, str]]) -> None:
             names[n] = str(d["kind"])
         elif d["kind"] == NodeKind.LEDGER:
             names[n] = n
-    structural = {(names[u], names[v], d["rel"]) for u, v, d in g.edges(data=True)
-                  if u in names and v in names}
+    structural = {
+        (names[u], names[v], d["rel"])
+        for u, v, d in g.edges(data=True)
+        if u in names and v in names
+    }
     assert structural == GOVERNED_EDGES
     # Every step produced or consumed a payload: 11 artifacts, each linked once at least.
     artifacts = [n for n, d in g.nodes(data=True) if d["kind"] == NodeKind.ARTIFACT]
@@ -184,8 +222,11 @@ def test_governed_run_graph(index: dict[str, dict[str, str]]) -> None:
     assert g.nodes[arg]["digest"] == claims["call"]["args_digest"]
     assert g.nodes[payout]["grant_id"] == claims["grant_id"]
     ancestors = nx.ancestors(g, final_node(g, "lg-governed"))
-    assert {n for n, d in g.nodes(data=True) if d["kind"] in (
-        NodeKind.ACTIVITY, NodeKind.DECISION, NodeKind.GRANT, NodeKind.RUN)} <= ancestors
+    assert {
+        n
+        for n, d in g.nodes(data=True)
+        if d["kind"] in (NodeKind.ACTIVITY, NodeKind.DECISION, NodeKind.GRANT, NodeKind.RUN)
+    } <= ancestors
 
 
 def test_denied_direct_call_graph(index: dict[str, dict[str, str]]) -> None:
@@ -204,8 +245,12 @@ def test_denied_direct_call_graph(index: dict[str, dict[str, str]]) -> None:
 def test_all_histories_together_share_artifacts_across_workflows() -> None:
     g = build_graph(load(*ALL))
     assert nx.is_directed_acyclic_graph(g)
-    payout_args = [n for n, d in g.nodes(data=True) if d["kind"] == NodeKind.ARTIFACT
-                   and d["label"] == '{"amount":250,"currency":"EUR","recipient":"acme"}']
+    payout_args = [
+        n
+        for n, d in g.nodes(data=True)
+        if d["kind"] == NodeKind.ARTIFACT
+        and d["label"] == '{"amount":250,"currency":"EUR","recipient":"acme"}'
+    ]
     assert len(payout_args) == 1
     users = {g.nodes[s]["workflow_id"] for s in g.successors(payout_args[0])}
     assert users == {"lg-governed", "lg-direct-denied"}

@@ -27,8 +27,10 @@ def test_every_fixture_loads_with_its_ids() -> None:
 
 def test_wrapped_form_and_explicit_workflow_id() -> None:
     doc = json.loads(_raw("direct_denied"))
-    h = load_history_json(json.dumps({"namespace": "default", "workflowId": "lg-direct-denied",
-                                      **doc}), namespace="default")
+    h = load_history_json(
+        json.dumps({"namespace": "default", "workflowId": "lg-direct-denied", **doc}),
+        namespace="default",
+    )
     assert h.workflow_id == "lg-direct-denied"
     with pytest.raises(CorruptHistoryError, match="not 'someone-else'"):
         load_history_json(_raw("direct_denied"), namespace="default", workflow_id="someone-else")
@@ -78,10 +80,12 @@ def test_history_of_another_namespace_is_refused(tmp_path: Path) -> None:
 
 def test_grant_header_is_read_from_history() -> None:
     doc = json.loads(_raw("governed_payout"))
-    headers = [e["activityTaskScheduledEventAttributes"]["header"]["fields"]["ecp-grant"]
-               for e in doc["events"]
-               if "ecp-grant" in e.get("activityTaskScheduledEventAttributes", {})
-               .get("header", {}).get("fields", {})]
+    headers = [
+        e["activityTaskScheduledEventAttributes"]["header"]["fields"]["ecp-grant"]
+        for e in doc["events"]
+        if "ecp-grant"
+        in e.get("activityTaskScheduledEventAttributes", {}).get("header", {}).get("fields", {})
+    ]
     assert len(headers) == 1
     envelope = json.loads(base64.b64decode(headers[0]["data"]))
     assert envelope["payloadType"].startswith("application/vnd.ecp.grant")
