@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import networkx as nx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
@@ -365,13 +366,9 @@ def _unmatched_evidence(
 
 
 def _orphan(
-    wf: str, r: object, outcome: str, grant_id: str, evidence: str, violations: list[str]
+    wf: str, r: Row[Any], outcome: str, grant_id: str, evidence: str, violations: list[str]
 ) -> Finding:
-    seq, run_id, activity_id = (
-        r.seq,
-        getattr(r, "run_id"),  # noqa: B009
-        r.activity_id,
-    )
+    seq, run_id, activity_id = r.seq, r.run_id, r.activity_id
     return Finding(
         node=f"ledger:{seq}",
         workflow_id=wf,
