@@ -366,7 +366,7 @@ def _unmatched_evidence(
 
 
 def _orphan(
-    wf: str, r: Row[Any], outcome: str, grant_id: str, evidence: str, violations: list[str]
+    wf: str, r: Row[Any, Any, Any], outcome: str, grant_id: str, evidence: str, violations: list[str]
 ) -> Finding:
     seq, run_id, activity_id = r.seq, r.run_id, r.activity_id
     return Finding(
