@@ -17,6 +17,8 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from ecp._failure import to_application_error
+from ecp._wire import failure_type
 from ecp.activities._contracts import (
     ACTIVITY_AUTHORIZE,
     ACTIVITY_EVALUATE,
@@ -53,9 +55,7 @@ def policy_arguments(args: list[object]) -> dict[str, object]:
 
 def _refuse(exc: AuthorityError) -> ApplicationError:
     # Denials are final; an unreadable trust store may come back.
-    return ApplicationError(
-        f"{type(exc).__name__}: {exc}", type="ecp." + exc.code, non_retryable=not exc.retryable
-    )
+    return to_application_error(exc)
 
 
 @dataclass
@@ -173,13 +173,13 @@ class AuthorityActivities:
         if decision.to_json() != inp.decision_json.encode():
             raise ApplicationError(
                 "the decision presented is not the one the policy in force gives for this request",
-                type="ecp.decision_mismatch",
+                type=failure_type("decision_mismatch"),
                 non_retryable=True,
             )
         if not env_digest:
             raise ApplicationError(
                 "no verified executor attestation to bind the grant to",
-                type="ecp.attestation_invalid",
+                type=failure_type("attestation_invalid"),
                 non_retryable=True,
             )
         approvals = (

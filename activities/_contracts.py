@@ -11,6 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecp._wire import (
+    ACTIVITY_AUTHORIZE,
+    ACTIVITY_EVALUATE,
+    ACTIVITY_PREPARE,
+    ACTIVITY_PROVE,
+    GATE_MARK,
+)
+
 __all__ = [
     "ACTIVITY_AUTHORIZE",
     "ACTIVITY_EVALUATE",
@@ -31,15 +39,6 @@ __all__ = [
 #: A JSON value as Temporal's converter decodes it. ``Any`` because the
 #: converter cannot decode into ``object`` or a recursive alias.
 JSON = Any
-
-ACTIVITY_PREPARE = "ecp.prepare"
-
-#: First detail of every refusal the gate raises, so callers can tell a gate
-#: refusal from a body that happens to raise an ``ecp.``-typed error.
-GATE_MARK = "ecp.gate"
-ACTIVITY_EVALUATE = "ecp.evaluate"
-ACTIVITY_AUTHORIZE = "ecp.authorize"
-ACTIVITY_PROVE = "ecp.prove"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ecp._wire import failure_code
 from ecp.lineage.ledger._evidence import (
     ActivityIdentity,
     EvidencePredicate,
@@ -54,7 +55,7 @@ def predicate_for(
     if status is OutcomeStatus.COMPLETED:
         outcome = Outcome.model_validate({"status": status})
     else:
-        code = (reason_code or status.value).lower().removeprefix("ecp.")[:_MAX_CODE]
+        code = (failure_code(reason_code) or reason_code or status.value).lower()[:_MAX_CODE]
         line = _one_line(reason)[:_MAX_REASON].strip() or code
         outcome = Outcome.model_validate({"status": status, "reasonCode": code, "reason": line})
     return EvidencePredicate.model_validate(

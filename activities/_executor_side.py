@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from ecp._wire import failure_type
 from ecp.activities._contracts import ACTIVITY_PREPARE, PrepareInput, PrepareResult
 from ecp.authority._attestation import EnvironmentAttestation, sign_attestation
 from ecp.authority._keys import Signer
 
 __all__ = ["ExecutorActivities"]
 
-UNKNOWN_ACTION = "ecp.unknown_action"
-MALFORMED_ARGUMENTS = "ecp.malformed_arguments"
+UNKNOWN_ACTION = failure_type("unknown_action")
+MALFORMED_ARGUMENTS = failure_type("malformed_arguments")
 
 
 def _param_types(fn: Callable[..., object]) -> list[type]:

@@ -27,7 +27,8 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from ecp.activities._contracts import GATE_MARK
+from ecp._failure import to_application_error
+from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE
 from ecp.activities._governed import is_governed
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
@@ -36,10 +37,8 @@ from ecp.authority._replay import ReplayGuard
 from ecp.authority._truststore import TrustStore
 from ecp.authority._verify import ExpectedCall, VerifiedGrant, verify_grant
 from ecp.authority.errors import AuthorityError, CanonicalizationError, VerificationError
-from ecp.workflows._grant_header import GRANT_HEADER
 
 __all__ = [
-    "DENIAL_TYPE_PREFIX",
     "EvidenceSink",
     "GateConfig",
     "GateInterceptor",
@@ -52,8 +51,6 @@ __all__ = [
 log = logging.getLogger("ecp.gate")
 
 #: ApplicationError.type of every gate denial is this prefix plus the error code.
-DENIAL_TYPE_PREFIX = "ecp."
-INFRA_TYPE = "ecp.governance_unavailable"
 
 
 Outcome = Literal["completed", "failed", "denied"]
@@ -156,9 +153,7 @@ class _Refuse(ActivityInboundInterceptor):
         if is_governed(input.fn):
             name = activity.info().activity_type
             exc = GateMissingError(f"{name} is governed and this worker has no gate for grants")
-            raise ApplicationError(
-                str(exc), GATE_MARK, type=DENIAL_TYPE_PREFIX + exc.code, non_retryable=True
-            )
+            raise to_application_error(exc, str(exc), GATE_MARK)
         return await super().execute_activity(input)
 
 
@@ -258,19 +253,16 @@ class _Gate(ActivityInboundInterceptor):
                 raise ApplicationError(
                     f"{rec.reason} (and the denial could not be recorded: {rec_exc})",
                     GATE_MARK,
-                    type=INFRA_TYPE,
+                    type=OUTAGE_TYPE,
                 ) from None
         if exc.retryable:
             raise ApplicationError(
                 f"governance dependency unavailable, not running {rec.activity_type}: {rec.reason}",
                 GATE_MARK,
-                type=INFRA_TYPE,
+                type=OUTAGE_TYPE,
             ) from None
-        raise ApplicationError(
-            f"denied {rec.activity_type}: {rec.reason}",
-            GATE_MARK,
-            type=DENIAL_TYPE_PREFIX + exc.code,
-            non_retryable=True,
+        raise to_application_error(
+            exc, f"denied {rec.activity_type}: {rec.reason}", GATE_MARK
         ) from None
 
     async def _close_quietly(self, verified: VerifiedGrant) -> None:

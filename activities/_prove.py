@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from ecp._failure import to_application_error
+from ecp._wire import failure_type
 from ecp.activities._contracts import ACTIVITY_PROVE, ProveInput, ProveResult
 from ecp.activities._evidence import predicate_for
 from ecp.activities._evidence_sink import NO_ARGUMENTS
@@ -110,17 +112,13 @@ class ProveActivities:
         try:
             return await asyncio.to_thread(self._prove, inp, args_digest, at)
         except LineageError as exc:
-            raise ApplicationError(
-                f"{type(exc).__name__}: {exc}",
-                type="ecp." + exc.code,
-                non_retryable=not exc.retryable,
-            ) from None
+            raise to_application_error(exc) from None
         except ValidationError as exc:
             # What the workflow reported cannot form evidence: retrying would
             # not change that.
             first = exc.errors()[0]
             raise ApplicationError(
                 f"cannot record evidence: {'.'.join(map(str, first['loc']))}: {first['msg']}",
-                type="ecp.malformed_evidence",
+                type=failure_type("malformed_evidence"),
                 non_retryable=True,
             ) from None

@@ -9,6 +9,8 @@ is a denial, never a ``False``.
 
 from __future__ import annotations
 
+from ecp.errors import EcpError
+
 __all__ = [
     "ActivityMismatchError",
     "ActivityTypeMismatchError",
@@ -65,13 +67,10 @@ __all__ = [
 ]
 
 
-class AuthorityError(Exception):
-    """Root of every error raised by the ``authority`` package."""
+class AuthorityError(EcpError):
+    """Root of every error raised by ``ecp.authority``."""
 
-    code: str = "authority_error"
-    #: Whether retrying the same operation later could succeed. Denials are
-    #: final; infrastructure faults are not.
-    retryable: bool = False
+    code = "authority_error"
 
 
 # --- encoding ---------------------------------------------------------------

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from ecp._wire import APPROVE_UPDATE, DECISION_QUERY
 from ecp.activities._contracts import DecisionResult
 from ecp.authority._approval import execution_ref, sign_approval
 from ecp.authority._clock import system_clock
@@ -19,6 +20,8 @@ __all__ = ["NotAwaitingApprovalError", "approve"]
 
 class NotAwaitingApprovalError(EcpError):
     """The workflow has no decision that asks for approval."""
+
+    code = "not_awaiting_approval"
 
 
 async def approve(
@@ -39,7 +42,7 @@ async def approve(
         NotAwaitingApprovalError: the decision asks for no approval (yet).
     """
     handle = client.get_workflow_handle(workflow_id)
-    decision: DecisionResult | None = await handle.query("ecp.decision", result_type=DecisionResult)
+    decision: DecisionResult | None = await handle.query(DECISION_QUERY, result_type=DecisionResult)
     if decision is None or decision.effect != "allow_after_approval":
         raise NotAwaitingApprovalError(f"workflow {workflow_id} is not waiting for an approval")
     desc = await handle.describe()
@@ -53,6 +56,6 @@ async def approve(
         comment=comment,
     )
     ack: ApprovalAck = await handle.execute_update(
-        "ecp.approve", envelope.to_json().decode(), result_type=ApprovalAck
+        APPROVE_UPDATE, envelope.to_json().decode(), result_type=ApprovalAck
     )
     return ack

@@ -21,6 +21,9 @@ __all__ = [
 class TemporalUnreachableError(EcpError):
     """The Temporal frontend did not answer."""
 
+    code = "temporal_unreachable"
+    retryable = True
+
 
 def tls_config(settings: Settings) -> bool | TLSConfig:
     """The ``tls=`` argument for ``Client.connect`` from the TLS settings.

@@ -27,6 +27,7 @@ from ecp._devserver import DevServer, start_for_settings
 from ecp._keyring import DEMO_APPROVER, KeyFiles, init_keyring
 from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers
 from ecp._settings import Role, Settings
+from ecp._wire import STATUS_QUERY
 from ecp.activities import examples
 from ecp.authority._attestation import measure_environment
 from ecp.authority._calldigest import digest_values
@@ -79,7 +80,7 @@ async def _approve_when_waiting(
     handle = client.get_workflow_handle(wf_id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        status = await handle.query("ecp.status", result_type=dict)
+        status = await handle.query(STATUS_QUERY, result_type=dict)
         if status.get("step") == "approve":
             break
         await asyncio.sleep(0.2)

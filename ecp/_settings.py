@@ -49,6 +49,8 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class SettingsError(EcpError):
     """A setting is invalid; the message names it."""
 
+    code = "settings_invalid"
+
 
 _POLICY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 

@@ -34,6 +34,8 @@ _METRIC_INTERVAL_MS = 10_000
 class TelemetryError(EcpError):
     """The configured exporter cannot be set up."""
 
+    code = "telemetry_invalid"
+
 
 @dataclass
 class Telemetry:

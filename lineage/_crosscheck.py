@@ -22,6 +22,7 @@ from sqlalchemy import Row, select
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
+from ecp._wire import is_denial_type
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._clock import FixedClock
 from ecp.authority._replay import InMemoryReplayGuard
@@ -155,11 +156,7 @@ def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             f = e.activity_task_failed_event_attributes
             ftype = f.failure.application_failure_info.type
-            by_sched[f.scheduled_event_id].outcome = (
-                "denied"
-                if ftype.startswith("ecp.") and ftype != "ecp.governance_unavailable"
-                else "failed"
-            )
+            by_sched[f.scheduled_event_id].outcome = "denied" if is_denial_type(ftype) else "failed"
         elif t in (E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT, E.EVENT_TYPE_ACTIVITY_TASK_CANCELED):
             x = by_sched[
                 e.activity_task_timed_out_event_attributes.scheduled_event_id
@@ -366,7 +363,12 @@ def _unmatched_evidence(
 
 
 def _orphan(
-    wf: str, r: Row[Any, Any, Any], outcome: str, grant_id: str, evidence: str, violations: list[str]
+    wf: str,
+    r: Row[Any, Any, Any],
+    outcome: str,
+    grant_id: str,
+    evidence: str,
+    violations: list[str],
 ) -> Finding:
     seq, run_id, activity_id = r.seq, r.run_id, r.activity_id
     return Finding(

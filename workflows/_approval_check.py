@@ -12,6 +12,7 @@ from datetime import datetime
 
 from temporalio.exceptions import ApplicationError
 
+from ecp._wire import failure_type
 from ecp.activities._contracts import DecisionResult
 from ecp.authority._approval import check_approval as _check
 from ecp.authority._canonical import parse_json_strict
@@ -28,7 +29,7 @@ class ApprovalRejected(ApplicationError):
     """An approval update was refused; it never reaches history."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, type="ecp.approval_rejected", non_retryable=True)
+        super().__init__(message, type=failure_type("approval_rejected"), non_retryable=True)
 
 
 def check_approval(

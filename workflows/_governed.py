@@ -17,6 +17,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from ecp._wire import (
+        APPROVE_UPDATE,
+        DECISION_QUERY,
+        STATUS_QUERY,
+        execute_activity_id,
+        failure_code,
+        failure_type,
+    )
     from ecp.activities._contracts import (
         ACTIVITY_AUTHORIZE,
         ACTIVITY_EVALUATE,
@@ -33,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ProveResult,
     )
     from ecp.authority._approval import execution_ref
+    from ecp.authority.errors import GrantAttemptsExhaustedError
     from ecp.workflows._approval_check import ApprovalRejected, approver_of, check_approval
     from ecp.workflows._grant_header import attach_grant
     from ecp.workflows._models import ApprovalAck, GovernedRequest, GovernedResult
@@ -61,7 +70,7 @@ _EXECUTE_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 #: The gate's refusal once a grant's uses are spent.
-EXHAUSTED_TYPE = "ecp.grant_attempts_exhausted"
+EXHAUSTED_TYPE = failure_type(GrantAttemptsExhaustedError.code)
 
 
 def _from_gate(err: BaseException | None) -> bool:
@@ -73,11 +82,6 @@ def _from_gate(err: BaseException | None) -> bool:
 def _this_execution() -> str:
     info = workflow.info()
     return execution_ref(info.namespace, info.workflow_id, info.run_id)
-
-
-def execute_activity_id(action: str) -> str:
-    """The activity id the execute step uses (and the grant binds)."""
-    return f"execute:{action}"
 
 
 @workflow.defn(name="GovernedExecution")
@@ -95,7 +99,7 @@ class GovernedExecution:
 
     # --- queries and updates ------------------------------------------------
 
-    @workflow.query(name="ecp.status")
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> dict[str, object]:
         """Where the execution is and what it has established so far."""
         d = self._decision
@@ -112,12 +116,12 @@ class GovernedExecution:
             "ledger_index": self._receipt.index if self._receipt else None,
         }
 
-    @workflow.query(name="ecp.decision")
+    @workflow.query(name=DECISION_QUERY)
     def decision(self) -> DecisionResult | None:
         """The policy decision, once made (approvers sign over it)."""
         return self._decision
 
-    @workflow.update(name="ecp.approve")
+    @workflow.update(name=APPROVE_UPDATE)
     def approve(self, approval: str) -> ApprovalAck:
         """Deliver one signed approval (a DSSE envelope, JSON)."""
         assert self._decision is not None  # the validator guarantees it
@@ -174,7 +178,9 @@ class GovernedExecution:
             cause = err.cause
             if not isinstance(cause, ApplicationError):
                 raise
-            return await self._refuse_request(req, cause.type or "ecp.malformed", cause.message)
+            return await self._refuse_request(
+                req, cause.type or failure_type("malformed"), cause.message
+            )
         args = prepared.args
         decision: DecisionResult = await workflow.execute_activity(
             ACTIVITY_EVALUATE,
@@ -245,7 +251,7 @@ class GovernedExecution:
             # revoked meanwhile, the policy changed under the decision, ...):
             # a denial like any other, and proven like one.
             cause = err.cause
-            if not isinstance(cause, ApplicationError) or not (cause.type or "").startswith("ecp."):
+            if not isinstance(cause, ApplicationError) or failure_code(cause.type) is None:
                 raise
             return await self._finish_denied(req, exec_id, cause.type or "", cause.message, args)
         self._grant = grant
@@ -277,7 +283,7 @@ class GovernedExecution:
             if kind == EXHAUSTED_TYPE:
                 # The body ran and failed as often as the grant allows.
                 outcome, reason_code = "failed", kind
-            elif kind.startswith("ecp.") and _from_gate(cause):
+            elif failure_code(kind) is not None and _from_gate(cause):
                 outcome, reason_code = "denied", kind
             else:
                 outcome = "failed"

@@ -14,11 +14,12 @@ from contextvars import ContextVar
 
 from temporalio.api.common.v1 import Payload
 
+# Header key the gate reads. Headers are stored in history in clear, which is
+# fine: a grant holds no secrets and is useless for any other call.
+from ecp._wire import GRANT_HEADER
+
 __all__ = ["GRANT_HEADER", "attach_grant", "current_grant", "grant_payload"]
 
-#: Header key the gate reads. Headers are stored in history in clear, which is
-#: fine: a grant holds no secrets and is useless for any other call.
-GRANT_HEADER = "ecp-grant"
 
 _current: ContextVar[bytes | None] = ContextVar("ecp_grant", default=None)
 

@@ -23,6 +23,8 @@ DEBUG = {"on": False}
 class CliError(EcpError):
     """A user-facing problem the CLI reports in one line."""
 
+    code = "cli_usage"
+
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` to stderr and return the Exit to raise."""
@@ -32,16 +34,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def _family_roots() -> tuple[type[BaseException], ...]:
     # Imported lazily so a broken optional package never breaks `ecp --help`.
+    # Every ECP error (authority, ledger, graph, console, runtime) is an EcpError.
     roots: list[type[BaseException]] = [EcpError]
-    from ecp.authority.errors import AuthorityError
-
-    roots.append(AuthorityError)
-    try:
-        from ecp.lineage.ledger.errors import LineageError
-    except ImportError:  # pragma: no cover - the ledger package is optional here
-        pass
-    else:
-        roots.append(LineageError)
     from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
     from temporalio.service import RPCError
 

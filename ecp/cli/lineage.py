@@ -76,7 +76,7 @@ def load_lineage(
     Raises:
         TemporalUnreachableError: the server does not answer.
         WorkflowNotFoundError: no such workflow (or not among the files).
-        HistoryUnavailableError, CorruptHistoryError, NamespaceMismatchError:
+        HistoryUnavailableError, CorruptHistoryError, HistoryNamespaceError:
             see :mod:`ecp.lineage.graph._history`.
     """
     from ecp.lineage.graph._build import build_graph

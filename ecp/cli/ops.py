@@ -13,6 +13,7 @@ import typer
 from ecp._approve import approve as deliver_approval
 from ecp._connect import connect
 from ecp._settings import load_settings
+from ecp._wire import STATUS_QUERY
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._keys import Ed25519FileSigner, load_private_key
 from ecp.authority._truststore import TrustStore
@@ -114,7 +115,7 @@ def status(workflow_id: str = typer.Argument(..., help="A GovernedExecution id."
     async def run() -> dict[str, object]:
         client = await connect(settings)
         handle = client.get_workflow_handle(workflow_id)
-        st: dict[str, object] = await handle.query("ecp.status", result_type=dict)
+        st: dict[str, object] = await handle.query(STATUS_QUERY, result_type=dict)
         desc = await handle.describe()
         st["workflow_status"] = desc.status.name if desc.status else None
         return st

@@ -9,16 +9,16 @@ from ecp.console.app import create_app
 from ecp.console.errors import (
     BadFilterError,
     ConsoleError,
+    ExecutionNotFoundError,
     LedgerNotReadyError,
     TemporalQueryError,
-    WorkflowNotFoundError,
 )
 
 __all__ = [
     "BadFilterError",
     "ConsoleError",
+    "ExecutionNotFoundError",
     "LedgerNotReadyError",
     "TemporalQueryError",
-    "WorkflowNotFoundError",
     "create_app",
 ]

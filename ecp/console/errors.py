@@ -7,10 +7,10 @@ from ecp.errors import EcpError
 __all__ = [
     "BadFilterError",
     "ConsoleError",
+    "ExecutionNotFoundError",
     "LedgerNotReadyError",
     "ProofNotFoundError",
     "TemporalQueryError",
-    "WorkflowNotFoundError",
 ]
 
 
@@ -22,33 +22,39 @@ class ConsoleError(EcpError):
     """
 
     status = 500
+    code = "console_error"
 
 
 class BadFilterError(ConsoleError):
     """A list filter or page token is not acceptable."""
 
     status = 400
+    code = "bad_filter"
 
 
-class WorkflowNotFoundError(ConsoleError):
+class ExecutionNotFoundError(ConsoleError):
     """No workflow with the requested id exists in the namespace."""
 
     status = 404
+    code = "execution_not_found"
 
 
 class TemporalQueryError(ConsoleError):
     """Temporal answered a query with an error (or not at all)."""
 
     status = 503
+    code = "temporal_query_failed"
 
 
 class LedgerNotReadyError(ConsoleError):
     """The ledger cannot serve what was asked (unreachable, no entry, no checkpoint)."""
 
     status = 503
+    code = "ledger_not_ready"
 
 
 class ProofNotFoundError(ConsoleError):
     """The ledger holds no checkpoint (or entry) the request names."""
 
     status = 404
+    code = "proof_not_found"

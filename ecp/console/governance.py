@@ -23,13 +23,13 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from ecp._wire import DECISION_QUERY, GRANT_HEADER, STATUS_QUERY
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._contracts import DecisionResult
 from ecp.authority._dsse import Envelope
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
 from ecp.authority.errors import AuthorityError
-from ecp.console.errors import BadFilterError, TemporalQueryError, WorkflowNotFoundError
-from ecp.workflows._grant_header import GRANT_HEADER
+from ecp.console.errors import BadFilterError, ExecutionNotFoundError, TemporalQueryError
 from ecp.workflows._models import GovernedRequest, GovernedResult
 from ecp.workflows._search_attributes import (
     SA_ACTION,
@@ -288,17 +288,17 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
     """The latest run of ``workflow_id``, with its result if it completed.
 
     Raises:
-        WorkflowNotFoundError: no such workflow in the namespace.
+        ExecutionNotFoundError: no such workflow in the namespace.
         TemporalQueryError: Temporal refused or did not answer.
     """
     if not workflow_id or len(workflow_id) > 1000:
-        raise WorkflowNotFoundError("No workflow has that id.")
+        raise ExecutionNotFoundError("No workflow has that id.")
     handle = client.get_workflow_handle(workflow_id, result_type=GovernedResult)
     try:
         desc = await handle.describe()
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
-            raise WorkflowNotFoundError(
+            raise ExecutionNotFoundError(
                 f"No workflow with id {workflow_id!r} exists in namespace {client.namespace!r}."
             ) from exc
         raise TemporalQueryError(_rpc_sentence(exc)) from exc
@@ -412,11 +412,11 @@ async def pending_approval(
         RPCError, WorkflowQueryFailedError: the query could not be answered.
     """
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    status = await handle.query("ecp.status", result_type=dict, rpc_timeout=_QUERY_TIMEOUT)
+    status = await handle.query(STATUS_QUERY, result_type=dict, rpc_timeout=_QUERY_TIMEOUT)
     if not isinstance(status, dict) or status.get("step") != "approve":
         return None
     decision = await handle.query(
-        "ecp.decision", result_type=DecisionResult, rpc_timeout=_QUERY_TIMEOUT
+        DECISION_QUERY, result_type=DecisionResult, rpc_timeout=_QUERY_TIMEOUT
     )
     if not isinstance(decision, DecisionResult):
         return None

@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from ecp._settings import Settings
+from ecp._wire import STATUS_QUERY
 from ecp.authority._policy import PolicyBundle
 from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import AuthorityError
@@ -185,7 +186,7 @@ async def probe_executor(client: Client, queue: str) -> tuple[bool | None, str]:
     wf = rows[0]
     handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
     try:
-        await handle.query("ecp.status", result_type=dict, rpc_timeout=PROBE_TIMEOUT)
+        await handle.query(STATUS_QUERY, result_type=dict, rpc_timeout=PROBE_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError) as exc:
         first = (str(exc) or type(exc).__name__).splitlines()[0]
         return (

@@ -24,13 +24,13 @@ from temporalio.client import Client
 
 from ecp._settings import Settings
 from ecp.authority._truststore import KeyRole, TrustStore
-from ecp.authority.errors import AuthorityError
 from ecp.console.errors import (
     BadFilterError,
     ConsoleError,
+    ExecutionNotFoundError,
     LedgerNotReadyError,
-    WorkflowNotFoundError,
 )
+from ecp.errors import EcpError
 from ecp.lineage._crosscheck import CrossCheckReport, Finding, annotate_graph, cross_check
 from ecp.lineage.graph._build import build_graph
 from ecp.lineage.graph._export import ExportFormat, render_graph
@@ -38,6 +38,7 @@ from ecp.lineage.graph._history import RunHistory, fetch_histories
 from ecp.lineage.graph.errors import (
     ExportFormatError,
     HistoryUnavailableError,
+    LineageGraphError,
     RendererMissingError,
 )
 from ecp.lineage.graph.errors import WorkflowNotFoundError as GraphWorkflowNotFoundError
@@ -96,6 +97,7 @@ class LineageUnavailableError(ConsoleError):
     """The lineage could not be read or drawn."""
 
     status = 503
+    code = "lineage_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +124,12 @@ async def _histories(client: Client, workflow_id: str, follow_children: bool) ->
     try:
         return await fetch_histories(client, workflow_id, follow_children=follow_children)
     except GraphWorkflowNotFoundError as exc:
-        raise WorkflowNotFoundError(
+        raise ExecutionNotFoundError(
             f"No workflow with id {workflow_id!r} exists in namespace {client.namespace!r}."
         ) from exc
     except HistoryUnavailableError as exc:
         raise LineageUnavailableError(_one_line(f"The history cannot be read: {exc}")) from exc
-    except LineageError as exc:
+    except (LineageGraphError, LineageError) as exc:
         raise LineageUnavailableError(_one_line(f"The history is not usable: {exc}")) from exc
 
 
@@ -162,21 +164,21 @@ async def load_lineage_graph(
     """The workflow's graph annotated with the cross-check, or with the reason it was not run.
 
     Raises:
-        WorkflowNotFoundError: no such workflow.
+        ExecutionNotFoundError: no such workflow.
         LineageUnavailableError: the history cannot be read.
     """
     if not workflow_id or len(workflow_id) > 1000:
-        raise WorkflowNotFoundError("No workflow has that id.")
+        raise ExecutionNotFoundError("No workflow has that id.")
     histories = await _histories(client, workflow_id, follow_children)
     try:
         g = await asyncio.to_thread(build_graph, histories)
-    except LineageError as exc:
+    except (LineageGraphError, LineageError) as exc:
         raise LineageUnavailableError(_one_line(f"The graph cannot be built: {exc}")) from exc
     if ledger is None:
         return g, None, ledger_error or "The ledger is not open."
     try:
         report = await asyncio.to_thread(_check, settings, ledger, histories)
-    except (LineageError, AuthorityError, ConsoleError) as exc:
+    except EcpError as exc:
         return g, None, _one_line(f"The cross-check could not run: {exc}")
     annotate_graph(g, report)
     return g, report, None
@@ -310,7 +312,7 @@ def export_lineage(g: nx.DiGraph, fmt: str, namespace: str) -> tuple[str, str, s
         raise LineageUnavailableError(
             "Graphviz 'dot' is not installed on the console's host; choose another format."
         ) from exc
-    except LineageError as exc:
+    except (LineageGraphError, LineageError) as exc:
         raise LineageUnavailableError(_one_line(f"The export failed: {exc}")) from exc
     suffix, media = EXPORTS[f]
     return text, media, suffix

@@ -19,8 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ecp.lineage.graph.errors import (
     CorruptHistoryError,
+    HistoryNamespaceError,
     HistoryUnavailableError,
-    NamespaceMismatchError,
     WorkflowNotFoundError,
 )
 
@@ -92,7 +92,7 @@ def _check_namespace(namespace: str, workflow_id: str, events: Sequence[HistoryE
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             ns = grant_namespace(e.activity_task_scheduled_event_attributes.header)
             if ns is not None and ns != namespace:
-                raise NamespaceMismatchError(
+                raise HistoryNamespaceError(
                     f"history of {workflow_id} belongs to namespace {ns!r}, not {namespace!r}"
                 )
 
@@ -111,7 +111,7 @@ def load_history_json(data: str | bytes, *, namespace: str, workflow_id: str = "
 
     Raises:
         CorruptHistoryError: not JSON, not a history, truncated or reordered.
-        NamespaceMismatchError: the history names another namespace.
+        HistoryNamespaceError: the history names another namespace.
     """
     try:
         doc = json.loads(data)
@@ -121,9 +121,7 @@ def load_history_json(data: str | bytes, *, namespace: str, workflow_id: str = "
         raise CorruptHistoryError("history JSON must be an object with an 'events' list")
     declared = doc.get("namespace")
     if isinstance(declared, str) and declared != namespace:
-        raise NamespaceMismatchError(
-            f"history belongs to namespace {declared!r}, not {namespace!r}"
-        )
+        raise HistoryNamespaceError(f"history belongs to namespace {declared!r}, not {namespace!r}")
     wrapped_id = doc.get("workflowId")
     wf_id = workflow_id or (wrapped_id if isinstance(wrapped_id, str) else "")
     try:
@@ -138,7 +136,7 @@ def load_history_file(path: Path, *, namespace: str, workflow_id: str = "") -> R
 
     Raises:
         CorruptHistoryError: unreadable, not JSON, not a history, truncated.
-        NamespaceMismatchError: the history names another namespace.
+        HistoryNamespaceError: the history names another namespace.
     """
     try:
         data = path.read_bytes()
@@ -188,7 +186,7 @@ async def fetch_histories(
         WorkflowNotFoundError: no such workflow (or run) in the namespace.
         HistoryUnavailableError: the server cannot be reached or failed.
         CorruptHistoryError: the server returned an unusable history.
-        NamespaceMismatchError: a grant in the history names another namespace.
+        HistoryNamespaceError: a grant in the history names another namespace.
     """
     seen: set[tuple[str, str]] = set()
     out: list[RunHistory] = []

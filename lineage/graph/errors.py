@@ -1,25 +1,26 @@
 """Errors of lineage graphs: loading histories, building graphs, exporting them.
 
 All derive from :class:`LineageGraphError`, itself a
-:class:`~ecp.lineage.ledger.errors.LineageError`, so the CLI reports each in one line.
+:class:`~ecp.errors.EcpError` (a branch beside the ledger's), so the CLI reports each
+in one line.
 """
 
 from __future__ import annotations
 
-from ecp.lineage.ledger.errors import LineageError
+from ecp.errors import EcpError
 
 __all__ = [
     "CorruptHistoryError",
     "ExportFormatError",
+    "HistoryNamespaceError",
     "HistoryUnavailableError",
     "LineageGraphError",
-    "NamespaceMismatchError",
     "RendererMissingError",
     "WorkflowNotFoundError",
 ]
 
 
-class LineageGraphError(LineageError):
+class LineageGraphError(EcpError):
     """Root of the graph, history and export errors."""
 
     code = "lineage_graph_error"
@@ -31,7 +32,7 @@ class CorruptHistoryError(LineageGraphError):
     code = "history_corrupt"
 
 
-class NamespaceMismatchError(LineageGraphError):
+class HistoryNamespaceError(LineageGraphError):
     """The history belongs to another namespace than the one asked for."""
 
     code = "history_namespace_mismatch"

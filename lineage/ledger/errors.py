@@ -8,6 +8,8 @@ failures are final, an unreachable database is not.
 
 from __future__ import annotations
 
+from ecp.errors import EcpError
+
 __all__ = [
     "CheckpointError",
     "CheckpointOriginError",
@@ -45,13 +47,10 @@ __all__ = [
 ]
 
 
-class LineageError(Exception):
-    """Root of every error raised by the ``lineage`` package."""
+class LineageError(EcpError):
+    """Root of every error raised by the ledger (``ecp.lineage.ledger``)."""
 
-    code: str = "lineage_error"
-    #: Whether the same operation could succeed later. Verification failures
-    #: are final; infrastructure faults are not.
-    retryable: bool = False
+    code = "lineage_error"
 
 
 # --- evidence ---------------------------------------------------------------

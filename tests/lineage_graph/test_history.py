@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecp.lineage.graph._history import load_history_file, load_history_json
-from ecp.lineage.graph.errors import CorruptHistoryError, NamespaceMismatchError
+from ecp.lineage.graph.errors import CorruptHistoryError, HistoryNamespaceError
 from tests.lineage_graph.conftest import FIXTURES, fixture_index
 
 
@@ -68,10 +68,10 @@ def test_missing_or_reordered_events_are_refused() -> None:
 def test_history_of_another_namespace_is_refused(tmp_path: Path) -> None:
     # Declared by the wrapper...
     doc = json.loads(_raw("direct_denied"))
-    with pytest.raises(NamespaceMismatchError):
+    with pytest.raises(HistoryNamespaceError):
         load_history_json(json.dumps({"namespace": "prod", **doc}), namespace="default")
     # ...or by the grants the history carries.
-    with pytest.raises(NamespaceMismatchError, match="'default', not 'prod'"):
+    with pytest.raises(HistoryNamespaceError, match="'default', not 'prod'"):
         load_history_json(_raw("governed_payout"), namespace="prod")
     # Unreadable file.
     with pytest.raises(CorruptHistoryError, match="cannot read"):
