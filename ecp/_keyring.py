@@ -2,7 +2,7 @@
 
 One private key per duty, written 0600, plus ``truststore.json`` with the
 public halves and their roles. In production each key goes only to the
-process that needs it: ``ecp.authority.key``, ``log.key`` and ``recorder.key``
+process that needs it: ``authority.key``, ``log.key`` and ``recorder.key``
 to authority workers, ``worker.key`` to executors, ``approver.key`` to its
 human holder.
 """

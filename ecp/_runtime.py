@@ -140,11 +140,13 @@ async def run_workers(
     *,
     role: Role,
     extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., object]] = (),
 ) -> AsyncIterator[list[Worker]]:
     """Run the workers of ``role`` on ``client`` until the block exits.
 
-    ``extra_workflows`` are registered on the executor queue beside
-    ``GovernedExecution`` (the demo's ordinary workflow, say).
+    ``extra_workflows`` and ``extra_activities`` (an app's own, ungoverned
+    ones) are registered on the executor queue beside ``GovernedExecution``
+    and the governed activities.
     """
     workers: list[Worker] = []
     if role in (Role.AUTHORITY, Role.ALL):
@@ -155,6 +157,7 @@ async def run_workers(
                 client,
                 task_queue=settings.executor_queue,
                 workflows=list(extra_workflows),
+                activities=list(extra_activities),
                 plugins=[plugin],
             )
         )

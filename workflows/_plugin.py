@@ -23,18 +23,12 @@ from ecp.workflows._models import TaskQueues
 
 __all__ = ["PASSTHROUGH_MODULES", "EcpPlugin", "sandbox_runner"]
 
-#: Shared by workflow code and interceptors; importing a second copy inside
-#: the sandbox would break the grant context variable and isinstance checks.
-#: ``cryptography`` cannot be imported in the sandbox at all.
-PASSTHROUGH_MODULES = (
-    "authority",
-    "activities",
-    "workflows",
-    "lineage",
-    "ecp",
-    "cryptography",
-    "rfc8785",
-)
+#: ECP's own modules are shared by workflow code and interceptors: a second
+#: copy inside the sandbox would break the grant context variable and
+#: isinstance checks. ``cryptography`` cannot be imported in the sandbox at
+#: all. Nothing else: a user's own workflow modules (``workflows.py``,
+#: ``activities.py``, ...) keep the sandbox's per-run isolation.
+PASSTHROUGH_MODULES = ("ecp", "cryptography")
 
 
 def sandbox_runner(existing: WorkflowRunner | None) -> WorkflowRunner:

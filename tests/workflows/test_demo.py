@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.workflows.local_ecp import free_port, listening, spawned_ecp
+
+# Starts its own dev server through the ecp command line.
+pytestmark = pytest.mark.temporal
 
 
 def test_demo_runs_every_scenario_and_audits_it(tmp_path: Path) -> None:

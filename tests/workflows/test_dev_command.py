@@ -9,7 +9,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.workflows.local_ecp import free_port, listening, spawned_ecp
+
+# Starts its own dev server through the ecp command line.
+pytestmark = pytest.mark.temporal
 
 
 def test_dev_prints_the_ui_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
