@@ -37,7 +37,7 @@ from ecp.authority._keys import Ed25519FileSigner, load_public_key
 from ecp.authority._policy import PolicyBundle, PolicyRequest
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import verify_receipt
-from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
+from ecp.workflows._models import JSON, GovernedRequest, GovernedResult, TaskQueues
 from ecp.workflows._start import start_governed
 from ecp.workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
 
@@ -63,10 +63,6 @@ def ensure_keys(settings: Settings) -> KeyFiles:
     if not files.trust_store.exists():
         init_keyring(settings.keys)
     return files
-
-
-async def _governed(client: Client, wf_id: str, req: GovernedRequest) -> GovernedResult:
-    return await (await start_governed(client, req, workflow_id=wf_id)).result()
 
 
 def _check_receipt(result: GovernedResult, keys: KeyFiles, settings: Settings) -> str:
@@ -134,6 +130,122 @@ async def _forged_grant(client: Client, settings: Settings, wf_id: str) -> tuple
     return "", "the forged grant was accepted"
 
 
+@dataclass(frozen=True)
+class _GovernedScenario:
+    """A governed scenario: what is asked, and what the policy must make of it.
+
+    Attributes:
+        title: The heading it runs under.
+        story: The heading's gloss: who does what.
+        name: Its name in the report.
+        slug: The end of its workflow id.
+        action: The governed activity to run.
+        args: Its one argument.
+        initiator: Who asks.
+        purpose: Why, as the request gives it.
+        decision: The decision the policy must reach.
+        outcome: The outcome that decision must lead to.
+        approve: Approve when the workflow waits for it (as finance).
+    """
+
+    title: str
+    story: str
+    name: str
+    slug: str
+    action: str
+    args: dict[str, JSON]
+    initiator: str
+    purpose: str
+    decision: str
+    outcome: str
+    approve: bool = False
+
+
+_GOVERNED_SCENARIOS = (
+    _GovernedScenario(
+        title="small payout",
+        story="alice pays 250 EUR to acme",
+        name="small payout",
+        slug="small-payout",
+        action="payout",
+        args={"amount": 250, "currency": "EUR", "recipient": "acme"},
+        initiator="alice",
+        purpose="invoice 2026-117",
+        decision="allow",
+        outcome="completed",
+    ),
+    _GovernedScenario(
+        title="large payout",
+        story="alice pays 5000 EUR to globex (needs finance)",
+        name="large payout, approved",
+        slug="large-payout",
+        action="payout",
+        args={"amount": 5000, "currency": "EUR", "recipient": "globex"},
+        initiator="alice",
+        purpose="supplier contract 88",
+        decision="allow_after_approval",
+        outcome="completed",
+        approve=True,
+    ),
+    _GovernedScenario(
+        title="payout by an unknown initiator",
+        story="eve pays 100 EUR to herself",
+        name="denied by policy",
+        slug="denied",
+        action="payout",
+        args={"amount": 100, "currency": "EUR", "recipient": "eve"},
+        initiator="eve",
+        purpose="just because",
+        decision="deny",
+        outcome="denied",
+    ),
+)
+
+
+def _heading(console: Console, number: int, title: str, story: str) -> None:
+    console.print(f"[bold]{number}. {title}[/] — {story}")
+
+
+async def _run_governed(
+    client: Client,
+    settings: Settings,
+    keys: KeyFiles,
+    queues: TaskQueues,
+    sc: _GovernedScenario,
+    wf: str,
+    console: Console,
+) -> DemoLine:
+    """Submit ``sc``, approve it if it says so, and check its result and receipt."""
+    req = GovernedRequest(sc.action, [sc.args], sc.initiator, sc.purpose, queues=queues)
+    handle = await start_governed(client, req, workflow_id=wf)
+    if sc.approve:
+        await _approve_when_waiting(client, wf, keys, console)
+    r = await handle.result()
+    detail = _check_receipt(r, keys, settings)
+    if sc.decision == "deny":
+        # Nothing ran: the policy's reason is the interesting part.
+        detail = f"{r.reason}; {detail}"
+    ok = r.decision == sc.decision and r.outcome == sc.outcome
+    return DemoLine(sc.name, wf, r.decision, r.outcome, detail, r.ledger_index, ok)
+
+
+async def _run_forged(client: Client, settings: Settings, ledger: Ledger, wf: str) -> DemoLine:
+    """The gate must refuse the forged grant, run nothing, and record the refusal."""
+    before = len(examples.EXECUTIONS)
+    err_type, message = await _forged_grant(client, settings, wf)
+    ran = any(e[1] == wf for e in examples.EXECUTIONS[before:])
+    index = ledger.find_activity(settings.namespace, wf, None, DIRECT_CALL_ACTIVITY_ID)
+    return DemoLine(
+        "forged grant at the gate",
+        wf,
+        "—",
+        "refused by gate",
+        f"{err_type}: {message}",
+        index,
+        err_type == "ecp.key_unknown" and not ran and index is not None,
+    )
+
+
 async def run_scenario(
     client: Client, settings: Settings, keys: KeyFiles, ledger: Ledger, console: Console
 ) -> list[DemoLine]:
@@ -141,104 +253,12 @@ async def run_scenario(
     tag = uuid.uuid4().hex[:6]
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)
     lines: list[DemoLine] = []
-
-    console.print("[bold]1. small payout[/] — alice pays 250 EUR to acme")
-    wf = f"demo-{tag}-small-payout"
-    r = await _governed(
-        client,
-        wf,
-        GovernedRequest(
-            "payout",
-            [{"amount": 250, "currency": "EUR", "recipient": "acme"}],
-            "alice",
-            "invoice 2026-117",
-            queues=queues,
-        ),
-    )
-    detail = _check_receipt(r, keys, settings)
-    lines.append(
-        DemoLine(
-            "small payout",
-            wf,
-            r.decision,
-            r.outcome,
-            detail,
-            r.ledger_index,
-            r.decision == "allow" and r.outcome == "completed",
-        )
-    )
-
-    console.print("[bold]2. large payout[/] — alice pays 5000 EUR to globex (needs finance)")
-    wf = f"demo-{tag}-large-payout"
-    handle = await start_governed(
-        client,
-        workflow_id=wf,
-        req=GovernedRequest(
-            "payout",
-            [{"amount": 5000, "currency": "EUR", "recipient": "globex"}],
-            "alice",
-            "supplier contract 88",
-            queues=queues,
-        ),
-    )
-    await _approve_when_waiting(client, wf, keys, console)
-    r = await handle.result()
-    detail = _check_receipt(r, keys, settings)
-    lines.append(
-        DemoLine(
-            "large payout, approved",
-            wf,
-            r.decision,
-            r.outcome,
-            detail,
-            r.ledger_index,
-            r.decision == "allow_after_approval" and r.outcome == "completed",
-        )
-    )
-
-    console.print("[bold]3. payout by an unknown initiator[/] — eve pays 100 EUR to herself")
-    wf = f"demo-{tag}-denied"
-    r = await _governed(
-        client,
-        wf,
-        GovernedRequest(
-            "payout",
-            [{"amount": 100, "currency": "EUR", "recipient": "eve"}],
-            "eve",
-            "just because",
-            queues=queues,
-        ),
-    )
-    detail = f"{r.reason}; " + _check_receipt(r, keys, settings)
-    lines.append(
-        DemoLine(
-            "denied by policy",
-            wf,
-            r.decision,
-            r.outcome,
-            detail,
-            r.ledger_index,
-            r.decision == "deny" and r.outcome == "denied",
-        )
-    )
-
-    console.print("[bold]4. forged grant[/] — an ordinary workflow calls payout directly")
-    wf = f"demo-{tag}-forged"
-    before = len(examples.EXECUTIONS)
-    err_type, message = await _forged_grant(client, settings, wf)
-    ran = any(e[1] == wf for e in examples.EXECUTIONS[before:])
-    index = ledger.find_activity(settings.namespace, wf, None, DIRECT_CALL_ACTIVITY_ID)
-    lines.append(
-        DemoLine(
-            "forged grant at the gate",
-            wf,
-            "—",
-            "refused by gate",
-            f"{err_type}: {message}",
-            index,
-            err_type == "ecp.key_unknown" and not ran and index is not None,
-        )
-    )
+    for number, sc in enumerate(_GOVERNED_SCENARIOS, start=1):
+        _heading(console, number, sc.title, sc.story)
+        wf = f"demo-{tag}-{sc.slug}"
+        lines.append(await _run_governed(client, settings, keys, queues, sc, wf, console))
+    _heading(console, len(lines) + 1, "forged grant", "an ordinary workflow calls payout directly")
+    lines.append(await _run_forged(client, settings, ledger, f"demo-{tag}-forged"))
     return lines
 
 

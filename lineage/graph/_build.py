@@ -26,8 +26,9 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 from temporalio.api.common.v1 import Payload, Payloads
@@ -324,9 +325,45 @@ class _RunBuilder:
         self.used.add(wt_completed)
 
     def build(self) -> None:
-        h, b = self.h, self.b
-        first = h.events[0]
-        s = first.workflow_execution_started_event_attributes
+        events = self.h.events
+        self._run_started(events[0])
+        for e in events[1:]:
+            self._event(e)
+        self._close_sinks()
+
+    def _event(self, e: HistoryEvent) -> None:
+        # Events that neither add a step nor deliver one to workflow code
+        # (workflow task scheduled, search attributes, ...) have no handler.
+        handler = _HANDLERS.get(e.event_type)
+        if handler is not None:
+            handler(self, e)
+
+    def _unloaded_run(self, e: HistoryEvent, workflow_id: str, run_id: str, wf_type: str) -> str:
+        """The node of a run this one started; a placeholder if its history is not read yet."""
+        nid = run_node(workflow_id, run_id)
+        if nid not in self.b.g:
+            self.b.node(
+                nid,
+                kind=NodeKind.RUN,
+                label=f"{wf_type} {workflow_id}",
+                workflow_id=workflow_id,
+                run_id=run_id,
+                workflow_type=wf_type,
+                loaded=False,
+                time_ns=e.event_time.ToNanoseconds(),
+            )
+        return nid
+
+    # --- the run itself -----------------------------------------------------------
+
+    def _run_started(self, e: HistoryEvent) -> None:
+        """The run node, linked to the run or child initiation that started it.
+
+        Runs are read oldest first, so a predecessor or parent given with this
+        run is already in the graph; one not given is simply not linked.
+        """
+        b = self.b
+        s = e.workflow_execution_started_event_attributes
         b.node(
             self.run,
             kind=NodeKind.RUN,
@@ -335,14 +372,14 @@ class _RunBuilder:
             run_id=self.run_id,
             workflow_type=s.workflow_type.name,
             task_queue=s.task_queue.name,
-            namespace=h.namespace,
+            namespace=self.h.namespace,
             loaded=True,
             event_id=1,
-            time=first.event_time.ToJsonString(),
-            time_ns=first.event_time.ToNanoseconds(),
+            time=e.event_time.ToJsonString(),
+            time_ns=e.event_time.ToNanoseconds(),
             status="running",
         )
-        b.occur(first, 0, _payload_list(s.input), self.run)
+        b.occur(e, 0, _payload_list(s.input), self.run)
         if s.continued_execution_run_id:
             prev = close_node(self.wf, s.continued_execution_run_id)
             if prev in b.g:
@@ -354,208 +391,143 @@ class _RunBuilder:
             if parent_child in b.g:
                 b.edge(parent_child, self.run, "started")
         self.arrived.append(self.run)
-        for e in h.events[1:]:
-            self._event(e)
-        self._close_sinks()
 
-    def _event(self, e: HistoryEvent) -> None:
+    def _run_close(self, e: HistoryEvent) -> None:
         b, t = self.b, e.event_type
-        if t == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            carry = (
-                []
-                if self.last_completed in self.used
-                else self.batches.get(self.last_completed, [])
+        status, attr_name = _RUN_CLOSE[t]
+        attrs = getattr(e, attr_name)
+        nid = close_node(self.wf, self.run_id)
+        extra: dict[str, object] = {}
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            extra["failure"] = attrs.failure.message
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            extra["continued_as"] = attrs.new_execution_run_id
+        b.node(
+            nid,
+            kind=NodeKind.CLOSE,
+            label=f"{status}",
+            workflow_id=self.wf,
+            run_id=self.run_id,
+            event_id=e.event_id,
+            time=e.event_time.ToJsonString(),
+            time_ns=e.event_time.ToNanoseconds(),
+            status=status,
+            **extra,
+        )
+        b.node(self.run, status=status)
+        wtc = getattr(attrs, "workflow_task_completed_event_id", 0)
+        if wtc:
+            self._command(nid, wtc)
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            b.occur(e, 1, _payload_list(attrs.result), nid)
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            b.occur(e, 1, _payload_list(attrs.input), nid)
+            nxt = self._unloaded_run(
+                e, self.wf, attrs.new_execution_run_id, attrs.workflow_type.name
             )
-            self.current = self.current + carry + self.arrived
-            self.arrived = []
-        elif t == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            self.batches[e.event_id] = self.current
-            self.current = []
-            self.last_completed = e.event_id
-        elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            a = e.activity_task_scheduled_event_attributes
-            env = grant_envelope(a.header)
-            claims = grant_claims(env) if env is not None else None
-            grant_id = _s(claims.get("grant_id")) if claims else ""
-            nid = self._step(
-                self._id("activity", e.event_id),
-                e,
-                kind=NodeKind.ACTIVITY,
-                label=a.activity_type.name,
-                activity_type=a.activity_type.name,
-                activity_id=a.activity_id,
-                task_queue=a.task_queue.name,
-                attempts=0,
-                status="scheduled",
-                governed=env is not None or a.activity_id.startswith("execute:"),
-                grant_id=grant_id,
-                has_grant_header=env is not None,
-            )
-            self.by_event[e.event_id] = nid
-            b.activity_by_id[(self.wf, self.run_id, a.activity_id)] = nid
-            self._command(nid, a.workflow_task_completed_event_id)
-            b.occur(e, 0, _payload_list(a.input), nid)
-            if a.activity_type.name == "ecp.prove":
-                v = _first_json(a.input)
-                if isinstance(v, dict):
-                    self.prove_inputs[nid] = v
-            if claims is not None and grant_id:
-                g = b.node(
-                    f"grant:{grant_id}",
-                    kind=NodeKind.GRANT,
-                    label=f"grant {grant_id}",
-                    grant_id=grant_id,
-                    decision_id=_s(claims.get("decision_id")),
-                    initiator=_s(claims.get("initiator")),
-                    issuer=_s(claims.get("issuer")),
-                    expires_at=_s(claims.get("expires_at")),
-                    time_ns=e.event_time.ToNanoseconds(),
-                )
-                b.edge(g, nid, "authorized")
-                b.grant_links.append((g, _s(claims.get("decision_id"))))
-                approvals = claims.get("approvals")
-                if isinstance(approvals, list):
-                    b.grant_approvals.extend((g, _s(x)) for x in approvals)
-        elif t == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            a2 = e.activity_task_started_event_attributes
-            nid = self.by_event[a2.scheduled_event_id]
-            attrs: dict[str, object] = {"attempts": a2.attempt, "status": "started"}
-            if a2.last_failure.message:
-                attrs["last_failure"] = a2.last_failure.message
-            b.node(nid, **attrs)
-        elif t in _ACTIVITY_CLOSE:
-            self._activity_close(e)
-        elif t == E.EVENT_TYPE_TIMER_STARTED:
-            ts = e.timer_started_event_attributes
-            nid = self._step(
-                self._id("timer", e.event_id),
-                e,
-                kind=NodeKind.TIMER,
-                label=f"timer {ts.timer_id}",
-                timer_id=ts.timer_id,
-                duration_s=ts.start_to_fire_timeout.ToTimedelta().total_seconds(),
-                status="started",
-            )
-            self.by_event[e.event_id] = nid
-            self._command(nid, ts.workflow_task_completed_event_id)
-        elif t == E.EVENT_TYPE_TIMER_FIRED:
-            nid = self.by_event[e.timer_fired_event_attributes.started_event_id]
-            b.node(nid, status="fired", fired_time=e.event_time.ToJsonString())
-            self.arrived.append(nid)
-        elif t == E.EVENT_TYPE_TIMER_CANCELED:
-            nid = self.by_event[e.timer_canceled_event_attributes.started_event_id]
-            b.node(nid, status="canceled")
-        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-            sg = e.workflow_execution_signaled_event_attributes
-            nid = self._step(
-                self._id("signal", e.event_id),
-                e,
-                kind=NodeKind.SIGNAL,
-                label=f"signal {sg.signal_name}",
-                name=sg.signal_name,
-                sender=sg.identity,
-                from_workflow_id=sg.external_workflow_execution.workflow_id,
-            )
-            b.occur(e, 0, _payload_list(sg.input), nid)
-            self.arrived.append(nid)
-        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
-            nid = self._step(
-                self._id("signal", e.event_id),
-                e,
-                kind=NodeKind.SIGNAL,
-                label="cancel request",
-                name="cancel",
-                sender=e.workflow_execution_cancel_requested_event_attributes.identity,
-            )
-            self.arrived.append(nid)
-        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
-            self._update_accepted(e)
-        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
-            uc = e.workflow_execution_update_completed_event_attributes
-            nid = self.updates.get(uc.meta.update_id, "")
-            if nid:
-                ok = uc.outcome.HasField("success")
-                b.node(nid, status="completed" if ok else "failed")
-                if ok:
-                    b.occur(e, 1, _payload_list(uc.outcome.success), nid)
-        elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            c = e.start_child_workflow_execution_initiated_event_attributes
-            nid = self._step(
-                self._id("child", e.event_id),
-                e,
-                kind=NodeKind.CHILD,
-                label=f"child {c.workflow_type.name}",
-                child_workflow_id=c.workflow_id,
-                workflow_type=c.workflow_type.name,
-                status="initiated",
-            )
-            self.by_event[e.event_id] = nid
-            self._command(nid, c.workflow_task_completed_event_id)
-            b.occur(e, 0, _payload_list(c.input), nid)
-        elif t == E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
-            cs = e.child_workflow_execution_started_event_attributes
-            nid = self.by_event[cs.initiated_event_id]
-            ex = cs.workflow_execution
-            child_run = run_node(ex.workflow_id, ex.run_id)
-            b.node(nid, child_run_id=ex.run_id, status="started")
-            if child_run not in b.g:
-                b.node(
-                    child_run,
-                    kind=NodeKind.RUN,
-                    label=f"{cs.workflow_type.name} {ex.workflow_id}",
-                    workflow_id=ex.workflow_id,
-                    run_id=ex.run_id,
-                    workflow_type=cs.workflow_type.name,
-                    loaded=False,
-                    time_ns=e.event_time.ToNanoseconds(),
-                )
-            b.edge(nid, child_run, "started")
-            self.child_keys[cs.initiated_event_id] = (ex.workflow_id, ex.run_id)
-            self.arrived.append(nid)
-        elif t in _CHILD_CLOSE:
-            self._child_close(e)
-        elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
-            cf = e.start_child_workflow_execution_failed_event_attributes
-            nid = self.by_event[cf.initiated_event_id]
-            b.node(nid, status="start_failed")
-            self.arrived.append(nid)
-        elif t == E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
-            so = e.signal_external_workflow_execution_initiated_event_attributes
-            nid = self._step(
-                self._id("signal-out", e.event_id),
-                e,
-                kind=NodeKind.SIGNAL_OUT,
-                label=f"send {so.signal_name}",
-                name=so.signal_name,
-                to_workflow_id=so.workflow_execution.workflow_id,
-            )
-            self.by_event[e.event_id] = nid
-            self._command(nid, so.workflow_task_completed_event_id)
-            b.occur(e, 1, _payload_list(so.input), nid)
-        elif t in (
-            E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
-            E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
-        ):
-            ref = (
-                e.external_workflow_execution_signaled_event_attributes.initiated_event_id
-                if t == E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED
-                else e.signal_external_workflow_execution_failed_event_attributes.initiated_event_id
-            )
-            nid = self.by_event.get(ref, "")
-            if nid:
-                self.arrived.append(nid)
-        elif t == E.EVENT_TYPE_MARKER_RECORDED:
-            m = e.marker_recorded_event_attributes
-            nid = self._step(
-                self._id("marker", e.event_id),
-                e,
-                kind=NodeKind.MARKER,
-                label=f"marker {m.marker_name}",
-                name=m.marker_name,
-            )
-            self._command(nid, m.workflow_task_completed_event_id)
-        elif t in _RUN_CLOSE:
-            self._run_close(e)
+            b.edge(nid, nxt, "started")
+
+    def _close_sinks(self) -> None:
+        # Everything delivered to workflow code may shape its result: steps
+        # with no later step of their own inform the close.
+        close = close_node(self.wf, self.run_id)
+        if close not in self.b.g:
+            return
+        g = self.b.g
+        mine = {self.run, *self.steps}
+        for n in (self.run, *self.steps):
+            last = not any(s in mine and s != close for s in g.successors(n))
+            if n != close and last and g.nodes[n].get("time_ns", 0) <= g.nodes[close]["time_ns"]:
+                self.b.edge(n, close, "informed")
+
+    # --- workflow tasks -----------------------------------------------------------
+
+    def _workflow_task_started(self, e: HistoryEvent) -> None:
+        """A workflow task sees everything that arrived since the last one.
+
+        If the last completed task issued no command, what it saw is carried
+        into this one, so the next command is still linked to it.
+        """
+        carry = (
+            [] if self.last_completed in self.used else self.batches.get(self.last_completed, [])
+        )
+        self.current = self.current + carry + self.arrived
+        self.arrived = []
+
+    def _workflow_task_completed(self, e: HistoryEvent) -> None:
+        """Commands name the task completion they came from: remember what it saw."""
+        self.batches[e.event_id] = self.current
+        self.current = []
+        self.last_completed = e.event_id
+
+    # --- activities ---------------------------------------------------------------
+
+    def _activity_scheduled(self, e: HistoryEvent) -> None:
+        b = self.b
+        a = e.activity_task_scheduled_event_attributes
+        env = grant_envelope(a.header)
+        claims = grant_claims(env) if env is not None else None
+        grant_id = _s(claims.get("grant_id")) if claims else ""
+        nid = self._step(
+            self._id("activity", e.event_id),
+            e,
+            kind=NodeKind.ACTIVITY,
+            label=a.activity_type.name,
+            activity_type=a.activity_type.name,
+            activity_id=a.activity_id,
+            task_queue=a.task_queue.name,
+            attempts=0,
+            status="scheduled",
+            governed=env is not None or a.activity_id.startswith("execute:"),
+            grant_id=grant_id,
+            has_grant_header=env is not None,
+        )
+        self.by_event[e.event_id] = nid
+        b.activity_by_id[(self.wf, self.run_id, a.activity_id)] = nid
+        self._command(nid, a.workflow_task_completed_event_id)
+        b.occur(e, 0, _payload_list(a.input), nid)
+        if a.activity_type.name == "ecp.prove":
+            # Kept for _ledger_entry: the input says what the entry records.
+            v = _first_json(a.input)
+            if isinstance(v, dict):
+                self.prove_inputs[nid] = v
+        if claims is not None and grant_id:
+            self._header_grant(e, nid, grant_id, claims)
+
+    def _header_grant(
+        self, e: HistoryEvent, nid: str, grant_id: str, claims: dict[str, object]
+    ) -> None:
+        """The grant an activity carries in its header authorizes it.
+
+        Its decision and approvals may be in runs not read yet, so they are
+        linked once all runs are (:meth:`_Builder.link_governance`).
+        """
+        b = self.b
+        g = b.node(
+            f"grant:{grant_id}",
+            kind=NodeKind.GRANT,
+            label=f"grant {grant_id}",
+            grant_id=grant_id,
+            decision_id=_s(claims.get("decision_id")),
+            initiator=_s(claims.get("initiator")),
+            issuer=_s(claims.get("issuer")),
+            expires_at=_s(claims.get("expires_at")),
+            time_ns=e.event_time.ToNanoseconds(),
+        )
+        b.edge(g, nid, "authorized")
+        b.grant_links.append((g, _s(claims.get("decision_id"))))
+        approvals = claims.get("approvals")
+        if isinstance(approvals, list):
+            b.grant_approvals.extend((g, _s(x)) for x in approvals)
+
+    def _activity_started(self, e: HistoryEvent) -> None:
+        """An attempt began: workflow code is not told, so nothing arrives."""
+        a = e.activity_task_started_event_attributes
+        nid = self.by_event[a.scheduled_event_id]
+        attrs: dict[str, object] = {"attempts": a.attempt, "status": "started"}
+        if a.last_failure.message:
+            attrs["last_failure"] = a.last_failure.message
+        self.b.node(nid, **attrs)
 
     def _activity_close(self, e: HistoryEvent) -> None:
         b, t = self.b, e.event_type
@@ -591,62 +563,157 @@ class _RunBuilder:
         self._governance_result(nid, e, _first_json(result))
 
     def _governance_result(self, nid: str, e: HistoryEvent, value: object) -> None:
-        b = self.b
-        atype = b.g.nodes[nid].get("activity_type")
+        """The decision, grant or ledger entry a governance step returned, if any."""
         if not isinstance(value, dict):
             return
-        ns = e.event_time.ToNanoseconds()
+        atype = self.b.g.nodes[nid].get("activity_type")
         if atype == "ecp.evaluate" and _s(value.get("decision_id")):
-            reasons = value.get("reasons")
-            d = b.node(
-                f"decision:{value['decision_id']}",
-                kind=NodeKind.DECISION,
-                label=f"decision {value.get('effect')}",
-                decision_id=value["decision_id"],
-                effect=_s(value.get("effect")),
-                policy_digest=_s(value.get("policy_digest")),
-                reasons="; ".join(str(r) for r in reasons) if isinstance(reasons, list) else "",
-                approvals_required=int(value.get("approvals_required") or 0),
-                time_ns=ns,
-                workflow_id=self.wf,
-                run_id=self.run_id,
-            )
-            b.edge(nid, d, "decided")
+            self._decision(nid, e, value)
         elif atype == "ecp.authorize" and _s(value.get("grant_id")):
-            g = b.node(
-                f"grant:{value['grant_id']}",
-                kind=NodeKind.GRANT,
-                label=f"grant {value['grant_id']}",
-                grant_id=value["grant_id"],
-                expires_at=_s(value.get("expires_at")),
-                time_ns=ns,
-            )
-            b.edge(nid, g, "granted")
+            self._issued_grant(nid, e, value)
         elif atype == "ecp.prove" and isinstance(value.get("index"), int):
-            idx = value["index"]
-            inp = self.prove_inputs.get(nid, {})
-            led = b.node(
-                f"ledger:{idx}",
-                kind=NodeKind.LEDGER,
-                label=f"ledger entry #{idx}",
-                index=idx,
-                tree_size=int(value.get("tree_size") or 0),
-                outcome=_s(inp.get("outcome")),
-                activity_id=_s(inp.get("activity_id")),
-                grant_id=_s(inp.get("grant_id")),
-                decision_id=_s(inp.get("decision_id")),
-                workflow_id=self.wf,
-                run_id=self.run_id,
-                time_ns=ns,
-            )
-            b.edge(nid, led, "recorded")
-            target = b.activity_by_id.get((self.wf, self.run_id, _s(inp.get("activity_id"))))
-            if target is not None:
-                b.edge(target, led, "recorded")
-            if _s(inp.get("decision_id")):
-                d = f"decision:{inp['decision_id']}"
-                if d in b.g:
-                    b.edge(d, led, "recorded")
+            self._ledger_entry(nid, e, value)
+
+    def _decision(self, nid: str, e: HistoryEvent, value: dict[str, Any]) -> None:
+        b = self.b
+        reasons = value.get("reasons")
+        d = b.node(
+            f"decision:{value['decision_id']}",
+            kind=NodeKind.DECISION,
+            label=f"decision {value.get('effect')}",
+            decision_id=value["decision_id"],
+            effect=_s(value.get("effect")),
+            policy_digest=_s(value.get("policy_digest")),
+            reasons="; ".join(str(r) for r in reasons) if isinstance(reasons, list) else "",
+            approvals_required=int(value.get("approvals_required") or 0),
+            time_ns=e.event_time.ToNanoseconds(),
+            workflow_id=self.wf,
+            run_id=self.run_id,
+        )
+        b.edge(nid, d, "decided")
+
+    def _issued_grant(self, nid: str, e: HistoryEvent, value: dict[str, Any]) -> None:
+        g = self.b.node(
+            f"grant:{value['grant_id']}",
+            kind=NodeKind.GRANT,
+            label=f"grant {value['grant_id']}",
+            grant_id=value["grant_id"],
+            expires_at=_s(value.get("expires_at")),
+            time_ns=e.event_time.ToNanoseconds(),
+        )
+        self.b.edge(nid, g, "granted")
+
+    def _ledger_entry(self, nid: str, e: HistoryEvent, value: dict[str, Any]) -> None:
+        """The entry ``ecp.prove`` appended, linked to what it records.
+
+        What it records (activity, grant, decision, outcome) is in the prove
+        step's input: its result only says where the entry landed.
+        """
+        b = self.b
+        idx = value["index"]
+        inp = self.prove_inputs.get(nid, {})
+        led = b.node(
+            f"ledger:{idx}",
+            kind=NodeKind.LEDGER,
+            label=f"ledger entry #{idx}",
+            index=idx,
+            tree_size=int(value.get("tree_size") or 0),
+            outcome=_s(inp.get("outcome")),
+            activity_id=_s(inp.get("activity_id")),
+            grant_id=_s(inp.get("grant_id")),
+            decision_id=_s(inp.get("decision_id")),
+            workflow_id=self.wf,
+            run_id=self.run_id,
+            time_ns=e.event_time.ToNanoseconds(),
+        )
+        b.edge(nid, led, "recorded")
+        target = b.activity_by_id.get((self.wf, self.run_id, _s(inp.get("activity_id"))))
+        if target is not None:
+            b.edge(target, led, "recorded")
+        if _s(inp.get("decision_id")):
+            d = f"decision:{inp['decision_id']}"
+            if d in b.g:
+                b.edge(d, led, "recorded")
+
+    # --- timers -------------------------------------------------------------------
+
+    def _timer_started(self, e: HistoryEvent) -> None:
+        ts = e.timer_started_event_attributes
+        nid = self._step(
+            self._id("timer", e.event_id),
+            e,
+            kind=NodeKind.TIMER,
+            label=f"timer {ts.timer_id}",
+            timer_id=ts.timer_id,
+            duration_s=ts.start_to_fire_timeout.ToTimedelta().total_seconds(),
+            status="started",
+        )
+        self.by_event[e.event_id] = nid
+        self._command(nid, ts.workflow_task_completed_event_id)
+
+    def _timer_fired(self, e: HistoryEvent) -> None:
+        nid = self.by_event[e.timer_fired_event_attributes.started_event_id]
+        self.b.node(nid, status="fired", fired_time=e.event_time.ToJsonString())
+        self.arrived.append(nid)
+
+    def _timer_canceled(self, e: HistoryEvent) -> None:
+        """The workflow canceled it itself: nothing new arrives."""
+        nid = self.by_event[e.timer_canceled_event_attributes.started_event_id]
+        self.b.node(nid, status="canceled")
+
+    # --- signals and cancel requests ----------------------------------------------
+
+    def _signaled(self, e: HistoryEvent) -> None:
+        sg = e.workflow_execution_signaled_event_attributes
+        nid = self._step(
+            self._id("signal", e.event_id),
+            e,
+            kind=NodeKind.SIGNAL,
+            label=f"signal {sg.signal_name}",
+            name=sg.signal_name,
+            sender=sg.identity,
+            from_workflow_id=sg.external_workflow_execution.workflow_id,
+        )
+        self.b.occur(e, 0, _payload_list(sg.input), nid)
+        self.arrived.append(nid)
+
+    def _cancel_requested(self, e: HistoryEvent) -> None:
+        """A cancel request reaches workflow code like a signal, and is drawn as one."""
+        nid = self._step(
+            self._id("signal", e.event_id),
+            e,
+            kind=NodeKind.SIGNAL,
+            label="cancel request",
+            name="cancel",
+            sender=e.workflow_execution_cancel_requested_event_attributes.identity,
+        )
+        self.arrived.append(nid)
+
+    def _signal_out_initiated(self, e: HistoryEvent) -> None:
+        so = e.signal_external_workflow_execution_initiated_event_attributes
+        nid = self._step(
+            self._id("signal-out", e.event_id),
+            e,
+            kind=NodeKind.SIGNAL_OUT,
+            label=f"send {so.signal_name}",
+            name=so.signal_name,
+            to_workflow_id=so.workflow_execution.workflow_id,
+        )
+        self.by_event[e.event_id] = nid
+        self._command(nid, so.workflow_task_completed_event_id)
+        self.b.occur(e, 1, _payload_list(so.input), nid)
+
+    def _signal_out_resolved(self, e: HistoryEvent) -> None:
+        """Delivered or failed, the workflow learns how its signal went."""
+        if e.event_type == E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED:
+            ref = e.external_workflow_execution_signaled_event_attributes.initiated_event_id
+        else:
+            ref = e.signal_external_workflow_execution_failed_event_attributes.initiated_event_id
+        nid = self.by_event.get(ref, "")
+        if nid:
+            self.arrived.append(nid)
+
+    # --- updates ------------------------------------------------------------------
 
     def _update_accepted(self, e: HistoryEvent) -> None:
         b = self.b
@@ -686,6 +753,49 @@ class _RunBuilder:
         # Accepted while the last workflow task ran: its commands may depend on it.
         self.batches.setdefault(self.last_completed, []).append(nid)
 
+    def _update_completed(self, e: HistoryEvent) -> None:
+        """The workflow's own answer: it adds a result, but tells the workflow nothing new."""
+        uc = e.workflow_execution_update_completed_event_attributes
+        nid = self.updates.get(uc.meta.update_id, "")
+        if nid:
+            ok = uc.outcome.HasField("success")
+            self.b.node(nid, status="completed" if ok else "failed")
+            if ok:
+                self.b.occur(e, 1, _payload_list(uc.outcome.success), nid)
+
+    # --- child workflows ----------------------------------------------------------
+
+    def _child_initiated(self, e: HistoryEvent) -> None:
+        c = e.start_child_workflow_execution_initiated_event_attributes
+        nid = self._step(
+            self._id("child", e.event_id),
+            e,
+            kind=NodeKind.CHILD,
+            label=f"child {c.workflow_type.name}",
+            child_workflow_id=c.workflow_id,
+            workflow_type=c.workflow_type.name,
+            status="initiated",
+        )
+        self.by_event[e.event_id] = nid
+        self._command(nid, c.workflow_task_completed_event_id)
+        self.b.occur(e, 0, _payload_list(c.input), nid)
+
+    def _child_started(self, e: HistoryEvent) -> None:
+        cs = e.child_workflow_execution_started_event_attributes
+        nid = self.by_event[cs.initiated_event_id]
+        ex = cs.workflow_execution
+        self.b.node(nid, child_run_id=ex.run_id, status="started")
+        child_run = self._unloaded_run(e, ex.workflow_id, ex.run_id, cs.workflow_type.name)
+        self.b.edge(nid, child_run, "started")
+        self.child_keys[cs.initiated_event_id] = (ex.workflow_id, ex.run_id)
+        self.arrived.append(nid)
+
+    def _child_start_failed(self, e: HistoryEvent) -> None:
+        cf = e.start_child_workflow_execution_failed_event_attributes
+        nid = self.by_event[cf.initiated_event_id]
+        self.b.node(nid, status="start_failed")
+        self.arrived.append(nid)
+
     def _child_close(self, e: HistoryEvent) -> None:
         t = e.event_type
         attrs = getattr(e, _CHILD_CLOSE[t][1])
@@ -704,62 +814,18 @@ class _RunBuilder:
         else:
             self.arrived.append(nid)
 
-    def _run_close(self, e: HistoryEvent) -> None:
-        b, t = self.b, e.event_type
-        status, attr_name = _RUN_CLOSE[t]
-        attrs = getattr(e, attr_name)
-        nid = close_node(self.wf, self.run_id)
-        extra: dict[str, object] = {}
-        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            extra["failure"] = attrs.failure.message
-        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            extra["continued_as"] = attrs.new_execution_run_id
-        b.node(
-            nid,
-            kind=NodeKind.CLOSE,
-            label=f"{status}",
-            workflow_id=self.wf,
-            run_id=self.run_id,
-            event_id=e.event_id,
-            time=e.event_time.ToJsonString(),
-            time_ns=e.event_time.ToNanoseconds(),
-            status=status,
-            **extra,
-        )
-        b.node(self.run, status=status)
-        wtc = getattr(attrs, "workflow_task_completed_event_id", 0)
-        if wtc:
-            self._command(nid, wtc)
-        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-            b.occur(e, 1, _payload_list(attrs.result), nid)
-        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            b.occur(e, 1, _payload_list(attrs.input), nid)
-            nxt = run_node(self.wf, attrs.new_execution_run_id)
-            if nxt not in b.g:
-                b.node(
-                    nxt,
-                    kind=NodeKind.RUN,
-                    label=f"{attrs.workflow_type.name} {self.wf}",
-                    workflow_id=self.wf,
-                    run_id=attrs.new_execution_run_id,
-                    workflow_type=attrs.workflow_type.name,
-                    loaded=False,
-                    time_ns=e.event_time.ToNanoseconds(),
-                )
-            b.edge(nid, nxt, "started")
+    # --- markers ------------------------------------------------------------------
 
-    def _close_sinks(self) -> None:
-        # Everything delivered to workflow code may shape its result: steps
-        # with no later step of their own inform the close.
-        close = close_node(self.wf, self.run_id)
-        if close not in self.b.g:
-            return
-        g = self.b.g
-        mine = {self.run, *self.steps}
-        for n in (self.run, *self.steps):
-            last = not any(s in mine and s != close for s in g.successors(n))
-            if n != close and last and g.nodes[n].get("time_ns", 0) <= g.nodes[close]["time_ns"]:
-                self.b.edge(n, close, "informed")
+    def _marker(self, e: HistoryEvent) -> None:
+        m = e.marker_recorded_event_attributes
+        nid = self._step(
+            self._id("marker", e.event_id),
+            e,
+            kind=NodeKind.MARKER,
+            label=f"marker {m.marker_name}",
+            name=m.marker_name,
+        )
+        self._command(nid, m.workflow_task_completed_event_id)
 
 
 _ACTIVITY_CLOSE = {
@@ -815,6 +881,32 @@ _RUN_CLOSE = {
         "continued_as_new",
         "workflow_execution_continued_as_new_event_attributes",
     ),
+}
+
+#: A handler of one event type; every event not listed here is ignored.
+_Handler = Callable[[_RunBuilder, HistoryEvent], None]
+_HANDLERS: dict[E.ValueType, _Handler] = {
+    E.EVENT_TYPE_WORKFLOW_TASK_STARTED: _RunBuilder._workflow_task_started,
+    E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED: _RunBuilder._workflow_task_completed,
+    E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: _RunBuilder._activity_scheduled,
+    E.EVENT_TYPE_ACTIVITY_TASK_STARTED: _RunBuilder._activity_started,
+    **dict.fromkeys(_ACTIVITY_CLOSE, _RunBuilder._activity_close),
+    E.EVENT_TYPE_TIMER_STARTED: _RunBuilder._timer_started,
+    E.EVENT_TYPE_TIMER_FIRED: _RunBuilder._timer_fired,
+    E.EVENT_TYPE_TIMER_CANCELED: _RunBuilder._timer_canceled,
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: _RunBuilder._signaled,
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED: _RunBuilder._cancel_requested,
+    E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: _RunBuilder._signal_out_initiated,
+    E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED: _RunBuilder._signal_out_resolved,
+    E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED: _RunBuilder._signal_out_resolved,
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED: _RunBuilder._update_accepted,
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED: _RunBuilder._update_completed,
+    E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED: _RunBuilder._child_initiated,
+    E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED: _RunBuilder._child_started,
+    E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED: _RunBuilder._child_start_failed,
+    **dict.fromkeys(_CHILD_CLOSE, _RunBuilder._child_close),
+    E.EVENT_TYPE_MARKER_RECORDED: _RunBuilder._marker,
+    **dict.fromkeys(_RUN_CLOSE, _RunBuilder._run_close),
 }
 
 
