@@ -52,7 +52,7 @@ ATTESTATION_SCHEMA_VERSION: Final = "ecp.environment/v1"
 BUILD_ID_ENV: Final = "ECP_BUILD_ID"
 IMAGE_DIGEST_ENV: Final = "ECP_IMAGE_DIGEST"
 #: Distributions whose versions change what a governed activity does.
-DEFAULT_DISTRIBUTIONS: Final = ("ecp", "temporalio", "cryptography", "pydantic", "cedarpy")
+DEFAULT_DISTRIBUTIONS: Final = ("temporal-ecp", "temporalio", "cryptography", "pydantic", "cedarpy")
 _ABSENT: Final = "(not installed)"
 
 _Digest = Annotated[Digest, Field(pattern=DIGEST_PATTERN)]

@@ -146,7 +146,7 @@ class SqlReplayGuard:
         Args:
             url_or_engine: e.g. ``sqlite:///path/ecp.db`` or
                 ``postgresql+psycopg://user@host/db``; defaults usually come
-                from :func:`ecp.paths.default_database_url`.
+                from :func:`ecp._paths.default_database_url`.
             clock: stamps ``consumed_at`` (informational only).
         """
         if isinstance(url_or_engine, str):

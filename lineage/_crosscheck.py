@@ -22,14 +22,13 @@ from sqlalchemy import Row, select
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from ecp._wire import is_denial_type
+from ecp._wire import ACTIVITY_PREPARE, GOVERNANCE_ACTIVITIES, is_denial_type
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._clock import FixedClock
 from ecp.authority._replay import InMemoryReplayGuard
 from ecp.authority._truststore import TrustStore
 from ecp.authority._verify import ExpectedCall, verify_grant
 from ecp.authority.errors import AuthorityError
-from ecp.lineage.graph._build import GOVERNANCE_ACTIVITIES
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph._history import RunHistory
 from ecp.lineage.ledger._evidence import parse_evidence, verify_evidence_signature
@@ -151,7 +150,7 @@ def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
             x = by_sched[e.activity_task_completed_event_attributes.scheduled_event_id]
             x.outcome = "completed"
             sched = x.scheduled.activity_task_scheduled_event_attributes
-            if sched.activity_type.name == "ecp.attest":
+            if sched.activity_type.name == ACTIVITY_PREPARE:
                 env = _attested_digest(e) or env
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             f = e.activity_task_failed_event_attributes
@@ -177,7 +176,7 @@ def _attested_digest(e: HistoryEvent) -> str:
         v = json.loads(payloads[0].data) if payloads else None
     except ValueError:
         return ""
-    d = v.get("digest") if isinstance(v, dict) else None
+    d = v.get("environment_digest") if isinstance(v, dict) else None
     return d if isinstance(d, str) else ""
 
 

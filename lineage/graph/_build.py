@@ -35,6 +35,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
+from ecp._wire import APPROVE_UPDATE, GOVERNANCE_ACTIVITIES
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority.errors import CanonicalizationError
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
@@ -52,9 +53,8 @@ __all__ = [
 ]
 
 #: Activity types of ECP's governance steps (``ecp.activities._contracts``).
-GOVERNANCE_ACTIVITIES = ("ecp.attest", "ecp.evaluate", "ecp.authorize", "ecp.prove")
 #: The update that carries approvals.
-ACTIVITY_APPROVE_UPDATE = "ecp.approve"
+ACTIVITY_APPROVE_UPDATE = APPROVE_UPDATE
 
 
 class NodeKind:

@@ -45,7 +45,9 @@ def test_measurement_contents_and_env_defaults() -> None:
     assert att.python.endswith(
         ".".join(map(str, sys.version_info[:2])) + "." + str(sys.version_info[2])
     )
-    assert set(att.distributions) >= {"temporalio", "ecp", "cryptography"}
+    assert set(att.distributions) >= {"temporalio", "temporal-ecp", "cryptography"}
+    # The distribution as installed (not a stale name): its version is known.
+    assert att.distributions["temporal-ecp"] != "(not installed)"
     assert set(att.modules) == set(MODULES)
     assert att.digest != measure_environment(MODULES, build_id="other", environ={}).digest
     claims = att.claims()

@@ -1,4 +1,4 @@
-"""DSSE and in-toto conformance: every case of ``shared/vectors/dsse.json``."""
+"""DSSE and in-toto conformance: every case of ``tests/vectors/dsse.json``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RFC 8785 conformance: every case of ``shared/vectors/jcs.json``."""
+"""RFC 8785 conformance: every case of ``tests/vectors/jcs.json``."""
 
 from __future__ import annotations
 

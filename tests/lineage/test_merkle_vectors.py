@@ -1,4 +1,4 @@
-"""RFC 6962 / RFC 9162: every case of shared/vectors/merkle.json."""
+"""RFC 6962 / RFC 9162: every case of tests/vectors/merkle.json."""
 
 from __future__ import annotations
 

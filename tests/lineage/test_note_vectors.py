@@ -1,4 +1,4 @@
-"""C2SP signed-note and tlog-checkpoint: every case of shared/vectors/signed_note.json."""
+"""C2SP signed-note and tlog-checkpoint: every case of tests/vectors/signed_note.json."""
 
 from __future__ import annotations
 
