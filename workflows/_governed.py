@@ -10,6 +10,7 @@ approval is rejected before it ever reaches history.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -82,6 +83,48 @@ def _from_gate(err: BaseException | None) -> bool:
 def _this_execution() -> str:
     info = workflow.info()
     return execution_ref(info.namespace, info.workflow_id, info.run_id)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How a run ended: what ``_prove`` records and returns.
+
+    Attributes:
+        outcome: ``completed``, ``failed`` or ``denied``.
+        reason_code: The ``ApplicationError.type`` (or exception class) behind
+            a failure or denial; empty on success.
+        reason: Why, in words; empty on success.
+        result: What the action returned (``None`` unless it completed).
+        args: The arguments to prove: the prepared ones, or the raw request's
+            when the executor could not prepare them.
+    """
+
+    outcome: str
+    reason_code: str
+    reason: str
+    result: object
+    args: list[object]
+
+    @classmethod
+    def denied(cls, code: str, reason: str, args: list[object]) -> _Ending:
+        """A denial: nothing ran, so there is no result."""
+        return cls("denied", code, reason, None, args)
+
+
+def _execute_failure(err: ActivityError, args: list[object]) -> _Ending:
+    """Tell a gate refusal (denied) from the body's own failure (failed)."""
+    cause = err.cause
+    kind = cause.type or "" if isinstance(cause, ApplicationError) else ""
+    if kind == EXHAUSTED_TYPE:
+        # The body ran and failed as often as the grant allows.
+        outcome, reason_code = "failed", kind
+    elif failure_code(kind) is not None and _from_gate(cause):
+        outcome, reason_code = "denied", kind
+    else:
+        outcome = "failed"
+        reason_code = type(cause).__name__ if cause else "ActivityError"
+    reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
+    return _Ending(outcome, reason_code, reason, None, args)
 
 
 @workflow.defn(name="GovernedExecution")
@@ -157,13 +200,32 @@ class GovernedExecution:
             return await self._run(req)
 
     async def _run(self, req: GovernedRequest) -> GovernedResult:
+        exec_id = execute_activity_id(req.action)
+        verified = await self._verify(req)
+        if isinstance(verified, _Ending):
+            return await self._prove(req, exec_id, verified)
+        prepared, decision = verified
+        refused = await self._await_approvals(req, decision, prepared.args)
+        if refused is not None:
+            return await self._prove(req, exec_id, refused)
+        grant = await self._authorize(req, exec_id, prepared, decision)
+        if isinstance(grant, _Ending):
+            return await self._prove(req, exec_id, grant)
+        ending = await self._execute(req, exec_id, prepared.args, grant)
+        return await self._prove(req, exec_id, ending)
+
+    # --- the steps ------------------------------------------------------------
+
+    async def _verify(self, req: GovernedRequest) -> tuple[PrepareResult, DecisionResult] | _Ending:
+        """Attest the executor, normalise the call, then decide on exactly what would run.
+
+        Returns the denial instead when the executor cannot prepare the call
+        or the policy denies it.
+        """
         workflow.upsert_search_attributes(
             [SA_ACTION.value_set(req.action), SA_INITIATOR.value_set(req.initiator)]
         )
         self._refresh_details(req)
-
-        # verify: the executor attests itself and normalises the call, then
-        # the policy decides on exactly what would run.
         try:
             prepared: PrepareResult = await workflow.execute_activity(
                 ACTIVITY_PREPARE,
@@ -178,13 +240,12 @@ class GovernedExecution:
             cause = err.cause
             if not isinstance(cause, ApplicationError):
                 raise
-            return await self._refuse_request(
-                req, cause.type or failure_type("malformed"), cause.message
-            )
-        args = prepared.args
+            return self._refuse_request(req, cause.type or failure_type("malformed"), cause.message)
         decision: DecisionResult = await workflow.execute_activity(
             ACTIVITY_EVALUATE,
-            EvaluateInput(req.action, args, req.initiator, req.purpose, prepared.attestation),
+            EvaluateInput(
+                req.action, prepared.args, req.initiator, req.purpose, prepared.attestation
+            ),
             task_queue=req.queues.authority,
             start_to_close_timeout=_STEP_TIMEOUT,
             retry_policy=_GOVERNANCE_RETRY,
@@ -199,33 +260,49 @@ class GovernedExecution:
             ]
         )
         self._refresh_details(req)
-        exec_id = execute_activity_id(req.action)
-
         if decision.effect == "deny":
-            return await self._finish_denied(
-                req, exec_id, "policy_denied", "; ".join(decision.reasons), args
+            return _Ending.denied("policy_denied", "; ".join(decision.reasons), prepared.args)
+        return prepared, decision
+
+    async def _await_approvals(
+        self, req: GovernedRequest, decision: DecisionResult, args: list[object]
+    ) -> _Ending | None:
+        """Wait for the approvals the decision asks for, if it asks for any.
+
+        Returns the denial instead when the deadline passes first.
+        """
+        if decision.effect != "allow_after_approval":
+            return None
+        self._step = "approve"
+        self._refresh_details(req)
+        try:
+            await workflow.wait_condition(
+                lambda: len(self._approvers) >= decision.approvals_required,
+                timeout=timedelta(seconds=req.approval_timeout_seconds),
+                timeout_summary="approval deadline",
             )
+        except TimeoutError:
+            return _Ending.denied(
+                "approval_deadline",
+                f"approval deadline passed with {len(self._approvers)} of "
+                f"{decision.approvals_required} approvals",
+                args,
+            )
+        return None
 
-        if decision.effect == "allow_after_approval":
-            self._step = "approve"
-            self._refresh_details(req)
-            try:
-                await workflow.wait_condition(
-                    lambda: len(self._approvers) >= decision.approvals_required,
-                    timeout=timedelta(seconds=req.approval_timeout_seconds),
-                    timeout_summary="approval deadline",
-                )
-            except TimeoutError:
-                return await self._finish_denied(
-                    req,
-                    exec_id,
-                    "approval_deadline",
-                    f"approval deadline passed with {len(self._approvers)} of "
-                    f"{decision.approvals_required} approvals",
-                    args,
-                )
+    async def _authorize(
+        self,
+        req: GovernedRequest,
+        exec_id: str,
+        prepared: PrepareResult,
+        decision: DecisionResult,
+    ) -> GrantResult | _Ending:
+        """Have the authority sign a grant bound to exactly this call.
 
-        # authorize
+        Returns the denial instead when the authority refuses to sign (an
+        approval expired or was revoked meanwhile, the policy changed under
+        the decision, ...): a denial like any other, and proven like one.
+        """
         self._step = "authorize"
         try:
             grant: GrantResult = await workflow.execute_activity(
@@ -234,7 +311,7 @@ class GovernedExecution:
                     decision_json=decision.decision_json,
                     approvals=list(self._approvals),
                     action=req.action,
-                    args=args,
+                    args=prepared.args,
                     initiator=req.initiator,
                     activity_id=exec_id,
                     purpose=req.purpose,
@@ -247,21 +324,20 @@ class GovernedExecution:
                 summary="authorize: sign a grant bound to the call",
             )
         except ActivityError as err:
-            # The authority refused to sign (an approval expired or was
-            # revoked meanwhile, the policy changed under the decision, ...):
-            # a denial like any other, and proven like one.
             cause = err.cause
             if not isinstance(cause, ApplicationError) or failure_code(cause.type) is None:
                 raise
-            return await self._finish_denied(req, exec_id, cause.type or "", cause.message, args)
+            return _Ending.denied(cause.type or "", cause.message, prepared.args)
         self._grant = grant
         workflow.upsert_search_attributes([SA_GRANT_ID.value_set(grant.grant_id)])
+        return grant
 
-        # execute
+    async def _execute(
+        self, req: GovernedRequest, exec_id: str, args: list[object], grant: GrantResult
+    ) -> _Ending:
+        """Run the action under the grant; how it ended, for ``_prove`` to record."""
         self._step = "execute"
         self._refresh_details(req)
-        result: object = None
-        outcome, reason_code, reason = "completed", "", ""
         try:
             with attach_grant(grant.envelope.encode("utf-8")):
                 result = await workflow.execute_activity(
@@ -278,29 +354,16 @@ class GovernedExecution:
                     summary=f"execute: {req.action} under grant {grant.grant_id}",
                 )
         except ActivityError as err:
-            cause = err.cause
-            kind = cause.type or "" if isinstance(cause, ApplicationError) else ""
-            if kind == EXHAUSTED_TYPE:
-                # The body ran and failed as often as the grant allows.
-                outcome, reason_code = "failed", kind
-            elif failure_code(kind) is not None and _from_gate(cause):
-                outcome, reason_code = "denied", kind
-            else:
-                outcome = "failed"
-                reason_code = type(cause).__name__ if cause else "ActivityError"
-            reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
-
-        return await self._prove(req, exec_id, outcome, reason_code, reason, result, args)
+            return _execute_failure(err, args)
+        return _Ending("completed", "", "", result, args)
 
     # --- helpers --------------------------------------------------------------
 
-    async def _finish_denied(
-        self, req: GovernedRequest, exec_id: str, code: str, reason: str, args: list[object]
-    ) -> GovernedResult:
-        return await self._prove(req, exec_id, "denied", code, reason, None, args)
+    def _refuse_request(self, req: GovernedRequest, code: str, reason: str) -> _Ending:
+        """Deny a request the executor cannot even prepare (unknown action, bad args).
 
-    async def _refuse_request(self, req: GovernedRequest, code: str, reason: str) -> GovernedResult:
-        """Deny a request the executor cannot even prepare (unknown action, bad args)."""
+        There is no policy decision to prove against, so record an empty one.
+        """
         self._decision = DecisionResult(
             decision_json="",
             decision_id="",
@@ -311,26 +374,16 @@ class GovernedExecution:
             determining_policies=[],
         )
         workflow.upsert_search_attributes([SA_DECISION.value_set("deny")])
-        return await self._finish_denied(
-            req, execute_activity_id(req.action), code, reason, req.args
-        )
+        return _Ending.denied(code, reason, req.args)
 
-    async def _prove(
-        self,
-        req: GovernedRequest,
-        exec_id: str,
-        outcome: str,
-        reason_code: str,
-        reason: str,
-        result: object,
-        args: list[object],
-    ) -> GovernedResult:
+    async def _prove(self, req: GovernedRequest, exec_id: str, ending: _Ending) -> GovernedResult:
+        """Record how the run ended in the ledger; every path ends here."""
         info = workflow.info()
         d = self._decision
         assert d is not None
         self._step = "prove"
-        self._outcome = outcome
-        workflow.upsert_search_attributes([SA_OUTCOME.value_set(outcome)])
+        self._outcome = ending.outcome
+        workflow.upsert_search_attributes([SA_OUTCOME.value_set(ending.outcome)])
         self._refresh_details(req)
         receipt: ProveResult = await workflow.execute_activity(
             ACTIVITY_PROVE,
@@ -343,17 +396,17 @@ class GovernedExecution:
                 initiator=req.initiator,
                 decision_id=d.decision_id,
                 policy_digest=d.policy_digest,
-                outcome=outcome,
-                reason_code=reason_code,
-                reason=reason,
+                outcome=ending.outcome,
+                reason_code=ending.reason_code,
+                reason=ending.reason,
                 grant_id=self._grant.grant_id if self._grant else "",
-                args=args,
+                args=ending.args,
             ),
             task_queue=req.queues.authority,
             start_to_close_timeout=_STEP_TIMEOUT,
             retry_policy=_GOVERNANCE_RETRY,
             result_type=ProveResult,
-            summary=f"prove: record {outcome} evidence and fetch the receipt",
+            summary=f"prove: record {ending.outcome} evidence and fetch the receipt",
         )
         self._receipt = receipt
         self._step = "done"
@@ -363,10 +416,10 @@ class GovernedExecution:
             decision_id=d.decision_id,
             policy_digest=d.policy_digest,
             reasons=d.reasons,
-            outcome=outcome,
-            reason=reason,
+            outcome=ending.outcome,
+            reason=ending.reason,
             grant_id=self._grant.grant_id if self._grant else "",
-            result=result,
+            result=ending.result,
             ledger_index=receipt.index,
             receipt=receipt.receipt,
         )
