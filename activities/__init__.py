@@ -12,9 +12,9 @@ if TYPE_CHECKING:
     from ecp.activities._executor_side import ExecutorActivities as ExecutorActivities
     from ecp.activities._gate import GateConfig as GateConfig
     from ecp.activities._gate import GateInterceptor as GateInterceptor
-    from ecp.activities._gate import GateMissingError as GateMissingError
     from ecp.activities._gate import MissingGrantError as MissingGrantError
     from ecp.activities._gate import RefusingGate as RefusingGate
+    from ecp.activities._governed import GateMissingError as GateMissingError
     from ecp.activities._governed import governed as governed
     from ecp.activities._governed import is_governed as is_governed
     from ecp.activities._prove import ProveActivities as ProveActivities
@@ -40,7 +40,7 @@ __getattr__, __dir__ = lazy_exports(
         "ExecutorActivities": "ecp.activities._executor_side",
         "GateConfig": "ecp.activities._gate",
         "GateInterceptor": "ecp.activities._gate",
-        "GateMissingError": "ecp.activities._gate",
+        "GateMissingError": "ecp.activities._governed",
         "LedgerEvidenceSink": "ecp.activities._evidence_sink",
         "MissingGrantError": "ecp.activities._gate",
         "ProveActivities": "ecp.activities._prove",

@@ -29,7 +29,7 @@ from temporalio.worker import (
 
 from ecp._failure import to_application_error
 from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE
-from ecp.activities._governed import is_governed
+from ecp.activities._governed import GateMissingError, admitted, is_governed
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
 from ecp.authority._clock import Clock
@@ -60,12 +60,6 @@ class MissingGrantError(VerificationError):
     """A governed activity was scheduled without a grant header."""
 
     code = "grant_missing"
-
-
-class GateMissingError(VerificationError):
-    """A governed activity reached a worker that has no gate configured."""
-
-    code = "gate_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +109,8 @@ class GateConfig:
         clock: Injected time source.
         accepted_policy_digests: If set, grants issued under any other policy
             bundle are refused.
+        governed_names: Activity types governed by name: the gate asks for a
+            grant whichever function serves them, marked or not.
     """
 
     trust: Callable[[], TrustStore]
@@ -123,6 +119,7 @@ class GateConfig:
     environment_digest: str
     clock: Clock
     accepted_policy_digests: frozenset[str] | None = None
+    governed_names: frozenset[str] = frozenset()
 
 
 class GateInterceptor(Interceptor):
@@ -163,9 +160,9 @@ class _Gate(ActivityInboundInterceptor):
         self._c = config
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        if not is_governed(input.fn):
-            return await super().execute_activity(input)
         info = activity.info()
+        if not (is_governed(input.fn) or info.activity_type in self._c.governed_names):
+            return await super().execute_activity(input)
         started = self._c.clock()
         args_digest: Digest | None = None
 
@@ -207,9 +204,11 @@ class _Gate(ActivityInboundInterceptor):
             await self._deny(record("denied", reason_code=exc.code, reason=str(exc)), exc)
             raise AssertionError("unreachable") from exc  # _deny always raises
 
-        # The only path to the body: a VerifiedGrant in hand.
+        # The only path to the body: a VerifiedGrant in hand, and the body
+        # admitted for exactly this execution (a @governed body checks that).
         try:
-            result = await super().execute_activity(input)
+            with admitted(input.fn, info):
+                result = await super().execute_activity(input)
         except BaseException as exc:
             await self._record_quietly(
                 record(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -47,6 +48,13 @@ DEMO_GOVERNED_ACTIVITIES: tuple[Callable[..., object], ...] = (
     examples.change_infrastructure,
 )
 GOVERNED_MODULES: tuple[str, ...] = ("ecp.activities.examples",)
+
+
+def _activity_name(fn: Callable[..., object]) -> str:
+    defn = activity._Definition.from_callable(fn)
+    if defn is None or defn.name is None:
+        raise TypeError(f"{fn!r} is not an @activity.defn activity")
+    return defn.name
 
 
 def _trust_loader(path: Path) -> Callable[[], TrustStore]:
@@ -118,6 +126,10 @@ def build_plugin(
                 environment_digest=executor.digest,
                 clock=clock,
                 accepted_policy_digests=settings.accepted_digests,
+                # Governed by name too: whichever function a worker registers
+                # under these activity types, the gate asks for a grant.
+                governed_names=frozenset(_activity_name(fn) for fn in governed_activities)
+                | settings.governed_action_names,
             )
         )
         executor_acts = [*executor.activities(), *governed_activities]

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         "",
         description="comma-separated policy digests executors accept (empty: any signed)",
     )
+    governed_actions: str = Field(
+        "",
+        description=(
+            "comma-separated activity types the gate governs by name, whichever "
+            "function serves them (besides the @governed ones)"
+        ),
+    )
     otel_exporter: OtelExporter = Field(OtelExporter.NONE, description="none, console or otlp")
     otel_endpoint: str = Field("http://127.0.0.1:4318", description="OTLP/HTTP collector base URL")
     otel_service_name: str = Field("ecp", min_length=1, description="OTel service.name")
@@ -159,6 +166,11 @@ class Settings(BaseSettings):
         """
         items = frozenset(d.strip() for d in self.accepted_policy_digests.split(",") if d.strip())
         return items or None
+
+    @property
+    def governed_action_names(self) -> frozenset[str]:
+        """Activity types governed by name (``ECP_GOVERNED_ACTIONS``)."""
+        return frozenset(a.strip() for a in self.governed_actions.split(",") if a.strip())
 
     @field_validator("temporal_address")
     @classmethod
