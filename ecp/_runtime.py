@@ -31,6 +31,7 @@ from ecp.authority._keys import Ed25519FileSigner
 from ecp.authority._policy import PolicyBundle
 from ecp.authority._replay import SqlReplayGuard
 from ecp.authority._truststore import TrustStore
+from ecp.authority.errors import PolicyBundleError
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.workflows._models import TaskQueues
 from ecp.workflows._plugin import EcpPlugin
@@ -55,6 +56,22 @@ def _activity_name(fn: Callable[..., object]) -> str:
     if defn is None or defn.name is None:
         raise TypeError(f"{fn!r} is not an @activity.defn activity")
     return defn.name
+
+
+def _accepted_digests(settings: Settings) -> frozenset[str] | None:
+    # Fail closed by default: with nothing configured, honour grants only
+    # under the bundle this deployment is configured with; any bundle only
+    # when ECP_ACCEPTED_POLICY_DIGESTS=* says so.
+    accepted = settings.accepted_digests
+    if accepted is None or accepted:
+        return accepted
+    try:
+        return frozenset({PolicyBundle.load(settings.policy).digest})
+    except PolicyBundleError as exc:
+        raise PolicyBundleError(
+            f"{exc}; an executor honours grants only under the configured bundle's digest "
+            "(set ECP_POLICY_BUNDLE, or pin digests with ECP_ACCEPTED_POLICY_DIGESTS)"
+        ) from exc
 
 
 def _trust_loader(path: Path) -> Callable[[], TrustStore]:
@@ -125,7 +142,7 @@ def build_plugin(
                 evidence=LedgerEvidenceSink(ledger, worker_key),
                 environment_digest=executor.digest,
                 clock=clock,
-                accepted_policy_digests=settings.accepted_digests,
+                accepted_policy_digests=_accepted_digests(settings),
                 # Governed by name too: whichever function a worker registers
                 # under these activity types, the gate asks for a grant.
                 governed_names=frozenset(_activity_name(fn) for fn in governed_activities)

@@ -28,7 +28,11 @@ from pydantic_settings import (
 from ecp._paths import data_dir
 from ecp.errors import EcpError
 
+#: ``ECP_ACCEPTED_POLICY_DIGESTS`` value that accepts grants under any bundle.
+ACCEPT_ANY_POLICY = "*"
+
 __all__ = [
+    "ACCEPT_ANY_POLICY",
     "CONFIG_FILE_ENV",
     "ENV_PREFIX",
     "LogFormat",
@@ -111,7 +115,10 @@ class Settings(BaseSettings):
     grant_ttl_seconds: float = Field(300.0, gt=0, description="grant validity window")
     accepted_policy_digests: str = Field(
         "",
-        description="comma-separated policy digests executors accept (empty: any signed)",
+        description=(
+            "comma-separated policy digests executors accept; empty: only the "
+            "configured policy bundle's; '*': any the authority signs (say so explicitly)"
+        ),
     )
     governed_actions: str = Field(
         "",
@@ -152,6 +159,8 @@ class Settings(BaseSettings):
     @field_validator("accepted_policy_digests")
     @classmethod
     def _digests(cls, v: str) -> str:
+        if v.strip() == ACCEPT_ANY_POLICY:
+            return v
         for item in filter(None, (d.strip() for d in v.split(","))):
             if not _POLICY_DIGEST.fullmatch(item):
                 raise ValueError(f"{item!r} is not a sha256:<64 hex> policy digest")
@@ -159,13 +168,16 @@ class Settings(BaseSettings):
 
     @property
     def accepted_digests(self) -> frozenset[str] | None:
-        """Policy digests an executor's gate accepts.
+        """Policy digests an executor's gate accepts, as configured.
 
-        ``None`` accepts any the authority signed (pin them so a compromised or stale
-        authority bundle cannot authorise work here).
+        ``None`` accepts any the authority signed: only when set to ``*``. An
+        empty setting is the empty set here; the runtime then pins the digest
+        of the configured bundle (so a compromised or stale authority bundle
+        cannot authorise work on this executor by default).
         """
-        items = frozenset(d.strip() for d in self.accepted_policy_digests.split(",") if d.strip())
-        return items or None
+        if self.accepted_policy_digests.strip() == ACCEPT_ANY_POLICY:
+            return None
+        return frozenset(d.strip() for d in self.accepted_policy_digests.split(",") if d.strip())
 
     @property
     def governed_action_names(self) -> frozenset[str]:
