@@ -19,6 +19,7 @@ slots exist.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -32,14 +33,17 @@ from ecp.authority.errors import (
     GrantAttemptsExhaustedError,
     GrantReplayedError,
     ReplayStoreUnavailableError,
+    RequestReplayedError,
 )
 
 __all__ = [
+    "ClaimedRequest",
     "ConsumedGrant",
     "InMemoryReplayGuard",
     "ReplayGuard",
     "SqlReplayGuard",
     "check_attempt",
+    "request_key",
 ]
 
 
@@ -55,6 +59,21 @@ class ReplayGuard(Protocol):
                 ``max_attempts`` times.
             GrantReplayedError: this attempt was consumed before, or the
                 attempt number is not positive.
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
+    def claim(self, request: str, grant_id: str) -> None:
+        """Atomically bind ``request`` to ``grant_id``, once and for all.
+
+        The first grant that reaches a body for a request owns it; the same
+        grant may claim it again (its own retries), any other grant is
+        refused. A Temporal reset to before authorize, or a re-submission
+        under the same workflow id, gets a *new* grant for the same request:
+        this is what stops it from running the body a second time.
+
+        Raises:
+            RequestReplayedError: another grant owns the request.
             ReplayStoreUnavailableError: the store cannot answer (retryable).
         """
         ...
@@ -83,6 +102,25 @@ def check_attempt(grant_id: str, attempt: int, max_attempts: int) -> None:
         raise GrantReplayedError(f"grant {grant_id}: max_attempts {max_attempts} allows no use")
 
 
+def request_key(namespace: str, workflow_id: str, activity_type: str, activity_id: str) -> str:
+    """The identity of one governed request, across runs of its workflow id.
+
+    The run id is left out on purpose: a reset or a re-submission starts a new
+    run of the same request. Hashed so that ids up to Temporal's length limit
+    fit a bounded column, and length-prefixed so no two tuples collide.
+    """
+    parts = (namespace, workflow_id, activity_type, activity_id)
+    data = b"".join(len(p.encode()).to_bytes(4, "big") + p.encode() for p in parts)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _request_replayed(request: str, owner: str, grant_id: str) -> RequestReplayedError:
+    return RequestReplayedError(
+        f"this request already ran under grant {owner}; grant {grant_id} may not run it again "
+        "(a reset or re-submission of the same workflow id and activity)"
+    )
+
+
 def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
     return GrantAttemptsExhaustedError(
         f"grant {grant_id} was already honoured {max_attempts} time(s), its max_attempts"
@@ -94,7 +132,15 @@ class InMemoryReplayGuard:
 
     def __init__(self) -> None:
         self._seen: set[tuple[str, int]] = set()
+        self._claims: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def claim(self, request: str, grant_id: str) -> None:
+        """See :meth:`ReplayGuard.claim`."""
+        with self._lock:
+            owner = self._claims.setdefault(request, grant_id)
+        if owner != grant_id:
+            raise _request_replayed(request, owner, grant_id)
 
     def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.consume` (never raises ReplayStoreUnavailableError)."""
@@ -126,6 +172,16 @@ class ConsumedGrant(SQLModel, table=True):
     slot: int = Field(primary_key=True)
     attempt: int
     consumed_at: datetime
+
+
+class ClaimedRequest(SQLModel, table=True):
+    """Which grant owns a governed request (see :func:`request_key`). Storage only."""
+
+    __tablename__ = "ecp_request_claims"
+
+    request: str = Field(primary_key=True, max_length=80)
+    grant_id: str = Field(max_length=128)
+    claimed_at: datetime
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
@@ -170,9 +226,11 @@ class SqlReplayGuard:
         with self._lock:
             if self._ready:
                 return
-            table = SQLModel.metadata.tables[ConsumedGrant.__tablename__]
             try:
-                table.create(self.engine, checkfirst=True)
+                for model in (ConsumedGrant, ClaimedRequest):
+                    SQLModel.metadata.tables[model.__tablename__].create(
+                        self.engine, checkfirst=True
+                    )
             except SQLAlchemyError as exc:
                 # Another process may have created it between our check and
                 # our create; only a table that still is not there is a fault.
@@ -184,7 +242,8 @@ class SqlReplayGuard:
 
     def _table_exists(self) -> bool:
         try:
-            return inspect(self.engine).has_table(ConsumedGrant.__tablename__)
+            found = inspect(self.engine)
+            return all(found.has_table(m.__tablename__) for m in (ConsumedGrant, ClaimedRequest))
         except SQLAlchemyError:
             return False
 
@@ -214,6 +273,28 @@ class SqlReplayGuard:
                 f"replay store unavailable: {type(exc).__name__}"
             ) from exc
         raise _exhausted(grant_id, max_attempts)
+
+    def claim(self, request: str, grant_id: str) -> None:
+        """See :meth:`ReplayGuard.claim`: one insert; the primary key decides races."""
+        self._ensure_table()
+        row = ClaimedRequest(request=request, grant_id=grant_id, claimed_at=now_utc(self._clock))
+        try:
+            try:
+                with Session(self.engine) as session:
+                    session.add(row)
+                    session.commit()
+                return
+            except IntegrityError:
+                with Session(self.engine) as session:
+                    owner = session.get(ClaimedRequest, request)
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+        if owner is None:
+            raise ReplayStoreUnavailableError("replay store unavailable: claim vanished")
+        if owner.grant_id != grant_id:
+            raise _request_replayed(request, owner.grant_id, grant_id)
 
     def close(self, grant_id: str, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.close`: takes every free slot.

@@ -16,7 +16,7 @@ from datetime import timedelta
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, verify_envelope
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, GRANT_SCHEMA_VERSION, Grant
-from ecp.authority._replay import ReplayGuard
+from ecp.authority._replay import ReplayGuard, request_key
 from ecp.authority._signed import read_signed_model
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.authority.errors import (
@@ -140,6 +140,7 @@ def verify_grant(
         EnvironmentMismatchError: issued for another worker environment.
         GrantAttemptsExhaustedError: the attempt exceeds the grant's max_attempts.
         GrantReplayedError: this attempt of the grant was used before.
+        RequestReplayedError: another grant already ran this request.
         ReplayStoreUnavailableError: single use cannot be established (retryable).
         ClockError: the clock is not time-zone aware.
     """
@@ -193,6 +194,12 @@ def verify_grant(
             f"grant is bound to environment {grant.environment_digest}, "
             f"this worker measures {expected.environment_digest}"
         )
-    # 8. single use, last: only a grant that passed everything else is burnt
+    # 8. single use, last: only a grant that passed everything else is burnt.
+    # One grant per request first (a reset or re-submission gets a new grant
+    # for the same request), then one slot of that grant's attempts.
+    c = grant.call
+    replay.claim(
+        request_key(c.namespace, c.workflow_id, c.activity_type, c.activity_id), grant.grant_id
+    )
     replay.consume(grant.grant_id, expected.attempt, grant.scope.max_attempts)
     return VerifiedGrant(grant, envelope, verified.key)

@@ -55,6 +55,7 @@ __all__ = [
     "PolicyError",
     "PolicyEvaluationError",
     "ReplayStoreUnavailableError",
+    "RequestReplayedError",
     "RevokedKeyError",
     "RunMismatchError",
     "SignatureInvalidError",
@@ -296,6 +297,12 @@ class GrantReplayedError(VerificationError):
     """The grant id has already been used."""
 
     code = "grant_replayed"
+
+
+class RequestReplayedError(GrantReplayedError):
+    """Another grant already ran this request (a reset or re-submission asked again)."""
+
+    code = "request_replayed"
 
 
 class GrantAttemptsExhaustedError(GrantReplayedError):

@@ -10,11 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard
+from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard, request_key
 from ecp.authority.errors import (
     GrantAttemptsExhaustedError,
     GrantReplayedError,
     ReplayStoreUnavailableError,
+    RequestReplayedError,
 )
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
@@ -230,3 +231,32 @@ def test_concurrent_attempts_never_exceed_the_budget(store_url: str) -> None:
         assert p.exitcode == 0
     assert len(won) == 3
     assert len(set(won)) == 3
+
+
+def _claims(guard: ReplayGuard) -> None:
+    req = request_key("default", f"wf-{uuid.uuid4()}", "payout", "execute:payout")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    guard.claim(req, first)
+    guard.claim(req, first)  # the owner's own retries
+    with pytest.raises(RequestReplayedError, match=first):
+        guard.claim(req, second)
+    # Another request is unaffected.
+    guard.claim(request_key("default", "other", "payout", "execute:payout"), second)
+
+
+def test_in_memory_one_grant_per_request() -> None:
+    _claims(InMemoryReplayGuard())
+
+
+def test_sql_one_grant_per_request(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _claims(guard)
+    finally:
+        guard.dispose()
+
+
+def test_request_keys_do_not_collide_across_field_boundaries() -> None:
+    assert request_key("a", "b c", "d", "e") != request_key("a b", "c", "d", "e")
+    assert request_key("ns", "wf", "payout", "x") != request_key("ns", "wf", "payou", "tx")
+    assert request_key("ns", "wf ", "payout", "x") != request_key("ns", "wf", "payout", "x")
