@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal, NewType
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ecp.authority._canonical import Digest, canonical_json, digest_bytes
 from ecp.authority._clock import Clock, now_utc
@@ -36,6 +36,7 @@ from ecp.authority.errors import (
     ApprovalNotYetValidError,
     ApprovalSchemaError,
     ApproverNotAuthorizedError,
+    CanonicalizationError,
     GrantRefusedError,
 )
 
@@ -111,29 +112,42 @@ def sign_approval(
 
     Raises:
         GrantRefusedError: the decision does not ask for an approval.
+        ApprovalSchemaError: ``execution``, ``approver`` or ``comment`` (or the
+            decision's digests) do not fit the approval schema: empty, too
+            long, not text (a lone surrogate), or an expiry beyond year 9999.
         ClockError: the clock is not time-zone aware.
     """
     if decision.effect is not Effect.ALLOW_AFTER_APPROVAL or decision.approval is None:
         raise GrantRefusedError(f"decision {decision.decision_id} does not ask for approval")
     now = now_utc(clock).replace(microsecond=0)
-    approval = Approval(
-        approval_id=ApprovalId(str(uuid.uuid4())),
-        decision_id=decision.decision_id,
-        request_digest=decision.request_digest,
-        policy_digest=decision.policy_digest,
-        execution=execution,
-        approver=approver,
-        role=decision.approval.role,
-        comment=comment,
-        issued_at=now,
-        expires_at=(now + ttl).replace(microsecond=0),
-    )
-    payload = canonical_json(approval.model_dump(mode="json"))
+    try:
+        approval = Approval(
+            approval_id=ApprovalId(str(uuid.uuid4())),
+            decision_id=decision.decision_id,
+            request_digest=decision.request_digest,
+            policy_digest=decision.policy_digest,
+            execution=execution,
+            approver=approver,
+            role=decision.approval.role,
+            comment=comment,
+            issued_at=now,
+            expires_at=(now + ttl).replace(microsecond=0),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ApprovalSchemaError(f"approval field {where}: {first['msg']}") from exc
+    except OverflowError as exc:
+        raise ApprovalSchemaError(f"approval expiry is out of range: {exc}") from exc
+    try:
+        payload = canonical_json(approval.model_dump(mode="json"))
+    except CanonicalizationError as exc:
+        raise ApprovalSchemaError(f"approval cannot be canonical JSON: {exc}") from exc
     return sign_envelope(APPROVAL_PAYLOAD_TYPE, payload, signer)
 
 
 def check_approval(
-    envelope: Envelope | bytes,
+    envelope: Envelope | bytes | str,
     *,
     decision: Decision,
     execution: str,
@@ -144,6 +158,9 @@ def check_approval(
 
     Order: parse → key (approver role) → signature → schema → binding →
     window → approver identity and eligibility.
+
+    ``envelope`` may be the envelope JSON as text (as an update carries it):
+    text that is not valid Unicode (a lone surrogate) is a malformed envelope.
 
     Raises:
         EnvelopeError (and subclasses): malformed, oversized, wrong
@@ -184,7 +201,7 @@ def check_approval(
         raise ApprovalMismatchError("approval was made under another policy bundle")
     if approval.execution != execution:
         raise ApprovalMismatchError(
-            f"approval is for execution {approval.execution}, not {execution}"
+            f"approval is for execution {approval.execution!r}, not {execution!r}"
         )
     requirement = decision.approval
     if requirement is None:
@@ -245,7 +262,7 @@ def check_approvals_satisfy(
 
 
 def verify_approvals(
-    envelopes: Sequence[Envelope | bytes],
+    envelopes: Sequence[Envelope | bytes | str],
     decision: Decision,
     trust: TrustStore,
     clock: Clock,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import NewType
 
@@ -22,6 +24,7 @@ __all__ = [
     "digest_bytes",
     "digest_json",
     "parse_json_strict",
+    "printable",
 ]
 
 #: A lowercase hex SHA-256 digest prefixed with its algorithm, ``sha256:<hex>``.
@@ -40,10 +43,12 @@ def canonical_json(value: object) -> bytes:
     """
     try:
         # rfc8785 types its input narrowly; it raises on anything else, which
-        # is exactly the check wanted here.
+        # is exactly the check wanted here. A lone surrogate surfaces as a
+        # UnicodeEncodeError (a ValueError), an overflowing number as an
+        # ArithmeticError.
         return rfc8785.dumps(value)  # type: ignore[arg-type]
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
-        raise CanonicalizationError(f"cannot canonicalise value: {exc}") from exc
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, ArithmeticError) as exc:
+        raise CanonicalizationError(f"cannot canonicalise value: {printable(str(exc))}") from exc
     except RecursionError as exc:
         raise CanonicalizationError("value nested too deeply to canonicalise") from exc
 
@@ -61,23 +66,69 @@ def _reject_constant(name: str) -> object:
     raise CanonicalizationError(f"JSON constant {name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e400 is valid JSON grammar but no IEEE double (RFC 7493 2.2).
+        raise CanonicalizationError(f"JSON number {text[:40]} overflows a double")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Where a lone surrogate can come from in text that is itself surrogate-free.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_surrogate(value: object) -> bool:
+    # Iterative: a document may nest right up to the recursion limit.
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so a message holding it can be printed."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def parse_json_strict(data: bytes | str) -> object:
-    """Parse JSON, rejecting duplicate keys, NaN/Infinity and invalid UTF-8.
+    r"""Parse JSON, rejecting what has no single meaning or no canonical form.
+
+    Refused: duplicate keys, NaN/Infinity and numbers that overflow a double,
+    invalid UTF-8, lone surrogates (raw or ``\u`` escaped; RFC 7493 I-JSON
+    forbids them and RFC 8785 cannot encode them), integers beyond Python's
+    conversion limit, and nesting deeper than the interpreter can follow.
 
     Raises:
         DuplicateKeyJSONError: an object repeats a key.
-        CanonicalizationError: the bytes are not valid UTF-8 JSON.
+        CanonicalizationError: anything else that is not strict JSON.
     """
-    if isinstance(data, bytes):
+    if isinstance(data, str):
+        text = data
+        if _SURROGATE.search(text):
+            raise CanonicalizationError("JSON text contains a lone surrogate")
+    elif isinstance(data, bytes | bytearray | memoryview):
         try:
-            text = data.decode("utf-8")
+            text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CanonicalizationError(f"JSON is not valid UTF-8: {exc.reason}") from exc
     else:
-        text = data
+        raise CanonicalizationError(f"JSON must be bytes or text, not {type(data).__name__}")
     try:
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
         )
     except json.JSONDecodeError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc.msg} at line {exc.lineno}") from exc
@@ -86,6 +137,9 @@ def parse_json_strict(data: bytes | str) -> object:
         raise CanonicalizationError(f"invalid JSON: {str(exc).splitlines()[0]}") from exc
     except RecursionError as exc:
         raise CanonicalizationError("JSON nesting too deep") from exc
+    if _ESCAPED_SURROGATE.search(text) and _has_surrogate(value):
+        raise CanonicalizationError("JSON holds a lone surrogate (an unpaired \\ud800-\\udfff)")
+    return value
 
 
 def digest_bytes(data: bytes) -> Digest:

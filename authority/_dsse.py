@@ -16,7 +16,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ecp.authority._canonical import parse_json_strict
+from ecp.authority._canonical import parse_json_strict, printable
 from ecp.authority._keys import ED25519_SIGNATURE_SIZE, Signer, verify_ed25519
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.authority.errors import (
@@ -49,9 +49,25 @@ DEFAULT_MAX_ENVELOPE_BYTES = 64 * 1024
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding. Lengths are byte lengths."""
-    t = payload_type.encode("utf-8")
+    """DSSE v1 pre-authentication encoding. Lengths are byte lengths.
+
+    Raises:
+        MalformedEnvelopeError: the payloadType is not encodable as UTF-8
+            (it holds a lone surrogate).
+    """
+    try:
+        t = payload_type.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedEnvelopeError("payloadType is not valid Unicode text") from exc
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
+
+
+def _utf8_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def b64decode_any(text: str, *, what: str) -> bytes:
@@ -101,7 +117,17 @@ class Envelope:
                 no signatures.
             MalformedBase64Error: payload or a signature is not base64.
         """
-        raw = data.encode("utf-8") if isinstance(data, str) else data
+        if isinstance(data, str):
+            try:
+                raw = data.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise MalformedEnvelopeError("envelope text holds a lone surrogate") from exc
+        elif isinstance(data, bytes | bytearray | memoryview):
+            raw = bytes(data)
+        else:
+            raise MalformedEnvelopeError(
+                f"envelope must be bytes or text, not {type(data).__name__}"
+            )
         if len(raw) > max_bytes:
             raise EnvelopeTooLargeError(f"envelope is {len(raw)} bytes, limit is {max_bytes}")
         try:
@@ -126,7 +152,7 @@ class Envelope:
         if extra:
             raise MalformedEnvelopeError(f"unknown envelope fields: {sorted(extra)}")
         payload_type = doc.get("payloadType")
-        if not isinstance(payload_type, str):
+        if not isinstance(payload_type, str) or not _utf8_text(payload_type):
             raise MalformedEnvelopeError("envelope payloadType must be a string")
         payload_b64 = doc.get("payload")
         if not isinstance(payload_b64, str):
@@ -140,7 +166,7 @@ class Envelope:
             if not isinstance(s, dict) or not isinstance(s.get("sig"), str):
                 raise MalformedEnvelopeError(f"signature {i} must be an object with 'sig'")
             keyid = s.get("keyid", "")
-            if not isinstance(keyid, str):
+            if not isinstance(keyid, str) or not _utf8_text(keyid):
                 raise MalformedEnvelopeError(f"signature {i} keyid must be a string")
             sigs.append(EnvelopeSignature(keyid, b64decode_any(s["sig"], what=f"signature {i}")))
         return cls(payload_type, payload, tuple(sigs))
@@ -221,13 +247,13 @@ def verify_envelope(
             continue
         if len(s.sig) != ED25519_SIGNATURE_SIZE:
             first_error = first_error or MalformedSignatureError(
-                f"signature by {s.keyid} is {len(s.sig)} bytes, Ed25519 needs 64"
+                f"signature by {printable(s.keyid)} is {len(s.sig)} bytes, Ed25519 needs 64"
             )
             continue
         if verify_ed25519(key.public_key, s.sig, message):
             return VerifiedEnvelope(envelope, key)
         first_error = first_error or SignatureInvalidError(
-            f"signature by {s.keyid} does not verify over the payload"
+            f"signature by {printable(s.keyid)} does not verify over the payload"
         )
     assert first_error is not None  # envelopes always carry >= 1 signature
     raise first_error

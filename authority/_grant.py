@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal, NewType
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ecp.authority._approval import VerifiedApproval, check_approvals_satisfy
 from ecp.authority._canonical import Digest, canonical_json
@@ -121,7 +121,9 @@ def issue_grant(
 
     Raises:
         GrantRefusedError: the decision denies, names another action or
-            initiator, has no scope, or ``ttl`` is not positive.
+            initiator, has no scope, ``ttl`` is not positive, or a value
+            does not fit the grant schema (an empty initiator, a digest of
+            the wrong form, an expiry beyond year 9999).
         ApprovalMismatchError: an approval belongs to another decision.
         ApprovalInsufficientError: fewer distinct eligible approvers than required.
         ClockError: the clock is not time-zone aware.
@@ -143,21 +145,30 @@ def issue_grant(
         raise GrantRefusedError("grant ttl must be positive")
     used = check_approvals_satisfy(decision, approvals)
     now = _whole_seconds(now_utc(clock))
-    grant = Grant(
-        grant_id=GrantId(str(uuid.uuid4())),
-        call=call,
-        initiator=initiator,
-        policy_digest=decision.policy_digest,
-        decision_id=decision.decision_id,
-        environment_digest=environment_digest,
-        scope=GrantScope(
-            max_attempts=decision.scope.max_attempts,
-            constraints=decision.scope.constraints,
-        ),
-        approvals=tuple(a.digest for a in used),
-        issued_at=now,
-        not_before=now,
-        expires_at=_whole_seconds(now + ttl),
-        issuer=signer.key_id,
-    )
+    try:
+        grant = Grant(
+            grant_id=GrantId(str(uuid.uuid4())),
+            call=call,
+            initiator=initiator,
+            policy_digest=decision.policy_digest,
+            decision_id=decision.decision_id,
+            environment_digest=environment_digest,
+            scope=GrantScope(
+                max_attempts=decision.scope.max_attempts,
+                constraints=decision.scope.constraints,
+            ),
+            approvals=tuple(a.digest for a in used),
+            issued_at=now,
+            not_before=now,
+            expires_at=_whole_seconds(now + ttl),
+            issuer=signer.key_id,
+        )
+    except ValidationError as exc:
+        # The decision and the call come from elsewhere in the process; a
+        # value the schema refuses is a refusal, not a crash.
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise GrantRefusedError(f"grant field {where}: {first['msg']}") from exc
+    except OverflowError as exc:
+        raise GrantRefusedError(f"grant expiry is out of range: {exc}") from exc
     return sign_envelope(GRANT_PAYLOAD_TYPE, grant.to_payload(), signer)

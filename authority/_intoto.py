@@ -13,7 +13,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from ecp.authority._canonical import parse_json_strict
+from ecp.authority._canonical import parse_json_strict, printable
 from ecp.authority.errors import CanonicalizationError, StatementError
 
 __all__ = [
@@ -114,14 +114,18 @@ def parse_statement(data: bytes | str) -> Statement:
         raise StatementError(f"statement is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise StatementError("statement must be a JSON object")
-    if doc.get("_type") not in _ACCEPTED_TYPES:
-        raise StatementError(f"unsupported statement _type {doc.get('_type')!r}")
+    stmt_type = doc.get("_type")
+    # Any JSON value may sit here: a list or an object is unhashable, so test
+    # the type before looking it up.
+    if not isinstance(stmt_type, str) or stmt_type not in _ACCEPTED_TYPES:
+        shown = repr(stmt_type) if isinstance(stmt_type, str) else type(stmt_type).__name__
+        raise StatementError(f"unsupported statement _type {shown[:100]}")
     try:
         stmt = Statement.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise StatementError(f"statement field {where}: {first['msg']}") from exc
+        where = ".".join(str(p) for p in first["loc"])[:200]
+        raise StatementError(f"statement field {printable(where)}: {first['msg']}") from exc
     if not stmt.subject:
         raise StatementError("statement needs at least one subject")
     for i, rd in enumerate(stmt.subject):

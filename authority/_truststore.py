@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ecp.authority._canonical import parse_json_strict
+from ecp.authority._canonical import parse_json_strict, printable
 from ecp.authority._keys import KeyId, key_id_for, public_key_from_b64, public_key_to_b64
 from ecp.authority.errors import (
     AuthorityError,
@@ -52,6 +52,14 @@ class KeyRole(StrEnum):
     WORKER = "worker"  # evidence and environment attestations
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_time(value: object, what: str) -> datetime | None:
     if value is None:
         return None
@@ -60,9 +68,9 @@ def _parse_time(value: object, what: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise TrustStoreError(f"{what} is not an RFC 3339 time: {value!r}") from exc
+        raise TrustStoreError(f"{what} is not an RFC 3339 time: {value[:64]!r}") from exc
     if parsed.tzinfo is None:
-        raise TrustStoreError(f"{what} must carry a time zone: {value!r}")
+        raise TrustStoreError(f"{what} must carry a time zone: {value[:64]!r}")
     return parsed
 
 
@@ -116,18 +124,28 @@ class TrustedKey:
         Raises:
             TrustStoreError: malformed entry, or a key id that does not match its key.
         """
+        if "public_key" not in doc:
+            raise TrustStoreError(f"{where}: missing field 'public_key'")
+        pub_doc = doc["public_key"]
+        if not isinstance(pub_doc, str):
+            raise TrustStoreError(f"{where}: public_key must be a base64 string")
         try:
-            pub = public_key_from_b64(str(doc["public_key"]))
-            roles_doc = doc.get("roles", [])
-            if not isinstance(roles_doc, list):
-                raise TrustStoreError(f"{where}: roles must be a list")
-            roles = frozenset(KeyRole(str(r)) for r in roles_doc)
-        except KeyError as exc:
-            raise TrustStoreError(f"{where}: missing field {exc.args[0]!r}") from exc
-        except ValueError as exc:
-            raise TrustStoreError(f"{where}: {exc}") from exc
-        except AuthorityError as exc:
-            raise TrustStoreError(f"{where}: {exc}") from exc
+            pub = public_key_from_b64(pub_doc)
+        except (AuthorityError, ValueError) as exc:
+            raise TrustStoreError(f"{where}: {printable(str(exc))}") from exc
+        roles_doc = doc.get("roles", [])
+        if not isinstance(roles_doc, list) or not all(isinstance(r, str) for r in roles_doc):
+            raise TrustStoreError(f"{where}: roles must be a list of strings")
+        known = {r.value for r in KeyRole}
+        unknown = sorted(r for r in roles_doc if r not in known)
+        if unknown:
+            raise TrustStoreError(f"{where}: unknown roles {[r[:40] for r in unknown[:5]]!r}")
+        roles = frozenset(KeyRole(r) for r in roles_doc)
+        name = doc.get("name", "")
+        if name is None:
+            name = ""
+        if not isinstance(name, str) or not _is_text(name):
+            raise TrustStoreError(f"{where}: name must be a string")
         key_id = key_id_for(pub)
         if doc.get("key_id", key_id) != key_id:
             # A key id that lies about its key would let one entry shadow another.
@@ -136,7 +154,7 @@ class TrustedKey:
             key_id,
             pub,
             roles,
-            str(doc.get("name", "")),
+            name,
             _parse_time(doc.get("not_before"), f"{where}.not_before"),
             _parse_time(doc.get("not_after"), f"{where}.not_after"),
             _parse_time(doc.get("revoked_at"), f"{where}.revoked_at"),
@@ -175,7 +193,8 @@ class TrustStore:
         """
         key = self._keys.get(key_id)
         if key is None:
-            raise UnknownKeyError(f"key {key_id or '(no key id)'} is not in the trust store")
+            shown = printable(key_id[:128]) if isinstance(key_id, str) else repr(key_id)
+            raise UnknownKeyError(f"key {shown or '(no key id)'} is not in the trust store")
         if key.revoked_at is not None:
             raise RevokedKeyError(f"key {key_id} was revoked at {_fmt_time(key.revoked_at)}")
         if key.not_before is not None and at < key.not_before:

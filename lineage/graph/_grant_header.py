@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
 from temporalio.api.common.v1 import Header
+
+from ecp.authority._canonical import parse_json_strict
+from ecp.authority._dsse import DEFAULT_MAX_ENVELOPE_BYTES, Envelope
+from ecp.authority.errors import AuthorityError
 
 __all__ = ["GRANT_HEADER", "grant_claims", "grant_envelope", "grant_namespace"]
 
@@ -22,12 +22,23 @@ def grant_envelope(header: Header) -> bytes | None:
 
 
 def grant_claims(envelope: bytes) -> dict[str, object] | None:
-    """The grant's claims as JSON, unverified; ``None`` if unreadable."""
+    """The grant's claims as JSON, unverified; ``None`` if unreadable.
+
+    Never raises: history holds whatever bytes a workflow put in the header,
+    and the lineage tools must report those, not crash on them. The envelope
+    and its payload are read with the verifier's own strict parsers (DSSE
+    envelope, either base64 alphabet, strict JSON), so a header the gate
+    could not have accepted is unreadable here too, rather than read one way
+    here and another way there.
+    """
     try:
-        env = json.loads(envelope)
-        payload = base64.b64decode(env["payload"], altchars=None, validate=False)
-        claims = json.loads(payload)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        env = Envelope.from_json(envelope, max_bytes=DEFAULT_MAX_ENVELOPE_BYTES)
+        claims = parse_json_strict(env.payload)
+    except AuthorityError:
+        return None
+    except (ValueError, TypeError, RecursionError):  # pragma: no cover - defence in depth
+        # The parsers raise only AuthorityError (fuzzed); an audit must not
+        # die of a bug in them either.
         return None
     return claims if isinstance(claims, dict) else None
 

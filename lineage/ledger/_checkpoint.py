@@ -22,10 +22,15 @@ from ecp.lineage.ledger._note import NoteVerifier, VerifiedNote, parse_note, sig
 from ecp.lineage.ledger.errors import MalformedCheckpointError, UnverifiedNoteError
 
 __all__ = [
+    "MAX_TREE_SIZE",
     "Checkpoint",
     "SignedCheckpoint",
     "open_checkpoint",
 ]
+
+#: Tree sizes are unsigned 64-bit integers (C2SP tlog-checkpoint, as Go parses them).
+MAX_TREE_SIZE = (1 << 64) - 1
+_MAX_SIZE_DIGITS = len(str(MAX_TREE_SIZE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +45,8 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not self.origin or "\n" in self.origin:
             raise MalformedCheckpointError("checkpoint origin must be one non-empty line")
-        if self.size < 0:
-            raise MalformedCheckpointError("checkpoint size must not be negative")
+        if not 0 <= self.size <= MAX_TREE_SIZE:
+            raise MalformedCheckpointError("checkpoint size must be an unsigned 64-bit integer")
         if len(self.root_hash) != HASH_SIZE:
             raise MalformedCheckpointError(f"checkpoint root hash must be {HASH_SIZE} bytes")
         for ext in self.extensions:
@@ -59,8 +64,8 @@ class Checkpoint:
 
         Raises:
             MalformedCheckpointError: fewer than three lines, a size that is not
-                a canonical decimal, a root that is not base64 of 32 bytes, an
-                empty line, or no final newline.
+                a canonical decimal below 2**64, a root that is not base64 of
+                32 bytes, an empty line, or no final newline.
         """
         if not text.endswith("\n"):
             raise MalformedCheckpointError("checkpoint body must end with a newline")
@@ -69,7 +74,16 @@ class Checkpoint:
             raise MalformedCheckpointError("checkpoint needs origin, size and root hash lines")
         origin, size_s, root_b64, *ext = lines
         if not size_s.isascii() or not size_s.isdigit() or (size_s != "0" and size_s[0] == "0"):
-            raise MalformedCheckpointError(f"checkpoint size {size_s!r} is not a decimal number")
+            raise MalformedCheckpointError(
+                f"checkpoint size {size_s[:32]!r} is not a decimal number"
+            )
+        # Checked before int(): Python refuses to convert more than 4300
+        # digits (a ValueError), and no tree is that large anyway.
+        if len(size_s) > _MAX_SIZE_DIGITS or int(size_s) > MAX_TREE_SIZE:
+            raise MalformedCheckpointError(
+                f"checkpoint size {size_s[:32]!r}{'...' if len(size_s) > 32 else ''} "
+                "does not fit in 64 bits"
+            )
         try:
             root = base64.b64decode(root_b64, validate=True)
         except (binascii.Error, ValueError) as exc:

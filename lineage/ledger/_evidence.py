@@ -31,7 +31,13 @@ from typing import Final, NewType
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ecp.authority._canonical import Digest, canonical_json, digest_bytes, parse_json_strict
+from ecp.authority._canonical import (
+    Digest,
+    canonical_json,
+    digest_bytes,
+    parse_json_strict,
+    printable,
+)
 from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
 from ecp.authority._intoto import (
     INTOTO_PAYLOAD_TYPE,
@@ -72,7 +78,8 @@ EvidenceId = NewType("EvidenceId", str)
 
 _SUBJECT_NAMES: Final = ("arguments", "result", "grant")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+# ASCII digits only: \d would also match, say, Arabic-Indic digits.
+_RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _MAX_REASON = 500
 
@@ -294,7 +301,7 @@ def parse_evidence(envelope: Envelope | bytes | str) -> Evidence:
             raise MalformedEvidenceError(f"not a DSSE envelope: {exc}") from exc
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
         raise MalformedEvidenceError(
-            f"payloadType {envelope.payload_type!r} is not {INTOTO_PAYLOAD_TYPE!r}"
+            f"payloadType {envelope.payload_type[:100]!r} is not {INTOTO_PAYLOAD_TYPE!r}"
         )
     try:
         statement = parse_statement(envelope.payload)
@@ -304,7 +311,7 @@ def parse_evidence(envelope: Envelope | bytes | str) -> Evidence:
         raise MalformedEvidenceError(f"statement _type must be {STATEMENT_TYPE_V1}")
     if statement.predicate_type != EVIDENCE_PREDICATE_TYPE:
         raise MalformedEvidenceError(
-            f"predicateType {statement.predicate_type!r} is not {EVIDENCE_PREDICATE_TYPE!r}"
+            f"predicateType {statement.predicate_type[:100]!r} is not {EVIDENCE_PREDICATE_TYPE!r}"
         )
     names = [s.name for s in statement.subject]
     if len(set(names)) != len(names) or not set(names) <= set(_SUBJECT_NAMES):
@@ -313,14 +320,21 @@ def parse_evidence(envelope: Envelope | bytes | str) -> Evidence:
         raise MalformedEvidenceError("evidence must name the arguments digest")
     for s in statement.subject:
         if set(s.digest) != {"sha256"}:
-            raise MalformedEvidenceError(f"subject {s.name!r} must carry exactly a sha256 digest")
+            raise MalformedEvidenceError(
+                f"subject {s.name[:64]!r} must carry exactly a sha256 digest"
+            )
     try:
         predicate = EvidencePredicate.model_validate(statement.predicate)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "predicate"
-        raise MalformedEvidenceError(f"predicate {where}: {first['msg']}") from exc
-    if canonical_json(parse_json_strict(envelope.payload)) != envelope.payload:
+        where = ".".join(str(p) for p in first["loc"])[:200] or "predicate"
+        raise MalformedEvidenceError(f"predicate {printable(where)}: {first['msg']}") from exc
+    try:
+        canonical = canonical_json(parse_json_strict(envelope.payload))
+    except AuthorityError as exc:
+        # e.g. an integer beyond 2**53 in the predicate: valid JSON, no JCS form.
+        raise NonCanonicalEvidenceError(f"statement payload has no canonical form: {exc}") from exc
+    if canonical != envelope.payload:
         raise NonCanonicalEvidenceError("statement payload is not RFC 8785 canonical JSON")
     return Evidence(envelope, statement, predicate, evidence_id_of(envelope.payload))
 

@@ -57,8 +57,19 @@ class NoteKeyType(IntEnum):
     COSIGNATURE_V1 = 0x04
 
 
+def _is_text(value: str) -> bool:
+    # A str may hold lone surrogates, which no UTF-8 note can carry.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _valid_name(name: str) -> bool:
-    return bool(name) and "+" not in name and not any(ch.isspace() for ch in name)
+    return (
+        bool(name) and "+" not in name and not any(ch.isspace() for ch in name) and _is_text(name)
+    )
 
 
 def note_key_id(name: str, key_type: NoteKeyType, public_key: bytes) -> int:
@@ -103,7 +114,7 @@ class NoteVerifier:
             raise VerifierKeyError("verifier key must be <name>+<hex id>+<base64 key>")
         name, hex_id, b64 = parts
         if not _valid_name(name):
-            raise VerifierKeyError(f"verifier key has an invalid name {name!r}")
+            raise VerifierKeyError(f"verifier key has an invalid name {name[:64]!r}")
         if len(hex_id) != 8 or any(c not in "0123456789abcdefABCDEF" for c in hex_id):
             raise VerifierKeyError("verifier key id must be 8 hex digits")
         try:
@@ -120,7 +131,11 @@ class NoteVerifier:
             raise VerifierKeyError(f"Ed25519 verifier key must be 32 bytes, got {len(raw) - 1}")
         if note_key_id(name, key_type, raw[1:]) != int(hex_id, 16):
             raise VerifierKeyError(f"verifier key id {hex_id} does not match the key")
-        return cls(name, int(hex_id, 16), key_type, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        try:
+            public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
+        except ValueError as exc:
+            raise VerifierKeyError("verifier key is not an Ed25519 public key") from exc
+        return cls(name, int(hex_id, 16), key_type, public_key)
 
     def vkey(self) -> str:
         """The verifier key string of this key."""
@@ -179,19 +194,25 @@ class VerifiedNote:
 
 
 def _decode(data: bytes | str) -> str:
-    if isinstance(data, bytes):
+    if isinstance(data, str):
+        if not _is_text(data):
+            # Signatures are over the UTF-8 bytes; these have none.
+            raise MalformedNoteError("note text holds a lone surrogate")
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
         try:
-            return data.decode("utf-8")
+            return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MalformedNoteError("note is not valid UTF-8") from exc
-    return data
+    raise MalformedNoteError(f"a note is text, not {type(data).__name__}")
 
 
 def parse_note(data: bytes | str) -> Note:
     """Split a note into text and signature lines, checking the format strictly.
 
     Raises:
-        MalformedNoteError: invalid UTF-8, a control character, no blank line
+        MalformedNoteError: invalid UTF-8 (or text with a lone surrogate), a
+            control character, no blank line
             before the signatures, no final newline, a line in the signature
             block that is not a signature, a bad name or base64, or more than
             :data:`MAX_SIGNATURES` signatures.
@@ -214,9 +235,9 @@ def parse_note(data: bytes | str) -> Note:
         try:
             blob = base64.b64decode(b64, validate=True) if b64 else b""
         except (binascii.Error, ValueError) as exc:
-            raise MalformedNoteError(f"signature by {name!r} is not valid base64") from exc
+            raise MalformedNoteError(f"signature by {name[:64]!r} is not valid base64") from exc
         if not _valid_name(name) or len(blob) < 5:
-            raise MalformedNoteError(f"malformed signature line for {name!r}")
+            raise MalformedNoteError(f"malformed signature line for {name[:64]!r}")
         if len(sigs) == MAX_SIGNATURES:
             # Bounds the work an attacker can make a verifier do.
             raise MalformedNoteError(f"note has more than {MAX_SIGNATURES} signatures")
@@ -252,7 +273,7 @@ def verify_note(data: bytes | str, verifiers: Iterable[NoteVerifier]) -> Verifie
             raise NoteSignatureError(f"signature by {sig.name} ({sig.key_id:08x}) does not verify")
         verified.append(sig)
     if not verified:
-        names = ", ".join(sorted({s.name for s in note.signatures}))
+        names = ", ".join(sorted({s.name[:64] for s in note.signatures})[:8])
         raise UnverifiedNoteError(f"note carries no signature by a known key (signed by {names})")
     return VerifiedNote(note.text, tuple(verified), tuple(unverified))
 
@@ -262,13 +283,15 @@ def sign_note(text: str, signer: Signer, name: str) -> str:
 
     Raises:
         MalformedNoteError: the text does not end with a newline, holds a blank
-            line or a control character.
+            line, a control character or a lone surrogate.
         VerifierKeyError: the name is invalid.
     """
     if not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
         raise MalformedNoteError("note text must be non-empty lines each ending in a newline")
     if any(ch < " " and ch != "\n" for ch in text):
         raise MalformedNoteError("note text contains a control character")
+    if not _is_text(text):
+        raise MalformedNoteError("note text holds a lone surrogate")
     verifier = NoteVerifier.for_key(name, signer.public_key)
     sig = NoteSignature(name, verifier.key_id, signer.sign(text.encode("utf-8")))
     return Note(text, (sig,)).to_text()

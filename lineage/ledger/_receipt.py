@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ecp.authority._canonical import canonical_json, parse_json_strict
 from ecp.authority._dsse import Envelope
-from ecp.authority.errors import AuthorityError
-from ecp.lineage.ledger._checkpoint import Checkpoint, open_checkpoint
+from ecp.authority.errors import AuthorityError, CanonicalizationError
+from ecp.lineage.ledger._checkpoint import MAX_TREE_SIZE, Checkpoint, open_checkpoint
 from ecp.lineage.ledger._merkle import Hash, leaf_hash, verify_inclusion
 from ecp.lineage.ledger._note import NoteVerifier, VerifiedNote, parse_note
 from ecp.lineage.ledger.errors import (
@@ -101,7 +101,15 @@ class Receipt:
                 keys, missing or mistyped fields, bad base64, a hash that is
                 not 32 bytes, or an entry that is not a DSSE envelope.
         """
-        raw = data.encode() if isinstance(data, str) else data
+        if isinstance(data, str):
+            try:
+                raw = data.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise MalformedReceiptError("receipt text holds a lone surrogate") from exc
+        elif isinstance(data, bytes | bytearray | memoryview):
+            raw = bytes(data)
+        else:
+            raise MalformedReceiptError(f"a receipt is JSON text, not {type(data).__name__}")
         if len(raw) > MAX_RECEIPT_BYTES:
             raise MalformedReceiptError(f"receipt is {len(raw)} bytes, limit {MAX_RECEIPT_BYTES}")
         try:
@@ -137,9 +145,10 @@ class Receipt:
 
 
 def _int(value: object, what: str) -> int:
-    # bool is an int in Python; JSON true is not an index.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MalformedReceiptError(f"{what} must be a non-negative integer")
+    # bool is an int in Python; JSON true is not an index. Indexes and sizes
+    # are unsigned 64-bit, as in the checkpoint.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TREE_SIZE:
+        raise MalformedReceiptError(f"{what} must be an unsigned 64-bit integer")
     return value
 
 
@@ -192,7 +201,8 @@ def verify_receipt(
         witnesses: optional witness cosigners, reported in ``note.verified_by``.
 
     Raises:
-        MalformedReceiptError: the document is malformed.
+        MalformedReceiptError: the document is malformed (or, for a
+            :class:`Receipt` built by hand, its entry has no canonical JSON).
         MalformedNoteError, MalformedCheckpointError: the checkpoint is malformed.
         ReceiptOriginMismatchError: the checkpoint is for another origin.
         ReceiptKeyError: the checkpoint is not signed by ``log_key``.
@@ -229,7 +239,11 @@ def verify_receipt(
         raise ProofSizeMismatchError(
             f"inclusion proof is for tree size {r.tree_size}, checkpoint is size {checkpoint.size}"
         )
-    leaf = leaf_hash(entry_leaf(r.entry))
+    try:
+        leaf = leaf_hash(entry_leaf(r.entry))
+    except CanonicalizationError as exc:
+        # Only a hand-built Receipt can get here (from_json refuses such text).
+        raise MalformedReceiptError(f"entry has no canonical form: {exc}") from exc
     if leaf != r.leaf_hash:
         raise ReceiptEntryMismatchError("leafHash does not match the entry")
     verify_inclusion(r.log_index, r.tree_size, leaf, r.proof, checkpoint.root_hash)
