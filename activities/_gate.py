@@ -37,6 +37,7 @@ from ecp.authority._replay import ReplayGuard
 from ecp.authority._truststore import TrustStore
 from ecp.authority._verify import ExpectedCall, VerifiedGrant, verify_grant
 from ecp.authority.errors import AuthorityError, CanonicalizationError, VerificationError
+from ecp.lineage.ledger._evidence import IDENTITY_MAX_CHARS
 
 __all__ = [
     "EvidenceSink",
@@ -44,6 +45,7 @@ __all__ = [
     "GateInterceptor",
     "GateMissingError",
     "GateRecord",
+    "IdentityUnrecordableError",
     "MissingGrantError",
     "RefusingGate",
 ]
@@ -60,6 +62,32 @@ class MissingGrantError(VerificationError):
     """A governed activity was scheduled without a grant header."""
 
     code = "grant_missing"
+
+
+class IdentityUnrecordableError(VerificationError):
+    """The execution's ids cannot be recorded as evidence, so its body may not run."""
+
+    code = "identity_unrecordable"
+
+
+def _unrecordable(info: activity.Info) -> str | None:
+    """Why evidence could not name this execution faithfully, if it could not."""
+    ids = {
+        "namespace": info.namespace,
+        "workflow_id": info.workflow_id or "",
+        "run_id": info.workflow_run_id or "",
+        "activity_id": info.activity_id,
+        "activity_type": info.activity_type,
+    }
+    for field, value in ids.items():
+        limit = IDENTITY_MAX_CHARS[field]
+        if not value or len(value) > limit:
+            return f"{field} has {len(value)} characters; evidence records 1 to {limit}"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{field} is not valid Unicode"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +191,13 @@ class _Gate(ActivityInboundInterceptor):
         info = activity.info()
         if not (is_governed(input.fn) or info.activity_type in self._c.governed_names):
             return await super().execute_activity(input)
+        problem = _unrecordable(info)
+        if problem is not None:
+            # Evidence could not name this execution, so neither its denial
+            # nor its outcome could be recorded: refuse, and never run it.
+            exc = IdentityUnrecordableError(f"not running {info.activity_type}: {problem}")
+            log.warning("gate refused: %s", exc)
+            raise to_application_error(exc, str(exc), GATE_MARK)
         started = self._c.clock()
         args_digest: Digest | None = None
 

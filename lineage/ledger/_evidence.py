@@ -29,7 +29,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ecp.authority._canonical import (
     Digest,
@@ -57,6 +65,7 @@ from ecp.lineage.ledger.errors import (
 
 __all__ = [
     "EVIDENCE_PREDICATE_TYPE",
+    "IDENTITY_MAX_CHARS",
     "INTOTO_PAYLOAD_TYPE",
     "ActivityIdentity",
     "Evidence",
@@ -103,8 +112,26 @@ def _nonempty(value: str, what: str) -> str:
     return value
 
 
+#: Longest id each identity field records (the ledger's columns; Temporal's
+#: own default limit for ids is 1,000).
+IDENTITY_MAX_CHARS: Final = {
+    "namespace": 255,
+    "workflow_id": 1000,
+    "run_id": 255,
+    "activity_id": 1000,
+    "activity_type": 1000,
+}
+
+
 class ActivityIdentity(_Wire):
-    """Which activity execution the evidence is about."""
+    """Which activity execution the evidence is about.
+
+    Ids are recorded exactly as Temporal reports them: Temporal accepts ids
+    with spaces, tabs, newlines and any Unicode, and evidence that refused
+    them would let such an id suppress the record of a body that ran. Only
+    what cannot be stored is refused (empty, too long); the gate refuses to
+    run a body whose execution has such an id.
+    """
 
     namespace: str
     workflow_id: str = Field(alias="workflowId")
@@ -115,8 +142,11 @@ class ActivityIdentity(_Wire):
 
     @field_validator("namespace", "workflow_id", "run_id", "activity_id", "activity_type")
     @classmethod
-    def _text(cls, v: str) -> str:
-        return _nonempty(v, "activity identity fields")
+    def _text(cls, v: str, info: ValidationInfo) -> str:
+        limit = IDENTITY_MAX_CHARS[str(info.field_name)]
+        if not v or len(v) > limit:
+            raise ValueError(f"{info.field_name} must have 1 to {limit} characters")
+        return v
 
 
 class Outcome(_Wire):
