@@ -228,4 +228,5 @@ class AuthorityActivities:
             grant_id=grant.grant_id,
             expires_at=grant.expires_at.isoformat(),
             max_attempts=grant.scope.max_attempts,
+            execute_timeout_seconds=grant.scope.execute_timeout_seconds,
         )

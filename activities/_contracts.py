@@ -125,6 +125,9 @@ class GrantResult:
     grant_id: str
     expires_at: str
     max_attempts: int
+    #: From the policy, never from the submitter (default for histories
+    #: recorded before the field existed).
+    execute_timeout_seconds: int = 300
 
 
 @dataclass(frozen=True)

@@ -241,9 +241,12 @@ class _Gate(ActivityInboundInterceptor):
 
         # The only path to the body: a VerifiedGrant in hand, and the body
         # admitted for exactly this execution (a @governed body checks that).
+        # The grant's lease lasts the policy's execute timeout; an async body
+        # still running then is cancelled, so no retry ever overlaps it.
+        timeout = verified.grant.scope.execute_timeout_seconds
         try:
             with admitted(input.fn, info):
-                result = await super().execute_activity(input)
+                result = await asyncio.wait_for(super().execute_activity(input), timeout)
         except BaseException as exc:
             await self._record_quietly(
                 record(
@@ -253,11 +256,21 @@ class _Gate(ActivityInboundInterceptor):
                     reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 )
             )
+            await self._end_quietly(verified, info.attempt)
             raise
         result_digest = _result_digest(result)
         await self._record_quietly(record("completed", grant=verified, result_digest=result_digest))
         await self._close_quietly(verified)
+        await self._end_quietly(verified, info.attempt)
         return result
+
+    async def _end_quietly(self, verified: VerifiedGrant, attempt: int) -> None:
+        # Releasing the lease early only lets a retry start sooner; if the
+        # store cannot answer, the lease simply expires.
+        try:
+            await asyncio.to_thread(self._c.replay.end, verified.grant.grant_id, attempt)
+        except AuthorityError as exc:
+            log.error("could not release the lease of %s: %s", verified.grant.grant_id, exc)
 
     def _verify(self, envelope: bytes, expected: ExpectedCall) -> VerifiedGrant:
         trust = self._c.trust()

@@ -66,6 +66,9 @@ class GrantScope(BaseModel):
 
     max_attempts: int = Field(ge=1, le=1000)
     constraints: dict[str, JsonValue] = Field(default_factory=dict)
+    #: How long one attempt may run: the workflow's start-to-close timeout and
+    #: the gate's lease (no second attempt starts while a first may still run).
+    execute_timeout_seconds: int = Field(300, ge=1, le=86400)
 
 
 class Grant(BaseModel):
@@ -156,6 +159,7 @@ def issue_grant(
             scope=GrantScope(
                 max_attempts=decision.scope.max_attempts,
                 constraints=decision.scope.constraints,
+                execute_timeout_seconds=decision.scope.execute_timeout_seconds,
             ),
             approvals=tuple(a.digest for a in used),
             issued_at=now,

@@ -17,8 +17,9 @@ Governance annotations on policies:
 * ``@reason("...")`` explains it.
 * ``@approval_role("finance")`` and ``@approvals_required("1")`` on a permit
   turn an allow into ``allow_after_approval``.
-* ``@max_attempts("3")`` and ``@constraints("{...json...}")`` on a permit
-  become the grant's scope.
+* ``@max_attempts("3")``, ``@execute_timeout("60")`` (seconds one execute
+  attempt may run) and ``@constraints("{...json...}")`` on a permit become the
+  grant's scope.
 
 Deny by default, forbid overrides permit (Cedar's semantics). Any evaluation
 error is a denial: an erroring ``forbid`` might have applied.
@@ -68,6 +69,12 @@ ROLE_TYPE: Final = "Group"
 RESOURCE_TYPE: Final = "Activity"
 #: A permit without ``@max_attempts`` grants one attempt: retries must be asked for.
 DEFAULT_MAX_ATTEMPTS: Final = 1
+#: The most attempts a grant can carry.
+MAX_ATTEMPTS_LIMIT: Final = 1000
+#: How long one execute attempt may run without ``@execute_timeout`` (seconds).
+DEFAULT_EXECUTE_TIMEOUT: Final = 300
+#: The longest ``@execute_timeout`` a permit may set (one day).
+MAX_EXECUTE_TIMEOUT: Final = 86400
 
 #: ``sha256:<hex>`` over the policy digest and the request digest.
 DecisionId = NewType("DecisionId", str)
@@ -123,6 +130,9 @@ class DecisionScope(BaseModel):
 
     max_attempts: int = Field(ge=1)
     constraints: dict[str, JsonValue] = Field(default_factory=dict)
+    #: Start-to-close bound of one execute attempt: the workflow schedules the
+    #: body with it, and the gate holds the grant's lease for as long.
+    execute_timeout_seconds: int = Field(DEFAULT_EXECUTE_TIMEOUT, ge=1, le=MAX_EXECUTE_TIMEOUT)
 
 
 class Decision(BaseModel):
@@ -176,6 +186,7 @@ class _PolicyMeta:
     approvals_required: int
     max_attempts: int
     constraints: Mapping[str, JsonValue]
+    execute_timeout: int
 
 
 def _read_text(path: Path) -> str:
@@ -189,13 +200,12 @@ def _read_text(path: Path) -> str:
         raise PolicyBundleError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _positive_int(value: str, what: str) -> int:
-    try:
-        n = int(value, 10)
-    except ValueError as exc:
-        raise PolicyBundleError(f"{what} must be a positive integer, got {value!r}") from exc
-    if n < 1:
-        raise PolicyBundleError(f"{what} must be a positive integer, got {value!r}")
+def _positive_int(value: str, what: str, limit: int = 1_000_000) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        raise PolicyBundleError(f"{what} must be a positive integer, got {value[:40]!r}")
+    n = int(value, 10)
+    if not 1 <= n <= limit:
+        raise PolicyBundleError(f"{what} must be an integer from 1 to {limit}, got {n}")
     return n
 
 
@@ -218,7 +228,9 @@ def _parse_meta(cedar_id: str, doc: Mapping[str, object], file: Path) -> _Policy
             raise PolicyBundleError(f"{where}: @constraints must be a JSON object")
         constraints = parsed
     effect = str(doc.get("effect", ""))
-    if effect == "forbid" and (role or "max_attempts" in ann or constraints):
+    if effect == "forbid" and (
+        role or "max_attempts" in ann or "execute_timeout" in ann or constraints
+    ):
         raise PolicyBundleError(f"{where}: scope and approval annotations belong on permits")
     return _PolicyMeta(
         name=name,
@@ -229,11 +241,16 @@ def _parse_meta(cedar_id: str, doc: Mapping[str, object], file: Path) -> _Policy
             _positive_int(required, f"{where}: @approvals_required") if required else 1
         ),
         max_attempts=(
-            _positive_int(ann["max_attempts"], f"{where}: @max_attempts")
+            _positive_int(ann["max_attempts"], f"{where}: @max_attempts", MAX_ATTEMPTS_LIMIT)
             if "max_attempts" in ann
             else DEFAULT_MAX_ATTEMPTS
         ),
         constraints=constraints,
+        execute_timeout=(
+            _positive_int(ann["execute_timeout"], f"{where}: @execute_timeout", MAX_EXECUTE_TIMEOUT)
+            if "execute_timeout" in ann
+            else DEFAULT_EXECUTE_TIMEOUT
+        ),
     )
 
 
@@ -526,6 +543,10 @@ class PolicyBundle:
         scope = DecisionScope(
             max_attempts=min((m.max_attempts for m in matched), default=DEFAULT_MAX_ATTEMPTS),
             constraints=constraints,
+            # The strictest permit wins here too.
+            execute_timeout_seconds=min(
+                (m.execute_timeout for m in matched), default=DEFAULT_EXECUTE_TIMEOUT
+            ),
         )
         # The strictest permit wins: if any satisfied permit asks for an
         # approval, a plain permit that also matched does not waive it.

@@ -30,6 +30,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority.errors import (
+    AttemptInProgressError,
     GrantAttemptsExhaustedError,
     GrantReplayedError,
     ReplayStoreUnavailableError,
@@ -37,6 +38,7 @@ from ecp.authority.errors import (
 )
 
 __all__ = [
+    "AttemptLease",
     "ClaimedRequest",
     "ConsumedGrant",
     "InMemoryReplayGuard",
@@ -74,6 +76,29 @@ class ReplayGuard(Protocol):
 
         Raises:
             RequestReplayedError: another grant owns the request.
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
+    def begin(self, grant_id: str, attempt: int, until: datetime) -> None:
+        """Take the grant's lease for ``attempt`` until ``until`` (or until :meth:`end`).
+
+        No two attempts of one grant run at once: while another attempt's
+        lease is held and unexpired, this one is refused (retryably). Temporal
+        schedules a retry once an attempt's start-to-close timeout passed, and
+        that timeout is the lease's length, so a retry normally finds the
+        lease expired (a crashed worker) or released (a finished body).
+
+        Raises:
+            AttemptInProgressError: another attempt holds the lease (retryable).
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
+    def end(self, grant_id: str, attempt: int) -> None:
+        """Release ``attempt``'s lease (a no-op if it does not hold it).
+
+        Raises:
             ReplayStoreUnavailableError: the store cannot answer (retryable).
         """
         ...
@@ -121,6 +146,13 @@ def _request_replayed(request: str, owner: str, grant_id: str) -> RequestReplaye
     )
 
 
+def _in_progress(grant_id: str, holder: int, until: datetime) -> AttemptInProgressError:
+    return AttemptInProgressError(
+        f"attempt {holder} of grant {grant_id} may still be running (lease until "
+        f"{until.isoformat()}); this attempt waits"
+    )
+
+
 def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
     return GrantAttemptsExhaustedError(
         f"grant {grant_id} was already honoured {max_attempts} time(s), its max_attempts"
@@ -130,10 +162,26 @@ def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
 class InMemoryReplayGuard:
     """A process-local guard, for unit tests of verification only."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock = system_clock) -> None:
         self._seen: set[tuple[str, int]] = set()
         self._claims: dict[str, str] = {}
+        self._leases: dict[str, tuple[int, datetime]] = {}
+        self._now = clock
         self._lock = threading.Lock()
+
+    def begin(self, grant_id: str, attempt: int, until: datetime) -> None:
+        """See :meth:`ReplayGuard.begin` (never raises ReplayStoreUnavailableError)."""
+        with self._lock:
+            held = self._leases.get(grant_id)
+            if held is not None and held[0] != attempt and held[1] > now_utc(self._now):
+                raise _in_progress(grant_id, *held)
+            self._leases[grant_id] = (attempt, until)
+
+    def end(self, grant_id: str, attempt: int) -> None:
+        """See :meth:`ReplayGuard.end`."""
+        with self._lock:
+            if self._leases.get(grant_id, (None,))[0] == attempt:
+                del self._leases[grant_id]
 
     def claim(self, request: str, grant_id: str) -> None:
         """See :meth:`ReplayGuard.claim`."""
@@ -184,6 +232,16 @@ class ClaimedRequest(SQLModel, table=True):
     claimed_at: datetime
 
 
+class AttemptLease(SQLModel, table=True):
+    """Which attempt of a grant may be running, and until when. Storage only."""
+
+    __tablename__ = "ecp_grant_leases"
+
+    grant_id: str = Field(primary_key=True, max_length=128)
+    attempt: int
+    until: datetime
+
+
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     # WAL lets readers proceed while one writer inserts; busy_timeout makes
     # concurrent writers from other processes wait instead of failing.
@@ -191,6 +249,9 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+_TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease)
 
 
 class SqlReplayGuard:
@@ -227,7 +288,7 @@ class SqlReplayGuard:
             if self._ready:
                 return
             try:
-                for model in (ConsumedGrant, ClaimedRequest):
+                for model in _TABLES:
                     SQLModel.metadata.tables[model.__tablename__].create(
                         self.engine, checkfirst=True
                     )
@@ -243,7 +304,7 @@ class SqlReplayGuard:
     def _table_exists(self) -> bool:
         try:
             found = inspect(self.engine)
-            return all(found.has_table(m.__tablename__) for m in (ConsumedGrant, ClaimedRequest))
+            return all(found.has_table(m.__tablename__) for m in _TABLES)
         except SQLAlchemyError:
             return False
 
@@ -295,6 +356,59 @@ class SqlReplayGuard:
             raise ReplayStoreUnavailableError("replay store unavailable: claim vanished")
         if owner.grant_id != grant_id:
             raise _request_replayed(request, owner.grant_id, grant_id)
+
+    def begin(self, grant_id: str, attempt: int, until: datetime) -> None:
+        """See :meth:`ReplayGuard.begin`: an insert, or a conditional takeover.
+
+        Both are single statements, so two racing attempts cannot both win:
+        the primary key decides the insert, and the ``WHERE`` of the update
+        lets only one of them replace an expired or own lease.
+        """
+        self._ensure_table()
+        now = now_utc(self._clock)
+        table = AttemptLease.__table__  # type: ignore[attr-defined]
+        try:
+            try:
+                with Session(self.engine) as session:
+                    session.add(AttemptLease(grant_id=grant_id, attempt=attempt, until=until))
+                    session.commit()
+                return
+            except IntegrityError:
+                pass
+            with self.engine.begin() as conn:
+                taken = conn.execute(
+                    table.update()
+                    .where(
+                        table.c.grant_id == grant_id,
+                        (table.c.attempt == attempt) | (table.c.until <= now),
+                    )
+                    .values(attempt=attempt, until=until)
+                ).rowcount
+            if taken == 1:
+                return
+            with Session(self.engine) as session:
+                held = session.get(AttemptLease, grant_id)
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+        if held is None:
+            raise ReplayStoreUnavailableError("replay store unavailable: lease vanished")
+        raise _in_progress(grant_id, held.attempt, held.until)
+
+    def end(self, grant_id: str, attempt: int) -> None:
+        """See :meth:`ReplayGuard.end`."""
+        self._ensure_table()
+        table = AttemptLease.__table__  # type: ignore[attr-defined]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    table.delete().where(table.c.grant_id == grant_id, table.c.attempt == attempt)
+                )
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
 
     def close(self, grant_id: str, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.close`: takes every free slot.

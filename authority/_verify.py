@@ -141,6 +141,8 @@ def verify_grant(
         GrantAttemptsExhaustedError: the attempt exceeds the grant's max_attempts.
         GrantReplayedError: this attempt of the grant was used before.
         RequestReplayedError: another grant already ran this request.
+        AttemptInProgressError: another attempt of the grant may still be
+            running (retryable).
         ReplayStoreUnavailableError: single use cannot be established (retryable).
         ClockError: the clock is not time-zone aware.
     """
@@ -201,5 +203,16 @@ def verify_grant(
     replay.claim(
         request_key(c.namespace, c.workflow_id, c.activity_type, c.activity_id), grant.grant_id
     )
-    replay.consume(grant.grant_id, expected.attempt, grant.scope.max_attempts)
+    # No two attempts of one grant at once: the lease lasts as long as the
+    # policy lets one attempt run.
+    replay.begin(
+        grant.grant_id,
+        expected.attempt,
+        now + timedelta(seconds=grant.scope.execute_timeout_seconds),
+    )
+    try:
+        replay.consume(grant.grant_id, expected.attempt, grant.scope.max_attempts)
+    except BaseException:
+        replay.end(grant.grant_id, expected.attempt)
+        raise
     return VerifiedGrant(grant, envelope, verified.key)

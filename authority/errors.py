@@ -22,6 +22,7 @@ __all__ = [
     "ApprovalSchemaError",
     "ApproverNotAuthorizedError",
     "ArgumentsMismatchError",
+    "AttemptInProgressError",
     "AttestationError",
     "AuthorityError",
     "BindingMismatchError",
@@ -303,6 +304,13 @@ class RequestReplayedError(GrantReplayedError):
     """Another grant already ran this request (a reset or re-submission asked again)."""
 
     code = "request_replayed"
+
+
+class AttemptInProgressError(VerificationError):
+    """Another attempt of the grant may still be running: this one waits (retryable)."""
+
+    code = "attempt_in_progress"
+    retryable = True
 
 
 class GrantAttemptsExhaustedError(GrantReplayedError):

@@ -345,7 +345,9 @@ class GovernedExecution:
                     args=args,
                     task_queue=req.queues.executor,
                     activity_id=exec_id,
-                    start_to_close_timeout=timedelta(seconds=req.execute_timeout_seconds),
+                    # The policy's bound, signed into the grant: a submitter
+                    # cannot shorten it to get two attempts running at once.
+                    start_to_close_timeout=timedelta(seconds=grant.execute_timeout_seconds),
                     # Unlimited at the Temporal level on purpose: the gate
                     # lets the body run at most grant.max_attempts times and
                     # refuses the rest for good, while attempts refused for an

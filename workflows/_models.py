@@ -30,8 +30,6 @@ class GovernedRequest:
         initiator: Who asks (a Cedar principal id).
         purpose: Why, in words; recorded with the decision.
         approval_timeout_seconds: How long to wait for approvals before denying.
-        execute_timeout_seconds: Start-to-close timeout of one execute attempt
-            (how long before a silent worker is presumed dead and retried).
         queues: Task queues of the authority and executor workers.
     """
 
@@ -40,7 +38,6 @@ class GovernedRequest:
     initiator: str
     purpose: str = ""
     approval_timeout_seconds: float = 3600.0
-    execute_timeout_seconds: float = 300.0
     queues: TaskQueues = field(default_factory=TaskQueues)
 
 

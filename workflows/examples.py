@@ -38,6 +38,8 @@ class DirectCallInput:
         wait_for_grant: Wait for the ``grant`` signal before calling, so a
             caller can bind a grant to this run's id first.
         max_attempts: Retry budget of the call.
+        start_to_close_seconds: Temporal's timeout of one attempt (the caller's
+            choice: the gate does not rely on it).
     """
 
     action: str
@@ -46,6 +48,7 @@ class DirectCallInput:
     grant: str = ""
     wait_for_grant: bool = False
     max_attempts: int = 3
+    start_to_close_seconds: float = 30.0
 
 
 @workflow.defn(name="DirectCall")
@@ -72,7 +75,7 @@ class DirectCall:
             args=inp.args,
             task_queue=inp.task_queue,
             activity_id=DIRECT_CALL_ACTIVITY_ID,
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=timedelta(seconds=inp.start_to_close_seconds),
             retry_policy=RetryPolicy(
                 maximum_attempts=inp.max_attempts,
                 initial_interval=timedelta(milliseconds=200),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 
 from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard, request_key
 from ecp.authority.errors import (
+    AttemptInProgressError,
     GrantAttemptsExhaustedError,
     GrantReplayedError,
     ReplayStoreUnavailableError,
@@ -260,3 +262,34 @@ def test_request_keys_do_not_collide_across_field_boundaries() -> None:
     assert request_key("a", "b c", "d", "e") != request_key("a b", "c", "d", "e")
     assert request_key("ns", "wf", "payout", "x") != request_key("ns", "wf", "payou", "tx")
     assert request_key("ns", "wf ", "payout", "x") != request_key("ns", "wf", "payout", "x")
+
+
+def _leases(guard: ReplayGuard) -> None:
+    gid = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    guard.begin(gid, 1, now + timedelta(minutes=5))
+    guard.begin(gid, 1, now + timedelta(minutes=5))  # the holder itself
+    with pytest.raises(AttemptInProgressError, match="attempt 1 of grant"):
+        guard.begin(gid, 2, now + timedelta(minutes=5))
+    guard.end(gid, 2)  # not the holder: no effect
+    with pytest.raises(AttemptInProgressError):
+        guard.begin(gid, 2, now + timedelta(minutes=5))
+    guard.end(gid, 1)
+    guard.begin(gid, 2, now + timedelta(minutes=5))
+    # An expired lease (a crashed worker) is taken over.
+    other = str(uuid.uuid4())
+    guard.begin(other, 1, now - timedelta(seconds=1))
+    guard.begin(other, 2, now + timedelta(minutes=5))
+    assert AttemptInProgressError.retryable
+
+
+def test_in_memory_attempts_do_not_overlap() -> None:
+    _leases(InMemoryReplayGuard())
+
+
+def test_sql_attempts_do_not_overlap(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _leases(guard)
+    finally:
+        guard.dispose()

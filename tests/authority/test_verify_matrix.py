@@ -24,6 +24,7 @@ from ecp.authority.errors import (
     ActivityMismatchError,
     ActivityTypeMismatchError,
     ArgumentsMismatchError,
+    AttemptInProgressError,
     AuthorityError,
     ClockError,
     DecisionMismatchError,
@@ -132,13 +133,14 @@ def _all_uses_taken(keys: Keys) -> Case:
     """Attempts 1 and 2 ran the body; the grant allows 2 uses, so attempt 3 is refused."""
     case = Case(_good(keys), keys.trust, _expect(attempt=3))
     for attempt in (1, 2):
-        verify_grant(
+        used = verify_grant(
             case.envelope,
             trust=case.trust,
             expected=_expect(attempt=attempt),
             clock=case.clock,
             replay=case.replay,
         )
+        case.replay.end(used.grant.grant_id, attempt)  # the body finished
     return case
 
 
@@ -397,6 +399,12 @@ def test_good_grant_verifies_and_binds_attempts(keys: Keys) -> None:
     assert first.key.key_id == keys.authority.key_id
     assert first.grant.scope.max_attempts == 2
     assert first.envelope.payload == Envelope.from_json(envelope).payload
+    # While attempt 1 may still run, attempt 2 waits (retryably).
+    with pytest.raises(AttemptInProgressError):
+        verify_grant(
+            envelope, trust=keys.trust, expected=_expect(attempt=2), clock=clock, replay=replay
+        )
+    replay.end(first.grant.grant_id, 1)  # attempt 1's body finished (failed)
     # A Temporal retry carries the same header with the next attempt number.
     verify_grant(
         envelope, trust=keys.trust, expected=_expect(attempt=2), clock=clock, replay=replay

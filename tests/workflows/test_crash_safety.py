@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +38,19 @@ CHANGE = {"target": "db-7", "environment": "staging", "change": "resize", "durat
 def crash_settings(tmp_path: Path, temporal_env: WorkflowEnvironment) -> Settings:
     init_keyring(tmp_path / "keys")
     q = uuid.uuid4().hex[:8]
+    # The example bundle, with a 6 s execute timeout on staging changes: the
+    # lost attempt's lease (and Temporal's start-to-close) expire that soon.
+    policy = tmp_path / "policy"
+    shutil.copytree(Settings().policy, policy)
+    cedar = policy / "policies.cedar"
+    staging = '@id("infra-staging-by-operator")\n'
+    assert staging in cedar.read_text()
+    cedar.write_text(
+        cedar.read_text().replace(staging, staging + '@execute_timeout("6")\n'), encoding="utf-8"
+    )
     return Settings(
         home=tmp_path,
+        policy_bundle=policy,
         temporal_address=temporal_env.client.service_client.config.target_host,
         authority_queue=f"auth-{q}",
         executor_queue=f"exec-{q}",
@@ -54,6 +66,7 @@ def _spawn_executor(settings: Settings) -> subprocess.Popen[bytes]:
         "ECP_AUTHORITY_QUEUE": settings.authority_queue,
         "ECP_EXECUTOR_QUEUE": settings.executor_queue,
         "ECP_DATABASE_URL": settings.db_url,
+        "ECP_POLICY_BUNDLE": str(settings.policy),
     }
     log = (settings.home / "executor.log").open("ab")
     return subprocess.Popen(
@@ -112,7 +125,6 @@ async def test_worker_killed_mid_activity(
             [CHANGE],
             "alice",
             "crash test",
-            execute_timeout_seconds=6,
             queues=TaskQueues(s.authority_queue, s.executor_queue),
         ),
         id=wf_id,
