@@ -48,7 +48,9 @@ def check_approval(
             for k in decision.approvers
         )
         verified = _check(
-            envelope_json.encode("utf-8"),
+            # As text: check_approval refuses text that is not valid Unicode (a
+            # lone surrogate, which JSON can carry) as a malformed envelope.
+            envelope_json,
             decision=Decision.from_json(decision.decision_json),
             execution=execution,
             trust=trust,
@@ -67,7 +69,7 @@ def approver_of(envelope_json: str) -> str:
             accepted by the validator then).
     """
     try:
-        payload = parse_json_strict(Envelope.from_json(envelope_json.encode("utf-8")).payload)
+        payload = parse_json_strict(Envelope.from_json(envelope_json).payload)
     except AuthorityError as exc:
         raise ApprovalRejected(f"approval rejected: {type(exc).__name__}: {exc}") from exc
     approver = payload.get("approver") if isinstance(payload, dict) else None

@@ -22,10 +22,7 @@ time, so the graph is acyclic.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +34,12 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from ecp._wire import APPROVE_UPDATE, GOVERNANCE_ACTIVITIES
 from ecp.authority._calldigest import digest_payloads
-from ecp.authority.errors import CanonicalizationError
+from ecp.authority._canonical import parse_json_strict
+from ecp.authority._dsse import DEFAULT_MAX_ENVELOPE_BYTES, Envelope
+from ecp.authority.errors import AuthorityError, CanonicalizationError
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph._history import RunHistory
-from ecp.lineage.graph.errors import LineageGraphError
+from ecp.lineage.graph.errors import CorruptHistoryError, LineageGraphError
 
 __all__ = [
     "ACTIVITY_APPROVE_UPDATE",
@@ -122,11 +121,19 @@ def _digest(payloads: Sequence[Payload]) -> str:
 
 
 def _json_value(p: Payload) -> object:
+    """A JSON payload's value, read strictly; ``None`` if it is not one.
+
+    History holds whatever an activity returned or a client sent, so this
+    never raises: nesting too deep, huge integers, lone surrogates and
+    duplicate keys are all "not a value" here, as for the verifier.
+    """
     if p.metadata.get("encoding", b"") != b"json/plain":
         return None
     try:
-        return json.loads(p.data)
-    except (ValueError, UnicodeDecodeError):
+        return parse_json_strict(p.data)
+    except CanonicalizationError:
+        return None
+    except (ValueError, TypeError, RecursionError):  # pragma: no cover - defence in depth
         return None
 
 
@@ -150,16 +157,18 @@ def _preview(payloads: Sequence[Payload]) -> str:
 
 
 def _dsse_claims(envelope_json: str) -> dict[str, object] | None:
+    """The claims of a DSSE envelope, unverified; ``None`` if unreadable.
+
+    Read with the approval validator's own parsers (DSSE envelope, either
+    base64 alphabet, strict JSON), so an envelope it could not have accepted
+    names no approver here either. Never raises.
+    """
     try:
-        env = json.loads(envelope_json)
-        raw = env["payload"]
-        payload = (
-            base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_")
-            if ("-" in raw or "_" in raw)
-            else base64.b64decode(raw)
-        )
-        claims = json.loads(payload)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        payload = Envelope.from_json(envelope_json, max_bytes=DEFAULT_MAX_ENVELOPE_BYTES).payload
+        claims = parse_json_strict(payload)
+    except AuthorityError:
+        return None
+    except (ValueError, TypeError, RecursionError):  # pragma: no cover - defence in depth
         return None
     if not isinstance(claims, dict):
         return None
@@ -169,6 +178,11 @@ def _dsse_claims(envelope_json: str) -> dict[str, object] | None:
 
 def _s(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _int(value: object) -> int:
+    """An integer claim, or 0: history may hold any JSON there (``true``, ``"9"``, ``[]``)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 # --- the builder --------------------------------------------------------------
@@ -319,6 +333,23 @@ class _RunBuilder:
         self.steps.append(nid)
         return nid
 
+    def _earlier(self, e: HistoryEvent, ref: int, kind: str) -> str:
+        """The node of the earlier ``kind`` event ``e`` refers to by its id.
+
+        Raises:
+            CorruptHistoryError: there is no such earlier event (none with that
+                id, a later one, or one of another kind). Temporal never writes
+                such a history, so the graph is refused rather than drawn
+                without the step.
+        """
+        nid = self.by_event.get(ref)
+        if nid is None or self.b.g.nodes[nid].get("kind") != kind:
+            raise CorruptHistoryError(
+                f"history of {self.wf} run {self.run_id} is inconsistent: event {e.event_id} "
+                f"refers to event {ref}, which is no earlier {kind} event"
+            )
+        return nid
+
     def _command(self, nid: str, wt_completed: int) -> None:
         for src in self.batches.get(wt_completed, []):
             self.b.edge(src, nid, "informed")
@@ -431,13 +462,16 @@ class _RunBuilder:
         # Everything delivered to workflow code may shape its result: steps
         # with no later step of their own inform the close.
         close = close_node(self.wf, self.run_id)
-        if close not in self.b.g:
-            return
         g = self.b.g
+        # No close event in this history: the run is still open, or only a
+        # parent's (later) history says it closed, which makes a bare node.
+        closed_ns = g.nodes[close].get("time_ns") if close in g else None
+        if not isinstance(closed_ns, int):
+            return
         mine = {self.run, *self.steps}
         for n in (self.run, *self.steps):
             last = not any(s in mine and s != close for s in g.successors(n))
-            if n != close and last and g.nodes[n].get("time_ns", 0) <= g.nodes[close]["time_ns"]:
+            if n != close and last and g.nodes[n].get("time_ns", 0) <= closed_ns:
                 self.b.edge(n, close, "informed")
 
     # --- workflow tasks -----------------------------------------------------------
@@ -523,7 +557,7 @@ class _RunBuilder:
     def _activity_started(self, e: HistoryEvent) -> None:
         """An attempt began: workflow code is not told, so nothing arrives."""
         a = e.activity_task_started_event_attributes
-        nid = self.by_event[a.scheduled_event_id]
+        nid = self._earlier(e, a.scheduled_event_id, NodeKind.ACTIVITY)
         attrs: dict[str, object] = {"attempts": a.attempt, "status": "started"}
         if a.last_failure.message:
             attrs["last_failure"] = a.last_failure.message
@@ -552,7 +586,7 @@ class _RunBuilder:
             attrs["failure"] = at.failure.message
         else:
             sched = e.activity_task_canceled_event_attributes.scheduled_event_id
-        nid = self.by_event[sched]
+        nid = self._earlier(e, sched, NodeKind.ACTIVITY)
         attrs.update(closed_time=e.event_time.ToJsonString(), time_ns=e.event_time.ToNanoseconds())
         b.node(nid, **attrs)
         self.arrived.append(nid)
@@ -571,7 +605,7 @@ class _RunBuilder:
             self._decision(nid, e, value)
         elif atype == "ecp.authorize" and _s(value.get("grant_id")):
             self._issued_grant(nid, e, value)
-        elif atype == "ecp.prove" and isinstance(value.get("index"), int):
+        elif atype == "ecp.prove" and type(value.get("index")) is int:
             self._ledger_entry(nid, e, value)
 
     def _decision(self, nid: str, e: HistoryEvent, value: dict[str, Any]) -> None:
@@ -580,12 +614,15 @@ class _RunBuilder:
         d = b.node(
             f"decision:{value['decision_id']}",
             kind=NodeKind.DECISION,
-            label=f"decision {value.get('effect')}",
+            label=f"decision {_s(value.get('effect'))}",
             decision_id=value["decision_id"],
             effect=_s(value.get("effect")),
             policy_digest=_s(value.get("policy_digest")),
-            reasons="; ".join(str(r) for r in reasons) if isinstance(reasons, list) else "",
-            approvals_required=int(value.get("approvals_required") or 0),
+            # Only text: str() of a deeply nested value can exhaust the stack.
+            reasons="; ".join(r for r in reasons if isinstance(r, str))
+            if isinstance(reasons, list)
+            else "",
+            approvals_required=_int(value.get("approvals_required")),
             time_ns=e.event_time.ToNanoseconds(),
             workflow_id=self.wf,
             run_id=self.run_id,
@@ -617,7 +654,7 @@ class _RunBuilder:
             kind=NodeKind.LEDGER,
             label=f"ledger entry #{idx}",
             index=idx,
-            tree_size=int(value.get("tree_size") or 0),
+            tree_size=_int(value.get("tree_size")),
             outcome=_s(inp.get("outcome")),
             activity_id=_s(inp.get("activity_id")),
             grant_id=_s(inp.get("grant_id")),
@@ -652,13 +689,13 @@ class _RunBuilder:
         self._command(nid, ts.workflow_task_completed_event_id)
 
     def _timer_fired(self, e: HistoryEvent) -> None:
-        nid = self.by_event[e.timer_fired_event_attributes.started_event_id]
+        nid = self._earlier(e, e.timer_fired_event_attributes.started_event_id, NodeKind.TIMER)
         self.b.node(nid, status="fired", fired_time=e.event_time.ToJsonString())
         self.arrived.append(nid)
 
     def _timer_canceled(self, e: HistoryEvent) -> None:
         """The workflow canceled it itself: nothing new arrives."""
-        nid = self.by_event[e.timer_canceled_event_attributes.started_event_id]
+        nid = self._earlier(e, e.timer_canceled_event_attributes.started_event_id, NodeKind.TIMER)
         self.b.node(nid, status="canceled")
 
     # --- signals and cancel requests ----------------------------------------------
@@ -782,7 +819,7 @@ class _RunBuilder:
 
     def _child_started(self, e: HistoryEvent) -> None:
         cs = e.child_workflow_execution_started_event_attributes
-        nid = self.by_event[cs.initiated_event_id]
+        nid = self._earlier(e, cs.initiated_event_id, NodeKind.CHILD)
         ex = cs.workflow_execution
         self.b.node(nid, child_run_id=ex.run_id, status="started")
         child_run = self._unloaded_run(e, ex.workflow_id, ex.run_id, cs.workflow_type.name)
@@ -792,7 +829,7 @@ class _RunBuilder:
 
     def _child_start_failed(self, e: HistoryEvent) -> None:
         cf = e.start_child_workflow_execution_failed_event_attributes
-        nid = self.by_event[cf.initiated_event_id]
+        nid = self._earlier(e, cf.initiated_event_id, NodeKind.CHILD)
         self.b.node(nid, status="start_failed")
         self.arrived.append(nid)
 
@@ -800,7 +837,7 @@ class _RunBuilder:
         t = e.event_type
         attrs = getattr(e, _CHILD_CLOSE[t][1])
         init = attrs.initiated_event_id
-        nid = self.by_event[init]
+        nid = self._earlier(e, init, NodeKind.CHILD)
         self.b.node(nid, status=_CHILD_CLOSE[t][0])
         key = self.child_keys.get(init)
         if key is not None and key in self.b.loaded:
@@ -911,6 +948,11 @@ _HANDLERS: dict[E.ValueType, _Handler] = {
 
 
 def _order(h: RunHistory) -> int:
+    # Histories loaded or fetched are checked; a RunHistory built in memory may not be.
+    if not h.events or h.events[0].event_type != E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        raise CorruptHistoryError(
+            f"history of {h.workflow_id} does not begin with WorkflowExecutionStarted"
+        )
     return h.events[0].event_time.ToNanoseconds()
 
 
@@ -920,7 +962,13 @@ def build_graph(histories: Iterable[RunHistory]) -> nx.DiGraph:
     Runs are linked where their histories say so (parent/child,
     continue-as-new) and where one run's payload is another's input.
 
+    Never fails on what a history's payloads, headers or ids hold (unreadable
+    values are just not read); only on a history that contradicts itself.
+
     Raises:
+        CorruptHistoryError: an event refers to an earlier event the history
+            does not have (or one of another kind), or a history does not begin
+            with its run's start.
         LineageGraphError: no histories, the same run twice, or (a bug) a cycle.
     """
     runs = sorted(histories, key=_order)

@@ -115,8 +115,13 @@ def load_history_json(data: str | bytes, *, namespace: str, workflow_id: str = "
     """
     try:
         doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptHistoryError(f"history is not valid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        # JSONDecodeError, or an integer beyond Python's 4,300-digit limit.
+        raise CorruptHistoryError(
+            f"history is not valid JSON: {str(exc).splitlines()[0][:200]}"
+        ) from exc
+    except RecursionError as exc:
+        raise CorruptHistoryError("history JSON is nested too deeply") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise CorruptHistoryError("history JSON must be an object with an 'events' list")
     declared = doc.get("namespace")
@@ -128,6 +133,10 @@ def load_history_json(data: str | bytes, *, namespace: str, workflow_id: str = "
         history = WorkflowHistory.from_json(wf_id, {"events": doc["events"]})
     except (ParseError, KeyError, TypeError, ValueError) as exc:
         raise CorruptHistoryError(f"history JSON is not a Temporal history: {exc}") from exc
+    except RecursionError as exc:
+        # The SDK copies and walks the events recursively before protobuf
+        # (which caps nesting itself) sees them.
+        raise CorruptHistoryError("history JSON is nested too deeply") from exc
     return _checked(namespace, wf_id, history.events)
 
 

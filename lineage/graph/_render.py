@@ -1,11 +1,16 @@
 """Pictures and interchange forms of a lineage graph.
 
 GraphML, node-link JSON, Graphviz DOT, SVG (through Graphviz ``dot``) and Mermaid.
+
+Ids and claims come from workflow histories, which hold whatever a workflow
+wrote: every text written here goes through :func:`_clean`, so each export
+is a valid document whatever the graph holds.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -43,6 +48,21 @@ _FILL = {
 }
 
 
+#: What XML 1.0 cannot hold (C0 controls but tab, newline and carriage return;
+#: lone surrogates; U+FFFE, U+FFFF), plus DEL and the C1 controls, which XML
+#: allows but which act on a terminal showing the file.
+_UNSAFE = re.compile("[^\t\n\r\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _clean(s: str) -> str:
+    r"""``s`` with each character no export can hold written as ``\uXXXX``.
+
+    Visible rather than dropped, so an auditor sees that an id held a NUL or
+    an escape sequence.
+    """
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", s)
+
+
 def _label(d: dict[str, object]) -> str:
     label = str(d.get("label") or d.get("kind") or "")
     kind = d.get("kind")
@@ -61,14 +81,46 @@ def _label(d: dict[str, object]) -> str:
     return label
 
 
+def _clean_value(v: object) -> object:
+    return _clean(v) if isinstance(v, str) else v
+
+
+def _clean_attrs(d: dict[str, object]) -> dict[str, object]:
+    return {_clean(str(k)): _clean_value(v) for k, v in d.items()}
+
+
+def _xml_safe(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy of ``g`` whose ids, keys and text values XML can hold.
+
+    Two ids that differ only where :func:`_clean` rewrote them would merge
+    into one node; the later (in sorted order) gets a ``#n`` suffix instead.
+    """
+    ids: dict[object, object] = {n: n for n in g.nodes if not isinstance(n, str) or _clean(n) == n}
+    taken = set(ids)
+    for n in sorted(n for n in g.nodes if n not in ids):
+        base = new = _clean(n)
+        i = 1
+        while new in taken:
+            i += 1
+            new = f"{base}#{i}"
+        taken.add(new)
+        ids[n] = new
+    out = nx.DiGraph(**_clean_attrs(dict(g.graph)))
+    out.add_nodes_from((ids[n], _clean_attrs(d)) for n, d in g.nodes(data=True))
+    out.add_edges_from((ids[u], ids[v], _clean_attrs(d)) for u, v, d in g.edges(data=True))
+    return out
+
+
 def to_graphml(g: nx.DiGraph) -> str:
     """GraphML text (every node and edge attribute, typed).
+
+    Characters XML cannot hold are written as escapes (see :func:`_clean`).
 
     Raises:
         ExportFormatError: an attribute value GraphML cannot hold.
     """
     try:
-        return "\n".join(nx.generate_graphml(g)) + "\n"
+        return "\n".join(nx.generate_graphml(_xml_safe(g))) + "\n"
     except (nx.NetworkXError, KeyError, TypeError) as exc:
         raise ExportFormatError(f"graph cannot be written as GraphML: {exc}") from exc
 
@@ -81,8 +133,26 @@ def to_node_link(g: nx.DiGraph) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def _q(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+#: Graphviz refuses a quoted string over 16,384 bytes and a node wider than
+#: 65,535 points. Tooltips (node ids, which the console maps the SVG back to
+#: nodes by) keep 3,000 characters, at most 5 bytes each once quoted; labels,
+#: which set a node's width, 500.
+_DOT_TOOLTIP_CHARS = 3000
+_DOT_LABEL_CHARS = 500
+
+
+def _q(s: str, limit: int = _DOT_LABEL_CHARS) -> str:
+    """A DOT quoted string showing ``s`` literally, cut to ``limit`` characters.
+
+    Graphviz reads ``&...;`` in any string as an HTML entity, and writes the
+    character into SVG: ``&#27;`` would make the SVG invalid XML, so ``&`` is
+    escaped as ``&amp;`` (which Graphviz shows as ``&``).
+    """
+    s = _clean(s)
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    s = s.replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + s.replace("\n", "\\n") + '"'
 
 
 def to_dot(g: nx.DiGraph) -> str:
@@ -119,7 +189,7 @@ def to_dot(g: nx.DiGraph) -> str:
         attrs = [
             f"label={_q(_label(dict(d)))}",
             f"shape={_SHAPES.get(kind, 'box')}",
-            f"tooltip={_q(n)}",
+            f"tooltip={_q(n, _DOT_TOOLTIP_CHARS)}",
         ]
         fill = _FILL.get(kind)
         if fill:
@@ -180,7 +250,8 @@ def to_svg(g: nx.DiGraph, *, timeout: float = 60.0) -> str:
 
 
 def _m(s: str) -> str:
-    return s.replace('"', "#quot;").replace("\n", "<br/>").replace("<br/>", "<br/>")
+    s = _clean(s).replace("\r\n", "\n").replace("\r", "\n")
+    return s.replace('"', "#quot;").replace("\n", "<br/>")
 
 
 _MERMAID_SHAPES = {

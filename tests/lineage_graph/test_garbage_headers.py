@@ -154,11 +154,6 @@ def test_hostile_grant_claims_render(header: bytes, tmp_path: Path) -> None:
     assert export_graph(g, ExportFormat.GRAPHML, tmp_path / "lineage.graphml").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lineage/graph/_render.py writes control characters from grant claims raw "
-    "into GraphML (NUL is not XML) and DOT (dot rejects the file)",
-)
 def test_hostile_claims_export_valid_documents() -> None:
     g = build_graph([_history_with(HOSTILE["control-chars"])])
     ElementTree.fromstring(render_graph(g, ExportFormat.GRAPHML))
