@@ -323,18 +323,30 @@ class _Gate(ActivityInboundInterceptor):
 
     async def _record_quietly(self, rec: GateRecord) -> None:
         # The body already ran: failing the attempt now would make Temporal
-        # run it again. The workflow's prove step re-records the outcome
-        # idempotently, so a missed write here is repaired there.
-        try:
-            await asyncio.to_thread(self._c.evidence.record, rec)
-        except Exception as exc:  # noqa: BLE001 - never turn a done body into a retry
-            log.error(
-                "could not record %s evidence for %s/%s: %s",
-                rec.outcome,
-                rec.workflow_id,
-                rec.activity_id,
-                exc,
-            )
+        # run it again. Only this record can prove the outcome (the authority
+        # never writes one), so try a few times across a short outage; if it
+        # still cannot be written the outcome stays unproven, and the prove
+        # step and the cross-check say so.
+        for delay in _RECORD_RETRY_DELAYS:
+            try:
+                await asyncio.to_thread(self._c.evidence.record, rec)
+                return
+            except Exception as exc:  # noqa: BLE001 - never turn a done body into a retry
+                last = exc
+                if not getattr(exc, "retryable", False):
+                    break
+                await asyncio.sleep(delay)
+        log.error(
+            "could not record %s evidence for %s/%s: %s",
+            rec.outcome,
+            rec.workflow_id,
+            rec.activity_id,
+            last,
+        )
+
+
+#: Pauses between attempts to write the record of a body that ran (~15 s in all).
+_RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def _result_digest(result: object) -> Digest | None:

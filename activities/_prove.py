@@ -2,12 +2,15 @@
 
 Anyone can verify the receipt offline.
 
-Runs on the authority queue, beside the log key. Executions were recorded
-by the gate (signed by the executor's worker key); this step finds that
-entry. Denials before execution (policy, approval deadline) never reached a
-gate, so this step records them, signed by the authority side's recorder key.
-If the gate could not record an execution (the ledger was down after the
-body ran), the entry is repaired here from what the workflow knows.
+Runs on the authority queue, beside the log key. It believes only Temporal
+and signatures: which execution it is proving comes from ``activity.info()``
+(the workflow that scheduled this step), never from its input. An outcome
+(completed, failed) is certified only from the gate's own record, signed by
+the executor for that execution: the authority side never writes one, so
+nobody who can schedule this step can make the ledger say a body ran. What it
+may write is a denial that no gate saw (policy, approval deadline, a request
+refused before any decision), signed by the recorder key, whose role can sign
+nothing else.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ecp._failure import to_application_error
-from ecp._wire import failure_type
+from ecp._wire import EXECUTE_ACTIVITY_ID_PREFIX, failure_type
 from ecp.activities._contracts import ACTIVITY_PROVE, ProveInput, ProveResult
 from ecp.activities._evidence import predicate_for
 from ecp.activities._evidence_sink import NO_ARGUMENTS
@@ -43,6 +46,14 @@ from ecp.lineage.ledger.errors import LineageError
 __all__ = ["ProveActivities"]
 
 
+@dataclass(frozen=True, slots=True)
+class _Execution:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    activity_id: str
+
+
 @dataclass
 class ProveActivities:
     """Holds the log key and the recorder key of the authority side."""
@@ -56,15 +67,17 @@ class ProveActivities:
         """The activity callables to register on the authority queue."""
         return [self.prove]
 
-    def _statement_for(self, inp: ProveInput, args_digest: Digest, at: datetime) -> bytes:
+    def _denial_for(
+        self, who: _Execution, inp: ProveInput, args_digest: Digest, at: datetime
+    ) -> bytes:
         predicate = predicate_for(
-            namespace=inp.namespace,
-            workflow_id=inp.workflow_id,
-            run_id=inp.run_id,
-            activity_id=inp.activity_id,
+            namespace=who.namespace,
+            workflow_id=who.workflow_id,
+            run_id=who.run_id,
+            activity_id=who.activity_id,
             attempt=1,
             activity_type=inp.action,
-            status=OutcomeStatus(inp.outcome),
+            status=OutcomeStatus.DENIED,
             reason_code=inp.reason_code,
             reason=inp.reason,
             # Empty when the request was refused before any decision.
@@ -79,38 +92,69 @@ class ProveActivities:
         statement = build_statement(predicate, arguments=args_digest)
         return sign_evidence(statement, self.recorder).to_json()
 
-    def _prove(self, inp: ProveInput, args_digest: Digest, at: datetime) -> ProveResult:
+    def _prove(
+        self, who: _Execution, inp: ProveInput, args_digest: Digest, at: datetime
+    ) -> ProveResult:
         index = self.ledger.find_activity(
-            inp.namespace, inp.workflow_id, inp.run_id, inp.activity_id
+            who.namespace, who.workflow_id, who.run_id, who.activity_id
         )
-        if index is None or not self._agrees(index, inp):
-            # Nothing recorded, or the newest record tells another story (an
-            # earlier attempt's failure while the last one's record was lost):
-            # record what the workflow observed, so the receipt proves it.
-            index = self.ledger.append(self._statement_for(inp, args_digest, at)).index
+        recorded = self._outcome_of(index)
+        if inp.outcome == OutcomeStatus.DENIED.value:
+            if recorded != OutcomeStatus.DENIED.value:
+                # No gate saw this call (or it ran before: then the gate's
+                # record stays, and this denial is recorded beside it).
+                index = self.ledger.append(self._denial_for(who, inp, args_digest, at)).index
+        elif index is None or recorded != inp.outcome:
+            raise ApplicationError(
+                f"no gate record shows {inp.outcome!r} for {who.activity_id} of "
+                f"{who.workflow_id}; the authority does not record outcomes",
+                type=failure_type("outcome_unrecorded"),
+                non_retryable=True,
+            )
+        assert index is not None
         receipt = self.ledger.receipt(index, signer=self.log_signer)
         return ProveResult(
             index=index, receipt=receipt.to_json().decode(), tree_size=receipt.tree_size
         )
 
-    def _agrees(self, index: int, inp: ProveInput) -> bool:
-        pred = parse_evidence(self.ledger.entry(index).envelope).predicate
-        return pred.outcome.status.value == inp.outcome and (pred.grant_id or "") == (
-            inp.grant_id or ""
-        )
+    def _outcome_of(self, index: int | None) -> str | None:
+        if index is None:
+            return None
+        return parse_evidence(self.ledger.entry(index).envelope).predicate.outcome.status.value
 
     @activity.defn(name=ACTIVITY_PROVE)
     async def prove(self, inp: ProveInput) -> ProveResult:
-        """Record (if needed) and certify the evidence of one governed action."""
+        """Certify the gate's record of one governed action, or record a denial no gate saw.
+
+        Raises:
+            ApplicationError: ``ecp.outcome_unrecorded`` (no gate record shows
+                the outcome the workflow reports), ``ecp.not_governed`` (the
+                activity id is not an execute step's), a ledger error's type,
+                or ``ecp.malformed_evidence``.
+        """
+        info = activity.info()
+        if not inp.activity_id.startswith(EXECUTE_ACTIVITY_ID_PREFIX):
+            raise ApplicationError(
+                f"{inp.activity_id!r} is not the activity id of a governed execute step",
+                type=failure_type("not_governed"),
+                non_retryable=True,
+            )
+        # Which execution: as Temporal reports the caller, not as the input says.
+        who = _Execution(
+            info.workflow_namespace or info.namespace,
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+            inp.activity_id,
+        )
         try:
             args_digest = digest_values(inp.args, activity.payload_converter())
         except AuthorityError:
             args_digest = NO_ARGUMENTS
         # The statement time must not change across retries of this activity
         # (idempotent append): use when the attempt was first scheduled.
-        at = activity.info().scheduled_time
+        at = info.scheduled_time
         try:
-            return await asyncio.to_thread(self._prove, inp, args_digest, at)
+            return await asyncio.to_thread(self._prove, who, inp, args_digest, at)
         except LineageError as exc:
             raise to_application_error(exc) from None
         except ValidationError as exc:

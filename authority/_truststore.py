@@ -49,7 +49,8 @@ class KeyRole(StrEnum):
     AUTHORITY = "authority"  # grants
     APPROVER = "approver"  # approvals
     LOG = "log"  # ledger checkpoints
-    WORKER = "worker"  # evidence and environment attestations
+    WORKER = "worker"  # the gate's evidence (outcomes, gate denials) and attestations
+    RECORDER = "recorder"  # the authority side's evidence: decisions and denials only
 
 
 def _is_text(value: str) -> bool:

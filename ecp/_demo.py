@@ -35,6 +35,7 @@ from ecp.authority._clock import system_clock
 from ecp.authority._grant import CallBinding, issue_grant
 from ecp.authority._keys import Ed25519FileSigner, load_public_key
 from ecp.authority._policy import PolicyBundle, PolicyRequest
+from ecp.authority._truststore import TrustStore
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import verify_receipt
 from ecp.workflows._models import JSON, GovernedRequest, GovernedResult, TaskQueues
@@ -277,7 +278,9 @@ def _report(
         console.print(f"{mark}  [bold]{ln.name}[/]: decision {ln.decision}, {ln.outcome}, {where}")
         console.print(f"    workflow {ln.workflow_id}")
         console.print(f"    {ln.detail}", soft_wrap=True)
-    report = ledger.verify_all(load_public_key(KeyFiles(settings.keys).log))
+    report = ledger.verify_all(
+        load_public_key(KeyFiles(settings.keys).log), trust=TrustStore.load(settings.trust)
+    )
     console.print(
         f"ledger verified: {report.size} entries, {report.checkpoints} checkpoints, "
         f"root {report.root_hash.hex()[:16]}…"

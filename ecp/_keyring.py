@@ -72,7 +72,7 @@ def init_keyring(directory: Path, *, approver: str = DEMO_APPROVER) -> KeyFiles:
         (files.authority, {KeyRole.AUTHORITY}, "authority"),
         (files.log, {KeyRole.LOG}, "log"),
         (files.worker, {KeyRole.WORKER}, "executor"),
-        (files.recorder, {KeyRole.WORKER}, "authority-recorder"),
+        (files.recorder, {KeyRole.RECORDER}, "authority-recorder"),
         (files.approver, {KeyRole.APPROVER}, approver),
     )
     existing = [p for p, _, _ in duties if p.exists()] + (

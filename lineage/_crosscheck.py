@@ -22,8 +22,9 @@ from sqlalchemy import Row, select
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from ecp._wire import ACTIVITY_PREPARE, GOVERNANCE_ACTIVITIES, is_denial_type
+from ecp._wire import ACTIVITY_PREPARE, ACTIVITY_PROVE, GOVERNANCE_ACTIVITIES, is_denial_type
 from ecp.authority._calldigest import digest_payloads
+from ecp.authority._canonical import parse_json_strict
 from ecp.authority._clock import FixedClock
 from ecp.authority._replay import InMemoryReplayGuard
 from ecp.authority._truststore import TrustStore
@@ -73,6 +74,9 @@ class Violation:
     RECEIPT_INVALID = "receipt_invalid"
     NO_CHECKPOINT = "no_checkpoint"
     EVIDENCE_WITHOUT_EXECUTION = "evidence_without_execution"
+    #: A prove step reported a receipt or an outcome the ledger does not hold
+    #: (a rogue poller answered it, or its record was never written).
+    PROOF_NOT_IN_LOG = "proof_not_in_log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +433,101 @@ def cross_check(
                 findings.append(_finding(x, ctx))
     matched = {f.ledger_index for f in findings if f.ledger_index >= 0}
     findings.extend(_unmatched_evidence(runs, matched, ctx))
+    # What each prove step told the workflow must be what the log holds.
+    for h in runs:
+        findings.extend(_prove_findings(h, ctx))
     return CrossCheckReport(tuple(findings))
+
+
+def _payload_json(payloads: Sequence[object]) -> object:
+    data = getattr(payloads[0], "data", b"") if payloads else b""
+    try:
+        return parse_json_strict(data)
+    except AuthorityError:
+        return None
+
+
+def _prove_findings(h: RunHistory, ctx: _Context) -> list[Finding]:
+    """Check every ``ecp.prove`` step of a run against the ledger.
+
+    The step's input names the execute activity and the outcome the workflow
+    will report; its result is the receipt the workflow hands on. Both must be
+    what the log holds: a record for that activity with that outcome, and a
+    receipt that verifies with the log key and is that very entry. A rogue
+    poller on the authority queue can answer a prove step, but not make it
+    pass this check.
+    """
+    scheduled: dict[int, HistoryEvent] = {}
+    out: list[Finding] = []
+    for e in h.events:
+        t = e.event_type
+        if t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = e.activity_task_scheduled_event_attributes
+            if a.activity_type.name == ACTIVITY_PROVE:
+                scheduled[e.event_id] = e
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            c = e.activity_task_completed_event_attributes
+            sched = scheduled.get(c.scheduled_event_id)
+            if sched is not None:
+                out.append(_prove_finding(h, sched, c.result.payloads, ctx))
+    return out
+
+
+def _prove_finding(
+    h: RunHistory, sched: HistoryEvent, result: Sequence[object], ctx: _Context
+) -> Finding:
+    a = sched.activity_task_scheduled_event_attributes
+    claim = _payload_json(list(a.input.payloads))
+    got = _payload_json(result)
+    claim = claim if isinstance(claim, dict) else {}
+    got = got if isinstance(got, dict) else {}
+    activity_id = str(claim.get("activity_id", ""))
+    outcome = str(claim.get("outcome", ""))
+    problems: list[str] = []
+    idx = ctx.ledger.find_activity(h.namespace, h.workflow_id, h.run_id, activity_id)
+    recorded = ""
+    if idx is None:
+        problems.append(
+            f"{Violation.PROOF_NOT_IN_LOG}: the prove step reported {outcome or 'an outcome'} "
+            f"for {activity_id or '?'}, the ledger has no record of it"
+        )
+    else:
+        try:
+            recorded = parse_evidence(ctx.ledger.entry(idx).envelope).predicate.outcome.status
+        except LineageError as exc:
+            problems.append(f"{Violation.EVIDENCE_INVALID}: {exc}")
+        if recorded and recorded != outcome:
+            problems.append(
+                f"{Violation.EVIDENCE_MISMATCH}: the prove step reported {outcome}, "
+                f"the ledger says {recorded}"
+            )
+    receipt = got.get("receipt")
+    if isinstance(receipt, str) and receipt:
+        try:
+            v = verify_receipt(receipt, ctx.log_key, origin=ctx.origin)
+            if idx is None or v.log_index != idx:
+                problems.append(
+                    f"{Violation.PROOF_NOT_IN_LOG}: the receipt names entry {v.log_index}, "
+                    f"the ledger's record is {idx}"
+                )
+        except LineageError as exc:
+            problems.append(f"{Violation.RECEIPT_INVALID}: {type(exc).__name__}: {exc}")
+    elif idx is not None:
+        problems.append(f"{Violation.RECEIPT_INVALID}: the prove step returned no receipt")
+    return Finding(
+        node=f"activity:{h.workflow_id}/{h.run_id}/{sched.event_id}",
+        workflow_id=h.workflow_id,
+        run_id=h.run_id,
+        activity_id=activity_id,
+        activity_type=ACTIVITY_PROVE,
+        outcome=outcome or "unknown",
+        grant="n/a",
+        grant_id=str(claim.get("grant_id", "")),
+        evidence="verified" if not problems else "; ".join(problems),
+        ledger_index=-1 if idx is None else idx,
+        status=GovernanceStatus.VIOLATION if problems else GovernanceStatus.OK,
+        violations=tuple(problems),
+    )
 
 
 def annotate_graph(g: nx.DiGraph, report: CrossCheckReport) -> None:

@@ -10,6 +10,7 @@ approval is rejected before it ever reaches history.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -380,14 +381,50 @@ class GovernedExecution:
 
     async def _prove(self, req: GovernedRequest, exec_id: str, ending: _Ending) -> GovernedResult:
         """Record how the run ended in the ledger; every path ends here."""
-        info = workflow.info()
         d = self._decision
         assert d is not None
         self._step = "prove"
         self._outcome = ending.outcome
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(ending.outcome)])
         self._refresh_details(req)
-        receipt: ProveResult = await workflow.execute_activity(
+        try:
+            receipt = await self._prove_step(req, exec_id, ending)
+        except ActivityError as err:
+            cause = err.cause
+            if not (
+                isinstance(cause, ApplicationError)
+                and failure_code(cause.type) == "outcome_unrecorded"
+            ):
+                raise
+            # The gate's record of the outcome is missing (its ledger write
+            # failed after the body ran): the outcome stands, unproven, and
+            # the cross-check reports it; the authority never writes it.
+            receipt = ProveResult(index=-1, receipt="", tree_size=0)
+            ending = dataclasses.replace(
+                ending, reason=f"{ending.reason} (unproven: {cause.message})"
+            )
+        self._receipt = receipt
+        self._step = "done"
+        self._refresh_details(req)
+        return GovernedResult(
+            decision=d.effect,
+            decision_id=d.decision_id,
+            policy_digest=d.policy_digest,
+            reasons=d.reasons,
+            outcome=ending.outcome,
+            reason=ending.reason,
+            grant_id=self._grant.grant_id if self._grant else "",
+            result=ending.result,
+            ledger_index=receipt.index,
+            receipt=receipt.receipt,
+        )
+
+    async def _prove_step(self, req: GovernedRequest, exec_id: str, ending: _Ending) -> ProveResult:
+        """Schedule ``ecp.prove`` (its input's ids are informational: it reads its own)."""
+        info = workflow.info()
+        d = self._decision
+        assert d is not None
+        result: ProveResult = await workflow.execute_activity(
             ACTIVITY_PROVE,
             ProveInput(
                 namespace=info.namespace,
@@ -410,21 +447,7 @@ class GovernedExecution:
             result_type=ProveResult,
             summary=f"prove: record {ending.outcome} evidence and fetch the receipt",
         )
-        self._receipt = receipt
-        self._step = "done"
-        self._refresh_details(req)
-        return GovernedResult(
-            decision=d.effect,
-            decision_id=d.decision_id,
-            policy_digest=d.policy_digest,
-            reasons=d.reasons,
-            outcome=ending.outcome,
-            reason=ending.reason,
-            grant_id=self._grant.grant_id if self._grant else "",
-            result=ending.result,
-            ledger_index=receipt.index,
-            receipt=receipt.receipt,
-        )
+        return result
 
     def _refresh_details(self, req: GovernedRequest | None = None) -> None:
         # Markdown tables do not render in the Temporal UI: use a list.

@@ -37,6 +37,17 @@ def _log_key_path(path: Path | None) -> Path:
     return path or data_dir() / "keys" / "log.key"
 
 
+_TRUST_HELP = "The trust store naming the keys that may sign evidence (default: $ECP_HOME/keys)."
+
+
+def _trust(path: Path | None) -> TrustStore:
+    # Without the trust store nobody can tell forged evidence from real.
+    chosen = path or data_dir() / "keys" / "truststore.json"
+    if not chosen.exists():
+        raise CliError(f"no trust store at {chosen}; pass --trust-store FILE")
+    return TrustStore.load(chosen)
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         data = path.read_bytes()
@@ -58,18 +69,13 @@ def append(
         Path, typer.Argument(help="A DSSE evidence envelope (JSON); '-' is not accepted.")
     ],
     db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
-    trust_store: Annotated[
-        Path | None,
-        typer.Option(
-            "--trust-store", help="Require a signature by a worker key from this trust store."
-        ),
-    ] = None,
+    trust_store: Annotated[Path | None, typer.Option("--trust-store", help=_TRUST_HELP)] = None,
 ) -> None:
-    """Append one evidence envelope; prints its index (idempotent: a repeat prints the same)."""
+    """Append one evidence envelope signed by a trusted key; prints its index (idempotent)."""
     from ecp.lineage.ledger._ledger import Ledger
 
     data = _read(file, "evidence file")
-    trust = TrustStore.load(trust_store) if trust_store is not None else None
+    trust = _trust(trust_store)
     with Ledger.open(_url(db), trust=trust) as ledger:
         r = ledger.append(data)
     _emit(
@@ -155,15 +161,20 @@ def verify(
             "--log-key", help="The log's key (public or private PEM) to check checkpoints."
         ),
     ] = None,
+    trust_store: Annotated[Path | None, typer.Option("--trust-store", help=_TRUST_HELP)] = None,
 ) -> None:
-    """Recompute every entry hash and the tree, check all checkpoints; name the first bad index."""
+    """Recompute every hash, check every entry's signature and all checkpoints.
+
+    Names the first bad index.
+    """
     from ecp.lineage.ledger._ledger import Ledger
 
     public = load_public_key(_log_key_path(log_key))
+    trust = _trust(trust_store)
     with Ledger.open(_url(db), create=False) as ledger:
-        report = ledger.verify_all(public)
+        report = ledger.verify_all(public, trust=trust)
     typer.echo(
-        f"ok: {report.size} entries, root {report.root_hash.hex()}, "
+        f"ok: {report.size} entries signed by trusted keys, root {report.root_hash.hex()}, "
         f"{report.checkpoints} checkpoints verified"
     )
 

@@ -67,7 +67,11 @@ class LedgerAuditor:
         return self._task is not None and not self._task.done()
 
     async def latest(
-        self, ledger: Ledger, log_key: Ed25519PublicKey | None, now: datetime
+        self,
+        ledger: Ledger,
+        log_key: Ed25519PublicKey | None,
+        now: datetime,
+        trust: TrustStore | None = None,
     ) -> AuditResult | None:
         """The last result, starting a new run when it is due.
 
@@ -76,7 +80,7 @@ class LedgerAuditor:
         """
         due = self._last is None or now - self._last.finished_at >= self.interval
         if due and not self.running:
-            self._task = asyncio.ensure_future(asyncio.to_thread(_verify, ledger, log_key))
+            self._task = asyncio.ensure_future(asyncio.to_thread(_verify, ledger, log_key, trust))
             self._task.add_done_callback(self._store)
         if self._last is None and self._task is not None:
             await asyncio.wait({self._task}, timeout=self.first_wait)
@@ -87,10 +91,14 @@ class LedgerAuditor:
             self._last = task.result()
 
 
-def _verify(ledger: Ledger, log_key: Ed25519PublicKey | None) -> AuditResult:
+def _verify(
+    ledger: Ledger, log_key: Ed25519PublicKey | None, trust: TrustStore | None
+) -> AuditResult:
     start = time.monotonic()
     try:
-        report = ledger.verify_all(log_key)
+        # With the trust store, every entry's signature too: a database
+        # operator can rewrite rows and hashes, but cannot sign.
+        report = ledger.verify_all(log_key, trust=trust)
     except TamperError as exc:
         return AuditResult(
             datetime.now(UTC),

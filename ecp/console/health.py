@@ -250,11 +250,13 @@ async def check_verification(
     name = "ledger verification"
     if ledger is None:
         return HealthItem(name, Status.RED, "Unknown: the ledger is not open.")
+    trust: TrustStore | None
     try:
-        key = log_key_from(TrustStore.load(settings.trust), now)
+        trust = TrustStore.load(settings.trust)
+        key = log_key_from(trust, now)
     except AuthorityError:
-        key = None
-    last = await auditor.latest(ledger, key, now)
+        trust, key = None, None
+    last = await auditor.latest(ledger, key, now, trust)
     every = _age(now - auditor.interval, now)
     if last is None:
         return HealthItem(

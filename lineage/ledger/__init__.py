@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ecp.lineage.ledger._evidence import parse_evidence as parse_evidence
     from ecp.lineage.ledger._evidence import sign_evidence as sign_evidence
     from ecp.lineage.ledger._evidence import verify_evidence_signature as verify_evidence_signature
+    from ecp.lineage.ledger._ledger import ACCEPT_UNVERIFIED as ACCEPT_UNVERIFIED
     from ecp.lineage.ledger._ledger import AppendResult as AppendResult
     from ecp.lineage.ledger._ledger import Ledger as Ledger
     from ecp.lineage.ledger._ledger import VerifyReport as VerifyReport
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ecp.lineage.ledger.errors import LineageError as LineageError
 
 __all__ = [
+    "ACCEPT_UNVERIFIED",
     "AppendResult",
     "Checkpoint",
     "Evidence",
@@ -64,6 +66,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "ACCEPT_UNVERIFIED": "ecp.lineage.ledger._ledger",
         "AppendResult": "ecp.lineage.ledger._ledger",
         "Checkpoint": "ecp.lineage.ledger._checkpoint",
         "Evidence": "ecp.lineage.ledger._evidence",

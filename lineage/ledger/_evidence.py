@@ -75,6 +75,7 @@ __all__ = [
     "OutcomeStatus",
     "build_statement",
     "evidence_id_of",
+    "evidence_roles",
     "format_time",
     "parse_evidence",
     "sign_evidence",
@@ -369,20 +370,39 @@ def parse_evidence(envelope: Envelope | bytes | str) -> Evidence:
     return Evidence(envelope, statement, predicate, evidence_id_of(envelope.payload))
 
 
+def evidence_roles(evidence: Evidence) -> tuple[KeyRole, ...]:
+    """The key roles whose signature this kind of evidence needs.
+
+    An outcome (completed, failed) is the gate's own record: only an executor
+    (worker) key may sign it. A denial may also come from the authority
+    side's recorder key (denials before any gate saw the call); the recorder
+    can never vouch for an outcome.
+    """
+    if evidence.predicate.outcome.status is OutcomeStatus.DENIED:
+        return (KeyRole.WORKER, KeyRole.RECORDER)
+    return (KeyRole.WORKER,)
+
+
 def verify_evidence_signature(evidence: Evidence, trust: TrustStore, at: datetime) -> None:
-    """Check that a trusted worker key signed the evidence.
+    """Check that a trusted key of a role allowed for this evidence signed it.
 
     Raises:
-        EvidenceSignatureError: no signature by a worker key valid at ``at``
-            verifies (unknown, revoked or wrong-role key, bad signature).
+        EvidenceSignatureError: no signature by a key of an allowed role
+            (see :func:`evidence_roles`) valid at ``at`` verifies (unknown,
+            revoked or wrong-role key, bad signature).
     """
-    try:
-        verify_envelope(
-            evidence.envelope,
-            payload_type=INTOTO_PAYLOAD_TYPE,
-            trust=trust,
-            role=KeyRole.WORKER,
-            at=at,
-        )
-    except VerificationError as exc:
-        raise EvidenceSignatureError(f"evidence signature: {exc}") from exc
+    failures: list[str] = []
+    for role in evidence_roles(evidence):
+        try:
+            verify_envelope(
+                evidence.envelope,
+                payload_type=INTOTO_PAYLOAD_TYPE,
+                trust=trust,
+                role=role,
+                at=at,
+            )
+            return
+        except VerificationError as exc:
+            failures.append(str(exc))
+    what = evidence.predicate.outcome.status.value
+    raise EvidenceSignatureError(f"{what} evidence signature: {'; '.join(failures)}")

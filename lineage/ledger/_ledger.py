@@ -54,6 +54,8 @@ from ecp.lineage.ledger._store import (
 from ecp.lineage.ledger.errors import (
     CheckpointOriginError,
     EntryNotFoundError,
+    EvidenceError,
+    EvidenceSignatureError,
     InconsistentCheckpointError,
     LineageError,
     NoCheckpointError,
@@ -63,6 +65,7 @@ from ecp.lineage.ledger.errors import (
 )
 
 __all__ = [
+    "ACCEPT_UNVERIFIED",
     "DEFAULT_ORIGIN",
     "AppendResult",
     "Ledger",
@@ -124,14 +127,31 @@ class _Prepared:
     activity: tuple[str, str, str, str]
 
 
+class _AcceptUnverified:
+    """Type of :data:`ACCEPT_UNVERIFIED`."""
+
+    def __repr__(self) -> str:
+        return "ACCEPT_UNVERIFIED"
+
+
+#: Pass as ``trust`` to append evidence without checking who signed it (tests
+#: of the tree itself, benchmarks). Nothing in ECP's runtime does.
+ACCEPT_UNVERIFIED: Final = _AcceptUnverified()
+
+
 class Ledger:
-    """An evidence ledger in one SQLite or PostgreSQL database."""
+    """An evidence ledger in one SQLite or PostgreSQL database.
+
+    Appends are refused unless the ledger was opened with the trust store
+    that says which keys may sign which evidence: without one, nobody can
+    tell forged evidence from real, so nothing is accepted.
+    """
 
     def __init__(
         self,
         db: LedgerDatabase,
         *,
-        trust: TrustStore | None = None,
+        trust: TrustStore | _AcceptUnverified | None = None,
         checkpoint_signer: Signer | None = None,
         origin: str = DEFAULT_ORIGIN,
         checkpoint_every: int = 0,
@@ -148,7 +168,7 @@ class Ledger:
         url: str,
         *,
         create: bool = True,
-        trust: TrustStore | None = None,
+        trust: TrustStore | _AcceptUnverified | None = None,
         checkpoint_signer: Signer | None = None,
         origin: str = DEFAULT_ORIGIN,
         checkpoint_every: int = 0,
@@ -158,7 +178,9 @@ class Ledger:
         Args:
             url: ``sqlite:///path`` or ``postgresql+psycopg://user@host:port/db``.
             create: create the schema (and SQLite file) if missing.
-            trust: if given, appends require a signature by a trusted worker key.
+            trust: which keys may sign which evidence; appends need a valid
+                signature by one of them. ``None`` (read-only use) refuses
+                every append; :data:`ACCEPT_UNVERIFIED` accepts any.
             checkpoint_signer: the log key, for checkpoints issued after appends.
             origin: the log's origin line (and checkpoint key name).
             checkpoint_every: with a signer, issue a checkpoint whenever an
@@ -201,7 +223,12 @@ class Ledger:
 
     def _prepare(self, envelope: Envelope | bytes | str) -> _Prepared:
         evidence = parse_evidence(envelope)
-        if self._trust is not None:
+        if self._trust is None:
+            raise EvidenceSignatureError(
+                "this ledger was opened without a trust store; it accepts no evidence "
+                "(open it with the deployment's trust store)"
+            )
+        if isinstance(self._trust, TrustStore):
             verify_evidence_signature(evidence, self._trust, datetime.now(UTC))
         leaf = _leaf_bytes(evidence.envelope)
         a = evidence.predicate.activity
@@ -214,8 +241,8 @@ class Ledger:
         Raises:
             MalformedEvidenceError: the envelope is not valid evidence.
             NonCanonicalEvidenceError: the statement is not canonical JSON.
-            EvidenceSignatureError: a trust store is set and no trusted worker
-                key signed the envelope.
+            EvidenceSignatureError: no trust store, or no trusted key of a role
+                allowed for this evidence signed the envelope.
             InconsistentCheckpointError: an automatic checkpoint was refused
                 (nothing is appended then).
             LedgerUnavailableError: the database is unreachable; nothing was written.
@@ -547,11 +574,16 @@ class Ledger:
 
     # --- auditing -------------------------------------------------------------
 
-    def verify_all(self, log_key: Ed25519PublicKey | None = None) -> VerifyReport:
+    def verify_all(
+        self, log_key: Ed25519PublicKey | None = None, *, trust: TrustStore | None = None
+    ) -> VerifyReport:
         """Recompute every entry hash and the whole tree; check every checkpoint.
 
         Checks, in log order: sequence numbers are gap-free; each entry's bytes
-        hash to its leaf hash and evidence id; the root after each entry is the
+        hash to its leaf hash and evidence id; with ``trust``, each entry is
+        signed by a trusted key of a role allowed for it (an operator of the
+        database can rewrite rows and hashes, but cannot sign); the root after
+        each entry is the
         stored one (catches reordering); every stored subtree hash is the
         recomputed one; the head matches; then every checkpoint's signature
         (with ``log_key``), its root against the recomputed tree at its size,
@@ -586,6 +618,8 @@ class Ledger:
                         raise TamperError(i, "entry bytes do not match the stored leaf hash")
                     if _evidence_id(leaf) != row.evidence_id:
                         raise TamperError(i, "evidence id does not match the entry")
+                    if trust is not None:
+                        _check_signed(i, leaf, trust)
                     for n in border.push(lh):
                         key = node_key(n.level, n.index)
                         if stored_nodes.get(key) != n.hash:
@@ -755,6 +789,15 @@ class _Lookup:
                 f"stored subtree (level {missing[0][0]}, index {missing[0][1]}) is missing",
             )
         return out
+
+
+def _check_signed(index: int, leaf: bytes, trust: TrustStore) -> None:
+    try:
+        evidence = parse_evidence(leaf)
+        signed_at = datetime.fromisoformat(evidence.predicate.finished_at.replace("Z", "+00:00"))
+        verify_evidence_signature(evidence, trust, signed_at)
+    except (EvidenceError, ValueError) as exc:
+        raise TamperError(index, f"entry is not evidence signed by a trusted key: {exc}") from exc
 
 
 def _chunks(conn: Connection, size: int) -> Iterator[tuple[Sequence[Any], dict[int, bytes]]]:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ecp.authority._keys import Ed25519FileSigner, write_private_key, write_public_key
 from ecp.cli import app
-from tests.lineage.support import make_envelope
+from tests.lineage.support import make_envelope, trust_of
 
 
 @pytest.fixture
@@ -21,7 +21,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     key = Ed25519FileSigner.generate()
     write_private_key(key.private_key, tmp_path / "home" / "keys" / "log.key")
     write_public_key(key.public_key, tmp_path / "home" / "keys" / "log.pub")
+    trust_of(WORKER).save(tmp_path / "home" / "keys" / "truststore.json")
     return tmp_path / "home"
+
+
+#: The one executor key the home's trust store names.
+WORKER = Ed25519FileSigner.generate()
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -30,7 +35,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_ledger_cli_round_trip(home: Path, tmp_path: Path) -> None:
-    worker = Ed25519FileSigner.generate()
+    worker = WORKER
     files = []
     for i in range(5):
         f = tmp_path / f"ev{i}.json"
@@ -115,6 +120,13 @@ def test_bad_input_appends_nothing(home: Path, tmp_path: Path) -> None:
         assert err.startswith("error: ")
         assert err.count("\n") == 1
         assert out == ""
+    # Well-formed evidence signed by a key the trust store does not name.
+    forged = tmp_path / "forged.json"
+    forged.write_bytes(make_envelope(0, Ed25519FileSigner.generate()).to_json())
+    code, out, err = run("ledger", "append", str(forged))
+    assert code == 1
+    assert "EvidenceSignatureError" in err
+    assert out == ""
     code, _, err = run("ledger", "append", str(tmp_path / "missing.json"))
     assert code == 1
     assert "cannot read" in err

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ecp.authority._canonical import digest_bytes
 from ecp.authority._dsse import Envelope
-from ecp.authority._keys import Signer
+from ecp.authority._keys import Ed25519FileSigner, Signer
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.lineage.ledger._evidence import (
     ActivityIdentity,
     EvidencePredicate,
@@ -13,6 +16,7 @@ from ecp.lineage.ledger._evidence import (
     build_statement,
     sign_evidence,
 )
+from ecp.lineage.ledger._ledger import ACCEPT_UNVERIFIED, Ledger
 
 __all__ = ["make_envelope", "make_predicate"]
 
@@ -57,3 +61,18 @@ def make_envelope(
         ),
         signer,
     )
+
+
+def trust_of(*workers: Ed25519FileSigner) -> TrustStore:
+    """A trust store in which ``workers`` may sign evidence."""
+    return TrustStore(
+        [
+            TrustedKey.create(w.public_key, {KeyRole.WORKER}, name=f"worker-{i}")
+            for i, w in enumerate(workers)
+        ]
+    )
+
+
+def open_unverified(url: str, **kw: Any) -> Ledger:
+    """A ledger that appends without checking signers: for tests of the tree itself."""
+    return Ledger.open(url, trust=ACCEPT_UNVERIFIED, **kw)

@@ -11,10 +11,9 @@ import pytest
 from sqlalchemy import event
 
 from ecp.authority._keys import Ed25519FileSigner
-from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._merkle import verify_consistency
 from ecp.lineage.ledger.errors import LedgerUnavailableError
-from tests.lineage.support import make_envelope
+from tests.lineage.support import make_envelope, open_unverified
 
 WRITERS = 4
 PER_WRITER = 30
@@ -26,7 +25,7 @@ def _writer(url: str, wid: int, worker_pem: bytes, log_pem: bytes, q: mp.Queue) 
     worker = Ed25519FileSigner(load_pem_private_key(worker_pem, None))  # type: ignore[arg-type]
     log = Ed25519FileSigner(load_pem_private_key(log_pem, None))  # type: ignore[arg-type]
     created = 0
-    with Ledger.open(url) as ledger:
+    with open_unverified(url) as ledger:
         for k in range(PER_WRITER):
             r = ledger.append(make_envelope(wid * 1000 + k, worker))
             created += r.created
@@ -48,7 +47,7 @@ def _pem(signer: Ed25519FileSigner) -> bytes:
 
 
 def test_concurrent_writers(ledger_url: str, worker, log_signer) -> None:
-    Ledger.open(ledger_url).close()  # schema first, like a deployment would
+    open_unverified(ledger_url).close()  # schema first, like a deployment would
     ctx = mp.get_context("fork")
     q: mp.Queue = ctx.Queue()
     procs = [
@@ -61,7 +60,7 @@ def test_concurrent_writers(ledger_url: str, worker, log_signer) -> None:
         p.join(120)
         assert p.exitcode == 0
     created = sum(q.get() for _ in procs)
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         assert created == WRITERS * PER_WRITER
         assert ledger.head().size == WRITERS * PER_WRITER
         report = ledger.verify_all(log_signer.public_key)  # gap-free seqs, all hashes
@@ -81,12 +80,12 @@ def test_concurrent_writers(ledger_url: str, worker, log_signer) -> None:
 
 def test_postgres_unreachable() -> None:
     with pytest.raises(LedgerUnavailableError) as info:
-        Ledger.open("postgresql+psycopg://postgres@127.0.0.1:1/nope")
+        open_unverified("postgresql+psycopg://postgres@127.0.0.1:1/nope")
     assert info.value.retryable
 
 
 def test_postgres_connection_killed_mid_append(pg_url: str, worker, log_signer) -> None:
-    with Ledger.open(pg_url) as ledger:
+    with open_unverified(pg_url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(3)])
         ledger.checkpoint(log_signer)
         engine = ledger.database.engine
@@ -120,7 +119,7 @@ def _eid(env):  # type: ignore[no-untyped-def]
 def test_sqlite_directory_gone_then_back(tmp_path: Path, worker, log_signer) -> None:
     home = tmp_path / "data"
     url = f"sqlite:///{home / 'ecp.db'}"
-    with Ledger.open(url) as ledger:
+    with open_unverified(url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(5)])
         home.rename(tmp_path / "moved")
         with pytest.raises(LedgerUnavailableError) as info:
@@ -134,4 +133,4 @@ def test_sqlite_directory_gone_then_back(tmp_path: Path, worker, log_signer) -> 
         ledger.checkpoint(log_signer)
         assert ledger.verify_all(log_signer.public_key).size == 6
     with pytest.raises(LedgerUnavailableError):
-        Ledger.open(f"sqlite:///{tmp_path / 'absent' / 'x.db'}", create=False)
+        open_unverified(f"sqlite:///{tmp_path / 'absent' / 'x.db'}", create=False)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ecp.authority._dsse import Envelope, EnvelopeSignature
 from ecp.lineage.ledger._evidence import parse_evidence
-from ecp.lineage.ledger._ledger import Ledger, _leaf_bytes
+from ecp.lineage.ledger._ledger import _leaf_bytes
 from ecp.lineage.ledger._merkle import InMemoryTree, leaf_hash, verify_inclusion
 from ecp.lineage.ledger._receipt import entry_leaf
 from ecp.lineage.ledger.errors import (
@@ -18,7 +18,7 @@ from ecp.lineage.ledger.errors import (
     ProofSizeError,
     TamperError,
 )
-from tests.lineage.support import make_envelope
+from tests.lineage.support import make_envelope, open_unverified
 
 _text = st.text(st.characters(codec="utf-8"), max_size=12)  # incl. controls, quotes, non-BMP
 
@@ -47,7 +47,7 @@ def test_fast_leaf_lone_surrogate_fails_like_entry_leaf() -> None:
 
 def test_proofs_match_an_in_memory_tree(ledger_url: str, worker) -> None:
     envs = [make_envelope(i, worker) for i in range(37)]
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         for e in envs[:20]:
             ledger.append(e)
         ledger.append_many(envs[20:])
@@ -70,7 +70,7 @@ def test_proofs_match_an_in_memory_tree(ledger_url: str, worker) -> None:
 
 
 def test_proof_errors_in_the_old_order(ledger_url: str, worker) -> None:
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         assert ledger.root_at(0) == InMemoryTree().root(0)
         with pytest.raises(EntryNotFoundError):
             ledger.root_at(1)
@@ -90,7 +90,7 @@ def test_proof_errors_in_the_old_order(ledger_url: str, worker) -> None:
 
 
 def test_missing_subtree_is_tampering_on_the_proof_path(ledger_url: str, worker) -> None:
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(8)])
         with ledger.database.engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM ledger_node")
@@ -101,7 +101,7 @@ def test_missing_subtree_is_tampering_on_the_proof_path(ledger_url: str, worker)
 def test_refused_auto_checkpoint_appends_nothing_and_frees_the_lock(
     ledger_url: str, worker, log_signer
 ) -> None:
-    with Ledger.open(ledger_url, checkpoint_signer=log_signer, checkpoint_every=2) as ledger:
+    with open_unverified(ledger_url, checkpoint_signer=log_signer, checkpoint_every=2) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(2)])
         # The stored checkpoint now claims a larger log: signing a smaller one is refused.
         with ledger.database.engine.begin() as conn:
@@ -113,14 +113,14 @@ def test_refused_auto_checkpoint_appends_nothing_and_frees_the_lock(
                 ledger.append_many([make_envelope(i, worker) for i in range(2, 4)])
             assert ledger.head().size == 2
             assert ledger.find(parse_evidence(make_envelope(2, worker)).evidence_id) is None
-    with Ledger.open(ledger_url) as plain:
+    with open_unverified(ledger_url) as plain:
         assert plain.append(make_envelope(2, worker)).index == 2
 
 
 def test_postgres_pooled_connections_dropped_by_the_server(pg_url: str, worker, log_signer) -> None:
     """No ping per checkout: every path must survive a server-side disconnect."""
     dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    with Ledger.open(pg_url) as ledger:
+    with open_unverified(pg_url) as ledger:
 
         def drop_all() -> None:
             # Fill the pool, then have the server end every connection in it.

@@ -31,11 +31,11 @@ from ecp.lineage.ledger.errors import (
     ReceiptOriginMismatchError,
     StaleCheckpointError,
 )
-from tests.lineage.support import make_envelope
+from tests.lineage.support import make_envelope, open_unverified
 
 
 def test_append_prove_checkpoint_receipt(ledger_url: str, worker, log_signer) -> None:
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         results = [ledger.append(make_envelope(i, worker)) for i in range(13)]
         assert [r.index for r in results] == list(range(13))
         assert all(r.created for r in results)
@@ -66,7 +66,7 @@ def test_append_prove_checkpoint_receipt(ledger_url: str, worker, log_signer) ->
 
 
 def test_idempotent_append(ledger_url: str, worker) -> None:
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         env = make_envelope(1, worker)
         first = ledger.append(env)
         again = ledger.append(env.to_json())  # same statement, as bytes
@@ -84,7 +84,7 @@ def test_idempotent_append(ledger_url: str, worker) -> None:
 
 
 def test_bad_evidence_appends_nothing(sqlite_url: str, worker) -> None:
-    with Ledger.open(sqlite_url) as ledger:
+    with open_unverified(sqlite_url) as ledger:
         env = make_envelope(1, worker)
         doc = json.loads(canonical_json(parse_evidence(env).statement.to_dict()))
         bad_docs = [
@@ -120,7 +120,7 @@ def test_trusted_worker_signature_required(sqlite_url: str, worker) -> None:
 
 
 def test_denied_and_failed_outcomes(sqlite_url: str, worker) -> None:
-    with Ledger.open(sqlite_url) as ledger:
+    with open_unverified(sqlite_url) as ledger:
         d = ledger.append(make_envelope(1, worker, status=OutcomeStatus.DENIED))
         f = ledger.append(make_envelope(2, worker, status=OutcomeStatus.FAILED))
         assert (d.index, f.index) == (0, 1)
@@ -130,7 +130,7 @@ def test_denied_and_failed_outcomes(sqlite_url: str, worker) -> None:
 
 
 def test_checkpoints_refuse_inconsistency_and_other_origins(sqlite_url: str, worker, log_signer):
-    with Ledger.open(sqlite_url, origin="example.org/log") as ledger:
+    with open_unverified(sqlite_url, origin="example.org/log") as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(5)])
         ledger.checkpoint(log_signer)
         with pytest.raises(CheckpointOriginError):
@@ -145,7 +145,7 @@ def test_checkpoints_refuse_inconsistency_and_other_origins(sqlite_url: str, wor
 
 
 def test_auto_checkpoint_every(sqlite_url: str, worker, log_signer) -> None:
-    with Ledger.open(sqlite_url, checkpoint_signer=log_signer, checkpoint_every=4) as ledger:
+    with open_unverified(sqlite_url, checkpoint_signer=log_signer, checkpoint_every=4) as ledger:
         results = [ledger.append(make_envelope(i, worker)) for i in range(10)]
         issued = [r.checkpoint.checkpoint.size for r in results if r.checkpoint]
         assert issued == [4, 8]
@@ -153,7 +153,7 @@ def test_auto_checkpoint_every(sqlite_url: str, worker, log_signer) -> None:
 
 
 def test_proof_and_lookup_errors(sqlite_url: str, worker, log_signer) -> None:
-    with Ledger.open(sqlite_url) as ledger:
+    with open_unverified(sqlite_url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(3)])
         with pytest.raises(NoCheckpointError):
             ledger.receipt(0)
@@ -169,7 +169,7 @@ def test_proof_and_lookup_errors(sqlite_url: str, worker, log_signer) -> None:
 
 
 def _receipt_doc(sqlite_url: str, worker, log_signer, n: int = 6, index: int = 2) -> dict:
-    with Ledger.open(sqlite_url) as ledger:
+    with open_unverified(sqlite_url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(n)])
         ledger.checkpoint(log_signer)
         return json.loads(ledger.receipt(index).to_json())
@@ -189,7 +189,7 @@ def test_receipt_rejections(sqlite_url: str, tmp_path, worker, log_signer) -> No
 
     # A receipt from another log (other key, other origin).
     other_key = Ed25519FileSigner.generate()
-    with Ledger.open(f"sqlite:///{tmp_path / 'other.db'}", origin="other.example/log") as other:
+    with open_unverified(f"sqlite:///{tmp_path / 'other.db'}", origin="other.example/log") as other:
         other.append(make_envelope(0, worker))
         other.checkpoint(other_key)
         foreign = json.loads(other.receipt(0).to_json())
@@ -204,7 +204,7 @@ def test_receipt_rejections(sqlite_url: str, tmp_path, worker, log_signer) -> No
     with pytest.raises(ProofSizeMismatchError):
         verify_receipt(json.dumps(wrong), key)
     # Stale: an old checkpoint that does not cover the entry.
-    with Ledger.open(sqlite_url) as ledger:
+    with open_unverified(sqlite_url) as ledger:
         r5 = json.loads(ledger.receipt(5).to_json())
     stale = {**r5, "checkpoint": _old_checkpoint(sqlite_url, log_signer)}
     stale["inclusionProof"]["treeSize"] = 3
@@ -232,7 +232,7 @@ def test_receipt_rejections(sqlite_url: str, tmp_path, worker, log_signer) -> No
 def _old_checkpoint(sqlite_url: str, log_signer) -> str:
     from ecp.lineage.ledger._checkpoint import Checkpoint
 
-    with Ledger.open(sqlite_url) as ledger:
+    with open_unverified(sqlite_url) as ledger:
         return Checkpoint("ecp.local/ledger", 3, ledger.root_at(3)).sign(log_signer).note
 
 
@@ -249,7 +249,7 @@ def test_receipt_parse_round_trip(sqlite_url: str, worker, log_signer) -> None:
 
 
 def test_find_activity(ledger_url: str, worker) -> None:
-    with Ledger.open(ledger_url) as ledger:
+    with open_unverified(ledger_url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(3)])
         assert ledger.find_activity("default", "wf-1", "run-1", "1") == 1
         assert ledger.find_activity("default", "wf-1", None, "1") == 1

@@ -13,13 +13,13 @@ from sqlalchemy import text
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._store import node_key
 from ecp.lineage.ledger.errors import TamperError
-from tests.lineage.support import make_envelope
+from tests.lineage.support import make_envelope, open_unverified
 
 N = 23
 
 
 def _build(url: str, worker, log_signer) -> Ledger:
-    ledger = Ledger.open(url)
+    ledger = open_unverified(url)
     ledger.append_many([make_envelope(i, worker) for i in range(N // 2)])
     ledger.checkpoint(log_signer)
     ledger.append_many([make_envelope(i, worker) for i in range(N // 2, N)])
@@ -138,7 +138,7 @@ _KINDS = [
 
 def test_random_mutations_are_all_caught(tmp_path: Path, worker, log_signer) -> None:
     base = tmp_path / "base.db"
-    with Ledger.open(f"sqlite:///{base}") as ledger:
+    with open_unverified(f"sqlite:///{base}") as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(61)])
         ledger.checkpoint(log_signer)
     con = sqlite3.connect(base)
@@ -210,7 +210,7 @@ def test_random_mutations_are_all_caught(tmp_path: Path, worker, log_signer) -> 
         con.commit()
         con.close()
         with (
-            Ledger.open(f"sqlite:///{db}", create=False) as ledger,
+            open_unverified(f"sqlite:///{db}", create=False) as ledger,
             pytest.raises(TamperError) as info,
         ):
             ledger.verify_all(log_signer.public_key)

@@ -82,7 +82,10 @@ async def test_cross_check_clean_then_each_tampering_is_reported(
 
     report = _check(stack, [h])
     assert report.ok, report
-    (f,) = report.findings
+    (f,) = [x for x in report.findings if x.activity_type == "payout"]
+    # The prove step's receipt is the ledger's entry for that execution.
+    (p,) = [x for x in report.findings if x.activity_type == "ecp.prove"]
+    assert (p.status, p.ledger_index, p.outcome) == (GovernanceStatus.OK, index, "completed")
     assert (f.activity_type, f.status, f.grant, f.evidence, f.ledger_index) == (
         "payout",
         GovernanceStatus.OK,
@@ -100,7 +103,7 @@ async def test_cross_check_clean_then_each_tampering_is_reported(
         p.data = json.dumps(env).encode()
 
     report = _check(stack, [_with_scheduled(h, "payout", flip_signature)])
-    (f,) = report.violations
+    (f,) = [x for x in report.violations if x.activity_type == "payout"]
     assert f.violations[0].startswith(f"{Violation.GRANT_INVALID}: signature_invalid"), f
 
     # The evidence removed from (a copy of) the ledger.
@@ -115,9 +118,12 @@ async def test_cross_check_clean_then_each_tampering_is_reported(
     engine.dispose()
     with Ledger.open(f"sqlite:///{copy}", create=False) as tampered:
         report = _check(stack, [h], tampered)
-    (f,) = report.violations
+    f, p = sorted(report.violations, key=lambda x: x.activity_type != "payout")
     assert f.violations == (Violation.EVIDENCE_MISSING,)
     assert f.evidence == "missing"
+    # And the receipt the workflow was handed names an entry the log no longer has.
+    assert p.activity_type == "ecp.prove"
+    assert p.violations[0].startswith(Violation.PROOF_NOT_IN_LOG), p
 
     # Evidence of an execution the history does not show (the history names
     # another activity id): both directions are violations.

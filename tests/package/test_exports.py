@@ -116,6 +116,7 @@ EXPORTS: dict[str, list[str]] = {
         "cross_check",
     ],
     "ecp.lineage.ledger": [
+        "ACCEPT_UNVERIFIED",
         "AppendResult",
         "Checkpoint",
         "Evidence",
