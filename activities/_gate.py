@@ -153,6 +153,9 @@ class GateConfig:
 class GateInterceptor(Interceptor):
     """Worker interceptor installing the gate on every activity."""
 
+    #: This interceptor verifies grants (a worker with it may host governed activities).
+    verifies_grants = True
+
     def __init__(self, config: GateConfig) -> None:
         self._config = config
 
@@ -168,6 +171,8 @@ class RefusingGate(Interceptor):
     Installed wherever no real gate is configured, so that registering a
     governed activity on, say, an authority worker never runs it ungated.
     """
+
+    verifies_grants = False
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Refuse(next)

@@ -194,6 +194,11 @@ class TelemetryInterceptor(Interceptor):
         # No gate means governed activities are refused, never run ungated.
         self._gate = gate or RefusingGate()
 
+    @property
+    def verifies_grants(self) -> bool:
+        """Whether the wrapped gate verifies grants."""
+        return bool(getattr(self._gate, "verifies_grants", False))
+
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Outer(self._gate.intercept_activity(_Body(next)))
 

@@ -157,6 +157,7 @@ def build_plugin(
         # Spans and metrics around the gate (and the governance steps on
         # authority workers, which have no gate).
         gate=TelemetryInterceptor(gate),
+        governed_names=settings.governed_action_names,
     )
     return plugin, ledger
 

@@ -10,13 +10,15 @@ and the gate.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
+from temporalio import activity
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Interceptor, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from ecp.activities._gate import RefusingGate
+from ecp.activities._governed import GateMissingError, is_governed
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._interceptor import GrantHeaderInterceptor
 from ecp.workflows._models import TaskQueues
@@ -57,6 +59,12 @@ class EcpPlugin(SimplePlugin):
             and the governed activities).
         gate: The activity gate; installed on every worker so a governed
             activity never runs ungated, whatever queue it is registered on.
+        governed_names: Activity types governed by name (besides the
+            ``@governed`` ones): a worker without a gate may not register them.
+
+    Raises:
+        GateMissingError: (when a worker is built) the worker registers a
+            governed activity and this plugin has no gate that verifies grants.
     """
 
     def __init__(
@@ -66,6 +74,7 @@ class EcpPlugin(SimplePlugin):
         authority_activities: Sequence[Callable[..., object]] = (),
         executor_activities: Sequence[Callable[..., object]] = (),
         gate: Interceptor | None = None,
+        governed_names: Collection[str] = (),
     ) -> None:
         # Fail closed: without a gate, governed activities are refused, never run.
         interceptors: list[Interceptor] = [GrantHeaderInterceptor(), gate or RefusingGate()]
@@ -77,6 +86,8 @@ class EcpPlugin(SimplePlugin):
         self._queues = queues or TaskQueues()
         self._authority_activities = list(authority_activities)
         self._executor_activities = list(executor_activities)
+        self._verifies = bool(getattr(gate, "verifies_grants", False))
+        self._governed_names = frozenset(governed_names)
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         config = super().configure_worker(config)
@@ -86,4 +97,21 @@ class EcpPlugin(SimplePlugin):
             extra_activities = self._executor_activities
             config["workflows"] = [*config.get("workflows", []), GovernedExecution]
         config["activities"] = [*config.get("activities", []), *extra_activities]
+        if not self._verifies:
+            self._refuse_governed(config)
         return config
+
+    def _refuse_governed(self, config: WorkerConfig) -> None:
+        # Fail at start, in one line, rather than refuse every call later.
+        names = []
+        for fn in config.get("activities", []):
+            defn = activity._Definition.from_callable(fn)
+            name = defn.name if defn is not None else None
+            if is_governed(fn) or (name is not None and name in self._governed_names):
+                names.append(name or repr(fn))
+        if names:
+            raise GateMissingError(
+                f"the worker on task queue {config.get('task_queue')!r} registers governed "
+                f"activities ({', '.join(sorted(names))}) but has no gate that verifies grants; "
+                "build its plugin with the executor role (ecp.build_plugin(..., role=EXECUTOR))"
+            )

@@ -29,6 +29,7 @@ from ecp.authority._policy import PolicyBundle, PolicyRequest
 from ecp.authority._replay import SqlReplayGuard
 from ecp.authority._truststore import TrustStore
 from ecp.lineage.ledger._evidence import parse_evidence
+from ecp.workflows._plugin import sandbox_runner
 from ecp.workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput
 from tests.workflows.conftest import Stack
 
@@ -215,12 +216,39 @@ async def test_valid_grant_runs_exactly_once(stack: Stack) -> None:
         SqlReplayGuard(stack.settings.db_url).consume(grant_id, 2, 3)
 
 
-async def test_worker_without_a_gate_refuses_governed_activities(stack: Stack) -> None:
+async def test_worker_without_a_gate_refuses_to_start(stack: Stack) -> None:
     """A governed activity registered on a worker whose plugin has no gate
-    (an authority worker, say) is refused, never run ungated."""
+    (an authority worker, say): the worker refuses to start, in one line."""
     from temporalio.worker import Worker
 
+    from ecp.activities._governed import GateMissingError
     from ecp.workflows._plugin import EcpPlugin
+
+    with pytest.raises(GateMissingError, match="registers governed activities") as info:
+        Worker(
+            stack.client,
+            task_queue=f"no-gate-{uuid.uuid4().hex[:6]}",
+            activities=[examples.payout],
+            plugins=[EcpPlugin()],
+        )
+    assert "\n" not in str(info.value)
+    # Governed by name: an unmarked function under a governed activity type.
+    from tests.workflows.test_fail_closed import unmarked_payout
+
+    with pytest.raises(GateMissingError, match="payout"):
+        Worker(
+            stack.client,
+            task_queue=f"no-gate-{uuid.uuid4().hex[:6]}",
+            activities=[unmarked_payout],
+            plugins=[EcpPlugin(governed_names=["payout"])],
+        )
+
+
+async def test_a_gateless_interceptor_still_refuses_at_run_time(stack: Stack) -> None:
+    """Defence in depth: the refusing gate, without the start-up check."""
+    from temporalio.worker import Worker
+
+    from ecp.activities._gate import RefusingGate
 
     queue = f"no-gate-{uuid.uuid4().hex[:6]}"
     async with Worker(
@@ -228,7 +256,8 @@ async def test_worker_without_a_gate_refuses_governed_activities(stack: Stack) -
         task_queue=queue,
         activities=[examples.payout],
         workflows=[DirectCall],
-        plugins=[EcpPlugin()],
+        interceptors=[RefusingGate()],
+        workflow_runner=sandbox_runner(None),
     ):
         handle = await stack.client.start_workflow(
             DirectCall.run,
