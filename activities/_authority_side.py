@@ -32,9 +32,11 @@ from ecp.authority._approval import execution_ref, verify_approvals
 from ecp.authority._attestation import verify_attestation
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
-from ecp.authority._clock import Clock
+from ecp.authority._clock import Clock, now_utc
 from ecp.authority._grant import CallBinding, Grant, issue_grant
+from ecp.authority._initiator import verify_initiator
 from ecp.authority._keys import Signer, public_key_to_b64
+from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import Decision, Effect, PolicyBundle, PolicyRequest
 from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import AuthorityError
@@ -58,6 +60,21 @@ def _refuse(exc: AuthorityError) -> ApplicationError:
     return to_application_error(exc)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """Who asks for what, as the request (evaluate or authorize input) says."""
+
+    action: str
+    initiator: str
+    purpose: str
+    proof: str
+    request_args: list[object]
+
+    @classmethod
+    def of(cls, inp: EvaluateInput | AuthorizeInput) -> _Ask:
+        return cls(inp.action, inp.initiator, inp.purpose, inp.initiator_proof, inp.request_args)
+
+
 @dataclass
 class AuthorityActivities:
     """Holds the authority's signing key and what it decides with."""
@@ -67,6 +84,10 @@ class AuthorityActivities:
     trust: Callable[[], TrustStore]
     clock: Clock
     grant_ttl: timedelta = timedelta(minutes=5)
+    #: Accept requests whose initiator carries no proof (marked so).
+    allow_unauthenticated: bool = False
+    #: OpenID Connect issuers whose ID tokens establish initiators.
+    oidc: tuple[OidcIssuer, ...] = ()
 
     def activities(self) -> list[Callable[..., object]]:
         """The activity callables to register on the authority queue."""
@@ -79,6 +100,7 @@ class AuthorityActivities:
         initiator: str,
         purpose: str,
         environment: dict[str, object],
+        authentication: str,
     ) -> PolicyRequest:
         return PolicyRequest.model_validate(
             {
@@ -87,9 +109,33 @@ class AuthorityActivities:
                 "arguments": policy_arguments(args),
                 "purpose": purpose,
                 "environment": environment,
+                "authentication": authentication,
             },
             strict=False,
         )
+
+    def _identity(self, ask: _Ask, caller: activity.Info, trust: TrustStore, *, again: bool) -> str:
+        """Who asked, verified before the policy sees the name (see ``_initiator``).
+
+        ``again`` (at authorize): the identity was established at evaluate;
+        check the same proof at its own issue time, so approvals that took
+        longer than the proof's lifetime do not void it, while a forged or
+        re-bound proof still fails.
+        """
+        identity = verify_initiator(
+            ask.proof,
+            claimed=ask.initiator,
+            trust=trust,
+            namespace=caller.workflow_namespace or caller.namespace,
+            workflow_id=caller.workflow_id or "",
+            action=ask.action,
+            args_digest=digest_values(ask.request_args, activity.payload_converter()),
+            purpose=ask.purpose,
+            at=None if again else now_utc(self.clock),
+            oidc=self.oidc,
+            allow_unauthenticated=self.allow_unauthenticated,
+        )
+        return identity.auth
 
     def _environment(self, attestation: str, trust: TrustStore) -> tuple[dict[str, object], str]:
         """Claims and digest of the executor's attestation ({} and "" if none verifies)."""
@@ -106,15 +152,19 @@ class AuthorityActivities:
 
     def _decide(
         self,
-        action: str,
+        ask: _Ask,
         args: list[object],
-        initiator: str,
-        purpose: str,
         attestation: str,
         trust: TrustStore,
+        caller: activity.Info,
+        *,
+        again: bool = False,
     ) -> tuple[Decision, str]:
+        authentication = self._identity(ask, caller, trust, again=again)
         environment, env_digest = self._environment(attestation, trust)
-        request = self._request(action, args, initiator, purpose, environment)
+        request = self._request(
+            ask.action, args, ask.initiator, ask.purpose, environment, authentication
+        )
         return self.bundle.evaluate(request), env_digest
 
     @activity.defn(name=ACTIVITY_EVALUATE)
@@ -124,12 +174,11 @@ class AuthorityActivities:
             trust = self.trust()
             decision, _ = await asyncio.to_thread(
                 self._decide,
-                inp.action,
+                _Ask.of(inp),
                 inp.args,
-                inp.initiator,
-                inp.purpose,
                 inp.attestation,
                 trust,
+                activity.info(),
             )
         except AuthorityError as exc:
             # The message says why; a chained DB trace can exceed Temporal's
@@ -155,6 +204,7 @@ class AuthorityActivities:
             approval_role=decision.approval.role if decision.approval else "",
             approvers=approvers,
             max_attempts=decision.scope.max_attempts if decision.scope else 1,
+            authentication=decision.authentication,
         )
 
     def _authorize(
@@ -168,7 +218,7 @@ class AuthorityActivities:
         # The decision arrived through history: decide again from the request
         # and the bundle in force, and sign only if both agree byte for byte.
         decision, env_digest = self._decide(
-            inp.action, inp.args, inp.initiator, inp.purpose, inp.attestation, trust
+            _Ask.of(inp), inp.args, inp.attestation, trust, caller, again=True
         )
         if decision.to_json() != inp.decision_json.encode():
             raise ApplicationError(

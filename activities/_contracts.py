@@ -73,6 +73,10 @@ class EvaluateInput:
     initiator: str
     purpose: str
     attestation: str  # DSSE envelope JSON, "" when the executor gave none
+    #: Proof of who asks (a signed request or ``oidc:<ID token>``; "" for none).
+    initiator_proof: str = ""
+    #: The arguments as submitted (what a signed request's digest covers).
+    request_args: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class DecisionResult:
     approval_role: str = ""
     approvers: list[ApproverKey] = field(default_factory=list)
     max_attempts: int = 1
+    #: How the authority established the initiator.
+    authentication: str = "unauthenticated"
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ class AuthorizeInput:
     activity_id: str
     purpose: str
     attestation: str  # the executor's signed attestation; the grant binds its digest
+    initiator_proof: str = ""
+    request_args: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,8 @@ class ProveInput:
     reason: str = ""
     grant_id: str = ""
     args: list[JSON] = field(default_factory=list)
+    #: How the initiator was established (recorded with a denial).
+    authentication: str = ""
 
 
 @dataclass(frozen=True)

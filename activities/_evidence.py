@@ -43,6 +43,7 @@ def predicate_for(
     initiator: str | None,
     started_at: datetime,
     finished_at: datetime,
+    initiator_auth: str | None = None,
 ) -> EvidencePredicate:
     """The predicate of one evidence statement; empty ids count as unknown.
 
@@ -64,6 +65,7 @@ def predicate_for(
             "policyDigest": policy_digest or None,
             "grantId": grant_id or None,
             "initiator": initiator or None,
+            "initiatorAuth": initiator_auth or None,
             "activity": ActivityIdentity.model_validate(
                 {
                     "namespace": namespace,

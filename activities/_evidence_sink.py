@@ -38,6 +38,7 @@ def evidence_for(rec: GateRecord, signer: Signer) -> bytes:
         policy_digest=grant.policy_digest if grant else None,
         grant_id=grant.grant_id if grant else None,
         initiator=grant.initiator if grant else None,
+        initiator_auth=grant.initiator_auth if grant else None,
         started_at=rec.started_at,
         finished_at=rec.finished_at,
     )

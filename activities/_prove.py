@@ -85,6 +85,9 @@ class ProveActivities:
             policy_digest=inp.policy_digest,
             grant_id=inp.grant_id,
             initiator=inp.initiator,
+            # As the decision in this workflow's history says (the recorder
+            # key vouches for the denial, not for who asked).
+            initiator_auth=inp.authentication or None,
             # Denials recorded here happen at the decision: one instant.
             started_at=at,
             finished_at=at,

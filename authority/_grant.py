@@ -80,6 +80,8 @@ class Grant(BaseModel):
     grant_id: Annotated[GrantId, Field(min_length=1, max_length=128)]
     call: CallBinding
     initiator: _Id
+    #: How the initiator was established (the decision's ``authentication``).
+    initiator_auth: Annotated[str, Field(max_length=2048)] = "unauthenticated"
     policy_digest: _Digest
     decision_id: Annotated[DecisionId, Field(pattern=DIGEST_PATTERN)]
     environment_digest: _Digest
@@ -153,6 +155,7 @@ def issue_grant(
             grant_id=GrantId(str(uuid.uuid4())),
             call=call,
             initiator=initiator,
+            initiator_auth=decision.authentication,
             policy_digest=decision.policy_digest,
             decision_id=decision.decision_id,
             environment_digest=environment_digest,

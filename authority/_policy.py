@@ -28,6 +28,7 @@ error is a denial: an erroring ``forbid`` might have applied.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -103,6 +104,11 @@ class PolicyRequest(BaseModel):
     arguments: dict[str, JsonValue]
     purpose: str = ""
     environment: dict[str, JsonValue] = Field(default_factory=dict)
+    #: How the initiator was established (``key:<key id>``,
+    #: ``oidc:<issuer>#<subject>`` or ``unauthenticated``), verified by the
+    #: authority before evaluation. Part of the request digest, so the
+    #: decision (and the grant) bind it.
+    authentication: str = "unauthenticated"
 
     def digest(self) -> Digest:
         """Digest of the request's canonical JSON.
@@ -151,6 +157,8 @@ class Decision(BaseModel):
     reasons: tuple[str, ...]
     approval: ApprovalRequirement | None = None
     scope: DecisionScope | None = None
+    #: How the initiator was established (see :class:`PolicyRequest`).
+    authentication: str = "unauthenticated"
 
     @property
     def permits(self) -> bool:
@@ -269,6 +277,7 @@ class PolicyBundle:
     """A loaded, parsed policy bundle. Immutable after :meth:`load`."""
 
     __slots__ = (
+        "_context_has_authentication",
         "_entities",
         "_entities_doc",
         "_meta",
@@ -297,6 +306,8 @@ class PolicyBundle:
                 ``@id``, or an annotation has a bad value. The message names
                 the file.
         """
+        # Whether the schema's contexts declare ``authentication`` (see evaluate).
+        self._context_has_authentication = re.search(r"\bauthentication\b", schema_text) is not None
         self.path = path
         pol_file = path / POLICIES_FILE
         schema_file = path / (SCHEMA_FILE if schema_format == "cedar" else SCHEMA_JSON_FILE)
@@ -480,19 +491,26 @@ class PolicyBundle:
                 reasons=reasons,
                 approval=approval,
                 scope=scope,
+                authentication=request.authentication,
             )
 
         if not request.initiator:
             return decide(Effect.DENY, (), ("request names no initiator",))
+        context: dict[str, object] = {
+            "arguments": request.arguments,
+            "purpose": request.purpose,
+            "environment": request.environment,
+        }
+        if self._context_has_authentication:
+            # ``key``, ``oidc`` or ``unauthenticated``: policies can refuse
+            # initiators nobody proved. Only where the schema declares it, so
+            # bundles written before it existed keep validating.
+            context["authentication"] = request.authentication.split(":", 1)[0]
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.initiator},
             "action": {"type": "Action", "id": request.action},
             "resource": {"type": RESOURCE_TYPE, "id": request.action},
-            "context": {
-                "arguments": request.arguments,
-                "purpose": request.purpose,
-                "environment": request.environment,
-            },
+            "context": context,
         }
         try:
             result = cedarpy.is_authorized(

@@ -51,6 +51,7 @@ class KeyRole(StrEnum):
     LOG = "log"  # ledger checkpoints
     WORKER = "worker"  # the gate's evidence (outcomes, gate denials) and attestations
     RECORDER = "recorder"  # the authority side's evidence: decisions and denials only
+    INITIATOR = "initiator"  # signed requests: the key's name is who asks
 
 
 def _is_text(value: str) -> bool:

@@ -41,7 +41,11 @@ __all__ = [
     "GrantReplayedError",
     "GrantSchemaError",
     "InfrastructureError",
+    "InitiatorError",
+    "InitiatorImpersonationError",
     "InitiatorMismatchError",
+    "InitiatorProofError",
+    "InitiatorUnauthenticatedError",
     "KeyExpiredError",
     "KeyFileError",
     "KeyRoleError",
@@ -311,6 +315,30 @@ class AttemptInProgressError(VerificationError):
 
     code = "attempt_in_progress"
     retryable = True
+
+
+class InitiatorError(VerificationError):
+    """Who asked could not be established."""
+
+    code = "initiator_invalid"
+
+
+class InitiatorUnauthenticatedError(InitiatorError):
+    """The request carries no proof of its initiator, and this deployment requires one."""
+
+    code = "initiator_unauthenticated"
+
+
+class InitiatorProofError(InitiatorError):
+    """The initiator's proof does not verify, or is for another request."""
+
+    code = "initiator_proof_invalid"
+
+
+class InitiatorImpersonationError(InitiatorError):
+    """The proof establishes someone other than the initiator the request names."""
+
+    code = "initiator_not_proven"
 
 
 class GrantAttemptsExhaustedError(GrantReplayedError):

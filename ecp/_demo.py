@@ -24,7 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from ecp._approve import approve
 from ecp._connect import connect, ensure_search_attributes
 from ecp._devserver import DevServer, start_for_settings
-from ecp._keyring import DEMO_APPROVER, KeyFiles, init_keyring
+from ecp._keyring import DEMO_APPROVER, KeyFiles, add_initiator, init_keyring
 from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers
 from ecp._settings import Role, Settings
 from ecp._wire import STATUS_QUERY
@@ -58,11 +58,18 @@ class DemoLine:
     ok: bool
 
 
+#: Demo initiators who prove who they are by signing their requests.
+DEMO_INITIATORS = ("alice",)
+
+
 def ensure_keys(settings: Settings) -> KeyFiles:
-    """Create the demo keys on first use."""
+    """Create the demo keys on first use (and the initiators' keys, if missing)."""
     files = KeyFiles(settings.keys)
     if not files.trust_store.exists():
-        init_keyring(settings.keys)
+        init_keyring(settings.keys, initiators=DEMO_INITIATORS)
+    for name in DEMO_INITIATORS:
+        if not files.initiator(name).exists():
+            add_initiator(files, name)
     return files
 
 
@@ -218,7 +225,10 @@ async def _run_governed(
 ) -> DemoLine:
     """Submit ``sc``, approve it if it says so, and check its result and receipt."""
     req = GovernedRequest(sc.action, [sc.args], sc.initiator, sc.purpose, queues=queues)
-    handle = await start_governed(client, req, workflow_id=wf)
+    # alice signs her requests; eve has no key and asks unauthenticated.
+    key = keys.initiator(sc.initiator)
+    signer = Ed25519FileSigner.from_file(key) if key.exists() else None
+    handle = await start_governed(client, req, workflow_id=wf, signer=signer)
     if sc.approve:
         await _approve_when_waiting(client, wf, keys, console)
     r = await handle.result()
@@ -337,6 +347,9 @@ async def run_demo(settings: Settings, *, keep: bool, console: Console) -> bool:
     # once, so the workers' per-failure warnings would only be noise here.
     for name in ("temporalio.activity", "temporalio.worker", "ecp.gate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # The demo shows an unauthenticated request too (eve's): accepted here,
+    # marked unauthenticated in decision, grant and evidence.
+    settings = settings.model_copy(update={"allow_unauthenticated": True})
     keys = ensure_keys(settings)
     server = start_for_settings(settings)
     try:

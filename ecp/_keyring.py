@@ -9,6 +9,7 @@ human holder.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class KeyFiles:
 
     @property
     def recorder(self) -> Path:
-        """Signs denial evidence on the authority side (worker role)."""
+        """Signs denial evidence on the authority side (recorder role)."""
         return self.directory / "recorder.key"
 
     @property
@@ -53,13 +54,19 @@ class KeyFiles:
         """A human approver's key (approver role); never loaded by workers."""
         return self.directory / "approver.key"
 
+    def initiator(self, name: str) -> Path:
+        """The key with which ``name`` signs the requests they make (initiator role)."""
+        return self.directory / f"initiator-{name}.key"
+
     @property
     def trust_store(self) -> Path:
         """The public trust store."""
         return self.directory / TRUST_STORE_FILENAME
 
 
-def init_keyring(directory: Path, *, approver: str = DEMO_APPROVER) -> KeyFiles:
+def init_keyring(
+    directory: Path, *, approver: str = DEMO_APPROVER, initiators: Sequence[str] = ()
+) -> KeyFiles:
     """Create every key and the trust store in ``directory``.
 
     Raises:
@@ -74,6 +81,7 @@ def init_keyring(directory: Path, *, approver: str = DEMO_APPROVER) -> KeyFiles:
         (files.worker, {KeyRole.WORKER}, "executor"),
         (files.recorder, {KeyRole.RECORDER}, "authority-recorder"),
         (files.approver, {KeyRole.APPROVER}, approver),
+        *((files.initiator(n), {KeyRole.INITIATOR}, n) for n in initiators),
     )
     existing = [p for p, _, _ in duties if p.exists()] + (
         [files.trust_store] if files.trust_store.exists() else []
@@ -88,3 +96,23 @@ def init_keyring(directory: Path, *, approver: str = DEMO_APPROVER) -> KeyFiles:
         entries.append(TrustedKey.create(signer.public_key, roles, name=name))
     TrustStore(entries).save(files.trust_store)
     return files
+
+
+def add_initiator(files: KeyFiles, name: str) -> Path:
+    """Create ``name``'s request-signing key and add it to the trust store.
+
+    Raises:
+        KeyFileError: the key exists already, or cannot be written.
+        TrustStoreError: the trust store cannot be read or written.
+    """
+    path = files.initiator(name)
+    if path.exists():
+        raise KeyFileError(f"{path}: already exists; refusing to overwrite keys")
+    store = TrustStore.load(files.trust_store)
+    signer = Ed25519FileSigner.generate()
+    write_private_key(signer.private_key, path)
+    write_public_key(signer.public_key, path.with_suffix(".pub"))
+    TrustStore([*store, TrustedKey.create(signer.public_key, {KeyRole.INITIATOR}, name=name)]).save(
+        files.trust_store
+    )
+    return path

@@ -8,6 +8,7 @@ here assumes both run in one process, though ``ecp dev`` does that.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from temporalio.worker import Worker
 
 from ecp._keyring import KeyFiles
 from ecp._observe import ObservedLedger, TelemetryInterceptor
-from ecp._settings import Role, Settings
+from ecp._settings import Role, Settings, SettingsError
 from ecp.activities import examples
 from ecp.activities._authority_side import AuthorityActivities
 from ecp.activities._evidence_sink import LedgerEvidenceSink
@@ -28,6 +29,7 @@ from ecp.activities._prove import ProveActivities
 from ecp.authority._attestation import measure_environment
 from ecp.authority._clock import Clock, system_clock
 from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import PolicyBundle
 from ecp.authority._replay import SqlReplayGuard
 from ecp.authority._truststore import TrustStore
@@ -72,6 +74,23 @@ def _accepted_digests(settings: Settings) -> frozenset[str] | None:
             f"{exc}; an executor honours grants only under the configured bundle's digest "
             "(set ECP_POLICY_BUNDLE, or pin digests with ECP_ACCEPTED_POLICY_DIGESTS)"
         ) from exc
+
+
+def _oidc_issuers(settings: Settings) -> tuple[OidcIssuer, ...]:
+    """The configured OpenID Connect issuer, if any (discovery happens at start)."""
+    if settings.oidc_issuer is None:
+        return ()
+    if not settings.oidc_audience:
+        raise SettingsError("ECP_OIDC_ISSUER is set: set ECP_OIDC_AUDIENCE too")
+    if settings.oidc_jwks_file is not None:
+        issuer = OidcIssuer.from_jwks_file(
+            settings.oidc_jwks_file,
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+        )
+    else:
+        issuer = OidcIssuer.discover(settings.oidc_issuer, audience=settings.oidc_audience)
+    return (dataclasses.replace(issuer, principal_claim=settings.oidc_principal_claim),)
 
 
 def _trust_loader(path: Path) -> Callable[[], TrustStore]:
@@ -122,6 +141,8 @@ def build_plugin(
             trust=trust,
             clock=clock,
             grant_ttl=timedelta(seconds=settings.grant_ttl_seconds),
+            allow_unauthenticated=settings.allow_unauthenticated,
+            oidc=_oidc_issuers(settings),
         )
         prove = ProveActivities(
             ledger=ledger,

@@ -120,6 +120,19 @@ class Settings(BaseSettings):
             "configured policy bundle's; '*': any the authority signs (say so explicitly)"
         ),
     )
+    allow_unauthenticated: bool = Field(
+        False,
+        description=(
+            "accept requests whose initiator carries no proof (marked unauthenticated "
+            "in decision, grant and evidence); off in production"
+        ),
+    )
+    oidc_issuer: str | None = Field(None, description="OpenID Connect issuer URL for ID tokens")
+    oidc_audience: str | None = Field(None, description="the audience ID tokens must name")
+    oidc_jwks_file: Path | None = Field(
+        None, description="offline JWKS file for the issuer (else fetched via discovery)"
+    )
+    oidc_principal_claim: str = Field("sub", description="ID-token claim naming the principal")
     governed_actions: str = Field(
         "",
         description=(

@@ -242,17 +242,31 @@ class GovernedExecution:
             if not isinstance(cause, ApplicationError):
                 raise
             return self._refuse_request(req, cause.type or failure_type("malformed"), cause.message)
-        decision: DecisionResult = await workflow.execute_activity(
-            ACTIVITY_EVALUATE,
-            EvaluateInput(
-                req.action, prepared.args, req.initiator, req.purpose, prepared.attestation
-            ),
-            task_queue=req.queues.authority,
-            start_to_close_timeout=_STEP_TIMEOUT,
-            retry_policy=_GOVERNANCE_RETRY,
-            result_type=DecisionResult,
-            summary=f"verify: policy decision for {req.action}",
-        )
+        try:
+            decision: DecisionResult = await workflow.execute_activity(
+                ACTIVITY_EVALUATE,
+                EvaluateInput(
+                    req.action,
+                    prepared.args,
+                    req.initiator,
+                    req.purpose,
+                    prepared.attestation,
+                    initiator_proof=req.initiator_proof,
+                    request_args=req.args,
+                ),
+                task_queue=req.queues.authority,
+                start_to_close_timeout=_STEP_TIMEOUT,
+                retry_policy=_GOVERNANCE_RETRY,
+                result_type=DecisionResult,
+                summary=f"verify: policy decision for {req.action}",
+            )
+        except ActivityError as err:
+            # The authority could not establish who asked (or refused the
+            # request outright): a denial, proven like any other.
+            cause = err.cause
+            if not isinstance(cause, ApplicationError) or failure_code(cause.type) is None:
+                raise
+            return self._refuse_request(req, cause.type or "", cause.message)
         self._decision = decision
         workflow.upsert_search_attributes(
             [
@@ -317,6 +331,8 @@ class GovernedExecution:
                     activity_id=exec_id,
                     purpose=req.purpose,
                     attestation=prepared.attestation,
+                    initiator_proof=req.initiator_proof,
+                    request_args=req.args,
                 ),
                 task_queue=req.queues.authority,
                 start_to_close_timeout=_STEP_TIMEOUT,
@@ -440,6 +456,7 @@ class GovernedExecution:
                 reason=ending.reason,
                 grant_id=self._grant.grant_id if self._grant else "",
                 args=ending.args,
+                authentication=d.authentication,
             ),
             task_queue=req.queues.authority,
             start_to_close_timeout=_STEP_TIMEOUT,

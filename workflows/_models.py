@@ -29,6 +29,7 @@ class GovernedRequest:
         args: Its arguments, as JSON values.
         initiator: Who asks (a Cedar principal id).
         purpose: Why, in words; recorded with the decision.
+        initiator_proof: Proof of who asks (see the attribute).
         approval_timeout_seconds: How long to wait for approvals before denying.
         queues: Task queues of the authority and executor workers.
     """
@@ -38,6 +39,10 @@ class GovernedRequest:
     initiator: str
     purpose: str = ""
     approval_timeout_seconds: float = 3600.0
+    #: Proof of who asks: a request signed with the initiator's key
+    #: (:func:`ecp.sign_request`, ``ecp submit --key``) or ``oidc:<ID token>``;
+    #: "" for none (accepted only where unauthenticated initiators are allowed).
+    initiator_proof: str = ""
     queues: TaskQueues = field(default_factory=TaskQueues)
 
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
+
 from temporalio.client import Client, WorkflowHandle
 
+from ecp.authority._calldigest import digest_values
+from ecp.authority._clock import system_clock
+from ecp.authority._initiator import sign_request
+from ecp.authority._keys import Signer
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import GovernedRequest, GovernedResult
 
@@ -11,14 +18,45 @@ __all__ = ["start_governed"]
 
 
 async def start_governed(
-    client: Client, req: GovernedRequest, *, workflow_id: str
+    client: Client,
+    req: GovernedRequest,
+    *,
+    workflow_id: str,
+    signer: Signer | None = None,
+    ttl: timedelta = timedelta(minutes=10),
 ) -> WorkflowHandle[GovernedExecution, GovernedResult]:
     """Start ``req`` on the executor queue with a UI summary and details.
 
     Static summary and details can only be set at start, so every starter
     should come through here (the workflow itself keeps the current details
     up to date as the steps progress).
+
+    Args:
+        client: The Temporal client.
+        req: The request.
+        workflow_id: The workflow id (the signed request binds it).
+        signer: The initiator's key (role ``initiator`` in the trust store,
+            named like ``req.initiator``): signs the request as its proof.
+        ttl: How long the signed request is valid for the authority.
+
+    Raises:
+        InitiatorProofError: the request cannot be signed.
     """
+    if signer is not None:
+        req = dataclasses.replace(
+            req,
+            initiator_proof=sign_request(
+                signer,
+                initiator=req.initiator,
+                namespace=client.namespace,
+                workflow_id=workflow_id,
+                action=req.action,
+                args_digest=digest_values(req.args, client.data_converter.payload_converter),
+                purpose=req.purpose,
+                clock=system_clock,
+                ttl=ttl,
+            ),
+        )
     return await client.start_workflow(
         GovernedExecution.run,
         req,

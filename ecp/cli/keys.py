@@ -44,15 +44,26 @@ def init(
             help="Identity of the approver key; must be a member of the policy's approval role.",
         ),
     ] = "carol",
+    initiators: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--initiator",
+            help="Also create a request-signing key for this initiator (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Create authority, approver, log, worker and recorder key pairs and a trust store.
 
-    Private keys are written with mode 0600. Refuses to overwrite anything.
+    With --initiator NAME, also initiator-NAME.key, with which NAME signs the
+    requests they submit (ecp submit --key). Private keys are written with
+    mode 0600. Refuses to overwrite anything.
     """
     d = directory or default_keys_dir()
-    files = init_keyring(d, approver=approver_name)
+    names = initiators or []
+    files = init_keyring(d, approver=approver_name, initiators=names)
     store = TrustStore.load(files.trust_store)
-    for path in (files.authority, files.approver, files.log, files.worker, files.recorder):
+    made = [files.authority, files.approver, files.log, files.worker, files.recorder]
+    for path in [*made, *(files.initiator(n) for n in names)]:
         key = store.get(Ed25519FileSigner.from_file(path).key_id)
         assert key is not None  # init_keyring just wrote it
         roles = ",".join(sorted(r.value for r in key.roles))

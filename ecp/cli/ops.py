@@ -15,6 +15,7 @@ from ecp._connect import connect
 from ecp._settings import load_settings
 from ecp._wire import STATUS_QUERY
 from ecp.authority._canonical import parse_json_strict
+from ecp.authority._initiator import OIDC_PREFIX
 from ecp.authority._keys import Ed25519FileSigner, load_private_key
 from ecp.authority._truststore import TrustStore
 from ecp.authority.errors import AuthorityError
@@ -52,9 +53,28 @@ def submit(
         3600.0, "--approval-timeout", help="Seconds to wait for approvals before denying."
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the result and print it."),
+    key: Path | None = typer.Option(
+        None, "--key", help="The initiator's private key: signs the request as its proof."
+    ),
+    id_token: Path | None = typer.Option(
+        None, "--id-token", help="A file holding the initiator's OpenID Connect ID token."
+    ),
 ) -> None:
-    """Start a GovernedExecution of ACTION and print its workflow id."""
+    """Start a GovernedExecution of ACTION and print its workflow id.
+
+    Without --key or --id-token the initiator is unauthenticated, which only
+    deployments that allow it accept.
+    """
     settings = load_settings()
+    if key is not None and id_token is not None:
+        raise CliError("give --key or --id-token, not both")
+    proof = ""
+    if id_token is not None:
+        try:
+            proof = OIDC_PREFIX + id_token.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {id_token}: {exc.strerror}") from exc
+    signer = Ed25519FileSigner(load_private_key(key)) if key is not None else None
     request = GovernedRequest(
         action=action,
         args=_parse_args(args),
@@ -62,12 +82,13 @@ def submit(
         purpose=purpose,
         approval_timeout_seconds=approval_timeout,
         queues=TaskQueues(settings.authority_queue, settings.executor_queue),
+        initiator_proof=proof,
     )
     wf_id = workflow_id or f"ecp-{action}-{uuid.uuid4().hex[:10]}"
 
     async def run() -> GovernedResult | None:
         client = await connect(settings)
-        handle = await start_governed(client, request, workflow_id=wf_id)
+        handle = await start_governed(client, request, workflow_id=wf_id, signer=signer)
         typer.echo(handle.id)
         return await handle.result() if wait else None
 

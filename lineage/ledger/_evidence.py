@@ -194,6 +194,10 @@ class EvidencePredicate(_Wire):
     policy_digest: str | None = Field(default=None, alias="policyDigest")
     grant_id: str | None = Field(default=None, alias="grantId")
     initiator: str | None = None
+    #: How the initiator was established: ``key:<key id>``,
+    #: ``oidc:<issuer>#<subject>`` or ``unauthenticated`` (absent where nobody
+    #: established who asked, as for ``initiator``).
+    initiator_auth: str | None = Field(default=None, alias="initiatorAuth", max_length=2048)
     activity: ActivityIdentity
     outcome: Outcome
     started_at: str = Field(alias="startedAt")

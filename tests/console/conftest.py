@@ -121,6 +121,8 @@ async def governed(
         authority_queue=f"auth-{q}",
         executor_queue=f"exec-{q}",
         database_url=f"sqlite:///{home / 'ecp.db'}",
+        # Requests here carry no initiator proof: accepted, marked unauthenticated.
+        allow_unauthenticated=True,
     )
     plugin, ledger = build_plugin(settings, role=Role.ALL)
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)

@@ -37,6 +37,8 @@ async def test_stopped_executor_turns_red(
         authority_queue=f"auth-{q}",
         executor_queue=f"exec-{q}",
         database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
+        # Requests here carry no initiator proof: accepted, marked unauthenticated.
+        allow_unauthenticated=True,
     )
     auth_plugin, auth_ledger = build_plugin(settings, role=Role.AUTHORITY)
     exec_plugin, exec_ledger = build_plugin(settings, role=Role.EXECUTOR)

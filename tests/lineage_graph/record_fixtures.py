@@ -135,6 +135,8 @@ async def main() -> None:
             authority_queue=f"auth-{q}",
             executor_queue=f"exec-{q}",
             database_url=f"sqlite:///{home / 'ecp.db'}",
+            # Requests here carry no initiator proof: accepted, marked unauthenticated.
+            allow_unauthenticated=True,
         )
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_binary()),

@@ -152,7 +152,7 @@ def test_a_governed_call_from_an_app_with_its_own_workflows_and_activities(
     py = str(venv / "bin" / "python")
     ecp_cmd = str(venv / "bin" / "ecp")
     subprocess.run(
-        [ecp_cmd, "keys", "init"],
+        [ecp_cmd, "keys", "init", "--initiator", "alice"],
         cwd=app,
         env=env,
         check=True,

@@ -76,6 +76,8 @@ async def traced_stack(traced_client: Client, tmp_path: Path) -> AsyncIterator[S
         authority_queue=f"auth-{q}",
         executor_queue=f"exec-{q}",
         database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
+        # Requests here carry no initiator proof: accepted, marked unauthenticated.
+        allow_unauthenticated=True,
     )
     plugin, ledger = build_plugin(settings, role=Role.ALL)
     async with run_workers(traced_client, settings, plugin, role=Role.ALL):

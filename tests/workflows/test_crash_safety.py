@@ -55,6 +55,8 @@ def crash_settings(tmp_path: Path, temporal_env: WorkflowEnvironment) -> Setting
         authority_queue=f"auth-{q}",
         executor_queue=f"exec-{q}",
         database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
+        # Requests here carry no initiator proof: accepted, marked unauthenticated.
+        allow_unauthenticated=True,
     )
 
 

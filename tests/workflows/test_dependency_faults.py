@@ -57,6 +57,8 @@ async def proxied_stack(
         authority_queue=f"auth-{q}",
         executor_queue=f"exec-{q}",
         database_url=f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{pg_database}",
+        # Requests here carry no initiator proof: accepted, marked unauthenticated.
+        allow_unauthenticated=True,
     )
     # Off the event loop: the proxy serving these connections runs on it.
     plugin, ledger = await asyncio.to_thread(build_plugin, settings, role=Role.ALL)

@@ -37,6 +37,8 @@ async def _run(
         authority_queue=f"a-{q}",
         executor_queue=f"e-{q}",
         database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
+        # Requests here carry no initiator proof: accepted, marked unauthenticated.
+        allow_unauthenticated=True,
         accepted_policy_digests=pinned,
     )
     authority = executor.model_copy(

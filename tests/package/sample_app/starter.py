@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 import ecp
 from ecp import GovernedRequest, TaskQueues, load_settings, start_governed
+from ecp.authority import Ed25519FileSigner
 from workflows import OrderWorkflow
 
 
@@ -34,6 +35,8 @@ async def main() -> None:
             queues=queues,
         ),
         workflow_id=f"refund-{uuid.uuid4()}",
+        # alice proves she is the one asking: her key signs the request.
+        signer=Ed25519FileSigner.from_file(settings.keys / "initiator-alice.key"),
     )
     result = await handle.result()
     print(

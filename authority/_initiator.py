@@ -1,0 +1,290 @@
+"""Authenticated initiators: who asked, and how that was established.
+
+A governed request names its initiator (the policy's principal). The name is
+worth nothing by itself: whoever may start a workflow could write any name.
+The request therefore carries a *proof*, verified by the authority before the
+policy sees the name:
+
+- a **signed request**: a DSSE envelope (:data:`REQUEST_PAYLOAD_TYPE`) over
+  the RFC 8785 bytes of a :class:`SignedRequest`, signed by a key of role
+  ``initiator`` whose trust-store name is the initiator. It binds the
+  namespace and workflow id it starts, the action, the digest of the
+  arguments, the purpose and a validity window, so it cannot be replayed onto
+  another request or workflow (and the single-use store stops a second body
+  under the same workflow id);
+- an **OpenID Connect ID token** (``oidc:<JWT>``), verified against the
+  configured issuer and its JWKS; the configured claim names the principal.
+  An ID token is a bearer credential: it binds nobody's request, only who its
+  holder is, until it expires.
+
+Without a proof the initiator is *unauthenticated*: accepted only where the
+settings allow it, and marked so in the decision, the grant and the evidence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final, Literal
+
+import jwt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ecp.authority._canonical import Digest, canonical_json, parse_json_strict
+from ecp.authority._clock import Clock, now_utc
+from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
+from ecp.authority._keys import Signer
+from ecp.authority._oidc import OidcIssuer, verify_id_token
+from ecp.authority._signed import DIGEST_PATTERN, read_signed_model
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority.errors import (
+    AuthorityError,
+    InitiatorImpersonationError,
+    InitiatorProofError,
+    InitiatorUnauthenticatedError,
+)
+
+__all__ = [
+    "OIDC_PREFIX",
+    "REQUEST_PAYLOAD_TYPE",
+    "REQUEST_SCHEMA_VERSION",
+    "UNAUTHENTICATED",
+    "InitiatorIdentity",
+    "SignedRequest",
+    "sign_request",
+    "verify_initiator",
+]
+
+REQUEST_PAYLOAD_TYPE: Final = "application/vnd.ecp.request.v1+json"
+REQUEST_SCHEMA_VERSION: Final = "ecp.request/v1"
+#: A proof that starts with this is an OpenID Connect ID token.
+OIDC_PREFIX: Final = "oidc:"
+#: How an identity nobody proved is marked.
+UNAUTHENTICATED: Final = "unauthenticated"
+_MAX_PROOF_BYTES: Final = 32 * 1024
+
+_WIRE = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class SignedRequest(BaseModel):
+    """The signed content of a request: who asks for what, on which workflow."""
+
+    model_config = _WIRE
+
+    schema_version: Literal["ecp.request/v1"] = REQUEST_SCHEMA_VERSION
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+    initiator: Annotated[str, Field(min_length=1, max_length=256)]
+    namespace: Annotated[str, Field(min_length=1, max_length=255)]
+    workflow_id: Annotated[str, Field(min_length=1, max_length=1000)]
+    action: Annotated[str, Field(min_length=1, max_length=1000)]
+    args_digest: Annotated[Digest, Field(pattern=DIGEST_PATTERN)]
+    purpose: Annotated[str, Field(max_length=4096)] = ""
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+
+
+@dataclass(frozen=True, slots=True)
+class InitiatorIdentity:
+    """An initiator, and how it was established.
+
+    Attributes:
+        name: The policy principal.
+        auth: ``key:<key id>``, ``oidc:<issuer>#<subject>`` or ``unauthenticated``.
+    """
+
+    name: str
+    auth: str
+
+    @property
+    def method(self) -> str:
+        """``key``, ``oidc`` or ``unauthenticated``."""
+        return self.auth.split(":", 1)[0]
+
+
+def sign_request(
+    signer: Signer,
+    *,
+    initiator: str,
+    namespace: str,
+    workflow_id: str,
+    action: str,
+    args_digest: Digest,
+    purpose: str,
+    clock: Clock,
+    ttl: timedelta = timedelta(minutes=10),
+) -> str:
+    """Sign a request as its initiator: the proof to put in ``GovernedRequest.initiator_proof``.
+
+    Raises:
+        InitiatorProofError: a field does not fit the schema.
+    """
+    now = now_utc(clock).replace(microsecond=0)
+    try:
+        body = SignedRequest(
+            request_id=str(uuid.uuid4()),
+            initiator=initiator,
+            namespace=namespace,
+            workflow_id=workflow_id,
+            action=action,
+            args_digest=args_digest,
+            purpose=purpose,
+            issued_at=now,
+            expires_at=now + ttl,
+        )
+    except ValidationError as exc:
+        raise InitiatorProofError(f"request cannot be signed: {exc.errors()[0]['msg']}") from None
+    payload = canonical_json(body.model_dump(mode="json"))
+    return sign_envelope(REQUEST_PAYLOAD_TYPE, payload, signer).to_json().decode()
+
+
+def verify_initiator(
+    proof: str,
+    *,
+    claimed: str,
+    trust: TrustStore,
+    namespace: str,
+    workflow_id: str,
+    action: str,
+    args_digest: Digest,
+    purpose: str,
+    at: datetime | None,
+    oidc: Sequence[OidcIssuer] = (),
+    allow_unauthenticated: bool = False,
+) -> InitiatorIdentity:
+    """Establish who asked, before the policy sees the name.
+
+    ``namespace`` and ``workflow_id`` are the execution as Temporal reports
+    it to the caller; ``at`` is when the identity must hold (``None``: when
+    the proof says it was issued, to re-check an identity established
+    earlier: signature, key, binding and issuer still count).
+
+    Raises:
+        InitiatorUnauthenticatedError: no proof, and unauthenticated
+            initiators are not allowed here.
+        InitiatorProofError: the proof does not verify, is expired, or is for
+            another request or workflow.
+        InitiatorImpersonationError: the proof is valid but names someone else.
+    """
+    if not proof:
+        if allow_unauthenticated:
+            return InitiatorIdentity(claimed, UNAUTHENTICATED)
+        raise InitiatorUnauthenticatedError(
+            f"the request names initiator {claimed!r} without proof; sign it with the "
+            "initiator's key (ecp submit --key) or send an OpenID Connect ID token"
+        )
+    if len(proof.encode("utf-8", "replace")) > _MAX_PROOF_BYTES:
+        raise InitiatorProofError(f"initiator proof is larger than {_MAX_PROOF_BYTES} bytes")
+    if proof.startswith(OIDC_PREFIX):
+        return _by_token(proof.removeprefix(OIDC_PREFIX), claimed, oidc, at)
+    return _by_signature(
+        proof, claimed, trust, namespace, workflow_id, action, args_digest, purpose, at
+    )
+
+
+def _by_token(
+    token: str, claimed: str, issuers: Sequence[OidcIssuer], at: datetime | None
+) -> InitiatorIdentity:
+    if not issuers:
+        raise InitiatorProofError(
+            "an ID token was sent, and no OpenID Connect issuer is configured"
+        )
+    errors: list[str] = []
+    when = at if at is not None else _token_issued_at(token)
+    for issuer in issuers:
+        try:
+            who = verify_id_token(token, issuer, now=when)
+        except AuthorityError as exc:
+            errors.append(f"{exc.code}: {exc}")
+            continue
+        if who.principal != claimed:
+            raise InitiatorImpersonationError(
+                f"the ID token is {who.principal!r}'s (issuer {who.issuer}), "
+                f"the request names {claimed!r}"
+            )
+        return InitiatorIdentity(claimed, f"oidc:{who.issuer}#{who.subject}")
+    raise InitiatorProofError(f"ID token did not verify: {'; '.join(errors)}")
+
+
+def _signed_issued_at(envelope: Envelope) -> datetime:
+    # Read (not trusted) only to pick the instant to verify at; the signature
+    # and every field are then verified as of that instant.
+    try:
+        body = parse_json_strict(envelope.payload)
+        issued = body.get("issued_at") if isinstance(body, dict) else None
+        return datetime.fromisoformat(str(issued))
+    except (AuthorityError, ValueError):
+        raise InitiatorProofError("the signed request has no readable issued_at") from None
+
+
+def _token_issued_at(token: str) -> datetime:
+    # As for signed requests: only the instant to verify at.
+    try:
+        iat: object = jwt.decode(token, options={"verify_signature": False}).get("iat")
+        if not isinstance(iat, int | float):
+            raise TypeError("iat")
+        return datetime.fromtimestamp(int(iat), UTC)
+    except (jwt.PyJWTError, TypeError, ValueError, OverflowError, OSError):
+        raise InitiatorProofError("the ID token has no readable iat claim") from None
+
+
+def _by_signature(
+    proof: str,
+    claimed: str,
+    trust: TrustStore,
+    namespace: str,
+    workflow_id: str,
+    action: str,
+    args_digest: Digest,
+    purpose: str,
+    at: datetime | None,
+) -> InitiatorIdentity:
+    try:
+        envelope = Envelope.from_json(proof)
+        body_time = _signed_issued_at(envelope) if at is None else at
+        verified = verify_envelope(
+            envelope,
+            payload_type=REQUEST_PAYLOAD_TYPE,
+            trust=trust,
+            role=KeyRole.INITIATOR,
+            at=body_time,
+        )
+        body = read_signed_model(
+            envelope.payload,
+            SignedRequest,
+            what="signed request",
+            schema_version=REQUEST_SCHEMA_VERSION,
+            schema_error=InitiatorProofError,
+            version_error=InitiatorProofError,
+        )
+    except InitiatorProofError:
+        raise
+    except AuthorityError as exc:
+        raise InitiatorProofError(f"signed request does not verify: {exc.code}: {exc}") from None
+    if verified.key.name != body.initiator:
+        raise InitiatorProofError(
+            f"the request is signed by {verified.key.name!r}'s key but names {body.initiator!r}"
+        )
+    if body.initiator != claimed:
+        raise InitiatorImpersonationError(
+            f"the proof is {body.initiator!r}'s, the request names {claimed!r}"
+        )
+    bound = (
+        ("namespace", body.namespace, namespace),
+        ("workflow id", body.workflow_id, workflow_id),
+        ("action", body.action, action),
+        ("arguments", body.args_digest, args_digest),
+        ("purpose", body.purpose, purpose),
+    )
+    for what, signed, actual in bound:
+        if signed != actual:
+            raise InitiatorProofError(
+                f"the signed request is for {what} {signed!r}, this request has {actual!r}"
+            )
+    if not body.issued_at <= body_time + timedelta(seconds=30) or body_time >= body.expires_at:
+        raise InitiatorProofError(
+            f"the signed request is valid from {body.issued_at} to {body.expires_at}, "
+            f"not at {body_time}"
+        )
+    return InitiatorIdentity(claimed, f"key:{verified.key.key_id}")
