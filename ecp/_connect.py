@@ -11,11 +11,18 @@ from ecp.errors import EcpError
 from ecp.workflows._search_attributes import ALL_KEYS
 
 __all__ = [
+    "SearchAttributesMissingError",
     "TemporalUnreachableError",
     "connect",
     "ensure_search_attributes",
     "tls_config",
 ]
+
+
+class SearchAttributesMissingError(EcpError):
+    """The namespace lacks ECP's search attributes, and they cannot be added from here."""
+
+    code = "search_attributes_missing"
 
 
 class TemporalUnreachableError(EcpError):
@@ -91,6 +98,10 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
     A dev server started by ``ecp dev`` has them already; a reused or remote
     one may not, and then every upsert would fail the workflow task.
+
+    Raises:
+        SearchAttributesMissingError: they are missing and cannot be added
+            from this client (the message gives the commands that add them).
     """
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import (
@@ -98,15 +109,27 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         ListSearchAttributesRequest,
     )
 
-    have = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
-    missing = {
-        k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-        for k in ALL_KEYS
-        if k.name not in have.custom_attributes
-    }
-    if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
+    missing = {k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in ALL_KEYS}
+    try:
+        have = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
         )
+        missing = {k: v for k, v in missing.items() if k not in have.custom_attributes}
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
+            )
+    except RPCError as exc:
+        # No operator permission (Temporal Cloud, a locked-down cluster), or
+        # no such namespace: refuse to start rather than let every governed
+        # workflow task fail (and its submitter wait forever).
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {namespace} "
+            f"--name {name} --type Keyword"
+            for name in sorted(missing)
+        )
+        raise SearchAttributesMissingError(
+            f"namespace {namespace!r} may lack ECP's search attributes "
+            f"{', '.join(sorted(missing))} and they could not be registered from here "
+            f"({exc.status.name}: {exc.message}); run: {commands}"
+        ) from None

@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from ecp._connect import ensure_search_attributes
 from ecp._keyring import KeyFiles
 from ecp._observe import ObservedLedger, TelemetryInterceptor
 from ecp._settings import Role, Settings, SettingsError
@@ -199,6 +200,10 @@ async def run_workers(
     ones) are registered on the executor queue beside ``GovernedExecution``
     and the governed activities.
     """
+    # Governed workflows upsert ECP's search attributes: without them every
+    # workflow task fails (and the submitter waits forever). Register them,
+    # or refuse to start in one line saying how.
+    await ensure_search_attributes(client, client.namespace)
     workers: list[Worker] = []
     if role in (Role.AUTHORITY, Role.ALL):
         workers.append(Worker(client, task_queue=settings.authority_queue, plugins=[plugin]))

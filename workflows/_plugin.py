@@ -10,6 +10,7 @@ and the gate.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Collection, Sequence
 
 from temporalio import activity
@@ -31,6 +32,8 @@ __all__ = ["PASSTHROUGH_MODULES", "EcpPlugin", "sandbox_runner"]
 #: all. Nothing else: a user's own workflow modules (``workflows.py``,
 #: ``activities.py``, ...) keep the sandbox's per-run isolation.
 PASSTHROUGH_MODULES = ("ecp", "cryptography")
+
+log = logging.getLogger("ecp.plugin")
 
 
 def sandbox_runner(existing: WorkflowRunner | None) -> WorkflowRunner:
@@ -90,6 +93,17 @@ class EcpPlugin(SimplePlugin):
         self._governed_names = frozenset(governed_names)
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        if GovernedExecution in config.get("workflows", []) or any(
+            a in config.get("activities", []) for a in self._all_activities()
+        ):
+            # Given to the client and to the worker too: the client's copy
+            # already configured this worker. Say so, and do not add twice.
+            log.warning(
+                "EcpPlugin was given to both the client and the worker on task queue %r; "
+                "give it to one of them (the client's reaches every worker built on it)",
+                config.get("task_queue"),
+            )
+            return config
         config = super().configure_worker(config)
         if config.get("task_queue") == self._queues.authority:
             extra_activities = self._authority_activities
@@ -100,6 +114,9 @@ class EcpPlugin(SimplePlugin):
         if not self._verifies:
             self._refuse_governed(config)
         return config
+
+    def _all_activities(self) -> list[Callable[..., object]]:
+        return [*self._authority_activities, *self._executor_activities]
 
     def _refuse_governed(self, config: WorkerConfig) -> None:
         # Fail at start, in one line, rather than refuse every call later.
