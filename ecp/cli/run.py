@@ -15,6 +15,7 @@ from rich.console import Console
 from ecp._connect import connect, ensure_search_attributes
 from ecp._demo import ensure_keys, run_demo
 from ecp._devserver import port_open, start_for_settings
+from ecp._hosted import HostedActivities, load_activities
 from ecp._logs import configure_logging
 from ecp._runtime import build_plugin, run_workers
 from ecp._settings import Role, Settings, load_settings
@@ -92,7 +93,13 @@ async def _start_console(
     return web, f"http://{host}:{port}/", task
 
 
-async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
+async def _serve(
+    settings: Settings,
+    role: Role,
+    *,
+    with_server: bool,
+    hosted: HostedActivities | None = None,
+) -> None:
     console = Console()
     server = None
     if with_server:
@@ -103,7 +110,15 @@ async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
     try:
         # Local configuration first (keys, policy, database), so a broken
         # deployment says what is wrong even while Temporal is down too.
-        plugin, ledger = build_plugin(settings, role=role)
+        if hosted is not None:
+            plugin, ledger = build_plugin(
+                settings,
+                role=role,
+                governed_activities=hosted.governed,
+                governed_modules=hosted.modules,
+            )
+        else:
+            plugin, ledger = build_plugin(settings, role=role)
         client = await connect(settings)
         await ensure_search_attributes(client, settings.namespace)
         stop = asyncio.Event()
@@ -111,7 +126,14 @@ async def _serve(settings: Settings, role: Role, *, with_server: bool) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        async with run_workers(client, settings, plugin, role=role, extra_workflows=[DirectCall]):
+        async with run_workers(
+            client,
+            settings,
+            plugin,
+            role=role,
+            extra_workflows=[DirectCall],
+            extra_activities=hosted.plain if hosted is not None else (),
+        ):
             web = await _start_console(settings, server.ui_url) if server is not None else None
             if web is not None:
                 console.print(f"ECP console at {web[1]}")
@@ -155,14 +177,23 @@ def worker(
         help="authority: decides and signs; executor: runs gated activities "
         "(default: ECP_ROLE, else all).",
     ),
+    activities: list[str] | None = typer.Option(
+        None,
+        "--activities",
+        help="MODULE or MODULE:NAME (repeatable): host these activities instead of the "
+        "demo's; @governed ones run behind the gate, the others as they are.",
+    ),
 ) -> None:
     """Run ECP workers of one role against ECP_TEMPORAL_ADDRESS until Ctrl-C.
 
     authority loads the authority, log and recorder keys and serves the
     authority queue; executor loads only the worker key and serves the
-    executor queue behind the gate; all does both.
+    executor queue behind the gate; all does both. Both must run somewhere:
+    the authority decides and signs grants, the executor runs the governed
+    activities (and holds no signing key but its own).
     """
     settings = load_settings()
     configure_logging(settings)
-    asyncio.run(_serve(settings, role or settings.role, with_server=False))
+    hosted = load_activities(activities) if activities else None
+    asyncio.run(_serve(settings, role or settings.role, with_server=False, hosted=hosted))
     sys.exit(0)

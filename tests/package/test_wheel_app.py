@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-APP = Path(__file__).resolve().parent / "sample_app"
+APP = REPO / "examples" / "refund_app"
 SEARCH_ATTRIBUTES = (
     "ECPDecision",
     "ECPInitiator",
