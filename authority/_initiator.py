@@ -32,7 +32,7 @@ from typing import Annotated, Final, Literal
 import jwt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ecp.authority._canonical import Digest, canonical_json, parse_json_strict
+from ecp.authority._canonical import Digest, canonical_json, digest_bytes, parse_json_strict
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
 from ecp.authority._keys import Signer
@@ -47,6 +47,8 @@ from ecp.authority.errors import (
 )
 
 __all__ = [
+    "ANY_ARGUMENTS",
+    "ANY_CALL",
     "OIDC_PREFIX",
     "REQUEST_PAYLOAD_TYPE",
     "REQUEST_SCHEMA_VERSION",
@@ -54,6 +56,7 @@ __all__ = [
     "InitiatorIdentity",
     "SignedRequest",
     "sign_request",
+    "sign_session",
     "verify_initiator",
 ]
 
@@ -63,6 +66,11 @@ REQUEST_SCHEMA_VERSION: Final = "ecp.request/v1"
 OIDC_PREFIX: Final = "oidc:"
 #: How an identity nobody proved is marked.
 UNAUTHENTICATED: Final = "unauthenticated"
+#: ``action`` (and ``purpose``) of a *session*: a signed request that covers
+#: every governed call inside one workflow execution, which is all it binds.
+ANY_CALL: Final = "*"
+#: ``args_digest`` of a session (the digest of no real argument list).
+ANY_ARGUMENTS: Final = digest_bytes(b"ecp:any-arguments")
 _MAX_PROOF_BYTES: Final = 32 * 1024
 
 _WIRE = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -137,6 +145,38 @@ def sign_request(
         raise InitiatorProofError(f"request cannot be signed: {exc.errors()[0]['msg']}") from None
     payload = canonical_json(body.model_dump(mode="json"))
     return sign_envelope(REQUEST_PAYLOAD_TYPE, payload, signer).to_json().decode()
+
+
+def sign_session(
+    signer: Signer,
+    *,
+    initiator: str,
+    namespace: str,
+    workflow_id: str,
+    clock: Clock,
+    ttl: timedelta = timedelta(hours=1),
+) -> str:
+    """Sign a session: ``initiator`` asks for the governed calls of one workflow execution.
+
+    Travels in the workflow's memo (see ``ecp.workflows.initiator_memo``);
+    every ``execute_governed`` call inside that workflow inherits it. It binds
+    the namespace, the workflow id and a validity window, not the calls: the
+    workflow's code chooses those, and the policy decides each.
+
+    Raises:
+        InitiatorProofError: a field does not fit the schema.
+    """
+    return sign_request(
+        signer,
+        initiator=initiator,
+        namespace=namespace,
+        workflow_id=workflow_id,
+        action=ANY_CALL,
+        args_digest=ANY_ARGUMENTS,
+        purpose=ANY_CALL,
+        clock=clock,
+        ttl=ttl,
+    )
 
 
 def verify_initiator(
@@ -270,12 +310,21 @@ def _by_signature(
         raise InitiatorImpersonationError(
             f"the proof is {body.initiator!r}'s, the request names {claimed!r}"
         )
+    session = body.action == ANY_CALL
+    if session and (body.args_digest != ANY_ARGUMENTS or body.purpose != ANY_CALL):
+        raise InitiatorProofError("a session names no arguments and no purpose")
     bound = (
         ("namespace", body.namespace, namespace),
         ("workflow id", body.workflow_id, workflow_id),
-        ("action", body.action, action),
-        ("arguments", body.args_digest, args_digest),
-        ("purpose", body.purpose, purpose),
+        *(
+            ()
+            if session
+            else (
+                ("action", body.action, action),
+                ("arguments", body.args_digest, args_digest),
+                ("purpose", body.purpose, purpose),
+            )
+        ),
     )
     for what, signed, actual in bound:
         if signed != actual:

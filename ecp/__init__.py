@@ -25,16 +25,20 @@ if TYPE_CHECKING:
     from ecp.lineage.ledger._receipt import Receipt as Receipt
     from ecp.lineage.ledger._receipt import verify_receipt as verify_receipt
     from ecp.workflows._governed import GovernedExecution as GovernedExecution
+    from ecp.workflows._in_workflow import GovernedCallDenied as GovernedCallDenied
+    from ecp.workflows._in_workflow import execute_governed as execute_governed
     from ecp.workflows._models import GovernedRequest as GovernedRequest
     from ecp.workflows._models import GovernedResult as GovernedResult
     from ecp.workflows._models import TaskQueues as TaskQueues
     from ecp.workflows._plugin import EcpPlugin as EcpPlugin
+    from ecp.workflows._start import initiator_memo as initiator_memo
     from ecp.workflows._start import start_governed as start_governed
 
 __all__ = [
     "EcpError",
     "EcpPlugin",
     "ExpectedCall",
+    "GovernedCallDenied",
     "GovernedExecution",
     "GovernedRequest",
     "GovernedResult",
@@ -46,7 +50,9 @@ __all__ = [
     "VerifiedGrant",
     "build_plugin",
     "cross_check",
+    "execute_governed",
     "governed",
+    "initiator_memo",
     "load_settings",
     "run_workers",
     "start_governed",
@@ -61,6 +67,9 @@ __getattr__, __dir__ = lazy_exports(
         "EcpPlugin": "ecp.workflows._plugin",
         "ExpectedCall": "ecp.authority._verify",
         "GovernedExecution": "ecp.workflows._governed",
+        "GovernedCallDenied": "ecp.workflows._in_workflow",
+        "execute_governed": "ecp.workflows._in_workflow",
+        "initiator_memo": "ecp.workflows._start",
         "GovernedRequest": "ecp.workflows._models",
         "GovernedResult": "ecp.workflows._models",
         "Ledger": "ecp.lineage.ledger._ledger",

@@ -143,6 +143,8 @@ class GovernedCall:
         self._grant: GrantResult | None = None
         self._receipt: ProveResult | None = None
         self._outcome = ""
+        #: The reason code the call ended with ("" on success).
+        self.ending_code = ""
 
     # --- queries and updates ------------------------------------------------
 
@@ -405,6 +407,7 @@ class GovernedCall:
         assert d is not None
         self._step = "prove"
         self._outcome = ending.outcome
+        self.ending_code = ending.reason_code
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(ending.outcome)])
         self._refresh_details(req)
         try:

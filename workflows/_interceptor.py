@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from temporalio import workflow
 from temporalio.worker import (
+    ExecuteWorkflowInput,
     Interceptor,
     StartActivityInput,
     WorkflowInboundInterceptor,
@@ -14,8 +16,9 @@ from temporalio.worker import (
 )
 
 from ecp.workflows._grant_header import GRANT_HEADER, current_grant, grant_payload
+from ecp.workflows._models import TaskQueues
 
-__all__ = ["GrantHeaderInterceptor"]
+__all__ = ["GrantHeaderInterceptor", "configured_queues"]
 
 
 class _Outbound(WorkflowOutboundInterceptor):
@@ -26,15 +29,40 @@ class _Outbound(WorkflowOutboundInterceptor):
         return super().start_activity(input)
 
 
+#: The plugin's task queues, for ``execute_governed`` inside the running
+#: workflow. Per workflow task context: several workers with different
+#: queues can share one process.
+_QUEUES: ContextVar[TaskQueues | None] = ContextVar("ecp_queues", default=None)
+
+
+def configured_queues() -> TaskQueues | None:
+    """The task queues of the plugin on the worker running this workflow."""
+    return _QUEUES.get()
+
+
 class _Inbound(WorkflowInboundInterceptor):
+    ecp_queues: TaskQueues | None = None
+
     def init(self, outbound: WorkflowOutboundInterceptor) -> None:
         super().init(_Outbound(outbound))
 
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        _QUEUES.set(self.ecp_queues)
+        return await super().execute_workflow(input)
+
 
 class GrantHeaderInterceptor(Interceptor):
-    """Installs the grant-attaching outbound interceptor on every workflow."""
+    """Installs the grant-attaching outbound interceptor on every workflow.
+
+    Args:
+        queues: The plugin's task queues, which ``execute_governed`` uses by
+            default.
+    """
+
+    def __init__(self, queues: TaskQueues | None = None) -> None:
+        self._queues = queues
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
     ) -> type[WorkflowInboundInterceptor] | None:
-        return _Inbound
+        return type("_EcpInbound", (_Inbound,), {"ecp_queues": self._queues})

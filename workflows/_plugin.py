@@ -80,13 +80,14 @@ class EcpPlugin(SimplePlugin):
         governed_names: Collection[str] = (),
     ) -> None:
         # Fail closed: without a gate, governed activities are refused, never run.
-        interceptors: list[Interceptor] = [GrantHeaderInterceptor(), gate or RefusingGate()]
+        queues = queues or TaskQueues()
+        interceptors: list[Interceptor] = [GrantHeaderInterceptor(queues), gate or RefusingGate()]
         super().__init__(
             "ecp.governance",
             interceptors=interceptors,
             workflow_runner=sandbox_runner,
         )
-        self._queues = queues or TaskQueues()
+        self._queues = queues
         self._authority_activities = list(authority_activities)
         self._executor_activities = list(executor_activities)
         self._verifies = bool(getattr(gate, "verifies_grants", False))

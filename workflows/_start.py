@@ -9,12 +9,40 @@ from temporalio.client import Client, WorkflowHandle
 
 from ecp.authority._calldigest import digest_values
 from ecp.authority._clock import system_clock
-from ecp.authority._initiator import sign_request
+from ecp.authority._initiator import sign_request, sign_session
 from ecp.authority._keys import Signer
 from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._in_workflow import INITIATOR_MEMO
 from ecp.workflows._models import GovernedRequest, GovernedResult
 
-__all__ = ["start_governed"]
+__all__ = ["initiator_memo", "start_governed"]
+
+
+def initiator_memo(
+    signer: Signer,
+    *,
+    initiator: str,
+    namespace: str,
+    workflow_id: str,
+    ttl: timedelta = timedelta(hours=1),
+) -> dict[str, object]:
+    """The memo that lets a workflow's governed calls act for ``initiator``.
+
+    Pass it as ``client.start_workflow(..., id=workflow_id, memo=initiator_memo(...))``:
+    ``execute_governed`` inside that workflow reads it.
+
+    Raises:
+        InitiatorProofError: the session cannot be signed.
+    """
+    proof = sign_session(
+        signer,
+        initiator=initiator,
+        namespace=namespace,
+        workflow_id=workflow_id,
+        clock=system_clock,
+        ttl=ttl,
+    )
+    return {INITIATOR_MEMO: {"initiator": initiator, "proof": proof}}
 
 
 async def start_governed(

@@ -9,9 +9,10 @@ import typer
 
 from ecp._keyring import init_keyring
 from ecp._paths import data_dir
+from ecp._settings import load_settings
 from ecp.authority._clock import system_clock
 from ecp.authority._keys import Ed25519FileSigner
-from ecp.authority._truststore import TrustedKey, TrustStore
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.cli._common import one_line_errors
 
 __all__ = ["app", "default_keys_dir"]
@@ -86,12 +87,31 @@ def _status(key: TrustedKey) -> str:
 @one_line_errors
 def list_keys(
     directory: _StoreDir = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            "--origin",
+            help="The log's origin, naming the log key's verifier key "
+            "(default: $ECP_LOG_ORIGIN, else ecp.local/ledger).",
+        ),
+    ] = None,
 ) -> None:
-    """List the trust store's keys: id, roles, name and status."""
+    """List the trust store's keys: id, roles, name and status.
+
+    A log key's line ends with its C2SP verifier key (ORIGIN+KEYID+BASE64), which
+    `ecp ledger verify-receipt --log-key` takes.
+    """
     store = TrustStore.load(directory or default_keys_dir())
     for key in store:
         roles = ",".join(sorted(r.value for r in key.roles))
-        typer.echo(f"{key.key_id}  {roles:<9}  {key.name or '-':<12}  {_status(key)}")
+        line = f"{key.key_id}  {roles:<9}  {key.name or '-':<12}  {_status(key)}"
+        if KeyRole.LOG in key.roles:
+            from ecp.lineage.ledger._note import NoteVerifier
+
+            if origin is None:
+                origin = load_settings().log_origin
+            line += f"  {NoteVerifier.for_key(origin, key.public_key).vkey()}"
+        typer.echo(line)
 
 
 @app.command("revoke")

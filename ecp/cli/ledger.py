@@ -1,11 +1,11 @@
-"""`ecp ledger` commands: append evidence, sign checkpoints, prove, verify."""
+"""`ecp ledger` commands: append evidence, sign and list checkpoints, prove, verify, key."""
 
 from __future__ import annotations
 
 import base64
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,11 @@ from ecp._paths import data_dir, default_database_url
 from ecp.authority._keys import Ed25519FileSigner, load_public_key
 from ecp.authority._truststore import TrustStore
 from ecp.cli._common import CliError, one_line_errors
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ecp.lineage.ledger._note import NoteVerifier
 
 __all__ = ["app"]
 
@@ -38,6 +43,63 @@ def _log_key_path(path: Path | None) -> Path:
 
 
 _TRUST_HELP = "The trust store naming the keys that may sign evidence (default: $ECP_HOME/keys)."
+
+
+_VERIFY_KEY_HELP = (
+    "The log's key: a PEM file (public or private), a C2SP verifier key "
+    "ORIGIN+KEYID+BASE64 (as `ecp ledger key` prints it), or a file holding one."
+)
+#: A verifier key file holds one line; anything larger is not one.
+_MAX_VKEY_FILE_BYTES = 4096
+
+
+def _looks_like_vkey(text: str) -> bool:
+    # <name>+<hex id>+<base64>: no whitespace, at least two '+'.
+    return text.count("+") >= 2 and not any(ch.isspace() for ch in text)
+
+
+def _parse_log_key(value: str, expected_origin: str | None) -> Ed25519PublicKey | NoteVerifier:
+    """The log key named by a ``--log-key`` value.
+
+    A file holding a PEM key gives the bare public key (its note key name is
+    then the origin); a verifier key (given inline or in a file) gives a
+    :class:`NoteVerifier`, refused unless it is an Ed25519 key named
+    ``expected_origin`` (when one is expected).
+
+    Raises:
+        KeyFileError: a file that is neither PEM nor a verifier key, or missing.
+        VerifierKeyError: a malformed verifier key.
+        CliError: a verifier key for another origin, or not a log signing key.
+    """
+    from ecp.lineage.ledger._note import NoteKeyType, NoteVerifier
+
+    path = Path(value)
+    text = value
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # too long, or a NUL: no file name at all
+        is_file = False
+    if is_file:
+        try:
+            data = path.read_bytes()[: _MAX_VKEY_FILE_BYTES + 1]
+        except OSError as exc:
+            raise CliError(f"cannot read log key {path}: {exc.strerror}") from exc
+        stripped = data.strip().decode("utf-8", "replace")
+        if b"-----BEGIN" in data or len(data) > _MAX_VKEY_FILE_BYTES:
+            return load_public_key(path)
+        if not _looks_like_vkey(stripped):
+            return load_public_key(path)  # names the file and why it is no key
+        text = stripped
+    elif "+" not in value:
+        return load_public_key(path)  # a missing key file: say so
+    verifier = NoteVerifier.from_vkey(text)
+    if verifier.key_type is not NoteKeyType.ED25519:
+        raise CliError(f"verifier key {verifier.name!r} is a witness key, not a log key")
+    if expected_origin is not None and verifier.name != expected_origin:
+        raise CliError(
+            f"verifier key is for {verifier.name[:64]!r}, not the log's origin {expected_origin!r}"
+        )
+    return verifier
 
 
 def _trust(path: Path | None) -> TrustStore:
@@ -156,9 +218,12 @@ def consistency(
 def verify(
     db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
     log_key: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--log-key", help="The log's key (public or private PEM) to check checkpoints."
+            "--log-key",
+            help=_VERIFY_KEY_HELP
+            + " A verifier key must be named for the stored checkpoints' origin."
+            + " Default: <data dir>/keys/log.key.",
         ),
     ] = None,
     trust_store: Annotated[Path | None, typer.Option("--trust-store", help=_TRUST_HELP)] = None,
@@ -168,10 +233,16 @@ def verify(
     Names the first bad index.
     """
     from ecp.lineage.ledger._ledger import Ledger
+    from ecp.lineage.ledger._note import NoteVerifier
 
-    public = load_public_key(_log_key_path(log_key))
+    key_arg = log_key if log_key is not None else str(_log_key_path(None))
     trust = _trust(trust_store)
     with Ledger.open(_url(db), create=False) as ledger:
+        latest = ledger.latest_checkpoint()
+        # The log signs under its origin: a key named otherwise verifies nothing here.
+        expected = latest.checkpoint.origin if latest is not None else None
+        key = _parse_log_key(key_arg, expected)
+        public = key.public_key if isinstance(key, NoteVerifier) else key
         report = ledger.verify_all(public, trust=trust)
     typer.echo(
         f"ok: {report.size} entries signed by trusted keys, root {report.root_hash.hex()}, "
@@ -183,21 +254,108 @@ def verify(
 @one_line_errors
 def verify_receipt_cmd(
     receipt: Annotated[Path, typer.Argument(help="A receipt JSON file from `ecp ledger prove`.")],
-    log_key: Annotated[Path, typer.Option("--log-key", help="The log's public key (PEM).")],
+    log_key: Annotated[str, typer.Option("--log-key", help=_VERIFY_KEY_HELP)],
     origin: Annotated[
         str | None,
         typer.Option(
-            "--origin", help="The log the receipt must come from (default: any signed by the key)."
+            "--origin",
+            help="The log the receipt must come from (default: a verifier key's name, "
+            "else any log signed by the PEM key).",
         ),
     ] = None,
     min_size: Annotated[
         int, typer.Option("--min-size", min=0, help="Reject checkpoints older than this tree size.")
     ] = 0,
 ) -> None:
-    """Verify a receipt offline with the log's public key (no database needed)."""
+    """Verify a receipt offline with the log's public key (no database needed).
+
+    A verifier key names the log: its name must be --origin when given, and
+    the receipt must come from the log of that name.
+    """
+    from ecp.lineage.ledger._note import NoteVerifier
     from ecp.lineage.ledger._receipt import verify_receipt
 
-    v = verify_receipt(
-        _read(receipt, "receipt"), load_public_key(log_key), origin=origin, min_tree_size=min_size
-    )
+    key = _parse_log_key(log_key, origin)
+    if isinstance(key, NoteVerifier):
+        origin = key.name
+    v = verify_receipt(_read(receipt, "receipt"), key, origin=origin, min_tree_size=min_size)
     typer.echo(f"ok: entry {v.log_index} is in {v.origin} at tree size {v.tree_size}")
+
+
+@app.command("key")
+@one_line_errors
+def show_key(
+    log_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-key",
+            help="The log's key (public or private PEM; default: the configured key "
+            "directory's log.key).",
+        ),
+    ] = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            "--origin",
+            help="The log's origin, its key name (default: $ECP_LOG_ORIGIN, else "
+            f"{_DEFAULT_ORIGIN}).",
+        ),
+    ] = None,
+) -> None:
+    """Print the log's C2SP verifier key, ORIGIN+KEYID+BASE64.
+
+    Give it to whoever verifies receipts or checkpoints (`--log-key` takes it);
+    it holds the public key only.
+    """
+    from ecp._keyring import KeyFiles
+    from ecp._settings import load_settings
+    from ecp.lineage.ledger._note import NoteVerifier
+
+    if log_key is None or origin is None:
+        settings = load_settings()
+        log_key = log_key or KeyFiles(settings.keys).log
+        origin = origin or settings.log_origin
+    typer.echo(NoteVerifier.for_key(origin, load_public_key(log_key)).vkey())
+
+
+@app.command("checkpoints")
+@one_line_errors
+def checkpoints(
+    db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Show at most this many (newest first).")
+    ] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON array, with each signed note.")
+    ] = False,
+) -> None:
+    """List the stored signed checkpoints, newest first: id, size, root hash, time.
+
+    Read as stored; `ecp ledger verify` checks their signatures and roots.
+    """
+    from ecp.lineage.ledger._ledger import Ledger
+
+    with Ledger.open(_url(db), create=False) as ledger:
+        rows = ledger.stored_checkpoints(limit)
+    if as_json:
+        _emit(
+            [
+                {
+                    "id": r.id,
+                    "origin": r.checkpoint.origin,
+                    "size": r.checkpoint.size,
+                    "rootHash": base64.b64encode(r.checkpoint.root_hash).decode(),
+                    "createdAt": r.created_at.isoformat(),
+                    "note": r.note,
+                }
+                for r in rows
+            ]
+        )
+        return
+    if not rows:
+        typer.echo("no checkpoints yet; run `ecp ledger checkpoint`")
+        return
+    for r in rows:
+        cp = r.checkpoint
+        root = base64.b64encode(cp.root_hash).decode()
+        typer.echo(f"#{r.id:<5} size {cp.size:<8} root {root}  {r.created_at.isoformat()}")

@@ -7,13 +7,24 @@ import json
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import typer
+from temporalio.api.common.v1 import Payloads
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
 from ecp._approve import approve as deliver_approval
 from ecp._connect import connect
 from ecp._settings import load_settings
-from ecp._wire import STATUS_QUERY
+from ecp._wire import (
+    ACTIVITY_AUTHORIZE,
+    ACTIVITY_EVALUATE,
+    ACTIVITY_PROVE,
+    APPROVE_UPDATE,
+    EXECUTE_ACTIVITY_ID_PREFIX,
+    STATUS_QUERY,
+)
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._initiator import OIDC_PREFIX
 from ecp.authority._keys import Ed25519FileSigner, load_private_key
@@ -24,6 +35,10 @@ from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 from ecp.workflows._start import start_governed
 
 __all__ = ["register"]
+
+T = TypeVar("T")
+#: The workflow type `ecp status` reports on.
+GOVERNED_WORKFLOW = "GovernedExecution"
 
 
 def register(app: typer.Typer) -> None:
@@ -128,16 +143,156 @@ def approve(
     typer.echo(asyncio.run(run()))
 
 
+async def _decode(
+    client: Client, payloads: Payloads, type_hint: type[T], what: str, workflow_id: str
+) -> T | None:
+    """The first value of ``payloads`` as ``type_hint`` (``None`` when empty)."""
+    if not payloads.payloads:
+        return None
+    try:
+        values = await client.data_converter.decode(payloads.payloads, [type_hint])
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise CliError(f"cannot decode {what} in the history of {workflow_id}: {exc}") from exc
+    value = values[0]
+    if not isinstance(value, type_hint):
+        raise CliError(f"{what} in the history of {workflow_id} is not a {type_hint.__name__}")
+    return value
+
+
+async def _status_from_history(client: Client, workflow_id: str, run_id: str) -> dict[str, object]:
+    """What the ``ecp.status`` query would answer, read from the run's history.
+
+    For executions no worker serves any more: the GovernedResult (when the
+    run completed), and the results of ``ecp.evaluate`` (the decision),
+    ``ecp.authorize`` (the grant), ``ecp.prove`` (the ledger index) and of
+    the accepted approval updates.
+    """
+    from ecp.activities._contracts import DecisionResult, GrantResult, ProveInput, ProveResult
+    from ecp.workflows._models import ApprovalAck
+
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    history = await handle.fetch_history()
+    scheduled: dict[int, str] = {}
+    started: set[str] = set()
+    approve_updates: set[int] = set()
+    approvers: set[str] = set()
+    decision: DecisionResult | None = None
+    grant: GrantResult | None = None
+    proven: ProveResult | None = None
+    prove_input: ProveInput | None = None
+    final: GovernedResult | None = None
+    for ev in history.events:
+        kind = ev.WhichOneof("attributes")
+        if kind == "activity_task_scheduled_event_attributes":
+            sa = ev.activity_task_scheduled_event_attributes
+            name = sa.activity_type.name
+            if sa.activity_id.startswith(EXECUTE_ACTIVITY_ID_PREFIX):
+                name = "execute"
+            scheduled[ev.event_id] = name
+            started.add(name)
+            if name == ACTIVITY_PROVE:
+                prove_input = await _decode(
+                    client, sa.input, ProveInput, "the ecp.prove input", workflow_id
+                )
+        elif kind == "activity_task_completed_event_attributes":
+            ca = ev.activity_task_completed_event_attributes
+            name = scheduled.get(ca.scheduled_event_id, "")
+            what = f"the {name} result"
+            if name == ACTIVITY_EVALUATE:
+                decision = await _decode(client, ca.result, DecisionResult, what, workflow_id)
+            elif name == ACTIVITY_AUTHORIZE:
+                grant = await _decode(client, ca.result, GrantResult, what, workflow_id)
+            elif name == ACTIVITY_PROVE:
+                proven = await _decode(client, ca.result, ProveResult, what, workflow_id)
+        elif kind == "workflow_execution_update_accepted_event_attributes":
+            ua = ev.workflow_execution_update_accepted_event_attributes
+            if ua.accepted_request.input.name == APPROVE_UPDATE:
+                approve_updates.add(ev.event_id)
+        elif kind == "workflow_execution_update_completed_event_attributes":
+            uc = ev.workflow_execution_update_completed_event_attributes
+            if uc.accepted_event_id in approve_updates and uc.outcome.HasField("success"):
+                ack = await _decode(
+                    client, uc.outcome.success, ApprovalAck, "an approval", workflow_id
+                )
+                if ack is not None:
+                    approvers.add(ack.approver)
+        elif kind == "workflow_execution_completed_event_attributes":
+            final = await _decode(
+                client,
+                ev.workflow_execution_completed_event_attributes.result,
+                GovernedResult,
+                "the result",
+                workflow_id,
+            )
+    # The step the workflow had reached, as GovernedExecution sets it.
+    if final is not None or proven is not None:
+        step = "done"
+    elif ACTIVITY_PROVE in started:
+        step = "prove"
+    elif "execute" in started:
+        step = "execute"
+    elif ACTIVITY_AUTHORIZE in started:
+        step = "authorize"
+    elif decision is not None and decision.effect == "allow_after_approval":
+        step = "approve"
+    else:
+        step = "verify"
+    effect: str | None = decision.effect if decision else None
+    decision_id: str | None = decision.decision_id if decision else None
+    reasons: list[str] = list(decision.reasons) if decision else []
+    if final is not None:
+        effect, decision_id, reasons = final.decision, final.decision_id, list(final.reasons)
+    elif decision is None and prove_input is not None:
+        # Refused before any policy decision (the executor could not prepare
+        # the call, or the authority refused the request): an empty denial.
+        effect, decision_id, reasons = "deny", prove_input.decision_id, [prove_input.reason]
+    if final is not None:
+        outcome: str | None = final.outcome
+        ledger_index: int | None = final.ledger_index
+    else:
+        outcome = prove_input.outcome if prove_input else None
+        ledger_index = proven.index if proven else None
+    return {
+        "step": step,
+        "decision": effect,
+        "decision_id": decision_id,
+        "reasons": reasons,
+        "approvals": sorted(approvers),
+        "approvals_required": decision.approvals_required if decision else 0,
+        "grant_id": grant.grant_id if grant else None,
+        "grant_expires_at": grant.expires_at if grant else None,
+        "outcome": outcome or None,
+        "ledger_index": ledger_index,
+    }
+
+
 @one_line_errors
 def status(workflow_id: str = typer.Argument(..., help="A GovernedExecution id.")) -> None:
-    """Print where a governed execution is: step, decision, approvals, grant, receipt."""
+    """Print where a governed execution is: step, decision, approvals, grant, receipt.
+
+    A running execution answers the live ecp.status query (a worker must serve
+    it); a closed one is read from its history, so it answers after the
+    workers are gone.
+    """
     settings = load_settings()
 
     async def run() -> dict[str, object]:
         client = await connect(settings)
         handle = client.get_workflow_handle(workflow_id)
-        st: dict[str, object] = await handle.query(STATUS_QUERY, result_type=dict)
         desc = await handle.describe()
+        if desc.workflow_type != GOVERNED_WORKFLOW:
+            raise CliError(f"{workflow_id} is a {desc.workflow_type}, not a {GOVERNED_WORKFLOW}")
+        st: dict[str, object] | None = None
+        if desc.status is WorkflowExecutionStatus.RUNNING:
+            try:
+                st = await handle.query(STATUS_QUERY, result_type=dict)
+            except (RPCError, WorkflowQueryFailedError):
+                # Closed meanwhile? Then the history answers; else the failure stands.
+                desc = await handle.describe()
+                if desc.status is WorkflowExecutionStatus.RUNNING:
+                    raise
+        if st is None:
+            st = await _status_from_history(client, workflow_id, desc.run_id)
         st["workflow_status"] = desc.status.name if desc.status else None
         return st
 

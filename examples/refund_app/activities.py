@@ -20,6 +20,11 @@ async def reserve_stock(order_id: str) -> str:
     return f"reserved {order_id}"
 
 
+@activity.defn
+async def notify_customer(order_id: str, message: str) -> str:
+    return f"told {order_id}: {message}"
+
+
 @activity.defn(name="refund")
 @governed
 async def refund(req: Refund) -> str:

@@ -6,9 +6,9 @@ import asyncio
 
 from temporalio.client import Client
 
-from activities import refund, reserve_stock
+from activities import notify_customer, refund, reserve_stock
 from ecp import Role, build_plugin, load_settings, run_workers
-from workflows import OrderWorkflow
+from workflows import OrderWorkflow, RefundOrder
 
 
 async def main() -> None:
@@ -22,8 +22,8 @@ async def main() -> None:
         settings,
         plugin,
         role=Role.ALL,
-        extra_workflows=[OrderWorkflow],
-        extra_activities=[reserve_stock],
+        extra_workflows=[OrderWorkflow, RefundOrder],
+        extra_activities=[reserve_stock, notify_customer],
     ):
         print("worker ready", flush=True)
         await asyncio.Event().wait()

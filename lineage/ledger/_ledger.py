@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_ORIGIN",
     "AppendResult",
     "Ledger",
+    "StoredCheckpoint",
     "StoredEntry",
     "TreeHead",
     "VerifyReport",
@@ -108,6 +109,16 @@ class StoredEntry:
     envelope: Envelope
     leaf: bytes
     recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint as stored: its row id and issue time beside the signed note."""
+
+    id: int
+    checkpoint: Checkpoint
+    note: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +540,32 @@ class Ledger:
         with self._db.read() as conn:
             rows = conn.execute(select(CHECKPOINT.c.note).order_by(CHECKPOINT.c.id)).all()
         return [SignedCheckpoint(Checkpoint.parse(_note_text(r.note)), r.note) for r in rows]
+
+    def stored_checkpoints(self, limit: int | None = None) -> list[StoredCheckpoint]:
+        """The stored checkpoints, newest first, at most ``limit`` (read-only).
+
+        Signatures are not re-checked (``verify_all`` does that).
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        query = select(CHECKPOINT.c.id, CHECKPOINT.c.note, CHECKPOINT.c.created_at).order_by(
+            CHECKPOINT.c.id.desc()
+        )
+        if limit is not None:
+            query = query.limit(max(limit, 0))
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            StoredCheckpoint(
+                int(r.id),
+                Checkpoint.parse(_note_text(r.note)),
+                r.note,
+                # SQLite keeps no zone; the time was written in UTC.
+                r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+            )
+            for r in rows
+        ]
 
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The newest stored checkpoint, if any.
