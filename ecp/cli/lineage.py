@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -286,24 +287,72 @@ _STATUS_STYLE = {
     GovernanceStatus.VIOLATION: "[bold red]✗ VIOLATION[/bold red]",
 }
 
+#: What must not reach a terminal raw: C0 controls (NUL, ESC, newline, ...),
+#: DEL, C1 controls (CSI U+009B, OSC U+009D, ...), lone surrogates (which no
+#: terminal encoding can write) and the bidirectional overrides and isolates
+#: (which reorder the text around them).
+_TERMINAL_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _term(value: object) -> str:
+    r"""``value`` as text safe for a terminal and for rich markup.
+
+    History holds whatever a workflow (or whoever picked its ids) wrote:
+    control characters come out as visible ``\uXXXX`` escapes, as in the
+    exports, and rich's markup brackets are escaped.
+    """
+    from rich.markup import escape
+
+    text = _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
+    return str(escape(text))
+
+
+def _who(d: dict[str, object]) -> str:
+    """The initiator of a decision, grant or ledger entry and how it was established."""
+    from ecp.lineage.graph._build import UNAUTHENTICATED, authentication_method, identity_label
+
+    who = d.get("initiator")
+    if not isinstance(who, str) or not who:
+        return ""
+    auth = str(d.get("initiator_auth") or "")
+    text = _term(identity_label(who, auth))
+    method = authentication_method(auth)
+    if method in ("key", "oidc"):
+        return f" — initiator [green]{text}[/green]"
+    # Nobody established who asked (or the history does not say how).
+    mark = "⚠ " if method == UNAUTHENTICATED else "? "
+    return f" — initiator [bold yellow]{mark}{text}[/bold yellow]"
+
 
 def render_tree(g: nx.DiGraph, title: str) -> object:
-    """A rich ``Tree`` of the runs, their steps in order and their governance."""
-    from rich.markup import escape
+    """A rich ``Tree`` of the runs, their steps in order and their governance.
+
+    Every id and label read from history is escaped for the terminal (see
+    :func:`_term`), and each line is rich text already: no emoji code
+    (``:warning:``) or highlighting is applied to it when printed.
+    """
+    from rich.text import Text
     from rich.tree import Tree
 
     from ecp.lineage.graph._build import NodeKind
 
-    root = Tree(f"[bold]{escape(title)}[/bold]")
+    def line(markup: str) -> Text:
+        return Text.from_markup(markup, emoji=False)
+
+    root = Tree(line(f"[bold]{_term(title)}[/bold]"))
     runs = sorted(
         (d.get("time_ns", 0), n) for n, d in g.nodes(data=True) if d.get("kind") == NodeKind.RUN
     )
     for _, rn in runs:
         rd = g.nodes[rn]
         branch = root.add(
-            f"[bold]{escape(str(rd.get('workflow_type', '?')))}[/bold] "
-            f"{escape(str(rd.get('workflow_id')))} run {escape(str(rd.get('run_id')))} "
-            f"— {escape(str(rd.get('status', 'not loaded' if not rd.get('loaded') else '?')))}"
+            line(
+                f"[bold]{_term(rd.get('workflow_type', '?'))}[/bold] "
+                f"{_term(rd.get('workflow_id'))} run {_term(rd.get('run_id'))} "
+                f"— {_term(rd.get('status', 'not loaded' if not rd.get('loaded') else '?'))}"
+            )
         )
         steps = sorted(
             (d.get("time_ns", 0), n)
@@ -317,29 +366,30 @@ def render_tree(g: nx.DiGraph, title: str) -> object:
             sd = g.nodes[sn]
             status = str(sd.get("status", ""))
             if sd.get("kind") == NodeKind.CLOSE:
-                text = f"[bold]closed: {escape(status)}[/bold]"
+                text = f"[bold]closed: {_term(status)}[/bold]"
             else:
-                text = f"{escape(str(sd.get('label')))} [dim]{escape(status)}[/dim]"
+                text = f"{_term(sd.get('label'))} [dim]{_term(status)}[/dim]"
             if int(str(sd.get("attempts") or 0)) > 1:
-                text += f" [dim]({sd['attempts']} attempts)[/dim]"
+                text += f" [dim]({_term(sd['attempts'])} attempts)[/dim]"
             if sd.get("approver"):
-                text += f" [cyan]approver {escape(str(sd['approver']))}[/cyan]"
+                key = f" (key {_term(sd['approver_key_id'])})" if sd.get("approver_key_id") else ""
+                text += f" [cyan]approver {_term(sd['approver'])}{key}[/cyan]"
             gov = sd.get("governance")
             if gov:
-                text += " " + _STATUS_STYLE.get(str(gov), str(gov))
+                text += " " + _STATUS_STYLE.get(str(gov), _term(gov))
             elif sd.get("governed"):
                 text += " [dim](governed, not cross-checked)[/dim]"
-            leaf = branch.add(text)
+            leaf = branch.add(line(text))
             if sd.get("governance_grant"):
-                leaf.add(f"grant: {escape(str(sd['governance_grant']))}")
+                leaf.add(line(f"grant: {_term(sd['governance_grant'])}"))
             if sd.get("governance_evidence"):
-                leaf.add(f"evidence: {escape(str(sd['governance_evidence']))}")
+                leaf.add(line(f"evidence: {_term(sd['governance_evidence'])}"))
             for v in str(sd.get("governance_violations") or "").splitlines():
-                leaf.add(f"[red]{escape(v)}[/red]")
+                leaf.add(line(f"[red]{_term(v)}[/red]"))
             for s in sorted(g.successors(sn)):
                 kd = g.nodes[s]
                 if kd.get("kind") in (NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER):
-                    leaf.add(f"→ {escape(str(kd.get('label')))}")
+                    leaf.add(line(f"→ {_term(kd.get('label'))}{_who(kd)}"))
     return root
 
 

@@ -1,12 +1,17 @@
 """Governed executions as Temporal visibility sees them: a filtered, paged list and one detail.
 
 Everything here reads; the console never signals, updates or starts a workflow.
+How each initiator was established (a key, an OpenID Connect issuer and
+subject, or nobody) is read from the decision in the run's history and from
+its grant: parsed, not verified (the Lineage Explorer's cross-check verifies).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import re
 import shlex
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -23,13 +29,15 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from ecp._wire import DECISION_QUERY, GRANT_HEADER, STATUS_QUERY
+from ecp._wire import ACTIVITY_EVALUATE, DECISION_QUERY, GRANT_HEADER, STATUS_QUERY
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._contracts import DecisionResult
+from ecp.authority._canonical import parse_json_strict
 from ecp.authority._dsse import Envelope
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
 from ecp.authority.errors import AuthorityError
 from ecp.console.errors import BadFilterError, ExecutionNotFoundError, TemporalQueryError
+from ecp.lineage.graph._build import authentication_label, authentication_method, decision_identity
 from ecp.workflows._models import GovernedRequest, GovernedResult
 from ecp.workflows._search_attributes import (
     SA_ACTION,
@@ -47,7 +55,9 @@ __all__ = [
     "ExecutionRow",
     "GovernanceFilter",
     "GrantView",
+    "IdentityView",
     "PendingApproval",
+    "decision_identity_in_history",
     "describe_execution",
     "grants_in_history",
     "list_executions",
@@ -134,9 +144,58 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: How much of a key id (``ed25519:`` and 8 hex digits) the list shows.
+_SHORT_KEY_ID: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityView:
+    """Who asked and how the authority established it, as history records it (unverified).
+
+    ``method`` is ``key``, ``oidc``, ``unauthenticated``, ``unknown`` (a
+    value no authority writes), ``none`` (the record does not say) or
+    ``unread`` (the history could not be read); ``text`` says it in words.
+    """
+
+    initiator: str
+    authentication: str
+    method: str
+    text: str
+
+    @property
+    def established(self) -> bool:
+        """Whether a key or an identity provider established the initiator."""
+        return self.method in ("key", "oidc")
+
+    @property
+    def short_text(self) -> str:
+        """``text`` with a key id cut to its first hex digits (for the list)."""
+        if self.method == "key" and len(self.text) > len("key ") + _SHORT_KEY_ID + 1:
+            return self.text[: len("key ") + _SHORT_KEY_ID] + "…"
+        return self.text
+
+    @classmethod
+    def of(cls, initiator: str, authentication: str) -> IdentityView:
+        """The view of a recorded ``initiator_auth`` / ``authentication`` value."""
+        return cls(
+            initiator,
+            authentication,
+            authentication_method(authentication) or "none",
+            authentication_label(authentication),
+        )
+
+    @classmethod
+    def unread(cls, initiator: str) -> IdentityView:
+        """The history could not be read: nobody knows how it was established."""
+        return cls(initiator, "", "unread", "how it was established could not be read")
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionRow:
-    """One governed execution in the list."""
+    """One governed execution in the list.
+
+    ``identity`` comes from the decision in its history (None: it has none yet).
+    """
 
     workflow_id: str
     run_id: str
@@ -149,6 +208,7 @@ class ExecutionRow:
     outcome: str
     grant_id: str
     policy_digest: str
+    identity: IdentityView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +251,13 @@ class GrantView:
     grant: Grant | None
     signers: tuple[str, ...] = ()
     problem: str | None = None
+
+    @property
+    def identity(self) -> IdentityView | None:
+        """The initiator the grant names and how it says it was established."""
+        if self.grant is None:
+            return None
+        return IdentityView.of(self.grant.initiator, self.grant.initiator_auth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +347,7 @@ async def list_executions(
         _row(w.id, w.run_id, w.status, w.start_time, w.close_time, w.typed_search_attributes)
         for w in (it.current_page or [])
     )
+    rows = await _with_identities(client, rows)
     nxt = it.next_page_token
     return ExecutionPage(rows, base64.urlsafe_b64encode(nxt).decode().rstrip("=") if nxt else None)
 
@@ -335,11 +403,16 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
             )
     grants: tuple[GrantView, ...] = ()
     grants_error: str | None = None
-    if governed:
+    if governed or row.decision:
         try:
-            grants = await grants_in_history(client, workflow_id, desc.run_id)
+            grants, identity = await _scan_history(
+                client, workflow_id, desc.run_id, grants=governed
+            )
         except RPCError as exc:
-            grants_error = _rpc_sentence(exc)
+            grants_error = _rpc_sentence(exc) if governed else None
+            row = dataclasses.replace(row, identity=IdentityView.unread(row.initiator))
+        else:
+            row = dataclasses.replace(row, identity=identity)
     return ExecutionDetail(row, result, pending, pending_error, grants, grants_error)
 
 
@@ -362,27 +435,110 @@ def parse_grant_header(event_id: int, activity_type: str, data: bytes) -> GrantV
     return GrantView(event_id, activity_type, grant, tuple(sig.keyid for sig in env.signatures))
 
 
-async def grants_in_history(client: Client, workflow_id: str, run_id: str) -> tuple[GrantView, ...]:
-    """Every grant an activity of this run was scheduled with, in history order.
+def _payload_json(p: Payload) -> object:
+    """A JSON payload's value, read strictly; None if it is not one (never raises)."""
+    if p.metadata.get("encoding", b"") != b"json/plain":
+        return None
+    try:
+        return parse_json_strict(p.data)
+    except AuthorityError:
+        return None
+    except (ValueError, TypeError, RecursionError):  # pragma: no cover - defence in depth
+        return None
+
+
+async def _scan_history(
+    client: Client, workflow_id: str, run_id: str, *, grants: bool
+) -> tuple[tuple[GrantView, ...], IdentityView | None]:
+    """The run's grants (if ``grants``) and the identity its decision records.
+
+    A workflow that makes several governed calls has several decisions: the
+    last one is taken, as its search attributes show the last call.
 
     Raises:
         RPCError: the history could not be read.
     """
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     found: list[GrantView] = []
+    identity: IdentityView | None = None
+    evaluations: set[int] = set()
     n = 0
     async for event in handle.fetch_history_events():
         n += 1
         if n > _MAX_HISTORY_EVENTS:
             break
-        if not event.HasField("activity_task_scheduled_event_attributes"):
-            continue
-        attrs = event.activity_task_scheduled_event_attributes
-        payload = attrs.header.fields.get(GRANT_HEADER)
-        if payload is None:
-            continue
-        found.append(parse_grant_header(event.event_id, attrs.activity_type.name, payload.data))
-    return tuple(found)
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == ACTIVITY_EVALUATE:
+                evaluations.add(event.event_id)
+            payload = attrs.header.fields.get(GRANT_HEADER)
+            if grants and payload is not None:
+                found.append(
+                    parse_grant_header(event.event_id, attrs.activity_type.name, payload.data)
+                )
+        elif event.HasField("activity_task_completed_event_attributes"):
+            done = event.activity_task_completed_event_attributes
+            if done.scheduled_event_id not in evaluations or not done.result.payloads:
+                continue
+            who = decision_identity(_payload_json(done.result.payloads[0]))
+            if who is not None:
+                identity = IdentityView.of(*who)
+    return tuple(found), identity
+
+
+async def grants_in_history(client: Client, workflow_id: str, run_id: str) -> tuple[GrantView, ...]:
+    """Every grant an activity of this run was scheduled with, in history order.
+
+    Raises:
+        RPCError: the history could not be read.
+    """
+    found, _ = await _scan_history(client, workflow_id, run_id, grants=True)
+    return found
+
+
+async def decision_identity_in_history(
+    client: Client, workflow_id: str, run_id: str
+) -> IdentityView | None:
+    """Who asked and how it was established, as the run's (last) decision records it.
+
+    None when the history holds no decision (refused before the policy, or
+    not decided yet).
+
+    Raises:
+        RPCError: the history could not be read.
+    """
+    _, identity = await _scan_history(client, workflow_id, run_id, grants=False)
+    return identity
+
+
+#: How many histories the list reads at once, and how long it waits for one.
+_IDENTITY_READS: Final = 8
+_IDENTITY_TIMEOUT: Final = 5.0
+
+
+async def _with_identities(
+    client: Client, rows: tuple[ExecutionRow, ...]
+) -> tuple[ExecutionRow, ...]:
+    """``rows`` with the identity each decided governed run's history records."""
+    sem = asyncio.Semaphore(_IDENTITY_READS)
+
+    async def one(r: ExecutionRow) -> ExecutionRow:
+        # Visibility sets the decision once the policy has decided: no
+        # decision yet, nothing in history to read. Any workflow type: a
+        # workflow's own governed calls decide in its history too.
+        if not r.decision:
+            return r
+        async with sem:
+            try:
+                identity = await asyncio.wait_for(
+                    decision_identity_in_history(client, r.workflow_id, r.run_id),
+                    _IDENTITY_TIMEOUT,
+                )
+            except (RPCError, TimeoutError):
+                identity = IdentityView.unread(r.initiator)
+        return dataclasses.replace(r, identity=identity)
+
+    return tuple(await asyncio.gather(*(one(r) for r in rows)))
 
 
 #: How long a status query may take: a query needs a live workflow worker.

@@ -35,6 +35,7 @@ from ecp.lineage._crosscheck import CrossCheckReport, Finding, annotate_graph, c
 from ecp.lineage.graph._build import build_graph
 from ecp.lineage.graph._export import ExportFormat, render_graph
 from ecp.lineage.graph._history import RunHistory, fetch_histories
+from ecp.lineage.graph._render import _clean
 from ecp.lineage.graph.errors import (
     ExportFormatError,
     HistoryUnavailableError,
@@ -85,6 +86,9 @@ _FIRST: Final = (
     "digest",
     "grant_id",
     "index",
+    "initiator_label",
+    "approver",
+    "approver_key_id",
     "governance",
     "governance_grant",
     "governance_evidence",
@@ -247,7 +251,10 @@ def _svg(g: nx.DiGraph) -> tuple[str, dict[str, str]]:
             el.set("data-node", dom)
             el.set("tabindex", "0")
             el.set("role", "button")
-            el.set("aria-label", str(d.get("label") or node_id).replace("\n", " "))
+            # The label is read from history: control characters come out as
+            # the escapes the picture itself shows (see _render._clean).
+            label = str(d.get("label") or node_id)
+            el.set("aria-label", _clean(label.replace("\n", " ")))
             gov = str(d.get("governance", ""))
             if gov:
                 el.set("class", f"node gov-{gov}")

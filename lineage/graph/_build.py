@@ -6,9 +6,15 @@ run's close node are everything that could have influenced its result.
 
 Nodes (attribute ``kind``): ``workflow_run``, ``run_close``, ``activity``
 (with ``attempts``), ``timer``, ``signal``, ``signal_out``, ``update`` (with
-the ``approver`` of an ECP approval), ``child_workflow``, ``marker``,
-``artifact`` (a payload, by the same digest grants bind arguments with) and,
-for governed executions, ``decision``, ``grant`` and ``ledger_entry``.
+the ``approver`` of an ECP approval and ``approver_key_id``, the key that
+signed it), ``child_workflow``, ``marker``, ``artifact`` (a payload, by the
+same digest grants bind arguments with) and, for governed executions,
+``decision``, ``grant`` and ``ledger_entry``. Those three carry who asked:
+``initiator``, ``initiator_auth`` (how the authority established it:
+``key:<key id>``, ``oidc:<issuer>#<subject>`` or ``unauthenticated``; empty
+where the history does not say) and ``initiator_label`` ("alice (key
+ed25519:…)", see :func:`identity_label`). All of it is read from history,
+unverified: the cross-check verifies.
 
 Edges (attribute ``rel``) follow Temporal's causal links: the events a
 workflow task saw cause the commands it issued (``informed``), a child
@@ -44,10 +50,15 @@ from ecp.lineage.graph.errors import CorruptHistoryError, LineageGraphError
 __all__ = [
     "ACTIVITY_APPROVE_UPDATE",
     "GOVERNANCE_ACTIVITIES",
+    "UNAUTHENTICATED",
     "NodeKind",
+    "authentication_label",
+    "authentication_method",
     "build_graph",
     "close_node",
+    "decision_identity",
     "final_node",
+    "identity_label",
     "run_node",
 ]
 
@@ -102,6 +113,86 @@ def final_node(g: nx.DiGraph, workflow_id: str) -> str:
     return str(max(closes)[1])
 
 
+# --- identities -------------------------------------------------------------
+
+#: ``initiator_auth`` of an initiator nobody established (as the authority
+#: writes it: ``ecp.authority._initiator.UNAUTHENTICATED``).
+UNAUTHENTICATED = "unauthenticated"
+
+
+def authentication_method(auth: str) -> str:
+    """``key``, ``oidc``, ``unauthenticated``, ``""`` (not recorded) or ``unknown``."""
+    if not auth:
+        return ""
+    if auth == UNAUTHENTICATED:
+        return UNAUTHENTICATED
+    method, sep, rest = auth.partition(":")
+    if sep and rest and method in ("key", "oidc"):
+        return method
+    return "unknown"
+
+
+def authentication_label(auth: str) -> str:
+    """How an initiator was established, in words.
+
+    ``key ed25519:…``, ``OIDC https://issuer, subject alice``,
+    ``unauthenticated``, ``authentication not recorded`` (empty), or
+    ``unrecognised authentication <value>`` for anything else a history holds.
+    The text is returned as is: whoever prints it escapes it for its medium.
+    """
+    method = authentication_method(auth)
+    if method == "key":
+        return "key " + auth.removeprefix("key:")
+    if method == "oidc":
+        # An issuer is a URL without a fragment; the subject may hold '#'.
+        issuer, sep, subject = auth.removeprefix("oidc:").partition("#")
+        return f"OIDC {issuer}, subject {subject}" if sep else f"OIDC {issuer}"
+    if method == UNAUTHENTICATED:
+        return UNAUTHENTICATED
+    if not method:
+        return "authentication not recorded"
+    return f"unrecognised authentication {auth}"
+
+
+def identity_label(initiator: str, auth: str) -> str:
+    """``alice (key ed25519:…)``, ``alice (unauthenticated)``, ...; ``""`` if no initiator."""
+    return f"{initiator} ({authentication_label(auth)})" if initiator else ""
+
+
+def _auth_claim(doc: dict[str, object], key: str, default: str) -> str:
+    # Absent: what the contract's default says (a grant or decision made
+    # before the field existed was unauthenticated). Present but not text:
+    # unreadable, so not recorded.
+    return _s(doc[key]) if key in doc else default
+
+
+def decision_identity(value: object) -> tuple[str, str] | None:
+    """``(initiator, initiator_auth)`` of an ``ecp.evaluate`` result; ``None`` if not one.
+
+    The initiator and its authentication are read from the decision document
+    the result holds (``decision_json``, which the grant binds), the
+    authentication otherwise from the result's own ``authentication``.
+    Unverified, and never raises: history holds whatever an activity returned.
+    """
+    if not isinstance(value, dict) or not _s(value.get("decision_id")):
+        return None
+    initiator = ""
+    auth = _auth_claim(value, "authentication", UNAUTHENTICATED)
+    doc = _json_text(value.get("decision_json"))
+    if isinstance(doc, dict):
+        initiator = _s(doc.get("initiator"))
+        auth = _auth_claim(doc, "authentication", auth)
+    return initiator, auth
+
+
+def _identity_attrs(initiator: str, auth: str) -> dict[str, object]:
+    return {
+        "initiator": initiator,
+        "initiator_auth": auth,
+        "initiator_label": identity_label(initiator, auth),
+    }
+
+
 # --- payloads ---------------------------------------------------------------
 
 
@@ -137,6 +228,18 @@ def _json_value(p: Payload) -> object:
         return None
 
 
+def _json_text(text: object) -> object:
+    """A JSON document held as text in a value, read strictly; ``None`` if not one."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return parse_json_strict(text)
+    except CanonicalizationError:
+        return None
+    except (ValueError, TypeError, RecursionError):  # pragma: no cover - defence in depth
+        return None
+
+
 def _first_json(p: Payloads) -> object:
     return _json_value(p.payloads[0]) if p.payloads else None
 
@@ -164,7 +267,8 @@ def _dsse_claims(envelope_json: str) -> dict[str, object] | None:
     names no approver here either. Never raises.
     """
     try:
-        payload = Envelope.from_json(envelope_json, max_bytes=DEFAULT_MAX_ENVELOPE_BYTES).payload
+        env = Envelope.from_json(envelope_json, max_bytes=DEFAULT_MAX_ENVELOPE_BYTES)
+        payload = env.payload
         claims = parse_json_strict(payload)
     except AuthorityError:
         return None
@@ -173,6 +277,9 @@ def _dsse_claims(envelope_json: str) -> dict[str, object] | None:
     if not isinstance(claims, dict):
         return None
     claims["__payload_digest"] = "sha256:" + hashlib.sha256(payload).hexdigest()
+    # Who signed (claimed: the update validator checked the key is the
+    # approver's; the history itself proves nothing).
+    claims["__keyids"] = ", ".join(s.keyid for s in env.signatures if isinstance(s.keyid, str))
     return claims
 
 
@@ -543,7 +650,10 @@ class _RunBuilder:
             label=f"grant {grant_id}",
             grant_id=grant_id,
             decision_id=_s(claims.get("decision_id")),
-            initiator=_s(claims.get("initiator")),
+            **_identity_attrs(
+                _s(claims.get("initiator")),
+                _auth_claim(claims, "initiator_auth", UNAUTHENTICATED),
+            ),
             issuer=_s(claims.get("issuer")),
             expires_at=_s(claims.get("expires_at")),
             time_ns=e.event_time.ToNanoseconds(),
@@ -611,6 +721,7 @@ class _RunBuilder:
     def _decision(self, nid: str, e: HistoryEvent, value: dict[str, Any]) -> None:
         b = self.b
         reasons = value.get("reasons")
+        initiator, auth = decision_identity(value) or ("", "")
         d = b.node(
             f"decision:{value['decision_id']}",
             kind=NodeKind.DECISION,
@@ -623,6 +734,7 @@ class _RunBuilder:
             if isinstance(reasons, list)
             else "",
             approvals_required=_int(value.get("approvals_required")),
+            **_identity_attrs(initiator, auth),
             time_ns=e.event_time.ToNanoseconds(),
             workflow_id=self.wf,
             run_id=self.run_id,
@@ -659,6 +771,9 @@ class _RunBuilder:
             activity_id=_s(inp.get("activity_id")),
             grant_id=_s(inp.get("grant_id")),
             decision_id=_s(inp.get("decision_id")),
+            # Not recorded ("") where the prove input does not say: its
+            # contract has no other default.
+            **_identity_attrs(_s(inp.get("initiator")), _s(inp.get("authentication"))),
             workflow_id=self.wf,
             run_id=self.run_id,
             time_ns=e.event_time.ToNanoseconds(),
@@ -770,6 +885,7 @@ class _RunBuilder:
             if claims is not None:
                 attrs.update(
                     approver=_s(claims.get("approver")),
+                    approver_key_id=_s(claims.get("__keyids")),
                     approval_id=_s(claims.get("approval_id")),
                     decision_id=_s(claims.get("decision_id")),
                 )

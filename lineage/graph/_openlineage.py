@@ -23,7 +23,7 @@ from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, R
 from openlineage.client.facet_v2 import RunFacet, parent_run
 from openlineage.client.serde import Serde
 
-from ecp.lineage.graph._build import NodeKind
+from ecp.lineage.graph._build import UNAUTHENTICATED, NodeKind, authentication_method
 
 __all__ = [
     "ARTIFACT_NAMESPACE",
@@ -43,6 +43,8 @@ GOVERNANCE_FACET_SCHEMA_URL = (
 #: The facet's JSON schema, shipped beside this module.
 GOVERNANCE_FACET_SCHEMA = Path(__file__).resolve().parent / "schemas" / "GovernanceRunFacet.json"
 ARTIFACT_NAMESPACE = "ecp-artifact"
+#: The longest ``initiatorAuthentication`` (a grant's ``initiator_auth`` limit).
+_MAX_AUTH = 2048
 _UUID_NS = uuid.UUID("5b0c2a52-43f3-4f1e-9a43-6f1f2f6f7e10")
 
 _END_STATE = {
@@ -75,6 +77,10 @@ class GovernanceRunFacet(RunFacet):
     decisionId: str = attr.field(default="")
     policyDigest: str = attr.field(default="")
     grantId: str = attr.field(default="")
+    #: Who asked, and how the authority established it (``key:<key id>``,
+    #: ``oidc:<issuer>#<subject>``, ``unauthenticated``; "" if not recorded).
+    initiator: str = attr.field(default="")
+    initiatorAuthentication: str = attr.field(default="")
     approvers: list[str] = attr.field(factory=list)
     receipt: ReceiptInfo | None = attr.field(default=None)
     violations: list[str] = attr.field(factory=list)
@@ -120,6 +126,21 @@ def _datasets(g: nx.DiGraph, n: str) -> tuple[list[InputDataset], list[OutputDat
     return ins, outs
 
 
+def _facet_auth(auth: str) -> str:
+    # The facet's schema allows only the forms the authority writes: anything
+    # else a history holds is reported as not recorded, so the facet stays valid.
+    known = authentication_method(auth) in ("key", "oidc", UNAUTHENTICATED)
+    return auth if known and len(auth) <= _MAX_AUTH else ""
+
+
+def _identity(*sources: dict[str, object]) -> tuple[str, str]:
+    """The initiator and its authentication from the first source that names one."""
+    for d in sources:
+        if d.get("initiator"):
+            return str(d["initiator"]), _facet_auth(str(d.get("initiator_auth") or ""))
+    return "", ""
+
+
 def _governance(g: nx.DiGraph, n: str) -> GovernanceRunFacet | None:
     d = g.nodes[n]
     grants = [p for p in g.predecessors(n) if g.nodes[p].get("kind") == NodeKind.GRANT]
@@ -145,6 +166,9 @@ def _governance(g: nx.DiGraph, n: str) -> GovernanceRunFacet | None:
             int(ld["tree_size"]) if ld.get("tree_size") else None,
         )
     detail = d.get("governance_violations")
+    # The grant binds the initiator; without one (a denial), the decision or
+    # the ledger entry says who asked.
+    initiator, auth = _identity(dict(grant), decision, *(dict(g.nodes[s]) for s in sorted(ledgers)))
     return GovernanceRunFacet(
         governed=True,
         status=str(d.get("governance") or "unchecked"),
@@ -152,6 +176,8 @@ def _governance(g: nx.DiGraph, n: str) -> GovernanceRunFacet | None:
         decisionId=str(decision.get("decision_id") or grant.get("decision_id") or ""),
         policyDigest=str(decision.get("policy_digest") or ""),
         grantId=str(d.get("grant_id") or grant.get("grant_id") or ""),
+        initiator=initiator,
+        initiatorAuthentication=auth,
         approvers=sorted(approvers),
         receipt=receipt,
         violations=[s for s in str(detail).split("\n") if s] if detail else [],

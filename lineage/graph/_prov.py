@@ -7,6 +7,14 @@ authority, initiators and approvers become ``prov:Agent``. Graph edges map to
 ``wasInformedBy`` (step → step), ``used``, ``wasGeneratedBy``,
 ``wasDerivedFrom`` (entity → entity) and ``wasInfluencedBy`` (the rest);
 grants are attributed to their issuing key, approvals to their approver.
+
+An initiator is one agent per name *and* way it was established
+(``ecp:authentication``: ``key:<key id>``, ``oidc:<issuer>#<subject>``,
+``unauthenticated``; absent where the history does not say), so "alice,
+proven by her key" and an unauthenticated "alice" stay apart; decisions,
+grants and ledger entries that name it were influenced by it. An approver is
+one agent per name and signing key (``ecp:keyId``). Both are as the history
+claims, unverified.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import networkx as nx
 from prov.identifier import Namespace, QualifiedName
 from prov.model import ProvDocument
 
-from ecp.lineage.graph._build import NodeKind
+from ecp.lineage.graph._build import NodeKind, authentication_method, identity_label
 
 __all__ = ["ECP_NAMESPACE", "prov_json", "prov_n", "to_prov"]
 
@@ -27,6 +35,8 @@ __all__ = ["ECP_NAMESPACE", "prov_json", "prov_n", "to_prov"]
 ECP_NAMESPACE = "https://ecp.dev/lineage#"
 
 _ENTITY_KINDS = frozenset({NodeKind.ARTIFACT, NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER})
+#: Entities that record who asked: influenced by the initiator.
+_NAMES_INITIATOR = frozenset({NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER})
 _SKIP_ATTRS = frozenset({"kind", "label", "time", "time_ns", "closed_time", "fired_time"})
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -88,11 +98,36 @@ def to_prov(g: nx.DiGraph) -> ProvDocument:
         # Named relations: blank-node ids would differ on every serialisation.
         return f"ecp:r{next(counter)}"
 
-    def agent(key: str, label: str, kind: str) -> str:
+    def agent(key: str, label: str, kind: str, **extra: str) -> str:
         if key not in agents:
             agents[key] = name(f"agent:{key}")
-            doc.agent(agents[key], {"prov:type": ns[kind], "prov:label": label})
+            attrs: dict[str, _Value] = {"prov:type": ns[kind], "prov:label": label}
+            attrs.update({f"ecp:{k}": v for k, v in sorted(extra.items()) if v})
+            doc.agent(agents[key], attrs)
         return agents[key]
+
+    def initiator(data: dict[str, object]) -> str:
+        who, auth = str(data["initiator"]), str(data.get("initiator_auth") or "")
+        return agent(
+            # The name's length keeps (name, authentication) pairs apart
+            # whatever either holds.
+            f"initiator/{len(who)}:{who}/{auth}",
+            identity_label(who, auth),
+            "initiator",
+            name=who,
+            authentication=auth,
+            authenticationMethod=authentication_method(auth),
+        )
+
+    def approver(data: dict[str, object]) -> str:
+        who, key_id = str(data["approver"]), str(data.get("approver_key_id") or "")
+        return agent(
+            f"approver/{len(who)}:{who}/{key_id}",
+            f"{who} (key {key_id})" if key_id else who,
+            "approver",
+            name=who,
+            keyId=key_id,
+        )
 
     for n in sorted(g.nodes):
         data = dict(g.nodes[n])
@@ -120,14 +155,10 @@ def to_prov(g: nx.DiGraph) -> ProvDocument:
                 agent(f"key/{iss}", f"authority key {iss}", "authority"),
                 identifier=rel(),
             )
-        if kind == NodeKind.GRANT and data.get("initiator"):
-            who = str(data["initiator"])
-            doc.influence(
-                elements[n], agent(f"principal/{who}", who, "initiator"), identifier=rel()
-            )
+        if kind in _NAMES_INITIATOR and data.get("initiator"):
+            doc.influence(elements[n], initiator(dict(data)), identifier=rel())
         if kind == NodeKind.UPDATE and data.get("approver"):
-            who = str(data["approver"])
-            a = agent(f"principal/{who}", who, "approver")
+            a = approver(dict(data))
             doc.association(elements[n], a, identifier=rel())
             for src in sorted(g.predecessors(n)):
                 if g.nodes[src].get("kind") == NodeKind.ARTIFACT:
