@@ -183,7 +183,7 @@ def _finding_line(f: Finding) -> str:
     line = f"{mark} {f.status:9} {where}: grant {f.grant}; evidence {f.evidence}"
     if f.ledger_index >= 0:
         line += f" [ledger #{f.ledger_index}]"
-    return line
+    return _plain(line)
 
 
 @app.command("verify")
@@ -211,10 +211,10 @@ def verify(
         for f in report.findings:
             typer.echo(_finding_line(f))
             for v in f.violations:
-                typer.echo(f"    violation: {v}")
+                typer.echo(_plain(f"    violation: {v}"))
         n = len(report.violations)
         typer.echo(
-            f"{workflow_id}: {len(report.findings)} governed execution(s), "
+            f"{_plain(workflow_id)}: {len(report.findings)} governed execution(s), "
             + ("no violations" if report.ok else f"{n} violation(s)")
         )
     if not report.ok:
@@ -294,6 +294,11 @@ _STATUS_STYLE = {
 _TERMINAL_UNSAFE = re.compile(
     r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
+
+
+def _plain(value: object) -> str:
+    r"""``value`` with control characters as visible ``\uXXXX`` (plain terminal output)."""
+    return _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
 
 
 def _term(value: object) -> str:
