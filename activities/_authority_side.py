@@ -10,7 +10,7 @@ the arguments itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -44,15 +44,37 @@ from ecp.authority.errors import AuthorityError
 __all__ = ["AuthorityActivities", "policy_arguments"]
 
 
-def policy_arguments(args: list[object]) -> dict[str, object]:
+def _drop_nulls(value: object) -> object:
+    """``value`` without the ``null`` attributes of its objects, at any depth.
+
+    Cedar has no null: an ``Optional`` field left at ``None`` is an absent
+    attribute to the policy (declared ``name?: Type``), not an error.
+    """
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def policy_arguments(args: list[object], param_names: Sequence[str] = ()) -> dict[str, object]:
     """The ``context.arguments`` a policy sees for positional ``args``.
 
     One JSON object argument (the common case: a request dataclass) is
-    passed as is; anything else as ``{"args": [...]}``.
+    passed as is. Several arguments, or one that is not an object, are one
+    object keyed by the governed activity's parameter names
+    (``param_names``, from prepare). Only when the names are unknown (a
+    history recorded before prepare reported them, or a call without
+    arguments) is it ``{"args": [...]}``. ``null`` attributes are left out.
     """
+    shown: dict[str, object]
     if len(args) == 1 and isinstance(args[0], dict):
-        return dict(args[0])
-    return {"args": list(args)}
+        shown = args[0]
+    elif args and len(param_names) == len(args):
+        shown = dict(zip(param_names, args, strict=True))
+    else:
+        shown = {"args": list(args)}
+    return {k: _drop_nulls(v) for k, v in shown.items() if v is not None}
 
 
 def _refuse(exc: AuthorityError) -> ApplicationError:
@@ -69,10 +91,18 @@ class _Ask:
     purpose: str
     proof: str
     request_args: list[object]
+    param_names: list[str]
 
     @classmethod
     def of(cls, inp: EvaluateInput | AuthorizeInput) -> _Ask:
-        return cls(inp.action, inp.initiator, inp.purpose, inp.initiator_proof, inp.request_args)
+        return cls(
+            inp.action,
+            inp.initiator,
+            inp.purpose,
+            inp.initiator_proof,
+            inp.request_args,
+            inp.param_names,
+        )
 
 
 @dataclass
@@ -97,6 +127,7 @@ class AuthorityActivities:
         self,
         action: str,
         args: list[object],
+        param_names: list[str],
         initiator: str,
         purpose: str,
         environment: dict[str, object],
@@ -106,7 +137,7 @@ class AuthorityActivities:
             {
                 "action": action,
                 "initiator": initiator,
-                "arguments": policy_arguments(args),
+                "arguments": policy_arguments(args, param_names),
                 "purpose": purpose,
                 "environment": environment,
                 "authentication": authentication,
@@ -163,7 +194,13 @@ class AuthorityActivities:
         authentication = self._identity(ask, caller, trust, again=again)
         environment, env_digest = self._environment(attestation, trust)
         request = self._request(
-            ask.action, args, ask.initiator, ask.purpose, environment, authentication
+            ask.action,
+            args,
+            ask.param_names,
+            ask.initiator,
+            ask.purpose,
+            environment,
+            authentication,
         )
         return self.bundle.evaluate(request), env_digest
 

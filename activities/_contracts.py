@@ -62,6 +62,10 @@ class PrepareResult:
     attestation: str
     environment_digest: str
     args: list[JSON]
+    #: The governed activity's positional parameter names, in order: the
+    #: authority shows several arguments to the policy by name. Empty in
+    #: histories recorded before the field existed.
+    param_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class EvaluateInput:
     initiator_proof: str = ""
     #: The arguments as submitted (what a signed request's digest covers).
     request_args: list[JSON] = field(default_factory=list)
+    #: The governed activity's parameter names (from prepare; empty: unknown).
+    param_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ class AuthorizeInput:
     attestation: str  # the executor's signed attestation; the grant binds its digest
     initiator_proof: str = ""
     request_args: list[JSON] = field(default_factory=list)
+    #: The governed activity's parameter names (from prepare; empty: unknown).
+    param_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,17 @@ UNKNOWN_ACTION = failure_type("unknown_action")
 MALFORMED_ARGUMENTS = failure_type("malformed_arguments")
 
 
-def _param_types(fn: Callable[..., object]) -> list[type]:
-    hints = typing.get_type_hints(fn)
+def _positional(fn: Callable[..., object]) -> list[inspect.Parameter]:
     return [
-        hints.get(p.name, object)
+        p
         for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
+
+
+def _param_types(fn: Callable[..., object]) -> list[type]:
+    hints = typing.get_type_hints(fn)
+    return [hints.get(p.name, object) for p in _positional(fn)]
 
 
 @dataclass
@@ -43,6 +47,7 @@ class ExecutorActivities:
     governed: Sequence[Callable[..., object]] = ()
     _envelope: str = field(init=False, default="")
     _types: dict[str, list[type]] = field(init=False, default_factory=dict)
+    _names: dict[str, list[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # Measured and signed once at start: the environment does not change
@@ -52,6 +57,9 @@ class ExecutorActivities:
             defn = getattr(fn, "__temporal_activity_definition", None)
             name = getattr(defn, "name", None) or getattr(fn, "__name__", "")
             self._types[str(name)] = _param_types(fn)
+            # The authority never imports the activity: it learns the names
+            # from prepare, to show several arguments to the policy by name.
+            self._names[str(name)] = [p.name for p in _positional(fn)]
 
     @property
     def digest(self) -> str:
@@ -97,4 +105,9 @@ class ExecutorActivities:
                     type=MALFORMED_ARGUMENTS,
                     non_retryable=True,
                 )
-        return PrepareResult(self._envelope, self.attestation.digest, list(normalised))
+        return PrepareResult(
+            self._envelope,
+            self.attestation.digest,
+            list(normalised),
+            param_names=list(self._names[inp.action]),
+        )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -91,6 +92,10 @@ async def _batch(n: int, start_one: object) -> tuple[float, list[float]]:
     return time.perf_counter() - t0, latencies
 
 
+#: What main prints as its last line.
+SUMMARY: dict[str, object] = {}
+
+
 async def end_to_end(n: int, rounds: int, eager: bool) -> None:
     extra = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"] if eager else []
     env = await WorkflowEnvironment.start_local(
@@ -165,6 +170,17 @@ async def end_to_end(n: int, rounds: int, eager: bool) -> None:
         )
     ratio = statistics.mean(rows["governed"][0]) / statistics.mean(rows["plain"][0])
     print(f"governed/plain throughput ratio: {ratio:.2f} (goal >= 0.5)")
+    SUMMARY.update(
+        {
+            "concurrent": n,
+            "rounds": rounds,
+            "plain_wf_per_s": round(statistics.mean(rows["plain"][0]), 2),
+            "governed_wf_per_s": round(statistics.mean(rows["governed"][0]), 2),
+            "governed_p50_ms": round(_pct(rows["governed"][1], 0.5) * 1e3, 1),
+            "plain_p50_ms": round(_pct(rows["plain"][1], 0.5) * 1e3, 1),
+            "throughput_ratio": round(ratio, 3),
+        }
+    )
     print(
         "governed runs 5 activities (prepare, evaluate, authorize, execute, prove) "
         "against plain's 1"
@@ -247,6 +263,14 @@ def gate_cost(iterations: int) -> None:
         f"({on_sqlite / floor:.2f}x floor)"
     )
     print(f"(sha256 of 1 KB for scale: {_sha_cost() * 1e6:.2f} us)")
+    SUMMARY.update(
+        {
+            "gate_floor_us": round(floor * 1e6, 1),
+            "gate_in_memory_us": round(in_memory * 1e6, 1),
+            "gate_sqlite_us": round(on_sqlite * 1e6, 1),
+            "gate_in_memory_vs_floor": round(in_memory / floor, 2),
+        }
+    )
 
 
 def _with(exp: ExpectedCall, digest: str) -> ExpectedCall:
@@ -274,6 +298,8 @@ def main() -> None:
     ns = parser.parse_args()
     gate_cost(ns.gate_iterations)
     asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager))
+    # One JSON object as the last line, for scripts that compare runs.
+    print(json.dumps({"benchmark": "governed", **SUMMARY}, sort_keys=True))
 
 
 if __name__ == "__main__":
