@@ -320,7 +320,7 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
 
 
 def _unmatched_evidence(
-    histories: Sequence[RunHistory], matched: set[int], ctx: _Context
+    histories: Sequence[RunHistory], matched: set[int], proven: set[int], ctx: _Context
 ) -> list[Finding]:
     out: list[Finding] = []
     workflows = {(h.namespace, h.workflow_id) for h in histories}
@@ -351,9 +351,26 @@ def _unmatched_evidence(
                 continue
             p = ev.predicate
             status = p.outcome.status.value
-            if status == "denied":
-                # A denial before anything was scheduled (policy, deadline).
+            if status == "denied" and int(r.seq) in proven:
+                # A denial before anything was scheduled (policy, deadline),
+                # certified by that run's own prove step.
                 out.append(_orphan(wf, r, status, p.grant_id or "", "verified", []))
+            elif status == "denied":
+                # Nothing in the history asked for this denial: someone wrote
+                # it for a run that did not deny anything.
+                out.append(
+                    _orphan(
+                        wf,
+                        r,
+                        status,
+                        p.grant_id or "",
+                        "no matching denial",
+                        [
+                            f"{Violation.EVIDENCE_WITHOUT_EXECUTION}: entry {r.seq} records a "
+                            f"denial of {r.activity_id} that no step of the history reports"
+                        ],
+                    )
+                )
             else:
                 out.append(
                     _orphan(
@@ -432,10 +449,11 @@ def cross_check(
             if _is_governed(x, types, ledger):
                 findings.append(_finding(x, ctx))
     matched = {f.ledger_index for f in findings if f.ledger_index >= 0}
-    findings.extend(_unmatched_evidence(runs, matched, ctx))
     # What each prove step told the workflow must be what the log holds.
-    for h in runs:
-        findings.extend(_prove_findings(h, ctx))
+    proofs = [p for h in runs for p in _prove_findings(h, ctx)]
+    proven = {p.ledger_index for p in proofs if p.ledger_index >= 0}
+    findings.extend(_unmatched_evidence(runs, matched, proven, ctx))
+    findings.extend(proofs)
     return CrossCheckReport(tuple(findings))
 
 

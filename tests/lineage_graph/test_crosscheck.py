@@ -254,3 +254,41 @@ async def test_denied_direct_call_is_not_a_violation_and_cli(
         assert len(r.output.strip().splitlines()) == 1
         assert r.output.startswith("error: ")
     assert not any(p.name in ("x.json", "y.json", "z.json") for p in tmp_path.iterdir())
+
+
+async def test_a_denial_no_step_of_the_history_reports_is_flagged(stack: Stack) -> None:
+    """Someone with the recorder key writes a denial for a run that denied nothing."""
+    from datetime import UTC, datetime
+
+    from ecp.activities._evidence import predicate_for
+    from ecp.authority._canonical import digest_bytes
+    from ecp.lineage.ledger._evidence import OutcomeStatus, build_statement, sign_evidence
+
+    wf_id, _ = await _governed_run(stack)
+    (h,) = await fetch_histories(stack.client, wf_id)
+    now = datetime.now(UTC)
+    pred = predicate_for(
+        namespace=h.namespace,
+        workflow_id=wf_id,
+        run_id=h.run_id,
+        activity_id="execute:payout-again",
+        attempt=1,
+        activity_type="payout",
+        status=OutcomeStatus.DENIED,
+        reason_code="ecp.policy_denied",
+        reason="made up",
+        decision_id=None,
+        policy_digest=None,
+        grant_id=None,
+        initiator="alice",
+        started_at=now,
+        finished_at=now,
+    )
+    recorder = Ed25519FileSigner.from_file(stack.keys.recorder)
+    stack.ledger.append(
+        sign_evidence(build_statement(pred, arguments=digest_bytes(b"x")), recorder).to_json()
+    )
+    report = _check(stack, [h])
+    (f,) = report.violations
+    assert f.violations[0].startswith(Violation.EVIDENCE_WITHOUT_EXECUTION), f
+    assert "no step of the history reports" in f.violations[0]
