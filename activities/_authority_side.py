@@ -10,6 +10,7 @@ the arguments itself.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ecp._failure import to_application_error
-from ecp._wire import failure_type
+from ecp._wire import EXECUTE_ACTIVITY_ID_PREFIX, failure_type
 from ecp.activities._contracts import (
     ACTIVITY_AUTHORIZE,
     ACTIVITY_EVALUATE,
@@ -34,7 +35,7 @@ from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._grant import CallBinding, Grant, issue_grant
-from ecp.authority._initiator import verify_initiator
+from ecp.authority._initiator import InitiatorIdentity, SessionBinding, verify_initiator
 from ecp.authority._keys import Signer, public_key_to_b64
 from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import Decision, Effect, PolicyBundle, PolicyRequest
@@ -82,6 +83,11 @@ def _refuse(exc: AuthorityError) -> ApplicationError:
     return to_application_error(exc)
 
 
+#: ``execute:<action>`` (GovernedExecution) or ``execute:<action>:<n>`` (calls
+#: inside a workflow): the only activity ids a grant is issued for.
+_EXECUTE_ID = re.compile(rf"{re.escape(EXECUTE_ACTIVITY_ID_PREFIX)}[^\s:][^:]*(:[0-9]{{1,9}})?")
+
+
 @dataclass(frozen=True, slots=True)
 class _Ask:
     """Who asks for what, as the request (evaluate or authorize input) says."""
@@ -92,6 +98,7 @@ class _Ask:
     proof: str
     request_args: list[object]
     param_names: list[str]
+    workflow_input_digest: str
 
     @classmethod
     def of(cls, inp: EvaluateInput | AuthorizeInput) -> _Ask:
@@ -102,6 +109,7 @@ class _Ask:
             inp.initiator_proof,
             inp.request_args,
             inp.param_names,
+            inp.workflow_input_digest,
         )
 
 
@@ -145,15 +153,20 @@ class AuthorityActivities:
             strict=False,
         )
 
-    def _identity(self, ask: _Ask, caller: activity.Info, trust: TrustStore, *, again: bool) -> str:
+    def _identity(self, ask: _Ask, caller: activity.Info, trust: TrustStore) -> InitiatorIdentity:
         """Who asked, verified before the policy sees the name (see ``_initiator``).
 
-        ``again`` (at authorize): the identity was established at evaluate;
-        check the same proof at its own issue time, so approvals that took
-        longer than the proof's lifetime do not void it, while a forged or
-        re-bound proof still fails.
+        Checked now, at evaluate and again at authorize: a proof that expired
+        (or whose key was revoked) while approvals were pending no longer
+        counts. A session is accepted only for calls a workflow makes itself,
+        bound to that workflow's type (as Temporal reports it) and input.
         """
-        identity = verify_initiator(
+        session = (
+            SessionBinding(caller.workflow_type or "", ask.workflow_input_digest)
+            if ask.workflow_input_digest
+            else None
+        )
+        return verify_initiator(
             ask.proof,
             claimed=ask.initiator,
             trust=trust,
@@ -162,11 +175,11 @@ class AuthorityActivities:
             action=ask.action,
             args_digest=digest_values(ask.request_args, activity.payload_converter()),
             purpose=ask.purpose,
-            at=None if again else now_utc(self.clock),
+            at=now_utc(self.clock),
             oidc=self.oidc,
             allow_unauthenticated=self.allow_unauthenticated,
+            session=session,
         )
-        return identity.auth
 
     def _environment(self, attestation: str, trust: TrustStore) -> tuple[dict[str, object], str]:
         """Claims and digest of the executor's attestation ({} and "" if none verifies)."""
@@ -188,10 +201,8 @@ class AuthorityActivities:
         attestation: str,
         trust: TrustStore,
         caller: activity.Info,
-        *,
-        again: bool = False,
-    ) -> tuple[Decision, str]:
-        authentication = self._identity(ask, caller, trust, again=again)
+    ) -> tuple[Decision, str, InitiatorIdentity]:
+        identity = self._identity(ask, caller, trust)
         environment, env_digest = self._environment(attestation, trust)
         request = self._request(
             ask.action,
@@ -200,16 +211,16 @@ class AuthorityActivities:
             ask.initiator,
             ask.purpose,
             environment,
-            authentication,
+            identity.auth,
         )
-        return self.bundle.evaluate(request), env_digest
+        return self.bundle.evaluate(request), env_digest, identity
 
     @activity.defn(name=ACTIVITY_EVALUATE)
     async def evaluate(self, inp: EvaluateInput) -> DecisionResult:
         """Evaluate the request against the policy bundle."""
         try:
             trust = self.trust()
-            decision, _ = await asyncio.to_thread(
+            decision, _, _ = await asyncio.to_thread(
                 self._decide,
                 _Ask.of(inp),
                 inp.args,
@@ -254,8 +265,17 @@ class AuthorityActivities:
         run_id = caller.workflow_run_id or ""
         # The decision arrived through history: decide again from the request
         # and the bundle in force, and sign only if both agree byte for byte.
-        decision, env_digest = self._decide(
-            _Ask.of(inp), inp.args, inp.attestation, trust, caller, again=True
+        if not _EXECUTE_ID.fullmatch(inp.activity_id) or not inp.activity_id.startswith(
+            f"{EXECUTE_ACTIVITY_ID_PREFIX}{inp.action}"
+        ):
+            raise ApplicationError(
+                f"{inp.activity_id[:100]!r} is not an execute step's activity id for "
+                f"{inp.action[:100]!r} (execute:<action>[:<n>])",
+                type=failure_type("not_governed"),
+                non_retryable=True,
+            )
+        decision, env_digest, identity = self._decide(
+            _Ask.of(inp), inp.args, inp.attestation, trust, caller
         )
         if decision.to_json() != inp.decision_json.encode():
             raise ApplicationError(
@@ -292,6 +312,7 @@ class AuthorityActivities:
             decision,
             call,
             initiator=inp.initiator,
+            request_id=identity.request_id,
             environment_digest=Digest(env_digest),
             signer=self.signer,
             clock=self.clock,

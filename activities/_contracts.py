@@ -81,6 +81,9 @@ class EvaluateInput:
     initiator_proof: str = ""
     #: The arguments as submitted (what a signed request's digest covers).
     request_args: list[JSON] = field(default_factory=list)
+    #: For calls made inside a workflow: the digest of that workflow's input
+    #: (a session proof binds it). "" from GovernedExecution.
+    workflow_input_digest: str = ""
     #: The governed activity's parameter names (from prepare; empty: unknown).
     param_names: list[str] = field(default_factory=list)
 
@@ -129,6 +132,7 @@ class AuthorizeInput:
     attestation: str  # the executor's signed attestation; the grant binds its digest
     initiator_proof: str = ""
     request_args: list[JSON] = field(default_factory=list)
+    workflow_input_digest: str = ""
     #: The governed activity's parameter names (from prepare; empty: unknown).
     param_names: list[str] = field(default_factory=list)
 

@@ -103,6 +103,15 @@ class ProveActivities:
         )
         recorded = self._outcome_of(index)
         if inp.outcome == OutcomeStatus.DENIED.value:
+            if recorded in (OutcomeStatus.COMPLETED.value, OutcomeStatus.FAILED.value):
+                # The gate recorded that the body ran: the recorder must not
+                # put a denial beside (and newer than) that record.
+                raise ApplicationError(
+                    f"the gate recorded {recorded!r} for {who.activity_id} of {who.workflow_id}; "
+                    "the authority does not record a denial of what ran",
+                    type=failure_type("outcome_unrecorded"),
+                    non_retryable=True,
+                )
             if recorded != OutcomeStatus.DENIED.value:
                 # No gate saw this call (or it ran before: then the gate's
                 # record stays, and this denial is recorded beside it).

@@ -82,6 +82,9 @@ class Grant(BaseModel):
     initiator: _Id
     #: How the initiator was established (the decision's ``authentication``).
     initiator_auth: Annotated[str, Field(max_length=2048)] = "unauthenticated"
+    #: The id of the initiator's signed request, if one proved who asked: one
+    #: body runs per signed request, whatever activity id a caller picks.
+    request_id: Annotated[str, Field(max_length=128)] = ""
     policy_digest: _Digest
     decision_id: Annotated[DecisionId, Field(pattern=DIGEST_PATTERN)]
     environment_digest: _Digest
@@ -117,6 +120,7 @@ def issue_grant(
     clock: Clock,
     ttl: timedelta,
     approvals: Sequence[VerifiedApproval] = (),
+    request_id: str = "",
 ) -> Envelope:
     """Sign a grant for ``call`` under ``decision``.
 
@@ -156,6 +160,7 @@ def issue_grant(
             call=call,
             initiator=initiator,
             initiator_auth=decision.authentication,
+            request_id=request_id,
             policy_digest=decision.policy_digest,
             decision_id=decision.decision_id,
             environment_digest=environment_digest,

@@ -26,13 +26,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal
 
-import jwt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from temporalio.converter import PayloadConverter
 
-from ecp.authority._canonical import Digest, canonical_json, digest_bytes, parse_json_strict
+from ecp.authority._calldigest import digest_values
+from ecp.authority._canonical import Digest, canonical_json, digest_bytes
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
 from ecp.authority._keys import Signer
@@ -54,10 +55,12 @@ __all__ = [
     "REQUEST_SCHEMA_VERSION",
     "UNAUTHENTICATED",
     "InitiatorIdentity",
+    "SessionBinding",
     "SignedRequest",
     "sign_request",
     "sign_session",
     "verify_initiator",
+    "workflow_input_digest",
 ]
 
 REQUEST_PAYLOAD_TYPE: Final = "application/vnd.ecp.request.v1+json"
@@ -69,7 +72,7 @@ UNAUTHENTICATED: Final = "unauthenticated"
 #: ``action`` (and ``purpose``) of a *session*: a signed request that covers
 #: every governed call inside one workflow execution, which is all it binds.
 ANY_CALL: Final = "*"
-#: ``args_digest`` of a session (the digest of no real argument list).
+#: Kept for readers of old sessions; sessions now bind the workflow input.
 ANY_ARGUMENTS: Final = digest_bytes(b"ecp:any-arguments")
 _MAX_PROOF_BYTES: Final = 32 * 1024
 
@@ -94,6 +97,14 @@ class SignedRequest(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionBinding:
+    """The workflow a session must be for: its type and the digest of its input."""
+
+    workflow_type: str
+    input_digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class InitiatorIdentity:
     """An initiator, and how it was established.
 
@@ -104,6 +115,8 @@ class InitiatorIdentity:
 
     name: str
     auth: str
+    #: The signed request's id ("" for sessions, tokens and unauthenticated).
+    request_id: str = ""
 
     @property
     def method(self) -> str:
@@ -121,7 +134,7 @@ def sign_request(
     args_digest: Digest,
     purpose: str,
     clock: Clock,
-    ttl: timedelta = timedelta(minutes=10),
+    ttl: timedelta = timedelta(hours=2),
 ) -> str:
     """Sign a request as its initiator: the proof to put in ``GovernedRequest.initiator_proof``.
 
@@ -153,15 +166,20 @@ def sign_session(
     initiator: str,
     namespace: str,
     workflow_id: str,
+    workflow_type: str,
+    input_digest: Digest,
     clock: Clock,
-    ttl: timedelta = timedelta(hours=1),
+    ttl: timedelta = timedelta(hours=2),
 ) -> str:
     """Sign a session: ``initiator`` asks for the governed calls of one workflow execution.
 
     Travels in the workflow's memo (see ``ecp.workflows.initiator_memo``);
     every ``execute_governed`` call inside that workflow inherits it. It binds
-    the namespace, the workflow id and a validity window, not the calls: the
-    workflow's code chooses those, and the policy decides each.
+    the namespace, the workflow id, the workflow type, the digest of the
+    workflow's input (:func:`workflow_input_digest`) and a validity window,
+    not the calls: the workflow's code chooses those from that input, and the
+    policy decides each. Anyone who starts the same workflow id with other
+    input, or another workflow type, cannot use it.
 
     Raises:
         InitiatorProofError: a field does not fit the schema.
@@ -172,11 +190,23 @@ def sign_session(
         namespace=namespace,
         workflow_id=workflow_id,
         action=ANY_CALL,
-        args_digest=ANY_ARGUMENTS,
-        purpose=ANY_CALL,
+        args_digest=input_digest,
+        purpose=workflow_type,
         clock=clock,
         ttl=ttl,
     )
+
+
+def workflow_input_digest(values: Sequence[object], converter: PayloadConverter) -> Digest:
+    """Digest of a workflow's input (what a session binds), as the argument digest.
+
+    The client (over the arguments it starts the workflow with) and the
+    workflow (over the arguments it was started with) compute the same.
+
+    Raises:
+        CanonicalizationError: a value has no canonical JSON form.
+    """
+    return digest_values(list(values), converter)
 
 
 def verify_initiator(
@@ -189,16 +219,19 @@ def verify_initiator(
     action: str,
     args_digest: Digest,
     purpose: str,
-    at: datetime | None,
+    at: datetime,
     oidc: Sequence[OidcIssuer] = (),
     allow_unauthenticated: bool = False,
+    session: SessionBinding | None = None,
 ) -> InitiatorIdentity:
     """Establish who asked, before the policy sees the name.
 
     ``namespace`` and ``workflow_id`` are the execution as Temporal reports
-    it to the caller; ``at`` is when the identity must hold (``None``: when
-    the proof says it was issued, to re-check an identity established
-    earlier: signature, key, binding and issuer still count).
+    it to the caller; ``at`` is when the identity must hold (the authority
+    checks it at evaluate *and* at authorize, so a proof must outlive the
+    approvals it waits for). ``session`` is the calling workflow's type and
+    input digest, when the call is made inside a workflow
+    (``execute_governed``); only then is a session proof accepted.
 
     Raises:
         InitiatorUnauthenticatedError: no proof, and unauthenticated
@@ -209,7 +242,7 @@ def verify_initiator(
     """
     if not proof:
         if allow_unauthenticated:
-            return InitiatorIdentity(claimed, UNAUTHENTICATED)
+            return InitiatorIdentity(claimed, UNAUTHENTICATED, "")
         raise InitiatorUnauthenticatedError(
             f"the request names initiator {claimed!r} without proof; sign it with the "
             "initiator's key (ecp submit --key) or send an OpenID Connect ID token"
@@ -219,22 +252,21 @@ def verify_initiator(
     if proof.startswith(OIDC_PREFIX):
         return _by_token(proof.removeprefix(OIDC_PREFIX), claimed, oidc, at)
     return _by_signature(
-        proof, claimed, trust, namespace, workflow_id, action, args_digest, purpose, at
+        proof, claimed, trust, namespace, workflow_id, action, args_digest, purpose, at, session
     )
 
 
 def _by_token(
-    token: str, claimed: str, issuers: Sequence[OidcIssuer], at: datetime | None
+    token: str, claimed: str, issuers: Sequence[OidcIssuer], at: datetime
 ) -> InitiatorIdentity:
     if not issuers:
         raise InitiatorProofError(
             "an ID token was sent, and no OpenID Connect issuer is configured"
         )
     errors: list[str] = []
-    when = at if at is not None else _token_issued_at(token)
     for issuer in issuers:
         try:
-            who = verify_id_token(token, issuer, now=when)
+            who = verify_id_token(token, issuer, now=at)
         except AuthorityError as exc:
             errors.append(f"{exc.code}: {exc}")
             continue
@@ -243,30 +275,8 @@ def _by_token(
                 f"the ID token is {who.principal!r}'s (issuer {who.issuer}), "
                 f"the request names {claimed!r}"
             )
-        return InitiatorIdentity(claimed, f"oidc:{who.issuer}#{who.subject}")
+        return InitiatorIdentity(claimed, f"oidc:{who.issuer}#{who.subject}", "")
     raise InitiatorProofError(f"ID token did not verify: {'; '.join(errors)}")
-
-
-def _signed_issued_at(envelope: Envelope) -> datetime:
-    # Read (not trusted) only to pick the instant to verify at; the signature
-    # and every field are then verified as of that instant.
-    try:
-        body = parse_json_strict(envelope.payload)
-        issued = body.get("issued_at") if isinstance(body, dict) else None
-        return datetime.fromisoformat(str(issued))
-    except (AuthorityError, ValueError):
-        raise InitiatorProofError("the signed request has no readable issued_at") from None
-
-
-def _token_issued_at(token: str) -> datetime:
-    # As for signed requests: only the instant to verify at.
-    try:
-        iat: object = jwt.decode(token, options={"verify_signature": False}).get("iat")
-        if not isinstance(iat, int | float):
-            raise TypeError("iat")
-        return datetime.fromtimestamp(int(iat), UTC)
-    except (jwt.PyJWTError, TypeError, ValueError, OverflowError, OSError):
-        raise InitiatorProofError("the ID token has no readable iat claim") from None
 
 
 def _by_signature(
@@ -278,17 +288,17 @@ def _by_signature(
     action: str,
     args_digest: Digest,
     purpose: str,
-    at: datetime | None,
+    at: datetime,
+    session: SessionBinding | None,
 ) -> InitiatorIdentity:
     try:
         envelope = Envelope.from_json(proof)
-        body_time = _signed_issued_at(envelope) if at is None else at
         verified = verify_envelope(
             envelope,
             payload_type=REQUEST_PAYLOAD_TYPE,
             trust=trust,
             role=KeyRole.INITIATOR,
-            at=body_time,
+            at=at,
         )
         body = read_signed_model(
             envelope.payload,
@@ -310,30 +320,40 @@ def _by_signature(
         raise InitiatorImpersonationError(
             f"the proof is {body.initiator!r}'s, the request names {claimed!r}"
         )
-    session = body.action == ANY_CALL
-    if session and (body.args_digest != ANY_ARGUMENTS or body.purpose != ANY_CALL):
-        raise InitiatorProofError("a session names no arguments and no purpose")
-    bound = (
-        ("namespace", body.namespace, namespace),
-        ("workflow id", body.workflow_id, workflow_id),
-        *(
-            ()
-            if session
-            else (
-                ("action", body.action, action),
-                ("arguments", body.args_digest, args_digest),
-                ("purpose", body.purpose, purpose),
+    if body.action == ANY_CALL:
+        # A session covers the calls of one workflow: the one of this type
+        # started with exactly this input (what the workflow will do is its
+        # code's, applied to that input). Only a workflow running governed
+        # calls itself presents a session; GovernedExecution never does.
+        if session is None:
+            raise InitiatorProofError(
+                "a session proof covers governed calls made inside its workflow only"
             )
-        ),
-    )
+        bound: tuple[tuple[str, str, str], ...] = (
+            ("namespace", body.namespace, namespace),
+            ("workflow id", body.workflow_id, workflow_id),
+            ("workflow type", body.purpose, session.workflow_type),
+            ("workflow input", body.args_digest, session.input_digest),
+        )
+    else:
+        bound = (
+            ("namespace", body.namespace, namespace),
+            ("workflow id", body.workflow_id, workflow_id),
+            ("action", body.action, action),
+            ("arguments", body.args_digest, args_digest),
+            ("purpose", body.purpose, purpose),
+        )
     for what, signed, actual in bound:
         if signed != actual:
             raise InitiatorProofError(
                 f"the signed request is for {what} {signed!r}, this request has {actual!r}"
             )
-    if not body.issued_at <= body_time + timedelta(seconds=30) or body_time >= body.expires_at:
+    if not body.issued_at <= at + timedelta(seconds=30) or at >= body.expires_at:
         raise InitiatorProofError(
-            f"the signed request is valid from {body.issued_at} to {body.expires_at}, "
-            f"not at {body_time}"
+            f"the signed request is valid from {body.issued_at} to {body.expires_at}, not at {at}"
         )
-    return InitiatorIdentity(claimed, f"key:{verified.key.key_id}")
+    # A signed request is for one request: the grant carries its id, and the
+    # single-use store lets one body run per id (whatever activity id a
+    # caller picks). A session's calls are told apart by their activity ids.
+    request_id = "" if body.action == ANY_CALL else body.request_id
+    return InitiatorIdentity(claimed, f"key:{verified.key.key_id}", request_id)

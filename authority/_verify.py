@@ -203,6 +203,11 @@ def verify_grant(
     replay.claim(
         request_key(c.namespace, c.workflow_id, c.activity_type, c.activity_id), grant.grant_id
     )
+    if grant.request_id:
+        # One body per signed request too, whichever activity id carries it.
+        replay.claim(
+            request_key(c.namespace, "signed-request", grant.request_id, ""), grant.grant_id
+        )
     # No two attempts of one grant at once: the lease lasts as long as the
     # policy lets one attempt run.
     replay.begin(

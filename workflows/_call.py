@@ -145,6 +145,7 @@ class GovernedCall:
         self._outcome = ""
         #: The reason code the call ended with ("" on success).
         self.ending_code = ""
+        self._session_digest = ""
 
     # --- queries and updates ------------------------------------------------
 
@@ -193,8 +194,14 @@ class GovernedCall:
 
     # --- the run --------------------------------------------------------------
 
-    async def run(self, req: GovernedRequest, exec_id: str) -> GovernedResult:
+    async def run(
+        self, req: GovernedRequest, exec_id: str, *, session_digest: str = ""
+    ) -> GovernedResult:
         """Run the four steps for ``req``, the execute step under ``exec_id``.
+
+        ``session_digest``: for a call made inside a workflow, the digest of
+        that workflow's input, which a session proof must bind ("" otherwise:
+        then no session proof is accepted).
 
         Runs them inside one event group, so the UI shows the call's steps
         together (an experimental SDK feature; harmless where unsupported).
@@ -202,6 +209,7 @@ class GovernedCall:
         group = workflow.create_event_group(
             f"ecp:{req.action}", label=f"governed {req.action} by {req.initiator}"
         )
+        self._session_digest = session_digest
         with group.scope():
             return await self._run(req, exec_id)
 
@@ -258,6 +266,7 @@ class GovernedCall:
                     initiator_proof=req.initiator_proof,
                     request_args=req.args,
                     param_names=prepared.param_names,
+                    workflow_input_digest=self._session_digest,
                 ),
                 task_queue=req.queues.authority,
                 start_to_close_timeout=_STEP_TIMEOUT,
@@ -339,6 +348,7 @@ class GovernedCall:
                     initiator_proof=req.initiator_proof,
                     request_args=req.args,
                     param_names=prepared.param_names,
+                    workflow_input_digest=self._session_digest,
                 ),
                 task_queue=req.queues.authority,
                 start_to_close_timeout=_STEP_TIMEOUT,

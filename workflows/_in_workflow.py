@@ -10,7 +10,8 @@ code of its own for approvals).
 Who asks: the initiator's proof travels with the workflow start, in the memo
 key :data:`INITIATOR_MEMO` (``{"initiator": ..., "proof": ...}``, see
 :func:`ecp.workflows.initiator_memo`): a *session* signed by the initiator's
-key for this workflow execution, which every governed call inside inherits.
+key for this workflow: its namespace, id, type and input. Every governed call
+inside inherits it; nobody can use it for another workflow type or input.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         STATUS_QUERY,
     )
     from ecp.workflows._call import GovernedCall
-    from ecp.workflows._interceptor import configured_queues
+    from ecp.workflows._interceptor import configured_queues, started_input_digest
     from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 
 __all__ = [
@@ -196,7 +197,7 @@ async def execute_governed(
     exec_id = f"{EXECUTE_ACTIVITY_ID_PREFIX}{name}:{calls.count}"
     call = GovernedCall()
     calls.current = call
-    result = await call.run(req, exec_id)
+    result = await call.run(req, exec_id, session_digest=started_input_digest())
     if result.outcome == "completed":
         return _typed(result.result, ret_type)
     if result.outcome == "denied":

@@ -18,7 +18,11 @@ from temporalio.worker import (
 from ecp.workflows._grant_header import GRANT_HEADER, current_grant, grant_payload
 from ecp.workflows._models import TaskQueues
 
-__all__ = ["GrantHeaderInterceptor", "configured_queues"]
+with workflow.unsafe.imports_passed_through():
+    from ecp.authority._initiator import workflow_input_digest
+    from ecp.authority.errors import AuthorityError
+
+__all__ = ["GrantHeaderInterceptor", "configured_queues", "started_input_digest"]
 
 
 class _Outbound(WorkflowOutboundInterceptor):
@@ -35,6 +39,14 @@ class _Outbound(WorkflowOutboundInterceptor):
 _QUEUES: ContextVar[TaskQueues | None] = ContextVar("ecp_queues", default=None)
 
 
+_INPUT_DIGEST: ContextVar[str] = ContextVar("ecp_input_digest", default="")
+
+
+def started_input_digest() -> str:
+    """Digest of the running workflow's input ("" if it has none that digests)."""
+    return _INPUT_DIGEST.get()
+
+
 def configured_queues() -> TaskQueues | None:
     """The task queues of the plugin on the worker running this workflow."""
     return _QUEUES.get()
@@ -48,6 +60,11 @@ class _Inbound(WorkflowInboundInterceptor):
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         _QUEUES.set(self.ecp_queues)
+        # What a session proof binds: the input this run was started with.
+        try:
+            _INPUT_DIGEST.set(workflow_input_digest(input.args, workflow.payload_converter()))
+        except AuthorityError:
+            _INPUT_DIGEST.set("")
         return await super().execute_workflow(input)
 
 

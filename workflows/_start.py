@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
 
 from ecp.authority._calldigest import digest_values
 from ecp.authority._clock import system_clock
-from ecp.authority._initiator import sign_request, sign_session
+from ecp.authority._initiator import sign_request, sign_session, workflow_input_digest
 from ecp.authority._keys import Signer
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._in_workflow import INITIATOR_MEMO
@@ -22,23 +23,32 @@ def initiator_memo(
     signer: Signer,
     *,
     initiator: str,
-    namespace: str,
+    client: Client,
     workflow_id: str,
-    ttl: timedelta = timedelta(hours=1),
+    workflow_type: str,
+    args: Sequence[object] = (),
+    ttl: timedelta = timedelta(hours=2),
 ) -> dict[str, object]:
     """The memo that lets a workflow's governed calls act for ``initiator``.
 
-    Pass it as ``client.start_workflow(..., id=workflow_id, memo=initiator_memo(...))``:
-    ``execute_governed`` inside that workflow reads it.
+    Pass it with exactly the workflow type, id and arguments it is signed
+    for: ``client.start_workflow("RefundOrder", args=args, id=workflow_id,
+    memo=initiator_memo(key, initiator="alice", client=client,
+    workflow_id=workflow_id, workflow_type="RefundOrder", args=args))``.
+    ``execute_governed`` inside that workflow presents it; a workflow of
+    another type, or with other input, cannot.
 
     Raises:
         InitiatorProofError: the session cannot be signed.
+        CanonicalizationError: an argument has no canonical JSON form.
     """
     proof = sign_session(
         signer,
         initiator=initiator,
-        namespace=namespace,
+        namespace=client.namespace,
         workflow_id=workflow_id,
+        workflow_type=workflow_type,
+        input_digest=workflow_input_digest(args, client.data_converter.payload_converter),
         clock=system_clock,
         ttl=ttl,
     )

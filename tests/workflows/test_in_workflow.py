@@ -49,18 +49,21 @@ class App:
 
     async def order(self, amount: int, initiator: str = "alice") -> WorkflowHandle[object, str]:
         wf = f"order-{uuid.uuid4().hex[:8]}"
+        args: list[object] = [f"o-{amount}", amount]
         memo = (
             initiator_memo(
                 Ed25519FileSigner.from_file(self.keys.initiator(initiator)),
                 initiator=initiator,
-                namespace=self.client.namespace,
+                client=self.client,
                 workflow_id=wf,
+                workflow_type="RefundOrder",
+                args=args,
             )
             if self.keys.initiator(initiator).exists()
             else {"ecp-initiator": {"initiator": initiator, "proof": ""}}
         )
         return await self.client.start_workflow(
-            "RefundOrder", args=[f"o-{amount}", amount], id=wf, task_queue=self.queue, memo=memo
+            "RefundOrder", args=args, id=wf, task_queue=self.queue, memo=memo
         )
 
 
@@ -193,3 +196,50 @@ async def test_a_large_refund_waits_for_an_approval_delivered_to_the_order(app: 
     assert await asyncio.wait_for(handle.result(), 120) == "told o-500: refunded 500 on o-500"
     assert _outcomes(app, handle.id) == ["completed"]
     await _consistent(app, handle.id)
+
+
+async def test_nobody_can_reuse_alices_session_for_other_work(app: App) -> None:
+    """eve reads alice's session from the memo of alice's finished order, then
+    (a) starts GovernedExecution under that workflow id with her own refund,
+    (b) starts RefundOrder under that workflow id with other input."""
+    from temporalio.common import WorkflowIDReusePolicy
+
+    from ecp.workflows._governed import GovernedExecution
+    from ecp.workflows._models import GovernedRequest, TaskQueues
+
+    handle = await app.order(40)
+    assert (await asyncio.wait_for(handle.result(), 120)).startswith("told o-40: refunded")
+    memo = await (await handle.describe()).memo()
+    session = memo["ecp-initiator"]["proof"]
+    before = _outcomes(app, handle.id)
+
+    stolen = GovernedRequest(
+        "refund",
+        [{"order_id": "EVE-ACCOUNT", "amount": 100}],
+        "alice",
+        queues=TaskQueues(app.queue.replace("e-", "a-", 1), app.queue),
+        initiator_proof=session,
+    )
+    r = await app.client.execute_workflow(
+        GovernedExecution.run,
+        stolen,
+        id=handle.id,
+        task_queue=app.queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+    assert r.outcome == "denied", r
+    assert "inside its workflow only" in r.reason
+
+    other = await app.client.start_workflow(
+        "RefundOrder",
+        args=["EVE-ACCOUNT", 90],
+        id=handle.id,
+        task_queue=app.queue,
+        memo=memo,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+    got = await asyncio.wait_for(other.result(), 120)
+    assert got == "told EVE-ACCOUNT: refund denied (ecp.initiator_proof_invalid)"
+    # Only alice's own refund ever ran under her name.
+    after = _outcomes(app, handle.id)
+    assert after.count("completed") == before.count("completed") == 1

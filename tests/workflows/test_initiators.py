@@ -8,6 +8,7 @@ Connect ID token) can. The ledger names a verified identity, or says
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -250,3 +251,39 @@ async def test_a_policy_can_refuse_unauthenticated_initiators(
         alice = Ed25519FileSigner.from_file(d.keys.initiator("alice"))
         wf, r = await d.submit("alice", signer=alice)
         assert r.outcome == "completed", r.reason
+
+
+async def test_a_proof_that_expires_while_approvals_wait_no_longer_counts(
+    strict: Deployment,
+) -> None:
+    """authorize checks the proof again, at its own time: an expired one is refused."""
+    from datetime import timedelta
+
+    from ecp._approve import approve as deliver_approval
+    from ecp._keyring import DEMO_APPROVER
+
+    alice = Ed25519FileSigner.from_file(strict.keys.initiator("alice"))
+    big = [{"amount": 5000, "currency": "EUR", "recipient": "acme"}]
+    wf = f"slow-{uuid.uuid4().hex[:8]}"
+    req = GovernedRequest(
+        "payout", big, "alice", "invoice", queues=strict.queues, initiator_proof=""
+    )
+    handle = await start_governed(
+        strict.client, req, workflow_id=wf, signer=alice, ttl=timedelta(seconds=3)
+    )
+    for _ in range(100):
+        status = await handle.query("ecp.status", result_type=dict)
+        if status.get("step") == "approve":
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3.5)  # the signed request expires while approvals wait
+    await deliver_approval(
+        strict.client,
+        wf,
+        signer=Ed25519FileSigner.from_file(strict.keys.approver),
+        approver=DEMO_APPROVER,
+    )
+    r = await handle.result()
+    assert r.outcome == "denied", r
+    assert "valid from" in r.reason
+    assert not _ran(wf)
