@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,10 +27,9 @@ from ecp._failure import to_application_error
 from ecp._wire import GATE_MARK
 from ecp.authority.errors import VerificationError
 
-__all__ = ["GOVERNED_ATTR", "GateMissingError", "admitted", "body_of", "governed", "is_governed"]
+__all__ = ["GOVERNED_ATTR", "GateMissingError", "admitted", "governed", "is_governed"]
 
 GOVERNED_ATTR = "__ecp_governed__"
-_BODY_ATTR = "__ecp_body__"
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -42,7 +42,7 @@ class GateMissingError(VerificationError):
 
 @dataclass(frozen=True, slots=True)
 class _Admission:
-    body: object
+    fn: object
     namespace: str
     workflow_id: str
     run_id: str
@@ -56,9 +56,9 @@ class _Admission:
 _admission: ContextVar[_Admission | None] = ContextVar("ecp_admission", default=None)
 
 
-def body_of(fn: object) -> object:
-    """The original function behind a ``@governed`` wrapper (else ``fn``)."""
-    return getattr(fn, _BODY_ATTR, fn)
+def _function_of(fn: object) -> object:
+    # A bound method (an activity on a class instance) admits its function.
+    return getattr(fn, "__func__", fn)
 
 
 @contextmanager
@@ -69,7 +69,7 @@ def admitted(fn: object, info: activity.Info) -> Iterator[None]:
     """
     token = _admission.set(
         _Admission(
-            body_of(fn),
+            _function_of(fn),
             info.namespace,
             info.workflow_id or "",
             info.workflow_run_id or "",
@@ -83,23 +83,23 @@ def admitted(fn: object, info: activity.Info) -> Iterator[None]:
         _admission.reset(token)
 
 
-def _refuse(body: object, why: str) -> None:
-    name = getattr(body, "__qualname__", repr(body))
+def _refuse(me: object, why: str) -> None:
+    name = getattr(me, "__qualname__", repr(me))
     exc = GateMissingError(f"governed {name} refused to run: {why}")
     raise to_application_error(exc, str(exc), GATE_MARK)
 
 
-def _check(body: object) -> None:
+def _check(me: object) -> None:
     adm = _admission.get()
     if adm is None:
-        _refuse(body, "no gate admitted it (worker without the ECP gate, or called indirectly)")
+        _refuse(me, "no gate admitted it (worker without the ECP gate, or called indirectly)")
         return
-    if adm.body is not body:
-        _refuse(body, "the gate admitted another function for this activity")
+    if adm.fn is not me:
+        _refuse(me, "the gate admitted another function for this activity")
     try:
         info = activity.info()
     except RuntimeError:
-        _refuse(body, "called outside an activity")
+        _refuse(me, "called outside an activity")
         return
     here = (
         info.namespace,
@@ -109,7 +109,7 @@ def _check(body: object) -> None:
         info.attempt,
     )
     if here != (adm.namespace, adm.workflow_id, adm.run_id, adm.activity_id, adm.attempt):
-        _refuse(body, "the gate admitted it for another activity execution")
+        _refuse(me, "the gate admitted it for another activity execution")
 
 
 def governed(fn: F) -> F:
@@ -124,25 +124,45 @@ def governed(fn: F) -> F:
     """
     if hasattr(fn, "__temporal_activity_definition"):
         raise TypeError(f"apply @governed under @activity.defn on {fn.__qualname__}")
+    # The body stays in this closure only: no attribute of the wrapper
+    # (``__wrapped__`` included) hands it out to call around the check.
     body = fn
     wrapper: Callable[..., Any]
     if inspect.iscoroutinefunction(fn):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            _check(body)
+            _check(async_wrapper)
             return await cast(Callable[..., Any], body)(*args, **kwargs)
 
         wrapper = async_wrapper
     else:
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            _check(body)
+            _check(sync_wrapper)
             return body(*args, **kwargs)
 
         wrapper = sync_wrapper
     functools.update_wrapper(wrapper, fn)
+    try:
+        # Temporal reads parameter and return types from the signature and
+        # the type hints; resolve them here, in the body's module, so the
+        # wrapper needs no ``__wrapped__`` to point back at the body.
+        hints = typing.get_type_hints(fn)
+        signature = inspect.signature(fn)
+    except (NameError, TypeError, ValueError):
+        pass  # forward references not yet resolvable: keep __wrapped__
+    else:
+        delattr(wrapper, "__wrapped__")
+        wrapper.__annotations__ = hints
+        resolved = signature.replace(
+            parameters=[
+                p.replace(annotation=hints.get(p.name, p.annotation))
+                for p in signature.parameters.values()
+            ],
+            return_annotation=hints.get("return", signature.return_annotation),
+        )
+        setattr(wrapper, "__signature__", resolved)  # noqa: B010 - read by inspect.signature
     setattr(wrapper, GOVERNED_ATTR, True)
-    setattr(wrapper, _BODY_ATTR, body)
     return cast(F, wrapper)
 
 

@@ -150,3 +150,15 @@ async def test_a_direct_python_call_outside_any_activity_refuses() -> None:
     assert examples.EXECUTIONS == [] or all(
         e[2].get("recipient") != "x" for e in examples.EXECUTIONS
     )
+
+
+def test_the_wrapper_hands_out_no_body_to_call_around_the_check() -> None:
+    # Nothing on the governed function reaches the raw body: no __wrapped__,
+    # no attribute naming it; Temporal still sees the typed signature.
+    assert not hasattr(examples.payout, "__wrapped__")
+    for name in dir(examples.payout):
+        value = getattr(examples.payout, name)
+        assert not (callable(value) and getattr(value, "__qualname__", "") == "payout"), name
+    defn = activity._Definition.from_callable(examples.payout)
+    assert defn is not None
+    assert defn.arg_types == [examples.Payout]
