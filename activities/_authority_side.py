@@ -10,16 +10,18 @@ the arguments itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ecp._failure import to_application_error
-from ecp._wire import EXECUTE_ACTIVITY_ID_PREFIX, failure_type
+from ecp._wire import ACTIVITY_AUTHORIZE_SCOPE, EXECUTE_ACTIVITY_ID_PREFIX, failure_type
 from ecp.activities._contracts import (
     ACTIVITY_AUTHORIZE,
     ACTIVITY_EVALUATE,
@@ -28,19 +30,23 @@ from ecp.activities._contracts import (
     DecisionResult,
     EvaluateInput,
     GrantResult,
+    ScopeInput,
+    ScopeResult,
 )
 from ecp.authority._approval import execution_ref, verify_approvals
 from ecp.authority._attestation import verify_attestation
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
 from ecp.authority._clock import Clock, now_utc
+from ecp.authority._dsse import Envelope
 from ecp.authority._grant import CallBinding, Grant, issue_grant
 from ecp.authority._initiator import InitiatorIdentity, SessionBinding, verify_initiator
 from ecp.authority._keys import Signer, public_key_to_b64
 from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import Decision, Effect, PolicyBundle, PolicyRequest
+from ecp.authority._scope import ArgConstraint, issue_scope
 from ecp.authority._truststore import KeyRole, TrustStore
-from ecp.authority.errors import AuthorityError
+from ecp.authority.errors import AuthorityError, GrantRefusedError
 
 __all__ = ["AuthorityActivities", "policy_arguments"]
 
@@ -129,7 +135,64 @@ class AuthorityActivities:
 
     def activities(self) -> list[Callable[..., object]]:
         """The activity callables to register on the authority queue."""
-        return [self.evaluate, self.authorize]
+        return [self.evaluate, self.authorize, self.authorize_scope]
+
+    @activity.defn(name=ACTIVITY_AUTHORIZE_SCOPE)
+    async def authorize_scope(self, inp: ScopeInput) -> ScopeResult:
+        """Sign a scope for the calling workflow: who asks, verified, and the bounds.
+
+        Each call under the scope is still decided by the policy at the gate;
+        the scope only narrows it (and saves the per-call round trips).
+        """
+        try:
+            envelope = await asyncio.to_thread(self._authorize_scope, inp, activity.info())
+        except AuthorityError as exc:
+            raise _refuse(exc) from None
+        scope = json.loads(envelope.payload)
+        return ScopeResult(
+            envelope.to_json().decode(), scope["scope_id"], scope["expires_at"], inp.max_uses
+        )
+
+    def _authorize_scope(self, inp: ScopeInput, caller: activity.Info) -> Envelope:
+        trust = self.trust()
+        ask = _Ask(
+            action=",".join(inp.actions),
+            initiator=inp.initiator,
+            purpose=inp.purpose,
+            proof=inp.initiator_proof,
+            request_args=[],
+            param_names=[],
+            workflow_input_digest=inp.workflow_input_digest,
+        )
+        identity = self._identity(ask, caller, trust)
+        _, env_digest = self._environment(inp.attestation, trust)
+        if not env_digest:
+            raise GrantRefusedError("no verified executor attestation to bind the scope to")
+        try:
+            constraints = {
+                action: {
+                    f: ArgConstraint.model_validate(c, strict=False) for f, c in fields.items()
+                }
+                for action, fields in inp.constraints.items()
+            }
+        except ValidationError as exc:
+            raise GrantRefusedError(f"scope constraints: {exc.errors()[0]['msg']}") from None
+        return issue_scope(
+            actions=inp.actions,
+            constraints=constraints,
+            max_uses=inp.max_uses,
+            namespace=caller.workflow_namespace or caller.namespace,
+            workflow_id=caller.workflow_id or "",
+            run_id=caller.workflow_run_id or "",
+            initiator=inp.initiator,
+            initiator_auth=identity.auth,
+            purpose=inp.purpose,
+            policy_digest=self.bundle.digest,
+            environment_digest=Digest(env_digest),
+            signer=self.signer,
+            clock=self.clock,
+            ttl=timedelta(seconds=inp.lifetime_seconds),
+        )
 
     def _request(
         self,

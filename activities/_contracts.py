@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVITY_PROVE",
     "GATE_MARK",
     "ApproverKey",
+    "AttestResult",
     "AuthorizeInput",
     "DecisionResult",
     "EvaluateInput",
@@ -34,6 +35,8 @@ __all__ = [
     "PrepareResult",
     "ProveInput",
     "ProveResult",
+    "ScopeInput",
+    "ScopeResult",
 ]
 
 #: A JSON value as Temporal's converter decodes it. ``Any`` because the
@@ -178,3 +181,39 @@ class ProveResult:
     index: int
     receipt: str
     tree_size: int
+
+
+@dataclass(frozen=True)
+class AttestResult:
+    """The executor's signed environment attestation (for a scope)."""
+
+    attestation: str
+    environment_digest: str
+
+
+@dataclass(frozen=True)
+class ScopeInput:
+    """What the authority needs to sign a scope for the calling workflow.
+
+    ``constraints``: action -> argument field -> ``{"max", "min", "in", "prefix"}``.
+    """
+
+    actions: list[str]
+    max_uses: int
+    constraints: dict[str, dict[str, dict[str, JSON]]]
+    lifetime_seconds: float
+    initiator: str
+    purpose: str
+    attestation: str
+    initiator_proof: str = ""
+    workflow_input_digest: str = ""
+
+
+@dataclass(frozen=True)
+class ScopeResult:
+    """A signed scope grant."""
+
+    envelope: str
+    scope_id: str
+    expires_at: str
+    max_uses: int

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ecp._wire import failure_type
-from ecp.activities._contracts import ACTIVITY_PREPARE, PrepareInput, PrepareResult
+from ecp._wire import ACTIVITY_ATTEST, failure_type
+from ecp.activities._contracts import ACTIVITY_PREPARE, AttestResult, PrepareInput, PrepareResult
 from ecp.authority._attestation import EnvironmentAttestation, sign_attestation
 from ecp.authority._keys import Signer
 
@@ -68,7 +68,12 @@ class ExecutorActivities:
 
     def activities(self) -> list[Callable[..., object]]:
         """The activity callables to register on the executor queue."""
-        return [self.prepare]
+        return [self.prepare, self.attest]
+
+    @activity.defn(name=ACTIVITY_ATTEST)
+    async def attest(self) -> AttestResult:
+        """This worker's signed environment attestation (what a scope binds)."""
+        return AttestResult(self._envelope, self.attestation.digest)
 
     @activity.defn(name=ACTIVITY_PREPARE)
     async def prepare(self, inp: PrepareInput) -> PrepareResult:

@@ -13,8 +13,11 @@ never run the body.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -28,15 +31,23 @@ from temporalio.worker import (
 )
 
 from ecp._failure import to_application_error
-from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE
+from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE, SCOPE_ACTIVITY_ID_PREFIX, SCOPE_HEADER
+from ecp.activities._authority_side import policy_arguments
 from ecp.activities._governed import GateMissingError, admitted, is_governed
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
-from ecp.authority._clock import Clock
-from ecp.authority._replay import ReplayGuard
+from ecp.authority._clock import Clock, now_utc
+from ecp.authority._grant import CallBinding, Grant, GrantId, GrantScope
+from ecp.authority._policy import PolicyBundle
+from ecp.authority._replay import ReplayGuard, request_key
+from ecp.authority._scope import ScopeConstraintError, decide_scoped_call, verify_scope
 from ecp.authority._truststore import TrustStore
 from ecp.authority._verify import ExpectedCall, VerifiedGrant, verify_grant
-from ecp.authority.errors import AuthorityError, CanonicalizationError, VerificationError
+from ecp.authority.errors import (
+    AuthorityError,
+    CanonicalizationError,
+    VerificationError,
+)
 from ecp.lineage.ledger._evidence import IDENTITY_MAX_CHARS
 
 __all__ = [
@@ -139,6 +150,10 @@ class GateConfig:
             bundle are refused.
         governed_names: Activity types governed by name: the gate asks for a
             grant whichever function serves them, marked or not.
+        bundle: The policy bundle scoped calls are checked against (the
+            configured one; its digest must be the scope's).
+        environment_claims: This worker's attested environment, as the
+            policy sees it for scoped calls.
     """
 
     trust: Callable[[], TrustStore]
@@ -148,6 +163,8 @@ class GateConfig:
     clock: Clock
     accepted_policy_digests: frozenset[str] | None = None
     governed_names: frozenset[str] = frozenset()
+    bundle: PolicyBundle | None = None
+    environment_claims: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 class GateInterceptor(Interceptor):
@@ -223,6 +240,13 @@ class _Gate(ActivityInboundInterceptor):
 
         try:
             header = input.headers.get(GRANT_HEADER)
+            scoped = input.headers.get(SCOPE_HEADER)
+            if header is None and scoped is not None:
+                args_digest = digest_values(input.args, activity.payload_converter())
+                verified = await asyncio.to_thread(
+                    self._verify_scoped, scoped.data, input, info, args_digest
+                )
+                return await self._run_scoped(input, info, verified, record)
             if header is None:
                 raise MissingGrantError(
                     f"activity {info.activity_type} is governed and was scheduled without a grant"
@@ -276,6 +300,100 @@ class _Gate(ActivityInboundInterceptor):
             await asyncio.to_thread(self._c.replay.end, verified.grant.grant_id, attempt)
         except AuthorityError as exc:
             log.error("could not release the lease of %s: %s", verified.grant.grant_id, exc)
+
+    def _verify_scoped(
+        self, envelope: bytes, input: ExecuteActivityInput, info: activity.Info, args_digest: Digest
+    ) -> VerifiedGrant:
+        """A call under a scope: the scope, its constraints and the policy itself.
+
+        Returns the call's own grant (the scope's terms, bound to this call
+        and the local decision), so that the body runs and is recorded exactly
+        as under a per-call grant.
+        """
+        bundle = self._c.bundle
+        if bundle is None:
+            raise ScopeConstraintError(
+                "this worker has no policy bundle to check scoped calls with"
+            )
+        now = now_utc(self._c.clock)
+        vs = verify_scope(
+            envelope,
+            trust=self._c.trust(),
+            at=now,
+            namespace=info.namespace,
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            activity_type=info.activity_type,
+            environment_digest=self._c.environment_digest,
+            accepted_policy_digests=self._c.accepted_policy_digests,
+        )
+        s = vs.scope
+        prefix = f"{SCOPE_ACTIVITY_ID_PREFIX}{s.scope_id}:"
+        if not info.activity_id.startswith(prefix):
+            raise ScopeConstraintError(f"a scoped call's activity id starts with {prefix!r}")
+        values = [json.loads(p.data) for p in activity.payload_converter().to_payloads(input.args)]
+        arguments = policy_arguments(values, _param_names(input.fn))
+        # The scope only narrows: the policy decides on this very call too.
+        decision = decide_scoped_call(
+            bundle, s, info.activity_type, arguments, self._c.environment_claims
+        )
+        call_grant = Grant(
+            grant_id=GrantId(s.scope_id),
+            call=CallBinding(
+                activity_type=info.activity_type,
+                args_digest=args_digest,
+                namespace=info.namespace,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id or "",
+                activity_id=info.activity_id,
+            ),
+            initiator=s.initiator,
+            initiator_auth=s.initiator_auth,
+            policy_digest=s.policy_digest,
+            decision_id=decision.decision_id,
+            environment_digest=s.environment_digest,
+            scope=GrantScope(max_attempts=1, execute_timeout_seconds=300),
+            issued_at=s.issued_at,
+            not_before=s.not_before,
+            expires_at=s.expires_at,
+            issuer=s.issuer,
+        )
+        # One use of the scope per call (its activity id), at most max_uses.
+        replay = self._c.replay
+        replay.claim(
+            request_key(
+                info.namespace, info.workflow_id or "", info.activity_type, info.activity_id
+            ),
+            s.scope_id,
+        )
+        use = int(info.activity_id.removeprefix(prefix) or "0")
+        replay.consume(s.scope_id, use, s.max_uses)
+        return VerifiedGrant(call_grant, vs.envelope, vs.key)
+
+    async def _run_scoped(
+        self,
+        input: ExecuteActivityInput,
+        info: activity.Info,
+        verified: VerifiedGrant,
+        record: Callable[..., GateRecord],
+    ) -> Any:
+        try:
+            with admitted(input.fn, info):
+                result = await super().execute_activity(input)
+        except BaseException as exc:
+            await self._record_quietly(
+                record(
+                    "failed",
+                    grant=verified,
+                    reason_code=type(exc).__name__,
+                    reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+            )
+            raise
+        await self._record_quietly(
+            record("completed", grant=verified, result_digest=_result_digest(result))
+        )
+        return result
 
     def _verify(self, envelope: bytes, expected: ExpectedCall) -> VerifiedGrant:
         trust = self._c.trust()
@@ -352,6 +470,14 @@ class _Gate(ActivityInboundInterceptor):
 
 #: Pauses between attempts to write the record of a body that ran (~15 s in all).
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _param_names(fn: object) -> list[str]:
+    try:
+        sig = inspect.signature(fn)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in sig.parameters.values() if p.name != "self"]
 
 
 def _result_digest(result: object) -> Digest | None:

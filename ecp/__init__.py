@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ecp.workflows._governed import GovernedExecution as GovernedExecution
     from ecp.workflows._in_workflow import GovernedCallDenied as GovernedCallDenied
     from ecp.workflows._in_workflow import execute_governed as execute_governed
+    from ecp.workflows._in_workflow import scope as scope
     from ecp.workflows._models import GovernedRequest as GovernedRequest
     from ecp.workflows._models import GovernedResult as GovernedResult
     from ecp.workflows._models import TaskQueues as TaskQueues
@@ -51,6 +52,7 @@ __all__ = [
     "build_plugin",
     "cross_check",
     "execute_governed",
+    "scope",
     "governed",
     "initiator_memo",
     "load_settings",
@@ -69,6 +71,7 @@ __getattr__, __dir__ = lazy_exports(
         "GovernedExecution": "ecp.workflows._governed",
         "GovernedCallDenied": "ecp.workflows._in_workflow",
         "execute_governed": "ecp.workflows._in_workflow",
+        "scope": "ecp.workflows._in_workflow",
         "initiator_memo": "ecp.workflows._start",
         "GovernedRequest": "ecp.workflows._models",
         "GovernedResult": "ecp.workflows._models",

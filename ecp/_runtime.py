@@ -94,6 +94,13 @@ def _oidc_issuers(settings: Settings) -> tuple[OidcIssuer, ...]:
     return (dataclasses.replace(issuer, principal_claim=settings.oidc_principal_claim),)
 
 
+def _local_bundle(settings: Settings) -> PolicyBundle | None:
+    try:
+        return PolicyBundle.load(settings.policy)
+    except PolicyBundleError:
+        return None  # then scoped calls are refused; per-call grants still work
+
+
 def _trust_loader(path: Path) -> Callable[[], TrustStore]:
     # Re-read on every call so a revocation takes effect at once; an
     # unreadable store raises TrustStoreError and the gate refuses.
@@ -169,6 +176,11 @@ def build_plugin(
                 # under these activity types, the gate asks for a grant.
                 governed_names=frozenset(_activity_name(fn) for fn in governed_activities)
                 | settings.governed_action_names,
+                # Calls under a scope are decided by the policy at the gate:
+                # the configured bundle, and this worker's attested claims
+                # (as the authority sees them once it verified them).
+                bundle=_local_bundle(settings),
+                environment_claims={**executor.attestation.claims(), "attested": True},
             )
         )
         executor_acts = [*executor.activities(), *governed_activities]

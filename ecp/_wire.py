@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ACTIVITY_ATTEST",
     "ACTIVITY_AUTHORIZE",
+    "ACTIVITY_AUTHORIZE_SCOPE",
     "ACTIVITY_EVALUATE",
     "ACTIVITY_PREPARE",
     "ACTIVITY_PROVE",
@@ -23,6 +25,8 @@ __all__ = [
     "GOVERNANCE_ACTIVITIES",
     "GRANT_HEADER",
     "OUTAGE_TYPE",
+    "SCOPE_ACTIVITY_ID_PREFIX",
+    "SCOPE_HEADER",
     "STATUS_QUERY",
     "execute_activity_id",
     "failure_code",
@@ -40,6 +44,8 @@ ACTIVITY_AUTHORIZE: Final = "ecp.authorize"
 ACTIVITY_PROVE: Final = "ecp.prove"
 #: The governance steps themselves (never governed, never the "execute" step).
 GOVERNANCE_ACTIVITIES: Final = (
+    "ecp.attest",
+    "ecp.authorize_scope",
     ACTIVITY_PREPARE,
     ACTIVITY_EVALUATE,
     ACTIVITY_AUTHORIZE,
@@ -48,6 +54,13 @@ GOVERNANCE_ACTIVITIES: Final = (
 APPROVE_UPDATE: Final = "ecp.approve"
 STATUS_QUERY: Final = "ecp.status"
 DECISION_QUERY: Final = "ecp.decision"
+
+#: Activity-type-free header carrying a scope grant (calls under a scope).
+SCOPE_HEADER: Final = "ecp-scope"
+#: A call under a scope has activity id ``scope:<scope id>:<n>``.
+SCOPE_ACTIVITY_ID_PREFIX: Final = "scope:"
+ACTIVITY_AUTHORIZE_SCOPE: Final = "ecp.authorize_scope"
+ACTIVITY_ATTEST: Final = "ecp.attest"
 
 #: The execute step's activity id is this prefix plus the action; the grant
 #: binds the activity id, so both sides must build it the same way.

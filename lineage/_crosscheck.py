@@ -22,11 +22,20 @@ from sqlalchemy import Row, select
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from ecp._wire import ACTIVITY_PREPARE, ACTIVITY_PROVE, GOVERNANCE_ACTIVITIES, is_denial_type
+from ecp._wire import (
+    ACTIVITY_PREPARE,
+    ACTIVITY_PROVE,
+    GOVERNANCE_ACTIVITIES,
+    SCOPE_ACTIVITY_ID_PREFIX,
+    SCOPE_HEADER,
+    is_denial_type,
+)
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._clock import FixedClock
+from ecp.authority._dsse import Envelope
 from ecp.authority._replay import InMemoryReplayGuard
+from ecp.authority._scope import verify_scope
 from ecp.authority._truststore import TrustStore
 from ecp.authority._verify import ExpectedCall, verify_grant
 from ecp.authority.errors import AuthorityError
@@ -199,6 +208,7 @@ def _is_governed(x: _Execution, governed_types: frozenset[str], ledger: Ledger) 
     if (
         grant_envelope(a.header) is not None
         or a.activity_id.startswith("execute:")
+        or a.activity_id.startswith(SCOPE_ACTIVITY_ID_PREFIX)
         or a.activity_type.name in governed_types
         or x.outcome == "denied"
     ):
@@ -242,6 +252,36 @@ def _check_grant(x: _Execution, envelope: bytes, ctx: _Context) -> str:
     return "verified"
 
 
+def _check_scope(x: _Execution, envelope: bytes, ctx: _Context) -> tuple[str, str]:
+    """A call under a scope: the scope grant verifies for this execution and action.
+
+    The gate also checked the call's arguments against the scope and the
+    policy; its record (the evidence) names the decision it made.
+    """
+    a = x.scheduled.activity_task_scheduled_event_attributes
+    if x.started_at is None:
+        return "n/a", ""
+    try:
+        claims = parse_json_strict(Envelope.from_json(envelope).payload)
+        env = x.environment_digest or str(
+            claims.get("environment_digest", "") if isinstance(claims, dict) else ""
+        )
+        vs = verify_scope(
+            envelope,
+            trust=ctx.trust,
+            at=x.started_at,
+            namespace=x.namespace,
+            workflow_id=x.workflow_id,
+            run_id=x.run_id,
+            activity_type=a.activity_type.name,
+            environment_digest=env,
+            accepted_policy_digests=None,
+        )
+    except AuthorityError as exc:
+        return f"{exc.code}: {exc}", ""
+    return "verified", vs.scope.scope_id
+
+
 def _check_evidence(x: _Execution, grant_id: str, ctx: _Context) -> tuple[str, int, list[str]]:
     a = x.scheduled.activity_task_scheduled_event_attributes
     idx = ctx.ledger.find_activity(x.namespace, x.workflow_id, x.run_id, a.activity_id)
@@ -282,7 +322,12 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     grant_id = str(claims.get("grant_id", "")) if claims else ""
     violations: list[str] = []
     body_ran = x.outcome in ("completed", "failed")
-    if envelope is None:
+    scoped = a.header.fields.get(SCOPE_HEADER)
+    if envelope is None and scoped is not None:
+        grant, grant_id = _check_scope(x, bytes(scoped.data), ctx)
+        if grant != "verified" and body_ran:
+            violations.append(f"{Violation.GRANT_INVALID}: {grant}")
+    elif envelope is None:
         grant = "missing"
         if body_ran:
             violations.append(f"{Violation.UNGRANTED}: ran without a grant header")

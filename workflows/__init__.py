@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from ecp.workflows._in_workflow import INITIATOR_MEMO as INITIATOR_MEMO
     from ecp.workflows._in_workflow import GovernedCallDenied as GovernedCallDenied
     from ecp.workflows._in_workflow import GovernedCallFailed as GovernedCallFailed
+    from ecp.workflows._in_workflow import ScopeDenied as ScopeDenied
     from ecp.workflows._in_workflow import execute_governed as execute_governed
+    from ecp.workflows._in_workflow import scope as scope
     from ecp.workflows._interceptor import GrantHeaderInterceptor as GrantHeaderInterceptor
     from ecp.workflows._models import ApprovalAck as ApprovalAck
     from ecp.workflows._models import GovernedRequest as GovernedRequest
@@ -32,10 +34,12 @@ __all__ = [
     "GovernedRequest",
     "GovernedResult",
     "GrantHeaderInterceptor",
+    "ScopeDenied",
     "TaskQueues",
     "execute_governed",
     "initiator_memo",
     "sandbox_runner",
+    "scope",
     "start_governed",
 ]
 
@@ -48,7 +52,9 @@ __getattr__, __dir__ = lazy_exports(
         "INITIATOR_MEMO": "ecp.workflows._in_workflow",
         "GovernedCallDenied": "ecp.workflows._in_workflow",
         "GovernedCallFailed": "ecp.workflows._in_workflow",
+        "ScopeDenied": "ecp.workflows._in_workflow",
         "execute_governed": "ecp.workflows._in_workflow",
+        "scope": "ecp.workflows._in_workflow",
         "initiator_memo": "ecp.workflows._start",
         "GovernedRequest": "ecp.workflows._models",
         "GovernedResult": "ecp.workflows._models",

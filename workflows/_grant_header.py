@@ -21,21 +21,21 @@ from ecp._wire import GRANT_HEADER
 __all__ = ["GRANT_HEADER", "attach_grant", "current_grant", "grant_payload"]
 
 
-_current: ContextVar[bytes | None] = ContextVar("ecp_grant", default=None)
+_current: ContextVar[tuple[str, bytes] | None] = ContextVar("ecp_grant", default=None)
 
 
 @contextmanager
-def attach_grant(envelope: bytes) -> Iterator[None]:
-    """Attach ``envelope`` to activities scheduled inside the block."""
-    token = _current.set(envelope)
+def attach_grant(envelope: bytes, header: str = GRANT_HEADER) -> Iterator[None]:
+    """Attach ``envelope`` (under ``header``) to activities scheduled inside the block."""
+    token = _current.set((header, envelope))
     try:
         yield
     finally:
         _current.reset(token)
 
 
-def current_grant() -> bytes | None:
-    """The grant attached in the current context, if any."""
+def current_grant() -> tuple[str, bytes] | None:
+    """The header name and grant attached in the current context, if any."""
     return _current.get()
 
 

@@ -16,22 +16,31 @@ inside inherits it; nobody can use it for another workflow type or input.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity, workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ecp._wire import (
+        ACTIVITY_ATTEST,
+        ACTIVITY_AUTHORIZE_SCOPE,
         APPROVE_UPDATE,
         DECISION_QUERY,
         EXECUTE_ACTIVITY_ID_PREFIX,
+        SCOPE_ACTIVITY_ID_PREFIX,
+        SCOPE_HEADER,
         STATUS_QUERY,
     )
+    from ecp.activities._contracts import AttestResult, ScopeInput, ScopeResult
     from ecp.workflows._call import GovernedCall
+    from ecp.workflows._grant_header import attach_grant
     from ecp.workflows._interceptor import configured_queues, started_input_digest
     from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 
@@ -39,7 +48,9 @@ __all__ = [
     "INITIATOR_MEMO",
     "GovernedCallDenied",
     "GovernedCallFailed",
+    "ScopeDenied",
     "execute_governed",
+    "scope",
 ]
 
 #: Memo key of the initiator's proof for in-workflow governed calls.
@@ -97,7 +108,24 @@ def _typed(value: object, ret_type: Any) -> Any:
         return value
     conv = workflow.payload_converter()
     (payload,) = conv.to_payloads([value])
-    return conv.from_payloads([payload], [ret_type])[0]
+    try:
+        return conv.from_payloads([payload], [ret_type])[0]
+    except (TypeError, ValueError, RuntimeError):
+        # A return type the converter cannot decode into (``object``, say):
+        # the JSON value, as workflow.execute_activity without result_type.
+        return value
+
+
+@dataclasses.dataclass
+class _ActiveScope:
+    grant: ScopeResult
+    actions: frozenset[str]
+    executor_queue: str
+    uses: int = 0
+
+
+class ScopeDenied(ApplicationError):
+    """The authority refused the scope (who asks, its bounds); nothing ran."""
 
 
 class _Calls:
@@ -111,6 +139,7 @@ class _Calls:
     def __init__(self) -> None:
         self.count = 0
         self.current: GovernedCall | None = None
+        self.scope: _ActiveScope | None = None
 
     @classmethod
     def of_this_run(cls) -> _Calls:
@@ -174,6 +203,9 @@ async def execute_governed(
         GovernedCallFailed: the activity ran and failed (proven too).
     """
     name, ret_type = _definition(fn)
+    calls = _Calls.of_this_run()
+    if calls.scope is not None and name in calls.scope.actions:
+        return await _scoped_call(calls.scope, name, ret_type, args)
     memo = workflow.memo_value(INITIATOR_MEMO, default=None)
     memo = memo if isinstance(memo, dict) else {}
     who = initiator if initiator is not None else str(memo.get("initiator", ""))
@@ -192,7 +224,6 @@ async def execute_governed(
     )
     # One request per call: its own execute activity id (the single-use store
     # binds one grant to each (workflow, action, activity id)).
-    calls = _Calls.of_this_run()
     calls.count += 1
     exec_id = f"{EXECUTE_ACTIVITY_ID_PREFIX}{name}:{calls.count}"
     call = GovernedCall()
@@ -203,3 +234,136 @@ async def execute_governed(
     if result.outcome == "denied":
         raise GovernedCallDenied(result, call.ending_code)
     raise GovernedCallFailed(result)
+
+
+def _who(initiator: str | None, initiator_proof: str | None) -> tuple[str, str]:
+    memo = workflow.memo_value(INITIATOR_MEMO, default=None)
+    memo = memo if isinstance(memo, dict) else {}
+    who = initiator if initiator is not None else str(memo.get("initiator", ""))
+    proof = initiator_proof if initiator_proof is not None else str(memo.get("proof", ""))
+    return who, proof
+
+
+@contextlib.asynccontextmanager
+async def scope(
+    actions: Sequence[Callable[..., object] | str],
+    *,
+    max_uses: int,
+    constraints: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None,
+    purpose: str = "",
+    lifetime: timedelta = timedelta(minutes=30),
+    initiator: str | None = None,
+    initiator_proof: str | None = None,
+    authority_queue: str | None = None,
+    executor_queue: str | None = None,
+) -> AsyncIterator[ScopeResult]:
+    """Authorize a bounded set of governed calls once; calls inside go straight to the gate.
+
+    ``async with scope([payout], max_uses=50, constraints={"payout": {"amount":
+    {"max": 1000}}}):`` then ``execute_governed(payout, ...)`` up to 50 times.
+    Each call is still checked at the gate against the scope *and the policy
+    itself* (a scope only narrows), counted durably and recorded as evidence.
+
+    Args:
+        actions: The governed activities (or their type names) the scope covers.
+        max_uses: How many calls, at most 1000.
+        constraints: action -> argument field -> ``{"max"|"min": int,
+            "in": [values], "prefix": str}``.
+        purpose: Why; what the policy sees for each call.
+        lifetime: How long the scope is valid (at most a day).
+        initiator: Who asks (default: the workflow's initiator memo).
+        initiator_proof: Their proof (default: the memo's session).
+        authority_queue: Default: the plugin's.
+        executor_queue: Default: this workflow's task queue.
+
+    Raises:
+        ScopeDenied: the authority refused to sign the scope.
+    """
+    names = frozenset(_definition(a)[0] for a in actions)
+    who, proof = _who(initiator, initiator_proof)
+    executor = executor_queue or workflow.info().task_queue
+    authority = authority_queue or (configured_queues() or TaskQueues()).authority
+    att: AttestResult = await workflow.execute_activity(
+        ACTIVITY_ATTEST,
+        task_queue=executor,
+        start_to_close_timeout=timedelta(seconds=30),
+        result_type=AttestResult,
+        summary="scope: attest the executor",
+    )
+    try:
+        granted: ScopeResult = await workflow.execute_activity(
+            ACTIVITY_AUTHORIZE_SCOPE,
+            ScopeInput(
+                actions=sorted(names),
+                max_uses=max_uses,
+                constraints={
+                    a: {f: dict(c) for f, c in fs.items()} for a, fs in (constraints or {}).items()
+                },
+                lifetime_seconds=lifetime.total_seconds(),
+                initiator=who,
+                purpose=purpose,
+                attestation=att.attestation,
+                initiator_proof=proof,
+                workflow_input_digest=started_input_digest(),
+            ),
+            task_queue=authority,
+            start_to_close_timeout=timedelta(seconds=30),
+            result_type=ScopeResult,
+            summary=f"scope: authorize up to {max_uses} calls of {', '.join(sorted(names))}",
+        )
+    except ActivityError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and (cause.type or "").startswith("ecp."):
+            raise ScopeDenied(
+                f"scope refused: {cause.message}", type=cause.type, non_retryable=True
+            ) from None
+        raise
+    calls = _Calls.of_this_run()
+    calls.scope = _ActiveScope(granted, names, executor)
+    try:
+        yield granted
+    finally:
+        calls.scope = None
+
+
+async def _scoped_call(
+    active: _ActiveScope, name: str, ret_type: Any, args: tuple[object, ...]
+) -> Any:
+    active.uses += 1
+    activity_id = f"{SCOPE_ACTIVITY_ID_PREFIX}{active.grant.scope_id}:{active.uses}"
+    try:
+        with attach_grant(active.grant.envelope.encode("utf-8"), SCOPE_HEADER):
+            raw = await workflow.execute_activity(
+                name,
+                args=list(args),
+                task_queue=active.executor_queue,
+                activity_id=activity_id,
+                start_to_close_timeout=timedelta(minutes=5),
+                # Outages before the body are retried; the gate lets the body
+                # run at most once per call and refuses a second attempt.
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=500),
+                    maximum_interval=timedelta(seconds=30),
+                ),
+                summary=f"scoped {name} #{active.uses} under scope {active.grant.scope_id}",
+            )
+        return _typed(raw, ret_type)
+    except ActivityError as err:
+        cause = err.cause
+        kind = cause.type if isinstance(cause, ApplicationError) else ""
+        reason = str(cause.message if isinstance(cause, ApplicationError) else cause or err)
+        result = GovernedResult(
+            decision="allow",
+            decision_id="",
+            policy_digest="",
+            reasons=[reason],
+            outcome="denied" if kind and kind.startswith("ecp.") else "failed",
+            reason=reason,
+            grant_id=active.grant.scope_id,
+            result=None,
+            ledger_index=-1,
+            receipt="",
+        )
+        if result.outcome == "denied":
+            raise GovernedCallDenied(result, kind or "") from None
+        raise GovernedCallFailed(result) from None

@@ -15,7 +15,7 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from ecp.workflows._grant_header import GRANT_HEADER, current_grant, grant_payload
+from ecp.workflows._grant_header import current_grant, grant_payload
 from ecp.workflows._models import TaskQueues
 
 with workflow.unsafe.imports_passed_through():
@@ -27,9 +27,10 @@ __all__ = ["GrantHeaderInterceptor", "configured_queues", "started_input_digest"
 
 class _Outbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
-        grant = current_grant()
-        if grant is not None:
-            input.headers = {**input.headers, GRANT_HEADER: grant_payload(grant)}
+        attached = current_grant()
+        if attached is not None:
+            header, envelope = attached
+            input.headers = {**input.headers, header: grant_payload(envelope)}
         return super().start_activity(input)
 
 
