@@ -366,7 +366,10 @@ class _Gate(ActivityInboundInterceptor):
             ),
             s.scope_id,
         )
-        use = int(info.activity_id.removeprefix(prefix) or "0")
+        number = info.activity_id.removeprefix(prefix)
+        if not (number.isascii() and number.isdigit() and len(number) <= 9):
+            raise ScopeConstraintError(f"a scoped call's activity id is {prefix}<number>")
+        use = int(number)
         replay.consume(s.scope_id, use, s.max_uses)
         return VerifiedGrant(call_grant, vs.envelope, vs.key)
 
