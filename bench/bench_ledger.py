@@ -43,6 +43,8 @@ from ecp.lineage.ledger._store import node_key
 from tests.lineage.support import make_envelope
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+#: What main prints as its last line.
+SUMMARY: dict[str, object] = {}
 
 
 # --- append throughput ---------------------------------------------------------------
@@ -111,6 +113,9 @@ def bench_appends(url: str, n: int, worker: Ed25519FileSigner, tag: str) -> None
     raw4 = _run(_raw_worker, [(url, n, size, w + 1) for w in range(4)])
     with Ledger.open(url, trust=ACCEPT_UNVERIFIED) as ledger:
         ledger.verify_all()
+    SUMMARY[f"{tag}_append_ratio_1_writer"] = round(raw1 / one, 3)
+    SUMMARY[f"{tag}_append_ratio_4_writers"] = round(raw4 / four, 3)
+    SUMMARY[f"{tag}_appends_per_s_1_writer"] = round(one, 1)
     print(
         f"{tag:10} appends/s 1 writer {one:8.0f}  raw INSERT {raw1:8.0f}  ratio {raw1 / one:4.2f}x"
     )
@@ -256,6 +261,8 @@ def bench_proofs(url: str, n: int, tag: str, *, full_verify: bool) -> None:
             cgen.append(t1 - t0)
             cver.append(time.perf_counter() - t1)
         ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+        SUMMARY[f"{tag}_{n}_inclusion_gen_ms"] = round(ms(gen), 4)
+        SUMMARY[f"{tag}_{n}_inclusion_verify_ms"] = round(ms(ver), 4)
         print(
             f"{tag:10} n={n:>8}  bulk load {load:6.1f}s  inclusion proof gen {ms(gen):.3f} ms "
             f"(p99 {sorted(gen)[int(len(gen) * 0.99)] * 1000:.3f}) verify {ms(ver):.3f} ms  "
@@ -266,6 +273,7 @@ def bench_proofs(url: str, n: int, tag: str, *, full_verify: bool) -> None:
             ledger.verify_all()
             d = time.perf_counter() - t
             print(f"{tag:10} n={n:>8}  full verify {d:6.1f}s ({n / d:,.0f} entries/s)")
+            SUMMARY[f"{tag}_{n}_full_verify_s"] = round(d, 2)
 
 
 def main() -> None:
@@ -297,6 +305,8 @@ def main() -> None:
         for p in tmp.iterdir():
             p.unlink()
         tmp.rmdir()
+    # One JSON object as the last line, for scripts that compare runs.
+    print(json.dumps({"benchmark": "ledger", "quick": args.quick, **SUMMARY}, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ def _peak(fn: Callable[..., object], *args: object) -> int:
 
 
 def main(sizes: list[int]) -> None:
+    summary: dict[str, object] = {}
     formats = [f for f in ExportFormat if f is not ExportFormat.SVG]
     print(
         f"{'events':>7} {'what':>12} {'total s':>8} {'µs/event':>9} {'peak MB':>8} {'B/event':>8}"
@@ -98,6 +99,7 @@ def main(sizes: list[int]) -> None:
         g = build_graph([h])
         untraced = time.perf_counter() - t
         peak = _peak(build_graph, [h])
+        summary[f"graph_{n}_us_per_event"] = round(untraced / n * 1e6, 2)
         print(
             f"{n:>7} {'graph':>12} {untraced:>8.3f} {untraced / n * 1e6:>9.1f} "
             f"{peak / 1e6:>8.1f} {peak / n:>8.0f}"
@@ -107,10 +109,17 @@ def main(sizes: list[int]) -> None:
             render_graph(g, f)
             untraced = time.perf_counter() - t
             peak = _peak(render_graph, g, f)
+            summary[f"{f.value}_{n}_us_per_event"] = round(untraced / n * 1e6, 2)
             print(
                 f"{n:>7} {f.value:>12} {untraced:>8.3f} {untraced / n * 1e6:>9.1f} "
                 f"{peak / 1e6:>8.1f} {peak / n:>8.0f}"
             )
+    _finish(summary)
+
+
+def _finish(summary: dict[str, object]) -> None:
+    # One JSON object as the last line, for scripts that compare runs.
+    print(json.dumps({"benchmark": "lineage", **summary}, sort_keys=True))
 
 
 if __name__ == "__main__":
