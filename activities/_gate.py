@@ -274,21 +274,10 @@ class _Gate(ActivityInboundInterceptor):
         # still running then is cancelled, so no retry ever overlaps it.
         timeout = verified.grant.scope.execute_timeout_seconds
         try:
-            with admitted(input.fn, info):
-                result = await asyncio.wait_for(super().execute_activity(input), timeout)
-        except BaseException as exc:
-            await self._record_quietly(
-                record(
-                    "failed",
-                    grant=verified,
-                    reason_code=type(exc).__name__,
-                    reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
-            )
+            result = await self._run_body(input, info, verified, record, timeout=timeout)
+        except BaseException:
             await self._end_quietly(verified, info.attempt)
             raise
-        result_digest = _result_digest(result)
-        await self._record_quietly(record("completed", grant=verified, result_digest=result_digest))
         await self._close_quietly(verified)
         await self._end_quietly(verified, info.attempt)
         return result
@@ -380,9 +369,23 @@ class _Gate(ActivityInboundInterceptor):
         verified: VerifiedGrant,
         record: Callable[..., GateRecord],
     ) -> Any:
+        # One use per call, no lease: a scoped call's body runs at most once.
+        return await self._run_body(input, info, verified, record, timeout=None)
+
+    async def _run_body(
+        self,
+        input: ExecuteActivityInput,
+        info: activity.Info,
+        verified: VerifiedGrant,
+        record: Callable[..., GateRecord],
+        *,
+        timeout: float | None,
+    ) -> Any:
+        """Run the admitted body and record its outcome (the one path to a body)."""
         try:
             with admitted(input.fn, info):
-                result = await super().execute_activity(input)
+                body = super().execute_activity(input)
+                result = await (asyncio.wait_for(body, timeout) if timeout else body)
         except BaseException as exc:
             await self._record_quietly(
                 record(
