@@ -33,7 +33,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from temporalio.converter import PayloadConverter
 
 from ecp.authority._calldigest import digest_values
-from ecp.authority._canonical import Digest, canonical_json, digest_bytes
+from ecp.authority._canonical import Digest, canonical_json
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
 from ecp.authority._keys import Signer
@@ -48,7 +48,6 @@ from ecp.authority.errors import (
 )
 
 __all__ = [
-    "ANY_ARGUMENTS",
     "ANY_CALL",
     "OIDC_PREFIX",
     "REQUEST_PAYLOAD_TYPE",
@@ -69,11 +68,10 @@ REQUEST_SCHEMA_VERSION: Final = "ecp.request/v1"
 OIDC_PREFIX: Final = "oidc:"
 #: How an identity nobody proved is marked.
 UNAUTHENTICATED: Final = "unauthenticated"
-#: ``action`` (and ``purpose``) of a *session*: a signed request that covers
-#: every governed call inside one workflow execution, which is all it binds.
+#: ``action`` of a *session*: a signed request that covers every governed call
+#: inside one workflow (its ``purpose`` is the workflow type, its
+#: ``args_digest`` the digest of the workflow's input).
 ANY_CALL: Final = "*"
-#: Kept for readers of old sessions; sessions now bind the workflow input.
-ANY_ARGUMENTS: Final = digest_bytes(b"ecp:any-arguments")
 _MAX_PROOF_BYTES: Final = 32 * 1024
 
 _WIRE = ConfigDict(frozen=True, extra="forbid", strict=True)
