@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from ecp.authority._clock import Clock as Clock
     from ecp.authority._clock import FixedClock as FixedClock
     from ecp.authority._clock import system_clock as system_clock
+    from ecp.authority._control import ControlState as ControlState
+    from ecp.authority._control_log import InMemoryControlLog as InMemoryControlLog
+    from ecp.authority._control_log import SqlControlLog as SqlControlLog
+    from ecp.authority._control_log import issue_control as issue_control
     from ecp.authority._dsse import Envelope as Envelope
     from ecp.authority._dsse import sign_envelope as sign_envelope
     from ecp.authority._dsse import verify_envelope as verify_envelope
@@ -58,6 +62,7 @@ __all__ = [
     "AuthorityError",
     "CallBinding",
     "Clock",
+    "ControlState",
     "Decision",
     "Ed25519FileSigner",
     "Effect",
@@ -67,6 +72,7 @@ __all__ = [
     "FixedClock",
     "Grant",
     "GrantScope",
+    "InMemoryControlLog",
     "InMemoryReplayGuard",
     "KeyId",
     "KeyRole",
@@ -74,6 +80,7 @@ __all__ = [
     "PolicyRequest",
     "ReplayGuard",
     "Signer",
+    "SqlControlLog",
     "SqlReplayGuard",
     "TrustStore",
     "TrustedKey",
@@ -84,6 +91,7 @@ __all__ = [
     "canonical_json",
     "digest_values",
     "generate_private_key",
+    "issue_control",
     "issue_grant",
     "key_id_for",
     "load_private_key",
@@ -108,6 +116,7 @@ __getattr__, __dir__ = lazy_exports(
         "AuthorityError": "ecp.authority.errors",
         "CallBinding": "ecp.authority._grant",
         "Clock": "ecp.authority._clock",
+        "ControlState": "ecp.authority._control",
         "Decision": "ecp.authority._policy",
         "Ed25519FileSigner": "ecp.authority._keys",
         "Effect": "ecp.authority._policy",
@@ -117,6 +126,7 @@ __getattr__, __dir__ = lazy_exports(
         "FixedClock": "ecp.authority._clock",
         "Grant": "ecp.authority._grant",
         "GrantScope": "ecp.authority._grant",
+        "InMemoryControlLog": "ecp.authority._control_log",
         "InMemoryReplayGuard": "ecp.authority._replay",
         "KeyId": "ecp.authority._keys",
         "KeyRole": "ecp.authority._truststore",
@@ -124,6 +134,7 @@ __getattr__, __dir__ = lazy_exports(
         "PolicyRequest": "ecp.authority._policy",
         "ReplayGuard": "ecp.authority._replay",
         "Signer": "ecp.authority._keys",
+        "SqlControlLog": "ecp.authority._control_log",
         "SqlReplayGuard": "ecp.authority._replay",
         "TrustStore": "ecp.authority._truststore",
         "TrustedKey": "ecp.authority._truststore",
@@ -134,6 +145,7 @@ __getattr__, __dir__ = lazy_exports(
         "canonical_json": "ecp.authority._canonical",
         "digest_values": "ecp.authority._calldigest",
         "generate_private_key": "ecp.authority._keys",
+        "issue_control": "ecp.authority._control_log",
         "issue_grant": "ecp.authority._grant",
         "key_id_for": "ecp.authority._keys",
         "load_private_key": "ecp.authority._keys",

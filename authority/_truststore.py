@@ -52,6 +52,7 @@ class KeyRole(StrEnum):
     WORKER = "worker"  # the gate's evidence (outcomes, gate denials) and attestations
     RECORDER = "recorder"  # the authority side's evidence: decisions and denials only
     INITIATOR = "initiator"  # signed requests: the key's name is who asks
+    HALT = "halt"  # the kill switch: halts, resumes and grant revocations
 
 
 def _is_text(value: str) -> bool:

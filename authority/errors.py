@@ -28,18 +28,24 @@ __all__ = [
     "BindingMismatchError",
     "CanonicalizationError",
     "ClockError",
+    "ControlLogTamperedError",
+    "ControlStateUnavailableError",
+    "ControlStatementError",
     "DecisionMismatchError",
     "DuplicateKeyEnvelopeError",
     "DuplicateKeyJSONError",
     "EnvelopeError",
     "EnvelopeTooLargeError",
     "EnvironmentMismatchError",
+    "ExecutionInterruptedError",
     "GrantAttemptsExhaustedError",
     "GrantExpiredError",
     "GrantNotYetValidError",
     "GrantRefusedError",
     "GrantReplayedError",
+    "GrantRevokedError",
     "GrantSchemaError",
+    "HaltedError",
     "InfrastructureError",
     "InitiatorError",
     "InitiatorImpersonationError",
@@ -457,3 +463,46 @@ class ReplayStoreUnavailableError(InfrastructureError):
     """The single-use store cannot be reached."""
 
     code = "replay_store_unavailable"
+
+
+class ControlStateUnavailableError(InfrastructureError):
+    """The gate cannot learn the current halts and revocations within its bound."""
+
+    code = "control_state_unavailable"
+
+
+class ControlLogTamperedError(InfrastructureError):
+    """The control log lost, reordered or rewrote a statement this process had seen.
+
+    Retryable (an operator must repair the log), and never a pass: until the
+    log verifies again no governed body starts.
+    """
+
+    code = "control_log_tampered"
+
+
+# --- the kill switch and revocation -----------------------------------------
+
+
+class HaltedError(VerificationError):
+    """The action (or every action) is halted by a signed halt statement."""
+
+    code = "halted"
+
+
+class GrantRevokedError(VerificationError):
+    """The grant was revoked by a signed revocation statement."""
+
+    code = "grant_revoked"
+
+
+class ControlStatementError(VerificationError):
+    """A halt, resume or revocation statement is malformed or not signed by a halt key."""
+
+    code = "control_statement_invalid"
+
+
+class ExecutionInterruptedError(VerificationError):
+    """A running governed body was stopped: its grant no longer holds."""
+
+    code = "interrupted"

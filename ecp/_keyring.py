@@ -54,6 +54,11 @@ class KeyFiles:
         """A human approver's key (approver role); never loaded by workers."""
         return self.directory / "approver.key"
 
+    @property
+    def halt(self) -> Path:
+        """The operators' kill switch: signs halts, resumes and grant revocations (halt role)."""
+        return self.directory / "halt.key"
+
     def initiator(self, name: str) -> Path:
         """The key with which ``name`` signs the requests they make (initiator role)."""
         return self.directory / f"initiator-{name}.key"
@@ -81,6 +86,7 @@ def init_keyring(
         (files.worker, {KeyRole.WORKER}, "executor"),
         (files.recorder, {KeyRole.RECORDER}, "authority-recorder"),
         (files.approver, {KeyRole.APPROVER}, approver),
+        (files.halt, {KeyRole.HALT}, "operator"),
         *((files.initiator(n), {KeyRole.INITIATOR}, n) for n in initiators),
     )
     existing = [p for p, _, _ in duties if p.exists()] + (

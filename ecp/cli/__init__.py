@@ -29,7 +29,7 @@ def _root(
 
 def _register() -> None:
     # Each area owns its module; they are added here and nowhere else.
-    from ecp.cli import config, console, grant, keys, ledger, lineage, ops, policy, run
+    from ecp.cli import config, console, grant, halt, keys, ledger, lineage, ops, policy, run
 
     app.add_typer(keys.app, name="keys")
     app.add_typer(policy.app, name="policy")
@@ -40,6 +40,7 @@ def _register() -> None:
     run.register(app)
     console.register(app)
     ops.register(app)
+    halt.register(app)
 
 
 _register()

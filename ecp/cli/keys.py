@@ -53,7 +53,7 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Create authority, approver, log, worker and recorder key pairs and a trust store.
+    """Create authority, approver, log, worker, recorder and halt key pairs and a trust store.
 
     With --initiator NAME, also initiator-NAME.key, with which NAME signs the
     requests they submit (ecp submit --key). Private keys are written with
@@ -63,7 +63,7 @@ def init(
     names = initiators or []
     files = init_keyring(d, approver=approver_name, initiators=names)
     store = TrustStore.load(files.trust_store)
-    made = [files.authority, files.approver, files.log, files.worker, files.recorder]
+    made = [files.authority, files.approver, files.log, files.worker, files.recorder, files.halt]
     for path in [*made, *(files.initiator(n) for n in names)]:
         key = store.get(Ed25519FileSigner.from_file(path).key_id)
         assert key is not None  # init_keyring just wrote it

@@ -105,7 +105,9 @@ def test_signed_grants_with_a_field_replaced(field: str, value: object) -> None:
     # call, party, policy, environment or issuer than the one expected.
     # ``initiator_auth`` is the authority's own statement of how it
     # established the initiator (bound into the decision through the request
-    # digest); the gate has nothing to compare it with.
+    # digest); the gate has nothing to compare it with. ``request_id`` is the
+    # authority's own record of which signed request it honoured: the gate
+    # only uses it to let one grant own that request (single use).
     assert field in {
         "grant_id",
         "scope",
@@ -114,6 +116,7 @@ def test_signed_grants_with_a_field_replaced(field: str, value: object) -> None:
         "not_before",
         "expires_at",
         "initiator_auth",
+        "request_id",
     }
 
 

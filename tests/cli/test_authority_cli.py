@@ -69,13 +69,13 @@ def keydir(tmp_path: Path) -> Path:
 
 
 def test_keys_init_list_revoke(keydir: Path) -> None:
-    for role in ("authority", "approver", "log", "worker", "recorder"):
+    for role in ("authority", "approver", "log", "worker", "recorder", "halt"):
         mode = stat.S_IMODE((keydir / f"{role}.key").stat().st_mode)
         assert mode == 0o600
     code, out, _ = run("keys", "list", "--dir", str(keydir))
     assert code == 0
     lines = out.strip().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     assert all("active" in line for line in lines)
     assert any("approver" in line and "carol" in line for line in lines)
     # No private key material is ever printed.

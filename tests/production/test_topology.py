@@ -35,7 +35,7 @@ from .conftest import ecp_env, spawn_worker
 
 AUTHORITY_KEYS = ("authority.key", "log.key", "recorder.key", "truststore.json")
 EXECUTOR_KEYS = ("worker.key", "truststore.json")
-PRIVATE_AUTHORITY_KEYS = ("authority.key", "log.key", "recorder.key", "approver.key")
+PRIVATE_AUTHORITY_KEYS = ("authority.key", "log.key", "recorder.key", "approver.key", "halt.key")
 ORIGIN = "ecp.test/topology"
 
 

@@ -1,0 +1,244 @@
+"""The control log: signed, hash-chained halts and revocations, as the gate reads them.
+
+Attacked from the database operator's chair (rows deleted, reordered,
+replaced, forged), from a key holder without the halt role, and by cutting
+the database away from a gate (real PostgreSQL behind a cuttable proxy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import create_engine, text
+
+from ecp.activities._control_watch import ControlWatch
+from ecp.authority._control import ControlRow, fold, sign_control
+from ecp.authority._control_log import (
+    InMemoryControlLog,
+    SeqTakenError,
+    SqlControlLog,
+    issue_control,
+)
+from ecp.authority._keys import Ed25519FileSigner
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority.errors import (
+    ControlLogTamperedError,
+    ControlStatementError,
+    ControlStateUnavailableError,
+    GrantRevokedError,
+    HaltedError,
+)
+from tests.workflows.tcp_proxy import TcpProxy
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
+
+
+class Clock:
+    """A clock the test moves (time is an input, not a wait)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def halt_key() -> Ed25519FileSigner:
+    return Ed25519FileSigner.generate()
+
+
+@pytest.fixture
+def other_key() -> Ed25519FileSigner:
+    return Ed25519FileSigner.generate()
+
+
+@pytest.fixture
+def trust(halt_key: Ed25519FileSigner, other_key: Ed25519FileSigner) -> TrustStore:
+    return TrustStore(
+        [
+            TrustedKey.create(halt_key.public_key, {KeyRole.HALT}, name="operator"),
+            TrustedKey.create(other_key.public_key, {KeyRole.APPROVER}, name="carol"),
+        ]
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> InMemoryControlLog | SqlControlLog:
+    if request.param == "memory":
+        return InMemoryControlLog()
+    return SqlControlLog(f"sqlite:///{tmp_path / 'control.db'}")
+
+
+def _issue(
+    log: InMemoryControlLog | SqlControlLog,
+    key: Ed25519FileSigner,
+    trust: TrustStore,
+    kind: str,
+    target: str,
+) -> None:
+    issue_control(log, key, trust, kind=kind, target=target, reason="test")  # type: ignore[arg-type]
+
+
+def test_halts_resumes_and_revocations_fold_in_order(
+    log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    _issue(log, halt_key, trust, "halt", "payout")
+    _issue(log, halt_key, trust, "halt", "*")
+    _issue(log, halt_key, trust, "revoke_grant", "g-1")
+    state = fold(log.rows(), trust)
+    assert set(state.halts) == {"payout", "*"}
+    with pytest.raises(HaltedError, match=r"every governed action is halted"):
+        state.check("deploy", "g-2")
+    with pytest.raises(GrantRevokedError, match=r"grant g-1 was revoked"):
+        state.check("deploy", "g-1")
+    _issue(log, halt_key, trust, "resume", "payout")
+    state = fold(log.rows(), trust)
+    assert set(state.halts) == {"*"}  # resuming one action leaves --all standing
+    _issue(log, halt_key, trust, "resume", "*")
+    state = fold(log.rows(), trust)
+    assert state.halts == {}
+    state.check("payout", "g-2")  # nothing in force for this call
+    with pytest.raises(GrantRevokedError):
+        state.check("payout", "g-1")  # revocation is for good
+
+
+def test_a_key_without_the_halt_role_cannot_issue_and_its_rows_do_nothing(
+    log: InMemoryControlLog | SqlControlLog,
+    other_key: Ed25519FileSigner,
+    trust: TrustStore,
+) -> None:
+    with pytest.raises(ControlStatementError, match="may not sign as halt"):
+        _issue(log, other_key, trust, "halt", "*")
+    assert log.rows() == []
+    # Written straight into the store, such a statement keeps its place but no effect.
+    forged = sign_control(
+        other_key, seq=1, prev="", kind="halt", target="*", reason="x", issued_at=Clock()()
+    )
+    log.append(ControlRow(1, forged))
+    state = fold(log.rows(), trust)
+    assert state.halts == {}
+    assert state.ignored[0][0] == 1
+
+
+def test_revoking_a_halt_key_undoes_what_it_halted(
+    log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    _issue(log, halt_key, trust, "halt", "*")
+    assert fold(log.rows(), trust).halts
+    revoked = trust.revoked(halt_key.key_id, datetime.now(UTC))
+    assert fold(log.rows(), revoked).halts == {}
+
+
+def test_two_signers_cannot_take_one_place(
+    log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner
+) -> None:
+    first = sign_control(
+        halt_key, seq=1, prev="", kind="halt", target="a", reason="x", issued_at=Clock()()
+    )
+    log.append(ControlRow(1, first))
+    with pytest.raises(SeqTakenError):
+        log.append(ControlRow(1, first))
+
+
+@pytest.fixture
+def sqlite_log(tmp_path: Path) -> Iterator[tuple[SqlControlLog, str]]:
+    url = f"sqlite:///{tmp_path / 'control.db'}"
+    log = SqlControlLog(url)
+    yield log, url
+    log.dispose()
+
+
+def _run_sql(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        "DELETE FROM ecp_control_log WHERE seq = 2",
+        "UPDATE ecp_control_log SET seq = 9 WHERE seq = 3",
+        "UPDATE ecp_control_log SET envelope = (SELECT envelope FROM ecp_control_log WHERE seq = 1)"
+        " WHERE seq = 2",
+    ],
+    ids=["deleted", "moved", "replaced"],
+)
+def test_the_database_operator_cannot_rewrite_the_middle(
+    sqlite_log: tuple[SqlControlLog, str],
+    halt_key: Ed25519FileSigner,
+    trust: TrustStore,
+    rewrite: str,
+) -> None:
+    log, url = sqlite_log
+    for target in ("a", "b", "c"):
+        _issue(log, halt_key, trust, "halt", target)
+    _run_sql(url, rewrite)
+    with pytest.raises(ControlLogTamperedError):
+        fold(log.rows(), trust)
+    # Nobody signs on top of a rewritten log either.
+    with pytest.raises(ControlLogTamperedError):
+        _issue(log, halt_key, trust, "halt", "d")
+
+
+def test_a_gate_notices_the_log_rolled_back_below_what_it_saw(
+    sqlite_log: tuple[SqlControlLog, str], halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    log, url = sqlite_log
+    clock = Clock()
+    watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=1, bound_seconds=5)
+    _issue(log, halt_key, trust, "halt", "payout")
+    assert "payout" in watch.current().halts
+    # Dropping the newest halt leaves a valid chain, but not the one this gate saw.
+    _run_sql(url, "DELETE FROM ecp_control_log WHERE seq = 1")
+    clock.advance(2)
+    with pytest.raises(ControlLogTamperedError, match="#1 this gate verified is gone"):
+        watch.current()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"ecp_control_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+async def test_a_gate_cut_off_from_postgres_serves_its_view_only_within_the_bound(
+    pg_url: str, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    log = SqlControlLog(f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{pg_url}")
+    clock = Clock()
+    watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=1, bound_seconds=5)
+    try:
+        await asyncio.to_thread(_issue, log, halt_key, trust, "halt", "payout")
+        assert "payout" in (await asyncio.to_thread(watch.current)).halts
+        await proxy.cut()
+        clock.advance(3)  # stale, still within the bound: the last verified view
+        assert "payout" in (await asyncio.to_thread(watch.current)).halts
+        clock.advance(3)  # past the bound: no view at all, the gate refuses
+        with pytest.raises(ControlStateUnavailableError, match="halt state unknown"):
+            await asyncio.to_thread(watch.current)
+        await proxy.start()
+        assert "payout" in (await asyncio.to_thread(watch.current)).halts
+    finally:
+        await asyncio.to_thread(log.dispose)
+        await proxy.cut()
