@@ -8,6 +8,7 @@ from ecp._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ecp.activities._authority_side import AuthorityActivities as AuthorityActivities
+    from ecp.activities._control_watch import ControlWatch as ControlWatch
     from ecp.activities._evidence_sink import LedgerEvidenceSink as LedgerEvidenceSink
     from ecp.activities._executor_side import ExecutorActivities as ExecutorActivities
     from ecp.activities._gate import GateConfig as GateConfig
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthorityActivities",
+    "ControlWatch",
     "ExecutorActivities",
     "GateConfig",
     "GateInterceptor",
@@ -37,6 +39,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "AuthorityActivities": "ecp.activities._authority_side",
+        "ControlWatch": "ecp.activities._control_watch",
         "ExecutorActivities": "ecp.activities._executor_side",
         "GateConfig": "ecp.activities._gate",
         "GateInterceptor": "ecp.activities._gate",

@@ -400,4 +400,5 @@ class AuthorityActivities:
             expires_at=grant.expires_at.isoformat(),
             max_attempts=grant.scope.max_attempts,
             execute_timeout_seconds=grant.scope.execute_timeout_seconds,
+            heartbeat_seconds=grant.scope.heartbeat_seconds,
         )

@@ -151,6 +151,9 @@ class GrantResult:
     #: From the policy, never from the submitter (default for histories
     #: recorded before the field existed).
     execute_timeout_seconds: int = 300
+    #: Long-running actions only: the workflow's heartbeat timeout (the gate
+    #: interrupts a body silent for longer).
+    heartbeat_seconds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
 )
@@ -33,10 +34,13 @@ from temporalio.worker import (
 from ecp._failure import to_application_error
 from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE, SCOPE_ACTIVITY_ID_PREFIX, SCOPE_HEADER
 from ecp.activities._authority_side import policy_arguments
+from ecp.activities._control_watch import ControlWatch
 from ecp.activities._governed import GateMissingError, admitted, is_governed
+from ecp.activities._watchdog import Watchdog
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
 from ecp.authority._clock import Clock, now_utc
+from ecp.authority._dsse import Envelope
 from ecp.authority._grant import CallBinding, Grant, GrantId, GrantScope
 from ecp.authority._policy import PolicyBundle
 from ecp.authority._replay import ReplayGuard, request_key
@@ -46,6 +50,7 @@ from ecp.authority._verify import ExpectedCall, VerifiedGrant, verify_grant
 from ecp.authority.errors import (
     AuthorityError,
     CanonicalizationError,
+    ExecutionInterruptedError,
     VerificationError,
 )
 from ecp.lineage.ledger._evidence import IDENTITY_MAX_CHARS
@@ -66,7 +71,7 @@ log = logging.getLogger("ecp.gate")
 #: ApplicationError.type of every gate denial is this prefix plus the error code.
 
 
-Outcome = Literal["completed", "failed", "denied"]
+Outcome = Literal["completed", "failed", "denied", "interrupted"]
 
 
 class MissingGrantError(VerificationError):
@@ -154,6 +159,10 @@ class GateConfig:
             configured one; its digest must be the scope's).
         environment_claims: This worker's attested environment, as the
             policy sees it for scoped calls.
+        controls: The halt list and grant revocations (the control log),
+            checked before each body starts and at each heartbeat while it
+            runs. ``None`` only in tests that exercise nothing else: a
+            worker built by :mod:`ecp._runtime` always has one.
     """
 
     trust: Callable[[], TrustStore]
@@ -165,6 +174,7 @@ class GateConfig:
     governed_names: frozenset[str] = frozenset()
     bundle: PolicyBundle | None = None
     environment_claims: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    controls: ControlWatch | None = None
 
 
 class GateInterceptor(Interceptor):
@@ -204,10 +214,30 @@ class _Refuse(ActivityInboundInterceptor):
         return await super().execute_activity(input)
 
 
+class _HeartbeatTap(ActivityOutboundInterceptor):
+    """Lets the watchdog see every heartbeat of a governed body (and answer it)."""
+
+    def __init__(self, next: ActivityOutboundInterceptor, gate: _Gate) -> None:
+        super().__init__(next)
+        self._gate = gate
+
+    def heartbeat(self, *details: Any) -> None:
+        dog = self._gate.watchdog
+        if dog is not None:
+            # Raises CancelledError into the body once it was interrupted.
+            dog.on_heartbeat()
+        super().heartbeat(*details)
+
+
 class _Gate(ActivityInboundInterceptor):
     def __init__(self, next: ActivityInboundInterceptor, config: GateConfig) -> None:
         super().__init__(next)
         self._c = config
+        #: Set while an admitted body runs (one execution per interceptor).
+        self.watchdog: Watchdog | None = None
+
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        super().init(_HeartbeatTap(outbound, self))
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
@@ -317,6 +347,7 @@ class _Gate(ActivityInboundInterceptor):
             accepted_policy_digests=self._c.accepted_policy_digests,
         )
         s = vs.scope
+        self._check_controls(info.activity_type, s.scope_id)
         prefix = f"{SCOPE_ACTIVITY_ID_PREFIX}{s.scope_id}:"
         if not info.activity_id.startswith(prefix):
             raise ScopeConstraintError(f"a scoped call's activity id starts with {prefix!r}")
@@ -381,12 +412,49 @@ class _Gate(ActivityInboundInterceptor):
         *,
         timeout: float | None,
     ) -> Any:
-        """Run the admitted body and record its outcome (the one path to a body)."""
+        """Run the admitted body and record its outcome (the one path to a body).
+
+        While it runs, a watchdog re-checks the grant at each heartbeat (and
+        its lifetime on a timer) and interrupts the body when the grant no
+        longer holds: the body sees ``CancelledError``, the gate records an
+        ``interrupted`` outcome naming the cause, and the call ends denied.
+        """
+        grant = verified.grant
+        dog = Watchdog(
+            action=info.activity_type,
+            grant_id=str(grant.grant_id),
+            issuer_key=verified.key.key_id,
+            controls=self._c.controls,
+            trust=self._c.trust,
+            clock=self._c.clock,
+            lifetime_seconds=timeout,
+            heartbeat_seconds=grant.scope.heartbeat_seconds,
+            is_async=inspect.iscoroutinefunction(input.fn),
+        )
+        self.watchdog = dog
         try:
             with admitted(input.fn, info):
-                body = super().execute_activity(input)
-                result = await (asyncio.wait_for(body, timeout) if timeout else body)
+                result = await dog.run(super().execute_activity(input))
         except BaseException as exc:
+            cause = dog.verdict
+            if cause is not None:
+                await self._record_quietly(
+                    record("interrupted", grant=verified, reason_code=cause.code, reason=str(cause))
+                )
+                log.warning(
+                    "gate interrupted %s (workflow %s): %s",
+                    info.activity_type,
+                    info.workflow_id,
+                    cause,
+                )
+                # Typed ecp.interrupted whatever the cause: the body ran, so
+                # callers must not read it as a denial before execution.
+                stopped = ExecutionInterruptedError(f"{cause.code}: {cause}")
+                raise to_application_error(
+                    stopped,
+                    f"interrupted {info.activity_type} ({cause.code}): {cause}",
+                    GATE_MARK,
+                ) from None
             await self._record_quietly(
                 record(
                     "failed",
@@ -396,6 +464,9 @@ class _Gate(ActivityInboundInterceptor):
                 )
             )
             raise
+        finally:
+            self.watchdog = None
+            dog.stop()
         await self._record_quietly(
             record("completed", grant=verified, result_digest=_result_digest(result))
         )
@@ -403,9 +474,15 @@ class _Gate(ActivityInboundInterceptor):
 
     def _verify(self, envelope: bytes, expected: ExpectedCall) -> VerifiedGrant:
         trust = self._c.trust()
+        # Halts and revocations first: a halted action's grant keeps its uses.
+        self._check_controls(expected.activity_type, claimed_grant_id(envelope))
         return verify_grant(
             envelope, trust=trust, expected=expected, clock=self._c.clock, replay=self._c.replay
         )
+
+    def _check_controls(self, action: str, grant_id: str) -> None:
+        if self._c.controls is not None:
+            self._c.controls.current().check(action, grant_id)
 
     async def _deny(self, rec: GateRecord, exc: AuthorityError) -> None:
         # Raised ``from None``: the message names the reason, and a chained
@@ -476,6 +553,21 @@ class _Gate(ActivityInboundInterceptor):
 
 #: Pauses between attempts to write the record of a body that ran (~15 s in all).
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def claimed_grant_id(envelope: bytes) -> str:
+    """The grant id an envelope *claims* (unverified; empty if unreadable).
+
+    Only used to refuse early: a revoked id is refused whether or not the
+    rest verifies, and anything unreadable is left to :func:`verify_grant`.
+    """
+    try:
+        payload = Envelope.from_json(envelope).payload
+        doc = json.loads(payload)
+    except (AuthorityError, ValueError):
+        return ""
+    gid = doc.get("grant_id") if isinstance(doc, dict) else None
+    return gid if isinstance(gid, str) else ""
 
 
 def _param_names(fn: object) -> list[str]:

@@ -46,6 +46,12 @@ from ecp.lineage.ledger.errors import LineageError
 __all__ = ["ProveActivities"]
 
 
+#: Outcomes that mean the body started: only the gate may record them.
+_BODY_RAN = frozenset(
+    {OutcomeStatus.COMPLETED.value, OutcomeStatus.FAILED.value, OutcomeStatus.INTERRUPTED.value}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _Execution:
     namespace: str
@@ -103,7 +109,7 @@ class ProveActivities:
         )
         recorded = self._outcome_of(index)
         if inp.outcome == OutcomeStatus.DENIED.value:
-            if recorded in (OutcomeStatus.COMPLETED.value, OutcomeStatus.FAILED.value):
+            if recorded in _BODY_RAN:
                 # The gate recorded that the body ran: the recorder must not
                 # put a denial beside (and newer than) that record.
                 raise ApplicationError(

@@ -69,6 +69,9 @@ class GrantScope(BaseModel):
     #: How long one attempt may run: the workflow's start-to-close timeout and
     #: the gate's lease (no second attempt starts while a first may still run).
     execute_timeout_seconds: int = Field(300, ge=1, le=86400)
+    #: Long-running actions: the longest silence between two heartbeats the
+    #: gate allows before it interrupts the body (absent: not long-running).
+    heartbeat_seconds: int | None = Field(None, ge=1, le=3600, exclude_if=lambda v: v is None)
 
 
 class Grant(BaseModel):
@@ -168,6 +171,7 @@ def issue_grant(
                 max_attempts=decision.scope.max_attempts,
                 constraints=decision.scope.constraints,
                 execute_timeout_seconds=decision.scope.execute_timeout_seconds,
+                heartbeat_seconds=decision.scope.heartbeat_seconds,
             ),
             approvals=tuple(a.digest for a in used),
             issued_at=now,

@@ -20,6 +20,10 @@ Governance annotations on policies:
 * ``@max_attempts("3")``, ``@execute_timeout("60")`` (seconds one execute
   attempt may run) and ``@constraints("{...json...}")`` on a permit become the
   grant's scope.
+* ``@heartbeat("10")`` on a permit marks the action long-running: its body
+  must heartbeat at least every 10 s, and the gate re-checks the grant (halts,
+  revocations, its lifetime) at each heartbeat. A permit whose
+  ``@execute_timeout`` exceeds :data:`LONG_RUNNING_SECONDS` must set it.
 
 Deny by default, forbid overrides permit (Cedar's semantics). Any evaluation
 error is a denial: an erroring ``forbid`` might have applied.
@@ -76,6 +80,10 @@ MAX_ATTEMPTS_LIMIT: Final = 1000
 DEFAULT_EXECUTE_TIMEOUT: Final = 300
 #: The longest ``@execute_timeout`` a permit may set (one day).
 MAX_EXECUTE_TIMEOUT: Final = 86400
+#: A permit allowing longer than this must set ``@heartbeat`` (long-running).
+LONG_RUNNING_SECONDS: Final = DEFAULT_EXECUTE_TIMEOUT
+#: The longest silence ``@heartbeat`` may allow.
+MAX_HEARTBEAT_SECONDS: Final = 3600
 
 #: ``sha256:<hex>`` over the policy digest and the request digest.
 DecisionId = NewType("DecisionId", str)
@@ -139,6 +147,12 @@ class DecisionScope(BaseModel):
     #: Start-to-close bound of one execute attempt: the workflow schedules the
     #: body with it, and the gate holds the grant's lease for as long.
     execute_timeout_seconds: int = Field(DEFAULT_EXECUTE_TIMEOUT, ge=1, le=MAX_EXECUTE_TIMEOUT)
+    #: For long-running actions (``@heartbeat``): the body must heartbeat at
+    #: least this often, and the gate re-checks its grant at each heartbeat.
+    #: Left out of the JSON when unset, so other decisions keep their ids.
+    heartbeat_seconds: int | None = Field(
+        None, ge=1, le=MAX_HEARTBEAT_SECONDS, exclude_if=lambda v: v is None
+    )
 
 
 class Decision(BaseModel):
@@ -195,6 +209,7 @@ class _PolicyMeta:
     max_attempts: int
     constraints: Mapping[str, JsonValue]
     execute_timeout: int
+    heartbeat: int | None
 
 
 def _read_text(path: Path) -> str:
@@ -240,6 +255,23 @@ def _parse_meta(cedar_id: str, doc: Mapping[str, object], file: Path) -> _Policy
         role or "max_attempts" in ann or "execute_timeout" in ann or constraints
     ):
         raise PolicyBundleError(f"{where}: scope and approval annotations belong on permits")
+    execute_timeout = (
+        _positive_int(ann["execute_timeout"], f"{where}: @execute_timeout", MAX_EXECUTE_TIMEOUT)
+        if "execute_timeout" in ann
+        else DEFAULT_EXECUTE_TIMEOUT
+    )
+    heartbeat = (
+        _positive_int(ann["heartbeat"], f"{where}: @heartbeat", MAX_HEARTBEAT_SECONDS)
+        if "heartbeat" in ann
+        else None
+    )
+    if effect != "forbid" and heartbeat is None and execute_timeout > LONG_RUNNING_SECONDS:
+        # Nothing long escapes the check: a body allowed to run for longer
+        # must heartbeat, so that halts and revocations reach it.
+        raise PolicyBundleError(
+            f"{where}: @execute_timeout above {LONG_RUNNING_SECONDS} s makes the action "
+            'long-running; add @heartbeat("N") (the body must heartbeat every N seconds)'
+        )
     return _PolicyMeta(
         name=name,
         effect=effect,
@@ -254,11 +286,8 @@ def _parse_meta(cedar_id: str, doc: Mapping[str, object], file: Path) -> _Policy
             else DEFAULT_MAX_ATTEMPTS
         ),
         constraints=constraints,
-        execute_timeout=(
-            _positive_int(ann["execute_timeout"], f"{where}: @execute_timeout", MAX_EXECUTE_TIMEOUT)
-            if "execute_timeout" in ann
-            else DEFAULT_EXECUTE_TIMEOUT
-        ),
+        execute_timeout=execute_timeout,
+        heartbeat=heartbeat,
     )
 
 
@@ -564,6 +593,9 @@ class PolicyBundle:
             # The strictest permit wins here too.
             execute_timeout_seconds=min(
                 (m.execute_timeout for m in matched), default=DEFAULT_EXECUTE_TIMEOUT
+            ),
+            heartbeat_seconds=min(
+                (m.heartbeat for m in matched if m.heartbeat is not None), default=None
             ),
         )
         # The strictest permit wins: if any satisfied permit asks for an

@@ -23,12 +23,14 @@ from ecp._observe import ObservedLedger, TelemetryInterceptor
 from ecp._settings import Role, Settings, SettingsError
 from ecp.activities import examples
 from ecp.activities._authority_side import AuthorityActivities
+from ecp.activities._control_watch import ControlWatch
 from ecp.activities._evidence_sink import LedgerEvidenceSink
 from ecp.activities._executor_side import ExecutorActivities
 from ecp.activities._gate import GateConfig, GateInterceptor
 from ecp.activities._prove import ProveActivities
 from ecp.authority._attestation import measure_environment
 from ecp.authority._clock import Clock, system_clock
+from ecp.authority._control_log import SqlControlLog
 from ecp.authority._keys import Ed25519FileSigner
 from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import PolicyBundle
@@ -164,10 +166,11 @@ def build_plugin(
         executor = ExecutorActivities(
             worker_key, measure_environment(governed_modules), governed_activities
         )
+        replay = SqlReplayGuard(settings.db_url, clock=clock)
         gate = GateInterceptor(
             GateConfig(
                 trust=trust,
-                replay=SqlReplayGuard(settings.db_url, clock=clock),
+                replay=replay,
                 evidence=LedgerEvidenceSink(ledger, worker_key),
                 environment_digest=executor.digest,
                 clock=clock,
@@ -181,6 +184,15 @@ def build_plugin(
                 # (as the authority sees them once it verified them).
                 bundle=_local_bundle(settings),
                 environment_claims={**executor.attestation.claims(), "attested": True},
+                # The halt list shares the single-use store's database, which
+                # every executor already reaches.
+                controls=ControlWatch(
+                    SqlControlLog(settings.halt_database_url or replay.engine),
+                    trust,
+                    clock,
+                    refresh_seconds=settings.halt_refresh_seconds,
+                    bound_seconds=max(settings.halt_bound_seconds, settings.halt_refresh_seconds),
+                ),
             )
         )
         executor_acts = [*executor.activities(), *governed_activities]

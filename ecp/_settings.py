@@ -140,6 +140,18 @@ class Settings(BaseSettings):
             "function serves them (besides the @governed ones)"
         ),
     )
+    halt_database_url: str | None = Field(
+        None, description="database URL of the halt list (default: DATABASE_URL)"
+    )
+    halt_refresh_seconds: float = Field(
+        2.0, gt=0, le=60, description="how often a gate reads the halt list (control log)"
+    )
+    halt_bound_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="a gate that could not read the halt list for longer refuses governed bodies",
+    )
     otel_exporter: OtelExporter = Field(OtelExporter.NONE, description="none, console or otlp")
     otel_endpoint: str = Field("http://127.0.0.1:4318", description="OTLP/HTTP collector base URL")
     otel_service_name: str = Field("ecp", min_length=1, description="OTel service.name")

@@ -24,6 +24,7 @@ __all__ = [
     "GATE_MARK",
     "GOVERNANCE_ACTIVITIES",
     "GRANT_HEADER",
+    "INTERRUPTED_TYPE",
     "OUTAGE_TYPE",
     "SCOPE_ACTIVITY_ID_PREFIX",
     "SCOPE_HEADER",
@@ -71,6 +72,9 @@ EXECUTE_ACTIVITY_ID_PREFIX: Final = "execute:"
 FAILURE_TYPE_PREFIX: Final = "ecp."
 #: A governance dependency could not answer: retryable, the body did not run.
 OUTAGE_TYPE: Final = FAILURE_TYPE_PREFIX + "governance_unavailable"
+
+#: The gate stopped a running body whose grant stopped holding (the body ran).
+INTERRUPTED_TYPE: Final = FAILURE_TYPE_PREFIX + "interrupted"
 
 #: First detail of every refusal the gate raises, so callers can tell a gate
 #: refusal from a body that happens to raise an ``ecp.``-typed error.

@@ -26,6 +26,7 @@ from ecp._wire import (
     ACTIVITY_PREPARE,
     ACTIVITY_PROVE,
     GOVERNANCE_ACTIVITIES,
+    INTERRUPTED_TYPE,
     SCOPE_ACTIVITY_ID_PREFIX,
     SCOPE_HEADER,
     is_denial_type,
@@ -96,7 +97,7 @@ class Finding:
         node: The graph node id (``activity:...``), or ``ledger:<i>`` for
             evidence that names no execution in the histories.
         workflow_id, run_id, activity_id, activity_type: The execution.
-        outcome: ``completed``, ``failed``, ``denied`` or ``not_started``.
+        outcome: ``completed``, ``failed``, ``interrupted``, ``denied`` or ``not_started``.
         grant: ``verified``, ``missing``, ``n/a`` or the verifier's error code.
         grant_id: The grant's id (from the header, or the evidence).
         evidence: ``verified``, ``missing`` or what is wrong with it.
@@ -168,7 +169,13 @@ def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             f = e.activity_task_failed_event_attributes
             ftype = f.failure.application_failure_info.type
-            by_sched[f.scheduled_event_id].outcome = "denied" if is_denial_type(ftype) else "failed"
+            by_sched[f.scheduled_event_id].outcome = (
+                "interrupted"
+                if ftype == INTERRUPTED_TYPE
+                else "denied"
+                if is_denial_type(ftype)
+                else "failed"
+            )
         elif t in (E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT, E.EVENT_TYPE_ACTIVITY_TASK_CANCELED):
             x = by_sched[
                 e.activity_task_timed_out_event_attributes.scheduled_event_id
@@ -321,7 +328,7 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     claims = grant_claims(envelope) if envelope is not None else None
     grant_id = str(claims.get("grant_id", "")) if claims else ""
     violations: list[str] = []
-    body_ran = x.outcome in ("completed", "failed")
+    body_ran = x.outcome in ("completed", "failed", "interrupted")
     scoped = a.header.fields.get(SCOPE_HEADER)
     if envelope is None and scoped is not None:
         grant, grant_id = _check_scope(x, bytes(scoped.data), ctx)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ecp._wire import (
+        INTERRUPTED_TYPE,
         failure_code,
         failure_type,
     )
@@ -67,6 +68,8 @@ _EXECUTE_RETRY = RetryPolicy(
     backoff_coefficient=2,
     maximum_interval=timedelta(seconds=30),
 )
+#: Temporal's start-to-close timeout exceeds the grant's lifetime by this much.
+_TIMEOUT_MARGIN_SECONDS = 5
 #: The gate's refusal once a grant's uses are spent.
 EXHAUSTED_TYPE = failure_type(GrantAttemptsExhaustedError.code)
 
@@ -87,7 +90,7 @@ class _Ending:
     """How a run ended: what ``_prove`` records and returns.
 
     Attributes:
-        outcome: ``completed``, ``failed`` or ``denied``.
+        outcome: ``completed``, ``failed``, ``denied`` or ``interrupted``.
         reason_code: The ``ApplicationError.type`` (or exception class) behind
             a failure or denial; empty on success.
         reason: Why, in words; empty on success.
@@ -115,6 +118,10 @@ def _execute_failure(err: ActivityError, args: list[object]) -> _Ending:
     if kind == EXHAUSTED_TYPE:
         # The body ran and failed as often as the grant allows.
         outcome, reason_code = "failed", kind
+    elif kind == INTERRUPTED_TYPE and _from_gate(cause):
+        # The body ran and the gate stopped it (halt, revocation, lifetime):
+        # its own record says so, the call ends refused with that reason.
+        outcome, reason_code = "interrupted", kind
     elif failure_code(kind) is not None and _from_gate(cause):
         outcome, reason_code = "denied", kind
     else:
@@ -143,6 +150,7 @@ class GovernedCall:
         self._grant: GrantResult | None = None
         self._receipt: ProveResult | None = None
         self._outcome = ""
+        self._why = ""
         #: The reason code the call ended with ("" on success).
         self.ending_code = ""
         self._session_digest = ""
@@ -380,7 +388,20 @@ class GovernedCall:
                     activity_id=exec_id,
                     # The policy's bound, signed into the grant: a submitter
                     # cannot shorten it to get two attempts running at once.
-                    start_to_close_timeout=timedelta(seconds=grant.execute_timeout_seconds),
+                    # A little beyond it: at the grant's lifetime the gate
+                    # itself interrupts the body and records why; Temporal's
+                    # timeout stays the net for a worker that died.
+                    start_to_close_timeout=timedelta(
+                        seconds=grant.execute_timeout_seconds + _TIMEOUT_MARGIN_SECONDS
+                    ),
+                    # Long-running actions heartbeat; the gate re-checks the
+                    # grant at each heartbeat and interrupts a body silent for
+                    # longer than the policy allows (Temporal's net: twice that).
+                    heartbeat_timeout=(
+                        timedelta(seconds=2 * grant.heartbeat_seconds)
+                        if grant.heartbeat_seconds
+                        else None
+                    ),
                     # Unlimited at the Temporal level on purpose: the gate
                     # lets the body run at most grant.max_attempts times and
                     # refuses the rest for good, while attempts refused for an
@@ -418,6 +439,9 @@ class GovernedCall:
         self._step = "prove"
         self._outcome = ending.outcome
         self.ending_code = ending.reason_code
+        # Why it did not complete (a halt, a revocation, an interruption...),
+        # in the Temporal UI's current details.
+        self._why = ending.reason
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(ending.outcome)])
         self._refresh_details(req)
         try:
@@ -508,6 +532,8 @@ class GovernedCall:
             lines.append(f"- grant: `{self._grant.grant_id}` expires {self._grant.expires_at}")
         if self._outcome:
             lines.append(f"- outcome: **{self._outcome}**")
+        if self._why:
+            lines.append(f"- why: {self._why}")
         if self._receipt is not None:
             r = self._receipt
             lines.append(f"- receipt: ledger entry #{r.index} in a tree of {r.tree_size}")

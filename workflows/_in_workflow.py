@@ -231,7 +231,9 @@ async def execute_governed(
     result = await call.run(req, exec_id, session_digest=started_input_digest())
     if result.outcome == "completed":
         return _typed(result.result, ret_type)
-    if result.outcome == "denied":
+    if result.outcome in ("denied", "interrupted"):
+        # Interrupted: the body started, and the gate stopped it because its
+        # grant stopped holding (the reason code says which): refused.
         raise GovernedCallDenied(result, call.ending_code)
     raise GovernedCallFailed(result)
 
@@ -357,13 +359,19 @@ async def _scoped_call(
             decision_id="",
             policy_digest="",
             reasons=[reason],
-            outcome="denied" if kind and kind.startswith("ecp.") else "failed",
+            outcome=(
+                "interrupted"
+                if kind == "ecp.interrupted"
+                else "denied"
+                if kind and kind.startswith("ecp.")
+                else "failed"
+            ),
             reason=reason,
             grant_id=active.grant.scope_id,
             result=None,
             ledger_index=-1,
             receipt="",
         )
-        if result.outcome == "denied":
+        if result.outcome in ("denied", "interrupted"):
             raise GovernedCallDenied(result, kind or "") from None
         raise GovernedCallFailed(result) from None

@@ -29,6 +29,7 @@ time, so the graph is acyclic.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from ecp._wire import APPROVE_UPDATE, GOVERNANCE_ACTIVITIES
+from ecp._wire import APPROVE_UPDATE, GOVERNANCE_ACTIVITIES, INTERRUPTED_TYPE
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._dsse import DEFAULT_MAX_ENVELOPE_BYTES, Envelope
@@ -404,6 +405,23 @@ class _Builder:
         _RunBuilder(self, h).build()
 
 
+#: ``interrupted <type> (<cause>): ...`` as the gate words an interruption.
+_INTERRUPTION = re.compile(r"^interrupted .*? \(([a-z0-9_.-]{1,64})\): ")
+_CONTROL_STATEMENT = re.compile(r"control statement #(\d{1,9}) signed by ")
+
+
+def _interruption(message: str) -> dict[str, object]:
+    """The cause code (and control statement number) of an interrupted body's failure."""
+    out: dict[str, object] = {}
+    m = _INTERRUPTION.match(message)
+    if m:
+        out["interrupted_by"] = m.group(1)
+    c = _CONTROL_STATEMENT.search(message)
+    if c:
+        out["control_statement"] = int(c.group(1))
+    return out
+
+
 class _RunBuilder:
     def __init__(self, b: _Builder, h: RunHistory) -> None:
         self.b = b
@@ -688,7 +706,11 @@ class _RunBuilder:
                 f.application_failure_info.type if f.HasField("application_failure_info") else ""
             )
             attrs.update(failure=f.message, failure_type=ftype)
-            if ftype.startswith("ecp."):
+            if ftype == INTERRUPTED_TYPE:
+                # The body ran and the gate stopped it: name the cause and,
+                # for a halt or revocation, the control statement behind it.
+                attrs.update(status="interrupted", governed=True, **_interruption(f.message))
+            elif ftype.startswith("ecp."):
                 attrs.update(status="denied", governed=True)
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
             at = e.activity_task_timed_out_event_attributes

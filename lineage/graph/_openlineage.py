@@ -51,6 +51,7 @@ _END_STATE = {
     "completed": RunState.COMPLETE,
     "failed": RunState.FAIL,
     "denied": RunState.FAIL,
+    "interrupted": RunState.ABORT,
     "timed_out": RunState.FAIL,
     "terminated": RunState.ABORT,
     "canceled": RunState.ABORT,

@@ -100,6 +100,8 @@ class OutcomeStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     DENIED = "denied"
+    #: The body started and the gate stopped it (halt, revocation, lifetime).
+    INTERRUPTED = "interrupted"
 
 
 class _Wire(BaseModel):
@@ -151,7 +153,7 @@ class ActivityIdentity(_Wire):
 
 
 class Outcome(_Wire):
-    """Completed, failed or denied; failures and denials say why."""
+    """Completed, failed, denied or interrupted; all but completed say why."""
 
     # Lax for this one field only: JSON carries the enum as its string value.
     status: OutcomeStatus = Field(strict=False)
@@ -225,8 +227,9 @@ class EvidencePredicate(_Wire):
     @model_validator(mode="after")
     def _consistent(self) -> EvidencePredicate:
         # Completed executions ran under a grant; time does not run backwards.
-        if self.outcome.status is OutcomeStatus.COMPLETED and self.grant_id is None:
-            raise ValueError("a completed execution must name its grantId")
+        ran = (OutcomeStatus.COMPLETED, OutcomeStatus.INTERRUPTED)
+        if self.outcome.status in ran and self.grant_id is None:
+            raise ValueError(f"a {self.outcome.status.value} execution must name its grantId")
         unknown = [
             name
             for name, v in (

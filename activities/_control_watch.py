@@ -1,0 +1,115 @@
+"""The gate's view of halts and revocations: fresh within a stated bound, or none.
+
+Every gate reads the control log (see :mod:`ecp.authority._control_log`) at
+most every ``refresh_seconds`` and re-verifies it against the current trust
+store, so a halt, a resume, a grant revocation or a key revocation reaches
+every executor within ``refresh_seconds`` plus one read. When the log
+cannot be read, the last verified state serves until ``bound_seconds``
+after it was read; past that the gate refuses every governed body
+(fail-closed) rather than run one that might have been halted.
+
+A watcher also remembers the digest of every statement it has verified:
+a log that later lacks one of them, or holds another in its place, was
+rolled back or rewritten, and the gate refuses until it is repaired.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ecp.authority._clock import Clock, now_utc
+from ecp.authority._control import ControlState, fold
+from ecp.authority._control_log import ControlLog, rows_digests
+from ecp.authority._truststore import TrustStore
+from ecp.authority.errors import (
+    AuthorityError,
+    ControlLogTamperedError,
+    ControlStateUnavailableError,
+)
+
+__all__ = ["DEFAULT_BOUND_SECONDS", "DEFAULT_REFRESH_SECONDS", "ControlWatch"]
+
+#: How often a gate reads the control log at most.
+DEFAULT_REFRESH_SECONDS = 2.0
+#: How stale the gate's view may grow while the log cannot be read.
+DEFAULT_BOUND_SECONDS = 10.0
+
+
+@dataclass
+class ControlWatch:
+    """A cached, verified view of the control log, shared by one worker's gates."""
+
+    log: ControlLog
+    trust: Callable[[], TrustStore]
+    clock: Clock
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    bound_seconds: float = DEFAULT_BOUND_SECONDS
+    _state: ControlState | None = field(init=False, default=None)
+    _read_at: datetime | None = field(init=False, default=None)
+    _seen: list[str] = field(init=False, default_factory=list)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.refresh_seconds <= self.bound_seconds:
+            raise ValueError("need 0 < refresh_seconds <= bound_seconds")
+
+    def current(self, *, fresh: bool = False) -> ControlState:
+        """The state in force, read again if older than ``refresh_seconds`` (or ``fresh``).
+
+        Blocking (it may read the database): call it off the event loop.
+
+        Raises:
+            ControlStateUnavailableError: the log could not be read for longer
+                than ``bound_seconds``.
+            ControlLogTamperedError: the log does not verify, or lost or
+                changed a statement this watcher had seen.
+        """
+        with self._lock:
+            now = now_utc(self.clock)
+            age = None if self._read_at is None else (now - self._read_at).total_seconds()
+            cached = self._state is not None and age is not None and age < self.refresh_seconds
+            if cached and not fresh:
+                assert self._state is not None
+                return self._state
+            try:
+                return self._read(now)
+            except ControlStateUnavailableError as exc:
+                if self._state is not None and age is not None and age < self.bound_seconds:
+                    return self._state
+                raise ControlStateUnavailableError(
+                    f"halt state unknown for more than {self.bound_seconds:g} s ({exc}); "
+                    "refusing governed bodies until the control log can be read"
+                ) from None
+
+    def _read(self, now: datetime) -> ControlState:
+        rows = self.log.rows()
+        digests = rows_digests(rows)
+        if digests[: len(self._seen)] != self._seen:
+            lost = next(
+                (i + 1 for i, d in enumerate(self._seen) if i >= len(digests) or digests[i] != d),
+                len(self._seen),
+            )
+            raise ControlLogTamperedError(
+                f"control statement #{lost} this gate verified is gone or changed "
+                "(the control log was rolled back or rewritten)"
+            )
+        try:
+            state = fold(rows, self.trust())
+        except ControlLogTamperedError:
+            raise
+        except AuthorityError as exc:
+            # The trust store itself could not be read: as unavailable.
+            raise ControlStateUnavailableError(str(exc)) from None
+        self._seen = digests
+        self._state = state
+        self._read_at = now
+        return state
+
+    def age(self) -> timedelta | None:
+        """How long ago the state in use was read (``None``: never)."""
+        if self._read_at is None:
+            return None
+        return now_utc(self.clock) - self._read_at

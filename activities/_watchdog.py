@@ -1,0 +1,170 @@
+"""Governed while it runs: re-checking a body's grant at each heartbeat.
+
+The gate lets a body start only under a verified grant; a :class:`Watchdog`
+keeps asking while it runs. At each heartbeat the body sends (and on a timer
+for what needs no heartbeat: the grant's execution lifetime, and the longest
+silence a long-running action may keep), it checks, off the body's thread:
+
+* a halt of the action, or a revocation of the grant (the control log);
+* a revocation of the authority key that signed the grant (the trust store);
+* the execution lifetime the policy signed into the grant;
+* for actions the policy marks long-running (``@heartbeat``), that the body
+  did heartbeat within that many seconds.
+
+The first that fails becomes the *verdict*. An async body is cancelled at
+once (it sees ``CancelledError``, as for a Temporal cancellation); a sync
+body, whose thread cannot be stopped from outside, gets ``CancelledError``
+raised out of its next ``activity.heartbeat()`` call.
+
+An outage of the control log does not interrupt a body that was admitted:
+an unknown state is not a revocation, and the gate refuses *new* bodies
+past its bound instead (see :mod:`ecp.activities._control_watch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio.exceptions import CancelledError
+
+from ecp.activities._control_watch import ControlWatch
+from ecp.authority._clock import Clock, now_utc
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority.errors import (
+    AuthorityError,
+    ExecutionInterruptedError,
+    InfrastructureError,
+)
+
+__all__ = ["HeartbeatMissingError", "LifetimeExceededError", "Watchdog"]
+
+log = logging.getLogger("ecp.gate")
+
+
+class LifetimeExceededError(ExecutionInterruptedError):
+    """The body ran past the execution lifetime its grant allows."""
+
+    code = "lifetime_exceeded"
+
+
+class HeartbeatMissingError(ExecutionInterruptedError):
+    """A long-running body went longer without a heartbeat than its policy allows."""
+
+    code = "heartbeat_missing"
+
+
+@dataclass
+class Watchdog:
+    """Watches one admitted body; see the module docstring."""
+
+    action: str
+    grant_id: str
+    issuer_key: str
+    controls: ControlWatch | None
+    trust: Callable[[], TrustStore]
+    clock: Clock
+    lifetime_seconds: float | None
+    heartbeat_seconds: int | None
+    is_async: bool
+    #: Why the body was interrupted (``None`` while its grant holds).
+    verdict: AuthorityError | None = field(init=False, default=None)
+    _started: datetime = field(init=False)
+    _last_beat: datetime = field(init=False)
+    _body: asyncio.Future[Any] | None = field(init=False, default=None)
+    _checking: asyncio.Task[None] | None = field(init=False, default=None)
+    _timer: asyncio.Task[None] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._started = self._last_beat = now_utc(self.clock)
+
+    async def run(self, body: Awaitable[Any]) -> Any:
+        """Await ``body``, interrupting it when the verdict falls.
+
+        Raises:
+            BaseException: whatever the body raised; after an interruption,
+                ``CancelledError`` (and :attr:`verdict` says why).
+        """
+        fut = asyncio.ensure_future(body)
+        self._body = fut
+        self._timer = asyncio.create_task(self._time())
+        try:
+            # Not ``await fut`` alone: a Temporal cancellation of this task
+            # must reach the body too, and ensure_future detached it.
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.cancel()
+                await asyncio.wait([fut])
+            raise
+
+    def stop(self) -> None:
+        """The body is over: stop the timer and any check in flight."""
+        for task in (self._timer, self._checking):
+            if task is not None and not task.done():
+                task.cancel()
+
+    def on_heartbeat(self) -> None:
+        """Called for each heartbeat of the body (on the worker's event loop).
+
+        Raises:
+            CancelledError: the body was interrupted; this is how a sync body
+                learns it.
+        """
+        if self.verdict is not None:
+            raise CancelledError(f"interrupted: {self.verdict}")
+        self._last_beat = now_utc(self.clock)
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.get_running_loop().create_task(self._check())
+
+    async def _check(self) -> None:
+        try:
+            await asyncio.to_thread(self._recheck)
+        except AuthorityError as exc:
+            self._interrupt(exc)
+
+    def _recheck(self) -> None:
+        """The checks that need the database or the trust store (in a thread)."""
+        at = now_utc(self.clock)
+        try:
+            if self.controls is not None:
+                self.controls.current().check(self.action, self.grant_id)
+            self.trust().require(self.issuer_key, role=KeyRole.AUTHORITY, at=at)
+        except InfrastructureError as exc:
+            log.error("could not re-check grant %s while it runs: %s", self.grant_id, exc)
+
+    async def _time(self) -> None:
+        """Deadlines that need no heartbeat: the lifetime, and the allowed silence."""
+        step = 0.25
+        while self.verdict is None:
+            now = now_utc(self.clock)
+            ran = (now - self._started).total_seconds()
+            if self.lifetime_seconds is not None and ran >= self.lifetime_seconds:
+                self._interrupt(
+                    LifetimeExceededError(
+                        f"grant {self.grant_id} allows {self.lifetime_seconds:g} s of execution "
+                        f"and the body ran {ran:.1f} s"
+                    )
+                )
+                return
+            silent = (now - self._last_beat).total_seconds()
+            if self.heartbeat_seconds is not None and silent > self.heartbeat_seconds:
+                self._interrupt(
+                    HeartbeatMissingError(
+                        f"{self.action} is long-running and must heartbeat every "
+                        f"{self.heartbeat_seconds} s; none for {silent:.1f} s"
+                    )
+                )
+                return
+            await asyncio.sleep(step)
+
+    def _interrupt(self, cause: AuthorityError) -> None:
+        if self.verdict is not None:
+            return
+        self.verdict = cause
+        if self.is_async and self._body is not None and not self._body.done():
+            self._body.cancel()

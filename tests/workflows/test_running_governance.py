@@ -1,0 +1,345 @@
+"""Governed while it runs: halts, revocations and lifetimes reach bodies already running.
+
+A user's app (``longrun_app``: its own policy, a 30-step rollout that
+heartbeats every second) on a real dev server. Each interruption must come
+within one heartbeat interval (at most one more side effect), end the call
+refused with the cause, and leave an ``interrupted`` evidence entry naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from temporalio.api.sdk.v1 import workflow_metadata_pb2
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from ecp._keyring import KeyFiles, init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp.authority._clock import system_clock
+from ecp.authority._control import ControlRow, fold, sign_control
+from ecp.authority._control_log import SqlControlLog, issue_control
+from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.authority._truststore import TrustStore
+from ecp.lineage._crosscheck import cross_check
+from ecp.lineage.graph._build import build_graph
+from ecp.lineage.graph._history import fetch_histories
+from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
+from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
+from ecp.workflows._search_attributes import SA_GRANT_ID
+from tests.workflows.conftest import Stack
+from tests.workflows.longrun_app import activities as app
+from tests.workflows.tcp_proxy import TcpProxy
+
+POLICY = Path(app.__file__).parent / "policy"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
+
+
+def _settings(tmp_path: Path, **extra: object) -> Settings:
+    init_keyring(tmp_path / "keys")
+    q = uuid.uuid4().hex[:8]
+    return Settings(
+        home=tmp_path,
+        policy_bundle=POLICY,
+        authority_queue=f"auth-{q}",
+        executor_queue=f"exec-{q}",
+        database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
+        allow_unauthenticated=True,
+        # Read the halt list often here, so a test waits little for it.
+        halt_refresh_seconds=0.2,
+        halt_bound_seconds=1.0,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def _stack(env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Stack]:
+    plugin, ledger = build_plugin(
+        settings,
+        role=Role.ALL,
+        governed_activities=[app.rollout],
+        governed_modules=[app.__name__],
+    )
+    async with run_workers(env.client, settings, plugin, role=Role.ALL):
+        yield Stack(
+            env.client,
+            settings,
+            ledger,
+            TaskQueues(settings.authority_queue, settings.executor_queue),
+            KeyFiles(settings.keys),
+        )
+    ledger.close()
+
+
+@pytest.fixture
+async def longrun(temporal_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    async for stack in _stack(temporal_env, _settings(tmp_path)):
+        yield stack
+
+
+async def _start(
+    stack: Stack, rollout: app.Rollout
+) -> tuple[WorkflowHandle[GovernedExecution, GovernedResult], str]:
+    wf_id = f"rollout-{uuid.uuid4().hex[:8]}"
+    handle = await stack.client.start_workflow(
+        GovernedExecution.run,
+        GovernedRequest("rollout", [asdict(rollout)], "alice", "release 7", queues=stack.queues),
+        id=wf_id,
+        task_queue=stack.queues.executor,
+    )
+    return handle, wf_id
+
+
+def _steps(wf_id: str) -> list[int]:
+    return [step for wf, step in app.STEPS if wf == wf_id]
+
+
+async def _wait_steps(wf_id: str, n: int) -> None:
+    for _ in range(300):
+        if len(_steps(wf_id)) >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the body of {wf_id} did not reach step {n}")
+
+
+async def _grant_id(handle: WorkflowHandle[GovernedExecution, GovernedResult]) -> str:
+    desc = await handle.describe()
+    values = desc.typed_search_attributes.get(SA_GRANT_ID)
+    assert values, "the workflow names no grant"
+    return values
+
+
+def _control(stack: Stack, kind: str, target: str, reason: str) -> None:
+    issue_control(
+        SqlControlLog(stack.settings.db_url),
+        Ed25519FileSigner.from_file(stack.keys.halt),
+        TrustStore.load(stack.settings.trust),
+        kind=kind,  # type: ignore[arg-type]
+        target=target,
+        reason=reason,
+    )
+
+
+def _execute_evidence(stack: Stack, wf_id: str, run_id: str) -> tuple[str, str | None, str | None]:
+    idx = stack.ledger.find_activity(stack.client.namespace, wf_id, run_id, "execute:rollout")
+    assert idx is not None, "no evidence for the execute step"
+    outcome = parse_evidence(stack.ledger.entry(idx).envelope).predicate.outcome
+    return outcome.status.value, outcome.reason_code, outcome.reason
+
+
+async def _interrupted(
+    stack: Stack,
+    handle: WorkflowHandle[GovernedExecution, GovernedResult],
+    wf_id: str,
+    cause: str,
+    *,
+    steps_before: int,
+) -> GovernedResult:
+    """The call ended interrupted by ``cause``, proven, with at most one more side effect."""
+    result = await handle.result()
+    assert result.outcome == "interrupted", result.reason
+    assert cause in result.reason
+    # Within one heartbeat interval: the step in flight may finish, no more.
+    assert len(_steps(wf_id)) <= steps_before + 1, _steps(wf_id)
+    assert len(_steps(wf_id)) < 30
+    desc = await handle.describe()
+    status, code, reason = _execute_evidence(stack, wf_id, desc.run_id or "")
+    assert (status, code) == (OutcomeStatus.INTERRUPTED.value, cause)
+    assert reason
+    # The interruption is proven like any outcome, and the cross-check agrees.
+    receipt = verify_receipt(
+        result.receipt, load_public_key(stack.keys.log), origin=stack.settings.log_origin
+    )
+    assert receipt.log_index == result.ledger_index
+    report = cross_check(
+        await fetch_histories(stack.client, wf_id),
+        ledger=stack.ledger,
+        trust=TrustStore.load(stack.settings.trust),
+        log_key=load_public_key(stack.keys.log),
+        origin=stack.settings.log_origin,
+    )
+    body = [f for f in report.findings if f.activity_type == "rollout"]
+    assert [f.outcome for f in body] == ["interrupted"]
+    if cause == "key_revoked":
+        # An auditor re-verifying later sees a body that ran under a key now
+        # revoked: flagged for a person, as it should be.
+        assert body[0].status == "violation"
+        assert "key_revoked" in body[0].violations[0]
+    else:
+        assert (body[0].status, body[0].violations) == ("ok", ())
+    return result
+
+
+async def test_revoking_its_grant_interrupts_a_running_body(longrun: Stack) -> None:
+    handle, wf_id = await _start(longrun, app.Rollout("api"))
+    await _wait_steps(wf_id, 2)
+    grant_id = await _grant_id(handle)
+    before = len(_steps(wf_id))
+    _control(longrun, "revoke_grant", grant_id, "leaked in a ticket")
+    result = await _interrupted(longrun, handle, wf_id, "grant_revoked", steps_before=before)
+    assert "leaked in a ticket" in result.reason
+
+
+async def test_revoking_the_authority_key_interrupts_a_running_body(longrun: Stack) -> None:
+    handle, wf_id = await _start(longrun, app.Rollout("api"))
+    await _wait_steps(wf_id, 2)
+    before = len(_steps(wf_id))
+    path = longrun.settings.trust
+    store = TrustStore.load(path)
+    authority = Ed25519FileSigner.from_file(longrun.keys.authority).key_id
+    store.revoked(authority, system_clock()).save(path)
+    await _interrupted(longrun, handle, wf_id, "key_revoked", steps_before=before)
+
+
+async def test_a_halt_interrupts_running_bodies_and_denies_new_ones_until_resumed(
+    longrun: Stack,
+) -> None:
+    handle, wf_id = await _start(longrun, app.Rollout("api"))
+    await _wait_steps(wf_id, 2)
+    before = len(_steps(wf_id))
+    _control(longrun, "halt", "rollout", "incident 4711")
+    result = await _interrupted(longrun, handle, wf_id, "halted", steps_before=before)
+    assert "incident 4711" in result.reason
+    # Lineage marks the interrupted body and names the halt behind it.
+    graph = build_graph(await fetch_histories(longrun.client, wf_id))
+    body = [d for _, d in graph.nodes(data=True) if d.get("activity_type") == "rollout"]
+    assert [(d["status"], d["interrupted_by"], d["control_statement"]) for d in body] == [
+        ("interrupted", "halted", 1)
+    ]
+
+    # New executions are denied while the halt stands: the body never starts.
+    handle2, wf2 = await _start(longrun, app.Rollout("api", steps=1))
+    denied = await handle2.result()
+    assert denied.outcome == "denied"
+    assert "halted" in denied.reason
+    assert "signed by operator" in denied.reason
+    assert _steps(wf2) == []
+    desc = await handle2.describe()
+    status, code, _ = _execute_evidence(longrun, wf2, desc.run_id or "")
+    assert (status, code) == ("denied", "halted")
+    # Ops watching the Temporal UI see why, in the workflow's current details.
+    meta = await handle2.query(
+        "__temporal_workflow_metadata", result_type=workflow_metadata_pb2.WorkflowMetadata
+    )
+    assert "- why: " in meta.current_details
+    assert "incident 4711" in meta.current_details
+
+    _control(longrun, "resume", "rollout", "incident closed")
+    handle3, wf3 = await _start(longrun, app.Rollout("api", steps=1))
+    done = await handle3.result()
+    assert done.outcome == "completed", done.reason
+    assert _steps(wf3) == [0]
+
+
+async def test_a_halt_of_everything_stops_every_action(longrun: Stack) -> None:
+    _control(longrun, "halt", "*", "freeze")
+    handle, wf_id = await _start(longrun, app.Rollout("api", steps=1))
+    result = await handle.result()
+    assert result.outcome == "denied"
+    assert "every governed action is halted (freeze)" in result.reason
+    assert _steps(wf_id) == []
+
+
+async def test_the_execution_lifetime_interrupts_a_body_that_runs_too_long(
+    longrun: Stack,
+) -> None:
+    # The policy gives the short-lived service 4 s of execution; it asks for 30.
+    handle, wf_id = await _start(longrun, app.Rollout("short-lived"))
+    await _wait_steps(wf_id, 1)
+    result = await handle.result()
+    assert result.outcome == "interrupted", result.reason
+    assert "lifetime_exceeded" in result.reason
+    assert 3 <= len(_steps(wf_id)) <= 6, _steps(wf_id)
+
+
+async def test_a_long_running_body_that_never_heartbeats_is_interrupted(
+    longrun: Stack,
+) -> None:
+    handle, wf_id = await _start(longrun, app.Rollout("api", heartbeat=False))
+    result = await handle.result()
+    assert result.outcome == "interrupted", result.reason
+    assert "heartbeat_missing" in result.reason
+    # @heartbeat("3"): silent for more than 3 s, so at most ~4 steps ran.
+    assert len(_steps(wf_id)) <= 5, _steps(wf_id)
+
+
+async def test_a_halt_signed_without_the_halt_role_has_no_effect(longrun: Stack) -> None:
+    log = SqlControlLog(longrun.settings.db_url)
+    approver = Ed25519FileSigner.from_file(longrun.keys.approver)
+    forged = sign_control(
+        approver,
+        seq=1,
+        prev="",
+        kind="halt",
+        target="*",
+        reason="an approver playing operator",
+        issued_at=system_clock(),
+    )
+    log.append(ControlRow(1, forged))
+    state = fold(log.rows(), TrustStore.load(longrun.settings.trust))
+    assert state.halts == {}
+    assert [seq for seq, _ in state.ignored] == [1]
+    assert "key_wrong_role" in state.ignored[0][1]
+    handle, wf_id = await _start(longrun, app.Rollout("api", steps=1))
+    assert (await handle.result()).outcome == "completed"
+    assert _steps(wf_id) == [0]
+
+
+@pytest.fixture
+async def proxied_halts(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> AsyncIterator[tuple[Stack, TcpProxy]]:
+    """The halt list on PostgreSQL behind a proxy the test can cut."""
+    name = f"ecp_halts_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    settings = _settings(
+        tmp_path,
+        halt_database_url=f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}",
+    )
+    try:
+        async for stack in _stack(temporal_env, settings):
+            yield stack, proxy
+    finally:
+        await proxy.cut()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def test_a_gate_cut_off_from_the_halt_list_refuses_new_bodies(
+    proxied_halts: tuple[Stack, TcpProxy],
+) -> None:
+    stack, proxy = proxied_halts
+    first, _wf1 = await _start(stack, app.Rollout("api", steps=1))
+    assert (await first.result()).outcome == "completed"
+    await proxy.cut()
+    await asyncio.sleep(1.5)  # past the 1 s bound: the gate no longer knows
+    handle, wf_id = await _start(stack, app.Rollout("api", steps=1))
+    refused = ""
+    for _ in range(200):
+        desc = await handle.describe()
+        pending = [p for p in desc.raw_description.pending_activities if p.attempt >= 2]
+        if pending and pending[0].activity_type.name == "rollout":
+            refused = pending[0].last_failure.message
+            break
+        await asyncio.sleep(0.1)
+    assert "halt state unknown" in refused, refused
+    assert _steps(wf_id) == []
+    # The control log is back: the same call goes through (refusals were retryable).
+    await proxy.start()
+    done = await handle.result()
+    assert done.outcome == "completed", done.reason
+    assert _steps(wf_id) == [0]
