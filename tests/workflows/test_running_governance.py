@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from psycopg import sql
 from temporalio.api.sdk.v1 import workflow_metadata_pb2
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from ecp._keyring import KeyFiles, init_keyring
 from ecp._runtime import build_plugin, run_workers
@@ -87,12 +89,12 @@ async def longrun(temporal_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIte
 
 
 async def _start(
-    stack: Stack, rollout: app.Rollout
+    stack: Stack, rollout: app.Rollout, action: str = "rollout"
 ) -> tuple[WorkflowHandle[GovernedExecution, GovernedResult], str]:
     wf_id = f"rollout-{uuid.uuid4().hex[:8]}"
     handle = await stack.client.start_workflow(
         GovernedExecution.run,
-        GovernedRequest("rollout", [asdict(rollout)], "alice", "release 7", queues=stack.queues),
+        GovernedRequest(action, [asdict(rollout)], "alice", "release 7", queues=stack.queues),
         id=wf_id,
         task_queue=stack.queues.executor,
     )
@@ -129,8 +131,10 @@ def _control(stack: Stack, kind: str, target: str, reason: str) -> None:
     )
 
 
-def _execute_evidence(stack: Stack, wf_id: str, run_id: str) -> tuple[str, str | None, str | None]:
-    idx = stack.ledger.find_activity(stack.client.namespace, wf_id, run_id, "execute:rollout")
+def _execute_evidence(
+    stack: Stack, wf_id: str, run_id: str, action: str = "rollout"
+) -> tuple[str, str | None, str | None]:
+    idx = stack.ledger.find_activity(stack.client.namespace, wf_id, run_id, f"execute:{action}")
     assert idx is not None, "no evidence for the execute step"
     outcome = parse_evidence(stack.ledger.entry(idx).envelope).predicate.outcome
     return outcome.status.value, outcome.reason_code, outcome.reason
@@ -343,3 +347,49 @@ async def test_a_gate_cut_off_from_the_halt_list_refuses_new_bodies(
     done = await handle.result()
     assert done.outcome == "completed", done.reason
     assert _steps(wf_id) == [0]
+
+
+@pytest.fixture
+async def sync_stack(temporal_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The app's own workers, as a user builds them: a thread pool for sync activities."""
+    settings = _settings(tmp_path)
+    plugin, ledger = build_plugin(
+        settings,
+        role=Role.ALL,
+        governed_activities=[app.rollout_sync],
+        governed_modules=[app.__name__],
+    )
+    client = temporal_env.client
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        executor = Worker(
+            client,
+            task_queue=settings.executor_queue,
+            activity_executor=pool,
+            plugins=[plugin],
+        )
+        authority = Worker(client, task_queue=settings.authority_queue, plugins=[plugin])
+        async with executor, authority:
+            yield Stack(
+                client,
+                settings,
+                ledger,
+                TaskQueues(settings.authority_queue, settings.executor_queue),
+                KeyFiles(settings.keys),
+            )
+    ledger.close()
+
+
+async def test_a_sync_body_is_interrupted_at_its_next_heartbeat(sync_stack: Stack) -> None:
+    handle, wf_id = await _start(sync_stack, app.Rollout("api"), action="rollout_sync")
+    await _wait_steps(wf_id, 2)
+    before = len(_steps(wf_id))
+    _control(sync_stack, "halt", "rollout_sync", "sync incident")
+    result = await handle.result()
+    assert result.outcome == "interrupted", result.reason
+    assert "halted" in result.reason
+    # The thread cannot be stopped from outside: it stops at the heartbeat
+    # after the verdict, so at most two more steps than when the halt landed.
+    assert len(_steps(wf_id)) <= before + 2, _steps(wf_id)
+    desc = await handle.describe()
+    status, code, _ = _execute_evidence(sync_stack, wf_id, desc.run_id or "", "rollout_sync")
+    assert (status, code) == ("interrupted", "halted")

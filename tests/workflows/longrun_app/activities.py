@@ -1,4 +1,4 @@
-"""The app's governed activity: a rollout that takes a while and heartbeats (or not).
+"""The app's governed activities: rollouts that take a while and heartbeat (or not).
 
 Each step's side effect is appended to :data:`STEPS` *before* the step's
 heartbeat, so a test sees exactly which side effects happened after an
@@ -8,6 +8,7 @@ interruption.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from temporalio import activity
@@ -41,4 +42,15 @@ async def rollout(req: Rollout) -> dict[str, object]:
         if req.heartbeat:
             activity.heartbeat(step)
         await asyncio.sleep(req.interval_ms / 1000)
+    return {"service": req.service, "steps": req.steps}
+
+
+@activity.defn(name="rollout_sync")
+@governed
+def rollout_sync(req: Rollout) -> dict[str, object]:
+    """The same in a worker thread: it learns of an interruption at its next heartbeat."""
+    for step in range(req.steps):
+        _step(step)
+        activity.heartbeat(step)
+        time.sleep(req.interval_ms / 1000)
     return {"service": req.service, "steps": req.steps}
