@@ -38,11 +38,13 @@ from ecp._devserver import temporal_binary  # noqa: E402
 from ecp._keyring import init_keyring  # noqa: E402
 from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers  # noqa: E402
 from ecp._settings import Role, Settings  # noqa: E402
+from ecp.activities._control_watch import ControlWatch  # noqa: E402
 from ecp.activities.examples import Payout  # noqa: E402
 from ecp.authority._attestation import measure_environment  # noqa: E402
 from ecp.authority._calldigest import digest_values  # noqa: E402
 from ecp.authority._canonical import digest_bytes  # noqa: E402
 from ecp.authority._clock import system_clock  # noqa: E402
+from ecp.authority._control_log import SqlControlLog, issue_control  # noqa: E402
 from ecp.authority._dsse import Envelope, pae  # noqa: E402
 from ecp.authority._grant import CallBinding, issue_grant  # noqa: E402
 from ecp.authority._keys import Ed25519FileSigner, verify_ed25519  # noqa: E402
@@ -187,6 +189,23 @@ async def end_to_end(n: int, rounds: int, eager: bool) -> None:
     )
 
 
+def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
+    """Per-call cost of the gate's halt/revocation check (a real SQLite control log)."""
+    halt_key = Ed25519FileSigner.generate()
+    store = TrustStore([*trust, TrustedKey.create(halt_key.public_key, {KeyRole.HALT})])
+    log = SqlControlLog(f"sqlite:///{tmp}/controls.db")
+    for target in ("deploy", "migrate", "rollout"):
+        issue_control(log, halt_key, store, kind="halt", target=target, reason="bench")
+    watch = ControlWatch(log, lambda: store, system_clock)
+    watch.current()
+    t0 = time.perf_counter()
+    for i in range(iterations):
+        watch.current().check("payout", f"g-{i}")
+    cost = (time.perf_counter() - t0) / iterations
+    log.dispose()
+    return cost
+
+
 def gate_cost(iterations: int) -> None:
     bundle = PolicyBundle.load(ROOT / "ecp" / "examples" / "policy")
     authority = Ed25519FileSigner.generate()
@@ -252,6 +271,7 @@ def gate_cost(iterations: int) -> None:
         sql.consume("warm", 1, 1)
         on_sqlite = gate(sql)
         sql.dispose()
+        controls = _control_check(tmp, trust, iterations)
     print(f"\nGate cost in process ({iterations} grants)")
     print(f"raw floor: Ed25519 verify + argument digest      {floor * 1e6:8.1f} us")
     print(
@@ -262,6 +282,10 @@ def gate_cost(iterations: int) -> None:
         f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
         f"({on_sqlite / floor:.2f}x floor)"
     )
+    print(
+        f"halt/revocation check, SQLite control log       {controls * 1e6:8.1f} us "
+        f"({controls / floor:.3f}x floor; read at most every 2 s, verified view cached)"
+    )
     print(f"(sha256 of 1 KB for scale: {_sha_cost() * 1e6:.2f} us)")
     SUMMARY.update(
         {
@@ -269,6 +293,7 @@ def gate_cost(iterations: int) -> None:
             "gate_in_memory_us": round(in_memory * 1e6, 1),
             "gate_sqlite_us": round(on_sqlite * 1e6, 1),
             "gate_in_memory_vs_floor": round(in_memory / floor, 2),
+            "control_check_us": round(controls * 1e6, 2),
         }
     )
 
