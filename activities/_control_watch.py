@@ -51,6 +51,7 @@ class ControlWatch:
     _read_at: datetime | None = field(init=False, default=None)
     _seen: list[str] = field(init=False, default_factory=list)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _io: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if not 0 < self.refresh_seconds <= self.bound_seconds:
@@ -59,7 +60,9 @@ class ControlWatch:
     def current(self, *, fresh: bool = False) -> ControlState:
         """The state in force, read again if older than ``refresh_seconds`` (or ``fresh``).
 
-        Blocking (it may read the database): call it off the event loop.
+        Blocking (it may read the database): call it off the event loop. One
+        read at a time; while one is under way, other callers get the last
+        verified state if it is within the bound instead of queueing.
 
         Raises:
             ControlStateUnavailableError: the log could not be read for longer
@@ -67,22 +70,32 @@ class ControlWatch:
             ControlLogTamperedError: the log does not verify, or lost or
                 changed a statement this watcher had seen.
         """
+        now = now_utc(self.clock)
+        state, age = self._cached(now)
+        if state is not None and age < self.refresh_seconds and not fresh:
+            return state
+        within_bound = state is not None and age < self.bound_seconds
+        if not self._io.acquire(blocking=not within_bound):
+            assert state is not None
+            return state
+        try:
+            return self._read(now)
+        except ControlStateUnavailableError as exc:
+            if within_bound:
+                assert state is not None
+                return state
+            raise ControlStateUnavailableError(
+                f"halt state unknown for more than {self.bound_seconds:g} s ({exc}); "
+                "refusing governed bodies until the control log can be read"
+            ) from None
+        finally:
+            self._io.release()
+
+    def _cached(self, now: datetime) -> tuple[ControlState | None, float]:
         with self._lock:
-            now = now_utc(self.clock)
-            age = None if self._read_at is None else (now - self._read_at).total_seconds()
-            cached = self._state is not None and age is not None and age < self.refresh_seconds
-            if cached and not fresh:
-                assert self._state is not None
-                return self._state
-            try:
-                return self._read(now)
-            except ControlStateUnavailableError as exc:
-                if self._state is not None and age is not None and age < self.bound_seconds:
-                    return self._state
-                raise ControlStateUnavailableError(
-                    f"halt state unknown for more than {self.bound_seconds:g} s ({exc}); "
-                    "refusing governed bodies until the control log can be read"
-                ) from None
+            if self._state is None or self._read_at is None:
+                return None, float("inf")
+            return self._state, (now - self._read_at).total_seconds()
 
     def _read(self, now: datetime) -> ControlState:
         rows = self.log.rows()
@@ -97,16 +110,21 @@ class ControlWatch:
                 "(the control log was rolled back or rewritten)"
             )
         try:
-            state = fold(rows, self.trust())
+            state = fold(rows, self.trust(), at=now)
         except ControlLogTamperedError:
             raise
         except AuthorityError as exc:
             # The trust store itself could not be read: as unavailable.
             raise ControlStateUnavailableError(str(exc)) from None
-        self._seen = digests
-        self._state = state
-        self._read_at = now
+        with self._lock:
+            self._seen = digests
+            self._state = state
+            self._read_at = now
         return state
+
+    def last_verified(self) -> ControlState | None:
+        """The newest state this watcher verified, however old (``None``: never)."""
+        return self._state
 
     def age(self) -> timedelta | None:
         """How long ago the state in use was read (``None``: never)."""

@@ -151,6 +151,8 @@ class GateConfig:
         evidence: Where outcomes and denials go.
         environment_digest: This worker's environment attestation digest.
         clock: Injected time source.
+        controls: The halt list and grant revocations (the control log),
+            checked before each body starts and while it runs.
         accepted_policy_digests: If set, grants issued under any other policy
             bundle are refused.
         governed_names: Activity types governed by name: the gate asks for a
@@ -159,10 +161,6 @@ class GateConfig:
             configured one; its digest must be the scope's).
         environment_claims: This worker's attested environment, as the
             policy sees it for scoped calls.
-        controls: The halt list and grant revocations (the control log),
-            checked before each body starts and at each heartbeat while it
-            runs. ``None`` only in tests that exercise nothing else: a
-            worker built by :mod:`ecp._runtime` always has one.
     """
 
     trust: Callable[[], TrustStore]
@@ -170,11 +168,11 @@ class GateConfig:
     evidence: EvidenceSink
     environment_digest: str
     clock: Clock
+    controls: ControlWatch
     accepted_policy_digests: frozenset[str] | None = None
     governed_names: frozenset[str] = frozenset()
     bundle: PolicyBundle | None = None
     environment_claims: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    controls: ControlWatch | None = None
 
 
 class GateInterceptor(Interceptor):
@@ -372,7 +370,15 @@ class _Gate(ActivityInboundInterceptor):
             policy_digest=s.policy_digest,
             decision_id=decision.decision_id,
             environment_digest=s.environment_digest,
-            scope=GrantScope(max_attempts=1, execute_timeout_seconds=300),
+            # One attempt; the policy's lifetime and heartbeat for this call,
+            # which the watchdog enforces as for a per-call grant.
+            scope=GrantScope(
+                max_attempts=1,
+                execute_timeout_seconds=(
+                    decision.scope.execute_timeout_seconds if decision.scope else 300
+                ),
+                heartbeat_seconds=decision.scope.heartbeat_seconds if decision.scope else None,
+            ),
             issued_at=s.issued_at,
             not_before=s.not_before,
             expires_at=s.expires_at,
@@ -401,7 +407,8 @@ class _Gate(ActivityInboundInterceptor):
         record: Callable[..., GateRecord],
     ) -> Any:
         # One use per call, no lease: a scoped call's body runs at most once.
-        return await self._run_body(input, info, verified, record, timeout=None)
+        timeout = verified.grant.scope.execute_timeout_seconds
+        return await self._run_body(input, info, verified, record, timeout=timeout)
 
     async def _run_body(
         self,
@@ -430,6 +437,7 @@ class _Gate(ActivityInboundInterceptor):
             lifetime_seconds=timeout,
             heartbeat_seconds=grant.scope.heartbeat_seconds,
             is_async=inspect.iscoroutinefunction(input.fn),
+            recheck_seconds=self._c.controls.refresh_seconds,
         )
         self.watchdog = dog
         try:
@@ -467,6 +475,27 @@ class _Gate(ActivityInboundInterceptor):
         finally:
             self.watchdog = None
             dog.stop()
+        cause = dog.verdict
+        if cause is not None:
+            # The body returned although it was interrupted (it swallowed the
+            # cancellation, or a sync body never heartbeat again): its result
+            # is not delivered as a success, and the record says what it did.
+            await self._record_quietly(
+                record(
+                    "interrupted",
+                    grant=verified,
+                    result_digest=_result_digest(result),
+                    reason_code=cause.code,
+                    reason=f"{cause} (the body returned after it was interrupted)",
+                )
+            )
+            stopped = ExecutionInterruptedError(f"{cause.code}: {cause}")
+            raise to_application_error(
+                stopped,
+                f"interrupted {info.activity_type} ({cause.code}): {cause}; "
+                "the body returned after the interruption and its result is withheld",
+                GATE_MARK,
+            ) from None
         await self._record_quietly(
             record("completed", grant=verified, result_digest=_result_digest(result))
         )
@@ -481,8 +510,7 @@ class _Gate(ActivityInboundInterceptor):
         )
 
     def _check_controls(self, action: str, grant_id: str) -> None:
-        if self._c.controls is not None:
-            self._c.controls.current().check(action, grant_id)
+        self._c.controls.current().check(action, grant_id)
 
     async def _deny(self, rec: GateRecord, exc: AuthorityError) -> None:
         # Raised ``from None``: the message names the reason, and a chained

@@ -16,9 +16,16 @@ once (it sees ``CancelledError``, as for a Temporal cancellation); a sync
 body, whose thread cannot be stopped from outside, gets ``CancelledError``
 raised out of its next ``activity.heartbeat()`` call.
 
+Besides heartbeats, the watchdog re-checks every ``recheck_seconds``, so a
+body that heartbeats rarely (or an async one that never does) is reached
+too. A body that returns although it was interrupted (it swallowed the
+cancellation) has its result withheld and recorded as interrupted.
+
 An outage of the control log does not interrupt a body that was admitted:
-an unknown state is not a revocation, and the gate refuses *new* bodies
-past its bound instead (see :mod:`ecp.activities._control_watch`).
+an unknown state is not a revocation. The last state this gate verified
+still holds (a halt it saw is not undone by an outage or a rollback), the
+trust store is checked on its own, and the gate refuses *new* bodies past
+its bound (see :mod:`ecp.activities._control_watch`).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from temporalio.exceptions import CancelledError
 
 from ecp.activities._control_watch import ControlWatch
 from ecp.authority._clock import Clock, now_utc
+from ecp.authority._control import ControlState
 from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import (
     AuthorityError,
@@ -44,6 +52,9 @@ from ecp.authority.errors import (
 __all__ = ["HeartbeatMissingError", "LifetimeExceededError", "Watchdog"]
 
 log = logging.getLogger("ecp.gate")
+
+#: A re-check that has not answered in this long is abandoned (and logged).
+_CHECK_TIMEOUT_SECONDS = 10.0
 
 
 class LifetimeExceededError(ExecutionInterruptedError):
@@ -71,6 +82,8 @@ class Watchdog:
     lifetime_seconds: float | None
     heartbeat_seconds: int | None
     is_async: bool
+    #: Re-check at least this often without a heartbeat (seconds).
+    recheck_seconds: float = 2.0
     #: Why the body was interrupted (``None`` while its grant holds).
     verdict: AuthorityError | None = field(init=False, default=None)
     _started: datetime = field(init=False)
@@ -118,28 +131,52 @@ class Watchdog:
         if self.verdict is not None:
             raise CancelledError(f"interrupted: {self.verdict}")
         self._last_beat = now_utc(self.clock)
+        self._schedule_check()
+
+    def _schedule_check(self) -> None:
         if self._checking is None or self._checking.done():
             self._checking = asyncio.get_running_loop().create_task(self._check())
 
     async def _check(self) -> None:
         try:
-            await asyncio.to_thread(self._recheck)
+            # Bounded: a database that hangs must not leave the body unchecked
+            # for good (the next heartbeat or tick starts a fresh check).
+            await asyncio.wait_for(asyncio.to_thread(self._recheck), _CHECK_TIMEOUT_SECONDS)
         except AuthorityError as exc:
             self._interrupt(exc)
+        except TimeoutError:
+            log.error("re-check of grant %s timed out", self.grant_id)
 
     def _recheck(self) -> None:
-        """The checks that need the database or the trust store (in a thread)."""
-        at = now_utc(self.clock)
+        """The checks that need the database or the trust store (in a thread).
+
+        Each source separately, so that one unavailable leaves the other in force.
+        """
+        if self.controls is not None:
+            state: ControlState | None
+            try:
+                state = self.controls.current()
+            except InfrastructureError as exc:
+                # Unknown now: the last state this gate verified still holds
+                # (a halt it saw is not undone by an outage or a rollback).
+                log.error("could not re-read the halt list for grant %s: %s", self.grant_id, exc)
+                state = self.controls.last_verified()
+            if state is not None:
+                state.check(self.action, self.grant_id)
         try:
-            if self.controls is not None:
-                self.controls.current().check(self.action, self.grant_id)
-            self.trust().require(self.issuer_key, role=KeyRole.AUTHORITY, at=at)
+            self.trust().require(self.issuer_key, role=KeyRole.AUTHORITY, at=now_utc(self.clock))
         except InfrastructureError as exc:
-            log.error("could not re-check grant %s while it runs: %s", self.grant_id, exc)
+            log.error("could not re-read the trust store for grant %s: %s", self.grant_id, exc)
 
     async def _time(self) -> None:
-        """Deadlines that need no heartbeat: the lifetime, and the allowed silence."""
+        """Deadlines that need no heartbeat, and a re-check every few seconds.
+
+        The periodic re-check covers bodies that heartbeat rarely or never: an
+        async one is cancelled as soon as it fails; a sync one learns at its
+        next heartbeat, or has its result withheld when it returns.
+        """
         step = 0.25
+        last_check = now_utc(self.clock)
         while self.verdict is None:
             now = now_utc(self.clock)
             ran = (now - self._started).total_seconds()
@@ -160,6 +197,9 @@ class Watchdog:
                     )
                 )
                 return
+            if (now - last_check).total_seconds() >= self.recheck_seconds:
+                last_check = now
+                self._schedule_check()
             await asyncio.sleep(step)
 
     def _interrupt(self, cause: AuthorityError) -> None:

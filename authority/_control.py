@@ -28,27 +28,29 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from ecp.authority._canonical import canonical_json
-from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
+from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope, verify_with_key
 from ecp.authority._keys import Signer
 from ecp.authority._signed import read_signed_model
-from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.authority.errors import (
     AuthorityError,
     ControlLogTamperedError,
     ControlStatementError,
     GrantRevokedError,
     HaltedError,
+    RevokedKeyError,
 )
 
 __all__ = [
     "ALL_ACTIONS",
     "CONTROL_PAYLOAD_TYPE",
+    "MAX_CLOCK_SKEW",
     "ControlEffect",
     "ControlKind",
     "ControlRow",
@@ -63,6 +65,8 @@ CONTROL_PAYLOAD_TYPE: Final = "application/vnd.ecp.control+json"
 SCHEMA_VERSION: Final = "ecp.control/v1"
 #: The target of a halt or resume that covers every governed action.
 ALL_ACTIONS: Final = "*"
+#: How far ahead of the reader's clock a statement may claim to be signed.
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 
 ControlKind = Literal["halt", "resume", "revoke_grant"]
 
@@ -188,19 +192,31 @@ def _read(row: ControlRow, trust: TrustStore) -> tuple[ControlStatement, str, st
     """Verify one row: signature by a halt key, then the statement itself."""
     envelope = Envelope.from_json(row.envelope)
     # Key validity (not_before/not_after) is judged when the statement was
-    # signed, so ordinary key expiry does not undo past halts; revocation
-    # is absolute (the trust store refuses a revoked key at any time).
+    # signed, so ordinary key expiry does not undo past halts (fold keeps
+    # issue times in order, so nobody backdates into a key's validity).
+    # Revocation is absolute, with one exception below.
     try:
         unsigned = ControlStatement.model_validate_json(envelope.payload)
     except ValueError as exc:
         raise ControlStatementError(f"statement #{row.seq} is malformed: {exc}") from None
-    verified = verify_envelope(
-        envelope,
-        payload_type=CONTROL_PAYLOAD_TYPE,
-        trust=trust,
-        role=KeyRole.HALT,
-        at=unsigned.issued_at,
-    )
+    try:
+        verified = verify_envelope(
+            envelope,
+            payload_type=CONTROL_PAYLOAD_TYPE,
+            trust=trust,
+            role=KeyRole.HALT,
+            at=unsigned.issued_at,
+        )
+        key_id, name = verified.key.key_id, verified.key.name
+    except RevokedKeyError:
+        # A grant revocation only ever takes power away, and grants expire:
+        # it stays in force after its signer's key is revoked (rotating a
+        # halt key must not bring a leaked grant back). Halts and resumes
+        # of a revoked key lapse: a stolen key's halt --all ends with it.
+        key = _revoked_halt_signer(envelope, trust) if unsigned.kind == "revoke_grant" else None
+        if key is None:
+            raise
+        key_id, name = key.key_id, key.name
     stmt = read_signed_model(
         envelope.payload,
         ControlStatement,
@@ -209,7 +225,20 @@ def _read(row: ControlRow, trust: TrustStore) -> tuple[ControlStatement, str, st
         schema_error=ControlStatementError,
         version_error=ControlStatementError,
     )
-    return stmt, verified.key.key_id, verified.key.name
+    return stmt, key_id, name
+
+
+def _revoked_halt_signer(envelope: Envelope, trust: TrustStore) -> TrustedKey | None:
+    """The revoked halt-role key whose signature verifies on ``envelope``, if any."""
+    for sig in envelope.signatures:
+        key = trust.get(sig.keyid)
+        if (
+            key is not None
+            and KeyRole.HALT in key.roles
+            and verify_with_key(envelope, key.public_key)
+        ):
+            return key
+    return None
 
 
 def _chain_field(payload: bytes, name: str) -> object:
@@ -222,8 +251,16 @@ def _chain_field(payload: bytes, name: str) -> object:
     return doc.get(name) if isinstance(doc, dict) else None
 
 
-def fold(rows: Sequence[ControlRow], trust: TrustStore) -> ControlState:
+def fold(
+    rows: Sequence[ControlRow], trust: TrustStore, *, at: datetime | None = None
+) -> ControlState:
     """The state after ``rows`` (in ``seq`` order), checking the chain.
+
+    A statement has no effect (it is listed in ``ignored``) when it is not
+    signed by a trusted halt key, when it claims to be older than a statement
+    before it, or when it claims a time more than :data:`MAX_CLOCK_SKEW` after
+    ``at`` (the reader's clock): signers cannot backdate into a key's
+    validity or date ahead of everyone else.
 
     Raises:
         ControlLogTamperedError: a row is missing, out of place, or does not
@@ -233,6 +270,7 @@ def fold(rows: Sequence[ControlRow], trust: TrustStore) -> ControlState:
     revoked: dict[str, ControlEffect] = {}
     ignored: list[tuple[int, str]] = []
     prev = ""
+    newest: datetime | None = None
     for expected, row in enumerate(rows, start=1):
         if row.seq != expected:
             raise ControlLogTamperedError(
@@ -253,6 +291,14 @@ def fold(rows: Sequence[ControlRow], trust: TrustStore) -> ControlState:
         except AuthorityError as exc:
             ignored.append((row.seq, f"{exc.code}: {exc}"))
             continue
+        if newest is not None and stmt.issued_at < newest:
+            when = stmt.issued_at.isoformat()
+            ignored.append((row.seq, f"issued at {when}, before an earlier statement"))
+            continue
+        if at is not None and stmt.issued_at > at + MAX_CLOCK_SKEW:
+            ignored.append((row.seq, f"issued at {stmt.issued_at.isoformat()}, in the future"))
+            continue
+        newest = stmt.issued_at
         effect = ControlEffect(
             stmt.seq, stmt.kind, stmt.target, stmt.reason, stmt.issued_at, key_id, signer
         )

@@ -118,8 +118,19 @@ class SqlControlLog:
                 engine = create_engine(url_or_engine, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
+                # Bounded reads: a gate must learn "unavailable" rather than
+                # hang on a silent network or a locked table.
                 engine = create_engine(
-                    url_or_engine, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+                    url_or_engine,
+                    pool_pre_ping=True,
+                    connect_args={
+                        "connect_timeout": 5,
+                        "options": "-c statement_timeout=5000",
+                        "keepalives": 1,
+                        "keepalives_idle": 5,
+                        "keepalives_interval": 2,
+                        "keepalives_count": 2,
+                    },
                 )
         else:
             engine = url_or_engine
@@ -219,7 +230,7 @@ def issue_control(
             log.append(row)
         except SeqTakenError:
             continue
-        return row, fold([*rows, row], trust)
+        return row, fold([*rows, row], trust, at=at)
     raise ControlStateUnavailableError("control log is too busy: five signers raced this one")
 
 

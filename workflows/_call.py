@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         SA_POLICY_DIGEST,
     )
 
-__all__ = ["EXHAUSTED_TYPE", "GovernedCall"]
+__all__ = ["EXHAUSTED_TYPE", "GovernedCall", "from_gate"]
 
 _STEP_TIMEOUT = timedelta(seconds=30)
 _GOVERNANCE_RETRY = RetryPolicy(
@@ -74,7 +74,7 @@ _TIMEOUT_MARGIN_SECONDS = 5
 EXHAUSTED_TYPE = failure_type(GrantAttemptsExhaustedError.code)
 
 
-def _from_gate(err: BaseException | None) -> bool:
+def from_gate(err: BaseException | None) -> bool:
     """Whether ``err`` is the gate's refusal (not the body's own error)."""
     details = err.details if isinstance(err, ApplicationError) else ()
     return bool(details) and details[0] == GATE_MARK
@@ -118,11 +118,11 @@ def _execute_failure(err: ActivityError, args: list[object]) -> _Ending:
     if kind == EXHAUSTED_TYPE:
         # The body ran and failed as often as the grant allows.
         outcome, reason_code = "failed", kind
-    elif kind == INTERRUPTED_TYPE and _from_gate(cause):
+    elif kind == INTERRUPTED_TYPE and from_gate(cause):
         # The body ran and the gate stopped it (halt, revocation, lifetime):
         # its own record says so, the call ends refused with that reason.
         outcome, reason_code = "interrupted", kind
-    elif failure_code(kind) is not None and _from_gate(cause):
+    elif failure_code(kind) is not None and from_gate(cause):
         outcome, reason_code = "denied", kind
     else:
         outcome = "failed"

@@ -12,10 +12,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from ecp._wire import APPROVE_UPDATE, DECISION_QUERY, STATUS_QUERY, execute_activity_id
     from ecp.activities._contracts import DecisionResult
-    from ecp.workflows._call import EXHAUSTED_TYPE, GovernedCall, _from_gate
+    from ecp.workflows._call import EXHAUSTED_TYPE, GovernedCall, from_gate
     from ecp.workflows._models import ApprovalAck, GovernedRequest, GovernedResult
 
-__all__ = ["EXHAUSTED_TYPE", "GovernedExecution", "_from_gate", "execute_activity_id"]
+__all__ = ["EXHAUSTED_TYPE", "GovernedExecution", "execute_activity_id", "from_gate"]
 
 
 @workflow.defn(name="GovernedExecution")

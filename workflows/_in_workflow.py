@@ -34,12 +34,13 @@ with workflow.unsafe.imports_passed_through():
         APPROVE_UPDATE,
         DECISION_QUERY,
         EXECUTE_ACTIVITY_ID_PREFIX,
+        INTERRUPTED_TYPE,
         SCOPE_ACTIVITY_ID_PREFIX,
         SCOPE_HEADER,
         STATUS_QUERY,
     )
     from ecp.activities._contracts import AttestResult, ScopeInput, ScopeResult
-    from ecp.workflows._call import GovernedCall
+    from ecp.workflows._call import GovernedCall, from_gate
     from ecp.workflows._grant_header import attach_grant
     from ecp.workflows._interceptor import configured_queues, started_input_digest
     from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
@@ -361,7 +362,7 @@ async def _scoped_call(
             reasons=[reason],
             outcome=(
                 "interrupted"
-                if kind == "ecp.interrupted"
+                if kind == INTERRUPTED_TYPE and from_gate(cause)
                 else "denied"
                 if kind and kind.startswith("ecp.")
                 else "failed"

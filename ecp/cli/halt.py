@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from ecp._keyring import KeyFiles
-from ecp._settings import load_settings
+from ecp._settings import Settings, load_settings
+from ecp.authority._clock import system_clock
 from ecp.authority._control import ALL_ACTIONS, ControlKind, ControlState, fold
 from ecp.authority._control_log import SqlControlLog, issue_control
 from ecp.authority._keys import Ed25519FileSigner
@@ -28,7 +29,11 @@ _KeyOpt = Annotated[
 ]
 _DbOpt = Annotated[
     str | None,
-    typer.Option("--db", help="Database URL of the control log (default: ECP_DATABASE_URL)."),
+    typer.Option(
+        "--db",
+        help="Database URL of the control log (default: ECP_HALT_DATABASE_URL, "
+        "else ECP_DATABASE_URL).",
+    ),
 ]
 
 
@@ -38,6 +43,12 @@ def register(app: typer.Typer) -> None:
     app.command("resume")(resume)
     app.command("revoke-grant")(revoke_grant)
     app.command("halts")(halts)
+
+
+def _halt_db(settings: Settings) -> str:
+    # Where the gates read it (see ecp._runtime): the halt list's own URL, else
+    # the database every executor shares for single use.
+    return settings.halt_database_url or settings.db_url
 
 
 def _target(action: str | None, every: bool, verb: str) -> str:
@@ -51,7 +62,7 @@ def _target(action: str | None, every: bool, verb: str) -> str:
 def _issue(kind: ControlKind, target: str, reason: str, key: Path | None, db: str | None) -> None:
     settings = load_settings()
     signer = Ed25519FileSigner.from_file(key or KeyFiles(settings.keys).halt)
-    log = SqlControlLog(db or settings.db_url)
+    log = SqlControlLog(db or _halt_db(settings))
     try:
         row, state = issue_control(
             log,
@@ -127,11 +138,11 @@ def _show(state: ControlState) -> None:
 def halts(db: _DbOpt = None) -> None:
     """Verify the control log and list the halts and grant revocations in force."""
     settings = load_settings()
-    log = SqlControlLog(db or settings.db_url)
+    log = SqlControlLog(db or _halt_db(settings))
     try:
         rows = log.rows()
     finally:
         log.dispose()
-    state = fold(rows, TrustStore.load(settings.trust))
+    state = fold(rows, TrustStore.load(settings.trust), at=system_clock())
     typer.echo(f"control log: {state.head_seq} statement(s), chain verified")
     _show(state)

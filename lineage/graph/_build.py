@@ -29,6 +29,7 @@ time, so the graph is acyclic.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from ecp._wire import APPROVE_UPDATE, GOVERNANCE_ACTIVITIES, INTERRUPTED_TYPE
+from ecp._wire import APPROVE_UPDATE, GATE_MARK, GOVERNANCE_ACTIVITIES, INTERRUPTED_TYPE
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._dsse import DEFAULT_MAX_ENVELOPE_BYTES, Envelope
@@ -410,6 +411,12 @@ _INTERRUPTION = re.compile(r"^interrupted .*? \(([a-z0-9_.-]{1,64})\): ")
 _CONTROL_STATEMENT = re.compile(r"control statement #(\d{1,9}) signed by ")
 
 
+def _from_gate(failure: Any) -> bool:
+    """Whether a failure carries the gate's mark as its first detail (not a body's own)."""
+    payloads = failure.application_failure_info.details.payloads
+    return bool(payloads) and payloads[0].data == json.dumps(GATE_MARK).encode()
+
+
 def _interruption(message: str) -> dict[str, object]:
     """The cause code (and control statement number) of an interrupted body's failure."""
     out: dict[str, object] = {}
@@ -706,7 +713,7 @@ class _RunBuilder:
                 f.application_failure_info.type if f.HasField("application_failure_info") else ""
             )
             attrs.update(failure=f.message, failure_type=ftype)
-            if ftype == INTERRUPTED_TYPE:
+            if ftype == INTERRUPTED_TYPE and _from_gate(f):
                 # The body ran and the gate stopped it: name the cause and,
                 # for a halt or revocation, the control statement behind it.
                 attrs.update(status="interrupted", governed=True, **_interruption(f.message))

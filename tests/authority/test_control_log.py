@@ -19,7 +19,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, text
 
 from ecp.activities._control_watch import ControlWatch
-from ecp.authority._control import ControlRow, fold, sign_control
+from ecp.authority._control import ControlRow, envelope_digest, fold, sign_control
 from ecp.authority._control_log import (
     InMemoryControlLog,
     SeqTakenError,
@@ -44,7 +44,8 @@ class Clock:
     """A clock the test moves (time is an input, not a wait)."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+        # Starts at the real time: statements are signed by the system clock.
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -131,13 +132,44 @@ def test_a_key_without_the_halt_role_cannot_issue_and_its_rows_do_nothing(
     assert state.ignored[0][0] == 1
 
 
-def test_revoking_a_halt_key_undoes_what_it_halted(
+def test_revoking_a_halt_key_undoes_its_halts_but_not_its_grant_revocations(
     log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
 ) -> None:
     _issue(log, halt_key, trust, "halt", "*")
+    _issue(log, halt_key, trust, "revoke_grant", "g-leaked")
     assert fold(log.rows(), trust).halts
     revoked = trust.revoked(halt_key.key_id, datetime.now(UTC))
-    assert fold(log.rows(), revoked).halts == {}
+    state = fold(log.rows(), revoked)
+    # A stolen key's halt --all ends with the key ...
+    assert state.halts == {}
+    # ... but rotating the key never brings a revoked grant back.
+    assert set(state.revoked) == {"g-leaked"}
+
+
+def test_statements_cannot_be_backdated_or_dated_ahead(
+    log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    clock = Clock()
+    rows: list[ControlRow] = []
+    for seq, (target, at) in enumerate(
+        [
+            ("a", clock.now),
+            ("b", clock.now - timedelta(hours=1)),
+            ("c", clock.now + timedelta(days=1)),
+        ],
+        start=1,
+    ):
+        prev = envelope_digest(rows[-1].envelope) if rows else ""
+        env = sign_control(
+            halt_key, seq=seq, prev=prev, kind="halt", target=target, reason="x", issued_at=at
+        )
+        rows.append(ControlRow(seq, env))
+        log.append(rows[-1])
+    state = fold(log.rows(), trust, at=clock.now)
+    assert set(state.halts) == {"a"}
+    assert [seq for seq, _ in state.ignored] == [2, 3]
+    assert "before an earlier statement" in state.ignored[0][1]
+    assert "in the future" in state.ignored[1][1]
 
 
 def test_two_signers_cannot_take_one_place(

@@ -22,6 +22,7 @@ from temporalio.api.sdk.v1 import workflow_metadata_pb2
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from typer.testing import CliRunner
 
 from ecp._keyring import KeyFiles, init_keyring
 from ecp._runtime import build_plugin, run_workers
@@ -31,6 +32,7 @@ from ecp.authority._control import ControlRow, fold, sign_control
 from ecp.authority._control_log import SqlControlLog, issue_control
 from ecp.authority._keys import Ed25519FileSigner, load_public_key
 from ecp.authority._truststore import TrustStore
+from ecp.cli import app as ecp_cli
 from ecp.lineage._crosscheck import cross_check
 from ecp.lineage.graph._build import build_graph
 from ecp.lineage.graph._history import fetch_histories
@@ -244,6 +246,33 @@ async def test_a_halt_interrupts_running_bodies_and_denies_new_ones_until_resume
     assert _steps(wf3) == [0]
 
 
+async def test_a_body_that_swallows_the_interruption_has_its_result_withheld(
+    longrun: Stack,
+) -> None:
+    handle, wf_id = await _start(longrun, app.Rollout("api", stubborn=True))
+    await _wait_steps(wf_id, 2)
+    _control(longrun, "halt", "rollout", "stop means stop")
+    result = await handle.result()
+    assert result.outcome == "interrupted", result.reason
+    assert result.result is None
+    assert "returned after the interruption" in result.reason
+    desc = await handle.describe()
+    status, code, reason = _execute_evidence(longrun, wf_id, desc.run_id or "")
+    assert (status, code) == ("interrupted", "halted")
+    assert reason is not None
+    assert "returned after it was interrupted" in reason
+
+
+async def test_a_body_that_never_heartbeats_is_still_rechecked(longrun: Stack) -> None:
+    # Not long-running (no @heartbeat), never heartbeats: the periodic
+    # re-check still reaches it.
+    handle, wf_id = await _start(longrun, app.Rollout("quiet", heartbeat=False))
+    await _wait_steps(wf_id, 2)
+    before = len(_steps(wf_id))
+    _control(longrun, "halt", "rollout", "quiet incident")
+    await _interrupted(longrun, handle, wf_id, "halted", steps_before=before)
+
+
 async def test_a_halt_of_everything_stops_every_action(longrun: Stack) -> None:
     _control(longrun, "halt", "*", "freeze")
     handle, wf_id = await _start(longrun, app.Rollout("api", steps=1))
@@ -347,6 +376,40 @@ async def test_a_gate_cut_off_from_the_halt_list_refuses_new_bodies(
     done = await handle.result()
     assert done.outcome == "completed", done.reason
     assert _steps(wf_id) == [0]
+
+    # The operator's `ecp halt` writes where these gates read (the halt list's
+    # own database), so the next call is denied.
+    env = {
+        "ECP_HOME": str(stack.settings.home),
+        "ECP_DATABASE_URL": stack.settings.db_url,
+        "ECP_HALT_DATABASE_URL": str(stack.settings.halt_database_url),
+    }
+    cli = await asyncio.to_thread(
+        CliRunner().invoke, ecp_cli, ["halt", "rollout", "--reason", "from the CLI"], env=env
+    )
+    assert cli.exit_code == 0, cli.stderr
+    again, wf3 = await _start(stack, app.Rollout("api", steps=1))
+    denied = await again.result()
+    assert denied.outcome == "denied"
+    assert "from the CLI" in denied.reason
+    assert _steps(wf3) == []
+
+
+async def test_an_unreadable_halt_list_does_not_shield_a_revoked_key(
+    proxied_halts: tuple[Stack, TcpProxy],
+) -> None:
+    stack, proxy = proxied_halts
+    handle, wf_id = await _start(stack, app.Rollout("api"))
+    await _wait_steps(wf_id, 2)
+    await proxy.cut()
+    before = len(_steps(wf_id))
+    path = stack.settings.trust
+    authority = Ed25519FileSigner.from_file(stack.keys.authority).key_id
+    TrustStore.load(path).revoked(authority, system_clock()).save(path)
+    result = await handle.result()
+    assert result.outcome == "interrupted", result.reason
+    assert "key_revoked" in result.reason
+    assert len(_steps(wf_id)) <= before + 1
 
 
 @pytest.fixture

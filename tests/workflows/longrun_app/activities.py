@@ -27,6 +27,8 @@ class Rollout:
     steps: int = 30
     interval_ms: int = 1000
     heartbeat: bool = True
+    #: A badly behaved body: it swallows the cancellation and returns.
+    stubborn: bool = False
 
 
 def _step(step: int) -> None:
@@ -41,7 +43,12 @@ async def rollout(req: Rollout) -> dict[str, object]:
         _step(step)
         if req.heartbeat:
             activity.heartbeat(step)
-        await asyncio.sleep(req.interval_ms / 1000)
+        try:
+            await asyncio.sleep(req.interval_ms / 1000)
+        except asyncio.CancelledError:
+            if not req.stubborn:
+                raise
+            return {"service": req.service, "steps": step, "swallowed": True}
     return {"service": req.service, "steps": req.steps}
 
 
