@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,7 +18,10 @@ from ecp.cli._common import CliError, one_line_errors
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from ecp.lineage.ledger._audit import ConsistencyProver
+    from ecp.lineage.ledger._cosignature import WitnessPolicy
     from ecp.lineage.ledger._note import NoteVerifier
+    from ecp.lineage.witness._client import WitnessClient
 
 __all__ = ["app"]
 
@@ -102,6 +106,55 @@ def _parse_log_key(value: str, expected_origin: str | None) -> Ed25519PublicKey 
     return verifier
 
 
+_WITNESS_HELP = (
+    "A witness to ask for a cosignature, as VKEY@URL (its verifier key, then its "
+    "submission prefix); repeat for several. Default: $ECP_WITNESSES (comma-separated)."
+)
+_WITNESS_KEY_HELP = (
+    "A trusted witness's verifier key (NAME+KEYID+BASE64, as `ecp witness key` prints "
+    "it), inline or in a file; repeat for several."
+)
+_MIN_WITNESSES_HELP = "How many of the trusted witnesses must have cosigned (default: all given)."
+
+
+def _witness_clients(specs: list[str] | None) -> list[WitnessClient]:
+    from ecp.lineage.witness._client import parse_witness_spec
+
+    if not specs:
+        env = os.environ.get("ECP_WITNESSES", "")
+        specs = [s for s in (x.strip() for x in env.split(",")) if s]
+    return [parse_witness_spec(s) for s in specs]
+
+
+def _witness_policy(keys: list[str] | None, minimum: int | None) -> WitnessPolicy | None:
+    """The k-of-n policy given on the command line, or ``None`` when no witness is required."""
+    from ecp.lineage.ledger._cosignature import WitnessPolicy
+
+    vkeys: list[str] = []
+    for k in keys or []:
+        path = Path(k)
+        try:
+            is_file = "+" not in k or path.is_file()
+        except (OSError, ValueError):
+            is_file = False
+        vkeys.append(_read(path, "witness key").decode().strip() if is_file else k)
+    if not vkeys:
+        if minimum:
+            raise CliError("--min-witnesses needs the witnesses' keys (--witness-key)")
+        return None
+    return WitnessPolicy.from_vkeys(vkeys, minimum)
+
+
+def _ledger_prover(db: str) -> ConsistencyProver:
+    from ecp.lineage.ledger._ledger import Ledger
+
+    def prove(old: int, new: int) -> list[bytes]:
+        with Ledger.open(db, create=False) as ledger:
+            return list(ledger.consistency_proof(old, new))
+
+    return prove
+
+
 def _trust(path: Path | None) -> TrustStore:
     # Without the trust store nobody can tell forged evidence from real.
     chosen = path or data_dir() / "keys" / "truststore.json"
@@ -156,13 +209,24 @@ def checkpoint(
     db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
     log_key: Annotated[Path | None, typer.Option("--log-key", help=_KEY_HELP)] = None,
     origin: Annotated[str, typer.Option("--origin", help=_ORIGIN_HELP)] = _DEFAULT_ORIGIN,
+    witness: Annotated[list[str] | None, typer.Option("--witness", help=_WITNESS_HELP)] = None,
 ) -> None:
-    """Sign a checkpoint of the current tree (refused if inconsistent with the last one)."""
+    """Sign a checkpoint of the current tree (refused if inconsistent with the last one).
+
+    With witnesses, each is asked to cosign it; the note printed carries their
+    cosignatures. Witnesses that cannot be reached do not stop the checkpoint:
+    it is then marked unwitnessed (said on stderr, exit code 0).
+    """
     from ecp.lineage.ledger._ledger import Ledger
 
     signer = Ed25519FileSigner.from_file(_log_key_path(log_key))
-    with Ledger.open(_url(db), origin=origin) as ledger:
+    clients = _witness_clients(witness)
+    with Ledger.open(_url(db), origin=origin, witnesses=clients) as ledger:
         signed = ledger.checkpoint(signer, origin)
+        if signed.witnessed is False:
+            records = ledger.witnessing(limit=len(clients))
+            why = "; ".join(f"{r.witness}: {r.outcome} ({r.detail[:120]})" for r in records)
+            typer.echo(f"warning: checkpoint is unwitnessed: {why}", err=True)
     typer.echo(signed.note, nl=False)
 
 
@@ -266,20 +330,125 @@ def verify_receipt_cmd(
     min_size: Annotated[
         int, typer.Option("--min-size", min=0, help="Reject checkpoints older than this tree size.")
     ] = 0,
+    witness_key: Annotated[
+        list[str] | None, typer.Option("--witness-key", help=_WITNESS_KEY_HELP)
+    ] = None,
+    min_witnesses: Annotated[
+        int | None, typer.Option("--min-witnesses", min=0, help=_MIN_WITNESSES_HELP)
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Where the newest checkpoint seen per log is remembered (default: "
+            "$ECP_CHECKPOINT_STATE, else ~/.config/ecp/checkpoints.json).",
+        ),
+    ] = None,
+    remember: Annotated[
+        bool,
+        typer.Option(
+            "--remember/--no-remember",
+            help="Check the receipt's checkpoint against the newest one seen before, "
+            "and remember the newer.",
+        ),
+    ] = True,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="The log's database, for a consistency proof when the receipt's "
+            "checkpoint differs in size from the one remembered.",
+        ),
+    ] = None,
 ) -> None:
     """Verify a receipt offline with the log's public key (no database needed).
 
     A verifier key names the log: its name must be --origin when given, and
-    the receipt must come from the log of that name.
+    the receipt must come from the log of that name. With --witness-key, the
+    checkpoint must carry cosignatures by --min-witnesses of them. The newest
+    checkpoint verified is remembered (as Go's checksum-database client
+    does): a receipt whose checkpoint does not extend it, or is not extended
+    by it, is refused as a fork of the log.
     """
+    from ecp.lineage.ledger._audit import CheckpointMemory, default_state_path
     from ecp.lineage.ledger._note import NoteVerifier
-    from ecp.lineage.ledger._receipt import verify_receipt
+    from ecp.lineage.ledger._receipt import Receipt, verify_receipt
 
     key = _parse_log_key(log_key, origin)
     if isinstance(key, NoteVerifier):
         origin = key.name
-    v = verify_receipt(_read(receipt, "receipt"), key, origin=origin, min_tree_size=min_size)
-    typer.echo(f"ok: entry {v.log_index} is in {v.origin} at tree size {v.tree_size}")
+    policy = _witness_policy(witness_key, min_witnesses)
+    parsed = Receipt.from_json(_read(receipt, "receipt"))
+    v = verify_receipt(parsed, key, origin=origin, min_tree_size=min_size)
+    cosigned = policy.check(parsed.checkpoint_note) if policy is not None else []
+    remembered = ""
+    if remember:
+        memory = CheckpointMemory(state or default_state_path())
+        before = memory.observe(
+            v.checkpoint, parsed.checkpoint_note, _ledger_prover(db) if db else None
+        )
+        remembered = f"; consistent with the checkpoint at size {before.size} seen before"
+    by = f", cosigned by {', '.join(c.name for c in cosigned)}" if cosigned else ""
+    typer.echo(
+        f"ok: entry {v.log_index} is in {v.origin} at tree size {v.tree_size}{by}{remembered}"
+    )
+
+
+@app.command("audit")
+@one_line_errors
+def audit(
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint",
+            help="A signed checkpoint kept from before (a note file, or a receipt JSON).",
+        ),
+    ],
+    db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
+    log_key: Annotated[
+        str | None,
+        typer.Option("--log-key", help=_VERIFY_KEY_HELP + " Default: <data dir>/keys/log.key."),
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None, typer.Option("--witness-key", help=_WITNESS_KEY_HELP)
+    ] = None,
+    min_witnesses: Annotated[
+        int | None, typer.Option("--min-witnesses", min=0, help=_MIN_WITNESSES_HELP)
+    ] = None,
+) -> None:
+    """Prove the log's current checkpoint consistent with a checkpoint kept before.
+
+    Both must be signed by the log's key; with --witness-key the current one
+    must also be cosigned by --min-witnesses of them. A log rewritten since
+    the saved checkpoint (an entry deleted or replaced, then re-signed) fails:
+    `ecp ledger verify` cannot see that, since the rewritten log is
+    self-consistent.
+    """
+    from ecp.lineage.ledger._audit import check_extends
+    from ecp.lineage.ledger._checkpoint import open_checkpoint
+    from ecp.lineage.ledger._ledger import Ledger
+    from ecp.lineage.ledger._receipt import Receipt
+
+    data = _read(checkpoint, "checkpoint")
+    saved_note = (
+        Receipt.from_json(data).checkpoint_note if data.lstrip().startswith(b"{") else data.decode()
+    )
+    key_arg = log_key if log_key is not None else str(_log_key_path(None))
+    policy = _witness_policy(witness_key, min_witnesses)
+    with Ledger.open(_url(db), create=False) as ledger:
+        latest = ledger.latest_checkpoint()
+        if latest is None:
+            raise CliError("the log has no checkpoint to audit")
+        key = _parse_log_key(key_arg, latest.checkpoint.origin)
+        saved, _ = open_checkpoint(saved_note, key, origin=latest.checkpoint.origin)
+        current, _ = open_checkpoint(latest.note, key, origin=latest.checkpoint.origin)
+        if policy is not None:
+            policy.check(latest.note)
+        check_extends(saved, current, lambda a, b: ledger.consistency_proof(a, b))
+    typer.echo(
+        f"ok: {current.origin} at size {current.size} extends the saved checkpoint "
+        f"at size {saved.size}"
+    )
 
 
 @app.command("key")
