@@ -128,6 +128,7 @@ def test_the_cli_remembered_checkpoint_catches_the_rewrite(
         db,
     )
     code, out, err = run(*args, str(old_receipt))
+    assert "ok:" in out
     assert code == 0, err
     forged = rewrite_log(files["db"], worker, log_signer, [], extra=extra)
     new_receipt = tmp_path / "new.json"
@@ -136,7 +137,7 @@ def test_the_cli_remembered_checkpoint_catches_the_rewrite(
     # The premise: each receipt verifies on its own.
     verify_receipt(new_receipt.read_bytes(), log_signer.public_key)
     verify_receipt(old_receipt.read_bytes(), log_signer.public_key)
-    code, out, err = run(*args, str(new_receipt))
+    code, _out, err = run(*args, str(new_receipt))
     assert code == 1
     assert "CheckpointForkError" in err
     # The remembered checkpoint is still the honest one.
