@@ -451,6 +451,30 @@ def audit(
     )
 
 
+@app.command("tiles")
+@one_line_errors
+def tiles(
+    out: Annotated[
+        Path, typer.Option("--dir", help="Directory to write (serve it as the log's prefix).")
+    ],
+    db: Annotated[str | None, typer.Option("--db", help=_DB_HELP)] = None,
+) -> None:
+    """Write the log as C2SP tlog-tiles: checkpoint, hash tiles and entry bundles.
+
+    Static files for any tile client or monitor (Go's sumdb/tlog reads them);
+    run it after each checkpoint. Full tiles are written once.
+    """
+    from ecp.lineage.ledger._ledger import Ledger
+    from ecp.lineage.ledger._tiles import write_tiles
+
+    with Ledger.open(_url(db), create=False) as ledger:
+        report = write_tiles(ledger, out)
+    typer.echo(
+        f"ok: size {report.size}, {report.tiles_written} tiles and "
+        f"{report.bundles_written} entry bundles written to {out}"
+    )
+
+
 @app.command("key")
 @one_line_errors
 def show_key(

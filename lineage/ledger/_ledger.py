@@ -471,6 +471,39 @@ class Ledger:
             )
         return out
 
+    def tree_hashes(self, size: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        """Stored hashes of perfect subtrees ``(level, index)`` within the first ``size`` entries.
+
+        For serving tiles: a level-``l`` tile hash is the subtree at level ``8·l``.
+
+        Raises:
+            EntryNotFoundError: ``size`` is beyond the log, or a subtree is not
+                within it.
+            TamperError: a stored hash is missing.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        for lv, ix in ids:
+            if lv < 0 or ix < 0 or (ix + 1) << lv > size:
+                raise EntryNotFoundError(f"subtree ({lv}, {ix}) is not within tree size {size}")
+        return self._fetch(size, ids)
+
+    def leaves(self, start: int, stop: int) -> list[bytes]:
+        """The stored leaf bytes of entries ``start`` to ``stop - 1``, in order.
+
+        Raises:
+            EntryNotFoundError: an entry in the range is missing.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(ENTRY.c.seq, ENTRY.c.envelope)
+                .where(ENTRY.c.seq >= start, ENTRY.c.seq < stop)
+                .order_by(ENTRY.c.seq)
+            ).all()
+        if [int(r.seq) for r in rows] != list(range(start, stop)):
+            raise EntryNotFoundError(f"entries {start} to {stop - 1} are not all in the log")
+        return [bytes(r.envelope) for r in rows]
+
     def _proof(self, size: int | None, planner: Callable[[int], list[list[NodeId]]]) -> list[Hash]:
         current = self._size_now() if size is None else size
         try:

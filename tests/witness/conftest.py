@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,3 +60,43 @@ def start_witness(tmp_path: Path, log_vkey: str) -> Iterator[StartWitness]:
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+GoBuild = Callable[[str], Path]
+_GOPATH = Path("/usr/share/gocode")
+
+
+@pytest.fixture(scope="session")
+def go_build(tmp_path_factory: pytest.TempPathFactory) -> GoBuild:
+    """Build ``tests/witness/<name>/main.go`` against Debian's golang.org/x/mod, offline.
+
+    GOPATH mode over /usr/share/gocode (packages golang-go and
+    golang-golang-x-mod-dev; scripts/system-packages.sh installs them). No
+    Go fails the test rather than skipping it: the interop claim would be
+    untested.
+    """
+    go = shutil.which("go")
+    if go is None or not (_GOPATH / "src/golang.org/x/mod/sumdb/note").is_dir():
+        pytest.fail(
+            "Go and golang.org/x/mod are needed to check the log against Go's sumdb: "
+            "apt-get install golang-go golang-golang-x-mod-dev (scripts/system-packages.sh)",
+            pytrace=False,
+        )
+    out_dir = tmp_path_factory.mktemp("go")
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",  # GOPATH mode: the Debian package is the library
+        "GOPATH": str(_GOPATH),
+        "GOPROXY": "off",
+        "GOFLAGS": "",
+        "GOCACHE": str(out_dir / "cache"),
+    }
+
+    def build(name: str) -> Path:
+        out = out_dir / name
+        if not out.exists():
+            source = Path(__file__).parent / name / "main.go"
+            subprocess.run([go, "build", "-o", str(out), str(source)], env=env, check=True)
+        return out
+
+    return build

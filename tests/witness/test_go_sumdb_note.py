@@ -1,15 +1,11 @@
 """Cosigned checkpoints verify with Go's golang.org/x/mod/sumdb/note (the reference).
 
-Built offline from the Debian packages golang-go and golang-golang-x-mod-dev
-(GOPATH mode over /usr/share/gocode; scripts/system-packages.sh installs
-them). Without Go this fails rather than skips: the interop claim would be
-untested.
+The Go program (gocheck/main.go) is built offline by the ``go_build`` fixture;
+without Go the test fails rather than skips.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,32 +17,12 @@ from ecp.lineage.ledger._cosignature import add_cosignatures, cosign, witness_ve
 from ecp.lineage.ledger._ledger import DEFAULT_ORIGIN
 from ecp.lineage.ledger._note import NoteSignature, NoteVerifier, parse_note
 from tests.lineage.support import make_envelope, open_unverified
-from tests.witness.conftest import StartWitness
-
-GOPATH = Path("/usr/share/gocode")
-SOURCE = Path(__file__).parent / "gocheck" / "main.go"
+from tests.witness.conftest import GoBuild, StartWitness
 
 
 @pytest.fixture(scope="module")
-def gocheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go")
-    if go is None or not (GOPATH / "src/golang.org/x/mod/sumdb/note").is_dir():
-        pytest.fail(
-            "Go and golang.org/x/mod are needed to check checkpoints against Go's sumdb/note: "
-            "apt-get install golang-go golang-golang-x-mod-dev (scripts/system-packages.sh)",
-            pytrace=False,
-        )
-    out = tmp_path_factory.mktemp("go") / "gocheck"
-    env = {
-        **os.environ,
-        "GO111MODULE": "off",  # GOPATH mode: the Debian package is the library
-        "GOPATH": str(GOPATH),
-        "GOPROXY": "off",
-        "GOFLAGS": "",
-        "GOCACHE": str(out.parent / "cache"),
-    }
-    subprocess.run([go, "build", "-o", str(out), str(SOURCE)], env=env, check=True)
-    return out
+def gocheck(go_build: GoBuild) -> Path:
+    return go_build("gocheck")
 
 
 def _go(gocheck: Path, tmp_path: Path, note: str, *vkeys: str) -> subprocess.CompletedProcess[str]:
