@@ -23,6 +23,9 @@ _TIMEOUT_S: Final = 30.0
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the body waits
+    # for the client's delayed ACK (tens of ms on every cosignature).
+    disable_nagle_algorithm = True
     server: WitnessServer
 
     def _send(self, answer: Answer) -> None:

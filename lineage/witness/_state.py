@@ -70,6 +70,13 @@ class WitnessState:
         if not db.is_file() or not (directory / KEY_FILE).is_file():
             raise WitnessError(f"{directory} holds no witness; run `ecp witness init` first")
         self._path = db
+        con = sqlite3.connect(db)
+        try:
+            # Once per open, not per request: WAL is a property of the file.
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+        finally:
+            con.close()
         self.signer = Ed25519FileSigner.from_file(directory / KEY_FILE)
         with self._connect() as con:
             row = con.execute("SELECT value FROM witness_meta WHERE key = 'name'").fetchone()
@@ -105,9 +112,7 @@ class WitnessState:
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE below).
         con = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")  # a cosigned head survives a power cut
-            con.executescript(_SCHEMA)
             yield con
         finally:
             con.close()
