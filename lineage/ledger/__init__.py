@@ -1,4 +1,4 @@
-"""The evidence ledger: Merkle log, signed and witnessed checkpoints, receipts, evidence, storage."""
+"""The evidence ledger: Merkle log, signed and witnessed checkpoints, receipts, evidence."""
 
 from __future__ import annotations
 
