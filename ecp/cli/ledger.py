@@ -381,17 +381,23 @@ def verify_receipt_cmd(
     parsed = Receipt.from_json(_read(receipt, "receipt"))
     v = verify_receipt(parsed, key, origin=origin, min_tree_size=min_size)
     cosigned = policy.check(parsed.checkpoint_note) if policy is not None else []
-    remembered = ""
+    by = f", cosigned by {', '.join(c.name for c in cosigned)}" if cosigned else ""
     if remember:
         memory = CheckpointMemory(state or default_state_path())
+        verifier = key if isinstance(key, NoteVerifier) else NoteVerifier.for_key(v.origin, key)
         before = memory.observe(
-            v.checkpoint, parsed.checkpoint_note, _ledger_prover(db) if db else None
+            f"{verifier.name}+{verifier.key_id:08x}",
+            v.checkpoint,
+            parsed.checkpoint_note,
+            _ledger_prover(db) if db else None,
         )
-        remembered = f"; consistent with the checkpoint at size {before.size} seen before"
-    by = f", cosigned by {', '.join(c.name for c in cosigned)}" if cosigned else ""
-    typer.echo(
-        f"ok: entry {v.log_index} is in {v.origin} at tree size {v.tree_size}{by}{remembered}"
-    )
+        if before is not None:
+            typer.echo(
+                f"consistent with the checkpoint at size {before.size} seen before "
+                f"(remembered in {memory.path})",
+                err=True,
+            )
+    typer.echo(f"ok: entry {v.log_index} is in {v.origin} at tree size {v.tree_size}{by}")
 
 
 @app.command("audit")

@@ -85,7 +85,12 @@ def default_state_path() -> Path:
 
 
 class CheckpointMemory:
-    """The newest checkpoint seen per origin, in a small JSON file."""
+    """The newest checkpoint seen per log, in a small JSON file.
+
+    A log is its origin and its key id (``log`` is ``origin+keyid``, the
+    head of its verifier key): two logs that share an origin under different
+    keys (tests, a key rotation the verifier chose) are remembered apart.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -103,17 +108,21 @@ class CheckpointMemory:
             raise CheckpointError(f"{self.path} is not a remembered-checkpoints file")
         return {str(k): v for k, v in logs.items()}
 
-    def latest(self, origin: str) -> Checkpoint | None:
-        """The newest checkpoint remembered for ``origin``.
+    def latest(self, log: str) -> Checkpoint | None:
+        """The newest checkpoint remembered for ``log``.
 
         Raises:
             CheckpointError: the file is unreadable or malformed.
         """
-        note = self._load().get(origin)
+        note = self._load().get(log)
         return None if note is None else Checkpoint.parse(parse_note(note).text)
 
-    def observe(self, cp: Checkpoint, note: str, prove: ConsistencyProver | None) -> Checkpoint:
-        """Check ``cp`` against the remembered one and remember the newer; return the old.
+    def observe(
+        self, log: str, cp: Checkpoint, note: str, prove: ConsistencyProver | None
+    ) -> Checkpoint | None:
+        """Check ``cp`` of ``log`` against the remembered one; remember the newer.
+
+        Returns the checkpoint remembered before, or ``None`` on first sight.
 
         ``note`` must already be verified by the caller (log signature and any
         witness policy): only verified checkpoints are remembered.
@@ -125,16 +134,16 @@ class CheckpointMemory:
                 or the file cannot be read or written.
         """
         logs = self._load()
-        known_note = logs.get(cp.origin)
+        known_note = logs.get(log)
         if known_note is None:
-            logs[cp.origin] = note
+            logs[log] = note
             self._store(logs)
-            return cp
+            return None
         known = Checkpoint.parse(parse_note(known_note).text)
         if cp.size >= known.size:
             check_extends(known, cp, prove)
             if cp.size > known.size:
-                logs[cp.origin] = note
+                logs[log] = note
                 self._store(logs)
         else:
             check_extends(cp, known, prove)
