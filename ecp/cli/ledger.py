@@ -530,12 +530,18 @@ def checkpoints(
 ) -> None:
     """List the stored signed checkpoints, newest first: id, size, root hash, time.
 
-    Read as stored; `ecp ledger verify` checks their signatures and roots.
+    With witnesses configured, each line also says who cosigned it, or that
+    it is unwitnessed. Read as stored; `ecp ledger verify` checks their
+    signatures and roots.
     """
     from ecp.lineage.ledger._ledger import Ledger
 
     with Ledger.open(_url(db), create=False) as ledger:
         rows = ledger.stored_checkpoints(limit)
+        # What the witnesses answered, per checkpoint (newest answer first).
+        answers: dict[int, dict[str, str]] = {}
+        for rec in ledger.witnessing(limit=1000):
+            answers.setdefault(rec.checkpoint_id, {}).setdefault(rec.witness, rec.outcome)
     if as_json:
         _emit(
             [
@@ -546,6 +552,9 @@ def checkpoints(
                     "rootHash": base64.b64encode(r.checkpoint.root_hash).decode(),
                     "createdAt": r.created_at.isoformat(),
                     "note": r.note,
+                    "witnessing": [
+                        {"witness": w, "outcome": o} for w, o in answers.get(r.id, {}).items()
+                    ],
                 }
                 for r in rows
             ]
@@ -557,4 +566,11 @@ def checkpoints(
     for r in rows:
         cp = r.checkpoint
         root = base64.b64encode(cp.root_hash).decode()
-        typer.echo(f"#{r.id:<5} size {cp.size:<8} root {root}  {r.created_at.isoformat()}")
+        got = answers.get(r.id, {})
+        mark = ""
+        if got:
+            ok = sorted(w for w, o in got.items() if o == "cosigned")
+            mark = f"  witnessed by {', '.join(ok)}" if ok else "  unwitnessed"
+            if ok and len(ok) < len(got):
+                mark += f" ({len(got) - len(ok)} of {len(got)} did not cosign)"
+        typer.echo(f"#{r.id:<5} size {cp.size:<8} root {root}  {r.created_at.isoformat()}{mark}")
