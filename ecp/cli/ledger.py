@@ -155,6 +155,30 @@ def _ledger_prover(db: str) -> ConsistencyProver:
     return prove
 
 
+def _tiles_prover(prefix: str) -> ConsistencyProver:
+    from ecp.lineage.ledger._tiles import TileReader
+
+    reader = TileReader(prefix)
+
+    def prove(old: int, new: int) -> list[bytes]:
+        _, served = reader.checkpoint()
+        return list(reader.consistency_proof(old, new, served.size))
+
+    return prove
+
+
+def _prover(db: str | None, tiles: str | None) -> ConsistencyProver | None:
+    if db and tiles:
+        raise CliError("give --db or --tiles, not both")
+    return _ledger_prover(db) if db else _tiles_prover(tiles) if tiles else None
+
+
+_TILES_HELP = (
+    "The log served as C2SP tlog-tiles (a directory or an http(s):// prefix), "
+    "for consistency proofs."
+)
+
+
 def _trust(path: Path | None) -> TrustStore:
     # Without the trust store nobody can tell forged evidence from real.
     chosen = path or data_dir() / "keys" / "truststore.json"
@@ -360,6 +384,7 @@ def verify_receipt_cmd(
             "checkpoint differs in size from the one remembered.",
         ),
     ] = None,
+    tiles: Annotated[str | None, typer.Option("--tiles", help=_TILES_HELP)] = None,
 ) -> None:
     """Verify a receipt offline with the log's public key (no database needed).
 
@@ -389,7 +414,7 @@ def verify_receipt_cmd(
             f"{verifier.name}+{verifier.key_id:08x}",
             v.checkpoint,
             parsed.checkpoint_note,
-            _ledger_prover(db) if db else None,
+            _prover(db, tiles),
         )
         if before is not None:
             typer.echo(
@@ -421,6 +446,12 @@ def audit(
     min_witnesses: Annotated[
         int | None, typer.Option("--min-witnesses", min=0, help=_MIN_WITNESSES_HELP)
     ] = None,
+    tiles: Annotated[
+        str | None,
+        typer.Option(
+            "--tiles", help="Audit the log as served in C2SP tlog-tiles (directory or URL)."
+        ),
+    ] = None,
 ) -> None:
     """Prove the log's current checkpoint consistent with a checkpoint kept before.
 
@@ -441,16 +472,30 @@ def audit(
     )
     key_arg = log_key if log_key is not None else str(_log_key_path(None))
     policy = _witness_policy(witness_key, min_witnesses)
-    with Ledger.open(_url(db), create=False) as ledger:
-        latest = ledger.latest_checkpoint()
-        if latest is None:
-            raise CliError("the log has no checkpoint to audit")
-        key = _parse_log_key(key_arg, latest.checkpoint.origin)
-        saved, _ = open_checkpoint(saved_note, key, origin=latest.checkpoint.origin)
-        current, _ = open_checkpoint(latest.note, key, origin=latest.checkpoint.origin)
+    if tiles is not None:
+        from ecp.lineage.ledger._tiles import TileReader
+
+        if db is not None:
+            raise CliError("give --db or --tiles, not both")
+        reader = TileReader(tiles)
+        latest_note, served = reader.checkpoint()
+        key = _parse_log_key(key_arg, served.origin)
+        saved, _ = open_checkpoint(saved_note, key, origin=served.origin)
+        current, _ = open_checkpoint(latest_note, key, origin=served.origin)
         if policy is not None:
-            policy.check(latest.note)
-        check_extends(saved, current, lambda a, b: ledger.consistency_proof(a, b))
+            policy.check(latest_note)
+        check_extends(saved, current, lambda a, b: reader.consistency_proof(a, b, served.size))
+    else:
+        with Ledger.open(_url(db), create=False) as ledger:
+            latest = ledger.latest_checkpoint()
+            if latest is None:
+                raise CliError("the log has no checkpoint to audit")
+            key = _parse_log_key(key_arg, latest.checkpoint.origin)
+            saved, _ = open_checkpoint(saved_note, key, origin=latest.checkpoint.origin)
+            current, _ = open_checkpoint(latest.note, key, origin=latest.checkpoint.origin)
+            if policy is not None:
+                policy.check(latest.note)
+            check_extends(saved, current, lambda a, b: ledger.consistency_proof(a, b))
     typer.echo(
         f"ok: {current.origin} at size {current.size} extends the saved checkpoint "
         f"at size {saved.size}"

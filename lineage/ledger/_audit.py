@@ -45,6 +45,7 @@ def check_extends(old: Checkpoint, new: Checkpoint, prove: ConsistencyProver | N
         CheckpointForkError: another origin, a smaller tree, equal sizes with
             different roots, or a consistency proof that does not verify.
         CheckpointError: the sizes differ and no ``prove`` source was given.
+        LineageError: the ``prove`` source could not give a proof.
     """
     if old.origin != new.origin:
         raise CheckpointForkError(f"checkpoints of two logs: {old.origin!r} and {new.origin!r}")
@@ -65,10 +66,12 @@ def check_extends(old: Checkpoint, new: Checkpoint, prove: ConsistencyProver | N
             f"cannot check size {new.size} against the size {old.size} seen before without "
             "a consistency proof; give the log's database or tiles"
         )
+    # A source that cannot answer (unreachable, too old) raises its own error:
+    # that refuses too, but it is not evidence of a fork.
+    proof = list(prove(old.size, new.size))
     try:
-        proof = list(prove(old.size, new.size))
         verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
-    except (ProofError, CheckpointError) as exc:
+    except ProofError as exc:
         raise CheckpointForkError(
             f"log {new.origin!r} at size {new.size} does not extend the checkpoint at size "
             f"{old.size} seen before: its history was rewritten ({exc})"

@@ -20,21 +20,26 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ecp.lineage.ledger._checkpoint import SignedCheckpoint
-from ecp.lineage.ledger.errors import LedgerError
+from ecp.lineage.ledger._checkpoint import Checkpoint, SignedCheckpoint
+from ecp.lineage.ledger._merkle import HASH_SIZE, Hash, NodeId, consistency_proof, node_hash
+from ecp.lineage.ledger._note import parse_note
+from ecp.lineage.ledger.errors import CheckpointError, LedgerError
 
 if TYPE_CHECKING:
     from ecp.lineage.ledger._ledger import Ledger
 
 __all__ = [
+    "MAX_TILE_BYTES",
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "TileId",
+    "TileReader",
     "TilesReport",
     "encode_index",
     "tile_path",
@@ -46,6 +51,9 @@ TILE_HEIGHT: Final = 8
 TILE_WIDTH: Final = 1 << TILE_HEIGHT
 #: Entry bundles prefix each entry with a uint16 length.
 _MAX_ENTRY: Final = 0xFFFF
+#: A hash tile is at most 256 hashes; a checkpoint far less.
+MAX_TILE_BYTES: Final = TILE_WIDTH * HASH_SIZE
+_HTTP_TIMEOUT_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -157,3 +165,95 @@ def write_tiles(
             bundles += 1
     _write(directory / "checkpoint", cp.note.encode("utf-8"))
     return TilesReport(size, tiles, bundles)
+
+
+class TileReader:
+    """Reads a tiled log (a directory or an ``http(s)://`` prefix) to compute proofs.
+
+    Nothing read here is trusted: the checkpoint is returned for the caller
+    to verify, and proofs computed from tiles are checked against signed
+    roots, so a log serving wrong tiles only makes its own proofs fail.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self._cache: dict[str, bytes] = {}
+
+    def _read(self, path: str, limit: int) -> bytes:
+        if path in self._cache:
+            return self._cache[path]
+        try:
+            if self.prefix.startswith(("http://", "https://")):
+                with urllib.request.urlopen(  # noqa: S310 - scheme checked above
+                    f"{self.prefix}/{path}", timeout=_HTTP_TIMEOUT_S
+                ) as resp:
+                    data = bytes(resp.read(limit + 1))
+            else:
+                with (Path(self.prefix) / path).open("rb") as fh:
+                    data = fh.read(limit + 1)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {path} from {self.prefix}: {exc}") from exc
+        if len(data) > limit:
+            raise CheckpointError(f"{path} from {self.prefix} is larger than {limit} bytes")
+        self._cache[path] = data
+        return data
+
+    def checkpoint(self) -> tuple[str, Checkpoint]:
+        """The served checkpoint note (unverified) and its parsed body.
+
+        Raises:
+            CheckpointError: unreadable; MalformedNoteError,
+                MalformedCheckpointError: malformed.
+        """
+        note = self._read("checkpoint", 64 * 1024).decode("utf-8", "replace")
+        return note, Checkpoint.parse(parse_note(note).text)
+
+    def _tile_hashes(self, size: int, level: int, index: int) -> list[bytes]:
+        span = size >> (TILE_HEIGHT * level)
+        width = TILE_WIDTH if index < span // TILE_WIDTH else span % TILE_WIDTH
+        if width == 0:
+            raise CheckpointError(f"tile {level}/{index} is not part of a tree of size {size}")
+        data = self._read(tile_path(level, index, width), MAX_TILE_BYTES)
+        if len(data) != width * HASH_SIZE:
+            raise CheckpointError(f"tile {tile_path(level, index, width)} has the wrong length")
+        return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+    def node_hashes(self, size: int, ids: Sequence[NodeId]) -> Mapping[NodeId, bytes]:
+        """Hashes of perfect subtrees ``(level, index)`` of the tree of ``size``, from tiles.
+
+        A subtree at level ``h`` is the root of ``2**(h mod 8)`` consecutive
+        hashes of tile level ``h // 8``.
+        """
+        out: dict[NodeId, bytes] = {}
+        for h, i in ids:
+            lvl, r = divmod(h, TILE_HEIGHT)
+            first = i << r  # position among the tile level's hashes
+            hashes: list[bytes] = []
+            pos = first
+            while pos < first + (1 << r):
+                tile = self._tile_hashes(size, lvl, pos // TILE_WIDTH)
+                take = min(first + (1 << r), (pos // TILE_WIDTH + 1) * TILE_WIDTH) - pos
+                start = pos % TILE_WIDTH
+                hashes.extend(tile[start : start + take])
+                pos += take
+            if len(hashes) != 1 << r:
+                raise CheckpointError(f"tiles do not hold subtree ({h}, {i})")
+            out[(h, i)] = hashes[0] if r == 0 else _perfect_root(hashes)
+        return out
+
+    def consistency_proof(self, old: int, new: int, served_size: int) -> list[Hash]:
+        """A consistency proof from ``old`` to ``new`` (both at most ``served_size``)."""
+        if new > served_size:
+            raise CheckpointError(
+                f"the tiles serve a tree of size {served_size}, not {new}: cannot prove size {new}"
+            )
+        return consistency_proof(old, new, lambda ids: self.node_hashes(served_size, ids))
+
+
+def _perfect_root(hashes: list[bytes]) -> Hash:
+    # A power-of-two run of subtree roots, paired up level by level (they are
+    # nodes already, so no leaf hashing).
+    level = hashes
+    while len(level) > 1:
+        level = [node_hash(level[k], level[k + 1]) for k in range(0, len(level), 2)]
+    return Hash(level[0])

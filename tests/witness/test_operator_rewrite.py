@@ -8,7 +8,12 @@ test here is one of the places that must catch the rewrite anyway.
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,8 +26,9 @@ from ecp.lineage.ledger._cosignature import WitnessPolicy
 from ecp.lineage.ledger._ledger import DEFAULT_ORIGIN
 from ecp.lineage.ledger._note import NoteVerifier
 from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.lineage.ledger._tiles import write_tiles
 from ecp.lineage.ledger.errors import WitnessQuorumError
-from tests.lineage.support import trust_of
+from tests.lineage.support import make_envelope, trust_of
 from tests.witness.conftest import StartWitness
 from tests.witness.support import PAYOUT, SIZE, build_log, rewrite_log
 
@@ -163,3 +169,64 @@ def test_verify_receipt_requires_k_of_n_witnesses(
     code, out, err = run(*base, "--witness-key", w0, "--witness-key", w1, str(receipt))
     assert code == 1
     assert "WitnessQuorumError" in err
+
+
+@pytest.fixture
+def http_tiles(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A plain static web server over a tiles directory (any server would do)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/log"
+    server.shutdown()
+    server.server_close()
+
+
+def test_tiles_served_over_http_are_a_proof_source_and_catch_the_rewrite(
+    files: dict[str, Path], tmp_path: Path, worker, log_signer, http_tiles: tuple[Path, str]
+) -> None:
+    root, url = http_tiles
+    state = tmp_path / "state.json"
+    honest = build_log(files["db"], worker, log_signer, [])
+    first = tmp_path / "first.json"
+    first.write_bytes(honest.receipt(PAYOUT).to_json())
+    saved = tmp_path / "saved.note"
+    cp = honest.latest_checkpoint()
+    assert cp is not None
+    saved.write_text(cp.note)
+    # The honest log grows; its tiles are published; a newer receipt is checked
+    # against the remembered checkpoint with a proof computed from the tiles.
+    honest.append_many([make_envelope(i, worker) for i in range(SIZE, SIZE + 300)])
+    honest.checkpoint(log_signer)
+    write_tiles(honest, root / "log")
+    later = tmp_path / "later.json"
+    later.write_bytes(honest.receipt(SIZE + 280).to_json())
+    honest.close()
+    pub = str(files["pub"])
+    args = ("ledger", "verify-receipt", "--log-key", pub, "--state", str(state), "--tiles", url)
+    assert run(*args, str(first))[0] == 0
+    code, _, err = run(*args, str(later))
+    assert code == 0, err
+    assert "seen before" in err
+    code, out, err = run(
+        "ledger", "audit", "--checkpoint", str(saved), "--tiles", url, "--log-key", pub
+    )
+    assert code == 0, err
+    assert out.startswith(f"ok: ecp.local/ledger at size {SIZE + 300} extends")
+    # The operator rebuilds the log with the payout replaced, re-signs and republishes.
+    forged = rewrite_log(files["db"], worker, log_signer, [], extra=400)
+    shutil.rmtree(root / "log")
+    write_tiles(forged, root / "log")
+    forged_receipt = tmp_path / "forged.json"
+    forged_receipt.write_bytes(forged.receipt(SIZE + 350).to_json())
+    forged.close()
+    code, _, err = run(
+        "ledger", "audit", "--checkpoint", str(saved), "--tiles", url, "--log-key", pub
+    )
+    assert code == 1
+    assert "CheckpointForkError" in err
+    code, _, err = run(*args, str(forged_receipt))
+    assert code == 1
+    assert "CheckpointForkError" in err
