@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 from ecp.authority._keys import Ed25519FileSigner
 from ecp.cli import app
 from ecp.lineage.ledger._merkle import leaf_hash
-from ecp.lineage.ledger._tiles import TileId, encode_index, tile_path, tiles_for_size, write_tiles
+from ecp.lineage.ledger._tiles import (
+    TileId,
+    TileReader,
+    encode_index,
+    tile_path,
+    tiles_for_size,
+    write_tiles,
+)
 from tests.lineage.support import make_envelope, open_unverified
 from tests.witness.conftest import GoBuild
 
@@ -107,3 +114,20 @@ def test_go_sumdb_tlog_reads_the_tiles(
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"ok {size}"
+
+
+def test_consistency_proofs_from_tiles_equal_the_ledgers(
+    tmp_path: Path, worker: Ed25519FileSigner, log_signer: Ed25519FileSigner
+) -> None:
+    ledger = open_unverified(f"sqlite:///{tmp_path / 'log.db'}")
+    ledger.append_many([make_envelope(i, worker) for i in range(600)])
+    ledger.checkpoint(log_signer)
+    write_tiles(ledger, tmp_path / "tiles")
+    reader = TileReader(str(tmp_path / "tiles"))
+    _, served = reader.checkpoint()
+    assert served.size == 600
+    for old, new in [(1, 2), (3, 600), (255, 256), (256, 257), (100, 513), (511, 599), (600, 600)]:
+        assert reader.consistency_proof(old, new, 600) == ledger.consistency_proof(old, new), (
+            old,
+            new,
+        )
