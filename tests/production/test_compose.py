@@ -121,9 +121,7 @@ def test_values_parse_as_settings(compose: dict[str, Any], monkeypatch: pytest.M
     for name in ECP_SERVICES:
         env = _env(compose, name)
         # Compose interpolates ${VAR:-default}; take the default here.
-        values = {
-            k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) for k, v in env.items()
-        }
+        values = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
         for k, v in values.items():
             monkeypatch.setenv(k, v)
         s = load_settings()

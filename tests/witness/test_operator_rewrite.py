@@ -54,7 +54,11 @@ def files(
 
 @pytest.mark.parametrize("extra", [0, 3], ids=["same-size", "grown"])
 def test_the_witness_refuses_to_cosign_the_rewritten_log(
-    files: dict[str, Path], worker, log_signer, start_witness: StartWitness, extra: int
+    files: dict[str, Path],
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    start_witness: StartWitness,
+    extra: int,
 ) -> None:
     server, client = start_witness("witness.example/w1")
     honest = build_log(files["db"], worker, log_signer, [client])
@@ -78,7 +82,11 @@ def test_the_witness_refuses_to_cosign_the_rewritten_log(
 
 @pytest.mark.parametrize("extra", [0, 3], ids=["same-size", "grown"])
 def test_audit_against_a_saved_checkpoint_catches_the_rewrite(
-    files: dict[str, Path], tmp_path: Path, worker, log_signer, extra: int
+    files: dict[str, Path],
+    tmp_path: Path,
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    extra: int,
 ) -> None:
     honest = build_log(files["db"], worker, log_signer, [])
     saved = tmp_path / "saved.note"
@@ -115,7 +123,11 @@ def test_audit_against_a_saved_checkpoint_catches_the_rewrite(
 
 @pytest.mark.parametrize("extra", [0, 3], ids=["same-size", "grown"])
 def test_the_cli_remembered_checkpoint_catches_the_rewrite(
-    files: dict[str, Path], tmp_path: Path, worker, log_signer, extra: int
+    files: dict[str, Path],
+    tmp_path: Path,
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    extra: int,
 ) -> None:
     state = tmp_path / "state" / "checkpoints.json"
     honest = build_log(files["db"], worker, log_signer, [])
@@ -152,7 +164,11 @@ def test_the_cli_remembered_checkpoint_catches_the_rewrite(
 
 
 def test_verify_receipt_requires_k_of_n_witnesses(
-    files: dict[str, Path], tmp_path: Path, worker, log_signer, start_witness: StartWitness
+    files: dict[str, Path],
+    tmp_path: Path,
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    start_witness: StartWitness,
 ) -> None:
     clients = [start_witness(f"w{i}.example/witness")[1] for i in range(2)]
     honest = build_log(files["db"], worker, log_signer, clients[:1])
@@ -185,7 +201,11 @@ def http_tiles(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def test_tiles_served_over_http_are_a_proof_source_and_catch_the_rewrite(
-    files: dict[str, Path], tmp_path: Path, worker, log_signer, http_tiles: tuple[Path, str]
+    files: dict[str, Path],
+    tmp_path: Path,
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    http_tiles: tuple[Path, str],
 ) -> None:
     root, url = http_tiles
     state = tmp_path / "state.json"

@@ -7,6 +7,7 @@ import http.client
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,7 +41,7 @@ def _post(url: str, body: bytes) -> tuple[int, str, bytes]:
         conn.close()
 
 
-def _request(old: int, proof: list[bytes], note: str) -> bytes:
+def _request(old: int, proof: Sequence[bytes], note: str) -> bytes:
     lines = "".join(base64.b64encode(h).decode() + "\n" for h in proof)
     return f"old {old}\n{lines}\n{note}".encode()
 
@@ -113,7 +114,9 @@ def test_state_survives_restart_and_never_goes_back(
     directory = tmp_path / "w"
     state = WitnessState.init(directory, "witness.example/w1")
     state.add_log(log_vkey)
-    client_for = lambda url: WitnessClient(url, state.verifier)  # noqa: E731
+
+    def client_for(url: str) -> WitnessClient:
+        return WitnessClient(url, state.verifier)
 
     def start() -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen(
