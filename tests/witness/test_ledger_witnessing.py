@@ -16,18 +16,27 @@ from ecp.lineage.witness._client import WitnessClient
 from ecp.lineage.witness._server import WitnessServer
 from ecp.lineage.witness._state import WitnessState
 from ecp.lineage.witness._witness import Witness
+from tests.lineage.conftest import pg_database, pg_url  # noqa: F401 (PostgreSQL fixtures)
 from tests.lineage.support import make_envelope, open_unverified
 from tests.witness.conftest import StartWitness
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_each_checkpoint_is_cosigned_by_every_witness(
     tmp_path: Path,
     worker: Ed25519FileSigner,
     log_signer: Ed25519FileSigner,
     start_witness: StartWitness,
+    request: pytest.FixtureRequest,
+    backend: str,
 ) -> None:
     clients = [start_witness(f"w{i}.example/witness")[1] for i in range(3)]
-    ledger = open_unverified(f"sqlite:///{tmp_path / 'log.db'}", witnesses=clients)
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    ledger = open_unverified(url, witnesses=clients)
     policy = WitnessPolicy(tuple(c.verifier for c in clients), 3)
     for step in range(3):
         ledger.append_many([make_envelope(step * 10 + i, worker) for i in range(7)])
