@@ -26,6 +26,9 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the body waits
     # for the client's delayed ACK (tens of ms on every cosignature).
     disable_nagle_algorithm = True
+    # Per-connection socket timeout: an idle or trickling client cannot hold
+    # a thread for ever.
+    timeout = _TIMEOUT_S
     server: WitnessServer
 
     def _send(self, answer: Answer) -> None:
@@ -84,7 +87,6 @@ class WitnessServer(ThreadingHTTPServer):
         self.witness = witness
         self.prefix = prefix.rstrip("/")
         super().__init__(address, _Handler)
-        self.timeout = _TIMEOUT_S
 
     @property
     def url(self) -> str:

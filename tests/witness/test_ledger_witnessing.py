@@ -109,3 +109,26 @@ def test_log_learns_the_witness_size_from_a_409(
     cp = second.checkpoint(log_signer)
     assert cp.witnessed is True
     assert len(cosignatures(cp.note, [client.verifier])) == 1
+
+
+def test_automatic_checkpoints_on_append_are_witnessed(
+    tmp_path: Path,
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    start_witness: StartWitness,
+) -> None:
+    _, client = start_witness("witness.example/w1")
+    ledger = open_unverified(
+        f"sqlite:///{tmp_path / 'log.db'}",
+        witnesses=[client],
+        checkpoint_signer=log_signer,
+        checkpoint_every=4,
+    )
+    results = ledger.append_many([make_envelope(i, worker) for i in range(4)])
+    cp = results[-1].checkpoint
+    assert cp is not None
+    assert cp.witnessed is True
+    assert len(cosignatures(cp.note, [client.verifier])) == 1
+    stored = ledger.latest_checkpoint()
+    assert stored is not None
+    assert stored.note == cp.note
