@@ -38,6 +38,7 @@ from ecp.authority._replay import SqlReplayGuard
 from ecp.authority._truststore import TrustStore
 from ecp.authority.errors import PolicyBundleError
 from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.witness._client import parse_witness_spec
 from ecp.workflows._models import TaskQueues
 from ecp.workflows._plugin import EcpPlugin
 
@@ -135,8 +136,13 @@ def build_plugin(
     # Traced and measured; with no OTel exporter configured that is a no-op.
     # Appends must be signed by a worker-role key the deployment trusts, so
     # nobody with database access alone can slip evidence in through ECP.
+    # Witnesses (ECP_WITNESSES) are asked to cosign each checkpoint the
+    # prove step signs; unreachable ones leave it unwitnessed, not refused.
     ledger = ledger or ObservedLedger.open(
-        settings.db_url, origin=settings.log_origin, trust=trust()
+        settings.db_url,
+        origin=settings.log_origin,
+        trust=trust(),
+        witnesses=[parse_witness_spec(w) for w in settings.witness_specs],
     )
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)
     authority_acts: list[Callable[..., object]] = []

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     policy_bundle: Path | None = Field(None, description="Cedar policy bundle directory")
     database_url: str | None = Field(None, description="ledger/replay database URL")
     log_origin: str = Field("ecp.local/ledger", description="checkpoint origin line")
+    witnesses: str = Field(
+        "",
+        description=(
+            "comma-separated witnesses asked to cosign each checkpoint, each "
+            "VKEY@URL (the witness's verifier key, its tlog-witness submission prefix)"
+        ),
+    )
     grant_ttl_seconds: float = Field(300.0, gt=0, description="grant validity window")
     accepted_policy_digests: str = Field(
         "",
@@ -208,6 +215,25 @@ class Settings(BaseSettings):
     def governed_action_names(self) -> frozenset[str]:
         """Activity types governed by name (``ECP_GOVERNED_ACTIONS``)."""
         return frozenset(a.strip() for a in self.governed_actions.split(",") if a.strip())
+
+    @field_validator("witnesses")
+    @classmethod
+    def _witnesses(cls, v: str) -> str:
+        # Parsed at start so a typo names the setting, not the first checkpoint.
+        from ecp.lineage.ledger.errors import VerifierKeyError
+        from ecp.lineage.witness._client import parse_witness_spec
+
+        for item in filter(None, (w.strip() for w in v.split(","))):
+            try:
+                parse_witness_spec(item)
+            except VerifierKeyError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def witness_specs(self) -> list[str]:
+        """The configured witnesses, one ``VKEY@URL`` each (``ECP_WITNESSES``)."""
+        return [w.strip() for w in self.witnesses.split(",") if w.strip()]
 
     @field_validator("temporal_address")
     @classmethod

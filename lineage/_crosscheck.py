@@ -42,9 +42,10 @@ from ecp.authority._verify import ExpectedCall, verify_grant
 from ecp.authority.errors import AuthorityError
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph._history import RunHistory
+from ecp.lineage.ledger._cosignature import WitnessPolicy
 from ecp.lineage.ledger._evidence import parse_evidence, verify_evidence_signature
 from ecp.lineage.ledger._ledger import Ledger
-from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.lineage.ledger._receipt import Receipt, verify_receipt
 from ecp.lineage.ledger._store import ENTRY
 from ecp.lineage.ledger.errors import (
     EvidenceError,
@@ -87,6 +88,9 @@ class Violation:
     #: A prove step reported a receipt or an outcome the ledger does not hold
     #: (a rogue poller answered it, or its record was never written).
     PROOF_NOT_IN_LOG = "proof_not_in_log"
+    #: The receipt's checkpoint lacks the cosignatures the caller's witness
+    #: policy requires (unwitnessed, or a fork no honest witness cosigned).
+    UNWITNESSED = "checkpoint_unwitnessed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +210,16 @@ class _Context:
     trust: TrustStore
     log_key: Ed25519PublicKey
     origin: str | None
+    witnesses: WitnessPolicy | None = None
+
+    def check_witnesses(self, note: str, problems: list[str]) -> None:
+        """Add a violation when the checkpoint lacks the required cosignatures."""
+        if self.witnesses is None:
+            return
+        try:
+            self.witnesses.check(note)
+        except LineageError as exc:
+            problems.append(f"{Violation.UNWITNESSED}: {exc}")
 
 
 def _is_governed(x: _Execution, governed_types: frozenset[str], ledger: Ledger) -> bool:
@@ -315,6 +329,7 @@ def _check_evidence(x: _Execution, grant_id: str, ctx: _Context) -> tuple[str, i
     try:
         receipt = ctx.ledger.receipt(idx)
         verify_receipt(receipt, ctx.log_key, origin=ctx.origin)
+        ctx.check_witnesses(receipt.checkpoint_note, problems)
     except NoCheckpointError as exc:
         problems.append(f"{Violation.NO_CHECKPOINT}: {exc}")
     except (ReceiptError, ProofError, NoteError) as exc:
@@ -473,6 +488,7 @@ def cross_check(
     log_key: Ed25519PublicKey,
     origin: str | None = None,
     governed_types: Iterable[str] = (),
+    witnesses: WitnessPolicy | None = None,
 ) -> CrossCheckReport:
     """Cross-check every governed activity execution against its grant and evidence.
 
@@ -487,13 +503,15 @@ def cross_check(
         log_key: The log's public key, for receipts.
         origin: The log origin receipts must name.
         governed_types: Activity types known to be governed.
+        witnesses: Trusted witnesses and how many must have cosigned each
+            receipt's checkpoint; fewer is a ``checkpoint_unwitnessed`` violation.
 
     Raises:
         LedgerUnavailableError: the ledger cannot be read.
     """
     runs = list(histories)
     types = frozenset(governed_types)
-    ctx = _Context(ledger, trust, log_key, origin)
+    ctx = _Context(ledger, trust, log_key, origin, witnesses)
     findings: list[Finding] = []
     for h in runs:
         executions, _ = _executions(h)
@@ -575,6 +593,7 @@ def _prove_finding(
     if isinstance(receipt, str) and receipt:
         try:
             v = verify_receipt(receipt, ctx.log_key, origin=ctx.origin)
+            ctx.check_witnesses(Receipt.from_json(receipt).checkpoint_note, problems)
             if idx is None or v.log_index != idx:
                 problems.append(
                     f"{Violation.PROOF_NOT_IN_LOG}: the receipt names entry {v.log_index}, "

@@ -29,7 +29,19 @@ def _root(
 
 def _register() -> None:
     # Each area owns its module; they are added here and nowhere else.
-    from ecp.cli import config, console, grant, halt, keys, ledger, lineage, ops, policy, run
+    from ecp.cli import (
+        config,
+        console,
+        grant,
+        halt,
+        keys,
+        ledger,
+        lineage,
+        ops,
+        policy,
+        run,
+        witness,
+    )
 
     app.add_typer(keys.app, name="keys")
     app.add_typer(policy.app, name="policy")
@@ -37,6 +49,7 @@ def _register() -> None:
     app.add_typer(ledger.app, name="ledger")
     app.add_typer(lineage.app, name="lineage")
     app.add_typer(config.app, name="config")
+    app.add_typer(witness.app, name="witness")
     run.register(app)
     console.register(app)
     ops.register(app)

@@ -22,6 +22,7 @@ from ecp.cli._common import one_line_errors
 from ecp.lineage._crosscheck import CrossCheckReport, Finding, GovernanceStatus
 from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.graph._history import RunHistory
+from ecp.lineage.ledger._cosignature import WitnessPolicy
 
 __all__ = [
     "AuditResult",
@@ -96,7 +97,9 @@ def load_lineage(
     return histories, build_graph(histories)
 
 
-def _cross_check(settings: Settings, histories: list[RunHistory]) -> CrossCheckReport:
+def _cross_check(
+    settings: Settings, histories: list[RunHistory], witnesses: WitnessPolicy | None = None
+) -> CrossCheckReport:
     from ecp._keyring import KeyFiles
     from ecp.authority._keys import load_public_key
     from ecp.authority._truststore import TrustStore
@@ -113,6 +116,7 @@ def _cross_check(settings: Settings, histories: list[RunHistory]) -> CrossCheckR
             log_key=log_key,
             origin=settings.log_origin,
             governed_types=governed_activity_types(),
+            witnesses=witnesses,
         )
 
 
@@ -195,16 +199,35 @@ def verify(
         bool, typer.Option("--follow-children", help=_CHILDREN_HELP)
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness-key",
+            help="A trusted witness's verifier key (`ecp witness key`); repeat for several.",
+        ),
+    ] = None,
+    min_witnesses: Annotated[
+        int | None,
+        typer.Option(
+            "--min-witnesses",
+            min=0,
+            help="How many trusted witnesses must have cosigned each receipt's checkpoint "
+            "(default: all given).",
+        ),
+    ] = None,
 ) -> None:
     """Cross-check every governed execution against its grant and the ledger.
 
-    Exit code 0 if clean, 2 if any violation was found (1 on errors).
+    With --witness-key, each receipt's checkpoint must also carry cosignatures
+    by --min-witnesses of those witnesses (else a checkpoint_unwitnessed
+    violation). Exit code 0 if clean, 2 if any violation was found (1 on errors).
     """
     settings = load_settings()
+    policy = WitnessPolicy.from_vkeys(witness_key, min_witnesses) if witness_key else None
     histories, _ = load_lineage(
         settings, workflow_id, history_files=history, follow_children=follow_children
     )
-    report = _cross_check(settings, histories)
+    report = _cross_check(settings, histories, policy)
     if as_json:
         typer.echo(json.dumps([_finding_dict(f) for f in report.findings], indent=2))
     else:

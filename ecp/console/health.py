@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Final
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -26,6 +27,7 @@ from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import AuthorityError
 from ecp.console.audit import DENIAL_WINDOW, LedgerAuditor, count_denials, log_key_from
 from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._note import NoteVerifier
 from ecp.lineage.ledger._store import CHECKPOINT
 from ecp.lineage.ledger.errors import LineageError
 
@@ -41,6 +43,7 @@ __all__ = [
     "check_pollers",
     "check_trust_store",
     "check_verification",
+    "check_witnesses",
     "collect_health",
     "probe_executor",
 ]
@@ -333,6 +336,86 @@ def check_denials(ledger: Ledger | None, now: datetime) -> HealthItem:
     return HealthItem(name, Status.GREEN, f"{text}.", details)
 
 
+#: A witness whose latest cosignature is older than this turns amber.
+WITNESS_STALE_AFTER: Final = timedelta(hours=1)
+
+
+def check_witnesses(settings: Settings, ledger: Ledger | None, now: datetime) -> list[HealthItem]:
+    """One item per configured witness (``ECP_WITNESSES``): last answer, latest cosignature's age.
+
+    Red when it last refused (it saw a checkpoint inconsistent with one it
+    cosigned: the log may have forked), amber when it was unreachable (new
+    checkpoints are unwitnessed) or its cosignature is old, green otherwise.
+    """
+    items: list[HealthItem] = []
+    names = [NoteVerifier.from_vkey(w.partition("@")[0]).name for w in settings.witness_specs]
+    if not names:
+        return items
+    records = []
+    error = None
+    if ledger is None:
+        error = "Unknown: the ledger is not open."
+    else:
+        try:
+            records = ledger.witnessing(limit=1000)
+        except (LineageError, SQLAlchemyError) as exc:
+            error = f"The ledger's witnessing records cannot be read: {str(exc).splitlines()[0]}."
+    for name in names:
+        label = f"witness {name}"
+        if error is not None:
+            items.append(HealthItem(label, Status.AMBER, error))
+            continue
+        mine = [r for r in records if r.witness == name]
+        cosigned = next((r for r in mine if r.outcome == "cosigned"), None)
+        details: dict[str, object] = {}
+        if cosigned is not None:
+            details = {
+                "cosignedSize": cosigned.size,
+                "cosignedAt": cosigned.at.isoformat(),
+                "ageSeconds": int((now - cosigned.at).total_seconds()),
+            }
+        age = (
+            f"latest cosignature {_age(cosigned.at, now)} ago at size {cosigned.size}"
+            if cosigned
+            else "no cosignature yet"
+        )
+        if not mine:
+            items.append(
+                HealthItem(
+                    label, Status.AMBER, "Not asked yet: no checkpoint since it was configured."
+                )
+            )
+        elif mine[0].outcome == "refused":
+            items.append(
+                HealthItem(
+                    label,
+                    Status.RED,
+                    f"Refused to cosign the checkpoint at size {mine[0].size} (the log may have "
+                    f"been rewritten): {mine[0].detail[:200]}; {age}.",
+                    details,
+                )
+            )
+        elif mine[0].outcome != "cosigned":
+            items.append(
+                HealthItem(
+                    label,
+                    Status.AMBER,
+                    f"Unreachable at the checkpoint of size {mine[0].size}, which is "
+                    f"unwitnessed; {age}.",
+                    details,
+                )
+            )
+        elif cosigned is not None and now - cosigned.at > WITNESS_STALE_AFTER:
+            items.append(
+                HealthItem(
+                    label, Status.AMBER, f"Cosigned, but the {age[0].lower()}{age[1:]}.", details
+                )
+            )
+        else:
+            items.append(HealthItem(label, Status.GREEN, f"Cosigns: {age}.", details))
+    return items
+
+
 def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
     """Keys by role, revoked and soon-expiring ones; red without a usable log or authority key."""
     try:
@@ -453,6 +536,7 @@ async def collect_health(
     items.append(check_ledger(ledger, ledger_error, now))
     if auditor is not None:
         items.append(await check_verification(settings, ledger, auditor, now))
+    items.extend(check_witnesses(settings, ledger, now))
     items.append(check_denials(ledger, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))

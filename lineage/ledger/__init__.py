@@ -1,4 +1,4 @@
-"""The evidence ledger: Merkle log, signed checkpoints, receipts, evidence, storage."""
+"""The evidence ledger: Merkle log, signed and witnessed checkpoints, receipts, evidence."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from ecp.lineage.ledger._checkpoint import Checkpoint as Checkpoint
     from ecp.lineage.ledger._checkpoint import SignedCheckpoint as SignedCheckpoint
     from ecp.lineage.ledger._checkpoint import open_checkpoint as open_checkpoint
+    from ecp.lineage.ledger._cosignature import WitnessPolicy as WitnessPolicy
     from ecp.lineage.ledger._evidence import Evidence as Evidence
     from ecp.lineage.ledger._evidence import parse_evidence as parse_evidence
     from ecp.lineage.ledger._evidence import sign_evidence as sign_evidence
@@ -48,6 +49,7 @@ __all__ = [
     "SignedCheckpoint",
     "VerifiedReceipt",
     "VerifyReport",
+    "WitnessPolicy",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -79,6 +81,7 @@ __getattr__, __dir__ = lazy_exports(
         "SignedCheckpoint": "ecp.lineage.ledger._checkpoint",
         "VerifiedReceipt": "ecp.lineage.ledger._receipt",
         "VerifyReport": "ecp.lineage.ledger._ledger",
+        "WitnessPolicy": "ecp.lineage.ledger._cosignature",
         "consistency_proof": "ecp.lineage.ledger._merkle",
         "inclusion_proof": "ecp.lineage.ledger._merkle",
         "leaf_hash": "ecp.lineage.ledger._merkle",

@@ -106,6 +106,10 @@ class SignedCheckpoint:
 
     checkpoint: Checkpoint
     note: str
+    #: With witnesses configured: whether every one of them cosigned this
+    #: checkpoint (false: unwitnessed, verifiers requiring witnesses refuse
+    #: it). ``None``: no witnesses configured, or not known here.
+    witnessed: bool | None = None
 
 
 def open_checkpoint(

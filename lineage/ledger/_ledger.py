@@ -13,18 +13,20 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Signer
 from ecp.authority._truststore import TrustStore
 from ecp.lineage.ledger._checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
+from ecp.lineage.ledger._cosignature import Cosignature, add_cosignatures, cosignatures
 from ecp.lineage.ledger._evidence import EvidenceId, parse_evidence, verify_evidence_signature
 from ecp.lineage.ledger._merkle import (
     EMPTY_ROOT,
@@ -45,6 +47,7 @@ from ecp.lineage.ledger._store import (
     CHECKPOINT,
     ENTRY,
     NODE,
+    WITNESSING,
     AppendPlan,
     EntryValues,
     LedgerDatabase,
@@ -62,7 +65,12 @@ from ecp.lineage.ledger.errors import (
     ProofError,
     ProofSizeError,
     TamperError,
+    WitnessConflictError,
+    WitnessError,
 )
+
+if TYPE_CHECKING:
+    from ecp.lineage.witness._client import WitnessClient
 
 __all__ = [
     "ACCEPT_UNVERIFIED",
@@ -73,6 +81,7 @@ __all__ = [
     "StoredEntry",
     "TreeHead",
     "VerifyReport",
+    "WitnessRecord",
 ]
 
 DEFAULT_ORIGIN: Final = "ecp.local/ledger"
@@ -122,6 +131,19 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessRecord:
+    """What one witness answered when the log asked it to cosign a checkpoint."""
+
+    checkpoint_id: int
+    witness: str
+    size: int
+    #: ``cosigned``, ``unreachable`` or ``refused``.
+    outcome: str
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """What :meth:`Ledger.verify_all` checked."""
 
@@ -166,12 +188,14 @@ class Ledger:
         checkpoint_signer: Signer | None = None,
         origin: str = DEFAULT_ORIGIN,
         checkpoint_every: int = 0,
+        witnesses: Sequence[WitnessClient] = (),
     ) -> None:
         self._db = db
         self._trust = trust
         self._signer = checkpoint_signer
         self._origin = origin
         self._every = checkpoint_every
+        self._witnesses = tuple(witnesses)
 
     @classmethod
     def open(
@@ -183,6 +207,7 @@ class Ledger:
         checkpoint_signer: Signer | None = None,
         origin: str = DEFAULT_ORIGIN,
         checkpoint_every: int = 0,
+        witnesses: Sequence[WitnessClient] = (),
     ) -> Ledger:
         """Open (and by default create) the ledger at ``url``.
 
@@ -196,6 +221,9 @@ class Ledger:
             origin: the log's origin line (and checkpoint key name).
             checkpoint_every: with a signer, issue a checkpoint whenever an
                 append makes the size a multiple of this (0: never).
+            witnesses: witnesses asked to cosign each new checkpoint (C2SP
+                tlog-witness); when they cannot be reached the checkpoint is
+                still issued, marked unwitnessed.
 
         Raises:
             LedgerUnavailableError: the database cannot be reached (or does not
@@ -208,6 +236,7 @@ class Ledger:
             checkpoint_signer=checkpoint_signer,
             origin=origin,
             checkpoint_every=checkpoint_every,
+            witnesses=witnesses,
         )
 
     @property
@@ -309,14 +338,20 @@ class Ledger:
             ):
 
                 def after(conn: Connection) -> None:
-                    cp = self._checkpoint_in(
+                    cp, cp_id = self._checkpoint_in(
                         conn, new_head.size, Hash(new_head.root_hash), signer, self._origin
                     )
+                    issued.append(cp_id)
                     results[-1] = _with_checkpoint(results[-1], cp)
 
             return AppendPlan(entries, nodes, new_head, after)
 
+        issued: list[int] = []
         self._db.append([p.evidence_id for p in prepared], plan)
+        last = results[-1].checkpoint if results else None
+        if issued and last is not None and self._witnesses:
+            # Asked after the commit: no witness round trip holds the log's lock.
+            results[-1] = _with_checkpoint(results[-1], self._witness(issued[-1], last))
         return results
 
     # --- reading --------------------------------------------------------------
@@ -436,6 +471,39 @@ class Ledger:
             )
         return out
 
+    def tree_hashes(self, size: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        """Stored hashes of perfect subtrees ``(level, index)`` within the first ``size`` entries.
+
+        For serving tiles: a level-``l`` tile hash is the subtree at level ``8·l``.
+
+        Raises:
+            EntryNotFoundError: ``size`` is beyond the log, or a subtree is not
+                within it.
+            TamperError: a stored hash is missing.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        for lv, ix in ids:
+            if lv < 0 or ix < 0 or (ix + 1) << lv > size:
+                raise EntryNotFoundError(f"subtree ({lv}, {ix}) is not within tree size {size}")
+        return self._fetch(size, ids)
+
+    def leaves(self, start: int, stop: int) -> list[bytes]:
+        """The stored leaf bytes of entries ``start`` to ``stop - 1``, in order.
+
+        Raises:
+            EntryNotFoundError: an entry in the range is missing.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(ENTRY.c.seq, ENTRY.c.envelope)
+                .where(ENTRY.c.seq >= start, ENTRY.c.seq < stop)
+                .order_by(ENTRY.c.seq)
+            ).all()
+        if [int(r.seq) for r in rows] != list(range(start, stop)):
+            raise EntryNotFoundError(f"entries {start} to {stop - 1} are not all in the log")
+        return [bytes(r.envelope) for r in rows]
+
     def _proof(self, size: int | None, planner: Callable[[int], list[list[NodeId]]]) -> list[Hash]:
         current = self._size_now() if size is None else size
         try:
@@ -479,6 +547,11 @@ class Ledger:
         """Sign a checkpoint of the current tree, if consistent with the last one.
 
         Returns the previous checkpoint unchanged when the tree has not grown.
+        With witnesses configured, each one that has not cosigned it yet is
+        asked (after the commit, in parallel); their cosignatures are added
+        to the stored note. A witness that cannot be reached or refuses does
+        not stop the checkpoint: it is returned with ``witnessed`` false, and
+        the next call asks again.
 
         Raises:
             CheckpointOriginError: ``origin`` differs from the stored checkpoints'.
@@ -487,13 +560,14 @@ class Ledger:
             LedgerUnavailableError: the database is unreachable.
         """
         with self._db.write() as (conn, head):
-            return self._checkpoint_in(
+            signed, cp_id = self._checkpoint_in(
                 conn, head.size, Hash(head.root_hash), signer, origin or self._origin
             )
+        return self._witness(cp_id, signed) if self._witnesses else signed
 
     def _checkpoint_in(
         self, conn: Connection, size: int, root: Hash, signer: Signer, origin: str
-    ) -> SignedCheckpoint:
+    ) -> tuple[SignedCheckpoint, int]:
         lookup = _Lookup(conn)
         if size and root_from_lookup(size, lookup) != root:
             raise InconsistentCheckpointError(
@@ -522,14 +596,117 @@ class Ledger:
                         f"size {prev.size}: {exc}"
                     ) from exc
             if prev.size == size:
-                return SignedCheckpoint(prev, prev_row.note)
+                return SignedCheckpoint(prev, prev_row.note), int(prev_row.id)
         signed = Checkpoint(origin, size, root).sign(signer)
-        conn.execute(
-            insert(CHECKPOINT).values(
-                size=size, origin=origin, note=signed.note, created_at=datetime.now(UTC)
+        new_id = conn.execute(
+            insert(CHECKPOINT)
+            .values(size=size, origin=origin, note=signed.note, created_at=datetime.now(UTC))
+            .returning(CHECKPOINT.c.id)
+        ).scalar_one()
+        return signed, int(new_id)
+
+    # --- witnessing -----------------------------------------------------------
+
+    @property
+    def witnesses(self) -> tuple[WitnessClient, ...]:
+        """The witnesses this ledger asks to cosign its checkpoints."""
+        return self._witnesses
+
+    def _witness(self, cp_id: int, signed: SignedCheckpoint) -> SignedCheckpoint:
+        """Ask every witness that has not cosigned ``signed`` yet; store what they answer."""
+        have = {c.name for c in cosignatures(signed.note, [w.verifier for w in self._witnesses])}
+        missing = [w for w in self._witnesses if w.name not in have]
+        if missing:
+            last = self._last_cosigned_sizes()
+            size = signed.checkpoint.size
+            if len(missing) == 1:
+                answers = [self._ask(missing[0], last.get(missing[0].name, 0), signed)]
+            else:
+                with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+                    answers = list(
+                        pool.map(lambda w: self._ask(w, last.get(w.name, 0), signed), missing)
+                    )
+            now = datetime.now(UTC)
+            got = [a for a in answers if isinstance(a, Cosignature)]
+            with self._db.write() as (conn, _head):
+                for w, a in zip(missing, answers, strict=True):
+                    outcome, detail = ("cosigned", a.line()) if isinstance(a, Cosignature) else a
+                    conn.execute(
+                        insert(WITNESSING).values(
+                            checkpoint_id=cp_id,
+                            witness=w.name,
+                            size=size,
+                            outcome=outcome,
+                            detail=detail[:2000],
+                            at=now,
+                        )
+                    )
+                if got:
+                    note = conn.execute(
+                        select(CHECKPOINT.c.note).where(CHECKPOINT.c.id == cp_id)
+                    ).scalar_one()
+                    note = add_cosignatures(note, [c.signature for c in got])
+                    conn.execute(
+                        update(CHECKPOINT).where(CHECKPOINT.c.id == cp_id).values(note=note)
+                    )
+                    signed = SignedCheckpoint(signed.checkpoint, note)
+            have |= {c.name for c in got}
+        return replace(signed, witnessed=len(have) == len(self._witnesses))
+
+    def _ask(
+        self, witness: WitnessClient, old: int, signed: SignedCheckpoint
+    ) -> Cosignature | tuple[str, str]:
+        """One witness's cosignature, or ``(outcome, detail)`` of why there is none."""
+        size = signed.checkpoint.size
+        for _ in range(2):
+            try:
+                if old > size:
+                    return "refused", f"witness is at size {old}, beyond this checkpoint"
+                proof = self.consistency_proof(old, size) if 0 < old < size else []
+                return witness.add_checkpoint(old, proof, signed.note)
+            except WitnessConflictError as exc:
+                # The witness says where it is; one retry from there (C2SP
+                # lets clients learn the size this way).
+                if exc.size is None or exc.size == old:
+                    return "refused", str(exc)
+                old = exc.size
+            except WitnessError as exc:
+                return ("unreachable" if exc.retryable else "refused"), str(exc)
+            except LineageError as exc:
+                return "refused", f"no consistency proof from size {old}: {exc}"
+        return "refused", f"witness moved again (now at size {old})"
+
+    def _last_cosigned_sizes(self) -> dict[str, int]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(WITNESSING.c.witness, func.max(WITNESSING.c.size))
+                .where(WITNESSING.c.outcome == "cosigned")
+                .group_by(WITNESSING.c.witness)
+            ).all()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def witnessing(self, checkpoint_id: int | None = None, limit: int = 100) -> list[WitnessRecord]:
+        """What the witnesses answered, newest first (for one checkpoint, or all).
+
+        Raises:
+            LedgerUnavailableError: the database is unreachable.
+        """
+        q = select(WITNESSING).order_by(WITNESSING.c.id.desc()).limit(max(limit, 0))
+        if checkpoint_id is not None:
+            q = q.where(WITNESSING.c.checkpoint_id == checkpoint_id)
+        with self._db.read() as conn:
+            rows = conn.execute(q).all()
+        return [
+            WitnessRecord(
+                int(r.checkpoint_id),
+                r.witness,
+                int(r.size),
+                r.outcome,
+                r.detail,
+                r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC),
             )
-        )
-        return signed
+            for r in rows
+        ]
 
     def checkpoints(self) -> list[SignedCheckpoint]:
         """Every stored checkpoint, oldest first (signatures not re-checked).
@@ -755,6 +932,7 @@ def _blob(value: object, index: int, what: str) -> bytes:
 
 
 def _with_checkpoint(r: AppendResult, cp: SignedCheckpoint) -> AppendResult:
+    # The checkpoint may come back from witnessing with cosignatures added.
     return AppendResult(r.index, r.leaf_hash, r.evidence_id, r.created, cp)
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "ENTRY",
     "HEAD",
     "NODE",
+    "WITNESSING",
     "AppendPlan",
     "CheckpointRow",
     "EntryRow",
@@ -83,6 +84,7 @@ __all__ = [
     "NodeRow",
     "StoredHead",
     "TreeHashes",
+    "WitnessingRow",
     "node_key",
 ]
 
@@ -148,12 +150,35 @@ class CheckpointRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class WitnessingRow(SQLModel, table=True):
+    """One request to a witness for a checkpoint's cosignature, and its outcome (storage row).
+
+    Not committed to by the tree: it records what the log asked and got, so
+    a checkpoint whose witnesses were unreachable is marked unwitnessed, and
+    the next request to a witness starts from the size it cosigned last.
+    """
+
+    __tablename__ = "ledger_witnessing"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    checkpoint_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    witness: str = Field(sa_column=Column(String(255), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    outcome: str = Field(sa_column=Column(String(32), nullable=False))
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 #: The tables as SQLAlchemy Core objects, for typed queries.
 ENTRY: Table = SQLModel.metadata.tables["ledger_entry"]
 NODE: Table = SQLModel.metadata.tables["ledger_node"]
 HEAD: Table = SQLModel.metadata.tables["ledger_head"]
 CHECKPOINT: Table = SQLModel.metadata.tables["ledger_checkpoint"]
-_TABLES = [ENTRY, NODE, HEAD, CHECKPOINT]
+WITNESSING: Table = SQLModel.metadata.tables["ledger_witnessing"]
+_TABLES = [ENTRY, NODE, HEAD, CHECKPOINT, WITNESSING]
 
 
 def node_key(level: int, index: int) -> int:

@@ -12,6 +12,7 @@ from ecp.errors import EcpError
 
 __all__ = [
     "CheckpointError",
+    "CheckpointForkError",
     "CheckpointOriginError",
     "ConsistencyProofError",
     "EntryNotFoundError",
@@ -44,6 +45,11 @@ __all__ = [
     "TamperError",
     "UnverifiedNoteError",
     "VerifierKeyError",
+    "WitnessConflictError",
+    "WitnessError",
+    "WitnessQuorumError",
+    "WitnessRefusedError",
+    "WitnessUnreachableError",
 ]
 
 
@@ -176,6 +182,67 @@ class MalformedCheckpointError(CheckpointError):
     """The checkpoint body does not follow C2SP tlog-checkpoint."""
 
     code = "checkpoint_malformed"
+
+
+class WitnessQuorumError(CheckpointError):
+    """Fewer trusted witnesses cosigned a checkpoint than the verifier requires."""
+
+    code = "checkpoint_witness_quorum"
+
+
+class CheckpointForkError(CheckpointError):
+    """A checkpoint is not consistent with one seen before: the log forked or was rewritten.
+
+    Raised by audits against a saved checkpoint and by verifiers that remember
+    the newest checkpoint they saw. Final: no retry makes two views agree.
+    """
+
+    code = "checkpoint_fork"
+
+
+# --- witnesses --------------------------------------------------------------
+
+
+class WitnessError(LineageError):
+    """A witness did not cosign a checkpoint."""
+
+    code = "witness_error"
+
+
+class WitnessUnreachableError(WitnessError):
+    """The witness could not be reached or answered with a server error; retry later."""
+
+    code = "witness_unreachable"
+    retryable = True
+
+
+class WitnessRefusedError(WitnessError):
+    """The witness refused the checkpoint (tlog-witness 4xx answer).
+
+    Attributes:
+        status: the HTTP status code (403 unknown key, 404 unknown log,
+            422 bad consistency proof, 400 malformed, 409 conflict).
+    """
+
+    code = "witness_refused"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"witness answered {status}: {message}")
+        self.status = status
+
+
+class WitnessConflictError(WitnessRefusedError):
+    """409: the witness's latest cosigned size is not the old size sent (or its root differs).
+
+    Attributes:
+        size: the witness's size, when it said (``text/x.tlog.size``).
+    """
+
+    code = "witness_conflict"
+
+    def __init__(self, size: int | None, message: str) -> None:
+        super().__init__(409, message)
+        self.size = size
 
 
 # --- receipts ---------------------------------------------------------------

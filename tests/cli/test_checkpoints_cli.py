@@ -87,7 +87,7 @@ def test_json_carries_the_signed_notes(home: Path, ledger_sizes: list[int]) -> N
     assert [d["id"] for d in docs] == [3, 2, 1]
     assert [d["size"] for d in docs] == ledger_sizes[::-1]
     for d in docs:
-        assert set(d) == {"id", "origin", "size", "rootHash", "createdAt", "note"}
+        assert set(d) == {"id", "origin", "size", "rootHash", "createdAt", "note", "witnessing"}
         assert d["origin"] == "ecp.local/ledger"
         assert datetime.fromisoformat(d["createdAt"]).tzinfo is not None
         # Each note is the checkpoint as signed by the log key.

@@ -12,7 +12,13 @@ from psycopg import sql
 from ecp.authority._keys import Ed25519FileSigner
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-_TABLES = ("ledger_entry", "ledger_node", "ledger_head", "ledger_checkpoint")
+_TABLES = (
+    "ledger_entry",
+    "ledger_node",
+    "ledger_head",
+    "ledger_checkpoint",
+    "ledger_witnessing",
+)
 
 
 @pytest.fixture(scope="session")

@@ -292,3 +292,55 @@ async def test_a_denial_no_step_of_the_history_reports_is_flagged(stack: Stack) 
     (f,) = report.violations
     assert f.violations[0].startswith(Violation.EVIDENCE_WITHOUT_EXECUTION), f
     assert "no step of the history reports" in f.violations[0]
+
+
+async def test_cross_check_can_require_witness_cosignatures(stack: Stack, tmp_path: Path) -> None:
+    import threading
+
+    from ecp.lineage.ledger._cosignature import WitnessPolicy
+    from ecp.lineage.ledger._note import NoteVerifier
+    from ecp.lineage.witness._client import WitnessClient
+    from ecp.lineage.witness._server import WitnessServer
+    from ecp.lineage.witness._state import WitnessState
+    from ecp.lineage.witness._witness import Witness
+
+    wf_id, _ = await _governed_run(stack)
+    (h,) = await fetch_histories(stack.client, wf_id)
+    log = Ed25519FileSigner.from_file(stack.keys.log)
+    state = WitnessState.init(tmp_path / "witness", "witness.example/w1")
+    state.add_log(NoteVerifier.for_key(stack.settings.log_origin, log.public_key).vkey())
+    policy = WitnessPolicy((state.verifier,), 1)
+
+    def check() -> CrossCheckReport:
+        return cross_check(
+            [h],
+            ledger=stack.ledger,
+            trust=TrustStore.load(stack.settings.trust),
+            log_key=log.public_key,
+            origin=stack.settings.log_origin,
+            witnesses=policy,
+        )
+
+    # This stack's log has no witness: its receipts are unwitnessed.
+    codes = {v.split(":")[0] for f in check().violations for v in f.violations}
+    assert codes == {Violation.UNWITNESSED}
+    # A witness cosigns the newest checkpoint (the log asks it again); now clean.
+    server = WitnessServer(("127.0.0.1", 0), Witness(state))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Ledger.open(
+            stack.settings.db_url,
+            origin=stack.settings.log_origin,
+            witnesses=[WitnessClient(server.url, state.verifier)],
+        ) as witnessed:
+            assert witnessed.checkpoint(log).witnessed is True
+    finally:
+        server.shutdown()
+        server.server_close()
+    report = check()
+    (f,) = [x for x in report.findings if x.activity_type == "payout"]
+    assert f.status == GovernanceStatus.OK, f
+    # The receipt the prove step handed the workflow was issued unwitnessed,
+    # and the history keeps that copy: it stays flagged.
+    (p,) = [x for x in report.findings if x.activity_type == "ecp.prove"]
+    assert p.violations[0].startswith(Violation.UNWITNESSED), p

@@ -145,6 +145,7 @@ EXPORTS: dict[str, list[str]] = {
         "SignedCheckpoint",
         "VerifiedReceipt",
         "VerifyReport",
+        "WitnessPolicy",
         "consistency_proof",
         "inclusion_proof",
         "leaf_hash",
@@ -158,6 +159,12 @@ EXPORTS: dict[str, list[str]] = {
         "verify_inclusion",
         "verify_note",
         "verify_receipt",
+    ],
+    "ecp.lineage.witness": [
+        "Witness",
+        "WitnessClient",
+        "WitnessServer",
+        "WitnessState",
     ],
     "ecp.lineage.graph": [
         "ExportFormat",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,15 @@ def test_services_present_with_health_checks(compose: dict[str, Any]) -> None:
     assert set(compose["volumes"]) >= {"pgdata", "authority-data", "executor-data"}
 
 
+def test_witness_service_is_separate_with_its_own_state(compose: dict[str, Any]) -> None:
+    w = compose["services"]["witness"]
+    assert w["command"][:2] == ["witness", "serve"]
+    assert "healthcheck" in w
+    # Its own state, and no log or authority key: it cannot sign for the log.
+    assert w["volumes"] == ["./deploy/witness:/witness"]
+    assert "ECP_WITNESSES" in _env(compose, "ecp-authority")
+
+
 def test_every_ecp_variable_is_a_known_setting(compose: dict[str, Any]) -> None:
     known = {env_name(n) for n in Settings.model_fields}
     for name in ECP_SERVICES:
@@ -111,9 +121,7 @@ def test_values_parse_as_settings(compose: dict[str, Any], monkeypatch: pytest.M
     for name in ECP_SERVICES:
         env = _env(compose, name)
         # Compose interpolates ${VAR:-default}; take the default here.
-        values = {
-            k: v.replace("${POSTGRES_PASSWORD:-ecp-local-only}", "pw") for k, v in env.items()
-        }
+        values = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
         for k, v in values.items():
             monkeypatch.setenv(k, v)
         s = load_settings()

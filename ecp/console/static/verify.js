@@ -22,6 +22,7 @@
     ORIGIN: "wrong origin",
     SIGNATURE: "bad signature",
     PROOF: "proof mismatch",
+    WITNESS: "missing witness cosignatures",
     BROWSER: "browser support",
   };
 
@@ -249,8 +250,55 @@
     return { origin, size: Number(sizeText), root };
   }
 
-  async function noteKeyId(name, raw) {
-    return (await sha256(concat(enc.encode(name + "\n"), Uint8Array.of(0x01), raw))).slice(0, 4);
+  async function noteKeyId(name, raw, type = 0x01) {
+    return (await sha256(concat(enc.encode(name + "\n"), Uint8Array.of(type), raw))).slice(0, 4);
+  }
+
+  // --- witness cosignatures (C2SP tlog-cosignature/v1, key type 0x04) ---------
+
+  // One verifier key name+hexid+base64(0x04 || key) per line.
+  async function parseWitnessKeys(text) {
+    const out = [];
+    for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const parts = line.split("+");
+      if (parts.length < 3) throw new StepError(STEP.KEY, "a witness key must be name+hexid+base64.");
+      const name = parts[0];
+      const idHex = parts[1];
+      if (!validName(name) || !/^[0-9a-fA-F]{8}$/.test(idHex)) throw new StepError(STEP.KEY, "a witness key must be name+hexid+base64.");
+      const blob = b64decodeStrict(parts.slice(2).join("+"), "witness key", STEP.KEY);
+      if (blob.length !== 33 || blob[0] !== 0x04) throw new StepError(STEP.KEY, `${name} is not a cosignature/v1 witness key.`);
+      const raw = blob.slice(1);
+      const keyId = await noteKeyId(name, raw, 0x04);
+      if (hex(keyId) !== idHex.toLowerCase()) throw new StepError(STEP.KEY, `the witness key id of ${name} does not match its key.`);
+      out.push({ name, keyId, raw });
+    }
+    return out;
+  }
+
+  // Count valid cosignatures by the trusted witnesses; a bad one by a trusted
+  // witness is a bad signature, not just a missing one.
+  async function checkWitnesses(note, witnesses, required, report) {
+    const found = [];
+    for (const w of witnesses) {
+      const sig = note.sigs.find((s) => s.name === w.name && equal(s.keyId, w.keyId));
+      if (!sig) continue;
+      if (sig.sig.length !== 72) throw new StepError(STEP.SIGNATURE, `the cosignature by ${w.name} is malformed.`);
+      const view = new DataView(sig.sig.buffer, sig.sig.byteOffset, 8);
+      const ts = view.getBigUint64(0);
+      const message = concat(enc.encode(`cosignature/v1\ntime ${ts}\n`), enc.encode(note.text));
+      if (!(await ed25519Verify(w.raw, sig.sig.slice(8), message))) {
+        throw new StepError(STEP.SIGNATURE, `the cosignature by witness ${w.name} does not verify.`);
+      }
+      found.push({ name: w.name, time: Number(ts) });
+    }
+    if (found.length < required) {
+      const names = found.map((f) => f.name).join(", ") || "none";
+      throw new StepError(STEP.WITNESS, `the checkpoint is cosigned by ${found.length} of the ${witnesses.length} trusted witnesses (${names}); ${required} required. An unwitnessed or forked checkpoint looks like this.`);
+    }
+    if (witnesses.length) {
+      const when = found.map((f) => `${f.name} at ${new Date(f.time * 1000).toISOString()}`).join(", ");
+      report("Witness cosignatures", `${found.length} of ${witnesses.length} (${required} required): ${when}`);
+    }
   }
 
   // The auditor's key: PEM SPKI, a note verifier key, or raw base64. Returns
@@ -333,7 +381,7 @@
   }
 
   // The whole check. `report(name, ok, detail)` records each step as it passes.
-  async function verifyReceipt(receiptText, keyText, expectedOrigin, report) {
+  async function verifyReceipt(receiptText, keyText, expectedOrigin, report, witnessText = "", minText = "") {
     if (!window.crypto || !crypto.subtle) {
       throw new StepError(STEP.BROWSER, "WebCrypto is unavailable: open the console over HTTPS or on localhost.");
     }
@@ -361,6 +409,13 @@
       throw new StepError(STEP.SIGNATURE, "the log's Ed25519 signature over the checkpoint does not verify.");
     }
     report("Checkpoint signature", `Ed25519 by ${keyName} (key id ${hex(keyId)})`);
+
+    const witnesses = await parseWitnessKeys(witnessText);
+    const min = minText.trim() === "" ? witnesses.length : Number(minText.trim());
+    if (!Number.isInteger(min) || min < 0 || min > witnesses.length) {
+      throw new StepError(STEP.KEY, `cannot require ${minText.trim()} of ${witnesses.length} trusted witnesses.`);
+    }
+    await checkWitnesses(note, witnesses, min, report);
 
     if (cp.size <= r.logIndex) throw new StepError(STEP.PROOF, `checkpoint size ${cp.size} does not cover entry ${r.logIndex}.`);
     if (r.treeSize !== cp.size) {
@@ -559,7 +614,9 @@
     const keyText = $("log-key").value;
     const report = (name, detail) => addItem(steps, `✓ ${name}: ${detail}`, "pass");
     try {
-      const res = await verifyReceipt($("receipt").value, keyText, $("origin").value, report);
+      const res = await verifyReceipt(
+        $("receipt").value, keyText, $("origin").value, report, $("witness-keys").value, $("min-witnesses").value,
+      );
       if ($("pin-key").checked) localStorage.setItem(PIN_KEY, keyText.trim());
       verdict.textContent = `✓ Verified: entry ${res.receipt.logIndex} is in log ${res.checkpoint.origin} at tree size ${res.checkpoint.size}.`;
       verdict.className = "verdict ok";
