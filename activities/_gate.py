@@ -17,7 +17,7 @@ import dataclasses
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -32,6 +32,7 @@ from temporalio.worker import (
 
 from ecp._failure import to_application_error
 from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE, SCOPE_ACTIVITY_ID_PREFIX, SCOPE_HEADER
+from ecp.activities._artifact_check import stage_for_body
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._governed import GateMissingError, admitted, is_governed
 from ecp.authority._calldigest import digest_values
@@ -119,6 +120,8 @@ class GateRecord:
     result_digest: Digest | None = None
     reason_code: str = ""
     reason: str = ""
+    #: Artifacts used, generated or refused (``ecp.activities._artifact_check``).
+    artifacts: Sequence[Mapping[str, object]] = ()
 
 
 class EvidenceSink(Protocol):
@@ -382,8 +385,11 @@ class _Gate(ActivityInboundInterceptor):
         timeout: float | None,
     ) -> Any:
         """Run the admitted body and record its outcome (the one path to a body)."""
+        # The grant's artifacts, checked from the bytes the body will read
+        # (a mismatch is a denial: the body never runs).
+        staged = await stage_for_body(verified, record, self._deny)
         try:
-            with admitted(input.fn, info):
+            with admitted(input.fn, info), staged.delivered():
                 body = super().execute_activity(input)
                 result = await (asyncio.wait_for(body, timeout) if timeout else body)
         except BaseException as exc:
@@ -393,11 +399,19 @@ class _Gate(ActivityInboundInterceptor):
                     grant=verified,
                     reason_code=type(exc).__name__,
                     reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    artifacts=staged.used(),
                 )
             )
             raise
+        finally:
+            await asyncio.to_thread(staged.close)
         await self._record_quietly(
-            record("completed", grant=verified, result_digest=_result_digest(result))
+            record(
+                "completed",
+                grant=verified,
+                result_digest=_result_digest(result),
+                artifacts=await asyncio.to_thread(staged.evidence),
+            )
         )
         return result
 

@@ -52,6 +52,7 @@ class KeyRole(StrEnum):
     WORKER = "worker"  # the gate's evidence (outcomes, gate denials) and attestations
     RECORDER = "recorder"  # the authority side's evidence: decisions and denials only
     INITIATOR = "initiator"  # signed requests: the key's name is who asks
+    ATTESTER = "attester"  # artifact attestations (build provenance): in-toto statements
 
 
 def _is_text(value: str) -> bool:
