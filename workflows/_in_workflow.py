@@ -183,6 +183,7 @@ async def execute_governed(
     authority_queue: str | None = None,
     executor_queue: str | None = None,
     approval_timeout: timedelta = timedelta(hours=1),
+    artifacts: Sequence[Mapping[str, object]] = (),
 ) -> Any:
     """Run one governed call from inside the calling workflow; its typed result.
 
@@ -197,6 +198,9 @@ async def execute_governed(
         executor_queue: Where the governed activity runs; default: this
             workflow's task queue (its worker has the gate).
         approval_timeout: How long to wait for approvals before denying.
+        artifacts: The artifacts the call will use (as in
+            ``GovernedRequest.artifacts``). A call naming artifacts gets its
+            own grant even inside a scope (scopes bind no artifacts).
 
     Raises:
         GovernedCallDenied: the call was denied (the denial is proven).
@@ -204,7 +208,9 @@ async def execute_governed(
     """
     name, ret_type = _definition(fn)
     calls = _Calls.of_this_run()
-    if calls.scope is not None and name in calls.scope.actions:
+    # A scope binds no artifacts: a call that names some is decided (and
+    # its artifacts bound into a grant) per call, even inside a scope.
+    if calls.scope is not None and name in calls.scope.actions and not artifacts:
         return await _scoped_call(calls.scope, name, ret_type, args)
     memo = workflow.memo_value(INITIATOR_MEMO, default=None)
     memo = memo if isinstance(memo, dict) else {}
@@ -221,6 +227,7 @@ async def execute_governed(
             executor_queue or workflow.info().task_queue,
         ),
         initiator_proof=proof,
+        artifacts=[dict(a) for a in artifacts],
     )
     # One request per call: its own execute activity id (the single-use store
     # binds one grant to each (workflow, action, activity id)).
