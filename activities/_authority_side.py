@@ -35,7 +35,7 @@ from ecp.activities._contracts import (
     ScopeResult,
 )
 from ecp.authority._approval import execution_ref, verify_approvals
-from ecp.authority._artifact import ArtifactRef, parse_artifacts, policy_view
+from ecp.authority._artifact import ArtifactRef, bind_artifacts, parse_artifacts, policy_view
 from ecp.authority._artifact_attestation import verify_artifact_attestation
 from ecp.authority._attestation import verify_attestation
 from ecp.authority._calldigest import digest_values
@@ -269,7 +269,11 @@ class AuthorityActivities:
             namespace=caller.workflow_namespace or caller.namespace,
             workflow_id=caller.workflow_id or "",
             action=ask.action,
-            args_digest=digest_values(ask.request_args, activity.payload_converter()),
+            # A signed request covers the artifacts too (when there are any).
+            args_digest=bind_artifacts(
+                digest_values(ask.request_args, activity.payload_converter()),
+                parse_artifacts(ask.artifacts),
+            ),
             purpose=ask.purpose,
             at=now_utc(self.clock),
             oidc=self.oidc,

@@ -65,6 +65,7 @@ __all__ = [
     "ArtifactUnavailableError",
     "artifacts_json",
     "as_path",
+    "bind_artifacts",
     "describe_directory",
     "describe_file",
     "describe_image",
@@ -477,6 +478,20 @@ def describe_image(name: str, reference: str, *, media_type: str = "") -> Artifa
     item = {"name": name, "kind": "oci", "uri": reference, "digest": digest}
     (ref,) = parse_artifacts([{**item, "media_type": media_type}])
     return ref
+
+
+def bind_artifacts(args_digest: Digest, refs: Iterable[ArtifactRef]) -> Digest:
+    """What a signed request's ``args_digest`` covers: the arguments, and the artifacts.
+
+    Without artifacts it is the argument digest itself (requests signed
+    before artifacts existed still verify); with them, ``sha256:`` of the JCS
+    of ``{"args_digest", "artifacts"}`` (the artifacts as the grant binds
+    them, attestations left out: those are verified on their own).
+    """
+    listed = artifacts_json(refs)
+    if not listed:
+        return args_digest
+    return digest_json({"args_digest": args_digest, "artifacts": listed})
 
 
 def artifacts_json(refs: Iterable[ArtifactRef]) -> list[dict[str, JsonValue]]:

@@ -8,12 +8,29 @@ denial, naming the artifact, is in the ledger.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import uuid
 from pathlib import Path
 
-from ecp.authority._artifact import artifacts_json, describe_directory, describe_file
+from temporalio.converter import default as default_converter
+
+from ecp._keyring import add_initiator
+from ecp.authority._artifact import (
+    artifacts_json,
+    bind_artifacts,
+    describe_directory,
+    describe_file,
+)
+from ecp.authority._calldigest import digest_values
+from ecp.authority._clock import system_clock
+from ecp.authority._initiator import sign_request
+from ecp.authority._keys import Ed25519FileSigner
 from ecp.lineage.ledger._evidence import EvidencePredicate
+from ecp.workflows._governed import GovernedExecution
+from ecp.workflows._models import GovernedRequest
+from ecp.workflows._start import start_governed
 from tests.workflows.artifact_support import (
     add_attester,
     approve_and_wait,
@@ -24,6 +41,7 @@ from tests.workflows.artifact_support import (
     write,
 )
 from tests.workflows.conftest import Stack
+from tests.workflows.test_ops_cli import _ecp, _env
 
 MODEL = b"weights-v1:" + bytes(range(256)) * 4096  # ~1 MiB
 
@@ -183,8 +201,6 @@ async def test_image_from_another_registry_is_denied_by_policy(
 
 
 async def test_attestation_by_untrusted_key_is_refused(stack: Stack, tmp_path: Path) -> None:
-    from ecp.authority._keys import Ed25519FileSigner
-
     path = write(tmp_path / "model.bin", MODEL)
     (ref,) = artifacts_json([describe_file("model", path)])
     stranger = Ed25519FileSigner.generate()  # not in the trust store
@@ -247,3 +263,88 @@ async def test_directory_with_a_file_added_is_refused(stack: Stack, tmp_path: Pa
     (refused,) = pred.artifacts
     assert refused.found == describe_directory("x", model_dir).digest
     assert refused.digest == ref["digest"]
+
+
+async def test_a_signed_request_covers_its_artifacts(stack: Stack, tmp_path: Path) -> None:
+    alice = Ed25519FileSigner.from_file(add_initiator(stack.keys, "alice"))
+    args = [{"model_name": "fraud", "environment": "staging"}]
+    signed_for = describe_file("model", write(tmp_path / "a.bin", MODEL))
+    swapped = describe_file("model", write(tmp_path / "b.bin", MODEL[::-1]))
+    wf = f"signed-{uuid.uuid4().hex[:8]}"
+    proof = sign_request(
+        alice,
+        initiator="alice",
+        namespace=stack.client.namespace,
+        workflow_id=wf,
+        action="deploy_model",
+        args_digest=bind_artifacts(
+            digest_values(args, default_converter().payload_converter), [signed_for]
+        ),
+        purpose="",
+        clock=system_clock,
+    )
+    before = len(deployments())
+    # Someone starts alice's signed request with other artifacts: refused.
+    handle = await stack.client.start_workflow(
+        GovernedExecution.run,
+        GovernedRequest(
+            "deploy_model",
+            args,
+            "alice",
+            queues=stack.queues,
+            initiator_proof=proof,
+            artifacts=artifacts_json([swapped]),
+        ),
+        id=wf,
+        task_queue=stack.queues.executor,
+    )
+    result = await handle.result()
+    assert result.outcome == "denied"
+    assert "initiator_proof_invalid" in evidence_of(stack, result).outcome.reason_code
+    assert len(deployments()) == before
+    # start_governed signs the artifacts along: the same request, as signed, runs.
+    req = GovernedRequest(
+        "deploy_model", args, "alice", queues=stack.queues, artifacts=artifacts_json([signed_for])
+    )
+    handle = await start_governed(
+        stack.client, req, workflow_id=f"signed-{uuid.uuid4().hex[:8]}", signer=alice
+    )
+    ok = await handle.result()
+    assert ok.outcome == "completed", ok.reason
+    assert evidence_of(stack, ok).initiator_auth == f"key:{alice.key_id}"
+
+
+async def test_ecp_submit_names_artifacts_by_path(stack: Stack, tmp_path: Path) -> None:
+    path = write(tmp_path / "model.bin", MODEL)
+    args = '{"model_name": "fraud", "environment": "staging"}'
+    code, out, err = await _ecp(
+        _env(stack),
+        "submit",
+        "deploy_model",
+        "--args",
+        args,
+        "--initiator",
+        "alice",
+        "--artifact",
+        f"model={path}",
+        "--wait",
+    )
+    assert code == 0, err
+    result = json.loads(out[out.index("{") :])
+    assert result["outcome"] == "completed"
+    assert result["result"]["read_digest"] == describe_file("model", path).digest
+    code, _, err = await _ecp(
+        _env(stack),
+        "submit",
+        "deploy_model",
+        "--args",
+        args,
+        "--initiator",
+        "alice",
+        "--artifact",
+        f"model={path}",
+        "--artifact",
+        "image=oci:registry.example.com/ml/serving:latest",
+    )
+    assert code != 0
+    assert "by tag" in err
