@@ -180,6 +180,17 @@ class StagedArtifacts:
             out.append(entry)
         return out
 
+    async def finish(self) -> list[dict[str, object]]:
+        """:meth:`evidence`, off the event loop when there is anything to digest."""
+        if not self.outputs:
+            return self.used()
+        return await asyncio.to_thread(self.evidence)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, off the event loop when there are copies to remove."""
+        if self.root is not None:
+            await asyncio.to_thread(self.close)
+
     def close(self) -> None:
         """Remove the private copies."""
         if self.root is None:
@@ -422,6 +433,8 @@ async def stage_for_body(
     with the expected and found digests, in the reason and in the evidence.
     """
     refs = verified.grant.artifacts
+    if not refs:
+        return StagedArtifacts(None, {})  # no thread hop for the common case
     try:
         return await asyncio.to_thread(stage_artifacts, refs)
     except ArtifactError as exc:

@@ -16,8 +16,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -182,6 +183,9 @@ class AuthorityActivities:
             }
         except ValidationError as exc:
             raise GrantRefusedError(f"scope constraints: {exc.errors()[0]['msg']}") from None
+        # Attestations are verified now; the scope carries what the policy
+        # sees of the artifacts, and the gate decides each call on it.
+        refs, views = self._artifacts(list(inp.artifacts), trust)
         return issue_scope(
             actions=inp.actions,
             constraints=constraints,
@@ -197,6 +201,8 @@ class AuthorityActivities:
             signer=self.signer,
             clock=self.clock,
             ttl=timedelta(seconds=inp.lifetime_seconds),
+            artifacts=refs,
+            artifact_views=cast(dict[str, JsonValue], views),
         )
 
     def _request(

@@ -212,6 +212,8 @@ class ScopeInput:
     attestation: str
     initiator_proof: str = ""
     workflow_input_digest: str = ""
+    #: Artifacts every call under the scope may use (as ``EvaluateInput.artifacts``).
+    artifacts: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -349,6 +349,7 @@ class _Gate(ActivityInboundInterceptor):
             not_before=s.not_before,
             expires_at=s.expires_at,
             issuer=s.issuer,
+            artifacts=s.artifacts,
         )
         # One use of the scope per call (its activity id), at most max_uses.
         replay = self._c.replay
@@ -404,13 +405,13 @@ class _Gate(ActivityInboundInterceptor):
             )
             raise
         finally:
-            await asyncio.to_thread(staged.close)
+            await staged.aclose()
         await self._record_quietly(
             record(
                 "completed",
                 grant=verified,
                 result_digest=_result_digest(result),
-                artifacts=await asyncio.to_thread(staged.evidence),
+                artifacts=await staged.finish(),
             )
         )
         return result

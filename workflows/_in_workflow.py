@@ -263,6 +263,7 @@ async def scope(
     initiator_proof: str | None = None,
     authority_queue: str | None = None,
     executor_queue: str | None = None,
+    artifacts: Sequence[Mapping[str, object]] = (),
 ) -> AsyncIterator[ScopeResult]:
     """Authorize a bounded set of governed calls once; calls inside go straight to the gate.
 
@@ -282,6 +283,9 @@ async def scope(
         initiator_proof: Their proof (default: the memo's session).
         authority_queue: Default: the plugin's.
         executor_queue: Default: this workflow's task queue.
+        artifacts: Artifacts every call under the scope may use (as in
+            ``GovernedRequest.artifacts``): bound into the scope, and checked
+            by the gate from their bytes before each call.
 
     Raises:
         ScopeDenied: the authority refused to sign the scope.
@@ -312,6 +316,7 @@ async def scope(
                 attestation=att.attestation,
                 initiator_proof=proof,
                 workflow_input_digest=started_input_digest(),
+                artifacts=[dict(a) for a in artifacts],
             ),
             task_queue=authority,
             start_to_close_timeout=timedelta(seconds=30),

@@ -18,11 +18,13 @@ from ecp.activities._artifact_check import (
     stage_artifacts,
 )
 from ecp.authority._artifact import (
+    ArtifactError,
     ArtifactMismatchError,
     ArtifactRef,
     ArtifactUnavailableError,
     describe_directory,
     describe_file,
+    describe_image,
     file_digest,
     stream_digest,
 )
@@ -173,3 +175,17 @@ def test_url_content_is_hashed_while_streaming_into_the_copy(
         stage_artifacts([ref], under=str(tmp_path))
     with pytest.raises(ArtifactUnavailableError):
         stage_artifacts([_url_ref(f"{base}/missing.bin", WEIGHTS)], under=str(tmp_path))
+
+
+def test_an_image_is_handed_over_by_its_digest_pinned_reference() -> None:
+    ref = describe_image("image", "registry.example.com/ml/serving@sha256:" + "ab" * 32)
+    staged = stage_artifacts([ref])
+    try:
+        with staged.delivered():
+            got = artifact("image")
+            assert got.reference == ref.uri
+            assert got.path is None
+            with pytest.raises(ArtifactError, match="not a file"):
+                got.open()
+    finally:
+        staged.close()

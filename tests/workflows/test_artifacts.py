@@ -8,6 +8,7 @@ denial, naming the artifact, is in the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from temporalio.converter import default as default_converter
 
 from ecp._keyring import add_initiator
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role
 from ecp.authority._artifact import (
     artifacts_json,
     bind_artifacts,
@@ -27,7 +30,7 @@ from ecp.authority._calldigest import digest_values
 from ecp.authority._clock import system_clock
 from ecp.authority._initiator import sign_request
 from ecp.authority._keys import Ed25519FileSigner
-from ecp.lineage.ledger._evidence import EvidencePredicate
+from ecp.lineage.ledger._evidence import EvidencePredicate, parse_evidence
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import GovernedRequest
 from ecp.workflows._start import start_governed
@@ -40,6 +43,7 @@ from tests.workflows.artifact_support import (
     start_deploy,
     write,
 )
+from tests.workflows.artifact_workflows import ScopedDeployments
 from tests.workflows.conftest import Stack
 from tests.workflows.test_ops_cli import _ecp, _env
 
@@ -348,3 +352,36 @@ async def test_ecp_submit_names_artifacts_by_path(stack: Stack, tmp_path: Path) 
     )
     assert code != 0
     assert "by tag" in err
+
+
+async def test_a_scope_binds_its_artifacts_for_every_call(stack: Stack, tmp_path: Path) -> None:
+    path = write(tmp_path / "model.bin", MODEL)
+    artifacts = artifacts_json([describe_file("model", path)])
+    plugin, _ = build_plugin(stack.settings, role=Role.EXECUTOR, ledger=stack.ledger)
+    queue = f"scoped-{uuid.uuid4().hex[:8]}"
+    settings = stack.settings.model_copy(update={"executor_queue": queue})
+    wf = f"scoped-deploy-{uuid.uuid4().hex[:8]}"
+    async with run_workers(
+        stack.client, settings, plugin, role=Role.EXECUTOR, extra_workflows=[ScopedDeployments]
+    ):
+        handle = await stack.client.start_workflow(
+            ScopedDeployments.run, artifacts, id=wf, task_queue=queue, memo={}
+        )
+        results: list[object] = []
+        while not results:
+            results = await handle.query(ScopedDeployments.results)
+            await asyncio.sleep(0.05)
+        # Between two calls under the same scope, the model changes on disk.
+        write(path, MODEL[::-1])
+        await handle.signal(ScopedDeployments.go)
+        first, second = await handle.result()
+    assert isinstance(first, dict)
+    assert first["read_digest"] == artifacts[0]["digest"]
+    assert second == "ecp.artifact_mismatch"
+    assert [e[1] for e in deployments()].count(wf) == 1
+    mine = [
+        parse_evidence(stack.ledger.entry(i).envelope).predicate
+        for i in range(stack.ledger.head().size)
+    ]
+    mine = [p for p in mine if p.activity.workflow_id == wf]
+    assert [p.outcome.reason_code for p in mine] == [None, "artifact_mismatch"]
