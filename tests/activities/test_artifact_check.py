@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from ecp.authority._artifact import (
     file_digest,
     stream_digest,
 )
+from tests.loopback import serve_directory
 
 WEIGHTS = b"approved weights " * 10_000
 
@@ -133,23 +132,8 @@ def test_declared_outputs_are_digested_after_the_body(tmp_path: Path) -> None:
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "bucket"
     root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a: object, **kw: object) -> None:
-            super().__init__(*a, directory=str(root), **kw)  # type: ignore[arg-type]
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_directory(root) as base:
+        yield base, root
 
 
 def _url_ref(url: str, data: bytes) -> ArtifactRef:

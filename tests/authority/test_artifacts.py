@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ecp.authority._artifact import (
     ArtifactMismatchError,
@@ -323,3 +325,44 @@ def test_a_directory_attestation_names_the_tree_digest(tmp_path: Path) -> None:
     trust = TrustStore([TrustedKey.create(ci.public_key, [KeyRole.ATTESTER], name="ml-ci")])
     env = sign_envelope(INTOTO_PAYLOAD_TYPE, _statement(ref.digest), ci).to_json().decode()
     assert verify_artifact_attestation(env, ref, trust, T0).signer == "ml-ci"
+
+
+# --- hostile requests ------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["model", "Model", "", "x" * 70]) | st.text(max_size=8),
+        "kind": st.sampled_from(["file", "directory", "url", "oci", "tar"]) | _json,
+        "uri": st.sampled_from(
+            ["/m.bin", "m.bin", "http://h/m", "r.example/m:tag", f"r.example/m@{DIGEST}"]
+        )
+        | _json,
+        "digest": st.sampled_from([DIGEST, "sha256:AB", ""]) | _json,
+        "size": st.integers(-2, 2**63) | _json,
+        "media_type": _json,
+        "attestations": _json,
+    },
+)
+
+
+@given(items=st.lists(_fields | _json, max_size=3))
+def test_any_artifact_list_is_parsed_or_refused_in_the_error_family(items: list[object]) -> None:
+    try:
+        refs = parse_artifacts(items)
+    except ArtifactRefusedError:
+        return
+    for ref in refs:
+        # Whatever was accepted can be checked: digest-pinned, absolute, sized.
+        assert ref.digest.startswith("sha256:")
+        if ref.kind == "oci":
+            assert ref.uri.endswith("@" + ref.digest)
+        else:
+            assert ref.size is not None
+        if ref.kind in ("file", "directory"):
+            assert ref.uri.startswith("/")

@@ -34,6 +34,7 @@ from ecp.lineage.ledger._evidence import EvidencePredicate, parse_evidence
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import GovernedRequest
 from ecp.workflows._start import start_governed
+from tests.loopback import serve_directory
 from tests.workflows.artifact_support import (
     add_attester,
     approve_and_wait,
@@ -385,3 +386,34 @@ async def test_a_scope_binds_its_artifacts_for_every_call(stack: Stack, tmp_path
     ]
     mine = [p for p in mine if p.activity.workflow_id == wf]
     assert [p.outcome.reason_code for p in mine] == [None, "artifact_mismatch"]
+
+
+async def test_url_content_changed_in_the_store_is_refused(stack: Stack, tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    write(bucket / "fraud.bin", MODEL)
+    with serve_directory(bucket) as base:
+        local = describe_file("model", bucket / "fraud.bin")
+        model = {
+            "name": "model",
+            "kind": "url",
+            "uri": f"{base}/fraud.bin",
+            "digest": local.digest,
+            "size": local.size,
+        }
+        before = len(deployments())
+        handle = await start_deploy(stack, [model], environment="staging", wait_for_approval=False)
+        result = await handle.result()
+        assert result.outcome == "completed", result.reason
+        assert result.result["read_digest"] == local.digest
+        assert len(deployments()) == before + 1
+        # The object is overwritten in the store: the same request is refused.
+        write(bucket / "fraud.bin", MODEL.replace(b"weights-v1", b"weights-v2"))
+        handle = await start_deploy(stack, [model], environment="staging", wait_for_approval=False)
+        result = await handle.result()
+    assert result.outcome == "denied"
+    assert len(deployments()) == before + 1
+    pred = evidence_of(stack, result)
+    _refused(pred, "artifact_mismatch")
+    assert pred.artifacts is not None
+    assert pred.artifacts[0].kind == "url"
