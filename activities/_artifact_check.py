@@ -39,7 +39,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,11 +414,6 @@ def stage_artifacts(refs: Sequence[ArtifactRef], *, under: str | None = None) ->
         _remove(root)
         raise
     return StagedArtifacts(root, verified)
-
-
-def staged_names(staged: StagedArtifacts) -> Mapping[str, Digest]:
-    """Artifact name → verified digest (for logs and tests)."""
-    return {n: v.digest for n, v in staged.verified.items()}
 
 
 async def stage_for_body(

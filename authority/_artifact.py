@@ -35,7 +35,6 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import (
@@ -64,7 +63,6 @@ __all__ = [
     "ArtifactRefusedError",
     "ArtifactUnavailableError",
     "artifacts_json",
-    "as_path",
     "bind_artifacts",
     "describe_directory",
     "describe_file",
@@ -497,8 +495,3 @@ def bind_artifacts(args_digest: Digest, refs: Iterable[ArtifactRef]) -> Digest:
 def artifacts_json(refs: Iterable[ArtifactRef]) -> list[dict[str, JsonValue]]:
     """JSON form of ``refs`` for a request's ``artifacts`` (without attestations)."""
     return [r.model_dump(mode="json") for r in refs]
-
-
-def as_path(ref: ArtifactRef) -> Path:
-    """The local path a file or directory artifact names."""
-    return Path(ref.uri)
