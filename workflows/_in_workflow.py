@@ -200,7 +200,8 @@ async def execute_governed(
         approval_timeout: How long to wait for approvals before denying.
         artifacts: The artifacts the call will use (as in
             ``GovernedRequest.artifacts``). A call naming artifacts gets its
-            own grant even inside a scope (scopes bind no artifacts).
+            own grant even inside a scope: a scope's artifacts are the ones
+            given to ``scope(...)``, for the calls that name none.
 
     Raises:
         GovernedCallDenied: the call was denied (the denial is proven).
@@ -208,8 +209,8 @@ async def execute_governed(
     """
     name, ret_type = _definition(fn)
     calls = _Calls.of_this_run()
-    # A scope binds no artifacts: a call that names some is decided (and
-    # its artifacts bound into a grant) per call, even inside a scope.
+    # A scope binds the artifacts it was given, not the call's: a call that
+    # names its own is decided (and they are bound into a grant) per call.
     if calls.scope is not None and name in calls.scope.actions and not artifacts:
         return await _scoped_call(calls.scope, name, ret_type, args)
     memo = workflow.memo_value(INITIATOR_MEMO, default=None)
