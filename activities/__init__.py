@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 from ecp._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ecp.activities._artifact_check import VerifiedArtifact as VerifiedArtifact
+    from ecp.activities._artifact_check import artifact as artifact
+    from ecp.activities._artifact_check import declare_output as declare_output
     from ecp.activities._authority_side import AuthorityActivities as AuthorityActivities
     from ecp.activities._control_watch import ControlWatch as ControlWatch
     from ecp.activities._evidence_sink import LedgerEvidenceSink as LedgerEvidenceSink
@@ -31,6 +34,9 @@ __all__ = [
     "MissingGrantError",
     "ProveActivities",
     "RefusingGate",
+    "VerifiedArtifact",
+    "artifact",
+    "declare_output",
     "governed",
     "is_governed",
 ]
@@ -38,6 +44,9 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "VerifiedArtifact": "ecp.activities._artifact_check",
+        "artifact": "ecp.activities._artifact_check",
+        "declare_output": "ecp.activities._artifact_check",
         "AuthorityActivities": "ecp.activities._authority_side",
         "ControlWatch": "ecp.activities._control_watch",
         "ExecutorActivities": "ecp.activities._executor_side",

@@ -10,13 +10,15 @@ the arguments itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -34,6 +36,8 @@ from ecp.activities._contracts import (
     ScopeResult,
 )
 from ecp.authority._approval import execution_ref, verify_approvals
+from ecp.authority._artifact import ArtifactRef, bind_artifacts, parse_artifacts, policy_view
+from ecp.authority._artifact_attestation import verify_artifact_attestation
 from ecp.authority._attestation import verify_attestation
 from ecp.authority._calldigest import digest_values
 from ecp.authority._canonical import Digest
@@ -105,6 +109,7 @@ class _Ask:
     request_args: list[object]
     param_names: list[str]
     workflow_input_digest: str
+    artifacts: list[object] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, inp: EvaluateInput | AuthorizeInput) -> _Ask:
@@ -116,6 +121,7 @@ class _Ask:
             inp.request_args,
             inp.param_names,
             inp.workflow_input_digest,
+            list(inp.artifacts),
         )
 
 
@@ -177,6 +183,9 @@ class AuthorityActivities:
             }
         except ValidationError as exc:
             raise GrantRefusedError(f"scope constraints: {exc.errors()[0]['msg']}") from None
+        # Attestations are verified now; the scope carries what the policy
+        # sees of the artifacts, and the gate decides each call on it.
+        refs, views = self._artifacts(list(inp.artifacts), trust)
         return issue_scope(
             actions=inp.actions,
             constraints=constraints,
@@ -192,6 +201,8 @@ class AuthorityActivities:
             signer=self.signer,
             clock=self.clock,
             ttl=timedelta(seconds=inp.lifetime_seconds),
+            artifacts=refs,
+            artifact_views=cast(dict[str, JsonValue], views),
         )
 
     def _request(
@@ -203,6 +214,7 @@ class AuthorityActivities:
         purpose: str,
         environment: dict[str, object],
         authentication: str,
+        artifacts: dict[str, object] | None = None,
     ) -> PolicyRequest:
         return PolicyRequest.model_validate(
             {
@@ -212,9 +224,36 @@ class AuthorityActivities:
                 "purpose": purpose,
                 "environment": environment,
                 "authentication": authentication,
+                "artifacts": artifacts or {},
             },
             strict=False,
         )
+
+    def _artifacts(
+        self, raw: list[object], trust: TrustStore
+    ) -> tuple[tuple[ArtifactRef, ...], dict[str, object]]:
+        """The request's artifacts, validated, and what the policy sees of them.
+
+        Every attestation presented must verify for its artifact (signed by a
+        trusted ``attester`` key, about this very digest), or the request is
+        refused: evaluate and authorize both check, at their own time.
+        """
+        refs = parse_artifacts(raw)
+        presented: dict[str, list[object]] = {}
+        for item in raw:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                got = item.get("attestations", [])
+                presented[item["name"]] = got if isinstance(got, list) else [got]
+        at = now_utc(self.clock)
+        views: dict[str, object] = {}
+        for ref in refs:
+            claims = []
+            for envelope in presented.get(ref.name, []):
+                if not isinstance(envelope, str):
+                    envelope = json.dumps(envelope)
+                claims.append(verify_artifact_attestation(envelope, ref, trust, at).claims())
+            views[ref.name] = policy_view(ref, claims)
+        return refs, views
 
     def _identity(self, ask: _Ask, caller: activity.Info, trust: TrustStore) -> InitiatorIdentity:
         """Who asked, verified before the policy sees the name (see ``_initiator``).
@@ -236,7 +275,11 @@ class AuthorityActivities:
             namespace=caller.workflow_namespace or caller.namespace,
             workflow_id=caller.workflow_id or "",
             action=ask.action,
-            args_digest=digest_values(ask.request_args, activity.payload_converter()),
+            # A signed request covers the artifacts too (when there are any).
+            args_digest=bind_artifacts(
+                digest_values(ask.request_args, activity.payload_converter()),
+                parse_artifacts(ask.artifacts),
+            ),
             purpose=ask.purpose,
             at=now_utc(self.clock),
             oidc=self.oidc,
@@ -264,9 +307,10 @@ class AuthorityActivities:
         attestation: str,
         trust: TrustStore,
         caller: activity.Info,
-    ) -> tuple[Decision, str, InitiatorIdentity]:
+    ) -> tuple[Decision, str, InitiatorIdentity, tuple[ArtifactRef, ...]]:
         identity = self._identity(ask, caller, trust)
         environment, env_digest = self._environment(attestation, trust)
+        refs, views = self._artifacts(ask.artifacts, trust)
         request = self._request(
             ask.action,
             args,
@@ -275,15 +319,16 @@ class AuthorityActivities:
             ask.purpose,
             environment,
             identity.auth,
+            views,
         )
-        return self.bundle.evaluate(request), env_digest, identity
+        return self.bundle.evaluate(request), env_digest, identity, refs
 
     @activity.defn(name=ACTIVITY_EVALUATE)
     async def evaluate(self, inp: EvaluateInput) -> DecisionResult:
         """Evaluate the request against the policy bundle."""
         try:
             trust = self.trust()
-            decision, _, _ = await asyncio.to_thread(
+            decision, _, _, _ = await asyncio.to_thread(
                 self._decide,
                 _Ask.of(inp),
                 inp.args,
@@ -337,7 +382,7 @@ class AuthorityActivities:
                 type=failure_type("not_governed"),
                 non_retryable=True,
             )
-        decision, env_digest, identity = self._decide(
+        decision, env_digest, identity, artifacts = self._decide(
             _Ask.of(inp), inp.args, inp.attestation, trust, caller
         )
         if decision.to_json() != inp.decision_json.encode():
@@ -381,6 +426,7 @@ class AuthorityActivities:
             clock=self.clock,
             ttl=self.grant_ttl,
             approvals=approvals,
+            artifacts=artifacts,
         )
         return Grant.model_validate_json(envelope.payload), envelope.to_json()
 

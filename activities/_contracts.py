@@ -89,6 +89,9 @@ class EvaluateInput:
     workflow_input_digest: str = ""
     #: The governed activity's parameter names (from prepare; empty: unknown).
     param_names: list[str] = field(default_factory=list)
+    #: The artifacts the call will use: ``{name, kind, uri, digest, size,
+    #: media_type, attestations}`` each (``ecp.authority._artifact``).
+    artifacts: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class AuthorizeInput:
     workflow_input_digest: str = ""
     #: The governed activity's parameter names (from prepare; empty: unknown).
     param_names: list[str] = field(default_factory=list)
+    #: The artifacts, as at evaluate: the grant binds their digests.
+    artifacts: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,8 @@ class ScopeInput:
     attestation: str
     initiator_proof: str = ""
     workflow_input_digest: str = ""
+    #: Artifacts every call under the scope may use (as ``EvaluateInput.artifacts``).
+    artifacts: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

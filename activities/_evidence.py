@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from ecp._wire import failure_code
 from ecp.lineage.ledger._evidence import (
     ActivityIdentity,
+    ArtifactEvidence,
     EvidencePredicate,
     Outcome,
     OutcomeStatus,
@@ -44,6 +46,7 @@ def predicate_for(
     started_at: datetime,
     finished_at: datetime,
     initiator_auth: str | None = None,
+    artifacts: Sequence[Mapping[str, object]] = (),
 ) -> EvidencePredicate:
     """The predicate of one evidence statement; empty ids count as unknown.
 
@@ -79,5 +82,6 @@ def predicate_for(
             "outcome": outcome,
             "startedAt": format_time(started_at),
             "finishedAt": format_time(finished_at),
+            "artifacts": [ArtifactEvidence.model_validate(a) for a in artifacts] or None,
         }
     )

@@ -17,7 +17,7 @@ import dataclasses
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -33,6 +33,7 @@ from temporalio.worker import (
 
 from ecp._failure import to_application_error
 from ecp._wire import GATE_MARK, GRANT_HEADER, OUTAGE_TYPE, SCOPE_ACTIVITY_ID_PREFIX, SCOPE_HEADER
+from ecp.activities._artifact_check import stage_for_body
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._control_watch import ControlWatch
 from ecp.activities._governed import GateMissingError, admitted, is_governed
@@ -124,6 +125,8 @@ class GateRecord:
     result_digest: Digest | None = None
     reason_code: str = ""
     reason: str = ""
+    #: Artifacts used, generated or refused (``ecp.activities._artifact_check``).
+    artifacts: Sequence[Mapping[str, object]] = ()
 
 
 class EvidenceSink(Protocol):
@@ -383,6 +386,7 @@ class _Gate(ActivityInboundInterceptor):
             not_before=s.not_before,
             expires_at=s.expires_at,
             issuer=s.issuer,
+            artifacts=s.artifacts,
         )
         # One use of the scope per call (its activity id), at most max_uses.
         replay = self._c.replay
@@ -426,6 +430,9 @@ class _Gate(ActivityInboundInterceptor):
         longer holds: the body sees ``CancelledError``, the gate records an
         ``interrupted`` outcome naming the cause, and the call ends denied.
         """
+        # The grant's artifacts, checked from the bytes the body will read
+        # (a mismatch is a denial: the body never runs).
+        staged = await stage_for_body(verified, record, self._deny)
         grant = verified.grant
         dog = Watchdog(
             action=info.activity_type,
@@ -441,13 +448,19 @@ class _Gate(ActivityInboundInterceptor):
         )
         self.watchdog = dog
         try:
-            with admitted(input.fn, info):
+            with admitted(input.fn, info), staged.delivered():
                 result = await dog.run(super().execute_activity(input))
         except BaseException as exc:
             cause = dog.verdict
             if cause is not None:
                 await self._record_quietly(
-                    record("interrupted", grant=verified, reason_code=cause.code, reason=str(cause))
+                    record(
+                        "interrupted",
+                        grant=verified,
+                        reason_code=cause.code,
+                        reason=str(cause),
+                        artifacts=staged.used(),
+                    )
                 )
                 log.warning(
                     "gate interrupted %s (workflow %s): %s",
@@ -469,12 +482,14 @@ class _Gate(ActivityInboundInterceptor):
                     grant=verified,
                     reason_code=type(exc).__name__,
                     reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    artifacts=staged.used(),
                 )
             )
             raise
         finally:
             self.watchdog = None
             dog.stop()
+            await staged.aclose()
         cause = dog.verdict
         if cause is not None:
             # The body returned although it was interrupted (it swallowed the
@@ -487,6 +502,7 @@ class _Gate(ActivityInboundInterceptor):
                     result_digest=_result_digest(result),
                     reason_code=cause.code,
                     reason=f"{cause} (the body returned after it was interrupted)",
+                    artifacts=await staged.finish(),
                 )
             )
             stopped = ExecutionInterruptedError(f"{cause.code}: {cause}")
@@ -497,7 +513,12 @@ class _Gate(ActivityInboundInterceptor):
                 GATE_MARK,
             ) from None
         await self._record_quietly(
-            record("completed", grant=verified, result_digest=_result_digest(result))
+            record(
+                "completed",
+                grant=verified,
+                result_digest=_result_digest(result),
+                artifacts=await staged.finish(),
+            )
         )
         return result
 

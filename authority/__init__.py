@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from ecp.authority._approval import VerifiedApproval as VerifiedApproval
     from ecp.authority._approval import sign_approval as sign_approval
     from ecp.authority._approval import verify_approvals as verify_approvals
+    from ecp.authority._artifact import ArtifactRef as ArtifactRef
+    from ecp.authority._artifact import describe_directory as describe_directory
+    from ecp.authority._artifact import describe_file as describe_file
+    from ecp.authority._artifact import describe_image as describe_image
     from ecp.authority._attestation import EnvironmentAttestation as EnvironmentAttestation
     from ecp.authority._attestation import VerifiedAttestation as VerifiedAttestation
     from ecp.authority._attestation import measure_environment as measure_environment
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Approval",
+    "ArtifactRef",
     "AuthorityError",
     "CallBinding",
     "Clock",
@@ -89,6 +94,9 @@ __all__ = [
     "VerifiedAttestation",
     "VerifiedGrant",
     "canonical_json",
+    "describe_directory",
+    "describe_file",
+    "describe_image",
     "digest_values",
     "generate_private_key",
     "issue_control",
@@ -112,6 +120,10 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "ArtifactRef": "ecp.authority._artifact",
+        "describe_directory": "ecp.authority._artifact",
+        "describe_file": "ecp.authority._artifact",
+        "describe_image": "ecp.authority._artifact",
         "Approval": "ecp.authority._approval",
         "AuthorityError": "ecp.authority.errors",
         "CallBinding": "ecp.authority._grant",

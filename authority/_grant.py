@@ -12,9 +12,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Final, Literal, NewType
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from ecp.authority._approval import VerifiedApproval, check_approvals_satisfy
+from ecp.authority._artifact import MAX_ARTIFACTS, ArtifactRef
 from ecp.authority._canonical import Digest, canonical_json
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, sign_envelope
@@ -97,6 +107,18 @@ class Grant(BaseModel):
     not_before: AwareDatetime
     expires_at: AwareDatetime
     issuer: Annotated[KeyId, Field(min_length=1, max_length=256)]
+    #: The artifacts the body may use, exactly as decided (sorted by name).
+    #: The gate recomputes each digest from the bytes it hands the body.
+    artifacts: Annotated[tuple[ArtifactRef, ...], Field(max_length=MAX_ARTIFACTS)] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_no_artifacts(self, handler: SerializerFunctionWrapHandler) -> object:
+        # A grant without artifacts has no ``artifacts`` field: byte for byte
+        # the grant of before they existed.
+        doc = handler(self)
+        if isinstance(doc, dict) and not self.artifacts:
+            doc.pop("artifacts", None)
+        return doc
 
     def to_payload(self) -> bytes:
         """The exact bytes to sign: RFC 8785 JSON of the grant.
@@ -124,6 +146,7 @@ def issue_grant(
     ttl: timedelta,
     approvals: Sequence[VerifiedApproval] = (),
     request_id: str = "",
+    artifacts: Sequence[ArtifactRef] = (),
 ) -> Envelope:
     """Sign a grant for ``call`` under ``decision``.
 
@@ -178,6 +201,7 @@ def issue_grant(
             not_before=now,
             expires_at=_whole_seconds(now + ttl),
             issuer=signer.key_id,
+            artifacts=tuple(sorted(artifacts, key=lambda a: a.name)),
         )
     except ValidationError as exc:
         # The decision and the call come from elsewhere in the process; a

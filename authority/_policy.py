@@ -7,7 +7,9 @@ the exact rules it was made under.
 
 Mapping onto Cedar: the principal is ``User::"<initiator>"``, the action is
 ``Action::"<activity type>"``, the resource is ``Activity::"<activity type>"``
-and the context is ``{arguments, purpose, environment}``. The schema is
+and the context is ``{arguments, purpose, environment}`` (plus
+``authentication`` where the schema declares it, and ``artifacts`` when the
+request names any). The schema is
 passed to every evaluation, so a request whose arguments do not have the
 declared types is denied before any policy runs.
 
@@ -117,14 +119,23 @@ class PolicyRequest(BaseModel):
     #: authority before evaluation. Part of the request digest, so the
     #: decision (and the grant) bind it.
     authentication: str = "unauthenticated"
+    #: The artifacts the call will use, by name, as the policy sees them
+    #: (``ecp.authority._artifact.policy_view``). Part of the request digest
+    #: when present, so the decision binds their digests.
+    artifacts: dict[str, JsonValue] = Field(default_factory=dict)
 
     def digest(self) -> Digest:
         """Digest of the request's canonical JSON.
 
+        A request without artifacts digests as it did before they existed, so
+        decisions recorded then keep their ids.
+
         Raises:
             CanonicalizationError: the arguments hold values JCS cannot express.
         """
-        return digest_json(self.model_dump(mode="json"))
+        return digest_json(
+            self.model_dump(mode="json", exclude=None if self.artifacts else {"artifacts"})
+        )
 
 
 class ApprovalRequirement(BaseModel):
@@ -535,6 +546,10 @@ class PolicyBundle:
             # initiators nobody proved. Only where the schema declares it, so
             # bundles written before it existed keep validating.
             context["authentication"] = request.authentication.split(":", 1)[0]
+        if request.artifacts:
+            # Only when the request names some: an action whose schema does
+            # not declare ``artifacts`` then fails validation, a denial.
+            context["artifacts"] = request.artifacts
         cedar_request = {
             "principal": {"type": PRINCIPAL_TYPE, "id": request.initiator},
             "action": {"type": "Action", "id": request.action},

@@ -26,6 +26,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from ecp.authority._artifact import MAX_ARTIFACTS, ArtifactRef
 from ecp.authority._canonical import Digest, canonical_json
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, sign_envelope, verify_envelope
@@ -107,6 +108,11 @@ class ScopeGrant(BaseModel):
     not_before: AwareDatetime
     expires_at: AwareDatetime
     issuer: Annotated[str, Field(min_length=1, max_length=256)]
+    #: The artifacts every call under the scope may use (the gate checks their
+    #: bytes before each call), and what the policy sees of them: computed by
+    #: the authority when it verified their attestations. Absent when none.
+    artifacts: Annotated[tuple[ArtifactRef, ...], Field(max_length=MAX_ARTIFACTS)] = ()
+    artifact_views: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,8 @@ def issue_scope(
     signer: Signer,
     clock: Clock,
     ttl: timedelta,
+    artifacts: Sequence[ArtifactRef] = (),
+    artifact_views: Mapping[str, JsonValue] | None = None,
 ) -> Envelope:
     """Sign a scope grant.
 
@@ -166,10 +174,18 @@ def issue_scope(
             not_before=now,
             expires_at=now + ttl,
             issuer=signer.key_id,
+            artifacts=tuple(sorted(artifacts, key=lambda a: a.name)),
+            artifact_views=dict(artifact_views or {}),
         )
     except ValidationError as exc:
         raise GrantRefusedError(f"scope refused: {exc.errors()[0]['msg']}") from None
-    payload = canonical_json(body.model_dump(mode="json", by_alias=True, exclude_none=True))
+    doc = body.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not body.artifacts:
+        # A scope without artifacts is byte for byte the scope of before them.
+        del doc["artifacts"], doc["artifact_views"]
+    else:
+        doc["artifacts"] = [a.model_dump(mode="json") for a in body.artifacts]
+    payload = canonical_json(doc)
     return sign_envelope(SCOPE_PAYLOAD_TYPE, payload, signer)
 
 
@@ -300,6 +316,7 @@ def decide_scoped_call(
                 "purpose": scope.purpose,
                 "environment": dict(environment),
                 "authentication": scope.initiator_auth,
+                "artifacts": dict(scope.artifact_views),
             },
             strict=False,
         )

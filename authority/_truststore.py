@@ -53,6 +53,7 @@ class KeyRole(StrEnum):
     RECORDER = "recorder"  # the authority side's evidence: decisions and denials only
     INITIATOR = "initiator"  # signed requests: the key's name is who asks
     HALT = "halt"  # the kill switch: halts, resumes and grant revocations
+    ATTESTER = "attester"  # artifact attestations (build provenance): in-toto statements
 
 
 def _is_text(value: str) -> bool:

@@ -4,13 +4,17 @@
 2. a large payout waits for a finance approval, gets it, runs, is proven;
 3. a payout by someone the policy does not know is denied, and proven;
 4. an ordinary workflow calls the governed activity with a forged grant and
-   the gate refuses it; the refusal is in the ledger too.
+   the gate refuses it; the refusal is in the ledger too;
+5. a production model deployment, approved by its digest (with the CI's
+   signed provenance), whose file is replaced on disk before the gate: the
+   gate refuses it, and the report says which digest was expected and found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,13 +33,23 @@ from ecp._runtime import GOVERNED_MODULES, build_plugin, run_workers
 from ecp._settings import Role, Settings
 from ecp._wire import STATUS_QUERY
 from ecp.activities import examples
+from ecp.authority._artifact import describe_file
 from ecp.authority._attestation import measure_environment
 from ecp.authority._calldigest import digest_values
+from ecp.authority._canonical import canonical_json
 from ecp.authority._clock import system_clock
+from ecp.authority._dsse import sign_envelope
 from ecp.authority._grant import CallBinding, issue_grant
-from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.authority._intoto import INTOTO_PAYLOAD_TYPE, STATEMENT_TYPE_V1
+from ecp.authority._keys import (
+    Ed25519FileSigner,
+    load_public_key,
+    write_private_key,
+    write_public_key,
+)
 from ecp.authority._policy import PolicyBundle, PolicyRequest
-from ecp.authority._truststore import TrustStore
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.lineage.ledger._evidence import parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import verify_receipt
 from ecp.workflows._models import JSON, GovernedRequest, GovernedResult, TaskQueues
@@ -257,10 +271,119 @@ async def _run_forged(client: Client, settings: Settings, ledger: Ledger, wf: st
     )
 
 
+#: The demo's build system: its key signs provenance for the models it builds.
+DEMO_ATTESTER = "ml-ci"
+DEMO_BUILDER = "https://ci.example.com/builders/ml-trainer"
+
+
+def _demo_attester(keys: KeyFiles) -> Ed25519FileSigner:
+    """The demo CI's attestation key, added to the trust store on first use."""
+    path = keys.directory / f"attester-{DEMO_ATTESTER}.key"
+    if path.exists():
+        return Ed25519FileSigner.from_file(path)
+    signer = Ed25519FileSigner.generate()
+    write_private_key(signer.private_key, path)
+    write_public_key(signer.public_key, path.with_suffix(".pub"))
+    store = TrustStore.load(keys.trust_store)
+    entry = TrustedKey.create(signer.public_key, {KeyRole.ATTESTER}, name=DEMO_ATTESTER)
+    TrustStore([*store, entry]).save(keys.trust_store)
+    return signer
+
+
+def _provenance(signer: Ed25519FileSigner, name: str, digest: str) -> str:
+    """SLSA v1 provenance, as the demo CI would sign it for a model it built."""
+    statement = {
+        "_type": STATEMENT_TYPE_V1,
+        "subject": [{"name": name, "digest": {"sha256": digest.removeprefix("sha256:")}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://ci.example.com/ml-train/v1",
+                "externalParameters": {"repository": "https://git.example.com/ml/fraud-model"},
+            },
+            "runDetails": {"builder": {"id": DEMO_BUILDER}},
+        },
+    }
+    return sign_envelope(INTOTO_PAYLOAD_TYPE, canonical_json(statement), signer).to_json().decode()
+
+
+async def _run_tampered_model(
+    client: Client,
+    settings: Settings,
+    keys: KeyFiles,
+    ledger: Ledger,
+    queues: TaskQueues,
+    wf: str,
+    console: Console,
+) -> DemoLine:
+    """A model approved by digest, then swapped on disk: the gate must refuse it."""
+    models = settings.home / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    path = models / f"{wf}.bin"
+    path.write_bytes(b"ECP-DEMO-MODEL fraud v7\n" + bytes(range(256)) * 4096)
+    ref = describe_file("model", path, media_type="application/octet-stream")
+    artifact = {
+        **ref.model_dump(mode="json"),
+        "attestations": [_provenance(_demo_attester(keys), path.name, ref.digest)],
+    }
+    req = GovernedRequest(
+        "deploy_model",
+        [{"model_name": "fraud", "environment": "production"}],
+        "alice",
+        "release fraud model v7",
+        queues=queues,
+        artifacts=[artifact],
+    )
+    before = len(examples.EXECUTIONS)
+    signer = Ed25519FileSigner.from_file(keys.initiator("alice"))
+    handle = await start_governed(client, req, workflow_id=wf, signer=signer)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (await handle.query(STATUS_QUERY, result_type=dict)).get("step") == "approve":
+            break
+        await asyncio.sleep(0.2)
+    # The decision (and the approval about to be given) fixed the digest; the
+    # file on disk now changes under the same name.
+    swapped = path.with_suffix(".swap")
+    swapped.write_bytes(path.read_bytes().replace(b"v7", b"v6"))
+    os.replace(swapped, path)
+    console.print(f"  [yellow]{path.name} replaced on disk after the policy approved its digest[/]")
+    await _approve_when_waiting(client, wf, keys, console)
+    r = await handle.result()
+    ran = any(e[1] == wf for e in examples.EXECUTIONS[before:])
+    refused = (
+        [
+            a
+            for a in (
+                parse_evidence(ledger.entry(r.ledger_index).envelope).predicate.artifacts or []
+            )
+            if a.role == "refused"
+        ]
+        if r.ledger_index >= 0
+        else []
+    )
+    expected = refused[0].digest if refused else "?"
+    found = refused[0].found if refused else "?"
+    detail = f"gate refused the model: expected {expected}, found {found}; " + _check_receipt(
+        r, keys, settings
+    )
+    ok = (
+        r.decision == "allow_after_approval"
+        and r.outcome == "denied"
+        and not ran
+        and bool(refused)
+        and expected == ref.digest
+        and found != expected
+    )
+    return DemoLine(
+        "tampered model at the gate", wf, r.decision, r.outcome, detail, r.ledger_index, ok
+    )
+
+
 async def run_scenario(
     client: Client, settings: Settings, keys: KeyFiles, ledger: Ledger, console: Console
 ) -> list[DemoLine]:
-    """Run the four scenarios against running workers."""
+    """Run the five scenarios against running workers."""
     tag = uuid.uuid4().hex[:6]
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)
     lines: list[DemoLine] = []
@@ -270,6 +393,17 @@ async def run_scenario(
         lines.append(await _run_governed(client, settings, keys, queues, sc, wf, console))
     _heading(console, len(lines) + 1, "forged grant", "an ordinary workflow calls payout directly")
     lines.append(await _run_forged(client, settings, ledger, f"demo-{tag}-forged"))
+    _heading(
+        console,
+        len(lines) + 1,
+        "tampered model",
+        "alice deploys a model to production; its file changes once its digest is approved",
+    )
+    lines.append(
+        await _run_tampered_model(
+            client, settings, keys, ledger, queues, f"demo-{tag}-model", console
+        )
+    )
     return lines
 
 

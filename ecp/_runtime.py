@@ -53,6 +53,8 @@ __all__ = [
 DEMO_GOVERNED_ACTIVITIES: tuple[Callable[..., object], ...] = (
     examples.payout,
     examples.change_infrastructure,
+    examples.deploy_model,
+    examples.train_model,
 )
 GOVERNED_MODULES: tuple[str, ...] = ("ecp.activities.examples",)
 

@@ -184,6 +184,7 @@ async def execute_governed(
     authority_queue: str | None = None,
     executor_queue: str | None = None,
     approval_timeout: timedelta = timedelta(hours=1),
+    artifacts: Sequence[Mapping[str, object]] = (),
 ) -> Any:
     """Run one governed call from inside the calling workflow; its typed result.
 
@@ -198,6 +199,10 @@ async def execute_governed(
         executor_queue: Where the governed activity runs; default: this
             workflow's task queue (its worker has the gate).
         approval_timeout: How long to wait for approvals before denying.
+        artifacts: The artifacts the call will use (as in
+            ``GovernedRequest.artifacts``). A call naming artifacts gets its
+            own grant even inside a scope: a scope's artifacts are the ones
+            given to ``scope(...)``, for the calls that name none.
 
     Raises:
         GovernedCallDenied: the call was denied (the denial is proven).
@@ -205,7 +210,9 @@ async def execute_governed(
     """
     name, ret_type = _definition(fn)
     calls = _Calls.of_this_run()
-    if calls.scope is not None and name in calls.scope.actions:
+    # A scope binds the artifacts it was given, not the call's: a call that
+    # names its own is decided (and they are bound into a grant) per call.
+    if calls.scope is not None and name in calls.scope.actions and not artifacts:
         return await _scoped_call(calls.scope, name, ret_type, args)
     memo = workflow.memo_value(INITIATOR_MEMO, default=None)
     memo = memo if isinstance(memo, dict) else {}
@@ -222,6 +229,7 @@ async def execute_governed(
             executor_queue or workflow.info().task_queue,
         ),
         initiator_proof=proof,
+        artifacts=[dict(a) for a in artifacts],
     )
     # One request per call: its own execute activity id (the single-use store
     # binds one grant to each (workflow, action, activity id)).
@@ -259,6 +267,7 @@ async def scope(
     initiator_proof: str | None = None,
     authority_queue: str | None = None,
     executor_queue: str | None = None,
+    artifacts: Sequence[Mapping[str, object]] = (),
 ) -> AsyncIterator[ScopeResult]:
     """Authorize a bounded set of governed calls once; calls inside go straight to the gate.
 
@@ -278,6 +287,9 @@ async def scope(
         initiator_proof: Their proof (default: the memo's session).
         authority_queue: Default: the plugin's.
         executor_queue: Default: this workflow's task queue.
+        artifacts: Artifacts every call under the scope may use (as in
+            ``GovernedRequest.artifacts``): bound into the scope, and checked
+            by the gate from their bytes before each call.
 
     Raises:
         ScopeDenied: the authority refused to sign the scope.
@@ -308,6 +320,7 @@ async def scope(
                 attestation=att.attestation,
                 initiator_proof=proof,
                 workflow_input_digest=started_input_digest(),
+                artifacts=[dict(a) for a in artifacts],
             ),
             task_queue=authority,
             start_to_close_timeout=timedelta(seconds=30),

@@ -32,6 +32,7 @@ class GovernedRequest:
         initiator_proof: Proof of who asks (see the attribute).
         approval_timeout_seconds: How long to wait for approvals before denying.
         queues: Task queues of the authority and executor workers.
+        artifacts: The artifacts the action will use (see the attribute).
     """
 
     action: str
@@ -44,6 +45,10 @@ class GovernedRequest:
     #: "" for none (accepted only where unauthenticated initiators are allowed).
     initiator_proof: str = ""
     queues: TaskQueues = field(default_factory=TaskQueues)
+    #: The artifacts the action will use, each ``{name, kind, uri, digest,
+    #: size, media_type, attestations}`` (see ``ecp.describe_file``): the
+    #: policy sees them, the grant binds them, the gate checks their bytes.
+    artifacts: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
 
+from ecp.authority._artifact import bind_artifacts, parse_artifacts
 from ecp.authority._calldigest import digest_values
 from ecp.authority._clock import system_clock
 from ecp.authority._initiator import sign_request, sign_session, workflow_input_digest
@@ -79,6 +80,8 @@ async def start_governed(
 
     Raises:
         InitiatorProofError: the request cannot be signed.
+        ArtifactRefusedError: an artifact of a request to sign cannot be
+            checked (an image by tag, a relative path, ...).
     """
     if signer is not None:
         req = dataclasses.replace(
@@ -89,7 +92,10 @@ async def start_governed(
                 namespace=client.namespace,
                 workflow_id=workflow_id,
                 action=req.action,
-                args_digest=digest_values(req.args, client.data_converter.payload_converter),
+                args_digest=bind_artifacts(
+                    digest_values(req.args, client.data_converter.payload_converter),
+                    parse_artifacts(req.artifacts),
+                ),
                 purpose=req.purpose,
                 clock=system_clock,
                 ttl=ttl,

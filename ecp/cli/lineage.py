@@ -25,8 +25,10 @@ from ecp.lineage.graph._history import RunHistory
 from ecp.lineage.ledger._cosignature import WitnessPolicy
 
 __all__ = [
+    "ArtifactLineage",
     "AuditResult",
     "app",
+    "artifact_lineage",
     "audit_workflow",
     "governed_activity_types",
     "load_lineage",
@@ -279,12 +281,92 @@ def _lineage_graph(
     return g
 
 
+@dataclass(frozen=True)
+class ArtifactLineage:
+    """The lineage of every governed execution that produced or used one artifact."""
+
+    digest: str
+    graph: nx.DiGraph
+    #: Where the histories and the ledger disagree about artifacts.
+    problems: tuple[str, ...]
+    workflows: tuple[str, ...]
+
+
+def artifact_lineage(
+    settings: Settings, digest: str, *, verify_first: bool = True
+) -> ArtifactLineage:
+    """One graph of the workflows whose governed executions produced or used ``digest``.
+
+    The ledger says which executions those are (the gate records the
+    artifacts it verified, refused and saw generated); their histories are
+    fetched and built into one graph, in which the artifact is one node. The
+    artifacts the grants name are cross-checked against the ledger, and with
+    ``verify_first`` the governed executions are cross-checked as by
+    ``ecp lineage verify``. Synchronous (it runs its own event loop).
+
+    Raises:
+        ArtifactNotFoundError: no ledger entry names the digest.
+        LedgerUnavailableError: the ledger cannot be read.
+        TemporalUnreachableError, WorkflowNotFoundError, HistoryUnavailableError,
+        CorruptHistoryError: a history could not be read.
+    """
+    from ecp.lineage._crosscheck import annotate_graph
+    from ecp.lineage.graph._artifacts import (
+        check_artifacts,
+        ledger_artifacts,
+        link_ledger_artifacts,
+    )
+    from ecp.lineage.graph._build import build_graph
+    from ecp.lineage.graph.errors import ArtifactNotFoundError
+    from ecp.lineage.ledger._ledger import Ledger
+
+    with Ledger.open(settings.db_url, create=False) as ledger:
+        hits = ledger_artifacts(ledger, digest=digest)
+        if not hits:
+            raise ArtifactNotFoundError(f"no ledger evidence names artifact {digest}")
+        workflows = tuple(sorted({r.workflow_id for r in hits}))
+        records = [r for r in ledger_artifacts(ledger) if r.workflow_id in workflows]
+    histories: list[RunHistory] = []
+    for wf in workflows:
+        histories.extend(asyncio.run(_fetch(settings, wf, False)))
+    g = build_graph(histories)
+    link_ledger_artifacts(g, records)
+    problems = tuple(check_artifacts(g, records))
+    if verify_first:
+        annotate_graph(g, _cross_check(settings, histories))
+    return ArtifactLineage(digest, g, problems, workflows)
+
+
+_ARTIFACT_HELP = (
+    "Instead of one workflow: every workflow whose governed executions produced or used "
+    "the artifact with this sha256: digest (found in the ledger), as one graph."
+)
+
+
+def _graph_for(
+    settings: Settings,
+    workflow_id: str | None,
+    artifact: str | None,
+    history: list[Path] | None,
+    follow_children: bool,
+    verify_first: bool,
+) -> tuple[nx.DiGraph, str, tuple[str, ...]]:
+    if artifact is not None:
+        lin = artifact_lineage(settings, artifact, verify_first=verify_first)
+        title = f"lineage of artifact {artifact} ({', '.join(lin.workflows)})"
+        return lin.graph, title, lin.problems
+    if workflow_id is None:
+        raise typer.BadParameter("give a workflow id or --artifact DIGEST")
+    g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
+    return g, f"lineage of {workflow_id}", ()
+
+
 @app.command("export")
 @one_line_errors
 def export(
-    workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (written atomically).")],
+    workflow_id: Annotated[str | None, typer.Argument(help="The workflow id.")] = None,
     follow_children: Annotated[
         bool, typer.Option("--follow-children", help=_CHILDREN_HELP)
     ] = False,
@@ -292,12 +374,17 @@ def export(
     verify_first: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Cross-check and mark governance status.")
     ] = False,
+    artifact: Annotated[str | None, typer.Option("--artifact", help=_ARTIFACT_HELP)] = None,
 ) -> None:
     """Export the lineage graph (PROV, OpenLineage, GraphML, JSON, DOT, SVG, Mermaid)."""
     from ecp.lineage.graph._export import export_graph
 
     settings = load_settings()
-    g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
+    g, _, problems = _graph_for(
+        settings, workflow_id, artifact, history, follow_children, verify_first
+    )
+    for p in problems:
+        typer.echo(f"artifact cross-check: {_plain(p)}", err=True)
     export_graph(g, fmt, out, namespace=settings.namespace)
     typer.echo(
         f"wrote {out} ({fmt.value}, {g.number_of_nodes()} nodes, {g.number_of_edges()} edges)"
@@ -352,6 +439,13 @@ def _who(d: dict[str, object]) -> str:
     # Nobody established who asked (or the history does not say how).
     mark = "⚠ " if method == UNAUTHENTICATED else "? "
     return f" — initiator [bold yellow]{mark}{text}[/bold yellow]"
+
+
+def _artifact_line(d: dict[str, object]) -> str:
+    return (
+        f"{_term(d.get('artifact_name'))} ({_term(d.get('artifact_kind'))}) "
+        f"{_term(d.get('digest'))}"
+    )
 
 
 def render_tree(g: nx.DiGraph, title: str) -> object:
@@ -418,13 +512,23 @@ def render_tree(g: nx.DiGraph, title: str) -> object:
                 kd = g.nodes[s]
                 if kd.get("kind") in (NodeKind.DECISION, NodeKind.GRANT, NodeKind.LEDGER):
                     leaf.add(line(f"→ {_term(kd.get('label'))}{_who(kd)}"))
+                elif kd.get("governed_artifact"):
+                    leaf.add(line(f"[magenta]generated {_artifact_line(kd)}[/magenta]"))
+            for p in sorted(g.predecessors(sn)):
+                kd = g.nodes[p]
+                if kd.get("governed_artifact"):
+                    rel = g.edges[p, sn].get("rel")
+                    verb = "used" if rel == "used" else "named (not used)"
+                    leaf.add(line(f"[magenta]{verb} {_artifact_line(kd)}[/magenta]"))
+            if sd.get("artifact_refused"):
+                leaf.add(line(f"[red]refused artifact {_term(sd['artifact_refused'])}[/red]"))
     return root
 
 
 @app.command("show")
 @one_line_errors
 def show(
-    workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
+    workflow_id: Annotated[str | None, typer.Argument(help="The workflow id.")] = None,
     follow_children: Annotated[
         bool, typer.Option("--follow-children", help=_CHILDREN_HELP)
     ] = False,
@@ -432,10 +536,23 @@ def show(
     verify_first: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Cross-check governed steps first.")
     ] = True,
+    artifact: Annotated[str | None, typer.Option("--artifact", help=_ARTIFACT_HELP)] = None,
 ) -> None:
-    """Print the lineage as a tree, with the governance status of each step."""
+    """Print the lineage as a tree, with the governance status of each step.
+
+    With ``--artifact DIGEST``: every workflow that produced or used that
+    artifact, as one graph; exits 1 if the histories and the ledger disagree
+    about an execution's artifacts.
+    """
     from rich.console import Console
 
     settings = load_settings()
-    g = _lineage_graph(settings, workflow_id, history, follow_children, verify_first)
-    Console().print(render_tree(g, f"lineage of {workflow_id}"))
+    g, title, problems = _graph_for(
+        settings, workflow_id, artifact, history, follow_children, verify_first
+    )
+    console = Console()
+    console.print(render_tree(g, title))
+    for p in problems:
+        console.print(f"[red]artifact cross-check: {_term(p)}[/red]")
+    if problems:
+        raise typer.Exit(1)

@@ -57,6 +57,35 @@ def _parse_args(text: str) -> list[object]:
     return value if isinstance(value, list) else [value]
 
 
+def _parse_artifacts(specs: list[str], attestations: list[str]) -> list[object]:
+    """``NAME=PATH`` (a file or directory, digested now) or ``NAME=oci:REF@sha256:...``."""
+    from ecp.authority._artifact import describe_directory, describe_file, describe_image
+
+    out: dict[str, dict[str, object]] = {}
+    atts: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or not where:
+            raise CliError(f"--artifact {spec!r}: give NAME=PATH or NAME=oci:REPO@sha256:<hex>")
+        if where.startswith("oci:"):
+            ref = describe_image(name, where.removeprefix("oci:"))
+        elif Path(where).is_dir():
+            ref = describe_directory(name, where)
+        else:
+            ref = describe_file(name, where)
+        out[name] = dict(ref.model_dump(mode="json"))
+    for spec in attestations:
+        name, sep, file = spec.partition("=")
+        if name not in out or not sep:
+            raise CliError(f"--attestation {spec!r}: give NAME=FILE for an --artifact NAME")
+        try:
+            envelope = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {file}: {exc.strerror}") from exc
+        atts.setdefault(name, []).append(envelope)
+    return [{**doc, "attestations": atts[n]} if n in atts else doc for n, doc in out.items()]
+
+
 @one_line_errors
 def submit(
     action: str = typer.Argument(..., help="The governed activity type, e.g. payout."),
@@ -73,6 +102,17 @@ def submit(
     ),
     id_token: Path | None = typer.Option(
         None, "--id-token", help="A file holding the initiator's OpenID Connect ID token."
+    ),
+    artifact: list[str] = typer.Option(
+        [],
+        "--artifact",
+        help="An artifact the action uses: NAME=PATH (file or directory, digested now) "
+        "or NAME=oci:REGISTRY/REPO@sha256:<hex>. Repeatable.",
+    ),
+    attestation: list[str] = typer.Option(
+        [],
+        "--attestation",
+        help="NAME=FILE: a DSSE in-toto attestation (JSON) about artifact NAME. Repeatable.",
     ),
 ) -> None:
     """Start a GovernedExecution of ACTION and print its workflow id.
@@ -98,6 +138,7 @@ def submit(
         approval_timeout_seconds=approval_timeout,
         queues=TaskQueues(settings.authority_queue, settings.executor_queue),
         initiator_proof=proof,
+        artifacts=_parse_artifacts(artifact, attestation),
     )
     wf_id = workflow_id or f"ecp-{action}-{uuid.uuid4().hex[:10]}"
 

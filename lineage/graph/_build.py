@@ -684,6 +684,11 @@ class _RunBuilder:
             time_ns=e.event_time.ToNanoseconds(),
         )
         b.edge(g, nid, "authorized")
+        arts = _grant_artifacts(claims.get("artifacts"))
+        if arts:
+            # JSON text: GraphML and DOT attributes hold no lists. Linked to
+            # artifact nodes once the attempt's outcome is known.
+            b.node(nid, grant_artifacts=json.dumps(arts, sort_keys=True))
         b.grant_links.append((g, _s(claims.get("decision_id"))))
         approvals = claims.get("approvals")
         if isinstance(approvals, list):
@@ -1092,6 +1097,23 @@ _HANDLERS: dict[E.ValueType, _Handler] = {
 }
 
 
+def _grant_artifacts(value: object) -> list[dict[str, object]]:
+    """The artifacts a grant header names, as far as they read (unverified)."""
+    if not isinstance(value, list):
+        return []
+    out: list[dict[str, object]] = []
+    for a in value[:64]:
+        if isinstance(a, dict) and isinstance(a.get("digest"), str):
+            out.append(
+                {
+                    k: a[k]
+                    for k in ("name", "kind", "uri", "digest", "size")
+                    if isinstance(a.get(k), str | int) and not isinstance(a.get(k), bool)
+                }
+            )
+    return out
+
+
 def _order(h: RunHistory) -> int:
     # Histories loaded or fetched are checked; a RunHistory built in memory may not be.
     if not h.events or h.events[0].event_type != E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
@@ -1127,6 +1149,9 @@ def build_graph(histories: Iterable[RunHistory]) -> nx.DiGraph:
         b.run(h)
     b.link_data()
     b.link_governance()
+    from ecp.lineage.graph._artifacts import link_grant_artifacts  # it imports this module
+
+    link_grant_artifacts(b.g)
     if not nx.is_directed_acyclic_graph(b.g):
         raise LineageGraphError("internal error: the lineage graph has a cycle")
     return b.g

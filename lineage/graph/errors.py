@@ -10,6 +10,7 @@ from __future__ import annotations
 from ecp.errors import EcpError
 
 __all__ = [
+    "ArtifactNotFoundError",
     "CorruptHistoryError",
     "ExportFormatError",
     "HistoryNamespaceError",
@@ -61,3 +62,9 @@ class RendererMissingError(LineageGraphError):
     """Graphviz ``dot`` is not installed, so no SVG can be drawn."""
 
     code = "renderer_missing"
+
+
+class ArtifactNotFoundError(LineageGraphError):
+    """No ledger evidence names an artifact with this digest."""
+
+    code = "artifact_not_found"

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final, NewType
+from typing import Final, Literal, NewType
 
 from pydantic import (
     BaseModel,
@@ -68,6 +68,7 @@ __all__ = [
     "IDENTITY_MAX_CHARS",
     "INTOTO_PAYLOAD_TYPE",
     "ActivityIdentity",
+    "ArtifactEvidence",
     "Evidence",
     "EvidenceId",
     "EvidencePredicate",
@@ -187,6 +188,25 @@ class Outcome(_Wire):
         return self
 
 
+class ArtifactEvidence(_Wire):
+    """An artifact the execution used, produced, or was refused over.
+
+    ``role`` ``used``: the gate verified ``digest`` from the bytes it handed
+    the body; ``generated``: the body declared it as an output and the gate
+    digested it after the body; ``refused``: the approved ``digest`` and what
+    the gate ``found`` instead (a digest, or what the path turned out to be).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    role: Literal["used", "generated", "refused"]
+    kind: Literal["file", "directory", "url", "oci"]
+    uri: str = Field(min_length=1, max_length=2048)
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    size: int | None = Field(default=None, ge=0)
+    media_type: str | None = Field(default=None, alias="mediaType", max_length=256)
+    found: str | None = Field(default=None, max_length=500)
+
+
 class EvidencePredicate(_Wire):
     """The ``predicate`` of an evidence statement (``https://ecp.dev/evidence/v1``)."""
 
@@ -204,6 +224,8 @@ class EvidencePredicate(_Wire):
     outcome: Outcome
     started_at: str = Field(alias="startedAt")
     finished_at: str = Field(alias="finishedAt")
+    #: Absent when the execution named no artifacts and declared no outputs.
+    artifacts: list[ArtifactEvidence] | None = Field(default=None, max_length=64)
 
     @field_validator("decision_id", "initiator", "grant_id")
     @classmethod
