@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 
 import networkx as nx
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -30,18 +31,33 @@ from temporalio.client import Client
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
-from ecp.console._render import render
+from ecp.console._render import render, visible
 from ecp.console.audit import LedgerAuditor
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
 from ecp.console.governance import (
     GovernanceFilter,
     describe_execution,
     list_executions,
+    shell_quote,
 )
 from ecp.console.health import collect_health
-from ecp.console.lineage_view import EXPORTS, export_lineage, lineage_view, load_lineage_graph
+from ecp.console.limits import (
+    DEFAULT_LIMITS,
+    LineageGate,
+    LineageLimits,
+    LineageTooLargeError,
+    until_disconnect,
+)
+from ecp.console.lineage_view import (
+    EXPORTS,
+    export_lineage,
+    export_svg,
+    lineage_view,
+    load_lineage_graph,
+)
 from ecp.console.proofs import consistency_document, parse_size
 from ecp.lineage._crosscheck import CrossCheckReport
+from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger.errors import EntryNotFoundError, LineageError, NoCheckpointError
 
@@ -69,7 +85,7 @@ _SECURITY_HEADERS: Final = (
 
 
 class _SecurityHeaders:
-    """Adds :data:`_SECURITY_HEADERS` to every HTTP response."""
+    """Adds :data:`_SECURITY_HEADERS` to every HTTP response, error pages included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,6 +113,7 @@ class _Deps:
     ledger: Ledger | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     auditor: LedgerAuditor = field(default_factory=lambda: LedgerAuditor(VERIFY_EVERY))
+    lineage: LineageGate = field(default_factory=LineageGate)
 
     async def temporal(self) -> Client:
         """The Temporal client, connecting on first use.
@@ -157,6 +174,11 @@ def _ui_link(deps: _Deps, workflow_id: str, run_id: str) -> str | None:
     )
 
 
+def _ecp_queues(settings: Settings) -> frozenset[str]:
+    """The task queues ECP's own workers poll: only runs there are governance state."""
+    return frozenset({settings.executor_queue, settings.authority_queue})
+
+
 async def _index(request: Request) -> Response:
     return RedirectResponse("/governance", status_code=303)
 
@@ -174,7 +196,9 @@ async def _governance(request: Request) -> Response:
     )
     flt.query()  # refuse a bad filter before connecting
     client = await deps.temporal()
-    page = await list_executions(client, flt, page_token=q.get("page", ""))
+    page = await list_executions(
+        client, flt, queues=_ecp_queues(deps.settings), page_token=q.get("page", "")
+    )
     filters = {
         "decision": flt.decision,
         "action": flt.action,
@@ -205,10 +229,10 @@ async def _execution(request: Request) -> Response:
     deps = _deps(request)
     workflow_id = str(request.path_params["workflow_id"])
     client = await deps.temporal()
-    detail = await describe_execution(client, workflow_id)
+    detail = await describe_execution(client, workflow_id, queues=_ecp_queues(deps.settings))
     return render(
         "execution.html",
-        title=f"Execution {workflow_id}",
+        title=f"Execution {visible(workflow_id)}",
         nav="governance",
         detail=detail,
         ui_link=_ui_link(deps, detail.row.workflow_id, detail.row.run_id),
@@ -233,16 +257,20 @@ async def _graph_for(
     except LedgerNotReadyError as exc:
         ledger_error = str(exc)
     g, report, check_error = await load_lineage_graph(
-        client, deps.settings, ledger, ledger_error, workflow_id, follow_children=follow
+        client,
+        deps.settings,
+        ledger,
+        ledger_error,
+        workflow_id,
+        follow_children=follow,
+        max_events=deps.lineage.limits.max_events,
     )
     return g, report, check_error, workflow_id, follow
 
 
-async def _lineage(request: Request) -> Response:
-    g, report, check_error, workflow_id, follow = await _graph_for(request)
-    view = await asyncio.to_thread(lineage_view, g, report, check_error, workflow_id, follow)
+def _exports(workflow_id: str, follow: bool) -> list[tuple[str, str, str]]:
     suffix = "?children=1" if follow else ""
-    exports = [
+    return [
         (
             f.value,
             f"/lineage/{quote(workflow_id, safe='')}/export/{f.value}{suffix}",
@@ -250,13 +278,42 @@ async def _lineage(request: Request) -> Response:
         )
         for f, (ext, _) in EXPORTS.items()
     ]
+
+
+async def _lineage(request: Request) -> Response:
+    gate = _deps(request).lineage
+    # Bounded work: a render slot (or a 503), the event and node caps, and
+    # nothing left running once the client has gone.
+    async with gate.slot():
+        return await until_disconnect(request, gate, _lineage_page(request, gate.limits))
+
+
+async def _lineage_page(request: Request, limits: LineageLimits) -> Response:
+    workflow_id = str(request.path_params["workflow_id"])
+    follow = _children(request)
+    title = f"Lineage of {visible(workflow_id)}"
+    try:
+        g, report, check_error, workflow_id, follow = await _graph_for(request)
+        view = await lineage_view(g, report, check_error, workflow_id, follow, limits)
+    except LineageTooLargeError as exc:
+        return render(
+            "lineage_too_large.html",
+            title=title,
+            nav="governance",
+            reason=str(exc),
+            over_events=exc.events > 0,
+            workflow_id=workflow_id,
+            exports=_exports(workflow_id, follow),
+            workflow_quoted=quote(workflow_id, safe=""),
+            command=f"ecp lineage export {shell_quote(workflow_id)} --format svg --out FILE",
+        )
     violations = [f for f in view.findings if f.status == "violation"]
     return render(
         "lineage.html",
-        title=f"Lineage of {workflow_id}",
+        title=title,
         nav="governance",
         view=view,
-        exports=exports,
+        exports=_exports(workflow_id, follow),
         violations=violations,
         workflow_quoted=quote(workflow_id, safe=""),
     )
@@ -268,11 +325,21 @@ def _download_name(workflow_id: str, ext: str) -> str:
 
 
 async def _lineage_export(request: Request) -> Response:
+    gate = _deps(request).lineage
+    async with gate.slot():
+        return await until_disconnect(request, gate, _lineage_download(request, gate.limits))
+
+
+async def _lineage_download(request: Request, limits: LineageLimits) -> Response:
     fmt = str(request.path_params["fmt"])
     g, _, _, workflow_id, _ = await _graph_for(request)
-    text, media, ext = await asyncio.to_thread(
-        export_lineage, g, fmt, _deps(request).settings.namespace
-    )
+    if fmt == ExportFormat.SVG.value:
+        ext, media = EXPORTS[ExportFormat.SVG]
+        text = await export_svg(g, limits)
+    else:
+        text, media, ext = await asyncio.to_thread(
+            export_lineage, g, fmt, _deps(request).settings.namespace
+        )
     return Response(
         text,
         media_type=media,
@@ -369,7 +436,10 @@ def _error_page(request: Request, status: int, message: str) -> Response:
 
 async def _console_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
-    return _error_page(request, exc.status, str(exc))
+    response = _error_page(request, exc.status, str(exc))
+    if exc.status == 503:
+        response.headers["retry-after"] = "5"
+    return response
 
 
 async def _unreachable(request: Request, exc: Exception) -> Response:
@@ -400,8 +470,42 @@ async def _crash(request: Request, exc: Exception) -> Response:
     )
 
 
+class _AnyText(Convertor[str]):
+    """A path segment run that may hold any character, a newline included.
+
+    Starlette's ``path`` convertor is ``.*``, which stops at a newline: a
+    workflow id holding one linked to a page that was always a 404.
+    """
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
+
+
+class _Console(Starlette):
+    """Starlette with the security headers outside its last-resort error middleware.
+
+    Starlette keeps ``ServerErrorMiddleware`` outermost, so a header
+    middleware added the usual way never sees its 500 page.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(
-    settings: Settings, *, temporal_ui: str | None = None, verify_every: timedelta = VERIFY_EVERY
+    settings: Settings,
+    *,
+    temporal_ui: str | None = None,
+    verify_every: timedelta = VERIFY_EVERY,
+    lineage_limits: LineageLimits = DEFAULT_LIMITS,
 ) -> Starlette:
     """Build the console for ``settings``.
 
@@ -409,11 +513,13 @@ def create_app(
         settings: the deployment's settings (Temporal, queues, ledger, trust store, policy).
         temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
         verify_every: the health page's full ledger verification runs at most this often.
+        lineage_limits: what one Lineage Explorer request may cost.
     """
     deps = _Deps(
         settings,
         temporal_ui.rstrip("/") if temporal_ui else None,
         auditor=LedgerAuditor(verify_every),
+        lineage=LineageGate(lineage_limits),
     )
 
     @contextlib.asynccontextmanager
@@ -429,14 +535,14 @@ def create_app(
         HTTPException: _http_error,
         Exception: _crash,
     }
-    app = Starlette(
+    app = _Console(
         debug=False,
         routes=[
             Route("/", _index),
             Route("/governance", _governance),
-            Route("/governance/{workflow_id:path}", _execution),
-            Route("/lineage/{workflow_id:path}/export/{fmt}", _lineage_export),
-            Route("/lineage/{workflow_id:path}", _lineage),
+            Route("/governance/{workflow_id:anytext}", _execution),
+            Route("/lineage/{workflow_id:anytext}/export/{fmt}", _lineage_export),
+            Route("/lineage/{workflow_id:anytext}", _lineage),
             Route("/proofs", _proofs),
             Route("/health", _health),
             Route("/api/health", _health_json),
@@ -447,7 +553,4 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.deps = deps
-    # Starlette keeps its error middleware outermost: the last-resort 500
-    # page lacks these headers, but it carries no script and no input.
-    app.add_middleware(_SecurityHeaders)
     return app

@@ -112,11 +112,16 @@ async def test_governance_list_filters_and_links(
 async def test_governance_pages_instead_of_listing_everything(governed: Governed) -> None:
     from ecp.console.governance import GovernanceFilter, list_executions
 
-    first = await list_executions(governed.client, GovernanceFilter(), page_size=1)
+    queues = frozenset({governed.settings.executor_queue})
+    first = await list_executions(governed.client, GovernanceFilter(), queues=queues, page_size=1)
     assert len(first.rows) == 1
     assert first.next_token
     second = await list_executions(
-        governed.client, GovernanceFilter(), page_token=first.next_token, page_size=1
+        governed.client,
+        GovernanceFilter(),
+        queues=queues,
+        page_token=first.next_token,
+        page_size=1,
     )
     assert len(second.rows) == 1
     assert second.rows[0].workflow_id != first.rows[0].workflow_id
