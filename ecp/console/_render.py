@@ -64,6 +64,16 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "—"
 
 
+def _when_cell(value: datetime | None) -> Markup:
+    """:func:`_when` for a table cell: it may wrap between date and time, never inside either."""
+    if value is None:
+        return Markup("—")
+    return Markup('<span class="nw">%s</span> <span class="nw">%s</span>') % (
+        value.strftime("%Y-%m-%d"),
+        value.strftime("%H:%M:%S UTC"),
+    )
+
+
 _ENV: Final = Environment(
     loader=PackageLoader("ecp.console", "templates"),
     # Autoescape everything, not only .html: no template may emit raw input.
@@ -73,6 +83,7 @@ _ENV: Final = Environment(
     finalize=_finalize,
 )
 _ENV.filters["when"] = _when
+_ENV.filters["when_cell"] = _when_cell
 _ENV.filters["ident"] = ident
 
 

@@ -96,7 +96,6 @@ async def test_governance_list_filters_and_links(
     denied = page.locator(f"tr[data-workflow-id='{governed.denied_id}']")
     assert "allow" in await allowed.inner_text()
     assert "deny" in await denied.inner_text()
-    await page.screenshot(path=str(screenshots / "governance-list.png"), full_page=True)
 
     await page.select_option("select[name=decision]", "deny")
     await page.fill("input[name=initiator]", "alice")
@@ -150,7 +149,6 @@ async def test_governance_at_narrow_width(
     await page.goto(governed.console.url + "/governance")
     # The table scrolls inside its own region; the page itself does not.
     assert await _no_sideways_scroll(page)
-    await page.screenshot(path=str(screenshots / "governance-narrow.png"), full_page=True)
     await context.close()
 
 
