@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote, urlencode
@@ -28,11 +28,24 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
 from ecp.console._render import render, visible
+from ecp.console._svg import chart_svg
 from ecp.console.audit import LedgerAuditor
+from ecp.console.charts import (
+    GOVERNANCE_CHARTS,
+    HEALTH_CHARTS,
+    WINDOWS,
+    Chart,
+    Window,
+    approval_waits,
+    governed_activity,
+    ledger_charts,
+    window_named,
+)
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
 from ecp.console.governance import (
     GovernanceFilter,
@@ -179,6 +192,75 @@ def _ecp_queues(settings: Settings) -> frozenset[str]:
     return frozenset({settings.executor_queue, settings.authority_queue})
 
 
+_CHART_TITLES: Final = {
+    "governed-decisions": "Governed executions started, by decision",
+    "governed-outcomes": "Governed executions started, by outcome",
+    "approval-waits": "Approval waiting time",
+    "denial-reasons": "Gate denials by reason code",
+    "attempt-duration": "Gate latency (governed attempts)",
+    "ledger-size": "Ledger size",
+    "checkpoint-age": "Checkpoint age",
+}
+
+
+async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dict[str, Chart | str]:
+    """Each named chart, or the one sentence saying why it cannot be drawn now."""
+    now = datetime.now(UTC)
+    out: dict[str, Chart | str] = {}
+    queues = _ecp_queues(deps.settings)
+    if {"governed-decisions", "governed-outcomes", "approval-waits"} & set(names):
+        client, reason = await deps.temporal_or_reason()
+        if client is None:
+            out.update(dict.fromkeys(GOVERNANCE_CHARTS, reason or "Temporal is unreachable."))
+        else:
+            try:
+                if {"governed-decisions", "governed-outcomes"} & set(names):
+                    for c in await governed_activity(client, queues, w, now):
+                        out[c.name] = c
+                if "approval-waits" in names:
+                    out["approval-waits"] = await approval_waits(client, queues, w, now)
+            except RPCError as exc:
+                out.update(dict.fromkeys(GOVERNANCE_CHARTS, _sentence(f"Temporal: {exc.message}")))
+    if set(HEALTH_CHARTS) & set(names):
+        try:
+            ledger = deps.open_ledger()
+            out.update(await asyncio.to_thread(ledger_charts, ledger, w, now))
+        except LedgerNotReadyError as exc:
+            out.update(dict.fromkeys(HEALTH_CHARTS, str(exc)))
+        except LineageError as exc:
+            out.update(dict.fromkeys(HEALTH_CHARTS, _sentence(f"The ledger cannot be read: {exc}")))
+    return out
+
+
+async def _chart_section(deps: _Deps, names: tuple[str, ...], w: Window) -> dict[str, object]:
+    found = await _compute_charts(deps, names, w)
+    items = []
+    for name in names:
+        got = found.get(name, "Not available.")
+        chart = got if isinstance(got, Chart) else None
+        items.append(
+            {
+                "name": name,
+                "title": chart.title if chart else _CHART_TITLES[name],
+                "chart": chart,
+                "svg": chart_svg(chart, f"chart-{name}-title") if chart else None,
+                "problem": None if chart else got,
+            }
+        )
+    return {"window": w, "windows": list(WINDOWS.values()), "entries": items}
+
+
+async def _chart_json(request: Request) -> Response:
+    name = str(request.path_params["name"])
+    if name not in _CHART_TITLES:
+        raise HTTPException(404)
+    w = window_named(request.query_params.get("window", ""))
+    got = (await _compute_charts(_deps(request), (name,), w))[name]
+    if isinstance(got, str):
+        return JSONResponse({"error": got}, status_code=503)
+    return JSONResponse(got.to_dict())
+
+
 async def _index(request: Request) -> Response:
     return RedirectResponse("/governance", status_code=303)
 
@@ -212,6 +294,8 @@ async def _governance(request: Request) -> Response:
     if page.next_token:
         next_query = urlencode({**{k: v for k, v in filters.items() if v}, "page": page.next_token})
     links = {r.workflow_id + r.run_id: _ui_link(deps, r.workflow_id, r.run_id) for r in page.rows}
+    w = window_named(q.get("window", ""))
+    charts = None if q.get("page") else await _chart_section(deps, GOVERNANCE_CHARTS, w)
     return render(
         "governance.html",
         title="Governance",
@@ -222,6 +306,7 @@ async def _governance(request: Request) -> Response:
         next_query=next_query,
         ui_links=links,
         first_page=not q.get("page"),
+        charts=charts,
     )
 
 
@@ -418,9 +503,17 @@ async def _health_json(request: Request) -> Response:
 
 
 async def _health(request: Request) -> Response:
-    doc = await _health_report(_deps(request))
+    deps = _deps(request)
+    w = window_named(request.query_params.get("window", ""))
+    doc = await _health_report(deps)
+    charts = await _chart_section(deps, HEALTH_CHARTS, w)
     return render(
-        "health.html", title="Health", nav="health", report=doc, refresh=HEALTH_REFRESH_SECONDS
+        "health.html",
+        title="Health",
+        nav="health",
+        report=doc,
+        refresh=HEALTH_REFRESH_SECONDS,
+        charts=charts,
     )
 
 
@@ -547,6 +640,7 @@ def create_app(
             Route("/health", _health),
             Route("/api/health", _health_json),
             Route("/api/consistency", _consistency_json),
+            Route("/api/charts/{name}", _chart_json),
             Mount("/static", StaticFiles(directory=_STATIC), name="static"),
         ],
         exception_handlers=handlers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,22 @@ _WIDTHS: list[tuple[str, ViewportSize]] = [
 
 
 @pytest.fixture(scope="module")
-async def long_id(governed: Governed) -> str:
-    """A governed run whose workflow id is far longer than a cell."""
+async def long_id(governed: Governed) -> AsyncIterator[str]:
+    """A governed run whose workflow id is far longer than a cell, and one awaiting approval."""
     s = governed.settings
+    waiting = await start_governed(
+        governed.client,
+        GovernedRequest(
+            action="payout",
+            args=[{"amount": 5000, "currency": "EUR", "recipient": "acme"}],
+            initiator="alice",
+            approval_timeout_seconds=3600,
+            queues=TaskQueues(s.authority_queue, s.executor_queue),
+        ),
+        workflow_id=f"waiting-{uuid.uuid4().hex[:8]}",
+    )
+    while (await waiting.query("ecp.status", result_type=dict)).get("step") != "approve":
+        await asyncio.sleep(0.1)
     wf_id = f"quarterly-settlement-batch-{uuid.uuid4().hex}-eu-west-retry-0001"
     handle = await start_governed(
         governed.client,
@@ -64,7 +78,8 @@ async def long_id(governed: Governed) -> str:
     await handle.result()
     while (await governed.client.count_workflows(f"WorkflowId = '{wf_id}'")).count < 1:
         await asyncio.sleep(0.1)  # visibility trails the close
-    return wf_id
+    yield wf_id
+    await waiting.terminate("test over")
 
 
 async def _open(browser: Browser, viewport: ViewportSize, url: str) -> Page:
@@ -85,13 +100,13 @@ async def test_no_word_breaks_inside_a_cell(
 ) -> None:
     page = await _open(browser, viewport, governed.console.url + "/governance")
     rows = page.locator("#executions tbody tr[data-workflow-id]")
-    assert await rows.count() >= 3
+    assert await rows.count() >= 4
+    assert await page.locator("#executions .tag-allow_after_approval").count() >= 1
     assert await page.evaluate(_BROKEN_WORDS) == []
     # Nothing scrolls sideways: neither the page nor the table's own region.
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    assert await page.evaluate(
-        "[...document.querySelectorAll('.scroll')].every(e => e.scrollWidth <= e.clientWidth)"
-    )
+    region = page.locator(".scroll:has(#executions)")
+    assert await region.evaluate("e => e.scrollWidth <= e.clientWidth")
     # The long id is shortened on screen; its link holds the full value to
     # copy, and shows it on hover.
     link = page.locator(f"tr[data-workflow-id='{long_id}'] a.wf-id")
