@@ -10,6 +10,7 @@ hide in a copied id. Ids are also isolated (``<bdi>``) from their neighbours.
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Final
 
@@ -17,7 +18,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse
 
-__all__ = ["ident", "render", "visible", "visible_text"]
+__all__ = ["PAGE_CONTEXT", "ident", "render", "visible", "visible_text"]
+
+#: What every page shows besides its own content (who is signed in), set per request.
+PAGE_CONTEXT: ContextVar[dict[str, object] | None] = ContextVar("ecp_page_context", default=None)
 
 # C0 and C1 controls, DEL, the bidirectional marks, embeddings, overrides and
 # isolates, zero-width and invisible format characters, line and paragraph
@@ -89,4 +93,7 @@ _ENV.filters["ident"] = ident
 
 def render(template: str, status_code: int = 200, **context: object) -> HTMLResponse:
     """Render ``template`` with ``context`` into an HTML response."""
-    return HTMLResponse(_ENV.get_template(template).render(**context), status_code=status_code)
+    page = PAGE_CONTEXT.get() or {}
+    return HTMLResponse(
+        _ENV.get_template(template).render(**{**page, **context}), status_code=status_code
+    )

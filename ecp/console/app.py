@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import networkx as nx
 from starlette.applications import Starlette
@@ -32,7 +33,7 @@ from temporalio.service import RPCError
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
-from ecp.console._render import render, visible
+from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
 from ecp.console.audit import LedgerAuditor
 from ecp.console.charts import (
@@ -69,6 +70,17 @@ from ecp.console.lineage_view import (
     load_lineage_graph,
 )
 from ecp.console.proofs import consistency_document, parse_size
+from ecp.console.signin import (
+    LOGIN_COOKIE,
+    ROLES,
+    SESSION_COOKIE,
+    SignIn,
+    SignInConfig,
+    SignInError,
+    Visitor,
+    cookies_of,
+    set_cookie,
+)
 from ecp.lineage._crosscheck import CrossCheckReport
 from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.ledger._ledger import Ledger
@@ -116,6 +128,79 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+#: The visitor when the console has no sign-in configured: every page, as before.
+_EVERYONE: Final = Visitor("", frozenset(ROLES))
+
+
+def _need(path: str) -> str:
+    """What a path needs: ``open``, ``public`` (the Proof Viewer), ``list`` or a role."""
+    if path.startswith("/static/") or path in ("/login", "/auth/callback", "/logout"):
+        return "open"
+    if path in ("/proofs", "/api/consistency"):
+        return "public"
+    if path in ("/", "/governance"):
+        return "list"
+    if path.startswith("/lineage/") and "/export/" in path:
+        return "auditor"
+    return "viewer"
+
+
+class _Gatekeeper:
+    """Lets a request through only when its visitor may see the page (see :func:`_need`).
+
+    Without a sign-in configuration every visitor may see everything (the
+    console's behaviour before sign-in existed). In public mode a signed-out
+    visitor sees the Proof Viewer and the redacted list.
+    """
+
+    def __init__(self, app: ASGIApp, signin: SignIn | None) -> None:
+        self.app = app
+        self.signin = signin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.signin is None:
+            visitor = _EVERYONE
+        else:
+            visitor = self.signin.visitor(cookies_of(scope.get("headers", [])))
+        scope.setdefault("state", {})["visitor"] = visitor
+        token = PAGE_CONTEXT.set({"visitor": visitor, "signin_enabled": self.signin is not None})
+        try:
+            refusal = self._refusal(scope, visitor)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+        finally:
+            PAGE_CONTEXT.reset(token)
+
+    def _refusal(self, scope: Scope, visitor: Visitor) -> Response | None:
+        need = _need(str(scope.get("path", "")))
+        public = self.signin is not None and self.signin.config.public
+        if need == "open" or (visitor.may("viewer") and need in ("public", "list", "viewer")):
+            return None
+        if need in ("public", "list") and public:
+            return None
+        if need == "auditor" and visitor.may("auditor"):
+            return None
+        request = Request(scope)
+        if visitor.signed_in:
+            return _error_page(request, 403, f"Your roles do not include {need}, which this needs.")
+        if _wants_json(request):
+            return JSONResponse({"error": "Sign in first."}, status_code=401)
+        path = str(scope.get("path", "/"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = path + (f"?{query}" if query else "")
+        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+
+
+def _visitor(request: Request) -> Visitor:
+    visitor = request.scope.get("state", {}).get("visitor")
+    return visitor if isinstance(visitor, Visitor) else _EVERYONE
+
+
 @dataclass
 class _Deps:
     """Lazily opened connections; a failure is remembered only until the next request."""
@@ -127,6 +212,7 @@ class _Deps:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     auditor: LedgerAuditor = field(default_factory=lambda: LedgerAuditor(VERIFY_EVERY))
     lineage: LineageGate = field(default_factory=LineageGate)
+    signin: SignIn | None = None
 
     async def temporal(self) -> Client:
         """The Temporal client, connecting on first use.
@@ -265,13 +351,61 @@ async def _index(request: Request) -> Response:
     return RedirectResponse("/governance", status_code=303)
 
 
+def _signin_of(request: Request) -> SignIn:
+    signin = _deps(request).signin
+    if signin is None:
+        raise HTTPException(404)
+    return signin
+
+
+async def _login(request: Request) -> Response:
+    signin = _signin_of(request)
+    nxt = request.query_params.get("next", "/governance")
+    url, login = await signin.start(nxt if nxt.startswith("/") else "/governance")
+    response = RedirectResponse(url, status_code=303)
+    response.headers.append("set-cookie", set_cookie(signin.config, LOGIN_COOKIE, login, 600))
+    return response
+
+
+async def _callback(request: Request) -> Response:
+    signin = _signin_of(request)
+    q = request.query_params
+    if q.get("error"):
+        raise SignInError(f"The identity provider refused the sign-in: {q['error'][:80]}.")
+    cookies = cookies_of(request.scope.get("headers", []))
+    session, nxt = await signin.finish(cookies, q.get("code", ""), q.get("state", ""))
+    response = RedirectResponse(nxt, status_code=303)
+    cfg = signin.config
+    response.headers.append(
+        "set-cookie", set_cookie(cfg, SESSION_COOKIE, session, cfg.session_seconds)
+    )
+    response.headers.append("set-cookie", set_cookie(cfg, LOGIN_COOKIE, "", 0))
+    return response
+
+
+async def _logout(request: Request) -> Response:
+    signin = _signin_of(request)
+    visitor = _visitor(request)
+    body = (await request.body())[:4096].decode("utf-8", "replace")
+    sent = parse_qs(body).get("csrf", [""])[0]
+    # The session's own token, sent back by its own form: another site's
+    # form cannot know it.
+    if not visitor.signed_in or not sent or not hmac.compare_digest(sent, visitor.csrf):
+        return _error_page(request, 403, "The sign-out form is not from this session.")
+    response = RedirectResponse("/proofs" if signin.config.public else "/login", status_code=303)
+    response.headers.append("set-cookie", set_cookie(signin.config, SESSION_COOKIE, "", 0))
+    return response
+
+
 async def _governance(request: Request) -> Response:
     deps = _deps(request)
     q = request.query_params
+    redacted = not _visitor(request).may("viewer")
     flt = GovernanceFilter(
         decision=q.get("decision", "").strip(),
         action=q.get("action", "").strip(),
-        initiator=q.get("initiator", "").strip(),
+        # A redacted list shows no initiator, so it must not filter by one either.
+        initiator="" if redacted else q.get("initiator", "").strip(),
         policy=q.get("policy", "").strip(),
         started_from=q.get("from", "").strip(),
         started_to=q.get("to", "").strip(),
@@ -295,7 +429,7 @@ async def _governance(request: Request) -> Response:
         next_query = urlencode({**{k: v for k, v in filters.items() if v}, "page": page.next_token})
     links = {r.workflow_id + r.run_id: _ui_link(deps, r.workflow_id, r.run_id) for r in page.rows}
     w = window_named(q.get("window", ""))
-    charts = None if q.get("page") else await _chart_section(deps, GOVERNANCE_CHARTS, w)
+    charts = None if q.get("page") or redacted else await _chart_section(deps, GOVERNANCE_CHARTS, w)
     return render(
         "governance.html",
         title="Governance",
@@ -307,6 +441,7 @@ async def _governance(request: Request) -> Response:
         ui_links=links,
         first_page=not q.get("page"),
         charts=charts,
+        redacted=redacted,
     )
 
 
@@ -590,7 +725,8 @@ class _Console(Starlette):
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        return _SecurityHeaders(super().build_middleware_stack())
+        deps: _Deps = self.state.deps
+        return _SecurityHeaders(_Gatekeeper(super().build_middleware_stack(), deps.signin))
 
 
 def create_app(
@@ -599,6 +735,7 @@ def create_app(
     temporal_ui: str | None = None,
     verify_every: timedelta = VERIFY_EVERY,
     lineage_limits: LineageLimits = DEFAULT_LIMITS,
+    signin: SignInConfig | None = None,
 ) -> Starlette:
     """Build the console for ``settings``.
 
@@ -607,12 +744,14 @@ def create_app(
         temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
         verify_every: the health page's full ledger verification runs at most this often.
         lineage_limits: what one Lineage Explorer request may cost.
+        signin: OpenID Connect sign-in; None serves every page to every visitor.
     """
     deps = _Deps(
         settings,
         temporal_ui.rstrip("/") if temporal_ui else None,
         auditor=LedgerAuditor(verify_every),
         lineage=LineageGate(lineage_limits),
+        signin=SignIn(signin) if signin is not None else None,
     )
 
     @contextlib.asynccontextmanager
@@ -632,6 +771,9 @@ def create_app(
         debug=False,
         routes=[
             Route("/", _index),
+            Route("/login", _login),
+            Route("/auth/callback", _callback),
+            Route("/logout", _logout, methods=["POST"]),
             Route("/governance", _governance),
             Route("/governance/{workflow_id:anytext}", _execution),
             Route("/lineage/{workflow_id:anytext}/export/{fmt}", _lineage_export),

@@ -57,8 +57,14 @@ def free_port() -> int:
 class ConsoleServer:
     """uvicorn in a thread, with its own event loop, stopped on exit."""
 
-    def __init__(self, settings: Settings, temporal_ui: str | None = None, **options: Any) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        settings: Settings,
+        temporal_ui: str | None = None,
+        port: int | None = None,
+        **options: Any,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_app(settings, temporal_ui=temporal_ui, **options),
