@@ -1,4 +1,4 @@
-"""`ecp console`: serve the read-only web console."""
+"""`ecp console`: serve the web console."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def console(
         help="Serve signed-out visitors the Proof Viewer and a redacted list.",
     ),
 ) -> None:
-    """Serve the read-only web console: governance list, proof viewer and health.
+    """Serve the web console: governance list, proof viewer, lineage and health.
 
     With ``--oidc-issuer`` visitors sign in (authorization code flow with
     PKCE); the client secret is read from ``ECP_CONSOLE_OIDC_CLIENT_SECRET``

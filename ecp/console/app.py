@@ -1,9 +1,10 @@
-"""The console's ASGI application: read-only pages over Temporal, the ledger and the trust store.
+"""The console's ASGI application: pages over Temporal, the ledger and the trust store.
 
-Nothing here writes: there are only GET routes, the console holds no signing
-key, and pages show public material only (hashes, ids, public keys, receipts).
-Receipts are verified by the reader's browser (``static/verify.js``); the
-server only hands them out.
+The console holds no signing key. Its pages read; the only writes are
+relays: an approval an approver signed in their own browser is delivered to
+the workflow's ``ecp.approve`` update (``approvals.py``), and sign-in and
+sign-out set cookies. Receipts are verified by the reader's browser
+(``static/verify.js``); the server only hands them out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +37,7 @@ from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
 from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
+from ecp.console.approvals import relay_approval
 from ecp.console.audit import LedgerAuditor
 from ecp.console.charts import (
     GOVERNANCE_CHARTS,
@@ -132,8 +135,10 @@ class _SecurityHeaders:
 _EVERYONE: Final = Visitor("", frozenset(ROLES))
 
 
-def _need(path: str) -> str:
+def _need(path: str, method: str = "GET") -> str:
     """What a path needs: ``open``, ``public`` (the Proof Viewer), ``list`` or a role."""
+    if method == "POST" and path.startswith("/governance/") and path.endswith("/approve"):
+        return "approver"
     if path.startswith("/static/") or path in ("/login", "/auth/callback", "/logout"):
         return "open"
     if path in ("/proofs", "/api/consistency"):
@@ -177,13 +182,13 @@ class _Gatekeeper:
             PAGE_CONTEXT.reset(token)
 
     def _refusal(self, scope: Scope, visitor: Visitor) -> Response | None:
-        need = _need(str(scope.get("path", "")))
+        need = _need(str(scope.get("path", "")), str(scope.get("method", "GET")))
         public = self.signin is not None and self.signin.config.public
         if need == "open" or (visitor.may("viewer") and need in ("public", "list", "viewer")):
             return None
         if need in ("public", "list") and public:
             return None
-        if need == "auditor" and visitor.may("auditor"):
+        if need in ("auditor", "approver") and visitor.may(need):
             return None
         request = Request(scope)
         if visitor.signed_in:
@@ -213,6 +218,8 @@ class _Deps:
     auditor: LedgerAuditor = field(default_factory=lambda: LedgerAuditor(VERIFY_EVERY))
     lineage: LineageGate = field(default_factory=LineageGate)
     signin: SignIn | None = None
+    #: The CSRF token of every form when nobody signs in (no session to hold one).
+    anon_csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     async def temporal(self) -> Client:
         """The Temporal client, connecting on first use.
@@ -445,6 +452,11 @@ async def _governance(request: Request) -> Response:
     )
 
 
+def _csrf(request: Request) -> str:
+    visitor = _visitor(request)
+    return visitor.csrf if visitor.signed_in else _deps(request).anon_csrf
+
+
 async def _execution(request: Request) -> Response:
     deps = _deps(request)
     workflow_id = str(request.path_params["workflow_id"])
@@ -456,6 +468,31 @@ async def _execution(request: Request) -> Response:
         nav="governance",
         detail=detail,
         ui_link=_ui_link(deps, detail.row.workflow_id, detail.row.run_id),
+        may_approve=_visitor(request).may("approver"),
+        csrf=_csrf(request),
+        workflow_quoted=quote(workflow_id, safe=""),
+        approved=request.query_params.get("approved", "") == "1",
+    )
+
+
+async def _approve(request: Request) -> Response:
+    deps = _deps(request)
+    workflow_id = str(request.path_params["workflow_id"])
+    body = (await request.body())[: 64 * 1024].decode("utf-8", "replace")
+    form = {k: v[0] for k, v in parse_qs(body).items()}
+    sent = form.get("csrf", "")
+    if not sent or not hmac.compare_digest(sent, _csrf(request)):
+        return _error_page(request, 403, "The approval form is not from this console session.")
+    client = await deps.temporal()
+    await relay_approval(
+        client,
+        workflow_id,
+        payload_b64=form.get("payload", ""),
+        signature_b64=form.get("signature", ""),
+        queues=_ecp_queues(deps.settings),
+    )
+    return RedirectResponse(
+        f"/governance/{quote(workflow_id, safe='')}?approved=1", status_code=303
     )
 
 
@@ -775,6 +812,7 @@ def create_app(
             Route("/auth/callback", _callback),
             Route("/logout", _logout, methods=["POST"]),
             Route("/governance", _governance),
+            Route("/governance/{workflow_id:anytext}/approve", _approve, methods=["POST"]),
             Route("/governance/{workflow_id:anytext}", _execution),
             Route("/lineage/{workflow_id:anytext}/export/{fmt}", _lineage_export),
             Route("/lineage/{workflow_id:anytext}", _lineage),

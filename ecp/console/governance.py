@@ -32,9 +32,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from ecp._wire import ACTIVITY_EVALUATE, DECISION_QUERY, GRANT_HEADER, STATUS_QUERY
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._contracts import DecisionResult
+from ecp.authority._approval import APPROVAL_PAYLOAD_TYPE, approval_payload, execution_ref
 from ecp.authority._canonical import parse_json_strict
-from ecp.authority._dsse import Envelope
+from ecp.authority._clock import system_clock
+from ecp.authority._dsse import Envelope, pae
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
+from ecp.authority._policy import Decision
 from ecp.authority.errors import AuthorityError
 from ecp.console.errors import BadFilterError, ExecutionNotFoundError, TemporalQueryError
 from ecp.lineage.graph._build import authentication_label, authentication_method, decision_identity
@@ -49,7 +52,9 @@ from ecp.workflows._search_attributes import (
 )
 
 __all__ = [
+    "BROWSER_APPROVAL_TTL",
     "PAGE_SIZE",
+    "BrowserApproval",
     "ExecutionDetail",
     "ExecutionPage",
     "ExecutionRow",
@@ -244,6 +249,22 @@ class PendingApproval:
     role: str
     eligible: tuple[str, ...]
     command: str
+    #: One unsigned approval per eligible approver, for signing in the browser.
+    to_sign: tuple[BrowserApproval, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserApproval:
+    """An approval prepared for one approver to sign in their browser.
+
+    The approver's browser signs ``pae`` (DSSE's pre-authentication encoding
+    of ``payload``) with a key it holds as non-extractable; the console only
+    assembles the envelope around that signature and relays it.
+    """
+
+    approver: str
+    payload_b64: str
+    pae_b64: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,6 +653,10 @@ def shell_quote(value: str) -> str:
     return "$'" + "".join(out) + "'"
 
 
+#: How long an approval prepared for the browser stays valid once signed.
+BROWSER_APPROVAL_TTL: Final = timedelta(minutes=30)
+_MAX_BROWSER_FORMS: Final = 10
+
 #: How long a status query may take: a query needs a live workflow worker.
 _QUERY_TIMEOUT: Final = timedelta(seconds=5)
 
@@ -670,6 +695,26 @@ async def pending_approval(
     req = await _request_of(client, workflow_id, run_id)
     args: object = policy_arguments(list(req.args)) if req is not None else {}
     approvals = status.get("approvals") or []
+    execution = execution_ref(client.namespace, workflow_id, run_id)
+    to_sign = []
+    for name in sorted({a.name for a in decision.approvers})[:_MAX_BROWSER_FORMS]:
+        try:
+            payload = approval_payload(
+                Decision.from_json(decision.decision_json),
+                execution=execution,
+                approver=name,
+                clock=system_clock,
+                ttl=BROWSER_APPROVAL_TTL,
+            )
+        except AuthorityError:
+            continue
+        to_sign.append(
+            BrowserApproval(
+                name,
+                base64.b64encode(payload).decode(),
+                base64.b64encode(pae(APPROVAL_PAYLOAD_TYPE, payload)).decode(),
+            )
+        )
     return PendingApproval(
         action=req.action if req is not None else action,
         purpose=req.purpose if req is not None else "",
@@ -681,4 +726,5 @@ async def pending_approval(
         role=decision.approval_role,
         eligible=tuple(sorted(a.name for a in decision.approvers)),
         command=f"ecp approve {shell_quote(workflow_id)} --key FILE",
+        to_sign=tuple(to_sign),
     )
