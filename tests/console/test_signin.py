@@ -186,3 +186,24 @@ async def test_public_mode_serves_proofs_and_a_redacted_list(
         assert governed.allowed_id in filtered.text  # the initiator filter is ignored
         for path in (f"/governance/{governed.allowed_id}", f"/lineage/{governed.allowed_id}"):
             assert (await http.get(path)).status_code == 303
+
+
+async def test_only_an_approver_may_post_an_approval(site: Site, governed: Governed) -> None:
+    path = f"/governance/{governed.allowed_id}/approve"
+    async with _client(site.console) as http:
+        page = await _sign_in(site, http, ["ecp-viewers"])
+        token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        refused = await http.post(
+            path, data={"csrf": token, "payload": "e30=", "signature": "AA=="}
+        )
+        assert refused.status_code == 403
+        assert "approver" in refused.text
+    async with _client(site.console) as http:
+        page = await _sign_in(site, http, ["ecp-approvers"])
+        token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        # Past the role check: the console itself refuses a closed execution.
+        resp = await http.post(
+            path, data={"csrf": token, "payload": "e30=", "signature": "A" * 86 + "=="}
+        )
+        assert resp.status_code == 400
+        assert "has closed" in resp.text
