@@ -9,8 +9,10 @@ contents never leave the browser.
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -20,11 +22,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Browser, Page, Request
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
-from ecp.authority._keys import write_private_key
+from ecp._keyring import init_keyring
+from ecp._runtime import build_plugin, run_workers
+from ecp._settings import Role, Settings
+from ecp._wire import DECISION_QUERY
+from ecp.activities._contracts import DecisionResult
+from ecp.authority._approval import APPROVAL_PAYLOAD_TYPE, approval_payload, execution_ref
+from ecp.authority._clock import system_clock
+from ecp.authority._dsse import pae
+from ecp.authority._keys import Ed25519FileSigner, load_private_key, write_private_key
+from ecp.authority._policy import Decision
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 from ecp.workflows._start import start_governed
-from tests.console.conftest import WIDE, Governed
+from tests.console.conftest import WIDE, ConsoleServer, Governed
+from tests.workflows.conftest import temporal_env  # noqa: F401 (the session dev server)
 
 
 async def _waiting(governed: Governed) -> WorkflowHandle[object, GovernedResult]:
@@ -62,7 +76,9 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     await context.close()
 
 
-async def _sign_in_browser(page: Page, governed: Governed, wf_id: str, key: Path) -> list[str]:
+async def _sign_in_browser(
+    page: Page, governed: Governed, wf_id: str, key: Path, approver: str = "carol"
+) -> list[str]:
     posted: list[str] = []
 
     def record(request: Request) -> None:
@@ -73,7 +89,7 @@ async def _sign_in_browser(page: Page, governed: Governed, wf_id: str, key: Path
     await page.goto(f"{governed.console.url}/governance/{wf_id}")
     await page.set_input_files("#approve-key", str(key))
     async with page.expect_navigation():
-        await page.click("form.browser-approve[data-approver='carol'] button")
+        await page.click(f"form.browser-approve[data-approver='{approver}'] button")
     return posted
 
 
@@ -130,6 +146,87 @@ async def test_an_approval_form_without_its_csrf_token_is_refused(governed: Gove
                 data={"payload": "e30=", "signature": "AA=="},
             )
         assert resp.status_code == 403
+        assert await _accepted_approvals(handle) == 0
+    finally:
+        await handle.terminate("test over")
+
+
+@pytest.fixture(scope="module")
+async def with_erin(
+    temporal_env: WorkflowEnvironment,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Governed, Path]]:
+    """A stack whose trust store also holds erin: an approver key, not in the finance group."""
+    home = tmp_path_factory.mktemp("console-erin")
+    files = init_keyring(home / "keys")
+    erin = Ed25519FileSigner.generate()
+    erin_key = home / "erin.key"
+    write_private_key(erin.private_key, erin_key)
+    store = TrustStore.load(files.trust_store)
+    store.with_key(TrustedKey.create(erin.public_key, {KeyRole.APPROVER}, name="erin")).save(
+        files.trust_store
+    )
+    q = uuid.uuid4().hex[:8]
+    client = temporal_env.client
+    settings = Settings(
+        home=home,
+        temporal_address=client.service_client.config.target_host,
+        namespace=client.namespace,
+        authority_queue=f"auth-{q}",
+        executor_queue=f"exec-{q}",
+        database_url=f"sqlite:///{home / 'ecp.db'}",
+        allow_unauthenticated=True,
+    )
+    plugin, ledger = build_plugin(settings, role=Role.ALL)
+    async with run_workers(client, settings, plugin, role=Role.ALL):
+        with ConsoleServer(settings) as console:
+            yield (
+                Governed(client, settings, files, "", None, "", None, console),  # type: ignore[arg-type]
+                erin_key,
+            )
+    ledger.close()
+
+
+async def test_an_approver_outside_the_role_is_refused(
+    with_erin: tuple[Governed, Path], page: Page
+) -> None:
+    stack, erin_key = with_erin
+    handle = await _waiting(stack)
+    try:
+        # erin's key is in the trust store as an approver, but erin is not in
+        # the finance group the decision asks for: the page offers no form
+        # for erin, and erin's signature on carol's approval is refused.
+        await page.goto(f"{stack.console.url}/governance/{handle.id}")
+        names = await page.locator("form.browser-approve").evaluate_all(
+            "fs => fs.map(f => f.dataset.approver)"
+        )
+        assert names == ["carol"]
+        csrf = await page.get_attribute("form.browser-approve input[name=csrf]", "value")
+        await _sign_in_browser(page, stack, handle.id, erin_key)
+        assert "The workflow refused the approval" in await page.inner_text("#problem")
+        # Nor does an approval that names erin, signed by erin's own key.
+        decision = await handle.query(DECISION_QUERY, result_type=DecisionResult)
+        desc = await handle.describe()
+        payload = approval_payload(
+            Decision.from_json(decision.decision_json),
+            execution=execution_ref(stack.client.namespace, handle.id, desc.run_id or ""),
+            approver="erin",
+            clock=system_clock,
+            ttl=timedelta(minutes=5),
+        )
+        erin = Ed25519FileSigner(load_private_key(erin_key))
+        signature = erin.sign(pae(APPROVAL_PAYLOAD_TYPE, payload))
+        async with httpx.AsyncClient(base_url=stack.console.url, timeout=60) as http:
+            resp = await http.post(
+                f"/governance/{handle.id}/approve",
+                data={
+                    "csrf": csrf or "",
+                    "payload": base64.b64encode(payload).decode(),
+                    "signature": base64.b64encode(signature).decode(),
+                },
+            )
+        assert resp.status_code == 400
+        assert "The workflow refused the approval" in resp.text
         assert await _accepted_approvals(handle) == 0
     finally:
         await handle.terminate("test over")
