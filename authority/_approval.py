@@ -46,6 +46,7 @@ __all__ = [
     "Approval",
     "ApprovalId",
     "VerifiedApproval",
+    "approval_payload",
     "check_approval",
     "check_approvals_satisfy",
     "execution_ref",
@@ -98,24 +99,23 @@ def execution_ref(namespace: str, workflow_id: str, run_id: str) -> str:
     return f"{namespace}/{workflow_id}/{run_id}"
 
 
-def sign_approval(
+def approval_payload(
     decision: Decision,
     *,
     execution: str,
     approver: str,
-    signer: Signer,
     clock: Clock,
     ttl: timedelta,
     comment: str = "",
-) -> Envelope:
-    """Sign an approval of ``decision`` as ``approver``.
+) -> bytes:
+    """The canonical approval an approver signs (the DSSE payload), unsigned.
+
+    For signers that sign elsewhere (an approver's browser): they sign
+    ``pae(APPROVAL_PAYLOAD_TYPE, payload)`` and the envelope is assembled
+    around their signature.
 
     Raises:
-        GrantRefusedError: the decision does not ask for an approval.
-        ApprovalSchemaError: ``execution``, ``approver`` or ``comment`` (or the
-            decision's digests) do not fit the approval schema: empty, too
-            long, not text (a lone surrogate), or an expiry beyond year 9999.
-        ClockError: the clock is not time-zone aware.
+        GrantRefusedError, ApprovalSchemaError, ClockError: as :func:`sign_approval`.
     """
     if decision.effect is not Effect.ALLOW_AFTER_APPROVAL or decision.approval is None:
         raise GrantRefusedError(f"decision {decision.decision_id} does not ask for approval")
@@ -140,9 +140,33 @@ def sign_approval(
     except OverflowError as exc:
         raise ApprovalSchemaError(f"approval expiry is out of range: {exc}") from exc
     try:
-        payload = canonical_json(approval.model_dump(mode="json"))
+        return canonical_json(approval.model_dump(mode="json"))
     except CanonicalizationError as exc:
         raise ApprovalSchemaError(f"approval cannot be canonical JSON: {exc}") from exc
+
+
+def sign_approval(
+    decision: Decision,
+    *,
+    execution: str,
+    approver: str,
+    signer: Signer,
+    clock: Clock,
+    ttl: timedelta,
+    comment: str = "",
+) -> Envelope:
+    """Sign an approval of ``decision`` as ``approver``.
+
+    Raises:
+        GrantRefusedError: the decision does not ask for an approval.
+        ApprovalSchemaError: ``execution``, ``approver`` or ``comment`` (or the
+            decision's digests) do not fit the approval schema: empty, too
+            long, not text (a lone surrogate), or an expiry beyond year 9999.
+        ClockError: the clock is not time-zone aware.
+    """
+    payload = approval_payload(
+        decision, execution=execution, approver=approver, clock=clock, ttl=ttl, comment=comment
+    )
     return sign_envelope(APPROVAL_PAYLOAD_TYPE, payload, signer)
 
 

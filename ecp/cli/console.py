@@ -1,4 +1,4 @@
-"""`ecp console`: serve the read-only web console."""
+"""`ecp console`: serve the web console."""
 
 from __future__ import annotations
 
@@ -54,24 +54,81 @@ def console(
         max=1440,
         help="Minutes between full ledger verifications shown on the health page.",
     ),
+    oidc_issuer: str | None = typer.Option(
+        None, "--oidc-issuer", help="Sign visitors in with this OpenID Connect issuer."
+    ),
+    oidc_client_id: str = typer.Option(
+        "ecp-console", "--oidc-client-id", help="The console's client id at the issuer."
+    ),
+    public_url: str | None = typer.Option(
+        None,
+        "--public-url",
+        help="The console's own base URL as browsers reach it (the redirect URI's base).",
+    ),
+    role: list[str] = typer.Option(
+        [],
+        "--role",
+        help="CLAIM_VALUE=viewer|auditor|approver, repeatable (values of --role-claim).",
+    ),
+    role_claim: str = typer.Option("groups", "--role-claim", help="The claim roles come from."),
+    public_mode: bool = typer.Option(
+        False,
+        "--public-mode",
+        help="Serve signed-out visitors the Proof Viewer and a redacted list.",
+    ),
 ) -> None:
-    """Serve the read-only web console: governance list, proof viewer and health."""
+    """Serve the web console: governance list, proof viewer, lineage and health.
+
+    With ``--oidc-issuer`` visitors sign in (authorization code flow with
+    PKCE); the client secret is read from ``ECP_CONSOLE_OIDC_CLIENT_SECRET``
+    and the session key (hex, 32 bytes or more) from
+    ``ECP_CONSOLE_SESSION_KEY``; without one, a random key is made and
+    sessions end when the console restarts.
+    """
+    import os
+    import secrets
     from datetime import timedelta
 
     import uvicorn
 
     from ecp.console import create_app
+    from ecp.console.signin import SignInConfig
 
     settings = load_settings()
     ui = temporal_ui or default_temporal_ui(settings)
     typer.echo(f"ECP console at http://{host}:{port}/ (Temporal UI: {ui or 'not linked'})")
     if not _loopback(host):
-        # Browsers only offer WebCrypto to secure contexts, and the console has
-        # no login: beyond loopback it belongs behind a TLS proxy with auth.
+        # Browsers only offer WebCrypto to secure contexts; without sign-in
+        # the console shows everything to whoever reaches the port.
         typer.echo(
-            "note: serve it behind HTTPS (a reverse proxy) so browsers can verify receipts; "
-            "the console has no authentication of its own",
+            "note: serve it behind HTTPS (a reverse proxy) so browsers can verify receipts"
+            + ("" if oidc_issuer else "; without --oidc-issuer it has no sign-in"),
             err=True,
         )
-    app = create_app(settings, temporal_ui=ui, verify_every=timedelta(minutes=verify_every))
+    signin = None
+    if oidc_issuer:
+        values = {}
+        for item in role:
+            value, sep, name = item.rpartition("=")
+            if not sep or not value:
+                raise typer.BadParameter(f"--role {item!r} is not CLAIM_VALUE=ROLE")
+            values[value] = name
+        key_hex = os.environ.get("ECP_CONSOLE_SESSION_KEY", "")
+        base = (public_url or f"http://{host}:{port}").rstrip("/")
+        signin = SignInConfig(
+            issuer_url=oidc_issuer,
+            client_id=oidc_client_id,
+            client_secret=os.environ.get("ECP_CONSOLE_OIDC_CLIENT_SECRET") or None,
+            redirect_uri=f"{base}/auth/callback",
+            session_key=bytes.fromhex(key_hex) if key_hex else secrets.token_bytes(32),
+            role_claim=role_claim,
+            role_values=values,
+            public=public_mode,
+        )
+    app = create_app(
+        settings,
+        temporal_ui=ui,
+        verify_every=timedelta(minutes=verify_every),
+        signin=signin,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

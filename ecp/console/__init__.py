@@ -1,4 +1,4 @@
-"""The ECP web console: governance list, proof viewer and health, read-only.
+"""The ECP web console: governance list, proof viewer, lineage, health and charts.
 
 ``create_app(settings)`` builds the ASGI app; ``ecp console`` serves it.
 """

@@ -1,25 +1,29 @@
-"""The console's ASGI application: read-only pages over Temporal, the ledger and the trust store.
+"""The console's ASGI application: pages over Temporal, the ledger and the trust store.
 
-Nothing here writes: there are only GET routes, the console holds no signing
-key, and pages show public material only (hashes, ids, public keys, receipts).
-Receipts are verified by the reader's browser (``static/verify.js``); the
-server only hands them out.
+The console holds no signing key. Its pages read; the only writes are
+relays: an approval an approver signed in their own browser is delivered to
+the workflow's ``ecp.approve`` update (``approvals.py``), and sign-in and
+sign-out set cookies. Receipts are verified by the reader's browser
+(``static/verify.js``); the server only hands them out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import networkx as nx
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -27,21 +31,61 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
-from ecp.console._render import render
+from ecp.console._render import PAGE_CONTEXT, render, visible
+from ecp.console._svg import chart_svg
+from ecp.console.approvals import relay_approval
 from ecp.console.audit import LedgerAuditor
+from ecp.console.charts import (
+    GOVERNANCE_CHARTS,
+    HEALTH_CHARTS,
+    WINDOWS,
+    Chart,
+    Window,
+    approval_waits,
+    governed_activity,
+    ledger_charts,
+    window_named,
+)
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
 from ecp.console.governance import (
     GovernanceFilter,
     describe_execution,
     list_executions,
+    shell_quote,
 )
 from ecp.console.health import collect_health
-from ecp.console.lineage_view import EXPORTS, export_lineage, lineage_view, load_lineage_graph
+from ecp.console.limits import (
+    DEFAULT_LIMITS,
+    LineageGate,
+    LineageLimits,
+    LineageTooLargeError,
+    until_disconnect,
+)
+from ecp.console.lineage_view import (
+    EXPORTS,
+    export_lineage,
+    export_svg,
+    lineage_view,
+    load_lineage_graph,
+)
 from ecp.console.proofs import consistency_document, parse_size
+from ecp.console.signin import (
+    LOGIN_COOKIE,
+    ROLES,
+    SESSION_COOKIE,
+    SignIn,
+    SignInConfig,
+    SignInError,
+    Visitor,
+    cookies_of,
+    set_cookie,
+)
 from ecp.lineage._crosscheck import CrossCheckReport
+from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger.errors import EntryNotFoundError, LineageError, NoCheckpointError
 
@@ -69,7 +113,7 @@ _SECURITY_HEADERS: Final = (
 
 
 class _SecurityHeaders:
-    """Adds :data:`_SECURITY_HEADERS` to every HTTP response."""
+    """Adds :data:`_SECURITY_HEADERS` to every HTTP response, error pages included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -87,6 +131,81 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+#: The visitor when the console has no sign-in configured: every page, as before.
+_EVERYONE: Final = Visitor("", frozenset(ROLES))
+
+
+def _need(path: str, method: str = "GET") -> str:
+    """What a path needs: ``open``, ``public`` (the Proof Viewer), ``list`` or a role."""
+    if method == "POST" and path.startswith("/governance/") and path.endswith("/approve"):
+        return "approver"
+    if path.startswith("/static/") or path in ("/login", "/auth/callback", "/logout"):
+        return "open"
+    if path in ("/proofs", "/api/consistency"):
+        return "public"
+    if path in ("/", "/governance"):
+        return "list"
+    if path.startswith("/lineage/") and "/export/" in path:
+        return "auditor"
+    return "viewer"
+
+
+class _Gatekeeper:
+    """Lets a request through only when its visitor may see the page (see :func:`_need`).
+
+    Without a sign-in configuration every visitor may see everything (the
+    console's behaviour before sign-in existed). In public mode a signed-out
+    visitor sees the Proof Viewer and the redacted list.
+    """
+
+    def __init__(self, app: ASGIApp, signin: SignIn | None) -> None:
+        self.app = app
+        self.signin = signin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.signin is None:
+            visitor = _EVERYONE
+        else:
+            visitor = self.signin.visitor(cookies_of(scope.get("headers", [])))
+        scope.setdefault("state", {})["visitor"] = visitor
+        token = PAGE_CONTEXT.set({"visitor": visitor, "signin_enabled": self.signin is not None})
+        try:
+            refusal = self._refusal(scope, visitor)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+        finally:
+            PAGE_CONTEXT.reset(token)
+
+    def _refusal(self, scope: Scope, visitor: Visitor) -> Response | None:
+        need = _need(str(scope.get("path", "")), str(scope.get("method", "GET")))
+        public = self.signin is not None and self.signin.config.public
+        if need == "open" or (visitor.may("viewer") and need in ("public", "list", "viewer")):
+            return None
+        if need in ("public", "list") and public:
+            return None
+        if need in ("auditor", "approver") and visitor.may(need):
+            return None
+        request = Request(scope)
+        if visitor.signed_in:
+            return _error_page(request, 403, f"Your roles do not include {need}, which this needs.")
+        if _wants_json(request):
+            return JSONResponse({"error": "Sign in first."}, status_code=401)
+        path = str(scope.get("path", "/"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = path + (f"?{query}" if query else "")
+        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+
+
+def _visitor(request: Request) -> Visitor:
+    visitor = request.scope.get("state", {}).get("visitor")
+    return visitor if isinstance(visitor, Visitor) else _EVERYONE
+
+
 @dataclass
 class _Deps:
     """Lazily opened connections; a failure is remembered only until the next request."""
@@ -97,6 +216,10 @@ class _Deps:
     ledger: Ledger | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     auditor: LedgerAuditor = field(default_factory=lambda: LedgerAuditor(VERIFY_EVERY))
+    lineage: LineageGate = field(default_factory=LineageGate)
+    signin: SignIn | None = None
+    #: The CSRF token of every form when nobody signs in (no session to hold one).
+    anon_csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     async def temporal(self) -> Client:
         """The Temporal client, connecting on first use.
@@ -157,24 +280,148 @@ def _ui_link(deps: _Deps, workflow_id: str, run_id: str) -> str | None:
     )
 
 
+def _ecp_queues(settings: Settings) -> frozenset[str]:
+    """The task queues ECP's own workers poll: only runs there are governance state."""
+    return frozenset({settings.executor_queue, settings.authority_queue})
+
+
+_CHART_TITLES: Final = {
+    "governed-decisions": "Governed executions started, by decision",
+    "governed-outcomes": "Governed executions started, by outcome",
+    "approval-waits": "Approval waiting time",
+    "denial-reasons": "Gate denials by reason code",
+    "attempt-duration": "Gate latency (governed attempts)",
+    "ledger-size": "Ledger size",
+    "checkpoint-age": "Checkpoint age",
+}
+
+
+async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dict[str, Chart | str]:
+    """Each named chart, or the one sentence saying why it cannot be drawn now."""
+    now = datetime.now(UTC)
+    out: dict[str, Chart | str] = {}
+    queues = _ecp_queues(deps.settings)
+    if {"governed-decisions", "governed-outcomes", "approval-waits"} & set(names):
+        client, reason = await deps.temporal_or_reason()
+        if client is None:
+            out.update(dict.fromkeys(GOVERNANCE_CHARTS, reason or "Temporal is unreachable."))
+        else:
+            try:
+                if {"governed-decisions", "governed-outcomes"} & set(names):
+                    for c in await governed_activity(client, queues, w, now):
+                        out[c.name] = c
+                if "approval-waits" in names:
+                    out["approval-waits"] = await approval_waits(client, queues, w, now)
+            except RPCError as exc:
+                out.update(dict.fromkeys(GOVERNANCE_CHARTS, _sentence(f"Temporal: {exc.message}")))
+    if set(HEALTH_CHARTS) & set(names):
+        try:
+            ledger = deps.open_ledger()
+            out.update(await asyncio.to_thread(ledger_charts, ledger, w, now))
+        except LedgerNotReadyError as exc:
+            out.update(dict.fromkeys(HEALTH_CHARTS, str(exc)))
+        except LineageError as exc:
+            out.update(dict.fromkeys(HEALTH_CHARTS, _sentence(f"The ledger cannot be read: {exc}")))
+    return out
+
+
+async def _chart_section(deps: _Deps, names: tuple[str, ...], w: Window) -> dict[str, object]:
+    found = await _compute_charts(deps, names, w)
+    items = []
+    for name in names:
+        got = found.get(name, "Not available.")
+        chart = got if isinstance(got, Chart) else None
+        items.append(
+            {
+                "name": name,
+                "title": chart.title if chart else _CHART_TITLES[name],
+                "chart": chart,
+                "svg": chart_svg(chart, f"chart-{name}-title") if chart else None,
+                "problem": None if chart else got,
+            }
+        )
+    return {"window": w, "windows": list(WINDOWS.values()), "entries": items}
+
+
+async def _chart_json(request: Request) -> Response:
+    name = str(request.path_params["name"])
+    if name not in _CHART_TITLES:
+        raise HTTPException(404)
+    w = window_named(request.query_params.get("window", ""))
+    got = (await _compute_charts(_deps(request), (name,), w))[name]
+    if isinstance(got, str):
+        return JSONResponse({"error": got}, status_code=503)
+    return JSONResponse(got.to_dict())
+
+
 async def _index(request: Request) -> Response:
     return RedirectResponse("/governance", status_code=303)
+
+
+def _signin_of(request: Request) -> SignIn:
+    signin = _deps(request).signin
+    if signin is None:
+        raise HTTPException(404)
+    return signin
+
+
+async def _login(request: Request) -> Response:
+    signin = _signin_of(request)
+    nxt = request.query_params.get("next", "/governance")
+    url, login = await signin.start(nxt if nxt.startswith("/") else "/governance")
+    response = RedirectResponse(url, status_code=303)
+    response.headers.append("set-cookie", set_cookie(signin.config, LOGIN_COOKIE, login, 600))
+    return response
+
+
+async def _callback(request: Request) -> Response:
+    signin = _signin_of(request)
+    q = request.query_params
+    if q.get("error"):
+        raise SignInError(f"The identity provider refused the sign-in: {q['error'][:80]}.")
+    cookies = cookies_of(request.scope.get("headers", []))
+    session, nxt = await signin.finish(cookies, q.get("code", ""), q.get("state", ""))
+    response = RedirectResponse(nxt, status_code=303)
+    cfg = signin.config
+    response.headers.append(
+        "set-cookie", set_cookie(cfg, SESSION_COOKIE, session, cfg.session_seconds)
+    )
+    response.headers.append("set-cookie", set_cookie(cfg, LOGIN_COOKIE, "", 0))
+    return response
+
+
+async def _logout(request: Request) -> Response:
+    signin = _signin_of(request)
+    visitor = _visitor(request)
+    body = (await request.body())[:4096].decode("utf-8", "replace")
+    sent = parse_qs(body).get("csrf", [""])[0]
+    # The session's own token, sent back by its own form: another site's
+    # form cannot know it.
+    if not visitor.signed_in or not sent or not hmac.compare_digest(sent, visitor.csrf):
+        return _error_page(request, 403, "The sign-out form is not from this session.")
+    response = RedirectResponse("/proofs" if signin.config.public else "/login", status_code=303)
+    response.headers.append("set-cookie", set_cookie(signin.config, SESSION_COOKIE, "", 0))
+    return response
 
 
 async def _governance(request: Request) -> Response:
     deps = _deps(request)
     q = request.query_params
+    redacted = not _visitor(request).may("viewer")
     flt = GovernanceFilter(
         decision=q.get("decision", "").strip(),
         action=q.get("action", "").strip(),
-        initiator=q.get("initiator", "").strip(),
+        # A redacted list shows no initiator, so it must not filter by one either.
+        initiator="" if redacted else q.get("initiator", "").strip(),
         policy=q.get("policy", "").strip(),
         started_from=q.get("from", "").strip(),
         started_to=q.get("to", "").strip(),
     )
     flt.query()  # refuse a bad filter before connecting
     client = await deps.temporal()
-    page = await list_executions(client, flt, page_token=q.get("page", ""))
+    page = await list_executions(
+        client, flt, queues=_ecp_queues(deps.settings), page_token=q.get("page", "")
+    )
     filters = {
         "decision": flt.decision,
         "action": flt.action,
@@ -188,6 +435,8 @@ async def _governance(request: Request) -> Response:
     if page.next_token:
         next_query = urlencode({**{k: v for k, v in filters.items() if v}, "page": page.next_token})
     links = {r.workflow_id + r.run_id: _ui_link(deps, r.workflow_id, r.run_id) for r in page.rows}
+    w = window_named(q.get("window", ""))
+    charts = None if q.get("page") or redacted else await _chart_section(deps, GOVERNANCE_CHARTS, w)
     return render(
         "governance.html",
         title="Governance",
@@ -198,20 +447,52 @@ async def _governance(request: Request) -> Response:
         next_query=next_query,
         ui_links=links,
         first_page=not q.get("page"),
+        charts=charts,
+        redacted=redacted,
     )
+
+
+def _csrf(request: Request) -> str:
+    visitor = _visitor(request)
+    return visitor.csrf if visitor.signed_in else _deps(request).anon_csrf
 
 
 async def _execution(request: Request) -> Response:
     deps = _deps(request)
     workflow_id = str(request.path_params["workflow_id"])
     client = await deps.temporal()
-    detail = await describe_execution(client, workflow_id)
+    detail = await describe_execution(client, workflow_id, queues=_ecp_queues(deps.settings))
     return render(
         "execution.html",
-        title=f"Execution {workflow_id}",
+        title=f"Execution {visible(workflow_id)}",
         nav="governance",
         detail=detail,
         ui_link=_ui_link(deps, detail.row.workflow_id, detail.row.run_id),
+        may_approve=_visitor(request).may("approver"),
+        csrf=_csrf(request),
+        workflow_quoted=quote(workflow_id, safe=""),
+        approved=request.query_params.get("approved", "") == "1",
+    )
+
+
+async def _approve(request: Request) -> Response:
+    deps = _deps(request)
+    workflow_id = str(request.path_params["workflow_id"])
+    body = (await request.body())[: 64 * 1024].decode("utf-8", "replace")
+    form = {k: v[0] for k, v in parse_qs(body).items()}
+    sent = form.get("csrf", "")
+    if not sent or not hmac.compare_digest(sent, _csrf(request)):
+        return _error_page(request, 403, "The approval form is not from this console session.")
+    client = await deps.temporal()
+    await relay_approval(
+        client,
+        workflow_id,
+        payload_b64=form.get("payload", ""),
+        signature_b64=form.get("signature", ""),
+        queues=_ecp_queues(deps.settings),
+    )
+    return RedirectResponse(
+        f"/governance/{quote(workflow_id, safe='')}?approved=1", status_code=303
     )
 
 
@@ -233,16 +514,20 @@ async def _graph_for(
     except LedgerNotReadyError as exc:
         ledger_error = str(exc)
     g, report, check_error = await load_lineage_graph(
-        client, deps.settings, ledger, ledger_error, workflow_id, follow_children=follow
+        client,
+        deps.settings,
+        ledger,
+        ledger_error,
+        workflow_id,
+        follow_children=follow,
+        max_events=deps.lineage.limits.max_events,
     )
     return g, report, check_error, workflow_id, follow
 
 
-async def _lineage(request: Request) -> Response:
-    g, report, check_error, workflow_id, follow = await _graph_for(request)
-    view = await asyncio.to_thread(lineage_view, g, report, check_error, workflow_id, follow)
+def _exports(workflow_id: str, follow: bool) -> list[tuple[str, str, str]]:
     suffix = "?children=1" if follow else ""
-    exports = [
+    return [
         (
             f.value,
             f"/lineage/{quote(workflow_id, safe='')}/export/{f.value}{suffix}",
@@ -250,13 +535,42 @@ async def _lineage(request: Request) -> Response:
         )
         for f, (ext, _) in EXPORTS.items()
     ]
+
+
+async def _lineage(request: Request) -> Response:
+    gate = _deps(request).lineage
+    # Bounded work: a render slot (or a 503), the event and node caps, and
+    # nothing left running once the client has gone.
+    async with gate.slot():
+        return await until_disconnect(request, gate, _lineage_page(request, gate.limits))
+
+
+async def _lineage_page(request: Request, limits: LineageLimits) -> Response:
+    workflow_id = str(request.path_params["workflow_id"])
+    follow = _children(request)
+    title = f"Lineage of {visible(workflow_id)}"
+    try:
+        g, report, check_error, workflow_id, follow = await _graph_for(request)
+        view = await lineage_view(g, report, check_error, workflow_id, follow, limits)
+    except LineageTooLargeError as exc:
+        return render(
+            "lineage_too_large.html",
+            title=title,
+            nav="governance",
+            reason=str(exc),
+            over_events=exc.events > 0,
+            workflow_id=workflow_id,
+            exports=_exports(workflow_id, follow),
+            workflow_quoted=quote(workflow_id, safe=""),
+            command=f"ecp lineage export {shell_quote(workflow_id)} --format svg --out FILE",
+        )
     violations = [f for f in view.findings if f.status == "violation"]
     return render(
         "lineage.html",
-        title=f"Lineage of {workflow_id}",
+        title=title,
         nav="governance",
         view=view,
-        exports=exports,
+        exports=_exports(workflow_id, follow),
         violations=violations,
         workflow_quoted=quote(workflow_id, safe=""),
     )
@@ -268,11 +582,21 @@ def _download_name(workflow_id: str, ext: str) -> str:
 
 
 async def _lineage_export(request: Request) -> Response:
+    gate = _deps(request).lineage
+    async with gate.slot():
+        return await until_disconnect(request, gate, _lineage_download(request, gate.limits))
+
+
+async def _lineage_download(request: Request, limits: LineageLimits) -> Response:
     fmt = str(request.path_params["fmt"])
     g, _, _, workflow_id, _ = await _graph_for(request)
-    text, media, ext = await asyncio.to_thread(
-        export_lineage, g, fmt, _deps(request).settings.namespace
-    )
+    if fmt == ExportFormat.SVG.value:
+        ext, media = EXPORTS[ExportFormat.SVG]
+        text = await export_svg(g, limits)
+    else:
+        text, media, ext = await asyncio.to_thread(
+            export_lineage, g, fmt, _deps(request).settings.namespace
+        )
     return Response(
         text,
         media_type=media,
@@ -351,9 +675,17 @@ async def _health_json(request: Request) -> Response:
 
 
 async def _health(request: Request) -> Response:
-    doc = await _health_report(_deps(request))
+    deps = _deps(request)
+    w = window_named(request.query_params.get("window", ""))
+    doc = await _health_report(deps)
+    charts = await _chart_section(deps, HEALTH_CHARTS, w)
     return render(
-        "health.html", title="Health", nav="health", report=doc, refresh=HEALTH_REFRESH_SECONDS
+        "health.html",
+        title="Health",
+        nav="health",
+        report=doc,
+        refresh=HEALTH_REFRESH_SECONDS,
+        charts=charts,
     )
 
 
@@ -369,7 +701,10 @@ def _error_page(request: Request, status: int, message: str) -> Response:
 
 async def _console_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
-    return _error_page(request, exc.status, str(exc))
+    response = _error_page(request, exc.status, str(exc))
+    if exc.status == 503:
+        response.headers["retry-after"] = "5"
+    return response
 
 
 async def _unreachable(request: Request, exc: Exception) -> Response:
@@ -400,8 +735,44 @@ async def _crash(request: Request, exc: Exception) -> Response:
     )
 
 
+class _AnyText(Convertor[str]):
+    """A path segment run that may hold any character, a newline included.
+
+    Starlette's ``path`` convertor is ``.*``, which stops at a newline: a
+    workflow id holding one linked to a page that was always a 404.
+    """
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
+
+
+class _Console(Starlette):
+    """Starlette with the security headers outside its last-resort error middleware.
+
+    Starlette keeps ``ServerErrorMiddleware`` outermost, so a header
+    middleware added the usual way never sees its 500 page.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        deps: _Deps = self.state.deps
+        return _SecurityHeaders(_Gatekeeper(super().build_middleware_stack(), deps.signin))
+
+
 def create_app(
-    settings: Settings, *, temporal_ui: str | None = None, verify_every: timedelta = VERIFY_EVERY
+    settings: Settings,
+    *,
+    temporal_ui: str | None = None,
+    verify_every: timedelta = VERIFY_EVERY,
+    lineage_limits: LineageLimits = DEFAULT_LIMITS,
+    signin: SignInConfig | None = None,
 ) -> Starlette:
     """Build the console for ``settings``.
 
@@ -409,11 +780,15 @@ def create_app(
         settings: the deployment's settings (Temporal, queues, ledger, trust store, policy).
         temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
         verify_every: the health page's full ledger verification runs at most this often.
+        lineage_limits: what one Lineage Explorer request may cost.
+        signin: OpenID Connect sign-in; None serves every page to every visitor.
     """
     deps = _Deps(
         settings,
         temporal_ui.rstrip("/") if temporal_ui else None,
         auditor=LedgerAuditor(verify_every),
+        lineage=LineageGate(lineage_limits),
+        signin=SignIn(signin) if signin is not None else None,
     )
 
     @contextlib.asynccontextmanager
@@ -429,25 +804,27 @@ def create_app(
         HTTPException: _http_error,
         Exception: _crash,
     }
-    app = Starlette(
+    app = _Console(
         debug=False,
         routes=[
             Route("/", _index),
+            Route("/login", _login),
+            Route("/auth/callback", _callback),
+            Route("/logout", _logout, methods=["POST"]),
             Route("/governance", _governance),
-            Route("/governance/{workflow_id:path}", _execution),
-            Route("/lineage/{workflow_id:path}/export/{fmt}", _lineage_export),
-            Route("/lineage/{workflow_id:path}", _lineage),
+            Route("/governance/{workflow_id:anytext}/approve", _approve, methods=["POST"]),
+            Route("/governance/{workflow_id:anytext}", _execution),
+            Route("/lineage/{workflow_id:anytext}/export/{fmt}", _lineage_export),
+            Route("/lineage/{workflow_id:anytext}", _lineage),
             Route("/proofs", _proofs),
             Route("/health", _health),
             Route("/api/health", _health_json),
             Route("/api/consistency", _consistency_json),
+            Route("/api/charts/{name}", _chart_json),
             Mount("/static", StaticFiles(directory=_STATIC), name="static"),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,
     )
     app.state.deps = deps
-    # Starlette keeps its error middleware outermost: the last-resort 500
-    # page lacks these headers, but it carries no script and no input.
-    app.add_middleware(_SecurityHeaders)
     return app

@@ -32,9 +32,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from ecp._wire import ACTIVITY_EVALUATE, DECISION_QUERY, GRANT_HEADER, STATUS_QUERY
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._contracts import DecisionResult
+from ecp.authority._approval import APPROVAL_PAYLOAD_TYPE, approval_payload, execution_ref
 from ecp.authority._canonical import parse_json_strict
-from ecp.authority._dsse import Envelope
+from ecp.authority._clock import system_clock
+from ecp.authority._dsse import Envelope, pae
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
+from ecp.authority._policy import Decision
 from ecp.authority.errors import AuthorityError
 from ecp.console.errors import BadFilterError, ExecutionNotFoundError, TemporalQueryError
 from ecp.lineage.graph._build import authentication_label, authentication_method, decision_identity
@@ -49,7 +52,9 @@ from ecp.workflows._search_attributes import (
 )
 
 __all__ = [
+    "BROWSER_APPROVAL_TTL",
     "PAGE_SIZE",
+    "BrowserApproval",
     "ExecutionDetail",
     "ExecutionPage",
     "ExecutionRow",
@@ -63,6 +68,8 @@ __all__ = [
     "list_executions",
     "parse_grant_header",
     "pending_approval",
+    "shell_quote",
+    "unverified_reason",
 ]
 
 #: Rows per page: a long history pages instead of freezing the browser.
@@ -133,11 +140,12 @@ def _parse_time(value: str, label: str) -> datetime | None:
         if len(value) > 40 or not value.isascii():
             raise ValueError(value)
         when = datetime.fromisoformat(value)
-    except ValueError as exc:
+        # 0001-01-01T00:00:00+14:00 parses, but is before year 1 in UTC.
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise BadFilterError(
             f"The {label} time must be a date and time such as 2026-01-31T13:45 (UTC)."
         ) from exc
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _rfc3339(when: datetime) -> str:
@@ -209,6 +217,10 @@ class ExecutionRow:
     grant_id: str
     policy_digest: str
     identity: IdentityView | None = None
+    task_queue: str = ""
+    workflow_type: str = ""
+    #: Why its search attributes are not governance state (empty: ECP's own workers run it).
+    unverified: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +249,22 @@ class PendingApproval:
     role: str
     eligible: tuple[str, ...]
     command: str
+    #: One unsigned approval per eligible approver, for signing in the browser.
+    to_sign: tuple[BrowserApproval, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserApproval:
+    """An approval prepared for one approver to sign in their browser.
+
+    The approver's browser signs ``pae`` (DSSE's pre-authentication encoding
+    of ``payload``) with a key it holds as non-extractable; the console only
+    assembles the envelope around that signature and relays it.
+    """
+
+    approver: str
+    payload_b64: str
+    pae_b64: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +313,22 @@ def _status(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower().replace("_", " ") if status is not None else "unknown"
 
 
+def unverified_reason(task_queue: str, queues: frozenset[str]) -> str:
+    """Why a run's ECP search attributes and query answers are only its own claims.
+
+    Any workflow can set ``ECPAction`` and answer ``ecp.status``; only one
+    that ECP's workers run (on the configured task queues) is held to what
+    ECP does. Empty when the run is on one of ``queues``.
+    """
+    if task_queue in queues:
+        return ""
+    return (
+        f"It runs on task queue {task_queue!r}, which is not one of this deployment's ECP "
+        "queues: its decision, outcome and approval state are its own claims, not verified "
+        "governance state."
+    )
+
+
 def _row(
     workflow_id: str,
     run_id: str,
@@ -292,8 +336,15 @@ def _row(
     start: datetime | None,
     close: datetime | None,
     attrs: TypedSearchAttributes,
+    *,
+    task_queue: str,
+    workflow_type: str,
+    queues: frozenset[str],
 ) -> ExecutionRow:
     return ExecutionRow(
+        task_queue=task_queue,
+        workflow_type=workflow_type,
+        unverified=unverified_reason(task_queue, queues),
         workflow_id=workflow_id,
         run_id=run_id,
         status=_status(status),
@@ -326,9 +377,17 @@ def _rpc_sentence(exc: RPCError) -> str:
 
 
 async def list_executions(
-    client: Client, flt: GovernanceFilter, *, page_token: str = "", page_size: int = PAGE_SIZE
+    client: Client,
+    flt: GovernanceFilter,
+    *,
+    queues: frozenset[str],
+    page_token: str = "",
+    page_size: int = PAGE_SIZE,
 ) -> ExecutionPage:
     """One page of governed executions, newest first.
+
+    A run outside ``queues`` (the deployment's ECP task queues) is listed
+    with :attr:`ExecutionRow.unverified` set.
 
     Raises:
         BadFilterError: a filter value or the page token is not acceptable.
@@ -344,7 +403,17 @@ async def list_executions(
             raise BadFilterError(_BAD_PAGE) from exc
         raise TemporalQueryError(_rpc_sentence(exc)) from exc
     rows = tuple(
-        _row(w.id, w.run_id, w.status, w.start_time, w.close_time, w.typed_search_attributes)
+        _row(
+            w.id,
+            w.run_id,
+            w.status,
+            w.start_time,
+            w.close_time,
+            w.typed_search_attributes,
+            task_queue=w.task_queue,
+            workflow_type=w.workflow_type,
+            queues=queues,
+        )
         for w in (it.current_page or [])
     )
     rows = await _with_identities(client, rows)
@@ -352,8 +421,14 @@ async def list_executions(
     return ExecutionPage(rows, base64.urlsafe_b64encode(nxt).decode().rstrip("=") if nxt else None)
 
 
-async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetail:
+async def describe_execution(
+    client: Client, workflow_id: str, *, queues: frozenset[str]
+) -> ExecutionDetail:
     """The latest run of ``workflow_id``, with its result if it completed.
+
+    Its approval state and result are read only when ECP's own workers run
+    it (its task queue is one of ``queues``); otherwise any worker could
+    answer the queries with anything.
 
     Raises:
         ExecutionNotFoundError: no such workflow in the namespace.
@@ -377,11 +452,15 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
         desc.start_time,
         desc.close_time,
         desc.typed_search_attributes,
+        task_queue=desc.task_queue,
+        workflow_type=desc.workflow_type,
+        queues=queues,
     )
     result: GovernedResult | None = None
-    # Only a completed run has a result; asking an open one would wait for it.
     governed = desc.workflow_type == "GovernedExecution"
-    if governed and desc.status is WorkflowExecutionStatus.COMPLETED:
+    own = not row.unverified
+    # Only a completed run has a result; asking an open one would wait for it.
+    if own and governed and desc.status is WorkflowExecutionStatus.COMPLETED:
         try:
             result = await client.get_workflow_handle(
                 workflow_id, run_id=desc.run_id, result_type=GovernedResult
@@ -390,9 +469,11 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
             result = None
         except RPCError as exc:
             raise TemporalQueryError(_rpc_sentence(exc)) from exc
+        except Exception:  # noqa: BLE001 - the converter raises anything on a foreign payload
+            result = None
     pending: PendingApproval | None = None
     pending_error: str | None = None
-    if governed and desc.status is WorkflowExecutionStatus.RUNNING:
+    if own and governed and desc.status is WorkflowExecutionStatus.RUNNING:
         try:
             pending = await pending_approval(client, workflow_id, desc.run_id, row.action)
         except (RPCError, WorkflowQueryFailedError, TemporalQueryError) as exc:
@@ -401,6 +482,8 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionDetai
                 if not isinstance(exc, TemporalQueryError)
                 else str(exc)
             )
+        except Exception:  # noqa: BLE001 - a foreign query answer or input the converter refuses
+            pending_error = "Its approval state is not in the form ECP's workflow reports it."
     grants: tuple[GrantView, ...] = ()
     grants_error: str | None = None
     if governed or row.decision:
@@ -541,6 +624,39 @@ async def _with_identities(
     return tuple(await asyncio.gather(*(one(r) for r in rows)))
 
 
+_SHELL_PLAIN: Final = re.compile(r"[\x20-\x7e]*")
+
+
+def shell_quote(value: str) -> str:
+    r"""``value`` quoted for a POSIX shell, visibly.
+
+    Printable ASCII is quoted as :func:`shlex.quote` does; anything else
+    (a control character, a bidirectional override) as bash's ``$'...'``
+    with ``\xHH`` / ``\uHHHH`` escapes: the command shown is the command
+    run, and no character in it can reorder what is shown.
+    """
+    if _SHELL_PLAIN.fullmatch(value):
+        return shlex.quote(value)
+    out = []
+    for ch in value:
+        o = ord(ch)
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif 0x20 <= o <= 0x7E:
+            out.append(ch)
+        elif o < 0x80:
+            out.append(f"\\x{o:02x}")
+        elif o <= 0xFFFF:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return "$'" + "".join(out) + "'"
+
+
+#: How long an approval prepared for the browser stays valid once signed.
+BROWSER_APPROVAL_TTL: Final = timedelta(minutes=30)
+_MAX_BROWSER_FORMS: Final = 10
+
 #: How long a status query may take: a query needs a live workflow worker.
 _QUERY_TIMEOUT: Final = timedelta(seconds=5)
 
@@ -579,6 +695,26 @@ async def pending_approval(
     req = await _request_of(client, workflow_id, run_id)
     args: object = policy_arguments(list(req.args)) if req is not None else {}
     approvals = status.get("approvals") or []
+    execution = execution_ref(client.namespace, workflow_id, run_id)
+    to_sign = []
+    for name in sorted({a.name for a in decision.approvers})[:_MAX_BROWSER_FORMS]:
+        try:
+            payload = approval_payload(
+                Decision.from_json(decision.decision_json),
+                execution=execution,
+                approver=name,
+                clock=system_clock,
+                ttl=BROWSER_APPROVAL_TTL,
+            )
+        except AuthorityError:
+            continue
+        to_sign.append(
+            BrowserApproval(
+                name,
+                base64.b64encode(payload).decode(),
+                base64.b64encode(pae(APPROVAL_PAYLOAD_TYPE, payload)).decode(),
+            )
+        )
     return PendingApproval(
         action=req.action if req is not None else action,
         purpose=req.purpose if req is not None else "",
@@ -589,5 +725,6 @@ async def pending_approval(
         required=decision.approvals_required,
         role=decision.approval_role,
         eligible=tuple(sorted(a.name for a in decision.approvers)),
-        command=f"ecp approve {shlex.quote(workflow_id)} --key FILE",
+        command=f"ecp approve {shell_quote(workflow_id)} --key FILE",
+        to_sign=tuple(to_sign),
     )

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -56,11 +57,17 @@ def free_port() -> int:
 class ConsoleServer:
     """uvicorn in a thread, with its own event loop, stopped on exit."""
 
-    def __init__(self, settings: Settings, temporal_ui: str | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        settings: Settings,
+        temporal_ui: str | None = None,
+        port: int | None = None,
+        **options: Any,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings, temporal_ui=temporal_ui),
+            create_app(settings, temporal_ui=temporal_ui, **options),
             host="127.0.0.1",
             port=self.port,
             log_level="error",

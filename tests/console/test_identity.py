@@ -152,9 +152,9 @@ async def test_execution_page_shows_the_decision_and_the_grant_identity(
 
 
 @pytest.mark.skipif(not shutil.which("dot"), reason="Graphviz dot is not installed")
-def test_lineage_explorer_aria_labels_escape_control_characters() -> None:
+async def test_lineage_explorer_aria_labels_escape_control_characters() -> None:
     g = nx.DiGraph()
     g.add_node("grant:x", kind=NodeKind.GRANT, label="grant \x00\x1b[31m\x9b\x7f\nnext")
-    view = lineage_view(g, None, "not checked", "wf", False)
+    view = await lineage_view(g, None, "not checked", "wf", False)
     assert 'aria-label="grant \\u0000\\u001b[31m\\u009b\\u007f next"' in view.svg
     assert not any(c in view.svg for c in "\x00\x1b\x9b\x7f")

@@ -96,7 +96,6 @@ async def test_governance_list_filters_and_links(
     denied = page.locator(f"tr[data-workflow-id='{governed.denied_id}']")
     assert "allow" in await allowed.inner_text()
     assert "deny" in await denied.inner_text()
-    await page.screenshot(path=str(screenshots / "governance-list.png"), full_page=True)
 
     await page.select_option("select[name=decision]", "deny")
     await page.fill("input[name=initiator]", "alice")
@@ -112,11 +111,16 @@ async def test_governance_list_filters_and_links(
 async def test_governance_pages_instead_of_listing_everything(governed: Governed) -> None:
     from ecp.console.governance import GovernanceFilter, list_executions
 
-    first = await list_executions(governed.client, GovernanceFilter(), page_size=1)
+    queues = frozenset({governed.settings.executor_queue})
+    first = await list_executions(governed.client, GovernanceFilter(), queues=queues, page_size=1)
     assert len(first.rows) == 1
     assert first.next_token
     second = await list_executions(
-        governed.client, GovernanceFilter(), page_token=first.next_token, page_size=1
+        governed.client,
+        GovernanceFilter(),
+        queues=queues,
+        page_token=first.next_token,
+        page_size=1,
     )
     assert len(second.rows) == 1
     assert second.rows[0].workflow_id != first.rows[0].workflow_id
@@ -145,7 +149,6 @@ async def test_governance_at_narrow_width(
     await page.goto(governed.console.url + "/governance")
     # The table scrolls inside its own region; the page itself does not.
     assert await _no_sideways_scroll(page)
-    await page.screenshot(path=str(screenshots / "governance-narrow.png"), full_page=True)
     await context.close()
 
 
