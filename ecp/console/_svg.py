@@ -32,6 +32,7 @@ _NAMED: Final = {
     "allow_after_approval": "#b26a00",
     "still waiting": "#b26a00",
     "failed": "#6a1b9a",
+    "interrupted": "#ad1457",
     "running": "#0550ae",
     "undecided": "#57606a",
     "p50": "#0550ae",

@@ -22,6 +22,8 @@ from temporalio.service import RPCError
 
 from ecp._settings import Settings
 from ecp._wire import STATUS_QUERY
+from ecp.authority._control import ALL_ACTIONS, fold
+from ecp.authority._control_log import SqlControlLog
 from ecp.authority._policy import PolicyBundle
 from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import AuthorityError
@@ -38,6 +40,7 @@ __all__ = [
     "HealthReport",
     "Status",
     "check_denials",
+    "check_halts",
     "check_ledger",
     "check_policy",
     "check_pollers",
@@ -461,6 +464,40 @@ def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
     return HealthItem("trust store", Status.GREEN, f"{len(store)} keys{tail}.", details)
 
 
+def check_halts(settings: Settings, now: datetime) -> HealthItem:
+    """Halts and grant revocations in force (the kill switch), as the gates read them."""
+    log = SqlControlLog(settings.halt_database_url or settings.db_url)
+    try:
+        rows = log.rows()
+        state = fold(rows, TrustStore.load(settings.trust), at=now)
+    except AuthorityError as exc:
+        # Gates refuse governed bodies while they cannot read or verify it.
+        return HealthItem("halts", Status.RED, f"The halt list cannot be read: {exc}.")
+    finally:
+        log.dispose()
+    halts = [
+        {
+            "action": "every action" if target == ALL_ACTIONS else target,
+            "reason": eff.reason,
+            "statement": eff.seq,
+            "signedBy": eff.signer or eff.key_id,
+            "since": eff.issued_at.isoformat(),
+        }
+        for target, eff in sorted(state.halts.items())
+    ]
+    details: dict[str, object] = {
+        "statements": state.head_seq,
+        "halts": halts,
+        "revokedGrants": sorted(state.revoked),
+        "ignored": [seq for seq, _ in state.ignored],
+    }
+    if halts:
+        what = "; ".join(f"{h['action']}: {h['reason']} (#{h['statement']})" for h in halts)
+        return HealthItem("halts", Status.AMBER, f"Halted: {what}.", details)
+    tail = f"; {len(state.revoked)} grant(s) revoked" if state.revoked else ""
+    return HealthItem("halts", Status.GREEN, f"No halts in force{tail}.", details)
+
+
 def check_policy(settings: Settings) -> HealthItem:
     """The digest of the policy bundle this deployment loads."""
     try:
@@ -538,6 +575,7 @@ async def collect_health(
         items.append(await check_verification(settings, ledger, auditor, now))
     items.extend(check_witnesses(settings, ledger, now))
     items.append(check_denials(ledger, now))
+    items.append(check_halts(settings, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))
     return HealthReport(now, tuple(items))
