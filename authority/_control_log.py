@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, create_engine, event, select
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -29,6 +29,7 @@ from ecp.authority._control import (
     sign_control,
 )
 from ecp.authority._keys import Signer
+from ecp.authority._sql import store_engine
 from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import (
     ControlStatementError,
@@ -101,39 +102,23 @@ class InMemoryControlLog:
             self._rows.append(row)
 
 
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
 class SqlControlLog:
     """The control log in SQLite or PostgreSQL (the deployment's database URL)."""
 
     def __init__(self, url_or_engine: str | Engine) -> None:
         """Connect lazily; the table is created on first use."""
-        if isinstance(url_or_engine, str):
-            if url_or_engine.startswith("sqlite"):
-                engine = create_engine(url_or_engine, connect_args={"timeout": 30})
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                # Bounded reads: a gate must learn "unavailable" rather than
-                # hang on a silent network or a locked table.
-                engine = create_engine(
-                    url_or_engine,
-                    pool_pre_ping=True,
-                    connect_args={
-                        "connect_timeout": 5,
-                        "options": "-c statement_timeout=5000",
-                        "keepalives": 1,
-                        "keepalives_idle": 5,
-                        "keepalives_interval": 2,
-                        "keepalives_count": 2,
-                    },
-                )
-        else:
-            engine = url_or_engine
+        # Bounded reads: a gate must learn "unavailable" rather than hang on
+        # a silent network or a locked table.
+        engine = store_engine(
+            url_or_engine,
+            postgres_args={
+                "options": "-c statement_timeout=5000",
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 2,
+            },
+        )
         self.engine = engine
         self._ready = False
 

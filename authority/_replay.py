@@ -24,11 +24,12 @@ import threading
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import Engine, UniqueConstraint, create_engine, event, inspect
+from sqlalchemy import Engine, UniqueConstraint, inspect
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
 from ecp.authority._clock import Clock, now_utc, system_clock
+from ecp.authority._sql import store_engine
 from ecp.authority.errors import (
     AttemptInProgressError,
     GrantAttemptsExhaustedError,
@@ -242,15 +243,6 @@ class AttemptLease(SQLModel, table=True):
     until: datetime
 
 
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-    # WAL lets readers proceed while one writer inserts; busy_timeout makes
-    # concurrent writers from other processes wait instead of failing.
-    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
 _TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease)
 
 
@@ -266,16 +258,7 @@ class SqlReplayGuard:
                 from :func:`ecp._paths.default_database_url`.
             clock: stamps ``consumed_at`` (informational only).
         """
-        if isinstance(url_or_engine, str):
-            if url_or_engine.startswith("sqlite"):
-                engine = create_engine(url_or_engine, connect_args={"timeout": 30})
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = create_engine(
-                    url_or_engine, pool_pre_ping=True, connect_args={"connect_timeout": 5}
-                )
-        else:
-            engine = url_or_engine
+        engine = store_engine(url_or_engine)
         self.engine = engine
         self._clock = clock
         self._ready = False

@@ -1,0 +1,42 @@
+"""How ECP's own stores (single use, the halt list) connect to their database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+__all__ = ["store_engine"]
+
+
+def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    # WAL lets readers proceed while one writer inserts; busy_timeout makes
+    # concurrent writers from other processes wait instead of failing.
+    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def store_engine(
+    url_or_engine: str | Engine, *, postgres_args: Mapping[str, object] | None = None
+) -> Engine:
+    """An engine for ``url_or_engine`` (an engine is returned as it is).
+
+    Args:
+        url_or_engine: e.g. ``sqlite:///path/ecp.db`` or
+            ``postgresql+psycopg://user@host/db``.
+        postgres_args: extra libpq connection arguments (timeouts, keepalives).
+    """
+    if not isinstance(url_or_engine, str):
+        return url_or_engine
+    if url_or_engine.startswith("sqlite"):
+        engine = create_engine(url_or_engine, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url_or_engine,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, **(postgres_args or {})},
+    )
