@@ -38,10 +38,12 @@ async def test_health_json_reflects_the_real_stack(governed: Governed) -> None:
         "ledger",
         "ledger verification",
         "gate denials",
+        "halts",
         "trust store",
         "policy",
     }
     assert items["temporal"]["status"] == "green"
+    assert items["halts"]["status"] == "green", items["halts"]["reason"]
     for name in ("authority workers", "executor workers"):
         assert items[name]["status"] == "green", items[name]["reason"]
     assert items["authority workers"]["details"]["queue"] == governed.settings.authority_queue
