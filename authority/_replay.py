@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Engine, UniqueConstraint, inspect
+from sqlalchemy import Engine, Table, UniqueConstraint, inspect, literal
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
@@ -101,6 +104,28 @@ class ReplayGuard(Protocol):
 
         Raises:
             ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
+    def admit(
+        self,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        max_attempts: int,
+    ) -> None:
+        """:meth:`claim` each request, :meth:`begin`, then :meth:`consume`, all or nothing.
+
+        What the gate does before a body runs, as one atomic step (one
+        durable commit in the SQL store instead of one per part): either
+        every part holds and is recorded, or none is and the first refusal
+        is raised.
+
+        Raises:
+            RequestReplayedError, AttemptInProgressError,
+            GrantAttemptsExhaustedError, GrantReplayedError,
+            ReplayStoreUnavailableError: as the parts do.
         """
         ...
 
@@ -201,6 +226,33 @@ class InMemoryReplayGuard:
                 raise _exhausted(grant_id, max_attempts)
             self._seen.add((grant_id, attempt))
 
+    def admit(
+        self,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        max_attempts: int,
+    ) -> None:
+        """See :meth:`ReplayGuard.admit`: checks everything, then records everything."""
+        check_attempt(grant_id, attempt, max_attempts)
+        with self._lock:
+            for request in requests:
+                owner = self._claims.get(request, grant_id)
+                if owner != grant_id:
+                    raise _request_replayed(request, owner, grant_id)
+            held = self._leases.get(grant_id)
+            if held is not None and held[0] != attempt and held[1] > now_utc(self._now):
+                raise _in_progress(grant_id, *held)
+            if (grant_id, attempt) in self._seen:
+                raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
+            if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
+                raise _exhausted(grant_id, max_attempts)
+            for request in requests:
+                self._claims[request] = grant_id
+            self._leases[grant_id] = (attempt, until)
+            self._seen.add((grant_id, attempt))
+
     def close(self, grant_id: str, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.close`."""
         with self._lock:
@@ -244,6 +296,20 @@ class AttemptLease(SQLModel, table=True):
 
 
 _TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease)
+
+
+def _insert_ignoring_conflicts(engine: Engine) -> Callable[[Table], Any]:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING 1`` in the engine's dialect.
+
+    A row comes back only when the insert happened (rowcount is not reliable
+    for this statement with every driver: psycopg reports -1).
+    """
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return lambda table: dialect.insert(table).on_conflict_do_nothing().returning(literal(1))
+
+
+def _inserted(result: Any) -> bool:
+    return result.first() is not None
 
 
 class SqlReplayGuard:
@@ -409,6 +475,81 @@ class SqlReplayGuard:
                         session.commit()
                 except IntegrityError:
                     continue  # that slot was already used
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+
+    def admit(
+        self,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        max_attempts: int,
+    ) -> None:
+        """See :meth:`ReplayGuard.admit`: one transaction, one commit.
+
+        Conflicts are resolved by ``INSERT ... ON CONFLICT DO NOTHING`` and a
+        conditional ``UPDATE`` (no exception aborts the transaction), and the
+        first statement is a write, so SQLite takes its write lock up front and
+        concurrent processes queue on ``busy_timeout`` instead of deadlocking.
+        Any refusal rolls the whole admission back.
+        """
+        check_attempt(grant_id, attempt, max_attempts)
+        self._ensure_table()
+        now = now_utc(self._clock)
+        claims = ClaimedRequest.__table__  # type: ignore[attr-defined]
+        leases = AttemptLease.__table__  # type: ignore[attr-defined]
+        uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
+        insert = _insert_ignoring_conflicts(self.engine)
+        try:
+            with self.engine.begin() as conn:
+                for request in requests:
+                    conn.execute(
+                        insert(claims).values(request=request, grant_id=grant_id, claimed_at=now)
+                    )
+                    owner = conn.execute(
+                        sa_select(claims.c.grant_id).where(claims.c.request == request)
+                    ).scalar_one()
+                    if owner != grant_id:
+                        raise _request_replayed(request, owner, grant_id)
+                took = _inserted(
+                    conn.execute(
+                        insert(leases).values(grant_id=grant_id, attempt=attempt, until=until)
+                    )
+                )
+                if not took:
+                    took = (
+                        conn.execute(
+                            leases.update()
+                            .where(
+                                leases.c.grant_id == grant_id,
+                                (leases.c.attempt == attempt) | (leases.c.until <= now),
+                            )
+                            .values(attempt=attempt, until=until)
+                        ).rowcount
+                        == 1
+                    )
+                if not took:
+                    held = conn.execute(
+                        sa_select(leases.c.attempt, leases.c.until).where(
+                            leases.c.grant_id == grant_id
+                        )
+                    ).one()
+                    raise _in_progress(grant_id, held.attempt, held.until)
+                used = conn.execute(
+                    sa_select(uses.c.slot).where(
+                        uses.c.grant_id == grant_id, uses.c.attempt == attempt
+                    )
+                ).first()
+                if used is not None:
+                    raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
+                for slot in range(1, max_attempts + 1):
+                    row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
+                    if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
+                        return
+                raise _exhausted(grant_id, max_attempts)
         except SQLAlchemyError as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store unavailable: {type(exc).__name__}"

@@ -200,24 +200,17 @@ def verify_grant(
     # One grant per request first (a reset or re-submission gets a new grant
     # for the same request), then one slot of that grant's attempts.
     c = grant.call
-    replay.claim(
-        request_key(c.namespace, c.workflow_id, c.activity_type, c.activity_id), grant.grant_id
-    )
+    requests = [request_key(c.namespace, c.workflow_id, c.activity_type, c.activity_id)]
     if grant.request_id:
         # One body per signed request too, whichever activity id carries it.
-        replay.claim(
-            request_key(c.namespace, "signed-request", grant.request_id, ""), grant.grant_id
-        )
+        requests.append(request_key(c.namespace, "signed-request", grant.request_id, ""))
     # No two attempts of one grant at once: the lease lasts as long as the
-    # policy lets one attempt run.
-    replay.begin(
+    # policy lets one attempt run. All of it in one atomic step.
+    replay.admit(
+        requests,
         grant.grant_id,
         expected.attempt,
         now + timedelta(seconds=grant.scope.execute_timeout_seconds),
+        grant.scope.max_attempts,
     )
-    try:
-        replay.consume(grant.grant_id, expected.attempt, grant.scope.max_attempts)
-    except BaseException:
-        replay.end(grant.grant_id, expected.attempt)
-        raise
     return VerifiedGrant(grant, envelope, verified.key)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
 from temporalio import activity, workflow  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.converter import default as default_converter  # noqa: E402
@@ -189,6 +191,30 @@ async def end_to_end(n: int, rounds: int, eager: bool) -> None:
     )
 
 
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+
+def _on_postgres(gate: Callable[[object], float]) -> float | None:
+    """The gate check on the machine's PostgreSQL (a throwaway database), if it answers."""
+    name = f"ecp_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        print("(PostgreSQL at 127.0.0.1:5432 not reachable: no PostgreSQL figure)")
+        return None
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        guard = SqlReplayGuard(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        guard.consume("warm", 1, 1)
+        cost = gate(guard)
+        guard.dispose()
+        return cost
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
     """Per-call cost of the gate's halt/revocation check (a real SQLite control log)."""
     halt_key = Ed25519FileSigner.generate()
@@ -271,6 +297,7 @@ def gate_cost(iterations: int) -> None:
         sql.consume("warm", 1, 1)
         on_sqlite = gate(sql)
         sql.dispose()
+        on_postgres = _on_postgres(gate)
         controls = _control_check(tmp, trust, iterations)
     print(f"\nGate cost in process ({iterations} grants)")
     print(f"raw floor: Ed25519 verify + argument digest      {floor * 1e6:8.1f} us")
@@ -282,6 +309,11 @@ def gate_cost(iterations: int) -> None:
         f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
         f"({on_sqlite / floor:.2f}x floor)"
     )
+    if on_postgres is not None:
+        print(
+            f"gate check, PostgreSQL single-use store (real)  {on_postgres * 1e6:8.1f} us "
+            f"({on_postgres / floor:.2f}x floor)"
+        )
     print(
         f"halt/revocation check, SQLite control log       {controls * 1e6:8.1f} us "
         f"({controls / floor:.3f}x floor; read at most every 2 s, verified view cached)"
@@ -292,6 +324,11 @@ def gate_cost(iterations: int) -> None:
             "gate_floor_us": round(floor * 1e6, 1),
             "gate_in_memory_us": round(in_memory * 1e6, 1),
             "gate_sqlite_us": round(on_sqlite * 1e6, 1),
+            "gate_over_floor_sqlite": round(on_sqlite / floor, 2),
+            "gate_postgres_us": None if on_postgres is None else round(on_postgres * 1e6, 1),
+            "gate_over_floor_postgres": (
+                None if on_postgres is None else round(on_postgres / floor, 2)
+            ),
             "gate_in_memory_vs_floor": round(in_memory / floor, 2),
             "control_check_us": round(controls * 1e6, 2),
         }

@@ -293,3 +293,95 @@ def test_sql_attempts_do_not_overlap(store_url: str) -> None:
         _leases(guard)
     finally:
         guard.dispose()
+
+
+# --- admit: the gate's whole admission as one atomic step ------------------
+
+
+def _admission(guard: ReplayGuard) -> None:
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    req = request_key("default", f"wf-{uuid.uuid4()}", "payout", "execute:payout")
+    signed = request_key("default", "signed-request", str(uuid.uuid4()), "")
+    gid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    guard.admit([req, signed], gid, 1, soon, 2)
+    with pytest.raises(GrantReplayedError):
+        guard.admit([req, signed], gid, 1, soon, 2)  # the same attempt again
+    with pytest.raises(AttemptInProgressError):
+        guard.admit([req], gid, 2, soon, 2)  # attempt 1 still holds the lease
+    guard.end(gid, 1)
+    guard.admit([req], gid, 2, soon, 2)
+    guard.end(gid, 2)
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.admit([req], gid, 3, soon, 2)
+    # Another grant for the same request (a reset, a re-submission) is refused ...
+    with pytest.raises(RequestReplayedError, match=gid):
+        guard.admit([signed], other, 1, soon, 1)
+    # ... and the refusal recorded nothing: all or nothing.
+    fresh = request_key("default", f"wf-{uuid.uuid4()}", "payout", "execute:payout")
+    with pytest.raises(RequestReplayedError):
+        guard.admit([fresh, signed], other, 1, soon, 1)
+    guard.claim(fresh, gid)  # fresh was not claimed by the refused admission
+    guard.begin(other, 5, soon)  # nor was other's lease taken
+    guard.end(other, 5)
+    guard.consume(other, 1, 1)  # nor its slot
+    # An exhausted grant's refusal leaves no lease behind either.
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.admit([req], gid, 4, soon, 2)
+    guard.begin(gid, 9, soon)
+
+
+def test_in_memory_admission_is_all_or_nothing() -> None:
+    _admission(InMemoryReplayGuard())
+
+
+def test_sql_admission_is_all_or_nothing(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _admission(guard)
+    finally:
+        guard.dispose()
+
+
+def _race_admit(
+    url: str,
+    grant_ids: list[str],
+    start: multiprocessing.synchronize.Event,
+    out: multiprocessing.Queue,
+) -> None:  # type: ignore[name-defined]
+    guard = SqlReplayGuard(url)
+    start.wait()
+    won: list[str] = []
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    for gid in grant_ids:
+        # Every process tries attempt 1 and 2 of every grant (one use each,
+        # one request each): only one admission per grant may win.
+        for attempt in (1, 2):
+            try:
+                guard.admit([f"req-{gid}"], gid, attempt, soon, 1)
+            except (GrantReplayedError, AttemptInProgressError):
+                continue
+            won.append(gid)
+    guard.dispose()
+    out.put(won)
+
+
+def test_concurrent_processes_admit_each_grant_once(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    guard.consume(str(uuid.uuid4()), 1, 1)  # tables first: the race is about admissions
+    guard.dispose()
+    ctx = multiprocessing.get_context("spawn")
+    grant_ids = [str(uuid.uuid4()) for _ in range(30)]
+    start = ctx.Event()
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_admit, args=(store_url, grant_ids, start, out)) for _ in range(8)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [out.get(timeout=180) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    winners = [gid for r in results for gid in r]
+    assert sorted(winners) == sorted(grant_ids)  # each grant admitted exactly once overall
