@@ -159,7 +159,7 @@ class PasskeyCredential:
             raise TrustStoreError(
                 f"{where}: COSE algorithm {alg!r} is not one of ES256, EdDSA, RS256"
             )
-        if not _DOMAIN.fullmatch(self.rp_id):
+        if not _DOMAIN.fullmatch(self.rp_id) or self.rp_id.rsplit(".", 1)[-1].isdigit():
             raise TrustStoreError(f"{where}: rp_id must be a domain name")
         if not self.origins:
             raise TrustStoreError(f"{where}: origins must name at least one origin")
