@@ -37,7 +37,7 @@ from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
 from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
-from ecp.console.approvals import relay_approval
+from ecp.console.approvals import relay_approval, relay_passkey_approval
 from ecp.console.audit import LedgerAuditor
 from ecp.console.charts import (
     GOVERNANCE_CHARTS,
@@ -475,6 +475,16 @@ async def _execution(request: Request) -> Response:
     )
 
 
+#: What a passkey approval form posts besides its payload (base64url each).
+_ASSERTION_FIELDS = (
+    "credential_id",
+    "authenticator_data",
+    "client_data_json",
+    "signature",
+    "user_handle",
+)
+
+
 async def _approve(request: Request) -> Response:
     deps = _deps(request)
     workflow_id = str(request.path_params["workflow_id"])
@@ -484,13 +494,22 @@ async def _approve(request: Request) -> Response:
     if not sent or not hmac.compare_digest(sent, _csrf(request)):
         return _error_page(request, 403, "The approval form is not from this console session.")
     client = await deps.temporal()
-    await relay_approval(
-        client,
-        workflow_id,
-        payload_b64=form.get("payload", ""),
-        signature_b64=form.get("signature", ""),
-        queues=_ecp_queues(deps.settings),
-    )
+    if form.get("kind") == "passkey":
+        await relay_passkey_approval(
+            client,
+            workflow_id,
+            payload_b64=form.get("payload", ""),
+            assertion={k: form.get(k, "") for k in _ASSERTION_FIELDS},
+            queues=_ecp_queues(deps.settings),
+        )
+    else:
+        await relay_approval(
+            client,
+            workflow_id,
+            payload_b64=form.get("payload", ""),
+            signature_b64=form.get("signature", ""),
+            queues=_ecp_queues(deps.settings),
+        )
     return RedirectResponse(
         f"/governance/{quote(workflow_id, safe='')}?approved=1", status_code=303
     )
