@@ -26,9 +26,14 @@ from datetime import datetime
 from typing import Final
 
 from webauthn import verify_authentication_response
-from webauthn.helpers import decode_credential_public_key
+from webauthn.helpers import decode_credential_public_key, parse_attestation_object
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidCBORData
+from webauthn.helpers.exceptions import (
+    InvalidAttestationObjectStructure,
+    InvalidAuthenticationResponse,
+    InvalidAuthenticatorDataStructure,
+    InvalidCBORData,
+)
 from webauthn.helpers.structs import AuthenticationCredential, AuthenticatorAssertionResponse
 
 from ecp.authority._canonical import printable
@@ -40,6 +45,7 @@ __all__ = [
     "PasskeyCredential",
     "b64url_decode",
     "b64url_encode",
+    "credential_from_attestation",
     "passkey_key_id",
     "verify_assertion",
 ]
@@ -82,6 +88,32 @@ def b64url_decode(text: str, what: str, *, limit: int = _MAX_FIELD) -> bytes:
         # be a second trust store entry for the same credential.
         raise ValueError(f"{what} is not canonical base64url")
     return raw
+
+
+def credential_from_attestation(attestation_object: bytes, rp_id: str) -> tuple[bytes, bytes]:
+    """The credential id and COSE public key a registration's attestation object holds.
+
+    For registering an approver's passkey from the ``attestationObject`` of
+    their ``navigator.credentials.create()`` response. The attestation
+    statement is not verified: whoever adds the entry to the trust store
+    vouches for the approver, as for an Ed25519 approver key.
+
+    Raises:
+        TrustStoreError: not an attestation object with attested credential
+            data, or made for another relying party.
+    """
+    try:
+        parsed = parse_attestation_object(attestation_object)
+    except (InvalidAttestationObjectStructure, InvalidAuthenticatorDataStructure) as exc:
+        raise TrustStoreError(f"not a WebAuthn attestation object: {exc}") from exc
+    except (InvalidCBORData, ValueError, KeyError, TypeError) as exc:
+        raise TrustStoreError(f"not a WebAuthn attestation object: {exc}") from exc
+    data = parsed.auth_data.attested_credential_data
+    if data is None:
+        raise TrustStoreError("the attestation object holds no credential")
+    if parsed.auth_data.rp_id_hash != hashlib.sha256(rp_id.encode()).digest():
+        raise TrustStoreError(f"the credential was not made for relying party {rp_id!r}")
+    return data.credential_id, data.credential_public_key
 
 
 def passkey_key_id(credential_id: bytes) -> str:
