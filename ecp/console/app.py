@@ -139,6 +139,8 @@ def _need(path: str, method: str = "GET") -> str:
     """What a path needs: ``open``, ``public`` (the Proof Viewer), ``list`` or a role."""
     if method == "POST" and path.startswith("/governance/") and path.endswith("/approve"):
         return "approver"
+    if path == "/passkeys/register":
+        return "approver"
     if path.startswith("/static/") or path in ("/login", "/auth/callback", "/logout"):
         return "open"
     if path in ("/proofs", "/api/consistency"):
@@ -673,6 +675,20 @@ async def _proofs(request: Request) -> Response:
     )
 
 
+async def _register_passkey(request: Request) -> Response:
+    # The ceremony runs in the browser and ends with a command for an
+    # operator: the console stores nothing and cannot make an approver.
+    visitor = _visitor(request)
+    return render(
+        "passkey_register.html",
+        title="Register a passkey",
+        nav="",
+        rp_id=request.url.hostname or "",
+        origin=f"{request.url.scheme}://{request.url.netloc}",
+        approver=visitor.name if visitor.signed_in else "",
+    )
+
+
 async def _health_report(deps: _Deps) -> dict[str, object]:
     client, temporal_error = await deps.temporal_or_reason()
     ledger_error: str | None = None
@@ -836,6 +852,7 @@ def create_app(
             Route("/lineage/{workflow_id:anytext}/export/{fmt}", _lineage_export),
             Route("/lineage/{workflow_id:anytext}", _lineage),
             Route("/proofs", _proofs),
+            Route("/passkeys/register", _register_passkey),
             Route("/health", _health),
             Route("/api/health", _health_json),
             Route("/api/consistency", _consistency_json),

@@ -13,6 +13,7 @@ address as a WebAuthn relying party.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Request
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from ecp._keyring import KeyFiles, init_keyring
 from ecp._runtime import build_plugin, run_workers
@@ -41,6 +43,7 @@ from ecp.authority._approval import (
 from ecp.authority._clock import system_clock
 from ecp.authority._policy import Decision
 from ecp.authority._truststore import TrustStore
+from ecp.cli import app
 from ecp.workflows._models import ApprovalAck, GovernedRequest, GovernedResult, TaskQueues
 from ecp.workflows._start import start_governed
 from tests.console.conftest import WIDE, ConsoleServer, free_port
@@ -154,8 +157,10 @@ async def _with_authenticator(context: BrowserContext, *passkeys: SoftPasskey) -
     return page
 
 
-async def _approve_with_passkey(page: Page, stack: Stack, wf_id: str) -> list[str]:
-    """Click carol's "Approve with a passkey"; return the bodies posted."""
+async def _approve_with_passkey(
+    page: Page, stack: Stack, wf_id: str, approver: str = "carol"
+) -> list[str]:
+    """Click ``approver``'s "Approve with a passkey"; return the bodies posted."""
     posted: list[str] = []
 
     def record(request: Request) -> None:
@@ -165,7 +170,7 @@ async def _approve_with_passkey(page: Page, stack: Stack, wf_id: str) -> list[st
     page.on("request", record)
     await page.goto(f"{stack.url}/governance/{wf_id}")
     async with page.expect_navigation():
-        await page.click("form.passkey-approve[data-approver='carol'] button")
+        await page.click(f"form.passkey-approve[data-approver='{approver}'] button")
     return posted
 
 
@@ -280,7 +285,8 @@ async def test_an_approver_outside_the_role_is_refused(
         names = await page.locator("form.passkey-approve").evaluate_all(
             "fs => fs.map(f => f.dataset.approver)"
         )
-        assert names == ["carol"]
+        assert "carol" in names
+        assert "erin" not in names
         # ... her passkey on carol's approval is refused ...
         await _approve_with_passkey(page, stack, handle.id)
         await _refused_and_absent(page, handle, "not in the trust store")
@@ -303,3 +309,34 @@ async def test_an_approver_outside_the_role_is_refused(
         assert await _accepted_approvals(handle) == 0
     finally:
         await handle.terminate("test over")
+
+
+async def test_dave_registers_a_passkey_an_operator_adds_and_he_approves_with_it(
+    stack: Stack,
+    context: BrowserContext,
+    temporal_env: WorkflowEnvironment,  # noqa: F811
+) -> None:
+    page = await _with_authenticator(context)  # an empty authenticator
+    await page.goto(f"{stack.url}/passkeys/register")
+    await page.fill("#register-name", "dave")
+    await page.click("#passkey-register button")
+    await page.wait_for_selector("#register-result:not([hidden])")
+    command = shlex.split(await page.inner_text("#register-command"))
+    assert command[:3] == ["ecp", "keys", "add-passkey"]
+    # Registering alone gives no power: no form for dave yet.
+    handle = await _waiting(stack, temporal_env.client)
+    await page.goto(f"{stack.url}/governance/{handle.id}")
+    assert await page.locator("form.passkey-approve[data-approver='dave']").count() == 0
+    await handle.terminate("test over")
+    # The operator runs the command the page showed, against the trust store.
+    r = CliRunner().invoke(app, [*command[1:], "--dir", str(stack.keys.trust_store)])
+    assert r.exit_code == 0, r.stderr
+    (dave,) = [p for p in TrustStore.load(stack.keys.trust_store).passkeys() if p.name == "dave"]
+    assert dave.rp_id == "localhost"
+    assert dave.origins == (stack.url,)
+    handle = await _waiting(stack, temporal_env.client)
+    await _approve_with_passkey(page, stack, handle.id, approver="dave")
+    assert await page.locator("#approved").count() == 1
+    result = await handle.result()
+    assert result.outcome == "completed", result.reason
+    assert await _accepted_approvals(handle) == 1
