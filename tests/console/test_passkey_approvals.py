@@ -27,6 +27,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Request
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 from typer.testing import CliRunner
 
 from ecp._keyring import KeyFiles, init_keyring
@@ -44,6 +45,8 @@ from ecp.authority._clock import system_clock
 from ecp.authority._policy import Decision
 from ecp.authority._truststore import TrustStore
 from ecp.cli import app
+from ecp.workflows import EcpPlugin
+from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import ApprovalAck, GovernedRequest, GovernedResult, TaskQueues
 from ecp.workflows._start import start_governed
 from tests.console.conftest import WIDE, ConsoleServer, free_port
@@ -198,6 +201,9 @@ async def test_carol_approves_with_her_passkey_and_a_replay_is_refused(
     result = await handle.result()
     assert result.outcome == "completed", result.reason
     assert await _accepted_approvals(handle) == 1
+    # The history (a passkey approval in an update) replays deterministically.
+    replayer = Replayer(workflows=[GovernedExecution], plugins=[EcpPlugin()])
+    await replayer.replay_workflow(await handle.fetch_history())
     # Only the prepared approval and the assertion went out.
     (body,) = posted
     assert set(parse_qs(body, keep_blank_values=True)) == {
