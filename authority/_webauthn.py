@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
+from urllib.parse import urlsplit
 
 from webauthn import verify_authentication_response
 from webauthn.helpers import decode_credential_public_key, parse_attestation_object
@@ -196,7 +197,7 @@ class PasskeyCredential:
         if not self.origins:
             raise TrustStoreError(f"{where}: origins must name at least one origin")
         for origin in self.origins:
-            if not origin.startswith(("https://", "http://localhost")) or len(origin) > 512:
+            if not _is_secure_origin(origin):
                 # WebAuthn runs only in secure contexts: https, or localhost.
                 raise TrustStoreError(f"{where}: origin {origin[:80]!r} is not https or localhost")
 
@@ -234,6 +235,22 @@ class PasskeyCredential:
         if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
             raise TrustStoreError(f"{where}: origins must be a list of strings")
         return cred_id, public_key, rp_id, tuple(str(o) for o in origins)
+
+
+def _is_secure_origin(origin: str) -> bool:
+    """``https://host[:port]``, or ``http://localhost[:port]``: an origin, nothing more."""
+    if len(origin) > 512:
+        return False
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        return False
+    if parts.path or parts.query or parts.fragment or parts.username or not parts.hostname:
+        return False
+    if origin != f"{parts.scheme}://{parts.netloc}":
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname == "localhost")
 
 
 def _text(doc: Mapping[str, object], name: str, where: str) -> str:
