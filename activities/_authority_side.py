@@ -28,6 +28,7 @@ from ecp.activities._contracts import (
     ACTIVITY_AUTHORIZE,
     ACTIVITY_EVALUATE,
     ApproverKey,
+    ApproverPasskey,
     AuthorizeInput,
     DecisionResult,
     EvaluateInput,
@@ -50,6 +51,7 @@ from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import Decision, Effect, PolicyBundle, PolicyRequest
 from ecp.authority._scope import ArgConstraint, issue_scope
 from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority._webauthn import b64url_encode
 from ecp.authority.errors import AuthorityError, GrantRefusedError
 
 __all__ = ["AuthorityActivities", "policy_arguments"]
@@ -341,12 +343,25 @@ class AuthorityActivities:
             # failure size limit.
             raise _refuse(exc) from None
         approvers: list[ApproverKey] = []
+        passkeys: list[ApproverPasskey] = []
         if decision.approval is not None:
             eligible = set(decision.approval.approvers)
             approvers = [
                 ApproverKey(k.key_id, k.name, public_key_to_b64(k.public_key))
                 for k in trust.by_role(KeyRole.APPROVER)
                 if k.name in eligible and k.revoked_at is None
+            ]
+            passkeys = [
+                ApproverPasskey(
+                    p.key_id,
+                    p.name,
+                    b64url_encode(p.credential_id),
+                    b64url_encode(p.public_key),
+                    p.rp_id,
+                    list(p.origins),
+                )
+                for p in trust.passkeys()
+                if p.name in eligible and p.revoked_at is None
             ]
         return DecisionResult(
             decision_json=decision.to_json().decode(),
@@ -359,6 +374,7 @@ class AuthorityActivities:
             approvals_required=decision.approval.count if decision.approval else 0,
             approval_role=decision.approval.role if decision.approval else "",
             approvers=approvers,
+            approver_passkeys=passkeys,
             max_attempts=decision.scope.max_attempts if decision.scope else 1,
             authentication=decision.authentication,
         )

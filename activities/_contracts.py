@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVITY_PROVE",
     "GATE_MARK",
     "ApproverKey",
+    "ApproverPasskey",
     "AttestResult",
     "AuthorizeInput",
     "DecisionResult",
@@ -104,6 +105,18 @@ class ApproverKey:
 
 
 @dataclass(frozen=True)
+class ApproverPasskey:
+    """A passkey credential allowed to approve this decision (for the update validator)."""
+
+    key_id: str
+    name: str
+    credential_id: str  # base64url
+    public_key: str  # base64url COSE_Key
+    rp_id: str
+    origins: list[str]
+
+
+@dataclass(frozen=True)
 class DecisionResult:
     """The policy decision, with what the workflow needs to act on it."""
 
@@ -117,6 +130,9 @@ class DecisionResult:
     approvals_required: int = 0
     approval_role: str = ""
     approvers: list[ApproverKey] = field(default_factory=list)
+    #: Eligible approvers' passkey credentials (a default: histories written
+    #: before passkeys decode unchanged).
+    approver_passkeys: list[ApproverPasskey] = field(default_factory=list)
     max_attempts: int = 1
     #: How the authority established the initiator.
     authentication: str = "unauthenticated"

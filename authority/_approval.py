@@ -10,10 +10,22 @@ decision as :attr:`ApprovalRequirement.approvers`) says who may approve.
 :func:`check_approval` is pure and fast (no I/O beyond the passed trust
 store), so a Temporal update validator can reject a bad approval before it
 reaches history.
+
+An approver may also approve with a passkey: a *passkey approval*
+(``ecp.passkey-approval/v1``, :func:`passkey_approval_json`) carries the same
+approval payload and a WebAuthn assertion whose challenge is
+:func:`passkey_challenge` of it, the SHA-256 of the very bytes an Ed25519
+approver signs. It binds the same decision and execution, and is checked by
+the same :func:`check_approval`, against the trust store's passkey
+credentials instead of its keys.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,13 +34,26 @@ from typing import Annotated, Final, Literal, NewType
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ecp.authority._canonical import Digest, canonical_json, digest_bytes
+from ecp.authority._canonical import Digest, canonical_json, digest_bytes, parse_json_strict
 from ecp.authority._clock import Clock, now_utc
-from ecp.authority._dsse import DEFAULT_MAX_ENVELOPE_BYTES, Envelope, sign_envelope, verify_envelope
+from ecp.authority._dsse import (
+    DEFAULT_MAX_ENVELOPE_BYTES,
+    Envelope,
+    pae,
+    sign_envelope,
+    verify_envelope,
+)
 from ecp.authority._keys import Signer
 from ecp.authority._policy import Decision, DecisionId, Effect
 from ecp.authority._signed import DIGEST_PATTERN, read_signed_model
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority._webauthn import (
+    PasskeyAssertion,
+    PasskeyCredential,
+    b64url_decode,
+    b64url_encode,
+    verify_assertion,
+)
 from ecp.authority.errors import (
     ApprovalExpiredError,
     ApprovalInsufficientError,
@@ -36,6 +61,7 @@ from ecp.authority.errors import (
     ApprovalNotYetValidError,
     ApprovalSchemaError,
     ApproverNotAuthorizedError,
+    AuthorityError,
     CanonicalizationError,
     GrantRefusedError,
 )
@@ -43,6 +69,7 @@ from ecp.authority.errors import (
 __all__ = [
     "APPROVAL_PAYLOAD_TYPE",
     "APPROVAL_SCHEMA_VERSION",
+    "PASSKEY_APPROVAL_FORMAT",
     "Approval",
     "ApprovalId",
     "VerifiedApproval",
@@ -50,12 +77,15 @@ __all__ = [
     "check_approval",
     "check_approvals_satisfy",
     "execution_ref",
+    "passkey_approval_json",
+    "passkey_challenge",
     "sign_approval",
     "verify_approvals",
 ]
 
 APPROVAL_PAYLOAD_TYPE: Final = "application/vnd.ecp.approval.v1+json"
 APPROVAL_SCHEMA_VERSION: Final = "ecp.approval/v1"
+PASSKEY_APPROVAL_FORMAT: Final = "ecp.passkey-approval/v1"
 ApprovalId = NewType("ApprovalId", str)
 
 _WIRE = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -88,15 +118,104 @@ class VerifiedApproval:
     """An approval whose signature, binding, window and approver all checked out."""
 
     approval: Approval
-    envelope: Envelope
-    key: TrustedKey
-    #: ``sha256:`` of the exact signed payload; what grants list.
+    #: The DSSE envelope, for an approval signed with an Ed25519 key; ``None``
+    #: for a passkey approval (see :attr:`assertion`).
+    envelope: Envelope | None
+    #: The trust store entry that made the signature or the assertion.
+    key: TrustedKey | PasskeyCredential
+    #: ``sha256:`` of the exact approval payload; what grants list.
     digest: Digest
+    #: The WebAuthn assertion, for a passkey approval.
+    assertion: PasskeyAssertion | None = None
 
 
 def execution_ref(namespace: str, workflow_id: str, run_id: str) -> str:
     """The execution an approval binds: ``namespace/workflow id/run id``."""
     return f"{namespace}/{workflow_id}/{run_id}"
+
+
+def passkey_challenge(payload: bytes) -> bytes:
+    """The WebAuthn challenge of a passkey approval of ``payload``.
+
+    SHA-256 of ``PAE(APPROVAL_PAYLOAD_TYPE, payload)``: the exact message an
+    Ed25519 approver signs, so a passkey approval binds what a signed one does.
+    """
+    return hashlib.sha256(pae(APPROVAL_PAYLOAD_TYPE, payload)).digest()
+
+
+def passkey_approval_json(payload: bytes, assertion: PasskeyAssertion) -> str:
+    """The ``ecp.passkey-approval/v1`` document an ``ecp.approve`` update carries."""
+    doc = {
+        "format": PASSKEY_APPROVAL_FORMAT,
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "credential_id": b64url_encode(assertion.credential_id),
+        "authenticator_data": b64url_encode(assertion.authenticator_data),
+        "client_data_json": b64url_encode(assertion.client_data_json),
+        "signature": b64url_encode(assertion.signature),
+        "user_handle": (
+            None if assertion.user_handle is None else b64url_encode(assertion.user_handle)
+        ),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+_PASSKEY_FIELDS: Final = frozenset(
+    {
+        "format",
+        "payload",
+        "credential_id",
+        "authenticator_data",
+        "client_data_json",
+        "signature",
+        "user_handle",
+    }
+)
+
+
+def _passkey_doc(text: bytes | str) -> dict[str, object] | None:
+    """The passkey approval document ``text`` is, or ``None`` if it is not one."""
+    if len(text) > DEFAULT_MAX_ENVELOPE_BYTES:
+        return None  # Envelope.from_json then refuses it as too large.
+    try:
+        doc = parse_json_strict(text)
+    except (AuthorityError, ValueError, UnicodeError):
+        return None
+    if isinstance(doc, dict) and doc.get("format") == PASSKEY_APPROVAL_FORMAT:
+        return doc
+    return None
+
+
+def _read_passkey_approval(doc: dict[str, object]) -> tuple[bytes, PasskeyAssertion]:
+    if set(doc) != _PASSKEY_FIELDS:
+        raise ApprovalSchemaError(
+            f"a passkey approval has exactly the fields {sorted(_PASSKEY_FIELDS)}"
+        )
+    payload_b64 = doc["payload"]
+    if not isinstance(payload_b64, str):
+        raise ApprovalSchemaError("passkey approval payload must be base64 text")
+    try:
+        payload = base64.b64decode(payload_b64.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise ApprovalSchemaError("passkey approval payload is not base64") from exc
+    user_handle = doc["user_handle"]
+    try:
+
+        def field(name: str) -> bytes:
+            value = doc[name]
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be base64url text")
+            return b64url_decode(value, name)
+
+        assertion = PasskeyAssertion(
+            credential_id=field("credential_id"),
+            authenticator_data=field("authenticator_data"),
+            client_data_json=field("client_data_json"),
+            signature=field("signature"),
+            user_handle=None if user_handle is None else field("user_handle"),
+        )
+    except ValueError as exc:
+        raise ApprovalSchemaError(f"passkey approval: {exc}") from exc
+    return payload, assertion
 
 
 def approval_payload(
@@ -185,10 +304,17 @@ def check_approval(
 
     ``envelope`` may be the envelope JSON as text (as an update carries it):
     text that is not valid Unicode (a lone surrogate) is a malformed envelope.
+    Text that is a passkey approval (``ecp.passkey-approval/v1``) is checked
+    the same way against the trust store's passkey credentials: credential →
+    WebAuthn assertion over :func:`passkey_challenge` → schema → binding →
+    window → approver.
 
     Raises:
         EnvelopeError (and subclasses): malformed, oversized, wrong
             payloadType, bad signature.
+        PasskeyAssertionError: a passkey approval's assertion does not
+            verify (wrong credential, challenge, origin or rp id, no user
+            verification, bad signature).
         UnknownKeyError, RevokedKeyError, KeyExpiredError, KeyRoleError:
             the signing key may not approve at ``at``.
         NonCanonicalPayloadError: the payload is not JCS.
@@ -199,6 +325,12 @@ def check_approval(
         ApproverNotAuthorizedError: the named approver is not the key's
             holder, or not an eligible member of the approval role.
     """
+    if not isinstance(envelope, Envelope):
+        doc = _passkey_doc(envelope)
+        if doc is not None:
+            return _check_passkey_approval(
+                doc, decision=decision, execution=execution, trust=trust, at=at
+            )
     env = (
         envelope
         if isinstance(envelope, Envelope)
@@ -207,14 +339,45 @@ def check_approval(
     verified = verify_envelope(
         env, payload_type=APPROVAL_PAYLOAD_TYPE, trust=trust, role=KeyRole.APPROVER, at=at
     )
-    approval = read_signed_model(
-        env.payload,
+    approval = _read_approval(env.payload)
+    _check_bound(approval, decision=decision, execution=execution, at=at)
+    _check_approver(
+        approval, decision=decision, holder=verified.key.name, key_id=verified.key.key_id
+    )
+    return VerifiedApproval(approval, env, verified.key, digest_bytes(env.payload))
+
+
+def _check_passkey_approval(
+    doc: dict[str, object],
+    *,
+    decision: Decision,
+    execution: str,
+    trust: TrustStore,
+    at: datetime,
+) -> VerifiedApproval:
+    # Same order as for an envelope: who made it, is it theirs, then what it says.
+    payload, assertion = _read_passkey_approval(doc)
+    credential = trust.require_passkey(assertion.credential_id, at=at)
+    verify_assertion(assertion, credential, challenge=passkey_challenge(payload))
+    approval = _read_approval(payload)
+    _check_bound(approval, decision=decision, execution=execution, at=at)
+    _check_approver(approval, decision=decision, holder=credential.name, key_id=credential.key_id)
+    return VerifiedApproval(approval, None, credential, digest_bytes(payload), assertion)
+
+
+def _read_approval(payload: bytes) -> Approval:
+    return read_signed_model(
+        payload,
         Approval,
         what="approval",
         schema_version=APPROVAL_SCHEMA_VERSION,
         schema_error=ApprovalSchemaError,
         version_error=ApprovalSchemaError,
     )
+
+
+def _check_bound(approval: Approval, *, decision: Decision, execution: str, at: datetime) -> None:
+    """The approval is for this decision, request, policy, execution and role, and current."""
     if approval.decision_id != decision.decision_id:
         raise ApprovalMismatchError(
             f"approval is for decision {approval.decision_id}, not {decision.decision_id}"
@@ -238,20 +401,22 @@ def check_approval(
         raise ApprovalNotYetValidError(f"approval is not valid before {approval.issued_at}")
     if at >= approval.expires_at:
         raise ApprovalExpiredError(f"approval expired at {approval.expires_at}")
-    if approval.approver != verified.key.name:
+
+
+def _check_approver(approval: Approval, *, decision: Decision, holder: str, key_id: str) -> None:
+    """The approval names the key's holder, who is an eligible approver of ``decision``."""
+    if approval.approver != holder:
         # Otherwise any approver key could speak for another approver.
         raise ApproverNotAuthorizedError(
-            f"approval names {approval.approver!r} but key {verified.key.key_id} "
-            f"belongs to {verified.key.name!r}"
+            f"approval names {approval.approver!r} but key {key_id} belongs to {holder!r}"
         )
     if approval.approver == decision.initiator:
         # Separation of duties: nobody approves their own request.
         raise ApproverNotAuthorizedError(f"{approval.approver!r} may not approve own request")
-    if approval.approver not in requirement.approvers:
-        raise ApproverNotAuthorizedError(
-            f"{approval.approver!r} is not a member of role {requirement.role!r}"
-        )
-    return VerifiedApproval(approval, env, verified.key, digest_bytes(env.payload))
+    requirement = decision.approval
+    if requirement is None or approval.approver not in requirement.approvers:
+        role = requirement.role if requirement else ""
+        raise ApproverNotAuthorizedError(f"{approval.approver!r} is not a member of role {role!r}")
 
 
 def check_approvals_satisfy(

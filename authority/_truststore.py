@@ -2,7 +2,9 @@
 
 On disk it is one JSON document (``truststore.json``, usually inside a trust
 directory). It holds public keys only, so executor workers can carry it
-without carrying any signing power.
+without carrying any signing power: Ed25519 keys (``keys``) and, for
+approvers who approve with a passkey, WebAuthn credentials (``passkeys``,
+:class:`~ecp.authority._webauthn.PasskeyCredential`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ecp.authority._canonical import parse_json_strict, printable
 from ecp.authority._keys import KeyId, key_id_for, public_key_from_b64, public_key_to_b64
+from ecp.authority._webauthn import PasskeyCredential, passkey_key_id
 from ecp.authority.errors import (
     AuthorityError,
     KeyExpiredError,
@@ -82,6 +85,57 @@ def _fmt_time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
+def _parse_roles(doc: Mapping[str, object], where: str) -> frozenset[KeyRole]:
+    roles_doc = doc.get("roles", [])
+    if not isinstance(roles_doc, list) or not all(isinstance(r, str) for r in roles_doc):
+        raise TrustStoreError(f"{where}: roles must be a list of strings")
+    known = {r.value for r in KeyRole}
+    unknown = sorted(r for r in roles_doc if r not in known)
+    if unknown:
+        raise TrustStoreError(f"{where}: unknown roles {[r[:40] for r in unknown[:5]]!r}")
+    return frozenset(KeyRole(r) for r in roles_doc)
+
+
+def _parse_name(doc: Mapping[str, object], where: str) -> str:
+    name = doc.get("name", "")
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or not _is_text(name):
+        raise TrustStoreError(f"{where}: name must be a string")
+    return name
+
+
+def _passkey_from_dict(doc: Mapping[str, object], where: str) -> PasskeyCredential:
+    """Parse one ``passkeys`` entry; ``where`` names it in errors.
+
+    Raises:
+        TrustStoreError: malformed entry, a key id that does not match its
+            credential id, an unusable key, or a role other than approver
+            (a passkey signs WebAuthn assertions, nothing ECP signs with DSSE).
+    """
+    cred_id, public_key, rp_id, origins = PasskeyCredential.fields_from_dict(doc, where)
+    roles = _parse_roles(doc, where)
+    if roles != {KeyRole.APPROVER}:
+        raise TrustStoreError(f"{where}: a passkey's roles must be exactly ['approver']")
+    key_id = passkey_key_id(cred_id)
+    if doc.get("key_id", key_id) != key_id:
+        raise TrustStoreError(f"{where}: key_id does not match the credential id")
+    cred = PasskeyCredential(
+        key_id,
+        cred_id,
+        public_key,
+        rp_id,
+        origins,
+        frozenset(roles),
+        _parse_name(doc, where),
+        _parse_time(doc.get("not_before"), f"{where}.not_before"),
+        _parse_time(doc.get("not_after"), f"{where}.not_after"),
+        _parse_time(doc.get("revoked_at"), f"{where}.revoked_at"),
+    )
+    cred.check(where)
+    return cred
+
+
 @dataclass(frozen=True, slots=True)
 class TrustedKey:
     """A public key the deployment trusts for some roles, for some time."""
@@ -137,19 +191,8 @@ class TrustedKey:
             pub = public_key_from_b64(pub_doc)
         except (AuthorityError, ValueError) as exc:
             raise TrustStoreError(f"{where}: {printable(str(exc))}") from exc
-        roles_doc = doc.get("roles", [])
-        if not isinstance(roles_doc, list) or not all(isinstance(r, str) for r in roles_doc):
-            raise TrustStoreError(f"{where}: roles must be a list of strings")
-        known = {r.value for r in KeyRole}
-        unknown = sorted(r for r in roles_doc if r not in known)
-        if unknown:
-            raise TrustStoreError(f"{where}: unknown roles {[r[:40] for r in unknown[:5]]!r}")
-        roles = frozenset(KeyRole(r) for r in roles_doc)
-        name = doc.get("name", "")
-        if name is None:
-            name = ""
-        if not isinstance(name, str) or not _is_text(name):
-            raise TrustStoreError(f"{where}: name must be a string")
+        roles = _parse_roles(doc, where)
+        name = _parse_name(doc, where)
         key_id = key_id_for(pub)
         if doc.get("key_id", key_id) != key_id:
             # A key id that lies about its key would let one entry shadow another.
@@ -166,12 +209,20 @@ class TrustedKey:
 
 
 class TrustStore:
-    """An immutable set of :class:`TrustedKey` entries, looked up by key id."""
+    """An immutable set of :class:`TrustedKey` entries, looked up by key id.
 
-    __slots__ = ("_keys",)
+    Passkey credentials (:class:`PasskeyCredential`) are held beside the
+    keys: iterating the store yields the Ed25519 keys only, because only
+    they sign DSSE envelopes; :meth:`passkeys` lists the others.
+    """
 
-    def __init__(self, keys: Iterable[TrustedKey] = ()) -> None:
+    __slots__ = ("_keys", "_passkeys")
+
+    def __init__(
+        self, keys: Iterable[TrustedKey] = (), passkeys: Iterable[PasskeyCredential] = ()
+    ) -> None:
         self._keys: dict[str, TrustedKey] = {k.key_id: k for k in keys}
+        self._passkeys: dict[str, PasskeyCredential] = {p.key_id: p for p in passkeys}
 
     def __iter__(self) -> Iterator[TrustedKey]:
         return iter(sorted(self._keys.values(), key=lambda k: k.key_id))
@@ -212,14 +263,56 @@ class TrustStore:
 
     def with_key(self, key: TrustedKey) -> TrustStore:
         """Return a store with ``key`` added or replaced."""
-        return TrustStore([*(k for k in self._keys.values() if k.key_id != key.key_id), key])
+        return TrustStore(
+            [*(k for k in self._keys.values() if k.key_id != key.key_id), key],
+            self._passkeys.values(),
+        )
+
+    def passkeys(self) -> list[PasskeyCredential]:
+        """All passkey credentials, revoked ones included, in key id order."""
+        return sorted(self._passkeys.values(), key=lambda p: p.key_id)
+
+    def with_passkey(self, passkey: PasskeyCredential) -> TrustStore:
+        """Return a store with ``passkey`` added or replaced."""
+        return TrustStore(
+            self._keys.values(),
+            [*(p for p in self._passkeys.values() if p.key_id != passkey.key_id), passkey],
+        )
+
+    def require_passkey(self, credential_id: bytes, *, at: datetime) -> PasskeyCredential:
+        """Return the passkey credential ``credential_id`` if it may approve at ``at``.
+
+        Same rules as :meth:`require` (revocation is absolute).
+
+        Raises:
+            UnknownKeyError, RevokedKeyError, KeyExpiredError, KeyRoleError:
+                as :meth:`require`.
+        """
+        key_id = passkey_key_id(credential_id)
+        cred = self._passkeys.get(key_id)
+        if cred is None:
+            raise UnknownKeyError(f"passkey {key_id} is not in the trust store")
+        if cred.revoked_at is not None:
+            raise RevokedKeyError(f"passkey {key_id} was revoked at {_fmt_time(cred.revoked_at)}")
+        if cred.not_before is not None and at < cred.not_before:
+            raise KeyExpiredError(
+                f"passkey {key_id} is not valid before {_fmt_time(cred.not_before)}"
+            )
+        if cred.not_after is not None and at >= cred.not_after:
+            raise KeyExpiredError(f"passkey {key_id} expired at {_fmt_time(cred.not_after)}")
+        if KeyRole.APPROVER not in cred.roles:
+            raise KeyRoleError(f"passkey {key_id} may not approve")
+        return cred
 
     def revoked(self, key_id: str, at: datetime) -> TrustStore:
-        """Return a store where ``key_id`` is revoked as of ``at``.
+        """Return a store where ``key_id`` (a key or a passkey) is revoked as of ``at``.
 
         Raises:
             UnknownKeyError: no such key.
         """
+        passkey = self._passkeys.get(key_id)
+        if passkey is not None:
+            return self.with_passkey(replace(passkey, revoked_at=at))
         key = self._keys.get(key_id)
         if key is None:
             raise UnknownKeyError(f"key {key_id} is not in the trust store")
@@ -233,7 +326,11 @@ class TrustStore:
 
     def to_json(self) -> bytes:
         """Serialise the store."""
-        doc = {"format": _FORMAT, "keys": [k.to_dict() for k in self]}
+        doc: dict[str, object] = {"format": _FORMAT, "keys": [k.to_dict() for k in self]}
+        if self._passkeys:
+            # Only when there are some: a store without passkeys is written
+            # exactly as before they existed.
+            doc["passkeys"] = [p.to_dict(_fmt_time) for p in self.passkeys()]
         return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
     @staticmethod
@@ -268,7 +365,20 @@ class TrustStore:
                 raise TrustStoreError(f"{where}: keys[{i}] repeats key {key.key_id}")
             seen.add(key.key_id)
             keys.append(key)
-        return cls(keys)
+        # Optional: stores written before passkeys existed have none.
+        passkeys_doc = doc.get("passkeys", [])
+        if not isinstance(passkeys_doc, list):
+            raise TrustStoreError(f"{where}: 'passkeys' must be a list")
+        passkeys: list[PasskeyCredential] = []
+        for i, p in enumerate(passkeys_doc):
+            if not isinstance(p, dict):
+                raise TrustStoreError(f"{where}: passkeys[{i}] must be an object")
+            cred = _passkey_from_dict(p, f"{where}: passkeys[{i}]")
+            if cred.key_id in seen:
+                raise TrustStoreError(f"{where}: passkeys[{i}] repeats credential {cred.key_id}")
+            seen.add(cred.key_id)
+            passkeys.append(cred)
+        return cls(keys, passkeys)
 
     @classmethod
     def load(cls, path: Path) -> TrustStore:

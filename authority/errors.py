@@ -60,6 +60,7 @@ __all__ = [
     "MalformedSignatureError",
     "NamespaceMismatchError",
     "NonCanonicalPayloadError",
+    "PasskeyAssertionError",
     "PayloadTypeError",
     "PolicyBundleError",
     "PolicyDigestMismatchError",
@@ -408,6 +409,16 @@ class ApproverNotAuthorizedError(ApprovalError):
     """The approver is not who the key says, or not in the policy's approval role."""
 
     code = "approver_not_authorized"
+
+
+class PasskeyAssertionError(ApprovalError):
+    """A passkey approval's WebAuthn assertion does not verify.
+
+    Wrong credential, challenge, origin or relying party, no user
+    verification, or a bad signature.
+    """
+
+    code = "approval_passkey_invalid"
 
 
 # --- attestation ------------------------------------------------------------

@@ -1,25 +1,33 @@
 """The approval check run inside the ``ecp.approve`` update validator.
 
 It must be deterministic and do no I/O: it verifies the approver's signature
-against the approver keys the authority listed with the decision (recorded in
+(or, for a passkey approval, WebAuthn assertion) against the approver keys
+and passkey credentials the authority listed with the decision (recorded in
 history), at workflow time. The authorize step re-verifies every approval
 against the full trust store (revocation included) before a grant is signed.
+
+py_webauthn, which checks assertions, reads no clock and draws no random
+numbers; it is imported with the rest of ECP through the sandbox's pass-through
+(``workflows/_call.py`` imports this module inside ``imports_passed_through``).
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 
 from temporalio.exceptions import ApplicationError
 
 from ecp._wire import failure_type
 from ecp.activities._contracts import DecisionResult
+from ecp.authority._approval import PASSKEY_APPROVAL_FORMAT
 from ecp.authority._approval import check_approval as _check
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._dsse import Envelope
 from ecp.authority._keys import public_key_from_b64
 from ecp.authority._policy import Decision
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority._webauthn import PasskeyCredential, b64url_decode
 from ecp.authority.errors import AuthorityError
 
 __all__ = ["ApprovalRejected", "approver_of", "check_approval"]
@@ -44,8 +52,23 @@ def check_approval(
     try:
         trust = TrustStore(
             # Key ids are re-derived from the keys, never taken on trust.
-            TrustedKey.create(public_key_from_b64(k.public_key), {KeyRole.APPROVER}, name=k.name)
-            for k in decision.approvers
+            (
+                TrustedKey.create(
+                    public_key_from_b64(k.public_key), {KeyRole.APPROVER}, name=k.name
+                )
+                for k in decision.approvers
+            ),
+            (
+                PasskeyCredential.create(
+                    b64url_decode(p.credential_id, "credential_id"),
+                    b64url_decode(p.public_key, "public_key"),
+                    rp_id=p.rp_id,
+                    origins=p.origins,
+                    roles={KeyRole.APPROVER},
+                    name=p.name,
+                )
+                for p in decision.approver_passkeys
+            ),
         )
         verified = _check(
             # As text: check_approval refuses text that is not valid Unicode (a
@@ -56,7 +79,7 @@ def check_approval(
             trust=trust,
             at=at,
         )
-    except AuthorityError as exc:
+    except (AuthorityError, ValueError) as exc:
         raise ApprovalRejected(f"approval rejected: {type(exc).__name__}: {exc}") from exc
     return verified.approval.approver
 
@@ -69,8 +92,13 @@ def approver_of(envelope_json: str) -> str:
             accepted by the validator then).
     """
     try:
-        payload = parse_json_strict(Envelope.from_json(envelope_json).payload)
-    except AuthorityError as exc:
+        doc = parse_json_strict(envelope_json)
+        if isinstance(doc, dict) and doc.get("format") == PASSKEY_APPROVAL_FORMAT:
+            signed = base64.b64decode(str(doc.get("payload", "")), validate=True)
+        else:
+            signed = Envelope.from_json(envelope_json).payload
+        payload = parse_json_strict(signed)
+    except (AuthorityError, ValueError) as exc:
         raise ApprovalRejected(f"approval rejected: {type(exc).__name__}: {exc}") from exc
     approver = payload.get("approver") if isinstance(payload, dict) else None
     if not isinstance(approver, str):

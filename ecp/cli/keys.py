@@ -1,4 +1,4 @@
-"""`ecp keys` commands: create, list and revoke the deployment's keys."""
+"""`ecp keys` commands: create, list and revoke the deployment's keys, add approvers' passkeys."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ from ecp._settings import load_settings
 from ecp.authority._clock import system_clock
 from ecp.authority._keys import Ed25519FileSigner
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
+from ecp.authority._webauthn import (
+    PasskeyCredential,
+    b64url_decode,
+    credential_from_attestation,
+)
+from ecp.authority.errors import TrustStoreError
 from ecp.cli._common import one_line_errors
 
 __all__ = ["app", "default_keys_dir"]
 
 app = typer.Typer(
-    help="Create, list and revoke the Ed25519 keys and the trust store.",
+    help="Create, list and revoke the Ed25519 keys and the trust store; add passkeys.",
     no_args_is_help=True,
 )
 
@@ -72,7 +78,7 @@ def init(
     typer.echo(f"trust store {files.trust_store}")
 
 
-def _status(key: TrustedKey) -> str:
+def _status(key: TrustedKey | PasskeyCredential) -> str:
     now = system_clock()
     if key.revoked_at is not None:
         return f"revoked {key.revoked_at.isoformat()}"
@@ -112,12 +118,73 @@ def list_keys(
                 origin = load_settings().log_origin
             line += f"  {NoteVerifier.for_key(origin, key.public_key).vkey()}"
         typer.echo(line)
+    for pk in store.passkeys():
+        typer.echo(
+            f"{pk.key_id}  {'approver':<9}  {pk.name or '-':<12}  {_status(pk)}"
+            f"  passkey rp={pk.rp_id} origins={','.join(pk.origins)}"
+        )
+
+
+@app.command("add-passkey")
+@one_line_errors
+def add_passkey(
+    name: Annotated[str, typer.Option(help="The approver's name (their policy identity).")],
+    rp_id: Annotated[str, typer.Option(help="Relying party id: the console's domain.")],
+    origin: Annotated[
+        list[str], typer.Option(help="The console's origin, e.g. https://ecp.example.com.")
+    ],
+    attestation_object: Annotated[
+        str | None,
+        typer.Option(help="base64url attestationObject of the registration (credentials.create)."),
+    ] = None,
+    credential_id: Annotated[
+        str | None, typer.Option(help="base64url credential id (without --attestation-object).")
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(help="base64url COSE public key (without --attestation-object)."),
+    ] = None,
+    directory: _StoreDir = None,
+) -> None:
+    """Trust an approver's passkey (a WebAuthn credential) to approve as NAME.
+
+    Only this (an operator editing the trust store) makes a passkey an
+    approver's: the console relays approvals but cannot add approvers.
+    """
+    try:
+        if attestation_object is not None:
+            if credential_id is not None or public_key is not None:
+                raise TrustStoreError(
+                    "give --attestation-object, or --credential-id and --public-key"
+                )
+            cred_id, cose = credential_from_attestation(
+                b64url_decode(attestation_object, "attestation object", limit=64 * 1024), rp_id
+            )
+        elif credential_id is not None and public_key is not None:
+            cred_id = b64url_decode(credential_id, "credential id")
+            cose = b64url_decode(public_key, "public key")
+        else:
+            raise TrustStoreError("give --attestation-object, or --credential-id and --public-key")
+    except ValueError as exc:
+        raise TrustStoreError(str(exc)) from exc
+    cred = PasskeyCredential.create(
+        cred_id, cose, rp_id=rp_id, origins=origin, roles={KeyRole.APPROVER}, name=name
+    )
+    path = directory or default_keys_dir()
+    store = TrustStore.load(path)
+    if any(p.key_id == cred.key_id for p in store.passkeys()):
+        raise TrustStoreError(f"passkey {cred.key_id} is already in the trust store")
+    store.with_passkey(cred).save(path)
+    typer.echo(f"added {cred.key_id}  approver  {name}  passkey rp={rp_id}")
 
 
 @app.command("revoke")
 @one_line_errors
 def revoke(
-    key_id: Annotated[str, typer.Argument(help="Key id to revoke, e.g. ed25519:0123…")],
+    key_id: Annotated[
+        str,
+        typer.Argument(help="Key id to revoke, e.g. ed25519:0123… or webauthn:0123… (a passkey)"),
+    ],
     directory: _StoreDir = None,
 ) -> None:
     """Revoke a key in the trust store, effective now and for any claimed time."""

@@ -37,7 +37,7 @@ from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
 from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
-from ecp.console.approvals import relay_approval
+from ecp.console.approvals import relay_approval, relay_passkey_approval
 from ecp.console.audit import LedgerAuditor
 from ecp.console.charts import (
     GOVERNANCE_CHARTS,
@@ -138,6 +138,8 @@ _EVERYONE: Final = Visitor("", frozenset(ROLES))
 def _need(path: str, method: str = "GET") -> str:
     """What a path needs: ``open``, ``public`` (the Proof Viewer), ``list`` or a role."""
     if method == "POST" and path.startswith("/governance/") and path.endswith("/approve"):
+        return "approver"
+    if path == "/passkeys/register":
         return "approver"
     if path.startswith("/static/") or path in ("/login", "/auth/callback", "/logout"):
         return "open"
@@ -475,6 +477,16 @@ async def _execution(request: Request) -> Response:
     )
 
 
+#: What a passkey approval form posts besides its payload (base64url each).
+_ASSERTION_FIELDS = (
+    "credential_id",
+    "authenticator_data",
+    "client_data_json",
+    "signature",
+    "user_handle",
+)
+
+
 async def _approve(request: Request) -> Response:
     deps = _deps(request)
     workflow_id = str(request.path_params["workflow_id"])
@@ -484,13 +496,22 @@ async def _approve(request: Request) -> Response:
     if not sent or not hmac.compare_digest(sent, _csrf(request)):
         return _error_page(request, 403, "The approval form is not from this console session.")
     client = await deps.temporal()
-    await relay_approval(
-        client,
-        workflow_id,
-        payload_b64=form.get("payload", ""),
-        signature_b64=form.get("signature", ""),
-        queues=_ecp_queues(deps.settings),
-    )
+    if form.get("kind") == "passkey":
+        await relay_passkey_approval(
+            client,
+            workflow_id,
+            payload_b64=form.get("payload", ""),
+            assertion={k: form.get(k, "") for k in _ASSERTION_FIELDS},
+            queues=_ecp_queues(deps.settings),
+        )
+    else:
+        await relay_approval(
+            client,
+            workflow_id,
+            payload_b64=form.get("payload", ""),
+            signature_b64=form.get("signature", ""),
+            queues=_ecp_queues(deps.settings),
+        )
     return RedirectResponse(
         f"/governance/{quote(workflow_id, safe='')}?approved=1", status_code=303
     )
@@ -651,6 +672,20 @@ async def _proofs(request: Request) -> Response:
         consistency_json=consistency_json,
         old=request.query_params.get("old", ""),
         new=request.query_params.get("new", ""),
+    )
+
+
+async def _register_passkey(request: Request) -> Response:
+    # The ceremony runs in the browser and ends with a command for an
+    # operator: the console stores nothing and cannot make an approver.
+    visitor = _visitor(request)
+    return render(
+        "passkey_register.html",
+        title="Register a passkey",
+        nav="",
+        rp_id=request.url.hostname or "",
+        origin=f"{request.url.scheme}://{request.url.netloc}",
+        approver=visitor.name if visitor.signed_in else "",
     )
 
 
@@ -817,6 +852,7 @@ def create_app(
             Route("/lineage/{workflow_id:anytext}/export/{fmt}", _lineage_export),
             Route("/lineage/{workflow_id:anytext}", _lineage),
             Route("/proofs", _proofs),
+            Route("/passkeys/register", _register_passkey),
             Route("/health", _health),
             Route("/api/health", _health_json),
             Route("/api/consistency", _consistency_json),

@@ -32,12 +32,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from ecp._wire import ACTIVITY_EVALUATE, DECISION_QUERY, GRANT_HEADER, STATUS_QUERY
 from ecp.activities._authority_side import policy_arguments
 from ecp.activities._contracts import DecisionResult
-from ecp.authority._approval import APPROVAL_PAYLOAD_TYPE, approval_payload, execution_ref
+from ecp.authority._approval import (
+    APPROVAL_PAYLOAD_TYPE,
+    approval_payload,
+    execution_ref,
+    passkey_challenge,
+)
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._clock import system_clock
 from ecp.authority._dsse import Envelope, pae
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, Grant
 from ecp.authority._policy import Decision
+from ecp.authority._webauthn import b64url_encode
 from ecp.authority.errors import AuthorityError
 from ecp.console.errors import BadFilterError, ExecutionNotFoundError, TemporalQueryError
 from ecp.lineage.graph._build import authentication_label, authentication_method, decision_identity
@@ -265,6 +271,12 @@ class BrowserApproval:
     approver: str
     payload_b64: str
     pae_b64: str
+    #: The approver has an Ed25519 approver key listed (the key-file form).
+    has_key: bool = True
+    #: base64url WebAuthn challenge (SHA-256 of ``pae``) and the relying
+    #: party of the approver's passkey, when they have one listed.
+    challenge_b64url: str = ""
+    rp_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,7 +709,9 @@ async def pending_approval(
     approvals = status.get("approvals") or []
     execution = execution_ref(client.namespace, workflow_id, run_id)
     to_sign = []
-    for name in sorted({a.name for a in decision.approvers})[:_MAX_BROWSER_FORMS]:
+    keyed = {a.name for a in decision.approvers}
+    rp_of = {p.name: p.rp_id for p in reversed(decision.approver_passkeys)}
+    for name in sorted(keyed | set(rp_of))[:_MAX_BROWSER_FORMS]:
         try:
             payload = approval_payload(
                 Decision.from_json(decision.decision_json),
@@ -713,6 +727,9 @@ async def pending_approval(
                 name,
                 base64.b64encode(payload).decode(),
                 base64.b64encode(pae(APPROVAL_PAYLOAD_TYPE, payload)).decode(),
+                has_key=name in keyed,
+                challenge_b64url=b64url_encode(passkey_challenge(payload)) if name in rp_of else "",
+                rp_id=rp_of.get(name, ""),
             )
         )
     return PendingApproval(
@@ -724,7 +741,11 @@ async def pending_approval(
         approvals=tuple(str(a) for a in approvals) if isinstance(approvals, list) else (),
         required=decision.approvals_required,
         role=decision.approval_role,
-        eligible=tuple(sorted(a.name for a in decision.approvers)),
+        eligible=tuple(
+            sorted(
+                {a.name for a in decision.approvers} | {p.name for p in decision.approver_passkeys}
+            )
+        ),
         command=f"ecp approve {shell_quote(workflow_id)} --key FILE",
         to_sign=tuple(to_sign),
     )

@@ -207,3 +207,21 @@ async def test_only_an_approver_may_post_an_approval(site: Site, governed: Gover
         )
         assert resp.status_code == 400
         assert "has closed" in resp.text
+
+
+async def test_only_an_approver_may_register_a_passkey_and_under_their_own_name(
+    site: Site,
+) -> None:
+    async with _client(site.console) as http:
+        await _sign_in(site, http, ["ecp-viewers"])
+        refused = await http.get("/passkeys/register")
+        assert refused.status_code == 403
+        assert "approver" in refused.text
+    async with _client(site.console) as http:
+        await _sign_in(site, http, ["ecp-approvers"])
+        page = await http.get("/passkeys/register")
+        assert page.status_code == 200
+        # The name a signed-in approver registers under is their session's.
+        field = page.text.split('id="register-name"', 1)[1].split(">", 1)[0]
+        assert "readonly" in field
+        assert 'value=""' not in field
