@@ -589,9 +589,8 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
     unknown = [
         a.wf_id
         for a in actions
-        if (a.outcome == "failed"
-        and "grant_attempts_exhausted" in a.reason + a.grant_id)
-        or (a.outcome == "failed" and "already honoured" in a.reason)
+        if a.outcome == "failed"
+        and ("grant_attempts_exhausted" in a.reason or "already honoured" in a.reason)
     ]
     wrong = [
         (a.wf_id, a.kind, a.outcome, a.reason[:160])
