@@ -417,7 +417,12 @@ async def _submit(
 
 
 async def _approver(
-    client: Client, run: Run, actions: list[Action], rng: random.Random, stop: asyncio.Event
+    client: Client,
+    run: Run,
+    actions: list[Action],
+    rng: random.Random,
+    stop: asyncio.Event,
+    faulting: asyncio.Event,
 ) -> None:
     """Approves each approval-needing action once it waits; some approvals are
     delivered while an executor (which runs the workflow's update handler) is killed."""
@@ -431,7 +436,8 @@ async def _approver(
                 status = await h.query("ecp.status", result_type=dict)
                 if status.get("step") != "approve":
                     continue
-                aimed = rng.random() < 0.1
+                # Aimed kills only while faulting: the calm tail must drain.
+                aimed = not faulting.is_set() and rng.random() < 0.1
                 job = asyncio.create_task(
                     approve(client, a.wf_id, signer=signer, approver=DEMO_APPROVER)
                 )
@@ -709,7 +715,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(
                     _faults(run, rng, stop, args.max_faults, (args.interval_min, args.interval_max))
                 ),
-                asyncio.create_task(_approver(client, run, actions, rng, stop)),
+                asyncio.create_task(_approver(client, run, actions, rng, supervisor_stop, stop)),
                 asyncio.create_task(_sample_heads(run, stop)),
                 asyncio.create_task(_supervise(run, supervisor_stop)),
             ]
@@ -726,10 +732,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 if done >= 0.9 * len(actions) and sum(run.faults.values()) >= args.min_faults:
                     break
             stop.set()
-            await asyncio.gather(*helpers[:3])
+            # The approver and the supervisor keep going through the calm tail.
+            await asyncio.gather(helpers[0], helpers[2])
             await _wait_all(client, actions, hard_deadline)
             supervisor_stop.set()
-            await helpers[3]
+            await asyncio.gather(helpers[1], helpers[3])
             elapsed = time.monotonic() - t0
             done = sum(1 for a in actions if a.outcome)
             histories: list[Any] = []
