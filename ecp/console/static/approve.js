@@ -9,10 +9,14 @@
   const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
   const toB64 = (buf) => btoa(String.fromCharCode.apply(null, new Uint8Array(buf)));
 
+  // Any PEM block, then its label: a public key or certificate chosen by
+  // mistake gets an error naming what it is.
   function pkcs8(text) {
-    const m = /-----BEGIN PRIVATE KEY-----([\s\S]+?)-----END PRIVATE KEY-----/.exec(text);
-    if (!m) throw new Error('the file is not a PKCS#8 PEM private key');
-    return fromB64(m[1].replace(/\s+/g, ''));
+    const m = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]+?)-----END \1-----/.exec(text);
+    if (!m || m[1] !== 'PRIVATE KEY') {
+      throw new Error('the file is not a PKCS#8 PEM private key' + (m ? ' (it holds ' + m[1] + ')' : ''));
+    }
+    return fromB64(m[2].replace(/\s+/g, ''));
   }
 
   for (const form of document.querySelectorAll('form.browser-approve')) {
