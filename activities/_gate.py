@@ -462,20 +462,7 @@ class _Gate(ActivityInboundInterceptor):
                         artifacts=staged.used(),
                     )
                 )
-                log.warning(
-                    "gate interrupted %s (workflow %s): %s",
-                    info.activity_type,
-                    info.workflow_id,
-                    cause,
-                )
-                # Typed ecp.interrupted whatever the cause: the body ran, so
-                # callers must not read it as a denial before execution.
-                stopped = ExecutionInterruptedError(f"{cause.code}: {cause}")
-                raise to_application_error(
-                    stopped,
-                    f"interrupted {info.activity_type} ({cause.code}): {cause}",
-                    GATE_MARK,
-                ) from None
+                raise _interrupted(info, cause) from None
             await self._record_quietly(
                 record(
                     "failed",
@@ -505,13 +492,7 @@ class _Gate(ActivityInboundInterceptor):
                     artifacts=await staged.finish(),
                 )
             )
-            stopped = ExecutionInterruptedError(f"{cause.code}: {cause}")
-            raise to_application_error(
-                stopped,
-                f"interrupted {info.activity_type} ({cause.code}): {cause}; "
-                "the body returned after the interruption and its result is withheld",
-                GATE_MARK,
-            ) from None
+            raise _interrupted(info, cause, returned=True) from None
         await self._record_quietly(
             record(
                 "completed",
@@ -602,6 +583,27 @@ class _Gate(ActivityInboundInterceptor):
 
 #: Pauses between attempts to write the record of a body that ran (~15 s in all).
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _interrupted(
+    info: activity.Info, cause: AuthorityError, *, returned: bool = False
+) -> ApplicationError:
+    """The failure of a body the watchdog stopped (``returned``: it returned anyway).
+
+    Typed ``ecp.interrupted`` whatever the cause: the body ran, so callers
+    must not read it as a denial before execution.
+    """
+    log.warning(
+        "gate interrupted %s (workflow %s): %s", info.activity_type, info.workflow_id, cause
+    )
+    tail = (
+        "; the body returned after the interruption and its result is withheld" if returned else ""
+    )
+    return to_application_error(
+        ExecutionInterruptedError(f"{cause.code}: {cause}"),
+        f"interrupted {info.activity_type} ({cause.code}): {cause}{tail}",
+        GATE_MARK,
+    )
 
 
 def claimed_grant_id(envelope: bytes) -> str:

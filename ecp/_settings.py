@@ -314,6 +314,11 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.home / 'ecp.db'}"
 
     @property
+    def halt_db_url(self) -> str:
+        """Where the halt list lives: its own URL, else the shared database."""
+        return self.halt_database_url or self.db_url
+
+    @property
     def uses_tls(self) -> bool:
         """Whether the Temporal connection uses TLS."""
         return self.tls or self.tls_cert is not None or self.api_key is not None

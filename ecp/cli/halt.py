@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ecp._keyring import KeyFiles
-from ecp._settings import Settings, load_settings
+from ecp._settings import load_settings
 from ecp.authority._clock import system_clock
 from ecp.authority._control import ALL_ACTIONS, ControlKind, ControlState, fold
 from ecp.authority._control_log import SqlControlLog, issue_control
@@ -45,12 +45,6 @@ def register(app: typer.Typer) -> None:
     app.command("halts")(halts)
 
 
-def _halt_db(settings: Settings) -> str:
-    # Where the gates read it (see ecp._runtime): the halt list's own URL, else
-    # the database every executor shares for single use.
-    return settings.halt_database_url or settings.db_url
-
-
 def _target(action: str | None, every: bool, verb: str) -> str:
     if every == (action is not None):
         raise CliError(f"name one action to {verb}, or --all (not both)")
@@ -62,7 +56,7 @@ def _target(action: str | None, every: bool, verb: str) -> str:
 def _issue(kind: ControlKind, target: str, reason: str, key: Path | None, db: str | None) -> None:
     settings = load_settings()
     signer = Ed25519FileSigner.from_file(key or KeyFiles(settings.keys).halt)
-    log = SqlControlLog(db or _halt_db(settings))
+    log = SqlControlLog(db or settings.halt_db_url)
     try:
         row, state = issue_control(
             log,
@@ -138,7 +132,7 @@ def _show(state: ControlState) -> None:
 def halts(db: _DbOpt = None) -> None:
     """Verify the control log and list the halts and grant revocations in force."""
     settings = load_settings()
-    log = SqlControlLog(db or _halt_db(settings))
+    log = SqlControlLog(db or settings.halt_db_url)
     try:
         rows = log.rows()
     finally:

@@ -466,7 +466,7 @@ def check_trust_store(settings: Settings, now: datetime) -> HealthItem:
 
 def check_halts(settings: Settings, now: datetime) -> HealthItem:
     """Halts and grant revocations in force (the kill switch), as the gates read them."""
-    log = SqlControlLog(settings.halt_database_url or settings.db_url)
+    log = SqlControlLog(settings.halt_db_url)
     try:
         rows = log.rows()
         state = fold(rows, TrustStore.load(settings.trust), at=now)
