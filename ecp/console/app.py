@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import secrets
@@ -35,6 +36,8 @@ from temporalio.service import RPCError
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
+from ecp.authority._truststore import TrustStore
+from ecp.authority.errors import AuthorityError
 from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
 from ecp.console.approvals import relay_approval, relay_passkey_approval
@@ -52,10 +55,13 @@ from ecp.console.charts import (
 )
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
 from ecp.console.governance import (
+    ExecutionRow,
     GovernanceFilter,
+    claim_of,
     describe_execution,
     list_executions,
     shell_quote,
+    with_ledger_word,
 )
 from ecp.console.health import collect_health
 from ecp.console.limits import (
@@ -84,6 +90,7 @@ from ecp.console.signin import (
     cookies_of,
     set_cookie,
 )
+from ecp.console.vouch import Vouch, vouch_for
 from ecp.lineage._crosscheck import CrossCheckReport
 from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.ledger._ledger import Ledger
@@ -287,6 +294,30 @@ def _ecp_queues(settings: Settings) -> frozenset[str]:
     return frozenset({settings.executor_queue, settings.authority_queue})
 
 
+async def _ledger_word(deps: _Deps, rows: tuple[ExecutionRow, ...]) -> tuple[ExecutionRow, ...]:
+    """``rows`` labelled by what the ledger's signed evidence says of each (one query).
+
+    A ledger or trust store that cannot be read vouches for nothing: every
+    run on ECP's queues is then unverified, saying why.
+    """
+    claims = [claim_of(r) for r in rows if not r.off_queue]
+    if not claims:
+        return rows
+    try:
+        ledger = deps.open_ledger()
+        trust = await asyncio.to_thread(TrustStore.load, deps.settings.trust)
+        words = await asyncio.to_thread(
+            vouch_for, ledger, trust, deps.settings.namespace, claims, at=datetime.now(UTC)
+        )
+    except (LedgerNotReadyError, LineageError, AuthorityError) as exc:
+        why = Vouch("unverified", _sentence(f"Nothing vouches for it: {exc}"))
+        return tuple(with_ledger_word(r, why) for r in rows)
+    return tuple(
+        with_ledger_word(r, words[(r.workflow_id, r.run_id)]) if not r.off_queue else r
+        for r in rows
+    )
+
+
 _CHART_TITLES: Final = {
     "governed-decisions": "Governed executions started, by decision",
     "governed-outcomes": "Governed executions started, by outcome",
@@ -424,6 +455,7 @@ async def _governance(request: Request) -> Response:
     page = await list_executions(
         client, flt, queues=_ecp_queues(deps.settings), page_token=q.get("page", "")
     )
+    page = dataclasses.replace(page, rows=await _ledger_word(deps, page.rows))
     filters = {
         "decision": flt.decision,
         "action": flt.action,
@@ -464,6 +496,8 @@ async def _execution(request: Request) -> Response:
     workflow_id = str(request.path_params["workflow_id"])
     client = await deps.temporal()
     detail = await describe_execution(client, workflow_id, queues=_ecp_queues(deps.settings))
+    (row,) = await _ledger_word(deps, (detail.row,))
+    detail = dataclasses.replace(detail, row=row)
     return render(
         "execution.html",
         title=f"Execution {visible(workflow_id)}",

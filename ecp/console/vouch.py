@@ -1,0 +1,218 @@
+"""What the ledger vouches for: a listed execution's claims checked against signed evidence.
+
+A governed execution's search attributes (``ECPDecision``, ``ECPOutcome``,
+``ECPGrantId``, ...) are what its workflow says about itself: any workflow
+that a worker on the configured queue runs can set them. What the console
+presents as governance state must also be what ECP's workers *recorded*:
+the ledger entry for that workflow run, signed by a trusted key of a role
+allowed for it (the gate's worker key for an outcome, the authority's
+recorder key only for a denial). A run is **verified** when the newest such
+entry agrees with what the run reports; **pending** while it is open and
+has reported no outcome yet (nothing to prove so far); **unverified**
+otherwise, with a one-line reason.
+
+One batched query per page: every entry whose lookup columns name one of
+the page's workflow ids. The lookup columns are not covered by the log's
+hashes, so the entry itself decides: only its signed predicate's namespace,
+workflow id and run id count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import select
+
+from ecp.authority._truststore import TrustStore
+from ecp.authority.errors import AuthorityError
+from ecp.lineage.ledger._evidence import (
+    Evidence,
+    OutcomeStatus,
+    parse_evidence,
+    verify_evidence_signature,
+)
+from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._store import ENTRY
+from ecp.lineage.ledger.errors import LineageError
+
+__all__ = [
+    "MAX_ENTRIES_PER_PAGE",
+    "Claim",
+    "Vouch",
+    "vouch_for",
+]
+
+#: A governed run has a handful of entries (one per attempt); a page of 50
+#: runs reads at most this many, so a workflow id with thousands of entries
+#: cannot make the list page expensive. Runs past the cap are unverified.
+MAX_ENTRIES_PER_PAGE: Final = 2000
+
+#: The decisions ECP's policy engine makes.
+_DECISIONS: Final = frozenset({"allow", "deny", "allow_after_approval"})
+#: Outcomes after which the body ran: only an allowed call has a grant to run under.
+_RAN: Final = frozenset(
+    {OutcomeStatus.COMPLETED.value, OutcomeStatus.FAILED.value, OutcomeStatus.INTERRUPTED.value}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one run says about itself (its search attributes) and whether it is open."""
+
+    workflow_id: str
+    run_id: str
+    open: bool
+    action: str
+    decision: str
+    outcome: str
+    grant_id: str
+    initiator: str
+    policy_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Vouch:
+    """The ledger's word on one run.
+
+    ``state`` is ``verified``, ``pending`` or ``unverified``; ``reason`` is
+    one sentence (empty when verified); ``index`` is the ledger index of the
+    entry compared, when there is one.
+    """
+
+    state: str
+    reason: str = ""
+    index: int | None = None
+
+    @property
+    def verified(self) -> bool:
+        """Whether a signed ledger entry agrees with the run's claims."""
+        return self.state == "verified"
+
+
+def _short(value: str, limit: int = 40) -> str:
+    # Reasons are one line: an id is cut, and shown escaped by the template.
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _disagreement(c: Claim, ev: Evidence) -> str:
+    """Why the run's claims and the entry disagree; empty when they agree."""
+    p = ev.predicate
+    status = p.outcome.status.value
+    if c.decision and c.decision not in _DECISIONS:
+        return f"The workflow reports decision {_short(c.decision)!r}, which ECP never makes."
+    if not c.decision:
+        return f"The ledger says {status}, and the workflow reports no decision."
+    if status in _RAN and c.decision == "deny":
+        return f"The ledger says it ran ({status}), the workflow says the policy denied it."
+    if p.grant_id and c.decision == "deny":
+        return "The ledger names a grant (only allowed calls get one), the workflow says denied."
+    if c.outcome and c.outcome != status:
+        return f"The ledger says {status}, the workflow says {_short(c.outcome)}."
+    if not c.outcome and not c.open:
+        return f"The ledger says {status}, and the closed workflow reports no outcome."
+    if c.action and c.action != p.activity.activity_type:
+        return (
+            f"The ledger's entry is for action {_short(p.activity.activity_type)!r}, "
+            f"the workflow says {_short(c.action)!r}."
+        )
+    if c.grant_id and p.grant_id and c.grant_id != p.grant_id:
+        return "The ledger names another grant than the workflow reports."
+    if c.initiator and p.initiator and c.initiator != p.initiator:
+        return (
+            f"The ledger says {_short(p.initiator)!r} asked, "
+            f"the workflow says {_short(c.initiator)!r}."
+        )
+    if c.policy_digest and p.policy_digest and c.policy_digest != p.policy_digest:
+        return "The ledger names another policy digest than the workflow reports."
+    return ""
+
+
+def _verdict(c: Claim, found: Sequence[tuple[int, Evidence]], bad: int, capped: bool) -> Vouch:
+    if not found:
+        if capped:
+            return Vouch(
+                "unverified",
+                "Too many ledger entries share this page's workflow ids to check them all.",
+            )
+        if bad:
+            return Vouch(
+                "unverified",
+                f"The ledger's {bad} entr{'y' if bad == 1 else 'ies'} for this run do not verify "
+                "against the trust store.",
+            )
+        if c.open and not c.outcome:
+            return Vouch(
+                "pending",
+                "Still running: the ledger holds no evidence for this run yet, so its decision "
+                "is the workflow's own report until it is proven.",
+            )
+        return Vouch("unverified", "No ledger evidence for this run.")
+    index, ev = max(found, key=lambda f: f[0])  # the newest: the last attempt or call
+    why = _disagreement(c, ev)
+    if why:
+        return Vouch("unverified", why, index)
+    if c.open and not c.outcome:
+        return Vouch(
+            "pending",
+            "Still running: the ledger has its gate's record, the workflow has not reported "
+            "the outcome yet.",
+            index,
+        )
+    return Vouch("verified", "", index)
+
+
+def vouch_for(
+    ledger: Ledger,
+    trust: TrustStore,
+    namespace: str,
+    claims: Iterable[Claim],
+    *,
+    at: datetime,
+) -> dict[tuple[str, str], Vouch]:
+    """The ledger's word on each claim, keyed by (workflow id, run id).
+
+    One query reads the entries of every claim's workflow id (at most
+    :data:`MAX_ENTRIES_PER_PAGE`); each entry counts only if it parses as
+    evidence, its signed identity names the claim's namespace, workflow and
+    run, and a trusted key of a role allowed for it signed it at ``at``.
+
+    Raises:
+        LineageError: the ledger cannot be read.
+    """
+    wanted = {(c.workflow_id, c.run_id): c for c in claims}
+    if not wanted:
+        return {}
+    ids = sorted({wf for wf, _ in wanted})
+    found: dict[tuple[str, str], list[tuple[int, Evidence]]] = {k: [] for k in wanted}
+    bad: dict[tuple[str, str], int] = dict.fromkeys(wanted, 0)
+    capped = False
+    with ledger.database.read() as conn:
+        rows = conn.execute(
+            select(ENTRY.c.seq, ENTRY.c.envelope)
+            .where(ENTRY.c.namespace == namespace, ENTRY.c.workflow_id.in_(ids))
+            # Newest first: past the cap, the oldest entries are the ones not read.
+            .order_by(ENTRY.c.seq.desc())
+            .limit(MAX_ENTRIES_PER_PAGE + 1)
+        ).all()
+    if len(rows) > MAX_ENTRIES_PER_PAGE:
+        capped = True
+        rows = rows[:MAX_ENTRIES_PER_PAGE]
+    for row in rows:
+        try:
+            ev = parse_evidence(bytes(row.envelope))
+        except LineageError:
+            continue  # cannot say whose it is: it vouches for nobody
+        a = ev.predicate.activity
+        key = (a.workflow_id, a.run_id)
+        if a.namespace != namespace or key not in wanted:
+            continue
+        try:
+            verify_evidence_signature(ev, trust, at)
+        except (LineageError, AuthorityError):
+            bad[key] += 1
+            continue
+        found[key].append((int(row.seq), ev))
+    return {k: _verdict(c, found[k], bad[k], capped) for k, c in wanted.items()}
