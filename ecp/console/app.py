@@ -89,6 +89,7 @@ from ecp.console.signin import (
     Visitor,
     cookies_of,
     set_cookie,
+    signin_from_settings,
 )
 from ecp.console.vouch import Vouch, vouch_for
 from ecp.lineage._crosscheck import CrossCheckReport
@@ -842,16 +843,25 @@ def create_app(
     verify_every: timedelta = VERIFY_EVERY,
     lineage_limits: LineageLimits = DEFAULT_LIMITS,
     signin: SignInConfig | None = None,
+    base_url: str | None = None,
 ) -> Starlette:
     """Build the console for ``settings``.
 
     Args:
-        settings: the deployment's settings (Temporal, queues, ledger, trust store, policy).
+        settings: the deployment's settings (Temporal, queues, ledger, trust store,
+            policy, and the console's sign-in, ``ECP_CONSOLE_*``).
         temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
         verify_every: the health page's full ledger verification runs at most this often.
         lineage_limits: what one Lineage Explorer request may cost.
-        signin: OpenID Connect sign-in; None serves every page to every visitor.
+        signin: OpenID Connect sign-in; None takes it from ``settings``, and when
+            they configure none, every page is served to every visitor.
+        base_url: the console's URL when ``ECP_CONSOLE_PUBLIC_URL`` is unset.
+
+    Raises:
+        SignInConfigError: the settings configure sign-in by half.
     """
+    if signin is None:
+        signin = signin_from_settings(settings, default_base_url=base_url)
     deps = _Deps(
         settings,
         temporal_ui.rstrip("/") if temporal_ui else None,
