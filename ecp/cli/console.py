@@ -102,7 +102,6 @@ def console(
     a sign-in setting without an issuer) stops the console before it serves
     anything.
     """
-
     from datetime import timedelta
 
     import uvicorn

@@ -36,7 +36,7 @@ from temporalio.service import RPCError
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
-from ecp.authority._truststore import TrustStore
+from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import AuthorityError
 from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
@@ -323,11 +323,20 @@ _CHART_TITLES: Final = {
     "governed-decisions": "Governed executions started, by decision",
     "governed-outcomes": "Governed executions started, by outcome",
     "approval-waits": "Approval waiting time",
-    "denial-reasons": "Gate denials by reason code",
+    "denial-reasons": "Denials by reason code",
     "attempt-duration": "Gate latency (governed attempts)",
     "ledger-size": "Ledger size",
     "checkpoint-age": "Checkpoint age",
 }
+
+
+def _gate_key_ids(settings: Settings) -> frozenset[str]:
+    """The worker (gate) key ids of the trust store; none when it cannot be read."""
+    try:
+        trust = TrustStore.load(settings.trust)
+    except AuthorityError:
+        return frozenset()
+    return frozenset(k.key_id for k in trust.by_role(KeyRole.WORKER))
 
 
 async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dict[str, Chart | str]:
@@ -351,7 +360,8 @@ async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dic
     if set(HEALTH_CHARTS) & set(names):
         try:
             ledger = deps.open_ledger()
-            out.update(await asyncio.to_thread(ledger_charts, ledger, w, now))
+            gate_keys = await asyncio.to_thread(_gate_key_ids, deps.settings)
+            out.update(await asyncio.to_thread(ledger_charts, ledger, w, now, gate_keys))
         except LedgerNotReadyError as exc:
             out.update(dict.fromkeys(HEALTH_CHARTS, str(exc)))
         except LineageError as exc:

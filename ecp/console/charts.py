@@ -27,7 +27,7 @@ from temporalio.service import RPCError
 
 from ecp._wire import ACTIVITY_EVALUATE, APPROVE_UPDATE
 from ecp.console.errors import BadFilterError
-from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
+from ecp.lineage.ledger._evidence import Evidence, OutcomeStatus, parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._store import ENTRY
 from ecp.lineage.ledger.errors import LineageError
@@ -312,10 +312,38 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
-    """Denials by reason code, attempt durations, ledger size and checkpoint age.
+def _gate_seconds(ev: Evidence, gate_keys: frozenset[str]) -> float | None:
+    """How long the gate took on this attempt, as its signed evidence records it.
+
+    An admitted attempt records when the gate admitted the body
+    (``admittedAt``): its checks took ``admittedAt - startedAt``, whatever
+    the body did next. A refusal signed by a gate (a worker key) took all of
+    ``startedAt..finishedAt``. None for what says nothing of the gate: a
+    denial the authority's recorder wrote, or an outcome recorded before
+    ``admittedAt`` existed.
+    """
+    p = ev.predicate
+    start = _parse_time(p.started_at)
+    if start is None:
+        return None
+    if p.admitted_at is not None:
+        at = _parse_time(p.admitted_at)
+        return (at - start).total_seconds() if at is not None and at >= start else None
+    signed_by_gate = any(sig.keyid in gate_keys for sig in ev.envelope.signatures)
+    if p.outcome.status is OutcomeStatus.DENIED and signed_by_gate:
+        end = _parse_time(p.finished_at)
+        return (end - start).total_seconds() if end is not None and end >= start else None
+    return None
+
+
+def ledger_charts(
+    ledger: Ledger, w: Window, now: datetime, gate_keys: frozenset[str] = frozenset()
+) -> dict[str, Chart]:
+    """Denials by reason code, gate latency, ledger size and checkpoint age.
 
     Read from the newest entries (at most :data:`LEDGER_CAP`) and checkpoints.
+    ``gate_keys`` are the trust store's worker key ids: a denial one of them
+    signed is a gate's refusal, and its duration the gate's.
 
     Raises:
         LineageError: the ledger cannot be read.
@@ -325,6 +353,7 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
     size = ledger.head().size
     reasons: Counter[str] = Counter()
     durations: list[list[float]] = [[] for _ in edges]
+    untimed = 0
     appended = [0] * len(edges)
     scanned = 0
     capped = False
@@ -353,9 +382,11 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
             p = ev.predicate
             if p.outcome.status is OutcomeStatus.DENIED:
                 reasons[p.outcome.reason_code or "unspecified"] += 1
-            start, end = _parse_time(p.started_at), _parse_time(p.finished_at)
-            if start is not None and end is not None and end >= start:
-                durations[i].append((end - start).total_seconds())
+            took = _gate_seconds(ev, gate_keys)
+            if took is not None:
+                durations[i].append(took)
+            elif p.outcome.status is not OutcomeStatus.DENIED:
+                untimed += 1
     note = f"only the newest {LEDGER_CAP} entries are read" if capped else ""
     # Size at the end of each interval: the head minus what came after it.
     sizes: list[float | None] = []
@@ -374,7 +405,7 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
     return {
         "denial-reasons": Chart(
             "denial-reasons",
-            "Gate denials by reason code",
+            "Denials by reason code (gate and authority)",
             "categories",
             "denials",
             tuple(k for k, _ in top),
@@ -384,7 +415,7 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
         ),
         "attempt-duration": Chart(
             "attempt-duration",
-            "Gate latency: admission to recorded outcome, p50 and p95",
+            "Gate latency: start of the gate's checks to admission or refusal, p50 and p95",
             "lines",
             "ms",
             labels,
@@ -397,8 +428,9 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
                 x
                 for x in (
                     note,
-                    "an allowed attempt's time includes the activity's own run; the workers' "
-                    "ecp.gate.duration histogram goes to the OTLP collector",
+                    f"{sum(len(d) for d in durations)} attempts timed from the gate's signed "
+                    "evidence (admittedAt, or a gate refusal's own span)",
+                    f"{untimed} outcome(s) recorded without admittedAt left out" if untimed else "",
                 )
                 if x
             ),
