@@ -15,7 +15,7 @@ import dataclasses
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +45,7 @@ from ecp.console.audit import LedgerAuditor
 from ecp.console.charts import (
     GOVERNANCE_CHARTS,
     HEALTH_CHARTS,
+    LEDGER_CAP,
     WINDOWS,
     Chart,
     Window,
@@ -91,7 +92,7 @@ from ecp.console.signin import (
     set_cookie,
     signin_from_settings,
 )
-from ecp.console.vouch import Vouch, vouch_for
+from ecp.console.vouch import MAX_ENTRIES_PER_PAGE, Claim, Vouch, vouch_for
 from ecp.lineage._crosscheck import CrossCheckReport
 from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.ledger._ledger import Ledger
@@ -304,19 +305,32 @@ async def _ledger_word(deps: _Deps, rows: tuple[ExecutionRow, ...]) -> tuple[Exe
     claims = [claim_of(r) for r in rows if not r.off_queue]
     if not claims:
         return rows
-    try:
-        ledger = deps.open_ledger()
-        trust = await asyncio.to_thread(TrustStore.load, deps.settings.trust)
-        words = await asyncio.to_thread(
-            vouch_for, ledger, trust, deps.settings.namespace, claims, at=datetime.now(UTC)
-        )
-    except (LedgerNotReadyError, LineageError, AuthorityError) as exc:
-        why = Vouch("unverified", _sentence(f"Nothing vouches for it: {exc}"))
-        return tuple(with_ledger_word(r, why) for r in rows)
+    words = await _ledger_words(deps, claims)
     return tuple(
         with_ledger_word(r, words[(r.workflow_id, r.run_id)]) if not r.off_queue else r
         for r in rows
     )
+
+
+async def _ledger_words(
+    deps: _Deps, claims: list[Claim], *, max_entries: int = MAX_ENTRIES_PER_PAGE
+) -> dict[tuple[str, str], Vouch]:
+    """The ledger's word on each claim; every one unverified when it cannot be read."""
+    try:
+        ledger = deps.open_ledger()
+        trust = await asyncio.to_thread(TrustStore.load, deps.settings.trust)
+        return await asyncio.to_thread(
+            vouch_for,
+            ledger,
+            trust,
+            deps.settings.namespace,
+            claims,
+            at=datetime.now(UTC),
+            max_entries=max_entries,
+        )
+    except (LedgerNotReadyError, LineageError, AuthorityError) as exc:
+        why = Vouch("unverified", _sentence(f"Nothing vouches for it: {exc}"))
+        return {(c.workflow_id, c.run_id): why for c in claims}
 
 
 _CHART_TITLES: Final = {
@@ -351,7 +365,11 @@ async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dic
         else:
             try:
                 if {"governed-decisions", "governed-outcomes"} & set(names):
-                    for c in await governed_activity(client, queues, w, now):
+
+                    async def judge(claims: list[Claim]) -> Mapping[tuple[str, str], Vouch]:
+                        return await _ledger_words(deps, claims, max_entries=LEDGER_CAP * 4)
+
+                    for c in await governed_activity(client, queues, w, now, judge):
                         out[c.name] = c
                 if "approval-waits" in names:
                     out["approval-waits"] = await approval_waits(client, queues, w, now)

@@ -2,8 +2,9 @@
 
 Read from what the console already reads: Temporal visibility (ECP's search
 attributes), governed histories (approval waits), and the ledger (denials by
-reason code, attempt durations, growth, checkpoints). Runs that ECP's own
-workers do not run (a task queue outside the deployment's) are left out and
+reason code, gate latency, growth, checkpoints). Runs that ECP's own workers
+do not run (a task queue outside the deployment's), and runs whose claims the
+ledger's signed evidence does not back, are left out of the counts and
 counted in the chart's note, as the list labels them unverified.
 
 Every read is capped, so a chart costs a bounded amount whatever the traffic;
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from statistics import quantiles
@@ -23,21 +24,31 @@ from typing import Final
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from ecp._wire import ACTIVITY_EVALUATE, APPROVE_UPDATE
 from ecp.console.errors import BadFilterError
+from ecp.console.vouch import Claim, Vouch
 from ecp.lineage.ledger._evidence import Evidence, OutcomeStatus, parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._store import ENTRY
 from ecp.lineage.ledger.errors import LineageError
-from ecp.workflows._search_attributes import SA_ACTION, SA_DECISION, SA_OUTCOME
+from ecp.workflows._search_attributes import (
+    SA_ACTION,
+    SA_DECISION,
+    SA_GRANT_ID,
+    SA_INITIATOR,
+    SA_OUTCOME,
+    SA_POLICY_DIGEST,
+)
 
 __all__ = [
     "GOVERNANCE_CHARTS",
     "HEALTH_CHARTS",
     "WINDOWS",
     "Chart",
+    "Judge",
     "Series",
     "Window",
     "approval_waits",
@@ -149,10 +160,23 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: What the ledger says of a batch of runs (:func:`ecp.console.vouch.vouch_for`).
+Judge = Callable[[list[Claim]], Awaitable[Mapping[tuple[str, str], Vouch]]]
+
+
+def _text(attrs: TypedSearchAttributes, key: SearchAttributeKey[str]) -> str:
+    value = attrs.get(key)
+    return value if isinstance(value, str) else ""
+
+
 async def governed_activity(
-    client: Client, queues: frozenset[str], w: Window, now: datetime
+    client: Client, queues: frozenset[str], w: Window, now: datetime, judge: Judge
 ) -> tuple[Chart, Chart]:
     """Governed executions started per interval, by decision and by outcome.
+
+    Only runs on ECP's queues whose claims the ledger backs (``judge``:
+    verified, or open with nothing to prove yet) are counted; the others are
+    left out and counted in the note, as the list labels them unverified.
 
     Raises:
         RPCError: visibility could not be read.
@@ -163,6 +187,7 @@ async def governed_activity(
     by_outcome: dict[str, list[float | None]] = {}
     read = foreign = 0
     capped = False
+    own: list[tuple[int, Claim, bool]] = []
     async for wf in client.list_workflows(query, page_size=1000):
         if read >= VISIBILITY_CAP:
             capped = True
@@ -175,8 +200,27 @@ async def governed_activity(
         if i is None:
             continue
         attrs = wf.typed_search_attributes
-        decision = attrs.get(SA_DECISION) or "undecided"
-        outcome = attrs.get(SA_OUTCOME) or ("running" if wf.close_time is None else "none")
+        claim = Claim(
+            workflow_id=wf.id,
+            run_id=wf.run_id,
+            open=wf.close_time is None,
+            action=_text(attrs, SA_ACTION),
+            decision=_text(attrs, SA_DECISION),
+            outcome=_text(attrs, SA_OUTCOME),
+            grant_id=_text(attrs, SA_GRANT_ID),
+            initiator=_text(attrs, SA_INITIATOR),
+            policy_digest=_text(attrs, SA_POLICY_DIGEST),
+        )
+        own.append((i, claim, wf.close_time is None))
+    words = await judge([c for _, c, _ in own]) if own else {}
+    unbacked = 0
+    for i, c, is_open in own:
+        word = words.get((c.workflow_id, c.run_id))
+        if word is None or word.state == "unverified":
+            unbacked += 1
+            continue
+        decision = c.decision or "undecided"
+        outcome = c.outcome or ("running" if is_open else "none")
         for table, key in ((by_decision, decision), (by_outcome, outcome)):
             row = table.setdefault(key, [0.0] * len(edges))
             row[i] = (row[i] or 0.0) + 1
@@ -185,6 +229,8 @@ async def governed_activity(
         notes.append(f"only the newest {VISIBILITY_CAP} executions are counted")
     if foreign:
         notes.append(f"{foreign} unverified execution(s) off ECP's task queues left out")
+    if unbacked:
+        notes.append(f"{unbacked} unverified execution(s) the ledger does not back left out")
     note = "; ".join(notes)
     labels = _bucket_labels(w, edges)
 

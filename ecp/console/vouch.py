@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import select
 
@@ -164,6 +164,10 @@ def _verdict(c: Claim, found: Sequence[tuple[int, Evidence]], bad: int, capped: 
     return Vouch("verified", "", index)
 
 
+#: Workflow ids per query (a database's limit on bound parameters is far above).
+_IDS_PER_QUERY: Final = 500
+
+
 def vouch_for(
     ledger: Ledger,
     trust: TrustStore,
@@ -171,13 +175,15 @@ def vouch_for(
     claims: Iterable[Claim],
     *,
     at: datetime,
+    max_entries: int = MAX_ENTRIES_PER_PAGE,
 ) -> dict[tuple[str, str], Vouch]:
     """The ledger's word on each claim, keyed by (workflow id, run id).
 
-    One query reads the entries of every claim's workflow id (at most
-    :data:`MAX_ENTRIES_PER_PAGE`); each entry counts only if it parses as
-    evidence, its signed identity names the claim's namespace, workflow and
-    run, and a trusted key of a role allowed for it signed it at ``at``.
+    One query (per 500 workflow ids: one for a page of the list) reads the
+    entries of the claims' workflow ids, at most ``max_entries`` in all,
+    newest first; each entry counts only if it parses as evidence, its signed
+    identity names the claim's namespace, workflow and run, and a trusted
+    key of a role allowed for it signed it at ``at``.
 
     Raises:
         LineageError: the ledger cannot be read.
@@ -189,17 +195,22 @@ def vouch_for(
     found: dict[tuple[str, str], list[tuple[int, Evidence]]] = {k: [] for k in wanted}
     bad: dict[tuple[str, str], int] = dict.fromkeys(wanted, 0)
     capped = False
+    rows: list[Any] = []
     with ledger.database.read() as conn:
-        rows = conn.execute(
-            select(ENTRY.c.seq, ENTRY.c.envelope)
-            .where(ENTRY.c.namespace == namespace, ENTRY.c.workflow_id.in_(ids))
-            # Newest first: past the cap, the oldest entries are the ones not read.
-            .order_by(ENTRY.c.seq.desc())
-            .limit(MAX_ENTRIES_PER_PAGE + 1)
-        ).all()
-    if len(rows) > MAX_ENTRIES_PER_PAGE:
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            rows.extend(
+                conn.execute(
+                    select(ENTRY.c.seq, ENTRY.c.envelope)
+                    .where(ENTRY.c.namespace == namespace, ENTRY.c.workflow_id.in_(chunk))
+                    # Newest first: past the cap, the oldest entries are not read.
+                    .order_by(ENTRY.c.seq.desc())
+                    .limit(max_entries + 1)
+                ).all()
+            )
+    if len(rows) > max_entries:
         capped = True
-        rows = rows[:MAX_ENTRIES_PER_PAGE]
+        rows = sorted(rows, key=lambda r: -int(r.seq))[:max_entries]
     for row in rows:
         try:
             ev = parse_evidence(bytes(row.envelope))

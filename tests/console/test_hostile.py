@@ -352,6 +352,19 @@ async def test_claims_the_ledger_does_not_back_are_unverified(
         assert 'class="vouched"' in first[1].split("</tr>", 1)[0]
 
 
+async def test_charts_count_only_what_the_ledger_backs(hostile: Hostile, liars: Liars) -> None:
+    async with httpx.AsyncClient(base_url=hostile.governed.console.url, timeout=60) as http:
+        doc = (await http.get("/api/charts/governed-decisions")).json()
+        outcomes = (await http.get("/api/charts/governed-outcomes")).json()
+    totals = {s["name"]: sum(v or 0 for v in s["values"]) for s in doc["series"]}
+    # The stack's allowed and denied runs and the rerun's first (denied) run;
+    # the three liars' claims of "allow" and "completed" are not counted.
+    assert totals == {"allow": 1, "deny": 2}
+    assert "3 unverified execution(s) the ledger does not back left out" in doc["note"]
+    done = {s["name"]: sum(v or 0 for v in s["values"]) for s in outcomes["series"]}
+    assert done == {"completed": 1, "denied": 2}
+
+
 async def test_bidi_override_is_visible_in_the_approve_command(
     hostile: Hostile, browser: Browser
 ) -> None:
