@@ -13,13 +13,16 @@ otherwise, with a one-line reason.
 
 One batched query per page: every entry whose lookup columns name one of
 the page's workflow ids. The lookup columns are not covered by the log's
-hashes, so the entry itself decides: only its signed predicate's namespace,
-workflow id and run id count.
+hashes, so they only route: the entry itself decides, and only its signed
+predicate's namespace, workflow id and run id count (an entry whose columns
+were rewritten to hide it leaves its run unverified: fail closed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -130,12 +133,12 @@ def _disagreement(c: Claim, ev: Evidence) -> str:
     return ""
 
 
-def _verdict(c: Claim, found: Sequence[tuple[int, Evidence]], bad: int, capped: bool) -> Vouch:
-    if not found:
+def _verdict(c: Claim, found: tuple[int, Evidence] | None, bad: int, capped: bool) -> Vouch:
+    if found is None:
         if capped:
             return Vouch(
                 "unverified",
-                "Too many ledger entries share this page's workflow ids to check them all.",
+                "Too many ledger entries share these workflow ids to check them all.",
             )
         if bad:
             return Vouch(
@@ -150,7 +153,8 @@ def _verdict(c: Claim, found: Sequence[tuple[int, Evidence]], bad: int, capped: 
                 "is the workflow's own report until it is proven.",
             )
         return Vouch("unverified", "No ledger evidence for this run.")
-    index, ev = max(found, key=lambda f: f[0])  # the newest: the last attempt or call
+    # The newest entry that counts: the last attempt, or the last governed call.
+    index, ev = found
     why = _disagreement(c, ev)
     if why:
         return Vouch("unverified", why, index)
@@ -166,6 +170,64 @@ def _verdict(c: Claim, found: Sequence[tuple[int, Evidence]], bad: int, capped: 
 
 #: Workflow ids per query (a database's limit on bound parameters is far above).
 _IDS_PER_QUERY: Final = 500
+#: How many checked entries the console remembers, and for how long a
+#: signature check stands (a key's validity window can close meanwhile; a
+#: revocation changes the trust store, which is part of the key).
+_CACHE_ENTRIES: Final = 50_000
+_CACHE_SECONDS: Final = 60.0
+
+_Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    ident: tuple[str, str, str] | None  # signed (namespace, workflow id, run id); None: unreadable
+    evidence: Evidence | None  # None: unreadable, or no trusted signature
+    at: datetime
+
+
+class _CheckedEntries:
+    """Entries already parsed and checked, by (entry bytes digest, trust store digest).
+
+    Parsing and a signature check cost about half a millisecond an entry; a
+    list page and its charts read the same entries on every load. The key is
+    the digest of the entry's bytes, so an entry rewritten in the database
+    is checked afresh.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: dict[tuple[bytes, bytes], _Checked] = {}
+
+    def check(self, envelope: bytes, trust: TrustStore, trust_id: bytes, at: datetime) -> _Checked:
+        key = (hashlib.sha256(envelope).digest(), trust_id)
+        with self._lock:
+            hit = self._done.get(key)
+        if hit is not None and abs((at - hit.at).total_seconds()) < _CACHE_SECONDS:
+            return hit
+        checked = _check(envelope, trust, at)
+        with self._lock:
+            if len(self._done) >= _CACHE_ENTRIES:
+                self._done.pop(next(iter(self._done)))  # the oldest insertion
+            self._done[key] = checked
+        return checked
+
+
+def _check(envelope: bytes, trust: TrustStore, at: datetime) -> _Checked:
+    try:
+        ev = parse_evidence(envelope)
+    except LineageError:
+        return _Checked(None, None, at)  # cannot say whose it is: it vouches for nobody
+    a = ev.predicate.activity
+    ident = (a.namespace, a.workflow_id, a.run_id)
+    try:
+        verify_evidence_signature(ev, trust, at)
+    except (LineageError, AuthorityError):
+        return _Checked(ident, None, at)
+    return _Checked(ident, ev, at)
+
+
+_CHECKED: Final = _CheckedEntries()
 
 
 def vouch_for(
@@ -176,14 +238,15 @@ def vouch_for(
     *,
     at: datetime,
     max_entries: int = MAX_ENTRIES_PER_PAGE,
-) -> dict[tuple[str, str], Vouch]:
+) -> dict[_Key, Vouch]:
     """The ledger's word on each claim, keyed by (workflow id, run id).
 
     One query (per 500 workflow ids: one for a page of the list) reads the
     entries of the claims' workflow ids, at most ``max_entries`` in all,
-    newest first; each entry counts only if it parses as evidence, its signed
-    identity names the claim's namespace, workflow and run, and a trusted
-    key of a role allowed for it signed it at ``at``.
+    newest first. For each claim its entries are tried newest first until
+    one counts: it parses as evidence, its *signed* identity names the
+    claim's namespace, workflow and run (the lookup columns only route), and
+    a trusted key of a role allowed for it signed it (checked at ``at``).
 
     Raises:
         LineageError: the ledger cannot be read.
@@ -192,38 +255,39 @@ def vouch_for(
     if not wanted:
         return {}
     ids = sorted({wf for wf, _ in wanted})
-    found: dict[tuple[str, str], list[tuple[int, Evidence]]] = {k: [] for k in wanted}
-    bad: dict[tuple[str, str], int] = dict.fromkeys(wanted, 0)
-    capped = False
     rows: list[Any] = []
     with ledger.database.read() as conn:
         for start in range(0, len(ids), _IDS_PER_QUERY):
             chunk = ids[start : start + _IDS_PER_QUERY]
             rows.extend(
                 conn.execute(
-                    select(ENTRY.c.seq, ENTRY.c.envelope)
+                    select(ENTRY.c.seq, ENTRY.c.workflow_id, ENTRY.c.run_id, ENTRY.c.envelope)
                     .where(ENTRY.c.namespace == namespace, ENTRY.c.workflow_id.in_(chunk))
                     # Newest first: past the cap, the oldest entries are not read.
                     .order_by(ENTRY.c.seq.desc())
                     .limit(max_entries + 1)
                 ).all()
             )
-    if len(rows) > max_entries:
-        capped = True
-        rows = sorted(rows, key=lambda r: -int(r.seq))[:max_entries]
-    for row in rows:
-        try:
-            ev = parse_evidence(bytes(row.envelope))
-        except LineageError:
-            continue  # cannot say whose it is: it vouches for nobody
-        a = ev.predicate.activity
-        key = (a.workflow_id, a.run_id)
-        if a.namespace != namespace or key not in wanted:
-            continue
-        try:
-            verify_evidence_signature(ev, trust, at)
-        except (LineageError, AuthorityError):
-            bad[key] += 1
-            continue
-        found[key].append((int(row.seq), ev))
-    return {k: _verdict(c, found[k], bad[k], capped) for k, c in wanted.items()}
+    rows.sort(key=lambda r: -int(r.seq))
+    capped = len(rows) > max_entries
+    candidates: dict[_Key, list[Any]] = {k: [] for k in wanted}
+    for row in rows[:max_entries]:
+        routed = candidates.get((row.workflow_id, row.run_id))
+        if routed is not None:
+            routed.append(row)
+    trust_id = hashlib.sha256(trust.to_json()).digest()
+    out: dict[_Key, Vouch] = {}
+    for key, claim in wanted.items():
+        found: tuple[int, Evidence] | None = None
+        bad = 0
+        for row in candidates[key]:  # newest first
+            checked = _CHECKED.check(bytes(row.envelope), trust, trust_id, at)
+            if checked.ident != (namespace, *key):
+                continue  # the lookup columns lied: not this run's entry
+            if checked.evidence is None:
+                bad += 1
+                continue
+            found = (int(row.seq), checked.evidence)
+            break
+        out[key] = _verdict(claim, found, bad, capped)
+    return out

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from ecp._keyring import KeyFiles, init_keyring
 from ecp.activities._evidence import predicate_for
@@ -19,6 +20,7 @@ from ecp.authority._truststore import TrustStore
 from ecp.console.vouch import Claim, vouch_for
 from ecp.lineage.ledger._evidence import OutcomeStatus, build_statement, sign_evidence
 from ecp.lineage.ledger._ledger import ACCEPT_UNVERIFIED, Ledger
+from ecp.lineage.ledger._store import ENTRY
 
 NS = "default"
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -126,6 +128,17 @@ def test_only_trusted_evidence_for_the_very_run_vouches(
     assert got[("denied", "r-2")][0] == "pending"
     assert got[("regranted", "r-1")][0] == "unverified"
     assert "another grant" in got[("regranted", "r-1")][1]
+    # The lookup columns only route: pointing another run's entry at this
+    # run (as a write to the database could) does not make it this run's.
+    with ledger.database.write() as (conn, _):
+        conn.execute(update(ENTRY).where(ENTRY.c.workflow_id == "rerun").values(run_id="r-1"))
+    again = vouch_for(ledger, trust, NS, [_claim("rerun")], at=AT)
+    assert again[("rerun", "r-1")].reason == "No ledger evidence for this run."
+    # Revoking the worker key takes effect at once (checks are remembered per trust store).
+    revoked = trust.revoked(worker.key_id, AT)
+    after = vouch_for(ledger, trust=revoked, namespace=NS, claims=[_claim("good")], at=AT)
+    assert after[("good", "r-1")].state == "unverified"
+    assert vouch_for(ledger, trust, NS, [_claim("good")], at=AT)[("good", "r-1")].verified
     ledger.close()
 
 
