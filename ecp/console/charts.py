@@ -451,7 +451,7 @@ def ledger_charts(
     return {
         "denial-reasons": Chart(
             "denial-reasons",
-            "Denials by reason code (gate and authority)",
+            "Denials by reason code, gate and authority",
             "categories",
             "denials",
             tuple(k for k, _ in top),
