@@ -162,3 +162,13 @@ async def test_sign_in_configured_by_the_environment_alone(
             assert 'id="signed-in"' in resp.text
             # The provider was sent the secret from ECP_CONSOLE_OIDC_CLIENT_SECRET.
             assert provider.token_requests[-1].get("client_secret") == CLIENT_SECRET
+
+
+def test_config_show_masks_the_console_secrets(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ECP_CONSOLE_SESSION_KEY", _KEY)
+    clean_env.setenv("ECP_CONSOLE_OIDC_CLIENT_SECRET", "s3cret-value")
+    out = CliRunner().invoke(cli, ["config", "show"])
+    assert out.exit_code == 0, out.output
+    assert "ECP_CONSOLE_SESSION_KEY" in out.output
+    assert _KEY not in out.output
+    assert "s3cret-value" not in out.output
