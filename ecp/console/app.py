@@ -363,16 +363,16 @@ async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dic
         if client is None:
             out.update(dict.fromkeys(GOVERNANCE_CHARTS, reason or "Temporal is unreachable."))
         else:
+
+            async def judge(claims: list[Claim]) -> Mapping[tuple[str, str], Vouch]:
+                return await _ledger_words(deps, claims, max_entries=LEDGER_CAP * 4)
+
             try:
                 if {"governed-decisions", "governed-outcomes"} & set(names):
-
-                    async def judge(claims: list[Claim]) -> Mapping[tuple[str, str], Vouch]:
-                        return await _ledger_words(deps, claims, max_entries=LEDGER_CAP * 4)
-
                     for c in await governed_activity(client, queues, w, now, judge):
                         out[c.name] = c
                 if "approval-waits" in names:
-                    out["approval-waits"] = await approval_waits(client, queues, w, now)
+                    out["approval-waits"] = await approval_waits(client, queues, w, now, judge)
             except RPCError as exc:
                 out.update(dict.fromkeys(GOVERNANCE_CHARTS, _sentence(f"Temporal: {exc.message}")))
     if set(HEALTH_CHARTS) & set(names):

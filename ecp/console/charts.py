@@ -23,7 +23,7 @@ from typing import Final
 
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError
 
@@ -169,6 +169,21 @@ def _text(attrs: TypedSearchAttributes, key: SearchAttributeKey[str]) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _claim(wf: WorkflowExecution) -> Claim:
+    attrs = wf.typed_search_attributes
+    return Claim(
+        workflow_id=wf.id,
+        run_id=wf.run_id,
+        open=wf.close_time is None,
+        action=_text(attrs, SA_ACTION),
+        decision=_text(attrs, SA_DECISION),
+        outcome=_text(attrs, SA_OUTCOME),
+        grant_id=_text(attrs, SA_GRANT_ID),
+        initiator=_text(attrs, SA_INITIATOR),
+        policy_digest=_text(attrs, SA_POLICY_DIGEST),
+    )
+
+
 async def governed_activity(
     client: Client, queues: frozenset[str], w: Window, now: datetime, judge: Judge
 ) -> tuple[Chart, Chart]:
@@ -199,19 +214,7 @@ async def governed_activity(
         i = _index(edges, w.bucket, wf.start_time)
         if i is None:
             continue
-        attrs = wf.typed_search_attributes
-        claim = Claim(
-            workflow_id=wf.id,
-            run_id=wf.run_id,
-            open=wf.close_time is None,
-            action=_text(attrs, SA_ACTION),
-            decision=_text(attrs, SA_DECISION),
-            outcome=_text(attrs, SA_OUTCOME),
-            grant_id=_text(attrs, SA_GRANT_ID),
-            initiator=_text(attrs, SA_INITIATOR),
-            policy_digest=_text(attrs, SA_POLICY_DIGEST),
-        )
-        own.append((i, claim, wf.close_time is None))
+        own.append((i, _claim(wf), wf.close_time is None))
     words = await judge([c for _, c, _ in own]) if own else {}
     unbacked = 0
     for i, c, is_open in own:
@@ -287,20 +290,31 @@ async def _approval_wait(
     return max((end - decided).total_seconds(), 0.0), False
 
 
-async def approval_waits(client: Client, queues: frozenset[str], w: Window, now: datetime) -> Chart:
+async def approval_waits(
+    client: Client, queues: frozenset[str], w: Window, now: datetime, judge: Judge
+) -> Chart:
     """How long each of the newest executions that needed approval waited for it.
+
+    Only runs on ECP's queues whose claims the ledger backs (``judge``) are drawn.
 
     Raises:
         RPCError: visibility could not be read.
     """
     since = now - w.span
     query = f"{SA_DECISION.name} = 'allow_after_approval' AND StartTime >= \"{_rfc3339(since)}\""
-    rows = []
+    listed = []
     async for wf in client.list_workflows(query, page_size=APPROVAL_CAP):
         if wf.task_queue in queues:
-            rows.append(wf)
-        if len(rows) >= APPROVAL_CAP:
+            listed.append(wf)
+        if len(listed) >= APPROVAL_CAP:
             break
+    words = await judge([_claim(wf) for wf in listed]) if listed else {}
+    rows = []
+    for wf in listed:
+        word = words.get((wf.id, wf.run_id))
+        if word is not None and word.state != "unverified":
+            rows.append(wf)
+    unbacked = len(listed) - len(rows)
     sem = asyncio.Semaphore(8)
 
     async def one(wf_id: str, run_id: str) -> tuple[float, bool] | None:
@@ -327,6 +341,9 @@ async def approval_waits(client: Client, queues: frozenset[str], w: Window, now:
         note = f"approved: p50 {q[9]:.1f} s, p95 {q[18]:.1f} s over {len(finished)}"
     elif finished:
         note = f"approved: {finished[0]:.1f} s (one execution)"
+    if unbacked:
+        left = f"{unbacked} unverified execution(s) the ledger does not back left out"
+        note = f"{note}; {left}" if note else left
     return Chart(
         "approval-waits",
         "Approval waiting time, newest executions that needed approval",

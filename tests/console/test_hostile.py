@@ -244,6 +244,7 @@ class Liars:
     """Runs on the configured executor queue whose search attributes lie."""
 
     contradicted_id: str  # the gate recorded a denial; it claims allowed and completed
+    approval_liar_id: str  # the same, claiming it was approved
     unproven_id: str  # nothing in the ledger; it claims allowed and completed, then ends
     rerun_id: str  # a real governed run's id, started again with claims: another run
     rerun_first_run: str
@@ -273,6 +274,22 @@ async def liars(governed: Governed) -> Liars:
         id=contradicted_id,
         task_queue=s.executor_queue,
         search_attributes=_claims("allow", "completed"),
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    # The same, claiming it waited for (and got) an approval.
+    approval_liar_id = f"liar-approved-{tag}"
+    handle = await client.start_workflow(
+        DirectCall.run,
+        DirectCallInput(
+            "payout",
+            [{"amount": 1, "currency": "EUR", "recipient": "x"}],
+            s.executor_queue,
+            max_attempts=1,
+        ),
+        id=approval_liar_id,
+        task_queue=s.executor_queue,
+        search_attributes=_claims("allow_after_approval", "completed"),
     )
     with pytest.raises(WorkflowFailureError):
         await handle.result()
@@ -306,9 +323,11 @@ async def liars(governed: Governed) -> Liars:
         search_attributes=_claims("allow", "completed"),
     )
     await second.terminate("test: it only claims")
-    for wf_id in (contradicted_id, unproven_id, rerun_id):
+    for wf_id in (contradicted_id, approval_liar_id, unproven_id, rerun_id):
         await _visible_closed(client, wf_id)
-    return Liars(contradicted_id, unproven_id, rerun_id, first.result_run_id or "")
+    return Liars(
+        contradicted_id, approval_liar_id, unproven_id, rerun_id, first.result_run_id or ""
+    )
 
 
 def _row_cells(listing: str, wf_id: str) -> str:
@@ -326,6 +345,7 @@ async def test_claims_the_ledger_does_not_back_are_unverified(
         listing = (await http.get("/governance")).text
         expected = {
             liars.contradicted_id: "The ledger says denied, the workflow says completed.",
+            liars.approval_liar_id: "The ledger says denied, the workflow says completed.",
             liars.unproven_id: "No ledger evidence for this run.",
             liars.rerun_id: "No ledger evidence for this run.",
         }
@@ -356,11 +376,14 @@ async def test_charts_count_only_what_the_ledger_backs(hostile: Hostile, liars: 
     async with httpx.AsyncClient(base_url=hostile.governed.console.url, timeout=60) as http:
         doc = (await http.get("/api/charts/governed-decisions")).json()
         outcomes = (await http.get("/api/charts/governed-outcomes")).json()
+        waits = (await http.get("/api/charts/approval-waits")).json()
     totals = {s["name"]: sum(v or 0 for v in s["values"]) for s in doc["series"]}
     # The stack's allowed and denied runs and the rerun's first (denied) run;
-    # the three liars' claims of "allow" and "completed" are not counted.
+    # the four liars' claims of "allow" and "completed" are not counted.
     assert totals == {"allow": 1, "deny": 2}
-    assert "3 unverified execution(s) the ledger does not back left out" in doc["note"]
+    assert "4 unverified execution(s) the ledger does not back left out" in doc["note"]
+    assert "1 unverified execution(s) the ledger does not back left out" in waits["note"]
+    assert liars.approval_liar_id not in waits["labels"]
     done = {s["name"]: sum(v or 0 for v in s["values"]) for s in outcomes["series"]}
     assert done == {"completed": 1, "denied": 2}
 
