@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from sqlalchemy import select
 
+from ecp._wire import EXECUTE_ACTIVITY_ID_PREFIX
 from ecp.authority._truststore import TrustStore
 from ecp.authority.errors import AuthorityError
 from ecp.lineage.ledger._evidence import (
@@ -230,6 +231,11 @@ def _check(envelope: bytes, trust: TrustStore, at: datetime) -> _Checked:
 _CHECKED: Final = _CheckedEntries()
 
 
+def _is_execute_step(activity_id: str) -> bool:
+    # Scoped calls (``scope:...``) set no search attributes of their own.
+    return activity_id.startswith(EXECUTE_ACTIVITY_ID_PREFIX)
+
+
 def vouch_for(
     ledger: Ledger,
     trust: TrustStore,
@@ -261,7 +267,13 @@ def vouch_for(
             chunk = ids[start : start + _IDS_PER_QUERY]
             rows.extend(
                 conn.execute(
-                    select(ENTRY.c.seq, ENTRY.c.workflow_id, ENTRY.c.run_id, ENTRY.c.envelope)
+                    select(
+                        ENTRY.c.seq,
+                        ENTRY.c.workflow_id,
+                        ENTRY.c.run_id,
+                        ENTRY.c.activity_id,
+                        ENTRY.c.envelope,
+                    )
                     .where(ENTRY.c.namespace == namespace, ENTRY.c.workflow_id.in_(chunk))
                     # Newest first: past the cap, the oldest entries are not read.
                     .order_by(ENTRY.c.seq.desc())
@@ -280,7 +292,15 @@ def vouch_for(
     for key, claim in wanted.items():
         found: tuple[int, Evidence] | None = None
         bad = 0
-        for row in candidates[key]:  # newest first
+        # A governed call's own steps first (what the search attributes
+        # report), newest first; then anything else recorded for the run (an
+        # ungranted call the gate refused), which may contradict them. The
+        # column only orders the tries: the entry tried is judged as signed.
+        ordered = sorted(
+            candidates[key],
+            key=lambda r: (not _is_execute_step(r.activity_id), -int(r.seq)),
+        )
+        for row in ordered:
             checked = _CHECKED.check(bytes(row.envelope), trust, trust_id, at)
             if checked.ident != (namespace, *key):
                 continue  # the lookup columns lied: not this run's entry

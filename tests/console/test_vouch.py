@@ -36,14 +36,16 @@ def _evidence(
     *,
     grant_id: str = "g-1",
     attempt: int = 1,
+    activity_id: str = "execute:payout",
+    action: str = "payout",
 ) -> bytes:
     predicate = predicate_for(
         namespace=NS,
         workflow_id=workflow_id,
         run_id=run_id,
-        activity_id="execute:payout",
+        activity_id=activity_id,
         attempt=attempt,
-        activity_type="payout",
+        activity_type=action,
         status=status,
         reason_code="" if status is OutcomeStatus.COMPLETED else "ecp.policy_denied",
         reason="" if status is OutcomeStatus.COMPLETED else "no",
@@ -98,6 +100,20 @@ def test_only_trusted_evidence_for_the_very_run_vouches(
     last = ledger.append(_evidence(worker, "retried", "r-1", OutcomeStatus.COMPLETED, attempt=2))
     ledger.append(_evidence(worker, "denied", "r-1", OutcomeStatus.DENIED, grant_id=""))
     ledger.append(_evidence(worker, "regranted", "r-1", OutcomeStatus.COMPLETED))
+    # A governed call, then scoped calls (which set no search attributes):
+    # the run's attributes are checked against its governed call's record.
+    ledger.append(_evidence(worker, "scoped", "r-1", OutcomeStatus.COMPLETED))
+    ledger.append(
+        _evidence(
+            worker,
+            "scoped",
+            "r-1",
+            OutcomeStatus.FAILED,
+            grant_id="g-scope",
+            activity_id="scope:s-1:1",
+            action="refund",
+        )
+    )
 
     claims = [
         _claim("good"),
@@ -109,6 +125,7 @@ def test_only_trusted_evidence_for_the_very_run_vouches(
         _claim("denied", "r-2", open=True, decision="", outcome=""),  # open, nothing yet
         _claim("regranted", grant_id="g-other"),
         _claim("good", "r-9"),  # nothing at all for this run
+        _claim("scoped"),
     ]
     words = vouch_for(ledger, trust, NS, claims, at=AT)
     got = {k: (v.state, v.reason) for k, v in words.items()}
@@ -126,6 +143,7 @@ def test_only_trusted_evidence_for_the_very_run_vouches(
         "The ledger says denied, the workflow says completed.",
     )
     assert got[("denied", "r-2")][0] == "pending"
+    assert got[("scoped", "r-1")] == ("verified", "")
     assert got[("regranted", "r-1")][0] == "unverified"
     assert "another grant" in got[("regranted", "r-1")][1]
     # The lookup columns only route: pointing another run's entry at this
