@@ -35,12 +35,13 @@ from typing import Final
 
 import jwt
 
+from ecp._settings import CONSOLE_ROLES, Settings
 from ecp.authority._oidc import (
     OidcIssuer,
     discover,
     verify_id_token,
 )
-from ecp.console.errors import ConsoleError
+from ecp.console.errors import ConsoleError, SignInConfigError
 from ecp.errors import EcpError
 
 __all__ = [
@@ -49,18 +50,20 @@ __all__ = [
     "SESSION_COOKIE",
     "SignIn",
     "SignInConfig",
+    "SignInConfigError",
     "SignInError",
     "SignInForbiddenError",
     "Visitor",
     "cookies_of",
     "pkce_challenge",
     "set_cookie",
+    "signin_from_settings",
 ]
 
 SESSION_COOKIE: Final = "ecp_session"
 LOGIN_COOKIE: Final = "ecp_login"
 #: Roles, each with what it adds: viewer reads, auditor exports, approver approves.
-ROLES: Final = ("viewer", "auditor", "approver")
+ROLES: Final = CONSOLE_ROLES
 _LOGIN_SECONDS: Final = 600
 _TOKEN_TIMEOUT: Final = 5.0
 _MAX_TOKEN_RESPONSE: Final = 256 * 1024
@@ -115,6 +118,74 @@ class SignInConfig:
     def secure_cookies(self) -> bool:
         """Whether cookies carry ``Secure`` (the console is served over HTTPS)."""
         return self.redirect_uri.startswith("https://")
+
+
+#: Settings that mean something only with sign-in, and their variables.
+_NEEDS_ISSUER: Final = (
+    ("console_oidc_client_id", "ECP_CONSOLE_OIDC_CLIENT_ID"),
+    ("console_oidc_client_secret", "ECP_CONSOLE_OIDC_CLIENT_SECRET"),
+    ("console_session_key", "ECP_CONSOLE_SESSION_KEY"),
+    ("console_roles", "ECP_CONSOLE_ROLES"),
+    ("console_public_mode", "ECP_CONSOLE_PUBLIC_MODE"),
+)
+
+
+def signin_from_settings(
+    settings: Settings, *, default_base_url: str | None = None
+) -> SignInConfig | None:
+    """The console's sign-in as ``settings`` configure it; None when none of it is set.
+
+    Fails closed: a sign-in setting without an issuer, or an issuer without
+    what sign-in needs, is an error, never a console open to everyone.
+
+    Args:
+        settings: the ``ECP_CONSOLE_*`` settings.
+        default_base_url: the console's URL when ``ECP_CONSOLE_PUBLIC_URL`` is unset.
+
+    Raises:
+        SignInConfigError: sign-in is half configured (the message names what is missing).
+    """
+    issuer = settings.console_oidc_issuer
+    if issuer is None:
+        stray = [env for name, env in _NEEDS_ISSUER if getattr(settings, name)]
+        if stray:
+            raise SignInConfigError(
+                f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} set but "
+                "ECP_CONSOLE_OIDC_ISSUER is not: the console would serve every page to "
+                "everyone; name the issuer (--oidc-issuer) or unset them."
+            )
+        return None
+    if not settings.console_oidc_client_id:
+        raise SignInConfigError(
+            "ECP_CONSOLE_OIDC_ISSUER is set but ECP_CONSOLE_OIDC_CLIENT_ID is not: "
+            "name the console's client id at the issuer (--oidc-client-id)."
+        )
+    roles = settings.console_role_values
+    if not roles:
+        raise SignInConfigError(
+            "ECP_CONSOLE_ROLES maps no claim value to a console role: nobody could sign in; "
+            "set e.g. ecp-viewers=viewer,ecp-approvers=approver (--role)."
+        )
+    base = settings.console_public_url or default_base_url
+    if not base:
+        raise SignInConfigError(
+            "ECP_CONSOLE_PUBLIC_URL is not set: sign-in needs the console's URL as browsers "
+            "reach it (--public-url), for the redirect URI."
+        )
+    key = settings.console_session_key
+    secret = settings.console_oidc_client_secret
+    return SignInConfig(
+        issuer_url=issuer,
+        client_id=settings.console_oidc_client_id,
+        client_secret=secret.get_secret_value() if secret else None,
+        redirect_uri=f"{base.rstrip('/')}/auth/callback",
+        # Without a configured key, sessions last until the console restarts.
+        session_key=bytes.fromhex(key.get_secret_value()) if key else secrets.token_bytes(32),
+        role_claim=settings.console_role_claim,
+        role_values=roles,
+        session_seconds=settings.console_session_seconds,
+        public=settings.console_public_mode,
+    )
 
 
 @dataclass(frozen=True, slots=True)
