@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,6 +124,33 @@ class BenchPeer:
         )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children() -> list[int]:
+    """This process's direct children (the dev server, a split authority worker)."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid():
+            out.append(int(entry.parent.name))
+    return out
+
+
+def _cpu_now() -> tuple[float, float]:
+    """CPU seconds of this process, and of its children (server, other workers)."""
+    return _cpu_seconds(os.getpid()), sum(_cpu_seconds(c) for c in _children())
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
@@ -198,7 +226,28 @@ def _peer_starter(
     return peer, worker
 
 
-async def end_to_end(ns: list[int], rounds: int, eager: bool, modes: set[str]) -> None:
+def _spawn_authority(settings: Settings, address: str) -> subprocess.Popen[bytes]:
+    """The authority's worker in its own process, as deployed (``ecp worker --role authority``)."""
+    env = {
+        **os.environ,
+        "ECP_HOME": str(settings.home),
+        "ECP_TEMPORAL_ADDRESS": address,
+        "ECP_AUTHORITY_QUEUE": settings.authority_queue,
+        "ECP_EXECUTOR_QUEUE": settings.executor_queue,
+        "ECP_DATABASE_URL": settings.db_url,
+        "ECP_ALLOW_UNAUTHENTICATED": "true",
+    }
+    log = (settings.home / "authority.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecp", "worker", "--role", "authority"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def end_to_end(ns: list[int], rounds: int, eager: bool, modes: set[str], split: bool) -> None:
     extra = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"] if eager else []
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
@@ -219,8 +268,16 @@ async def end_to_end(ns: list[int], rounds: int, eager: bool, modes: set[str]) -
                 # Requests here carry no initiator proof: accepted, marked unauthenticated.
                 allow_unauthenticated=True,
             )
-            plugin, ledger = build_plugin(settings, role=Role.ALL)
+            # One process holding every role, or (split) the authority's
+            # worker in a process of its own and the executor's here.
+            role = Role.EXECUTOR if split else Role.ALL
+            plugin, ledger = build_plugin(settings, role=role)
             client: Client = env.client
+            authority = (
+                _spawn_authority(settings, client.service_client.config.target_host)
+                if split
+                else None
+            )
             queues = TaskQueues(settings.authority_queue, settings.executor_queue)
             plain_q = f"plain-{q}"
             peer = _peer_starter(client, q) if "peer" in modes else None
@@ -263,7 +320,7 @@ async def end_to_end(ns: list[int], rounds: int, eager: bool, modes: set[str]) -
                 starters["peer"] = peer[0]
             starters = {m: fn for m, fn in starters.items() if m in modes}
             async with (
-                run_workers(client, settings, plugin, role=Role.ALL, extra_workflows=[BenchScoped]),
+                run_workers(client, settings, plugin, role=role, extra_workflows=[BenchScoped]),
                 Worker(
                     client, task_queue=plain_q, workflows=[BenchPlain], activities=[payout_plain]
                 ),
@@ -273,14 +330,22 @@ async def end_to_end(ns: list[int], rounds: int, eager: bool, modes: set[str]) -
                     await _batch(5, fn)  # warm-up every path
                 for n in ns:
                     rows = {name: ([], []) for name in starters}
+                    cpu = {name: [0.0, 0.0] for name in starters}
                     for _ in range(rounds):
                         # Interleaved rounds so every mode sees the same machine load.
                         for name, fn in starters.items():
+                            here0, kids0 = _cpu_now()
                             wall, lat = await _batch(n, fn)
+                            here1, kids1 = _cpu_now()
+                            cpu[name][0] += (here1 - here0) / (n * rounds)
+                            cpu[name][1] += (kids1 - kids0) / (n * rounds)
                             rows[name][0].append(n / wall)
                             rows[name][1].extend(lat)
-                    _report(n, rounds, eager, rows)
+                    _report(n, rounds, eager, rows, split, cpu)
             ledger.close()
+            if authority is not None:
+                authority.terminate()
+                authority.wait(timeout=30)
 
 
 class _nothing:  # an empty async context, in place of the peer's worker
@@ -292,13 +357,22 @@ class _nothing:  # an empty async context, in place of the peer's worker
 
 
 def _report(
-    n: int, rounds: int, eager: bool, rows: dict[str, tuple[list[float], list[float]]]
+    n: int,
+    rounds: int,
+    eager: bool,
+    rows: dict[str, tuple[list[float], list[float]]],
+    split: bool,
+    cpu: dict[str, list[float]],
 ) -> None:
     print(
         f"\nEnd to end on one dev server: {n} concurrent workflows x {rounds} rounds"
-        f" (eager activity execution {'on' if eager else 'off'})"
+        f" (eager activity execution {'on' if eager else 'off'}; "
+        f"{'authority worker in its own process' if split else 'every worker in one process'})"
     )
-    print(f"{'mode':<11}{'workflows/s':>13}{'p50 ms':>10}{'p95 ms':>10}{'vs plain':>10}")
+    print(
+        f"{'mode':<11}{'workflows/s':>13}{'p50 ms':>10}{'p95 ms':>10}{'vs plain':>10}"
+        f"{'CPU ms/wf here':>16}{'server+others':>15}"
+    )
     plain_tps = statistics.mean(rows["plain"][0])
     for name, (tps, lat) in rows.items():
         mean = statistics.mean(tps)
@@ -306,6 +380,7 @@ def _report(
         print(
             f"{name:<11}{mean:>13.1f}{_pct(lat, 0.5) * 1e3:>10.1f}"
             f"{_pct(lat, 0.95) * 1e3:>10.1f}{mean / plain_tps:>10.2f}"
+            f"{cpu[name][0] * 1e3:>16.1f}{cpu[name][1] * 1e3:>15.1f}"
         )
     print(
         "four_step runs 5 activities (prepare, evaluate, authorize, execute, prove) against "
@@ -319,9 +394,14 @@ def _report(
         SUMMARY[f"{m}_over_plain"] = (
             round(statistics.mean(rows[m][0]) / plain_tps, 3) if got else None
         )
+    SUMMARY["cpu_ms_per_wf"] = {
+        m: {"this_process": round(c[0] * 1e3, 1), "children": round(c[1] * 1e3, 1)}
+        for m, c in cpu.items()
+    }
     SUMMARY.update(
         {
             "concurrent": n,
+            "topology": "split" if split else "one_process",
             "rounds": rounds,
             "plain_wf_per_s": round(plain_tps, 2),
             "plain_p50_ms": round(_pct(rows["plain"][1], 0.5) * 1e3, 1),
@@ -560,6 +640,11 @@ def main() -> None:
         "--skip-gate", action="store_true", help="only the end-to-end modes, no gate cost"
     )
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="run the authority's worker in its own process (as deployed) instead of in this one",
+    )
+    parser.add_argument(
         "--modes",
         nargs="+",
         choices=MODES,
@@ -569,7 +654,7 @@ def main() -> None:
     ns = parser.parse_args()
     if not ns.skip_gate:
         gate_cost(ns.gate_iterations)
-    asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}))
+    asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}, ns.split))
     SUMMARY["throughput_by_n"] = SERIES
     SUMMARY["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
