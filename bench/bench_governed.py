@@ -65,7 +65,7 @@ from ecp.authority._dsse import Envelope, pae  # noqa: E402
 from ecp.authority._grant import CallBinding, issue_grant  # noqa: E402
 from ecp.authority._keys import Ed25519FileSigner, verify_ed25519  # noqa: E402
 from ecp.authority._policy import PolicyBundle, PolicyRequest  # noqa: E402
-from ecp.authority._replay import InMemoryReplayGuard, SqlReplayGuard  # noqa: E402
+from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard  # noqa: E402
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore  # noqa: E402
 from ecp.authority._verify import ExpectedCall, verify_grant  # noqa: E402
 from ecp.workflows._governed import GovernedExecution  # noqa: E402
@@ -73,7 +73,7 @@ from ecp.workflows._in_workflow import execute_governed, scope  # noqa: E402
 from ecp.workflows._models import GovernedRequest, TaskQueues  # noqa: E402
 from ecp.workflows._search_attributes import ALL_KEYS  # noqa: E402
 
-ARGS = {"amount": 250, "currency": "EUR", "recipient": "acme"}
+ARGS: dict[str, Any] = {"amount": 250, "currency": "EUR", "recipient": "acme"}
 MODES = ("plain", "four_step", "scoped", "peer")
 
 
@@ -329,7 +329,9 @@ async def end_to_end(ns: list[int], rounds: int, eager: bool, modes: set[str], s
                 for fn in starters.values():
                     await _batch(5, fn)  # warm-up every path
                 for n in ns:
-                    rows = {name: ([], []) for name in starters}
+                    rows: dict[str, tuple[list[float], list[float]]] = {
+                        name: ([], []) for name in starters
+                    }
                     cpu = {name: [0.0, 0.0] for name in starters}
                     for _ in range(rounds):
                         # Interleaved rounds so every mode sees the same machine load.
@@ -412,7 +414,7 @@ def _report(
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
-def _on_postgres(gate: Callable[[object], float]) -> float | None:
+def _on_postgres(gate: Callable[[ReplayGuard], float]) -> float | None:
     """The gate check on the machine's PostgreSQL (a throwaway database), if it answers."""
     name = f"ecp_bench_{uuid.uuid4().hex[:10]}"
     try:
@@ -500,13 +502,13 @@ def gate_cost(iterations: int) -> None:
         digest_values(args, conv)
     floor = (time.perf_counter() - t0) / iterations
 
-    def gate(guard: object) -> float:
+    def gate(guard: ReplayGuard) -> float:
         t0 = time.perf_counter()
         for envelope, exp in grants:
             d = digest_values(args, conv)
             verify_grant(
                 envelope, trust=trust, expected=_with(exp, d), clock=system_clock, replay=guard
-            )  # type: ignore[arg-type]
+            )
         return (time.perf_counter() - t0) / iterations
 
     in_memory = gate(InMemoryReplayGuard())
