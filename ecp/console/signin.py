@@ -245,7 +245,7 @@ def set_cookie(config: SignInConfig, name: str, value: str, max_age: int) -> str
     return "; ".join(parts)
 
 
-def _client(config: SignInConfig) -> StarletteOAuth2App:
+def _oauth_client(config: SignInConfig) -> StarletteOAuth2App:
     """Authlib's client for the configured issuer (nothing is fetched yet)."""
     oauth = OAuth()
     client: StarletteOAuth2App = oauth.register(
@@ -272,8 +272,8 @@ class SignIn:
     """The running sign-in: the configuration and Authlib's client for its issuer."""
 
     config: SignInConfig
+    #: Set once the issuer's discovery document has loaded and passed :meth:`_check`.
     _client: StarletteOAuth2App | None = None
-    _checked: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def visitor(self, cookies: Mapping[str, str]) -> Visitor:
@@ -291,19 +291,20 @@ class SignIn:
     async def _issuer(self) -> StarletteOAuth2App:
         """Authlib's client, its discovery document loaded and checked once.
 
+        A document that fails the check is not kept: the next sign-in fetches it again.
+
         Raises:
             SignInError: the issuer cannot be reached or its document is not usable.
         """
         async with self._lock:
             if self._client is None:
-                self._client = _client(self.config)
-            if not self._checked:
+                client = _oauth_client(self.config)
                 try:
-                    metadata: dict[str, Any] = await self._client.load_server_metadata()
+                    metadata: dict[str, Any] = await client.load_server_metadata()
                 except (httpx.HTTPError, ValueError) as exc:
                     raise SignInError(f"The identity provider cannot be reached: {exc}") from exc
                 self._check(metadata)
-                self._checked = True
+                self._client = client
             return self._client
 
     def _check(self, metadata: dict[str, Any]) -> None:

@@ -4,18 +4,24 @@ The provider (tests/console/oidc_provider.py) checks PKCE, the client and the
 redirect URI and signs RS256 ID tokens with a real key; the console must
 complete the code flow, verify the token and its nonce, map roles from the
 ``groups`` claim, keep the session in a signed HttpOnly SameSite cookie and
-refuse a sign-out form without the session's CSRF token.
+refuse a sign-out or approval form without the session's CSRF token. ID
+tokens that must not sign anyone in (forged, expired, from another issuer or
+for another client, without the nonce) and a discovery document naming
+another issuer are each refused.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ecp.console.signin import SESSION_COOKIE, SignInConfig
 from tests.console.conftest import ConsoleServer, Governed, free_port
@@ -145,6 +151,68 @@ async def test_no_role_wrong_nonce_and_forged_state_are_refused(site: Site) -> N
         assert SESSION_COOKIE not in http.cookies
 
 
+def _bad_tokens() -> list[tuple[str, dict[str, Any], bool, str]]:
+    """(what, claim overrides, signed by a forger's key, what the refusal says)."""
+    now = int(time.time())
+    return [
+        ("forged", {}, True, "does not verify: bad_signature"),
+        ("expired", {"iat": now - 7200, "exp": now - 3600}, False, "The token is expired"),
+        ("another issuer", {"iss": "http://127.0.0.1:9/"}, False, "Invalid claim: &#39;iss&#39;"),
+        # Authlib alone accepts any aud when azp names this client: the
+        # console requires its own client id in aud.
+        (
+            "another audience",
+            {"aud": "another-client", "azp": CLIENT_ID},
+            False,
+            "Invalid claim: &#39;aud&#39;",
+        ),
+        ("no nonce", {"nonce": None}, False, "not issued for this sign-in (nonce)"),
+        ("no exp", {"exp": None}, False, "Missing claim: &#39;exp&#39;"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("what", "overrides", "forged", "says"), _bad_tokens(), ids=[t[0] for t in _bad_tokens()]
+)
+async def test_id_tokens_that_must_not_sign_anyone_in(
+    site: Site, what: str, overrides: dict[str, Any], forged: bool, says: str
+) -> None:
+    site.provider.overrides = overrides
+    site.provider.signer = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048) if forged else None
+    )
+    try:
+        async with _client(site.console) as http:
+            resp = await _sign_in(site, http, ["ecp-approvers"])
+            assert resp.status_code == 400, what
+            problem = resp.text.split('id="problem">', 1)[1].split("</p>", 1)[0]
+            assert says in problem, problem
+            assert SESSION_COOKIE not in http.cookies
+            assert (await http.get("/health", follow_redirects=False)).status_code == 303
+    finally:
+        site.provider.overrides, site.provider.signer = {}, None
+    # The same provider, behaving again, signs the visitor in.
+    async with _client(site.console) as http:
+        assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
+
+
+async def test_a_discovery_document_naming_another_issuer_is_refused(governed: Governed) -> None:
+    with RunningProvider() as liar:
+        liar.discovery_issuer = "https://idp.example"
+        port = free_port()
+        with ConsoleServer(
+            governed.settings, port=port, signin=_config(liar, port, public=False)
+        ) as console:
+            async with httpx.AsyncClient(base_url=console.url, timeout=60) as http:
+                resp = await http.get("/login")
+                assert resp.status_code == 400
+                assert "names issuer &#39;https://idp.example&#39;" in resp.text
+                assert "location" not in resp.headers
+                # Not kept: once the document is right, sign-in works.
+                liar.discovery_issuer = None
+                assert (await http.get("/login")).status_code == 303
+
+
 async def test_a_tampered_session_is_no_session(site: Site) -> None:
     async with _client(site.console) as http:
         assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
@@ -198,9 +266,15 @@ async def test_only_an_approver_may_post_an_approval(site: Site, governed: Gover
         )
         assert refused.status_code == 403
         assert "approver" in refused.text
+        viewers_token = token
     async with _client(site.console) as http:
         page = await _sign_in(site, http, ["ecp-approvers"])
         token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        # Another session's token, or none, is not this session's form.
+        for sent in ({"csrf": viewers_token}, {}):
+            resp = await http.post(path, data={**sent, "payload": "e30=", "signature": "AA=="})
+            assert resp.status_code == 403
+            assert "not from this console session" in resp.text
         # Past the role check: the console itself refuses a closed execution.
         resp = await http.post(
             path, data={"csrf": token, "payload": "e30=", "signature": "A" * 86 + "=="}
