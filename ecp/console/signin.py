@@ -8,6 +8,7 @@ challenge, exchanges the code at the token endpoint and validates the ID
 token (a signature by a key from the issuer's JWKS, chosen by ``kid``;
 ``iss``, ``aud``, ``exp``, ``iat``, ``nonce``). The console adds only what is
 its own: that the discovery document names exactly the configured issuer,
+that what it fetches is served over https (plain http on loopback only),
 which signature algorithms it accepts, roles from one claim (*viewer*:
 lists, details, proofs, lineage; *auditor*: also exports; *approver*: also
 approvals), and its cookies.
@@ -39,6 +40,7 @@ from joserfc.errors import ClaimError, JoseError
 from starlette.requests import Request
 
 from ecp._settings import CONSOLE_ROLES, Settings
+from ecp.authority._oidc import OidcDiscoveryError, _check_url
 from ecp.console.errors import ConsoleError, SignInConfigError
 
 __all__ = [
@@ -267,6 +269,21 @@ def _oauth_client(config: SignInConfig) -> StarletteOAuth2App:
     return client
 
 
+def _fetchable(url: str, what: str) -> None:
+    """Refuse a URL the console would fetch from or send secrets to over plain http.
+
+    The authority's rule: https, or plain http on loopback only (anyone on
+    the path of plain http could swap the keys or read the client secret).
+
+    Raises:
+        SignInError: the URL is not one the console may use.
+    """
+    try:
+        _check_url(url, what)
+    except OidcDiscoveryError as exc:
+        raise SignInError(f"The identity provider cannot be used: {exc}") from exc
+
+
 @dataclass
 class SignIn:
     """The running sign-in: the configuration and Authlib's client for its issuer."""
@@ -298,6 +315,7 @@ class SignIn:
         """
         async with self._lock:
             if self._client is None:
+                _fetchable(self.config.issuer_url, "issuer")
                 client = _oauth_client(self.config)
                 try:
                     metadata: dict[str, Any] = await client.load_server_metadata()
@@ -325,6 +343,8 @@ class SignIn:
             value = metadata.get(key)
             if not isinstance(value, str) or not value.startswith(("https://", "http://")):
                 raise SignInError(f"The identity provider names no {key}.")
+        _fetchable(metadata["jwks_uri"], "jwks_uri")
+        _fetchable(metadata["token_endpoint"], "token_endpoint")
         listed = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
         algorithms = [a for a in _ALGORITHMS if isinstance(listed, list) and a in listed]
         if not algorithms:

@@ -8,7 +8,7 @@ issues an RS256 ID token carrying the nonce it was given. Its knobs make it
 misbehave the ways a console must catch: a wrong nonce, claims overridden or
 removed (another issuer or audience, an expired token), a token signed by
 another key under the provider's ``kid``, a discovery document that names
-another issuer.
+another issuer or plain-http endpoints.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class Provider:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Signs ID tokens instead of ``key``, under the same ``kid`` (a forger's key).
     signer: rsa.RSAPrivateKey | None = None
-    #: The issuer the discovery document names, when not its own URL.
-    discovery_issuer: str | None = None
+    #: Entries the discovery document carries instead of its own (another issuer...).
+    discovery_overrides: dict[str, object] = field(default_factory=dict)
     key: rsa.RSAPrivateKey = field(
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
@@ -58,14 +58,14 @@ class Provider:
 
     def discovery(self) -> dict[str, object]:
         return {
-            "issuer": self.discovery_issuer or self.url,
+            "issuer": self.url,
             "authorization_endpoint": f"{self.url}/authorize",
             "token_endpoint": f"{self.url}/token",
             "jwks_uri": f"{self.url}/jwks",
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": ["RS256"],
-        }
+        } | self.discovery_overrides
 
     def jwks(self) -> dict[str, object]:
         pub = self.key.public_key().public_numbers()

@@ -196,9 +196,24 @@ async def test_id_tokens_that_must_not_sign_anyone_in(
         assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
 
 
-async def test_a_discovery_document_naming_another_issuer_is_refused(governed: Governed) -> None:
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"issuer": "https://idp.example"}, "names issuer &#39;https://idp.example&#39;"),
+        # Keys, or the client secret, over plain http off loopback.
+        (
+            {"jwks_uri": "http://idp.example/jwks"},
+            "jwks_uri &#39;http://idp.example/jwks&#39; uses plain http",
+        ),
+        ({"token_endpoint": "http://idp.example/token"}, "uses plain http"),
+    ],
+    ids=["another issuer", "plain-http jwks_uri", "plain-http token_endpoint"],
+)
+async def test_a_discovery_document_the_console_must_not_use_is_refused(
+    governed: Governed, entry: dict[str, object], says: str
+) -> None:
     with RunningProvider() as liar:
-        liar.discovery_issuer = "https://idp.example"
+        liar.discovery_overrides = entry
         port = free_port()
         with ConsoleServer(
             governed.settings, port=port, signin=_config(liar, port, public=False)
@@ -206,11 +221,28 @@ async def test_a_discovery_document_naming_another_issuer_is_refused(governed: G
             async with httpx.AsyncClient(base_url=console.url, timeout=60) as http:
                 resp = await http.get("/login")
                 assert resp.status_code == 400
-                assert "names issuer &#39;https://idp.example&#39;" in resp.text
+                problem = resp.text.split('id="problem">', 1)[1].split("</p>", 1)[0]
+                assert says in problem, problem
                 assert "location" not in resp.headers
-                # Not kept: once the document is right, sign-in works.
-                liar.discovery_issuer = None
+                # Not kept: once the document is right, sign-in starts.
+                liar.discovery_overrides = {}
                 assert (await http.get("/login")).status_code == 303
+
+
+async def test_a_plain_http_issuer_off_loopback_is_never_asked(governed: Governed) -> None:
+    port = free_port()
+    config = SignInConfig(
+        issuer_url="http://idp.example",
+        client_id=CLIENT_ID,
+        redirect_uri=f"http://127.0.0.1:{port}/auth/callback",
+        session_key=secrets.token_bytes(32),
+        role_values=_ROLES,
+    )
+    with ConsoleServer(governed.settings, port=port, signin=config) as console:
+        async with httpx.AsyncClient(base_url=console.url, timeout=60) as http:
+            resp = await http.get("/login")
+            assert resp.status_code == 400
+            assert "issuer &#39;http://idp.example&#39; uses plain http" in resp.text
 
 
 async def test_a_tampered_session_is_no_session(site: Site) -> None:
