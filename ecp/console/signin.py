@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from time import monotonic
 from typing import Any, Final
 
 import httpx
@@ -65,6 +66,10 @@ ROLES: Final = CONSOLE_ROLES
 _LOGIN_SECONDS: Final = 600
 #: Seconds allowed for each request to the issuer (discovery, keys, token).
 _ISSUER_TIMEOUT: Final = 5.0
+#: How long the discovery document and keys are used before they are fetched
+#: again (the authority's default too): a key the issuer dropped from its JWKS
+#: stops signing anyone in within this time, not at the next restart.
+_METADATA_MAX_AGE: Final = 3600.0
 #: Clock skew tolerated on the ID token's times (the authority's default too).
 _LEEWAY_SECONDS: Final = 30
 #: The ID-token signature algorithms the console accepts, whatever the issuer
@@ -291,6 +296,8 @@ class SignIn:
     config: SignInConfig
     #: Set once the issuer's discovery document has loaded and passed :meth:`_check`.
     _client: StarletteOAuth2App | None = None
+    #: When (``time.monotonic``) the client's document and keys are due for a fetch.
+    _due: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def visitor(self, cookies: Mapping[str, str]) -> Visitor:
@@ -306,15 +313,20 @@ class SignIn:
         )
 
     async def _issuer(self) -> StarletteOAuth2App:
-        """Authlib's client, its discovery document loaded and checked once.
+        """Authlib's client, its discovery document loaded and checked.
 
-        A document that fails the check is not kept: the next sign-in fetches it again.
+        Authlib keeps the document and the issuer's JWKS for as long as the
+        client lives (fetching the keys again only for an unknown ``kid``), so
+        a fresh client replaces it every :data:`_METADATA_MAX_AGE` seconds. A
+        document that fails the check is not kept; while the issuer cannot be
+        reached or fails it, sign-in fails.
 
         Raises:
             SignInError: the issuer cannot be reached or its document is not usable.
         """
         async with self._lock:
-            if self._client is None:
+            if self._client is None or monotonic() >= self._due:
+                self._client = None
                 _fetchable(self.config.issuer_url, "issuer")
                 client = _oauth_client(self.config)
                 try:
@@ -322,7 +334,7 @@ class SignIn:
                 except (httpx.HTTPError, ValueError) as exc:
                     raise SignInError(f"The identity provider cannot be reached: {exc}") from exc
                 self._check(metadata)
-                self._client = client
+                self._client, self._due = client, monotonic() + _METADATA_MAX_AGE
             return self._client
 
     def _check(self, metadata: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ecp.console import signin as signin_module
 from ecp.console.signin import SESSION_COOKIE, SignInConfig
 from tests.console.conftest import ConsoleServer, Governed, free_port
 from tests.console.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, RunningProvider
@@ -206,8 +207,13 @@ async def test_id_tokens_that_must_not_sign_anyone_in(
             "jwks_uri &#39;http://idp.example/jwks&#39; uses plain http",
         ),
         ({"token_endpoint": "http://idp.example/token"}, "uses plain http"),
+        # HMAC keyed with the client secret, or no signature: never accepted.
+        (
+            {"id_token_signing_alg_values_supported": ["HS256", "none"]},
+            "signs ID tokens with none of RS256, ES256, EdDSA",
+        ),
     ],
-    ids=["another issuer", "plain-http jwks_uri", "plain-http token_endpoint"],
+    ids=["another issuer", "plain-http jwks_uri", "plain-http token_endpoint", "symmetric alg"],
 )
 async def test_a_discovery_document_the_console_must_not_use_is_refused(
     governed: Governed, entry: dict[str, object], says: str
@@ -227,6 +233,34 @@ async def test_a_discovery_document_the_console_must_not_use_is_refused(
                 # Not kept: once the document is right, sign-in starts.
                 liar.discovery_overrides = {}
                 assert (await http.get("/login")).status_code == 303
+
+
+async def test_a_key_the_issuer_dropped_stops_signing_anyone_in(
+    governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RunningProvider() as provider:
+        port = free_port()
+        config = _config(provider, port, public=False)
+        with ConsoleServer(governed.settings, port=port, signin=config) as console:
+            site = Site(provider, console, console)
+            async with _client(console) as http:
+                assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
+            # The issuer rotates: its JWKS now holds only a new key, under the
+            # same kid, and someone still holds the dropped one.
+            dropped = provider.key
+            provider.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            provider.signer = dropped
+            # Past the keys' max age (the console's clock, not the test's, moves).
+            later = time.monotonic() + 2 * 3600
+            monkeypatch.setattr(signin_module, "monotonic", lambda: later)
+            async with _client(console) as http:
+                resp = await _sign_in(site, http, ["ecp-viewers"])
+                assert resp.status_code == 400
+                assert "bad_signature" in resp.text
+                assert SESSION_COOKIE not in http.cookies
+            provider.signer = None
+            async with _client(console) as http:
+                assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
 
 
 async def test_a_plain_http_issuer_off_loopback_is_never_asked(governed: Governed) -> None:
