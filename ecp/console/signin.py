@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from time import monotonic
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -41,7 +42,7 @@ from joserfc.errors import ClaimError, JoseError
 from starlette.requests import Request
 
 from ecp._settings import CONSOLE_ROLES, Settings
-from ecp.authority._oidc import OidcDiscoveryError, _check_url
+from ecp.authority._oidc import OidcDiscoveryError, _check_url, _is_loopback
 from ecp.console.errors import ConsoleError, SignInConfigError
 
 __all__ = [
@@ -269,6 +270,9 @@ def _oauth_client(config: SignInConfig) -> StarletteOAuth2App:
                 "client_secret_post" if config.client_secret else "none"
             ),
             "timeout": _ISSUER_TIMEOUT,
+            # A proxy from the environment cannot reach this machine's loopback
+            # (a local issuer or a sidecar): bypass it there, as the authority does.
+            "trust_env": not _is_loopback(urlsplit(config.issuer_url).hostname or ""),
         },
     )
     return client
