@@ -430,7 +430,7 @@ def _signin_of(request: Request) -> SignIn:
 async def _login(request: Request) -> Response:
     signin = _signin_of(request)
     nxt = request.query_params.get("next", "/governance")
-    url, login = await signin.start(nxt if nxt.startswith("/") else "/governance")
+    url, login = await signin.start(request, nxt if nxt.startswith("/") else "/governance")
     response = RedirectResponse(url, status_code=303)
     response.headers.append("set-cookie", set_cookie(signin.config, LOGIN_COOKIE, login, 600))
     return response
@@ -442,7 +442,7 @@ async def _callback(request: Request) -> Response:
     if q.get("error"):
         raise SignInError(f"The identity provider refused the sign-in: {q['error'][:80]}.")
     cookies = cookies_of(request.scope.get("headers", []))
-    session, nxt = await signin.finish(cookies, q.get("code", ""), q.get("state", ""))
+    session, nxt = await signin.finish(request, cookies)
     response = RedirectResponse(nxt, status_code=303)
     cfg = signin.config
     response.headers.append(
