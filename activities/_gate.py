@@ -100,6 +100,9 @@ def _unrecordable(info: activity.Info) -> str | None:
         limit = IDENTITY_MAX_CHARS[field]
         if not value or len(value) > limit:
             return f"{field} has {len(value)} characters; evidence records 1 to {limit}"
+        if "\x00" in value:
+            # PostgreSQL's text columns cannot hold NUL: its record would be refused.
+            return f"{field} contains a NUL character, which the ledger cannot store"
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

@@ -122,14 +122,26 @@ def _disagreement(c: Claim, ev: Evidence) -> str:
             f"The ledger's entry is for action {_short(p.activity.activity_type)!r}, "
             f"the workflow says {_short(c.action)!r}."
         )
-    if c.grant_id and p.grant_id and c.grant_id != p.grant_id:
+    # What the run claims must be in the signed entry: a gate's refusal of an
+    # ungranted call names no initiator, grant or policy, and a workflow that
+    # adds them to its search attributes must not borrow the entry's "verified".
+    if c.grant_id and c.grant_id != p.grant_id:
+        if not p.grant_id:
+            return "The workflow names a grant, the ledger's entry names none."
         return "The ledger names another grant than the workflow reports."
-    if c.initiator and p.initiator and c.initiator != p.initiator:
+    if c.initiator and c.initiator != p.initiator:
+        if not p.initiator:
+            return (
+                f"The workflow says {_short(c.initiator)!r} asked, the ledger's entry "
+                "names no initiator."
+            )
         return (
             f"The ledger says {_short(p.initiator)!r} asked, "
             f"the workflow says {_short(c.initiator)!r}."
         )
-    if c.policy_digest and p.policy_digest and c.policy_digest != p.policy_digest:
+    if c.policy_digest and c.policy_digest != p.policy_digest:
+        if not p.policy_digest:
+            return "The workflow names a policy digest, the ledger's entry names none."
         return "The ledger names another policy digest than the workflow reports."
     return ""
 

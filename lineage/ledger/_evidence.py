@@ -150,6 +150,9 @@ class ActivityIdentity(_Wire):
         limit = IDENTITY_MAX_CHARS[str(info.field_name)]
         if not v or len(v) > limit:
             raise ValueError(f"{info.field_name} must have 1 to {limit} characters")
+        if "\x00" in v:
+            # PostgreSQL's text columns cannot hold NUL; the gate refuses such ids.
+            raise ValueError(f"{info.field_name} must not contain NUL")
         return v
 
 

@@ -35,6 +35,8 @@ def _evidence(
     status: OutcomeStatus,
     *,
     grant_id: str = "g-1",
+    initiator: str = "alice",
+    policy_digest: str = POLICY,
     attempt: int = 1,
     activity_id: str = "execute:payout",
     action: str = "payout",
@@ -50,9 +52,9 @@ def _evidence(
         reason_code="" if status is OutcomeStatus.COMPLETED else "ecp.policy_denied",
         reason="" if status is OutcomeStatus.COMPLETED else "no",
         decision_id="d-1",
-        policy_digest=POLICY,
+        policy_digest=policy_digest,
         grant_id=grant_id,
-        initiator="alice",
+        initiator=initiator,
         started_at=AT,
         finished_at=AT,
     )
@@ -184,4 +186,41 @@ def test_a_claimed_denial_of_what_ran_is_unverified(
     # Another namespace's console sees nothing of these entries.
     other = vouch_for(ledger, trust, "elsewhere", [_claim("ran")], at=AT)
     assert other[("ran", "r-1")].reason == "No ledger evidence for this run."
+    ledger.close()
+
+
+def test_attribution_the_entry_does_not_sign_is_unverified(
+    stack: tuple[Ledger, TrustStore, KeyFiles],
+) -> None:
+    # A rogue workflow calls a governed activity with no grant: the real gate
+    # signs a refusal naming no initiator, grant or policy. The workflow then
+    # sets ECPInitiator/ECPGrantId/ECPPolicyDigest as it likes.
+    ledger, trust, keys = stack
+    worker = Ed25519FileSigner.from_file(keys.worker)
+    bare = {"grant_id": "", "initiator": "", "policy_digest": ""}
+    for wf in ("who", "which", "what", "honest"):
+        ledger.append(_evidence(worker, wf, "r-1", OutcomeStatus.DENIED, **bare))  # type: ignore[arg-type]
+    denied = {"decision": "deny", "outcome": "denied", **bare}
+    words = vouch_for(
+        ledger,
+        trust,
+        NS,
+        [
+            _claim("who", **{**denied, "initiator": "ceo@example.com"}),
+            _claim("which", **{**denied, "grant_id": "g-made-up"}),
+            _claim("what", **{**denied, "policy_digest": POLICY}),
+            _claim("honest", **denied),
+        ],
+        at=AT,
+    )
+    assert words[("who", "r-1")].reason == (
+        "The workflow says 'ceo@example.com' asked, the ledger's entry names no initiator."
+    )
+    assert words[("which", "r-1")].state == "unverified"
+    assert "names a grant" in words[("which", "r-1")].reason
+    assert words[("what", "r-1")].reason == (
+        "The workflow names a policy digest, the ledger's entry names none."
+    )
+    # Claiming only what the entry signs is still verified.
+    assert words[("honest", "r-1")].verified
     ledger.close()

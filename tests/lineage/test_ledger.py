@@ -99,6 +99,14 @@ def test_bad_evidence_appends_nothing(sqlite_url: str, worker) -> None:
             {**doc, "predicate": {**doc["predicate"], "admittedAt": "2025-01-02T03:04:04Z"}},
             {**doc, "predicate": {**doc["predicate"], "admittedAt": "2025-01-02T03:04:07Z"}},
             {**doc, "predicate": {**doc["predicate"], "admittedAt": "yesterday"}},
+            # PostgreSQL cannot store a NUL in the lookup columns: refused up front.
+            {
+                **doc,
+                "predicate": {
+                    **doc["predicate"],
+                    "activity": {**doc["predicate"]["activity"], "activityId": "x\u0000y"},
+                },
+            },
             {
                 **doc,
                 "predicate": {

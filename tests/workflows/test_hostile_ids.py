@@ -116,3 +116,5 @@ def test_the_gate_refuses_what_evidence_could_not_record() -> None:
     assert "workflow_id has 1001 characters" in (_unrecordable(_info(workflow_id="w" * 1001)) or "")
     assert "namespace" in (_unrecordable(_info(namespace="n" * 256)) or "")
     assert "activity_id" in (_unrecordable(_info(activity_id="")) or "")
+    # A NUL would make PostgreSQL refuse the record (and, in a batch, its neighbours').
+    assert "activity_id contains a NUL" in (_unrecordable(_info(activity_id="x\x00y")) or "")
