@@ -3,7 +3,9 @@
 Entries are evidence envelopes (see :mod:`ecp.lineage.ledger._evidence`); the leaf is the
 envelope's canonical JSON. Appends are atomic, idempotent (one entry per
 evidence id) and serialised across processes by a lock on the log head (see
-:mod:`ecp.lineage.ledger._store`). Proofs read O(log n) stored subtree hashes. A new
+:mod:`ecp.lineage.ledger._store`), taken once per batch: the concurrent
+appends of one process are sequenced together (see
+:mod:`ecp.lineage.ledger._batch`). Proofs read O(log n) stored subtree hashes. A new
 checkpoint is signed only after proving it consistent with the previous one.
 """
 
@@ -25,6 +27,7 @@ from sqlalchemy.engine import Connection
 from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Signer
 from ecp.authority._truststore import TrustStore
+from ecp.lineage.ledger._batch import GroupCommit
 from ecp.lineage.ledger._checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
 from ecp.lineage.ledger._cosignature import Cosignature, add_cosignatures, cosignatures
 from ecp.lineage.ledger._evidence import EvidenceId, parse_evidence, verify_evidence_signature
@@ -196,6 +199,8 @@ class Ledger:
         self._origin = origin
         self._every = checkpoint_every
         self._witnesses = tuple(witnesses)
+        # Concurrent appends of this process are sequenced together (see _batch).
+        self._group: GroupCommit[_Prepared, AppendResult] = GroupCommit(self._append_batch)
 
     @classmethod
     def open(
@@ -303,6 +308,16 @@ class Ledger:
         prepared = [self._prepare(e) for e in envelopes]
         if not prepared:
             return []
+        return self._group.submit(prepared)
+
+    def _append_batch(self, requests: list[Sequence[_Prepared]]) -> list[list[AppendResult]]:
+        """Sequence the queued requests of concurrent callers in one transaction.
+
+        Each request's entries stay consecutive and in order; a checkpoint
+        issued by the batch covers every request, so each request's last
+        result carries it.
+        """
+        prepared = [p for req in requests for p in req]
         now = datetime.now(UTC)
         results: list[AppendResult] = []
 
@@ -351,8 +366,16 @@ class Ledger:
         last = results[-1].checkpoint if results else None
         if issued and last is not None and self._witnesses:
             # Asked after the commit: no witness round trip holds the log's lock.
-            results[-1] = _with_checkpoint(results[-1], self._witness(issued[-1], last))
-        return results
+            last = self._witness(issued[-1], last)
+        out: list[list[AppendResult]] = []
+        start = 0
+        for req in requests:
+            mine = results[start : start + len(req)]
+            start += len(req)
+            if last is not None:
+                mine[-1] = _with_checkpoint(mine[-1], last)
+            out.append(mine)
+        return out
 
     # --- reading --------------------------------------------------------------
 
