@@ -497,6 +497,9 @@ def main() -> None:
     ap.add_argument(
         "--only", choices=["sqlite", "postgres"], default=None, help="one back end only"
     )
+    ap.add_argument(
+        "--part", choices=["all", "appends", "tree"], default="all", help="appends or tree only"
+    )
     args = ap.parse_args()
     args.appends = args.appends or (3000 if args.quick else 12000)
     args.legacy = 150 if args.quick else 400
@@ -518,11 +521,13 @@ def main() -> None:
         )
         envs = [
             make_envelope(i, worker).to_json()
-            for i in range(max(args.appends + 8, 4 * (args.legacy + 1)))
+            for i in range(
+                max(args.appends + 8, 4 * (args.legacy + 1)) if args.part != "tree" else 0
+            )
         ]
-        for tag, url in backends:
+        for tag, url in backends if args.part != "tree" else []:
             bench_appends(url, args, envs, tag)
-        for tag, url in backends:
+        for tag, url in backends if args.part != "appends" else []:
             bench_proofs(url, size, tag)
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

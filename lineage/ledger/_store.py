@@ -357,13 +357,21 @@ class LedgerDatabase:
         self.engine.dispose(close=False)
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read transaction (a consistent snapshot on both back ends).
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction.
+
+        SQLite transactions always read one snapshot; on PostgreSQL each
+        statement does unless ``snapshot`` asks for REPEATABLE READ (several
+        statements that must agree, e.g. a full verification while writers
+        append).
 
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
         with self.guard(), self.engine.connect() as conn:
+            if snapshot and not self.is_sqlite:
+                # Before _revive's probe: the level cannot change inside a transaction.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             self._revive(conn)
             with conn.begin():
                 yield conn
@@ -591,6 +599,19 @@ class LedgerDatabase:
         if size < 0:
             raise LedgerUnavailableError(f"no ledger head in database {self.display_url}")
         return TreeHashes(size, got[0], got[1])
+
+    def bulk_query(self, conn: Connection) -> Callable[[str, tuple[int, int]], list[Any]]:
+        """A raw statement runner on ``conn``'s driver connection, in its transaction.
+
+        For scans of the whole log: rows come back as plain tuples, and on
+        PostgreSQL in binary form (``bytea`` unescaped by the server, not
+        decoded from hex: a third less time per row).
+        """
+        raw: Any = conn.connection.driver_connection
+        if self.is_sqlite:
+            return lambda q, params: list(raw.execute(q, params).fetchall())
+        cur = psycopg.Cursor(raw)
+        return lambda q, params: list(cur.execute(q, params, binary=True).fetchall())
 
     def read_head(self, conn: Connection) -> StoredHead:
         """The head as seen by ``conn``."""
