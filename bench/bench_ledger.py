@@ -130,12 +130,14 @@ def _group_worker(  # type: ignore[no-untyped-def]
         rt.start()
         start.wait()
         t = time.perf_counter()
+        cpu = time.process_time()  # every thread of this writer (SQLite runs in it too)
         for th in threads:
             th.join()
         d = time.perf_counter() - t
+        cpu = time.process_time() - cpu
         samples.put(None)
         rt.join()
-        q.put((len(work), d, latencies))
+        q.put((len(work), d, latencies, cpu))
 
 
 def _raw_worker(url: str, n: int, size: int, wid: int, q: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -229,6 +231,13 @@ def bench_appends(url: str, args: argparse.Namespace, envs: list[bytes], tag: st
             f"receipt latency p50 {p50:6.1f} ms p99 {p99:6.1f} ms ({len(lat)} receipts)"
         )
         if writers == 4:
+            cpu_us = sum(r[3] for r in results) / sum(r[0] for r in results) * 1e6
+            print(
+                f"{tag:10} writer CPU per append {cpu_us:.0f} us (receipt thread included): "
+                f"{(os.cpu_count() or 1) * 1e6 / cpu_us:,.0f} appends/s if the writers "
+                "had every core to themselves"
+            )
+            SUMMARY[f"{tag}_writer_cpu_us_per_append_4w"] = round(cpu_us, 1)
             SUMMARY[f"appends_per_s_{tag}_4w"] = round(rate, 1)
             SUMMARY[f"receipt_latency_p50_ms_{tag}"] = round(p50, 1)
             SUMMARY[f"receipt_latency_p99_ms_{tag}"] = round(p99, 1)
@@ -239,6 +248,7 @@ def bench_appends(url: str, args: argparse.Namespace, envs: list[bytes], tag: st
             if report.size != want:
                 raise SystemExit(f"{tag}: {report.size} entries stored, {want} appended")
     CURVES[f"{tag}, {args.callers} callers per writer (batched)"] = batched
+    SUMMARY[f"{tag}_batched_over_one_caller_4w"] = round(batched[4] / four, 2)
     SUMMARY[f"appends_per_s_{tag}_1w"] = round(batched[1], 1)
     SUMMARY[f"{tag}_append_ratio_1_writer"] = round(raw1 / one, 3)
     SUMMARY[f"{tag}_append_ratio_4_writers"] = round(raw4 / four, 3)

@@ -73,7 +73,7 @@ def _slow_evidence_id(leaf: bytes) -> str:
 
 
 def scan_entries(
-    query: Callable[[str, tuple[int, int]], list[Any]],
+    query: Callable[[str, tuple[int, ...]], list[Any]],
     *,
     qmark: str,
     size: int,
@@ -92,9 +92,11 @@ def scan_entries(
     sha = hashlib.sha256
     a2b = binascii.a2b_base64
     entries_sql = (
-        "SELECT seq, evidence_id, leaf_hash, root_after, envelope FROM ledger_entry "  # noqa: S608
+        "SELECT seq, evidence_id, leaf_hash, envelope FROM ledger_entry "  # noqa: S608
         f"WHERE seq >= {qmark} AND seq < {qmark} ORDER BY seq"
     )
+    # Only at the requested sizes: a third less to move per row on PostgreSQL.
+    root_sql = f"SELECT root_after FROM ledger_entry WHERE seq = {qmark}"  # noqa: S608
     nodes_sql = (
         "SELECT node_id, hash FROM ledger_node "  # noqa: S608
         f"WHERE node_id >= {qmark} AND node_id < {qmark} ORDER BY node_id"
@@ -114,7 +116,7 @@ def scan_entries(
         if len(nodes) != hi - lo - (stop - i):
             raise ScanMismatch(i, "stored subtree rows missing or extra")
         n = 0
-        for seq, eid, lh, ra, leaf in rows:
+        for seq, eid, lh, leaf in rows:
             if seq != i:
                 raise ScanMismatch(i, "sequence gap")
             if type(leaf) is not bytes:  # a text value rewritten into a BLOB column
@@ -154,7 +156,7 @@ def scan_entries(
             i += 1
             if i in wanted:
                 roots[i] = _root(border)
-                if ra != roots[i]:
+                if query(root_sql, (i - 1,)) != [(roots[i],)]:
                     raise ScanMismatch(i - 1, "root after entry")
         if i != stop:
             raise ScanMismatch(i, "entry missing")

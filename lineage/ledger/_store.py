@@ -618,7 +618,7 @@ class LedgerDatabase:
             raise LedgerUnavailableError(f"no ledger head in database {self.display_url}")
         return TreeHashes(size, got[0], got[1])
 
-    def bulk_query(self, conn: Connection) -> Callable[[str, tuple[int, int]], list[Any]]:
+    def bulk_query(self, conn: Connection) -> Callable[[str, tuple[int, ...]], list[Any]]:
         """A raw statement runner on ``conn``'s driver connection, in its transaction.
 
         For scans of the whole log: rows come back as plain tuples, and on
