@@ -121,7 +121,7 @@ def _group_worker(  # type: ignore[no-untyped-def]
                     else:
                         still.append((t0, index))
                 waiting = still
-                time.sleep(0.01)
+                time.sleep(0.025)
 
         threads = [threading.Thread(target=caller, args=(m,)) for m in slices]
         rt = threading.Thread(target=receipts)

@@ -400,7 +400,13 @@ class LedgerDatabase:
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
-        with self.guard(), self.engine.connect() as conn:
+        with (
+            self.guard(),
+            self.engine.connect() as conn,
+            self._queue if self._queue is not None else _NO_QUEUE,
+        ):
+            # Checkpoints queue with the appenders (see _WriterQueue): waiting
+            # in SQLite's busy handler they would rarely get the lock.
             self._revive(conn)
             if self.is_sqlite:
                 conn = conn.execution_options(ecp_begin="IMMEDIATE")

@@ -8,9 +8,11 @@ server (an immediate restart). Each check runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
+import queue
 import signal
 import threading
 import time
@@ -85,18 +87,28 @@ def _threaded_writer(  # type: ignore[no-untyped-def]
             th.join()
 
 
-def _collect(q, procs: Sequence[mp.process.BaseProcess]) -> Iterator[Ack]:  # type: ignore[no-untyped-def]
-    """Acks as they arrive, until every writer process has exited and the queue is drained."""
+def _collect(queues: Sequence, procs: Sequence[mp.process.BaseProcess]) -> Iterator[Ack]:  # type: ignore[type-arg]
+    """Acks as they arrive, until every writer process has exited and its queue is drained.
+
+    One queue per writer: a writer killed while its queue's feeder held the
+    queue's lock would otherwise block every other writer's queue for good.
+    """
     while True:
-        try:
-            yield q.get(timeout=0.5)
-        except Exception:  # queue.Empty
+        got = False
+        for q in queues:
+            try:
+                yield q.get_nowait()
+                got = True
+            except queue.Empty:
+                pass
+        if not got:
             if all(p.exitcode is not None for p in procs):
-                try:
-                    while True:
-                        yield q.get(timeout=0.5)
-                except Exception:
-                    return
+                for q in queues:
+                    with contextlib.suppress(queue.Empty):
+                        while True:
+                            yield q.get(timeout=0.2)
+                return
+            time.sleep(0.01)
 
 
 def _check_log(url: str, acks: Sequence[Ack], log_signer: Ed25519FileSigner) -> int:
@@ -216,17 +228,17 @@ PER_THREAD = 8
 def test_writer_processes_with_concurrent_callers(ledger_url: str, worker, log_signer) -> None:
     open_unverified(ledger_url).close()  # schema first, like a deployment would
     ctx = mp.get_context("fork")
-    q = ctx.Queue()
+    qs = [ctx.Queue() for _ in range(WRITERS)]
     procs = [
         ctx.Process(
             target=_threaded_writer,
-            args=(ledger_url, w, THREADS, PER_THREAD, _pem(worker), True, q),
+            args=(ledger_url, w, THREADS, PER_THREAD, _pem(worker), True, qs[w]),
         )
         for w in range(WRITERS)
     ]
     for p in procs:
         p.start()
-    acks = list(_collect(q, procs))
+    acks = list(_collect(qs, procs))
     for p in procs:
         p.join()
         assert p.exitcode == 0
@@ -242,11 +254,11 @@ def test_writer_killed_mid_stream_loses_nothing_acknowledged(
 ) -> None:
     open_unverified(ledger_url).close()
     ctx = mp.get_context("fork")
-    q = ctx.Queue()
+    qs = [ctx.Queue() for _ in range(WRITERS)]
     procs = [
         ctx.Process(
             target=_threaded_writer,
-            args=(ledger_url, w, THREADS, 40 if w == 0 else PER_THREAD, _pem(worker), False, q),
+            args=(ledger_url, w, THREADS, 40 if w == 0 else PER_THREAD, _pem(worker), False, qs[w]),
         )
         for w in range(WRITERS)
     ]
@@ -254,7 +266,7 @@ def test_writer_killed_mid_stream_loses_nothing_acknowledged(
         p.start()
     acks: list[Ack] = []
     killed = False
-    for a in _collect(q, procs):
+    for a in _collect(qs, procs):
         acks.append(a)
         # Writer 0 dies with batches in flight once it has been told of some appends.
         if not killed and sum(1 for x in acks if x[0] == 0) == 12:
@@ -305,7 +317,7 @@ def test_integrator_killed_mid_integration(ledger_url: str, worker, log_signer) 
     q = ctx.Queue()
     p = ctx.Process(target=_integrator_killed, args=(ledger_url, _pem(worker), _pem(log_signer), q))
     p.start()
-    acks = list(_collect(q, [p]))
+    acks = list(_collect([q], [p]))
     p.join()
     assert p.exitcode == -signal.SIGKILL
     size = _check_log(ledger_url, acks, log_signer)
@@ -342,18 +354,19 @@ def test_postgres_restart_mid_appends_loses_nothing_acknowledged(
     url = private_pg.url
     open_unverified(url).close()
     ctx = mp.get_context("fork")
-    q = ctx.Queue()
+    qs = [ctx.Queue() for _ in range(2)]
     procs = [
-        ctx.Process(target=_threaded_writer, args=(url, w, THREADS, 12, _pem(worker), False, q))
+        ctx.Process(target=_threaded_writer, args=(url, w, THREADS, 12, _pem(worker), False, qs[w]))
         for w in range(2)
     ]
     for p in procs:
         p.start()
     acks: list[Ack] = []
     restarted = False
-    for a in _collect(q, procs):
+    for a in _collect(qs, procs):
         acks.append(a)
-        if not restarted and len(acks) == 20:
+        # Both writers have opened the ledger (each has been told of an append).
+        if not restarted and len(acks) >= 20 and {x[0] for x in acks} == {0, 1}:
             private_pg.restart()  # crash-like: acknowledged commits must survive recovery
             restarted = True
     for p in procs:
