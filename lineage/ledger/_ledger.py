@@ -299,7 +299,10 @@ class Ledger:
         """Append several envelopes in one transaction, in order.
 
         All are validated before anything is written; repeats (within the
-        batch or of stored entries) map to the existing entry.
+        batch or of stored entries) map to the existing entry. The
+        transaction may also carry the appends of other threads calling
+        this ledger at the same time (see :mod:`ecp.lineage.ledger._batch`);
+        it returns once that transaction has committed.
 
         Raises:
             MalformedEvidenceError, NonCanonicalEvidenceError,
