@@ -47,6 +47,7 @@ def predicate_for(
     finished_at: datetime,
     initiator_auth: str | None = None,
     artifacts: Sequence[Mapping[str, object]] = (),
+    admitted_at: datetime | None = None,
 ) -> EvidencePredicate:
     """The predicate of one evidence statement; empty ids count as unknown.
 
@@ -83,5 +84,6 @@ def predicate_for(
             "startedAt": format_time(started_at),
             "finishedAt": format_time(finished_at),
             "artifacts": [ArtifactEvidence.model_validate(a) for a in artifacts] or None,
+            "admittedAt": format_time(admitted_at) if admitted_at is not None else None,
         }
     )

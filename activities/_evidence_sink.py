@@ -41,6 +41,7 @@ def evidence_for(rec: GateRecord, signer: Signer) -> bytes:
         initiator_auth=grant.initiator_auth if grant else None,
         started_at=rec.started_at,
         finished_at=rec.finished_at,
+        admitted_at=rec.admitted_at,
         artifacts=rec.artifacts,
     )
     statement = build_statement(

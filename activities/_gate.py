@@ -127,6 +127,8 @@ class GateRecord:
     reason: str = ""
     #: Artifacts used, generated or refused (``ecp.activities._artifact_check``).
     artifacts: Sequence[Mapping[str, object]] = ()
+    #: When the gate admitted the body (its checks done); None if it never did.
+    admitted_at: datetime | None = None
 
 
 class EvidenceSink(Protocol):
@@ -433,6 +435,9 @@ class _Gate(ActivityInboundInterceptor):
         # The grant's artifacts, checked from the bytes the body will read
         # (a mismatch is a denial: the body never runs).
         staged = await stage_for_body(verified, record, self._deny)
+        # Every check passed: from here on the time is the body's, not the
+        # gate's (the evidence records both, so gate latency is measurable).
+        admitted_at = self._c.clock()
         grant = verified.grant
         dog = Watchdog(
             action=info.activity_type,
@@ -457,6 +462,7 @@ class _Gate(ActivityInboundInterceptor):
                     record(
                         "interrupted",
                         grant=verified,
+                        admitted_at=admitted_at,
                         reason_code=cause.code,
                         reason=str(cause),
                         artifacts=staged.used(),
@@ -467,6 +473,7 @@ class _Gate(ActivityInboundInterceptor):
                 record(
                     "failed",
                     grant=verified,
+                    admitted_at=admitted_at,
                     reason_code=type(exc).__name__,
                     reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                     artifacts=staged.used(),
@@ -486,6 +493,7 @@ class _Gate(ActivityInboundInterceptor):
                 record(
                     "interrupted",
                     grant=verified,
+                    admitted_at=admitted_at,
                     result_digest=_result_digest(result),
                     reason_code=cause.code,
                     reason=f"{cause} (the body returned after it was interrupted)",
@@ -497,6 +505,7 @@ class _Gate(ActivityInboundInterceptor):
             record(
                 "completed",
                 grant=verified,
+                admitted_at=admitted_at,
                 result_digest=_result_digest(result),
                 artifacts=await staged.finish(),
             )

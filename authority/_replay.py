@@ -506,9 +506,11 @@ class SqlReplayGuard:
         try:
             with self.engine.begin() as conn:
                 for request in requests:
+                    # Closed at once: an unread RETURNING cursor keeps its
+                    # statement in progress, and SQLite then refuses to commit.
                     conn.execute(
                         insert(claims).values(request=request, grant_id=grant_id, claimed_at=now)
-                    )
+                    ).close()
                     owner = conn.execute(
                         sa_select(claims.c.grant_id).where(claims.c.request == request)
                     ).scalar_one()

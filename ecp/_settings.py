@@ -30,10 +30,13 @@ from ecp.errors import EcpError
 
 #: ``ECP_ACCEPTED_POLICY_DIGESTS`` value that accepts grants under any bundle.
 ACCEPT_ANY_POLICY = "*"
+#: The console's roles: viewer reads, auditor also exports, approver also approves.
+CONSOLE_ROLES = ("viewer", "auditor", "approver")
 
 __all__ = [
     "ACCEPT_ANY_POLICY",
     "CONFIG_FILE_ENV",
+    "CONSOLE_ROLES",
     "ENV_PREFIX",
     "LogFormat",
     "OtelExporter",
@@ -159,6 +162,42 @@ class Settings(BaseSettings):
         le=600,
         description="a gate that could not read the halt list for longer refuses governed bodies",
     )
+    console_oidc_issuer: str | None = Field(
+        None, description="the console signs visitors in with this OpenID Connect issuer"
+    )
+    console_oidc_client_id: str | None = Field(
+        None, description="the console's client id at that issuer (required with the issuer)"
+    )
+    console_oidc_client_secret: SecretStr | None = Field(
+        None, description="the console's client secret (a confidential client)"
+    )
+    console_session_key: SecretStr | None = Field(
+        None,
+        description=(
+            "hex HMAC key (32 bytes or more) signing console sessions; unset: a random "
+            "key, sessions end when the console restarts"
+        ),
+    )
+    console_public_url: str | None = Field(
+        None, description="the console's base URL as browsers reach it (the redirect URI's base)"
+    )
+    console_roles: str = Field(
+        "",
+        description=(
+            "comma-separated CLAIM_VALUE=viewer|auditor|approver: which values of the "
+            "role claim give which console role"
+        ),
+    )
+    console_role_claim: str = Field(
+        "groups", min_length=1, description="the ID-token claim console roles come from"
+    )
+    console_public_mode: bool = Field(
+        False,
+        description="serve signed-out visitors the Proof Viewer and a redacted list (with sign-in)",
+    )
+    console_session_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 24 * 3600, description="how long a console session lasts"
+    )
     otel_exporter: OtelExporter = Field(OtelExporter.NONE, description="none, console or otlp")
     otel_endpoint: str = Field("http://127.0.0.1:4318", description="OTLP/HTTP collector base URL")
     otel_service_name: str = Field("ecp", min_length=1, description="OTel service.name")
@@ -283,6 +322,58 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// URL")
         return v.rstrip("/")
+
+    @field_validator("console_oidc_issuer", "console_public_url")
+    @classmethod
+    def _console_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")) or len(v) > 2000:
+            raise ValueError("must be an http(s):// URL")
+        return v.rstrip("/") if v.count("/") > 2 else v
+
+    @field_validator("console_session_key")
+    @classmethod
+    def _session_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        try:
+            raw = bytes.fromhex(v.get_secret_value())
+        except ValueError:
+            raise ValueError("must be hex (e.g. openssl rand -hex 32)") from None
+        if len(raw) < 32:
+            raise ValueError(f"must be 32 bytes or more (64 hex digits); it is {len(raw)}")
+        return v
+
+    @field_validator("console_roles")
+    @classmethod
+    def _console_roles(cls, v: str) -> str:
+        cls.parse_console_roles(v)
+        return v
+
+    @staticmethod
+    def parse_console_roles(v: str) -> dict[str, str]:
+        """``CLAIM_VALUE=ROLE,...`` as a mapping (``ECP_CONSOLE_ROLES``).
+
+        Raises:
+            ValueError: an item is not ``CLAIM_VALUE=ROLE`` or names another role.
+        """
+        out: dict[str, str] = {}
+        for item in filter(None, (r.strip() for r in v.split(","))):
+            value, sep, role = item.rpartition("=")
+            if not sep or not value.strip():
+                raise ValueError(f"{item!r} is not CLAIM_VALUE=ROLE")
+            if role.strip() not in CONSOLE_ROLES:
+                raise ValueError(
+                    f"{item!r} names role {role.strip()!r}; roles are {', '.join(CONSOLE_ROLES)}"
+                )
+            out[value.strip()] = role.strip()
+        return out
+
+    @property
+    def console_role_values(self) -> dict[str, str]:
+        """Claim value -> console role (``ECP_CONSOLE_ROLES``)."""
+        return self.parse_console_roles(self.console_roles)
 
     @field_validator("log_level")
     @classmethod

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 import typer
+from pydantic import ValidationError
 
-from ecp._settings import Settings, load_settings
+from ecp._settings import Settings, SettingsError, env_name, load_settings
 from ecp.cli._common import one_line_errors
 
 __all__ = ["DEFAULT_PORT", "default_temporal_ui", "register"]
@@ -55,46 +56,83 @@ def console(
         help="Minutes between full ledger verifications shown on the health page.",
     ),
     oidc_issuer: str | None = typer.Option(
-        None, "--oidc-issuer", help="Sign visitors in with this OpenID Connect issuer."
+        None,
+        "--oidc-issuer",
+        help="Sign visitors in with this OpenID Connect issuer (env ECP_CONSOLE_OIDC_ISSUER).",
     ),
-    oidc_client_id: str = typer.Option(
-        "ecp-console", "--oidc-client-id", help="The console's client id at the issuer."
+    oidc_client_id: str | None = typer.Option(
+        None,
+        "--oidc-client-id",
+        help="The console's client id at the issuer, required with it "
+        "(env ECP_CONSOLE_OIDC_CLIENT_ID).",
     ),
     public_url: str | None = typer.Option(
         None,
         "--public-url",
-        help="The console's own base URL as browsers reach it (the redirect URI's base).",
+        help="The console's own base URL as browsers reach it, the redirect URI's base "
+        "(env ECP_CONSOLE_PUBLIC_URL; default http://HOST:PORT).",
     ),
     role: list[str] = typer.Option(
         [],
         "--role",
-        help="CLAIM_VALUE=viewer|auditor|approver, repeatable (values of --role-claim).",
+        help="CLAIM_VALUE=viewer|auditor|approver, repeatable (values of --role-claim); "
+        "replaces ECP_CONSOLE_ROLES (comma-separated).",
     ),
-    role_claim: str = typer.Option("groups", "--role-claim", help="The claim roles come from."),
+    role_claim: str | None = typer.Option(
+        None,
+        "--role-claim",
+        help="The claim roles come from (env ECP_CONSOLE_ROLE_CLAIM; default groups).",
+    ),
     public_mode: bool = typer.Option(
         False,
         "--public-mode",
-        help="Serve signed-out visitors the Proof Viewer and a redacted list.",
+        help="Serve signed-out visitors the Proof Viewer and a redacted list; needs sign-in "
+        "(env ECP_CONSOLE_PUBLIC_MODE).",
     ),
 ) -> None:
     """Serve the web console: governance list, proof viewer, lineage and health.
 
-    With ``--oidc-issuer`` visitors sign in (authorization code flow with
-    PKCE); the client secret is read from ``ECP_CONSOLE_OIDC_CLIENT_SECRET``
-    and the session key (hex, 32 bytes or more) from
-    ``ECP_CONSOLE_SESSION_KEY``; without one, a random key is made and
-    sessions end when the console restarts.
+    Sign-in (OpenID Connect, authorization code flow with PKCE) is on when an
+    issuer is named, by --oidc-issuer or ECP_CONSOLE_OIDC_ISSUER; options
+    override the ECP_CONSOLE_* settings. The client secret comes from
+    ECP_CONSOLE_OIDC_CLIENT_SECRET, the session key (hex, 32 bytes or more)
+    from ECP_CONSOLE_SESSION_KEY (unset: a random key, sessions end when the
+    console restarts), the session length from ECP_CONSOLE_SESSION_SECONDS.
+    Half a sign-in configuration (an issuer without a client id or roles, or
+    a sign-in setting without an issuer) stops the console before it serves
+    anything.
     """
-    import os
-    import secrets
     from datetime import timedelta
 
     import uvicorn
 
     from ecp.console import create_app
-    from ecp.console.signin import SignInConfig
+    from ecp.console.signin import signin_from_settings
 
     settings = load_settings()
+    overrides: dict[str, object] = {}
+    if oidc_issuer is not None:
+        overrides["console_oidc_issuer"] = oidc_issuer
+    if oidc_client_id is not None:
+        overrides["console_oidc_client_id"] = oidc_client_id
+    if public_url is not None:
+        overrides["console_public_url"] = public_url
+    if role:
+        overrides["console_roles"] = ",".join(role)
+    if role_claim is not None:
+        overrides["console_role_claim"] = role_claim
+    if public_mode:
+        overrides["console_public_mode"] = True
+    if overrides:
+        # Validated like the environment (a bad --role names itself).
+        try:
+            settings = Settings.model_validate({**settings.model_dump(), **overrides})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "option"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise SettingsError(f"invalid console option ({env_name(field)}): {msg}") from None
+    signin = signin_from_settings(settings, default_base_url=f"http://{host}:{port}")
     ui = temporal_ui or default_temporal_ui(settings)
     typer.echo(f"ECP console at http://{host}:{port}/ (Temporal UI: {ui or 'not linked'})")
     if not _loopback(host):
@@ -102,28 +140,8 @@ def console(
         # the console shows everything to whoever reaches the port.
         typer.echo(
             "note: serve it behind HTTPS (a reverse proxy) so browsers can verify receipts"
-            + ("" if oidc_issuer else "; without --oidc-issuer it has no sign-in"),
+            + ("" if signin else "; without --oidc-issuer it has no sign-in"),
             err=True,
-        )
-    signin = None
-    if oidc_issuer:
-        values = {}
-        for item in role:
-            value, sep, name = item.rpartition("=")
-            if not sep or not value:
-                raise typer.BadParameter(f"--role {item!r} is not CLAIM_VALUE=ROLE")
-            values[value] = name
-        key_hex = os.environ.get("ECP_CONSOLE_SESSION_KEY", "")
-        base = (public_url or f"http://{host}:{port}").rstrip("/")
-        signin = SignInConfig(
-            issuer_url=oidc_issuer,
-            client_id=oidc_client_id,
-            client_secret=os.environ.get("ECP_CONSOLE_OIDC_CLIENT_SECRET") or None,
-            redirect_uri=f"{base}/auth/callback",
-            session_key=bytes.fromhex(key_hex) if key_hex else secrets.token_bytes(32),
-            role_claim=role_claim,
-            role_values=values,
-            public=public_mode,
         )
     app = create_app(
         settings,

@@ -84,7 +84,11 @@ async def _start_console(
     if port_open(host, port):
         return None  # something else serves there; `ecp console --port` can
     config = uvicorn.Config(
-        create_app(settings, temporal_ui=temporal_ui), host=host, port=port, log_level="warning"
+        # Sign-in, when ECP_CONSOLE_* configure it, redirects back to this port.
+        create_app(settings, temporal_ui=temporal_ui, base_url=f"http://{host}:{port}"),
+        host=host,
+        port=port,
+        log_level="warning",
     )
     web = _QuietServer(config)
     task = asyncio.create_task(web.serve())

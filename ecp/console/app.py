@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,8 @@ from temporalio.service import RPCError
 
 from ecp._connect import TemporalUnreachableError, connect
 from ecp._settings import Settings
+from ecp.authority._truststore import KeyRole, TrustStore
+from ecp.authority.errors import AuthorityError
 from ecp.console._render import PAGE_CONTEXT, render, visible
 from ecp.console._svg import chart_svg
 from ecp.console.approvals import relay_approval, relay_passkey_approval
@@ -42,6 +45,7 @@ from ecp.console.audit import LedgerAuditor
 from ecp.console.charts import (
     GOVERNANCE_CHARTS,
     HEALTH_CHARTS,
+    LEDGER_CAP,
     WINDOWS,
     Chart,
     Window,
@@ -52,10 +56,13 @@ from ecp.console.charts import (
 )
 from ecp.console.errors import ConsoleError, LedgerNotReadyError
 from ecp.console.governance import (
+    ExecutionRow,
     GovernanceFilter,
+    claim_of,
     describe_execution,
     list_executions,
     shell_quote,
+    with_ledger_word,
 )
 from ecp.console.health import collect_health
 from ecp.console.limits import (
@@ -83,7 +90,9 @@ from ecp.console.signin import (
     Visitor,
     cookies_of,
     set_cookie,
+    signin_from_settings,
 )
+from ecp.console.vouch import MAX_ENTRIES_PER_PAGE, Claim, Vouch, vouch_for
 from ecp.lineage._crosscheck import CrossCheckReport
 from ecp.lineage.graph._export import ExportFormat
 from ecp.lineage.ledger._ledger import Ledger
@@ -287,15 +296,61 @@ def _ecp_queues(settings: Settings) -> frozenset[str]:
     return frozenset({settings.executor_queue, settings.authority_queue})
 
 
+async def _ledger_word(deps: _Deps, rows: tuple[ExecutionRow, ...]) -> tuple[ExecutionRow, ...]:
+    """``rows`` labelled by what the ledger's signed evidence says of each (one query).
+
+    A ledger or trust store that cannot be read vouches for nothing: every
+    run on ECP's queues is then unverified, saying why.
+    """
+    claims = [claim_of(r) for r in rows if not r.off_queue]
+    if not claims:
+        return rows
+    words = await _ledger_words(deps, claims)
+    return tuple(
+        with_ledger_word(r, words[(r.workflow_id, r.run_id)]) if not r.off_queue else r
+        for r in rows
+    )
+
+
+async def _ledger_words(
+    deps: _Deps, claims: list[Claim], *, max_entries: int = MAX_ENTRIES_PER_PAGE
+) -> dict[tuple[str, str], Vouch]:
+    """The ledger's word on each claim; every one unverified when it cannot be read."""
+    try:
+        ledger = deps.open_ledger()
+        trust = await asyncio.to_thread(TrustStore.load, deps.settings.trust)
+        return await asyncio.to_thread(
+            vouch_for,
+            ledger,
+            trust,
+            deps.settings.namespace,
+            claims,
+            at=datetime.now(UTC),
+            max_entries=max_entries,
+        )
+    except (LedgerNotReadyError, LineageError, AuthorityError) as exc:
+        why = Vouch("unverified", _sentence(f"Nothing vouches for it: {exc}"))
+        return {(c.workflow_id, c.run_id): why for c in claims}
+
+
 _CHART_TITLES: Final = {
     "governed-decisions": "Governed executions started, by decision",
     "governed-outcomes": "Governed executions started, by outcome",
     "approval-waits": "Approval waiting time",
-    "denial-reasons": "Gate denials by reason code",
+    "denial-reasons": "Denials by reason code",
     "attempt-duration": "Gate latency (governed attempts)",
     "ledger-size": "Ledger size",
     "checkpoint-age": "Checkpoint age",
 }
+
+
+def _gate_key_ids(settings: Settings) -> frozenset[str]:
+    """The worker (gate) key ids of the trust store; none when it cannot be read."""
+    try:
+        trust = TrustStore.load(settings.trust)
+    except AuthorityError:
+        return frozenset()
+    return frozenset(k.key_id for k in trust.by_role(KeyRole.WORKER))
 
 
 async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dict[str, Chart | str]:
@@ -308,18 +363,23 @@ async def _compute_charts(deps: _Deps, names: tuple[str, ...], w: Window) -> dic
         if client is None:
             out.update(dict.fromkeys(GOVERNANCE_CHARTS, reason or "Temporal is unreachable."))
         else:
+
+            async def judge(claims: list[Claim]) -> Mapping[tuple[str, str], Vouch]:
+                return await _ledger_words(deps, claims, max_entries=LEDGER_CAP * 4)
+
             try:
                 if {"governed-decisions", "governed-outcomes"} & set(names):
-                    for c in await governed_activity(client, queues, w, now):
+                    for c in await governed_activity(client, queues, w, now, judge):
                         out[c.name] = c
                 if "approval-waits" in names:
-                    out["approval-waits"] = await approval_waits(client, queues, w, now)
+                    out["approval-waits"] = await approval_waits(client, queues, w, now, judge)
             except RPCError as exc:
                 out.update(dict.fromkeys(GOVERNANCE_CHARTS, _sentence(f"Temporal: {exc.message}")))
     if set(HEALTH_CHARTS) & set(names):
         try:
             ledger = deps.open_ledger()
-            out.update(await asyncio.to_thread(ledger_charts, ledger, w, now))
+            gate_keys = await asyncio.to_thread(_gate_key_ids, deps.settings)
+            out.update(await asyncio.to_thread(ledger_charts, ledger, w, now, gate_keys))
         except LedgerNotReadyError as exc:
             out.update(dict.fromkeys(HEALTH_CHARTS, str(exc)))
         except LineageError as exc:
@@ -370,7 +430,7 @@ def _signin_of(request: Request) -> SignIn:
 async def _login(request: Request) -> Response:
     signin = _signin_of(request)
     nxt = request.query_params.get("next", "/governance")
-    url, login = await signin.start(nxt if nxt.startswith("/") else "/governance")
+    url, login = await signin.start(request, nxt if nxt.startswith("/") else "/governance")
     response = RedirectResponse(url, status_code=303)
     response.headers.append("set-cookie", set_cookie(signin.config, LOGIN_COOKIE, login, 600))
     return response
@@ -382,7 +442,7 @@ async def _callback(request: Request) -> Response:
     if q.get("error"):
         raise SignInError(f"The identity provider refused the sign-in: {q['error'][:80]}.")
     cookies = cookies_of(request.scope.get("headers", []))
-    session, nxt = await signin.finish(cookies, q.get("code", ""), q.get("state", ""))
+    session, nxt = await signin.finish(request, cookies)
     response = RedirectResponse(nxt, status_code=303)
     cfg = signin.config
     response.headers.append(
@@ -424,6 +484,7 @@ async def _governance(request: Request) -> Response:
     page = await list_executions(
         client, flt, queues=_ecp_queues(deps.settings), page_token=q.get("page", "")
     )
+    page = dataclasses.replace(page, rows=await _ledger_word(deps, page.rows))
     filters = {
         "decision": flt.decision,
         "action": flt.action,
@@ -464,6 +525,8 @@ async def _execution(request: Request) -> Response:
     workflow_id = str(request.path_params["workflow_id"])
     client = await deps.temporal()
     detail = await describe_execution(client, workflow_id, queues=_ecp_queues(deps.settings))
+    (row,) = await _ledger_word(deps, (detail.row,))
+    detail = dataclasses.replace(detail, row=row)
     return render(
         "execution.html",
         title=f"Execution {visible(workflow_id)}",
@@ -808,16 +871,25 @@ def create_app(
     verify_every: timedelta = VERIFY_EVERY,
     lineage_limits: LineageLimits = DEFAULT_LIMITS,
     signin: SignInConfig | None = None,
+    base_url: str | None = None,
 ) -> Starlette:
     """Build the console for ``settings``.
 
     Args:
-        settings: the deployment's settings (Temporal, queues, ledger, trust store, policy).
+        settings: the deployment's settings (Temporal, queues, ledger, trust store,
+            policy, and the console's sign-in, ``ECP_CONSOLE_*``).
         temporal_ui: base URL of the Temporal Web UI for "open in Temporal" links, if any.
         verify_every: the health page's full ledger verification runs at most this often.
         lineage_limits: what one Lineage Explorer request may cost.
-        signin: OpenID Connect sign-in; None serves every page to every visitor.
+        signin: OpenID Connect sign-in; None takes it from ``settings``, and when
+            they configure none, every page is served to every visitor.
+        base_url: the console's URL when ``ECP_CONSOLE_PUBLIC_URL`` is unset.
+
+    Raises:
+        SignInConfigError: the settings configure sign-in by half.
     """
+    if signin is None:
+        signin = signin_from_settings(settings, default_base_url=base_url)
     deps = _Deps(
         settings,
         temporal_ui.rstrip("/") if temporal_ui else None,

@@ -2,8 +2,9 @@
 
 Read from what the console already reads: Temporal visibility (ECP's search
 attributes), governed histories (approval waits), and the ledger (denials by
-reason code, attempt durations, growth, checkpoints). Runs that ECP's own
-workers do not run (a task queue outside the deployment's) are left out and
+reason code, gate latency, growth, checkpoints). Runs that ECP's own workers
+do not run (a task queue outside the deployment's), and runs whose claims the
+ledger's signed evidence does not back, are left out of the counts and
 counted in the chart's note, as the list labels them unverified.
 
 Every read is capped, so a chart costs a bounded amount whatever the traffic;
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from statistics import quantiles
@@ -22,22 +23,32 @@ from typing import Final
 
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
+from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from ecp._wire import ACTIVITY_EVALUATE, APPROVE_UPDATE
 from ecp.console.errors import BadFilterError
-from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
+from ecp.console.vouch import Claim, Vouch
+from ecp.lineage.ledger._evidence import Evidence, OutcomeStatus, parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._store import ENTRY
 from ecp.lineage.ledger.errors import LineageError
-from ecp.workflows._search_attributes import SA_ACTION, SA_DECISION, SA_OUTCOME
+from ecp.workflows._search_attributes import (
+    SA_ACTION,
+    SA_DECISION,
+    SA_GRANT_ID,
+    SA_INITIATOR,
+    SA_OUTCOME,
+    SA_POLICY_DIGEST,
+)
 
 __all__ = [
     "GOVERNANCE_CHARTS",
     "HEALTH_CHARTS",
     "WINDOWS",
     "Chart",
+    "Judge",
     "Series",
     "Window",
     "approval_waits",
@@ -149,10 +160,38 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: What the ledger says of a batch of runs (:func:`ecp.console.vouch.vouch_for`).
+Judge = Callable[[list[Claim]], Awaitable[Mapping[tuple[str, str], Vouch]]]
+
+
+def _text(attrs: TypedSearchAttributes, key: SearchAttributeKey[str]) -> str:
+    value = attrs.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _claim(wf: WorkflowExecution) -> Claim:
+    attrs = wf.typed_search_attributes
+    return Claim(
+        workflow_id=wf.id,
+        run_id=wf.run_id,
+        open=wf.close_time is None,
+        action=_text(attrs, SA_ACTION),
+        decision=_text(attrs, SA_DECISION),
+        outcome=_text(attrs, SA_OUTCOME),
+        grant_id=_text(attrs, SA_GRANT_ID),
+        initiator=_text(attrs, SA_INITIATOR),
+        policy_digest=_text(attrs, SA_POLICY_DIGEST),
+    )
+
+
 async def governed_activity(
-    client: Client, queues: frozenset[str], w: Window, now: datetime
+    client: Client, queues: frozenset[str], w: Window, now: datetime, judge: Judge
 ) -> tuple[Chart, Chart]:
     """Governed executions started per interval, by decision and by outcome.
+
+    Only runs on ECP's queues whose claims the ledger backs (``judge``:
+    verified, or open with nothing to prove yet) are counted; the others are
+    left out and counted in the note, as the list labels them unverified.
 
     Raises:
         RPCError: visibility could not be read.
@@ -163,6 +202,7 @@ async def governed_activity(
     by_outcome: dict[str, list[float | None]] = {}
     read = foreign = 0
     capped = False
+    own: list[tuple[int, Claim, bool]] = []
     async for wf in client.list_workflows(query, page_size=1000):
         if read >= VISIBILITY_CAP:
             capped = True
@@ -174,9 +214,16 @@ async def governed_activity(
         i = _index(edges, w.bucket, wf.start_time)
         if i is None:
             continue
-        attrs = wf.typed_search_attributes
-        decision = attrs.get(SA_DECISION) or "undecided"
-        outcome = attrs.get(SA_OUTCOME) or ("running" if wf.close_time is None else "none")
+        own.append((i, _claim(wf), wf.close_time is None))
+    words = await judge([c for _, c, _ in own]) if own else {}
+    unbacked = 0
+    for i, c, is_open in own:
+        word = words.get((c.workflow_id, c.run_id))
+        if word is None or word.state == "unverified":
+            unbacked += 1
+            continue
+        decision = c.decision or "undecided"
+        outcome = c.outcome or ("running" if is_open else "none")
         for table, key in ((by_decision, decision), (by_outcome, outcome)):
             row = table.setdefault(key, [0.0] * len(edges))
             row[i] = (row[i] or 0.0) + 1
@@ -185,6 +232,8 @@ async def governed_activity(
         notes.append(f"only the newest {VISIBILITY_CAP} executions are counted")
     if foreign:
         notes.append(f"{foreign} unverified execution(s) off ECP's task queues left out")
+    if unbacked:
+        notes.append(f"{unbacked} unverified execution(s) the ledger does not back left out")
     note = "; ".join(notes)
     labels = _bucket_labels(w, edges)
 
@@ -241,20 +290,31 @@ async def _approval_wait(
     return max((end - decided).total_seconds(), 0.0), False
 
 
-async def approval_waits(client: Client, queues: frozenset[str], w: Window, now: datetime) -> Chart:
+async def approval_waits(
+    client: Client, queues: frozenset[str], w: Window, now: datetime, judge: Judge
+) -> Chart:
     """How long each of the newest executions that needed approval waited for it.
+
+    Only runs on ECP's queues whose claims the ledger backs (``judge``) are drawn.
 
     Raises:
         RPCError: visibility could not be read.
     """
     since = now - w.span
     query = f"{SA_DECISION.name} = 'allow_after_approval' AND StartTime >= \"{_rfc3339(since)}\""
-    rows = []
+    listed = []
     async for wf in client.list_workflows(query, page_size=APPROVAL_CAP):
         if wf.task_queue in queues:
-            rows.append(wf)
-        if len(rows) >= APPROVAL_CAP:
+            listed.append(wf)
+        if len(listed) >= APPROVAL_CAP:
             break
+    words = await judge([_claim(wf) for wf in listed]) if listed else {}
+    rows = []
+    for wf in listed:
+        word = words.get((wf.id, wf.run_id))
+        if word is not None and word.state != "unverified":
+            rows.append(wf)
+    unbacked = len(listed) - len(rows)
     sem = asyncio.Semaphore(8)
 
     async def one(wf_id: str, run_id: str) -> tuple[float, bool] | None:
@@ -281,6 +341,9 @@ async def approval_waits(client: Client, queues: frozenset[str], w: Window, now:
         note = f"approved: p50 {q[9]:.1f} s, p95 {q[18]:.1f} s over {len(finished)}"
     elif finished:
         note = f"approved: {finished[0]:.1f} s (one execution)"
+    if unbacked:
+        left = f"{unbacked} unverified execution(s) the ledger does not back left out"
+        note = f"{note}; {left}" if note else left
     return Chart(
         "approval-waits",
         "Approval waiting time, newest executions that needed approval",
@@ -312,10 +375,38 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
-    """Denials by reason code, attempt durations, ledger size and checkpoint age.
+def _gate_seconds(ev: Evidence, gate_keys: frozenset[str]) -> float | None:
+    """How long the gate took on this attempt, as its signed evidence records it.
+
+    An admitted attempt records when the gate admitted the body
+    (``admittedAt``): its checks took ``admittedAt - startedAt``, whatever
+    the body did next. A refusal signed by a gate (a worker key) took all of
+    ``startedAt..finishedAt``. None for what says nothing of the gate: a
+    denial the authority's recorder wrote, or an outcome recorded before
+    ``admittedAt`` existed.
+    """
+    p = ev.predicate
+    start = _parse_time(p.started_at)
+    if start is None:
+        return None
+    if p.admitted_at is not None:
+        at = _parse_time(p.admitted_at)
+        return (at - start).total_seconds() if at is not None and at >= start else None
+    signed_by_gate = any(sig.keyid in gate_keys for sig in ev.envelope.signatures)
+    if p.outcome.status is OutcomeStatus.DENIED and signed_by_gate:
+        end = _parse_time(p.finished_at)
+        return (end - start).total_seconds() if end is not None and end >= start else None
+    return None
+
+
+def ledger_charts(
+    ledger: Ledger, w: Window, now: datetime, gate_keys: frozenset[str] = frozenset()
+) -> dict[str, Chart]:
+    """Denials by reason code, gate latency, ledger size and checkpoint age.
 
     Read from the newest entries (at most :data:`LEDGER_CAP`) and checkpoints.
+    ``gate_keys`` are the trust store's worker key ids: a denial one of them
+    signed is a gate's refusal, and its duration the gate's.
 
     Raises:
         LineageError: the ledger cannot be read.
@@ -325,6 +416,7 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
     size = ledger.head().size
     reasons: Counter[str] = Counter()
     durations: list[list[float]] = [[] for _ in edges]
+    untimed = 0
     appended = [0] * len(edges)
     scanned = 0
     capped = False
@@ -353,9 +445,11 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
             p = ev.predicate
             if p.outcome.status is OutcomeStatus.DENIED:
                 reasons[p.outcome.reason_code or "unspecified"] += 1
-            start, end = _parse_time(p.started_at), _parse_time(p.finished_at)
-            if start is not None and end is not None and end >= start:
-                durations[i].append((end - start).total_seconds())
+            took = _gate_seconds(ev, gate_keys)
+            if took is not None:
+                durations[i].append(took)
+            elif p.outcome.status is not OutcomeStatus.DENIED:
+                untimed += 1
     note = f"only the newest {LEDGER_CAP} entries are read" if capped else ""
     # Size at the end of each interval: the head minus what came after it.
     sizes: list[float | None] = []
@@ -374,7 +468,7 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
     return {
         "denial-reasons": Chart(
             "denial-reasons",
-            "Gate denials by reason code",
+            "Denials by reason code, gate and authority",
             "categories",
             "denials",
             tuple(k for k, _ in top),
@@ -384,7 +478,7 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
         ),
         "attempt-duration": Chart(
             "attempt-duration",
-            "Gate latency: admission to recorded outcome, p50 and p95",
+            "Gate latency: start of the gate's checks to admission or refusal, p50 and p95",
             "lines",
             "ms",
             labels,
@@ -397,8 +491,9 @@ def ledger_charts(ledger: Ledger, w: Window, now: datetime) -> dict[str, Chart]:
                 x
                 for x in (
                     note,
-                    "an allowed attempt's time includes the activity's own run; the workers' "
-                    "ecp.gate.duration histogram goes to the OTLP collector",
+                    f"{sum(len(d) for d in durations)} attempts timed from the gate's signed "
+                    "evidence (admittedAt, or a gate refusal's own span)",
+                    f"{untimed} outcome(s) recorded without admittedAt left out" if untimed else "",
                 )
                 if x
             ),

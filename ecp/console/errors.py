@@ -10,6 +10,7 @@ __all__ = [
     "ExecutionNotFoundError",
     "LedgerNotReadyError",
     "ProofNotFoundError",
+    "SignInConfigError",
     "TemporalQueryError",
 ]
 
@@ -58,3 +59,10 @@ class ProofNotFoundError(ConsoleError):
 
     status = 404
     code = "proof_not_found"
+
+
+class SignInConfigError(ConsoleError):
+    """Sign-in is half configured: the console refuses to start rather than serve everyone."""
+
+    status = 500
+    code = "sign_in_misconfigured"

@@ -46,6 +46,7 @@ from ecp.authority._policy import Decision
 from ecp.authority._webauthn import b64url_encode
 from ecp.authority.errors import AuthorityError
 from ecp.console.errors import BadFilterError, ExecutionNotFoundError, TemporalQueryError
+from ecp.console.vouch import Claim, Vouch
 from ecp.lineage.graph._build import authentication_label, authentication_method, decision_identity
 from ecp.workflows._models import GovernedRequest, GovernedResult
 from ecp.workflows._search_attributes import (
@@ -68,6 +69,7 @@ __all__ = [
     "GrantView",
     "IdentityView",
     "PendingApproval",
+    "claim_of",
     "decision_identity_in_history",
     "describe_execution",
     "grants_in_history",
@@ -76,6 +78,7 @@ __all__ = [
     "pending_approval",
     "shell_quote",
     "unverified_reason",
+    "with_ledger_word",
 ]
 
 #: Rows per page: a long history pages instead of freezing the browser.
@@ -225,8 +228,18 @@ class ExecutionRow:
     identity: IdentityView | None = None
     task_queue: str = ""
     workflow_type: str = ""
-    #: Why its search attributes are not governance state (empty: ECP's own workers run it).
+    #: Why it is not ECP's own run (another task queue); empty when it is.
+    #: Its queries are never read then: any worker could answer them.
+    off_queue: str = ""
+    #: Why its decision and outcome are not governance state, in one line
+    #: (off ECP's queues, or no ledger evidence agrees); empty when they are.
     unverified: str = ""
+    #: The ledger's word (``verified``, ``pending``, ``unverified``; empty: not checked yet).
+    proof: str = ""
+    #: While ``pending``: why (the run is open and has nothing proven yet).
+    proof_note: str = ""
+    #: The ledger index of the evidence compared, when there is one.
+    evidence_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +354,34 @@ def unverified_reason(task_queue: str, queues: frozenset[str]) -> str:
     )
 
 
+def claim_of(row: ExecutionRow) -> Claim:
+    """What ``row`` says about itself, for the ledger to check (:mod:`ecp.console.vouch`)."""
+    return Claim(
+        workflow_id=row.workflow_id,
+        run_id=row.run_id,
+        open=row.close_time is None,
+        action=row.action,
+        decision=row.decision,
+        outcome=row.outcome,
+        grant_id=row.grant_id,
+        initiator=row.initiator,
+        policy_digest=row.policy_digest,
+    )
+
+
+def with_ledger_word(row: ExecutionRow, vouch: Vouch) -> ExecutionRow:
+    """``row`` labelled by the ledger's word on it (a run off ECP's queues stays as it is)."""
+    if row.off_queue:
+        return row
+    return dataclasses.replace(
+        row,
+        proof=vouch.state,
+        unverified=vouch.reason if vouch.state == "unverified" else "",
+        proof_note=vouch.reason if vouch.state == "pending" else "",
+        evidence_index=vouch.index,
+    )
+
+
 def _row(
     workflow_id: str,
     run_id: str,
@@ -353,10 +394,13 @@ def _row(
     workflow_type: str,
     queues: frozenset[str],
 ) -> ExecutionRow:
+    off_queue = unverified_reason(task_queue, queues)
     return ExecutionRow(
         task_queue=task_queue,
         workflow_type=workflow_type,
-        unverified=unverified_reason(task_queue, queues),
+        off_queue=off_queue,
+        unverified=off_queue,
+        proof="unverified" if off_queue else "",
         workflow_id=workflow_id,
         run_id=run_id,
         status=_status(status),
@@ -470,7 +514,9 @@ async def describe_execution(
     )
     result: GovernedResult | None = None
     governed = desc.workflow_type == "GovernedExecution"
-    own = not row.unverified
+    # Its queue decides whether its queries may be read; the ledger's word
+    # on its decision is added by the caller (``with_ledger_word``).
+    own = not row.off_queue
     # Only a completed run has a result; asking an open one would wait for it.
     if own and governed and desc.status is WorkflowExecutionStatus.COMPLETED:
         try:

@@ -1,47 +1,50 @@
 """Sign-in to the console with OpenID Connect: authorization code flow with PKCE.
 
-The console redirects a visitor to the configured issuer, exchanges the code
-it gets back (with the PKCE verifier) for an ID token at the issuer's token
-endpoint, and verifies that token with the authority's own verifier
-(:func:`ecp.authority._oidc.verify_id_token`: issuer, audience, times, an
-asymmetric signature by a key from the issuer's JWKS) plus the nonce it
-sent. Roles come from one claim: *viewer* (lists, details, proofs, lineage),
-*auditor* (also exports), *approver* (also approvals).
+The OAuth 2.0 / OpenID Connect client is Authlib's Starlette integration
+(:class:`authlib.integrations.starlette_client.StarletteOAuth2App`, on its
+httpx-based ``AsyncOAuth2Client``): it reads the issuer's discovery
+document, builds the authorization URL with state, nonce and an S256 PKCE
+challenge, exchanges the code at the token endpoint and validates the ID
+token (a signature by a key from the issuer's JWKS, chosen by ``kid``;
+``iss``, ``aud``, ``exp``, ``iat``, ``nonce``). The console adds only what is
+its own: that the discovery document names exactly the configured issuer,
+that what it fetches is served over https (plain http on loopback only),
+which signature algorithms it accepts, roles from one claim (*viewer*:
+lists, details, proofs, lineage; *auditor*: also exports; *approver*: also
+approvals), and its cookies.
 
 The session is a short JWT signed with the console's own HMAC key, in an
 HttpOnly, SameSite=Lax cookie (Secure when the console is served over
-HTTPS); the login state (state, nonce, PKCE verifier) travels the same way
-for ten minutes. Every form that changes anything (only sign-out, so far)
-carries the session's CSRF token. A public mode, off by default, serves
-signed-out visitors the Proof Viewer and a redacted list only.
+HTTPS). Authlib keeps its login state (state, nonce, PKCE verifier) in
+``request.session``; the console fills that from, and writes it back to, a
+login cookie signed and flagged the same way and valid for ten minutes, so
+no other session store or cookie is involved. Every form that changes
+anything carries the session's CSRF token. A public mode, off by default,
+serves signed-out visitors the Proof Viewer and a redacted list only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import secrets
+import ssl
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Final
+from time import monotonic
+from typing import Any, Final
+from urllib.parse import urlsplit
 
+import httpx
 import jwt
+from authlib.integrations.starlette_client import OAuth, OAuthError, StarletteOAuth2App
+from joserfc.errors import ClaimError, JoseError
+from starlette.requests import Request
 
-from ecp.authority._oidc import (
-    OidcIssuer,
-    discover,
-    verify_id_token,
-)
-from ecp.console.errors import ConsoleError
-from ecp.errors import EcpError
+from ecp._settings import CONSOLE_ROLES, Settings
+from ecp.authority._oidc import OidcDiscoveryError, _check_url, _is_loopback
+from ecp.console.errors import ConsoleError, SignInConfigError
 
 __all__ = [
     "LOGIN_COOKIE",
@@ -49,21 +52,34 @@ __all__ = [
     "SESSION_COOKIE",
     "SignIn",
     "SignInConfig",
+    "SignInConfigError",
     "SignInError",
     "SignInForbiddenError",
     "Visitor",
     "cookies_of",
-    "pkce_challenge",
     "set_cookie",
+    "signin_from_settings",
 ]
 
 SESSION_COOKIE: Final = "ecp_session"
 LOGIN_COOKIE: Final = "ecp_login"
 #: Roles, each with what it adds: viewer reads, auditor exports, approver approves.
-ROLES: Final = ("viewer", "auditor", "approver")
+ROLES: Final = CONSOLE_ROLES
 _LOGIN_SECONDS: Final = 600
-_TOKEN_TIMEOUT: Final = 5.0
-_MAX_TOKEN_RESPONSE: Final = 256 * 1024
+#: Seconds allowed for each request to the issuer (discovery, keys, token).
+_ISSUER_TIMEOUT: Final = 5.0
+#: How long the discovery document and keys are used before they are fetched
+#: again (the authority's default too): a key the issuer dropped from its JWKS
+#: stops signing anyone in within this time, not at the next restart.
+_METADATA_MAX_AGE: Final = 3600.0
+#: Clock skew tolerated on the ID token's times (the authority's default too).
+_LEEWAY_SECONDS: Final = 30
+#: The ID-token signature algorithms the console accepts, whatever the issuer
+#: lists: asymmetric only (an HMAC "signature" keyed with the client secret
+#: would be forgeable by anyone holding it; "none" by anyone at all).
+_ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
+#: The name Authlib files the login state under in ``request.session``.
+_CLIENT_NAME: Final = "ecp"
 
 
 class SignInError(ConsoleError):
@@ -117,6 +133,74 @@ class SignInConfig:
         return self.redirect_uri.startswith("https://")
 
 
+#: Settings that mean something only with sign-in, and their variables.
+_NEEDS_ISSUER: Final = (
+    ("console_oidc_client_id", "ECP_CONSOLE_OIDC_CLIENT_ID"),
+    ("console_oidc_client_secret", "ECP_CONSOLE_OIDC_CLIENT_SECRET"),
+    ("console_session_key", "ECP_CONSOLE_SESSION_KEY"),
+    ("console_roles", "ECP_CONSOLE_ROLES"),
+    ("console_public_mode", "ECP_CONSOLE_PUBLIC_MODE"),
+)
+
+
+def signin_from_settings(
+    settings: Settings, *, default_base_url: str | None = None
+) -> SignInConfig | None:
+    """The console's sign-in as ``settings`` configure it; None when none of it is set.
+
+    Fails closed: a sign-in setting without an issuer, or an issuer without
+    what sign-in needs, is an error, never a console open to everyone.
+
+    Args:
+        settings: the ``ECP_CONSOLE_*`` settings.
+        default_base_url: the console's URL when ``ECP_CONSOLE_PUBLIC_URL`` is unset.
+
+    Raises:
+        SignInConfigError: sign-in is half configured (the message names what is missing).
+    """
+    issuer = settings.console_oidc_issuer
+    if issuer is None:
+        stray = [env for name, env in _NEEDS_ISSUER if getattr(settings, name)]
+        if stray:
+            raise SignInConfigError(
+                f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} set but "
+                "ECP_CONSOLE_OIDC_ISSUER is not: the console would serve every page to "
+                "everyone; name the issuer (--oidc-issuer) or unset them."
+            )
+        return None
+    if not settings.console_oidc_client_id:
+        raise SignInConfigError(
+            "ECP_CONSOLE_OIDC_ISSUER is set but ECP_CONSOLE_OIDC_CLIENT_ID is not: "
+            "name the console's client id at the issuer (--oidc-client-id)."
+        )
+    roles = settings.console_role_values
+    if not roles:
+        raise SignInConfigError(
+            "ECP_CONSOLE_ROLES maps no claim value to a console role: nobody could sign in; "
+            "set e.g. ecp-viewers=viewer,ecp-approvers=approver (--role)."
+        )
+    base = settings.console_public_url or default_base_url
+    if not base:
+        raise SignInConfigError(
+            "ECP_CONSOLE_PUBLIC_URL is not set: sign-in needs the console's URL as browsers "
+            "reach it (--public-url), for the redirect URI."
+        )
+    key = settings.console_session_key
+    secret = settings.console_oidc_client_secret
+    return SignInConfig(
+        issuer_url=issuer,
+        client_id=settings.console_oidc_client_id,
+        client_secret=secret.get_secret_value() if secret else None,
+        redirect_uri=f"{base.rstrip('/')}/auth/callback",
+        # Without a configured key, sessions last until the console restarts.
+        session_key=bytes.fromhex(key.get_secret_value()) if key else secrets.token_bytes(32),
+        role_claim=settings.console_role_claim,
+        role_values=roles,
+        session_seconds=settings.console_session_seconds,
+        public=settings.console_public_mode,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Visitor:
     """Who is looking at a page: signed in with roles, or signed out."""
@@ -133,12 +217,6 @@ class Visitor:
     def may(self, role: str) -> bool:
         """Whether the visitor holds ``role`` (``viewer`` is implied by every role)."""
         return role in self.roles or (role == "viewer" and bool(self.roles))
-
-
-def pkce_challenge(verifier: str) -> str:
-    """The S256 code challenge of ``verifier`` (RFC 7636 §4.2)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def _sign(config: SignInConfig, claims: dict[str, object], seconds: int) -> str:
@@ -176,13 +254,59 @@ def set_cookie(config: SignInConfig, name: str, value: str, max_age: int) -> str
     return "; ".join(parts)
 
 
+def _oauth_client(config: SignInConfig) -> StarletteOAuth2App:
+    """Authlib's client for the configured issuer (nothing is fetched yet)."""
+    oauth = OAuth()
+    client: StarletteOAuth2App = oauth.register(
+        _CLIENT_NAME,
+        client_id=config.client_id,
+        client_secret=config.client_secret,
+        server_metadata_url=(config.issuer_url.rstrip("/") + "/.well-known/openid-configuration"),
+        client_kwargs={
+            "scope": "openid profile email",
+            "code_challenge_method": "S256",
+            # The secret in the form, as the console always sent it; a public
+            # client (no secret) names itself only.
+            "token_endpoint_auth_method": (
+                "client_secret_post" if config.client_secret else "none"
+            ),
+            "timeout": _ISSUER_TIMEOUT,
+            # Authlib opens an httpx client per step; one TLS context for all of
+            # them saves building one (tens of ms) each time. The system's CA
+            # store, as the console's fetches always used.
+            "verify": ssl.create_default_context(),
+            # A proxy from the environment cannot reach this machine's loopback
+            # (a local issuer or a sidecar): bypass it there, as the authority does.
+            "trust_env": not _is_loopback(urlsplit(config.issuer_url).hostname or ""),
+        },
+    )
+    return client
+
+
+def _fetchable(url: str, what: str) -> None:
+    """Refuse a URL the console would fetch from or send secrets to over plain http.
+
+    The authority's rule: https, or plain http on loopback only (anyone on
+    the path of plain http could swap the keys or read the client secret).
+
+    Raises:
+        SignInError: the URL is not one the console may use.
+    """
+    try:
+        _check_url(url, what)
+    except OidcDiscoveryError as exc:
+        raise SignInError(f"The identity provider cannot be used: {exc}") from exc
+
+
 @dataclass
 class SignIn:
-    """The running sign-in: the configuration and the issuer, discovered on first use."""
+    """The running sign-in: the configuration and Authlib's client for its issuer."""
 
     config: SignInConfig
-    _issuer: OidcIssuer | None = None
-    _endpoints: dict[str, str] = field(default_factory=dict)
+    #: Set once the issuer's discovery document has loaded and passed :meth:`_check`.
+    _client: StarletteOAuth2App | None = None
+    #: When (``time.monotonic``) the client's document and keys are due for a fetch.
+    _due: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def visitor(self, cookies: Mapping[str, str]) -> Visitor:
@@ -197,60 +321,75 @@ class SignIn:
             str(claims.get("csrf", "")),
         )
 
-    async def _discover(self) -> tuple[OidcIssuer, dict[str, str]]:
+    async def _issuer(self) -> StarletteOAuth2App:
+        """Authlib's client, its discovery document loaded and checked.
+
+        Authlib keeps the document and the issuer's JWKS for as long as the
+        client lives (fetching the keys again only for an unknown ``kid``), so
+        a fresh client replaces it every :data:`_METADATA_MAX_AGE` seconds. A
+        document that fails the check is not kept; while the issuer cannot be
+        reached or fails it, sign-in fails.
+
+        Raises:
+            SignInError: the issuer cannot be reached or its document is not usable.
+        """
         async with self._lock:
-            if self._issuer is None:
+            if self._client is None or monotonic() >= self._due:
+                self._client = None
+                _fetchable(self.config.issuer_url, "issuer")
+                client = _oauth_client(self.config)
                 try:
-                    issuer = await asyncio.to_thread(
-                        discover, self.config.issuer_url, audience=self.config.client_id
-                    )
-                    doc = await asyncio.to_thread(_get_json, self._config_url())
-                except EcpError as exc:
+                    metadata: dict[str, Any] = await client.load_server_metadata()
+                except (httpx.HTTPError, ValueError) as exc:
                     raise SignInError(f"The identity provider cannot be reached: {exc}") from exc
-                ends = {}
-                for key in ("authorization_endpoint", "token_endpoint"):
-                    value = doc.get(key) if isinstance(doc, dict) else None
-                    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-                        raise SignInError(f"The identity provider names no {key}.")
-                    ends[key] = value
-                self._issuer, self._endpoints = issuer, ends
-            return self._issuer, self._endpoints
+                self._check(metadata)
+                self._client, self._due = client, monotonic() + _METADATA_MAX_AGE
+            return self._client
 
-    def _config_url(self) -> str:
-        return self.config.issuer_url.rstrip("/") + "/.well-known/openid-configuration"
+    def _check(self, metadata: dict[str, Any]) -> None:
+        """What Authlib takes on trust from the discovery document, checked here.
 
-    async def start(self, next_path: str) -> tuple[str, str]:
+        Authlib validates a token's ``iss`` against the document's ``issuer``:
+        a document naming another issuer would hand over that issuer's tokens
+        (OIDC Discovery §4.3), so it must be exactly the configured one. The
+        algorithms Authlib accepts also come from the document; they are cut
+        down to :data:`_ALGORITHMS`.
+        """
+        if metadata.get("issuer") != self.config.issuer_url:
+            raise SignInError(
+                f"The identity provider's discovery document names issuer "
+                f"{str(metadata.get('issuer'))[:80]!r}, not {self.config.issuer_url!r}."
+            )
+        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            value = metadata.get(key)
+            if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+                raise SignInError(f"The identity provider names no {key}.")
+        _fetchable(metadata["jwks_uri"], "jwks_uri")
+        _fetchable(metadata["token_endpoint"], "token_endpoint")
+        listed = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+        algorithms = [a for a in _ALGORITHMS if isinstance(listed, list) and a in listed]
+        if not algorithms:
+            raise SignInError(
+                f"The identity provider signs ID tokens with none of {', '.join(_ALGORITHMS)}."
+            )
+        metadata["id_token_signing_alg_values_supported"] = algorithms
+
+    async def start(self, request: Request, next_path: str) -> tuple[str, str]:
         """The issuer URL to send the visitor to, and the login-state cookie to set."""
-        _, ends = await self._discover()
-        state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
-        query = urllib.parse.urlencode(
-            {
-                "response_type": "code",
-                "client_id": self.config.client_id,
-                "redirect_uri": self.config.redirect_uri,
-                "scope": "openid profile email",
-                "state": state,
-                "nonce": nonce,
-                "code_challenge": pkce_challenge(verifier),
-                "code_challenge_method": "S256",
-            }
-        )
+        client = await self._issuer()
+        request.scope["session"] = {}
+        try:
+            redirect = await client.authorize_redirect(request, self.config.redirect_uri)
+        except (httpx.HTTPError, OAuthError) as exc:
+            raise SignInError(f"The sign-in cannot start: {exc}") from exc
         login = _sign(
             self.config,
-            {
-                "typ": "login",
-                "state": state,
-                "nonce": nonce,
-                "verifier": verifier,
-                "next": next_path,
-            },
+            {"typ": "login", "oauth": dict(request.session), "next": next_path},
             _LOGIN_SECONDS,
         )
-        sep = "&" if "?" in ends["authorization_endpoint"] else "?"
-        return f"{ends['authorization_endpoint']}{sep}{query}", login
+        return redirect.headers["location"], login
 
-    async def finish(self, cookies: Mapping[str, str], code: str, state: str) -> tuple[str, str]:
+    async def finish(self, request: Request, cookies: Mapping[str, str]) -> tuple[str, str]:
         """The session cookie value for a completed sign-in, and where to go next.
 
         Raises:
@@ -258,32 +397,44 @@ class SignIn:
                 token does not verify or names no role.
         """
         login = _read(self.config, cookies.get(LOGIN_COOKIE))
-        if login is None or login.get("typ") != "login":
+        if login is None or login.get("typ") != "login" or not isinstance(login.get("oauth"), dict):
             raise SignInError("The sign-in expired or was not started here; sign in again.")
-        if not state or not hmac.compare_digest(str(login.get("state", "")), state):
-            raise SignInError("The sign-in answer does not belong to this sign-in.")
-        issuer, ends = await self._discover()
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": self.config.redirect_uri,
-            "client_id": self.config.client_id,
-            "code_verifier": str(login.get("verifier", "")),
-        }
-        if self.config.client_secret:
-            form["client_secret"] = self.config.client_secret
-        answer = await asyncio.to_thread(_post_form, ends["token_endpoint"], form)
-        token = answer.get("id_token")
-        if not isinstance(token, str):
-            raise SignInError("The identity provider returned no ID token.")
+        client = await self._issuer()
+        # Authlib finds the state it saved, or refuses the answer.
+        request.scope["session"] = login["oauth"]
         try:
-            identity = verify_id_token(token, issuer)
-        except EcpError as exc:
+            token = await client.authorize_access_token(
+                request,
+                # Options are consumed per call: a fresh dict each time.
+                claims_options={
+                    "iss": {"essential": True, "value": self.config.issuer_url},
+                    "aud": {"essential": True, "value": self.config.client_id},
+                },
+                leeway=_LEEWAY_SECONDS,
+            )
+        except OAuthError as exc:
+            if exc.error == "mismatching_state":
+                raise SignInError("The sign-in answer does not belong to this sign-in.") from exc
+            raise SignInError(
+                f"The identity provider refused the code ({str(exc)[:120]})."
+            ) from exc
+        except ClaimError as exc:
+            if exc.claim == "nonce":
+                raise SignInError("The ID token was not issued for this sign-in (nonce).") from exc
             raise SignInError(f"The ID token does not verify: {exc}") from exc
-        nonce = identity.claims.get("nonce")
-        if not isinstance(nonce, str) or not hmac.compare_digest(nonce, str(login.get("nonce"))):
-            raise SignInError("The ID token was not issued for this sign-in (nonce).")
-        raw = identity.claims.get(self.config.role_claim)
+        except JoseError as exc:
+            raise SignInError(f"The ID token does not verify: {exc}") from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SignInError(
+                "The identity provider's token endpoint did not answer usably."
+            ) from exc
+        claims = token.get("userinfo")
+        if not isinstance(claims, dict):
+            raise SignInError("The identity provider returned no ID token.")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise SignInError("The ID token names no subject (sub).")
+        raw = claims.get(self.config.role_claim)
         values = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
         roles = sorted(
             {
@@ -294,15 +445,15 @@ class SignIn:
         )
         if not roles:
             raise SignInForbiddenError(
-                f"{identity.principal} signed in, but holds no console role "
+                f"{subject} signed in, but holds no console role "
                 f"(claim {self.config.role_claim!r})."
             )
         session = _sign(
             self.config,
             {
                 "typ": "session",
-                "name": identity.principal,
-                "iss_sub": f"{identity.issuer} {identity.subject}",
+                "name": subject,
+                "iss_sub": f"{self.config.issuer_url} {subject}",
                 "roles": roles,
                 "csrf": secrets.token_urlsafe(24),
             },
@@ -317,32 +468,3 @@ class SignInForbiddenError(SignInError):
 
     status = 403
     code = "sign_in_no_role"
-
-
-def _get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=_TOKEN_TIMEOUT) as resp:  # noqa: S310 - configured URL
-        return json.loads(resp.read(_MAX_TOKEN_RESPONSE))
-
-
-def _post_form(url: str, form: dict[str, str]) -> dict[str, object]:
-    """POST ``form`` to the token endpoint; its JSON answer.
-
-    Raises:
-        SignInError: the endpoint refused or answered something else than JSON.
-    """
-    req = urllib.request.Request(  # noqa: S310 - the discovered token endpoint
-        url,
-        data=urllib.parse.urlencode(form).encode(),
-        headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=_TOKEN_TIMEOUT) as resp:  # noqa: S310
-            doc = json.loads(resp.read(_MAX_TOKEN_RESPONSE))
-    except urllib.error.HTTPError as exc:
-        raise SignInError(f"The identity provider refused the code ({exc.code}).") from exc
-    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-        raise SignInError("The identity provider's token endpoint did not answer.") from exc
-    if not isinstance(doc, dict):
-        raise SignInError("The identity provider's token answer is not a JSON object.")
-    return doc

@@ -232,6 +232,10 @@ class EvidencePredicate(_Wire):
     finished_at: str = Field(alias="finishedAt")
     #: Absent when the execution named no artifacts and declared no outputs.
     artifacts: list[ArtifactEvidence] | None = Field(default=None, max_length=64)
+    #: When the gate admitted the body, all its checks done (its latency is
+    #: ``admittedAt - startedAt``). Absent where no body was admitted (a
+    #: denial) and in evidence recorded before the field existed.
+    admitted_at: str | None = Field(default=None, alias="admittedAt")
 
     @field_validator("decision_id", "initiator", "grant_id")
     @classmethod
@@ -245,10 +249,10 @@ class EvidencePredicate(_Wire):
             raise ValueError("policyDigest must be sha256:<64 lowercase hex>")
         return v
 
-    @field_validator("started_at", "finished_at")
+    @field_validator("started_at", "finished_at", "admitted_at")
     @classmethod
-    def _time(cls, v: str) -> str:
-        if not _RFC3339_UTC.fullmatch(v):
+    def _time(cls, v: str | None) -> str | None:
+        if v is not None and not _RFC3339_UTC.fullmatch(v):
             raise ValueError("timestamps must be RFC 3339 UTC, e.g. 2025-01-02T03:04:05.000000Z")
         return v
 
@@ -271,6 +275,12 @@ class EvidencePredicate(_Wire):
             raise ValueError(f"{', '.join(unknown)} may be absent only for an ungranted denial")
         if _parse_time(self.finished_at) < _parse_time(self.started_at):
             raise ValueError("finishedAt is before startedAt")
+        if self.admitted_at is not None:
+            if self.outcome.status is OutcomeStatus.DENIED:
+                raise ValueError("a denied execution was never admitted (no admittedAt)")
+            at = _parse_time(self.admitted_at)
+            if not _parse_time(self.started_at) <= at <= _parse_time(self.finished_at):
+                raise ValueError("admittedAt is outside startedAt..finishedAt")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -385,3 +386,33 @@ def test_concurrent_processes_admit_each_grant_once(store_url: str) -> None:
         assert p.exitcode == 0
     winners = [gid for r in results for gid in r]
     assert sorted(winners) == sorted(grant_ids)  # each grant admitted exactly once overall
+
+
+def test_sql_admission_commits_whoever_keeps_frames_alive(store_url: str) -> None:
+    # A profiler, a tracer or a held traceback keeps finished frames, and with
+    # them the statement results they held. An admission must not depend on
+    # the interpreter freeing those first: on SQLite an unread RETURNING
+    # statement stays in progress and the commit is refused, so every governed
+    # call would be turned away as an outage while such a tool runs.
+    guard = SqlReplayGuard(store_url)
+    gid = str(uuid.uuid4())
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    kept: list[object] = []
+
+    def keep(frame: object, event: str, arg: object) -> None:
+        if event == "return":
+            kept.append(frame)
+
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        sys.setprofile(keep)
+        try:
+            guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+        finally:
+            sys.setprofile(None)
+            kept.clear()
+        # It was admitted, and for good: the same attempt again is a replay.
+        with pytest.raises(GrantReplayedError):
+            guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+    finally:
+        guard.dispose()

@@ -4,7 +4,11 @@ Real enough to fail the console where a real one would: a discovery
 document, a JWKS with a real RSA key, an authorization endpoint that signs
 in whichever user the test chose, and a token endpoint that checks the code,
 the client, the redirect URI and the PKCE verifier (S256 only) before it
-issues an RS256 ID token carrying the nonce it was given.
+issues an RS256 ID token carrying the nonce it was given. Its knobs make it
+misbehave the ways a console must catch: a wrong nonce, claims overridden or
+removed (another issuer or audience, an expired token), a token signed by
+another key under the provider's ``kid``, a discovery document that names
+another issuer or plain-http endpoints.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ class Provider:
     url: str = ""
     user: dict[str, Any] = field(default_factory=lambda: {"sub": "u-1", "name": "alice"})
     wrong_nonce: bool = False
+    #: Claims the next ID tokens carry instead (None: leave the claim out).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: Signs ID tokens instead of ``key``, under the same ``kid`` (a forger's key).
+    signer: rsa.RSAPrivateKey | None = None
+    #: Entries the discovery document carries instead of its own (another issuer...).
+    discovery_overrides: dict[str, object] = field(default_factory=dict)
     key: rsa.RSAPrivateKey = field(
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
@@ -55,7 +65,7 @@ class Provider:
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": ["RS256"],
-        }
+        } | self.discovery_overrides
 
     def jwks(self) -> dict[str, object]:
         pub = self.key.public_key().public_numbers()
@@ -100,7 +110,13 @@ class Provider:
             "nonce": "not-yours" if self.wrong_nonce else asked.get("nonce", ""),
             **self.user,
         }
-        token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "k1"})
+        for name, value in self.overrides.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        key = self.signer or self.key
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
         return 200, {"access_token": "unused", "token_type": "Bearer", "id_token": token}
 
 

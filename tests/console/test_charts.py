@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ from playwright.async_api import Browser
 from ecp._approve import approve
 from ecp._keyring import DEMO_APPROVER
 from ecp.authority._keys import Ed25519FileSigner, load_private_key
+from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.workflows._models import GovernedRequest, TaskQueues
 from ecp.workflows._start import start_governed
@@ -133,6 +135,24 @@ async def test_ledger_charts_match_the_ledger(governed: Governed, approvals: App
     measured = [(a, b) for a, b in zip(p50, p95, strict=True) if a is not None]
     assert measured
     assert all(a <= b for a, b in measured)
+    # Gate latency is the gate's own time, from its signed evidence: the two
+    # completed payouts record when their bodies were admitted.
+    samples = []
+    with Ledger.open(governed.settings.db_url, create=False) as ledger:
+        for i in range(ledger.head().size):
+            p = parse_evidence(ledger.entry(i).envelope).predicate
+            if p.outcome.status is OutcomeStatus.COMPLETED:
+                assert p.admitted_at is not None
+                assert p.started_at <= p.admitted_at <= p.finished_at
+                samples.append(_ms(p.admitted_at) - _ms(p.started_at))
+    assert len(samples) == 2
+    assert f"{len(samples)} attempts timed" in str(latency["note"])
+    for a, b in measured:
+        assert min(samples) - 0.1 <= a <= b <= max(samples) + 0.1
+
+
+def _ms(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000
 
 
 async def test_a_bad_window_is_refused(governed: Governed) -> None:

@@ -25,14 +25,17 @@ from playwright.async_api import Browser
 from starlette.requests import Request
 from starlette.responses import Response
 from temporalio import activity, workflow
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
 from ecp._wire import DECISION_QUERY, STATUS_QUERY
 from ecp.activities._contracts import DecisionResult
 from ecp.console.limits import LineageLimits
-from ecp.workflows._search_attributes import SA_ACTION, SA_DECISION, SA_OUTCOME
+from ecp.workflows._models import GovernedRequest, TaskQueues
+from ecp.workflows._search_attributes import SA_ACTION, SA_DECISION, SA_GRANT_ID, SA_OUTCOME
+from ecp.workflows._start import start_governed
+from ecp.workflows.examples import DirectCall, DirectCallInput
 from tests.console.conftest import WIDE, ConsoleServer, Governed
 
 _HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options")
@@ -220,6 +223,169 @@ async def test_rogue_worker_answers_are_not_governance_state(hostile: Hostile) -
         assert "tag-allow" in own.split("</tr>", 1)[0]
         detail = (await http.get(f"/governance/{_path(hostile.claims_id)}")).text
         assert 'id="unverified"' in detail
+
+
+# -- claims on ECP's own queue, checked against the ledger ----------------------
+
+
+def _claims(decision: str, outcome: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_ACTION, "payout"),
+            SearchAttributePair(SA_DECISION, decision),
+            SearchAttributePair(SA_OUTCOME, outcome),
+            SearchAttributePair(SA_GRANT_ID, "grant-of-my-own"),
+        ]
+    )
+
+
+@dataclass
+class Liars:
+    """Runs on the configured executor queue whose search attributes lie."""
+
+    contradicted_id: str  # the gate recorded a denial; it claims allowed and completed
+    approval_liar_id: str  # the same, claiming it was approved
+    unproven_id: str  # nothing in the ledger; it claims allowed and completed, then ends
+    rerun_id: str  # a real governed run's id, started again with claims: another run
+    rerun_first_run: str
+
+
+async def _visible_closed(client: Any, wf_id: str) -> None:
+    query = f"WorkflowId = '{wf_id}' AND ExecutionStatus != 'Running'"
+    while (await client.count_workflows(query)).count < 1:
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+async def liars(governed: Governed) -> Liars:
+    client, s = governed.client, governed.settings
+    tag = uuid.uuid4().hex[:8]
+    # An ordinary workflow on ECP's queue calls payout without a grant: the
+    # gate refuses and signs a denial. It was started claiming the opposite.
+    contradicted_id = f"liar-{tag}"
+    handle = await client.start_workflow(
+        DirectCall.run,
+        DirectCallInput(
+            "payout",
+            [{"amount": 1, "currency": "EUR", "recipient": "x"}],
+            s.executor_queue,
+            max_attempts=1,
+        ),
+        id=contradicted_id,
+        task_queue=s.executor_queue,
+        search_attributes=_claims("allow", "completed"),
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    # The same, claiming it waited for (and got) an approval.
+    approval_liar_id = f"liar-approved-{tag}"
+    handle = await client.start_workflow(
+        DirectCall.run,
+        DirectCallInput(
+            "payout",
+            [{"amount": 1, "currency": "EUR", "recipient": "x"}],
+            s.executor_queue,
+            max_attempts=1,
+        ),
+        id=approval_liar_id,
+        task_queue=s.executor_queue,
+        search_attributes=_claims("allow_after_approval", "completed"),
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    # A workflow type nobody registered, on ECP's queue, claiming an outcome:
+    # no ECP worker ever recorded anything for it.
+    unproven_id = f"unproven-{tag}"
+    unproven = await client.start_workflow(
+        "NoSuchGovernedThing",
+        id=unproven_id,
+        task_queue=s.executor_queue,
+        search_attributes=_claims("allow", "completed"),
+    )
+    await unproven.terminate("test: it only claims")
+    # A real governed run (denied by policy), then a second run under the same
+    # id claiming an allowed, completed payout: the ledger's evidence names the
+    # first run only.
+    rerun_id = f"rerun-{tag}"
+    queues = TaskQueues(s.authority_queue, s.executor_queue)
+    first = await start_governed(
+        client,
+        GovernedRequest(
+            action="launch_missiles", args=[{"target": "moon"}], initiator="alice", queues=queues
+        ),
+        workflow_id=rerun_id,
+    )
+    assert (await first.result()).decision == "deny"
+    second = await client.start_workflow(
+        "NoSuchGovernedThing",
+        id=rerun_id,
+        task_queue=s.executor_queue,
+        search_attributes=_claims("allow", "completed"),
+    )
+    await second.terminate("test: it only claims")
+    for wf_id in (contradicted_id, approval_liar_id, unproven_id, rerun_id):
+        await _visible_closed(client, wf_id)
+    return Liars(
+        contradicted_id, approval_liar_id, unproven_id, rerun_id, first.result_run_id or ""
+    )
+
+
+def _row_cells(listing: str, wf_id: str) -> str:
+    # The newest run of the id: the list is newest first.
+    parts = listing.split(f'data-workflow-id="{wf_id}"', 1)
+    assert len(parts) == 2, f"{wf_id} is listed"
+    return parts[1].split("</tr>", 1)[0]
+
+
+async def test_claims_the_ledger_does_not_back_are_unverified(
+    hostile: Hostile, liars: Liars
+) -> None:
+    url = hostile.governed.console.url
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        listing = (await http.get("/governance")).text
+        expected = {
+            liars.contradicted_id: "The ledger says denied, the workflow says completed.",
+            liars.approval_liar_id: "The ledger says denied, the workflow says completed.",
+            liars.unproven_id: "No ledger evidence for this run.",
+            liars.rerun_id: "No ledger evidence for this run.",
+        }
+        for wf_id, why in expected.items():
+            cells = _row_cells(listing, wf_id)
+            assert "tag-unverified" in cells, wf_id
+            assert "tag-allow" not in cells, wf_id
+            assert "vouched" not in cells, wf_id
+            assert why in cells, (wf_id, cells)
+            detail = (await http.get(f"/governance/{_path(wf_id)}")).text
+            assert 'id="unverified"' in detail, wf_id
+            assert why in detail, wf_id
+            assert 'id="vouched"' not in detail, wf_id
+        # ECP's own runs, which the ledger backs, are verified and link their entry.
+        for wf_id in (hostile.governed.allowed_id, hostile.governed.denied_id):
+            cells = _row_cells(listing, wf_id)
+            assert "tag-unverified" not in cells, (wf_id, cells)
+            assert 'class="vouched" href="/proofs?index=' in cells, wf_id
+            detail = (await http.get(f"/governance/{_path(wf_id)}")).text
+            assert 'id="vouched"' in detail, wf_id
+        # The rerun's first run is the one the ledger's evidence names.
+        first = listing.split(f'data-run-id="{liars.rerun_first_run}"', 1)
+        assert len(first) == 2, "the first run is listed too"
+        assert 'class="vouched"' in first[1].split("</tr>", 1)[0]
+
+
+async def test_charts_count_only_what_the_ledger_backs(hostile: Hostile, liars: Liars) -> None:
+    async with httpx.AsyncClient(base_url=hostile.governed.console.url, timeout=60) as http:
+        doc = (await http.get("/api/charts/governed-decisions")).json()
+        outcomes = (await http.get("/api/charts/governed-outcomes")).json()
+        waits = (await http.get("/api/charts/approval-waits")).json()
+    totals = {s["name"]: sum(v or 0 for v in s["values"]) for s in doc["series"]}
+    # The stack's allowed and denied runs and the rerun's first (denied) run;
+    # the four liars' claims of "allow" and "completed" are not counted.
+    assert totals == {"allow": 1, "deny": 2}
+    assert "4 unverified execution(s) the ledger does not back left out" in doc["note"]
+    assert "1 unverified execution(s) the ledger does not back left out" in waits["note"]
+    assert liars.approval_liar_id not in waits["labels"]
+    done = {s["name"]: sum(v or 0 for v in s["values"]) for s in outcomes["series"]}
+    assert done == {"completed": 1, "denied": 2}
 
 
 async def test_bidi_override_is_visible_in_the_approve_command(

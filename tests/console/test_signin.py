@@ -4,19 +4,26 @@ The provider (tests/console/oidc_provider.py) checks PKCE, the client and the
 redirect URI and signs RS256 ID tokens with a real key; the console must
 complete the code flow, verify the token and its nonce, map roles from the
 ``groups`` claim, keep the session in a signed HttpOnly SameSite cookie and
-refuse a sign-out form without the session's CSRF token.
+refuse a sign-out or approval form without the session's CSRF token. ID
+tokens that must not sign anyone in (forged, expired, from another issuer or
+for another client, without the nonce) and a discovery document naming
+another issuer are each refused.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ecp.console import signin as signin_module
 from ecp.console.signin import SESSION_COOKIE, SignInConfig
 from tests.console.conftest import ConsoleServer, Governed, free_port
 from tests.console.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, RunningProvider
@@ -145,6 +152,133 @@ async def test_no_role_wrong_nonce_and_forged_state_are_refused(site: Site) -> N
         assert SESSION_COOKIE not in http.cookies
 
 
+def _bad_tokens() -> list[tuple[str, dict[str, Any], bool, str]]:
+    """(what, claim overrides, signed by a forger's key, what the refusal says)."""
+    now = int(time.time())
+    return [
+        ("forged", {}, True, "does not verify: bad_signature"),
+        ("expired", {"iat": now - 7200, "exp": now - 3600}, False, "The token is expired"),
+        ("another issuer", {"iss": "http://127.0.0.1:9/"}, False, "Invalid claim: &#39;iss&#39;"),
+        # Authlib alone accepts any aud when azp names this client: the
+        # console requires its own client id in aud.
+        (
+            "another audience",
+            {"aud": "another-client", "azp": CLIENT_ID},
+            False,
+            "Invalid claim: &#39;aud&#39;",
+        ),
+        ("no nonce", {"nonce": None}, False, "not issued for this sign-in (nonce)"),
+        ("no exp", {"exp": None}, False, "Missing claim: &#39;exp&#39;"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("what", "overrides", "forged", "says"), _bad_tokens(), ids=[t[0] for t in _bad_tokens()]
+)
+async def test_id_tokens_that_must_not_sign_anyone_in(
+    site: Site, what: str, overrides: dict[str, Any], forged: bool, says: str
+) -> None:
+    site.provider.overrides = overrides
+    site.provider.signer = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048) if forged else None
+    )
+    try:
+        async with _client(site.console) as http:
+            resp = await _sign_in(site, http, ["ecp-approvers"])
+            assert resp.status_code == 400, what
+            problem = resp.text.split('id="problem">', 1)[1].split("</p>", 1)[0]
+            assert says in problem, problem
+            assert SESSION_COOKIE not in http.cookies
+            assert (await http.get("/health", follow_redirects=False)).status_code == 303
+    finally:
+        site.provider.overrides, site.provider.signer = {}, None
+    # The same provider, behaving again, signs the visitor in.
+    async with _client(site.console) as http:
+        assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"issuer": "https://idp.example"}, "names issuer &#39;https://idp.example&#39;"),
+        # Keys, or the client secret, over plain http off loopback.
+        (
+            {"jwks_uri": "http://idp.example/jwks"},
+            "jwks_uri &#39;http://idp.example/jwks&#39; uses plain http",
+        ),
+        ({"token_endpoint": "http://idp.example/token"}, "uses plain http"),
+        # HMAC keyed with the client secret, or no signature: never accepted.
+        (
+            {"id_token_signing_alg_values_supported": ["HS256", "none"]},
+            "signs ID tokens with none of RS256, ES256, EdDSA",
+        ),
+    ],
+    ids=["another issuer", "plain-http jwks_uri", "plain-http token_endpoint", "symmetric alg"],
+)
+async def test_a_discovery_document_the_console_must_not_use_is_refused(
+    governed: Governed, entry: dict[str, object], says: str
+) -> None:
+    with RunningProvider() as liar:
+        liar.discovery_overrides = entry
+        port = free_port()
+        with ConsoleServer(
+            governed.settings, port=port, signin=_config(liar, port, public=False)
+        ) as console:
+            async with httpx.AsyncClient(base_url=console.url, timeout=60) as http:
+                resp = await http.get("/login")
+                assert resp.status_code == 400
+                problem = resp.text.split('id="problem">', 1)[1].split("</p>", 1)[0]
+                assert says in problem, problem
+                assert "location" not in resp.headers
+                # Not kept: once the document is right, sign-in starts.
+                liar.discovery_overrides = {}
+                assert (await http.get("/login")).status_code == 303
+
+
+async def test_a_key_the_issuer_dropped_stops_signing_anyone_in(
+    governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RunningProvider() as provider:
+        port = free_port()
+        config = _config(provider, port, public=False)
+        with ConsoleServer(governed.settings, port=port, signin=config) as console:
+            site = Site(provider, console, console)
+            async with _client(console) as http:
+                assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
+            # The issuer rotates: its JWKS now holds only a new key, under the
+            # same kid, and someone still holds the dropped one.
+            dropped = provider.key
+            provider.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            provider.signer = dropped
+            # Past the keys' max age (the console's clock, not the test's, moves).
+            later = time.monotonic() + 2 * 3600
+            monkeypatch.setattr(signin_module, "monotonic", lambda: later)
+            async with _client(console) as http:
+                resp = await _sign_in(site, http, ["ecp-viewers"])
+                assert resp.status_code == 400
+                assert "bad_signature" in resp.text
+                assert SESSION_COOKIE not in http.cookies
+            provider.signer = None
+            async with _client(console) as http:
+                assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
+
+
+async def test_a_plain_http_issuer_off_loopback_is_never_asked(governed: Governed) -> None:
+    port = free_port()
+    config = SignInConfig(
+        issuer_url="http://idp.example",
+        client_id=CLIENT_ID,
+        redirect_uri=f"http://127.0.0.1:{port}/auth/callback",
+        session_key=secrets.token_bytes(32),
+        role_values=_ROLES,
+    )
+    with ConsoleServer(governed.settings, port=port, signin=config) as console:
+        async with httpx.AsyncClient(base_url=console.url, timeout=60) as http:
+            resp = await http.get("/login")
+            assert resp.status_code == 400
+            assert "issuer &#39;http://idp.example&#39; uses plain http" in resp.text
+
+
 async def test_a_tampered_session_is_no_session(site: Site) -> None:
     async with _client(site.console) as http:
         assert (await _sign_in(site, http, ["ecp-viewers"])).status_code == 200
@@ -198,9 +332,15 @@ async def test_only_an_approver_may_post_an_approval(site: Site, governed: Gover
         )
         assert refused.status_code == 403
         assert "approver" in refused.text
+        viewers_token = token
     async with _client(site.console) as http:
         page = await _sign_in(site, http, ["ecp-approvers"])
         token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        # Another session's token, or none, is not this session's form.
+        for sent in ({"csrf": viewers_token}, {}):
+            resp = await http.post(path, data={**sent, "payload": "e30=", "signature": "AA=="})
+            assert resp.status_code == 403
+            assert "not from this console session" in resp.text
         # Past the role check: the console itself refuses a closed execution.
         resp = await http.post(
             path, data={"csrf": token, "payload": "e30=", "signature": "A" * 86 + "=="}

@@ -94,10 +94,31 @@ def test_bad_evidence_appends_nothing(sqlite_url: str, worker) -> None:
             {**doc, "predicate": {**doc["predicate"], "extra": 1}},
             {**doc, "predicate": {**doc["predicate"], "outcome": {"status": "failed"}}},
             {**doc, "predicate": {**doc["predicate"], "finishedAt": "2020-01-01T00:00:00Z"}},
+            # The gate admits a body between the start of its checks and the
+            # outcome, and never admits what it denies.
+            {**doc, "predicate": {**doc["predicate"], "admittedAt": "2025-01-02T03:04:04Z"}},
+            {**doc, "predicate": {**doc["predicate"], "admittedAt": "2025-01-02T03:04:07Z"}},
+            {**doc, "predicate": {**doc["predicate"], "admittedAt": "yesterday"}},
+            {
+                **doc,
+                "predicate": {
+                    **doc["predicate"],
+                    "admittedAt": "2025-01-02T03:04:05.5Z",
+                    "outcome": {"status": "denied", "reasonCode": "x", "reason": "no"},
+                },
+            },
         ]
         for bad in bad_docs:
             with pytest.raises(MalformedEvidenceError):
                 ledger.append(sign_envelope(INTOTO_PAYLOAD_TYPE, canonical_json(bad), worker))
+        admitted = {
+            **doc,
+            "predicate": {**doc["predicate"], "admittedAt": "2025-01-02T03:04:05.5Z"},
+        }
+        ok = ledger.append(sign_envelope(INTOTO_PAYLOAD_TYPE, canonical_json(admitted), worker))
+        assert parse_evidence(ledger.entry(ok.index).envelope).predicate.admitted_at == (
+            "2025-01-02T03:04:05.5Z"
+        )
         with pytest.raises(MalformedEvidenceError):
             ledger.append(b"{not json")
         with pytest.raises(MalformedEvidenceError):
@@ -107,7 +128,7 @@ def test_bad_evidence_appends_nothing(sqlite_url: str, worker) -> None:
             ledger.append(sign_envelope(INTOTO_PAYLOAD_TYPE, pretty, worker))
         with pytest.raises(MalformedEvidenceError):
             ledger.append_many([make_envelope(5, worker), b"[]"])
-        assert ledger.head().size == 0
+        assert ledger.head().size == 1  # the admitted one only
 
 
 def test_trusted_worker_signature_required(sqlite_url: str, worker) -> None:

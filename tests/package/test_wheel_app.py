@@ -101,9 +101,20 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    # uv resolves and installs the wheel's declared dependencies like pip does
+    # (nothing is shared with this venv), in a few seconds instead of ~25.
+    uv = Path(sys.executable).parent / "uv"
     subprocess.run(
-        [str(root / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        [
+            str(uv),
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(root / "bin" / "python"),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )
