@@ -20,15 +20,27 @@ so a lone caller pays no added latency and a busy process gets large batches.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_ALL: weakref.WeakSet[GroupCommit[Any, Any]] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for group in list(_ALL):
+        group._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _Request(Generic[T, R]):
@@ -57,6 +69,15 @@ class GroupCommit(Generic[T, R]):
         self._max_items = max_items
         self._lock = threading.Lock()
         self._queue: deque[_Request[T, R]] = deque()
+        self._busy = False
+        _ALL.add(self)
+
+    def _after_fork(self) -> None:
+        # A forked child has only the forking thread: requests queued by other
+        # threads (and a leader's role) belong to the parent, and the lock may
+        # have been held at the fork.
+        self._lock = threading.Lock()
+        self._queue = deque()
         self._busy = False
 
     def submit(self, items: Sequence[T]) -> list[R]:

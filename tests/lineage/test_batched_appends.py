@@ -181,6 +181,37 @@ def test_an_error_reaches_every_caller_of_its_batch_and_no_other() -> None:
     assert group.submit([5]) == [50]  # the queue is usable after a failed batch
 
 
+def _submit_in_child(group: GroupCommit[int, int], q) -> None:  # type: ignore[no-untyped-def]
+    q.put(group.submit([7]))
+
+
+def test_a_forked_child_does_not_inherit_a_running_batch() -> None:
+    running, release = threading.Event(), threading.Event()
+
+    def run(reqs: list[Sequence[int]]) -> list[list[int]]:
+        if not running.is_set():
+            running.set()
+            release.wait()
+        return [[x * 10 for x in r] for r in reqs]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    lead = threading.Thread(target=group.submit, args=([1],))
+    lead.start()
+    running.wait()  # the parent's batch is running (its leader holds the role)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_submit_in_child, args=(group, q))
+    child.start()
+    child.join(60)
+    if child.exitcode is None:  # hung on the parent's batch: leave nothing behind
+        child.kill()
+        child.join()
+    release.set()
+    lead.join()
+    assert child.exitcode == 0
+    assert q.get(timeout=5) == [70]  # the child led its own batch
+
+
 def test_concurrent_callers_of_one_ledger_share_transactions(
     ledger_url: str, worker, log_signer
 ) -> None:
