@@ -23,6 +23,7 @@ __all__ = [
     "canonical_json",
     "digest_bytes",
     "digest_json",
+    "is_canonical_json",
     "parse_json_strict",
     "printable",
 ]
@@ -154,3 +155,57 @@ def digest_json(value: Mapping[str, object] | list[object] | object) -> Digest:
         CanonicalizationError: see :func:`canonical_json`.
     """
     return digest_bytes(canonical_json(value))
+
+
+# The largest integer magnitude RFC 8785 encodes (an IEEE double holds it exactly).
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def _plain(value: object) -> bool:
+    r"""Whether :func:`json.dumps` writes ``value`` exactly as RFC 8785 does.
+
+    True for objects, arrays, strings, booleans, null and integers within
+    ±(2**53 - 1), with no object key outside the Basic Multilingual Plane:
+    then RFC 8785 is sorted keys (UTF-16 order equals code-point order
+    inside the BMP), no whitespace, UTF-8 and JSON's minimal escapes
+    (``\b \f \n \r \t``, other controls as lowercase ``\u00xx``), which
+    :func:`json.dumps` produces. Floats have ES6 number formatting, so any
+    float is not plain.
+    """
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) or v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
+                continue
+            return False
+        if isinstance(v, dict):
+            for k in v:
+                if not isinstance(k, str) or (not k.isascii() and max(k) > "\uffff"):
+                    return False
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        else:
+            return False
+    return True
+
+
+def is_canonical_json(data: bytes, value: object) -> bool:
+    """Whether ``data`` is exactly the RFC 8785 form of ``value``.
+
+    ``value`` is what :func:`parse_json_strict` read from ``data``. Plain
+    values (see :func:`_plain`) are compared against :func:`json.dumps`,
+    which is an order of magnitude faster than the general encoder; the
+    rest go through :func:`canonical_json`.
+
+    Raises:
+        CanonicalizationError: ``value`` has no canonical form (see
+            :func:`canonical_json`).
+    """
+    if _plain(value):
+        fast = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return fast.encode("utf-8") == data
+    return canonical_json(value) == data

@@ -22,6 +22,7 @@ __all__ = [
     "ResourceDescriptor",
     "Statement",
     "parse_statement",
+    "statement_from_document",
 ]
 
 #: DSSE payloadType of in-toto attestations.
@@ -112,6 +113,18 @@ def parse_statement(data: bytes | str) -> Statement:
         doc = parse_json_strict(data)
     except CanonicalizationError as exc:
         raise StatementError(f"statement is not valid JSON: {exc}") from exc
+    return statement_from_document(doc)
+
+
+def statement_from_document(doc: object) -> Statement:
+    """Validate an in-toto Statement already read by ``parse_json_strict``.
+
+    For callers that need the parsed document too (a canonical-form check),
+    so the payload is parsed once.
+
+    Raises:
+        StatementError: as for :func:`parse_statement`, but for the JSON syntax.
+    """
     if not isinstance(doc, dict):
         raise StatementError("statement must be a JSON object")
     stmt_type = doc.get("_type")

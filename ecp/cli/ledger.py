@@ -315,6 +315,15 @@ def verify(
         ),
     ] = None,
     trust_store: Annotated[Path | None, typer.Option("--trust-store", help=_TRUST_HELP)] = None,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also recompute the stored tree root after every entry (about five times "
+            "slower; by default it is compared at each checkpoint and the head, and after "
+            "every entry whenever damage is found).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute every hash, check every entry's signature and all checkpoints.
 
@@ -331,7 +340,7 @@ def verify(
         expected = latest.checkpoint.origin if latest is not None else None
         key = _parse_log_key(key_arg, expected)
         public = key.public_key if isinstance(key, NoteVerifier) else key
-        report = ledger.verify_all(public, trust=trust)
+        report = ledger.verify_all(public, trust=trust, deep=deep)
     typer.echo(
         f"ok: {report.size} entries signed by trusted keys, root {report.root_hash.hex()}, "
         f"{report.checkpoints} checkpoints verified"

@@ -43,6 +43,7 @@ from ecp.authority._canonical import (
     Digest,
     canonical_json,
     digest_bytes,
+    is_canonical_json,
     parse_json_strict,
     printable,
 )
@@ -52,11 +53,16 @@ from ecp.authority._intoto import (
     STATEMENT_TYPE_V1,
     ResourceDescriptor,
     Statement,
-    parse_statement,
+    statement_from_document,
 )
 from ecp.authority._keys import Signer
 from ecp.authority._truststore import KeyRole, TrustStore
-from ecp.authority.errors import AuthorityError, StatementError, VerificationError
+from ecp.authority.errors import (
+    AuthorityError,
+    CanonicalizationError,
+    StatementError,
+    VerificationError,
+)
 from ecp.lineage.ledger.errors import (
     EvidenceSignatureError,
     MalformedEvidenceError,
@@ -377,7 +383,12 @@ def parse_evidence(envelope: Envelope | bytes | str) -> Evidence:
             f"payloadType {envelope.payload_type[:100]!r} is not {INTOTO_PAYLOAD_TYPE!r}"
         )
     try:
-        statement = parse_statement(envelope.payload)
+        # Parsed once: the same document is checked for canonical form below.
+        try:
+            doc = parse_json_strict(envelope.payload)
+        except CanonicalizationError as exc:
+            raise StatementError(f"statement is not valid JSON: {exc}") from exc
+        statement = statement_from_document(doc)
     except StatementError as exc:
         raise MalformedEvidenceError(f"not an in-toto Statement: {exc}") from exc
     if statement.type != STATEMENT_TYPE_V1:
@@ -403,11 +414,11 @@ def parse_evidence(envelope: Envelope | bytes | str) -> Evidence:
         where = ".".join(str(p) for p in first["loc"])[:200] or "predicate"
         raise MalformedEvidenceError(f"predicate {printable(where)}: {first['msg']}") from exc
     try:
-        canonical = canonical_json(parse_json_strict(envelope.payload))
+        canonical = is_canonical_json(envelope.payload, doc)
     except AuthorityError as exc:
         # e.g. an integer beyond 2**53 in the predicate: valid JSON, no JCS form.
         raise NonCanonicalEvidenceError(f"statement payload has no canonical form: {exc}") from exc
-    if canonical != envelope.payload:
+    if not canonical:
         raise NonCanonicalEvidenceError("statement payload is not RFC 8785 canonical JSON")
     return Evidence(envelope, statement, predicate, evidence_id_of(envelope.payload))
 

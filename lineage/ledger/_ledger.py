@@ -3,7 +3,9 @@
 Entries are evidence envelopes (see :mod:`ecp.lineage.ledger._evidence`); the leaf is the
 envelope's canonical JSON. Appends are atomic, idempotent (one entry per
 evidence id) and serialised across processes by a lock on the log head (see
-:mod:`ecp.lineage.ledger._store`). Proofs read O(log n) stored subtree hashes. A new
+:mod:`ecp.lineage.ledger._store`), taken once per batch: the concurrent
+appends of one process are sequenced together (see
+:mod:`ecp.lineage.ledger._batch`). Proofs read O(log n) stored subtree hashes. A new
 checkpoint is signed only after proving it consistent with the previous one.
 """
 
@@ -25,6 +27,7 @@ from sqlalchemy.engine import Connection
 from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Signer
 from ecp.authority._truststore import TrustStore
+from ecp.lineage.ledger._batch import GroupCommit
 from ecp.lineage.ledger._checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
 from ecp.lineage.ledger._cosignature import Cosignature, add_cosignatures, cosignatures
 from ecp.lineage.ledger._evidence import EvidenceId, parse_evidence, verify_evidence_signature
@@ -43,6 +46,7 @@ from ecp.lineage.ledger._merkle import (
     verify_consistency,
 )
 from ecp.lineage.ledger._receipt import Receipt, entry_leaf
+from ecp.lineage.ledger._scan import ScanMismatch, scan_entries
 from ecp.lineage.ledger._store import (
     CHECKPOINT,
     ENTRY,
@@ -196,6 +200,8 @@ class Ledger:
         self._origin = origin
         self._every = checkpoint_every
         self._witnesses = tuple(witnesses)
+        # Concurrent appends of this process are sequenced together (see _batch).
+        self._group: GroupCommit[_Prepared, AppendResult] = GroupCommit(self._append_batch)
 
     @classmethod
     def open(
@@ -293,7 +299,10 @@ class Ledger:
         """Append several envelopes in one transaction, in order.
 
         All are validated before anything is written; repeats (within the
-        batch or of stored entries) map to the existing entry.
+        batch or of stored entries) map to the existing entry. The
+        transaction may also carry the appends of other threads calling
+        this ledger at the same time (see :mod:`ecp.lineage.ledger._batch`);
+        it returns once that transaction has committed.
 
         Raises:
             MalformedEvidenceError, NonCanonicalEvidenceError,
@@ -303,6 +312,16 @@ class Ledger:
         prepared = [self._prepare(e) for e in envelopes]
         if not prepared:
             return []
+        return self._group.submit(prepared)
+
+    def _append_batch(self, requests: list[Sequence[_Prepared]]) -> list[list[AppendResult]]:
+        """Sequence the queued requests of concurrent callers in one transaction.
+
+        Each request's entries stay consecutive and in order; a checkpoint
+        issued by the batch covers every request, so each request's last
+        result carries it.
+        """
+        prepared = [p for req in requests for p in req]
         now = datetime.now(UTC)
         results: list[AppendResult] = []
 
@@ -351,8 +370,16 @@ class Ledger:
         last = results[-1].checkpoint if results else None
         if issued and last is not None and self._witnesses:
             # Asked after the commit: no witness round trip holds the log's lock.
-            results[-1] = _with_checkpoint(results[-1], self._witness(issued[-1], last))
-        return results
+            last = self._witness(issued[-1], last)
+        out: list[list[AppendResult]] = []
+        start = 0
+        for req in requests:
+            mine = results[start : start + len(req)]
+            start += len(req)
+            if last is not None:
+                mine[-1] = _with_checkpoint(mine[-1], last)
+            out.append(mine)
+        return out
 
     # --- reading --------------------------------------------------------------
 
@@ -789,19 +816,117 @@ class Ledger:
     # --- auditing -------------------------------------------------------------
 
     def verify_all(
-        self, log_key: Ed25519PublicKey | None = None, *, trust: TrustStore | None = None
+        self,
+        log_key: Ed25519PublicKey | None = None,
+        *,
+        trust: TrustStore | None = None,
+        deep: bool = False,
     ) -> VerifyReport:
         """Recompute every entry hash and the whole tree; check every checkpoint.
 
         Checks, in log order: sequence numbers are gap-free; each entry's bytes
         hash to its leaf hash and evidence id; with ``trust``, each entry is
         signed by a trusted key of a role allowed for it (an operator of the
-        database can rewrite rows and hashes, but cannot sign); the root after
-        each entry is the
-        stored one (catches reordering); every stored subtree hash is the
-        recomputed one; the head matches; then every checkpoint's signature
-        (with ``log_key``), its root against the recomputed tree at its size,
-        and consistency between successive checkpoints.
+        database can rewrite rows and hashes, but cannot sign); every stored
+        subtree hash is the recomputed one; the head matches; then every
+        checkpoint's signature (with ``log_key``), its root against the
+        recomputed tree at its size, and consistency between successive
+        checkpoints.
+
+        The stored root after each entry (``root_after``, read by nothing but
+        this check) is compared at every checkpoint size and the head; with
+        ``deep``, after every entry (about five times slower). Whenever the
+        fast pass finds damage, the exact pass runs to name the first bad
+        entry, so reordered or replaced entries are named exactly either way.
+
+        Raises:
+            TamperError: the first damage found, naming the first bad entry index.
+            LedgerUnavailableError: the database is unreachable.
+        """
+        if deep:
+            return self._verify_exact(log_key, trust)
+        try:
+            return self._verify_fast(log_key, trust)
+        except ScanMismatch as found:
+            # The exact pass names the damage precisely; it cannot pass where
+            # the fast one failed, but if it did, the fast finding stands.
+            self._verify_exact(log_key, trust)
+            raise TamperError(found.index, f"stored log damaged: {found}") from None
+
+    def _verify_fast(
+        self, log_key: Ed25519PublicKey | None, trust: TrustStore | None
+    ) -> VerifyReport:
+        check = None
+        if trust is not None:
+            store = trust
+
+            def check(i: int, leaf: bytes) -> None:
+                _check_signed(i, leaf, store)
+
+        with self._db.read(snapshot=True) as conn:
+            head = self._db.read_head(conn)
+            cp_rows = conn.execute(
+                select(
+                    CHECKPOINT.c.id, CHECKPOINT.c.size, CHECKPOINT.c.origin, CHECKPOINT.c.note
+                ).order_by(CHECKPOINT.c.id)
+            ).all()
+            wanted = {int(r.size) for r in cp_rows if 0 <= int(r.size) <= head.size}
+            wanted.add(head.size)
+            result = scan_entries(
+                self._db.bulk_query(conn),
+                qmark="?" if self._db.is_sqlite else "%s",
+                size=head.size,
+                wanted=wanted,
+                per_entry=check,
+            )
+            top, count = conn.execute(select(func.max(ENTRY.c.seq), func.count())).one()
+            if count != head.size or (count and top != head.size - 1):
+                raise ScanMismatch(None, f"{count} entries stored, the head says {head.size}")
+            if result.roots[head.size] != head.root_hash or b"".join(result.border) != head.border:
+                raise ScanMismatch(None, "head")
+            nodes_count = conn.execute(select(func.count()).select_from(NODE)).scalar_one()
+            if nodes_count != head.size - head.size.bit_count():
+                raise ScanMismatch(None, "subtree row count")
+            roots = {k: Hash(v) for k, v in result.roots.items()}
+            self._verify_checkpoints(conn, cp_rows, log_key, roots, head.size)
+        return VerifyReport(head.size, Hash(head.root_hash), len(cp_rows))
+
+    def _verify_checkpoints(
+        self,
+        conn: Connection,
+        cp_rows: Sequence[Any],
+        log_key: Ed25519PublicKey | None,
+        roots: Mapping[int, Hash],
+        log_size: int,
+    ) -> None:
+        prev: Checkpoint | None = None
+        for r in cp_rows:
+            cp = self._verify_stored_checkpoint(
+                r.id, r.size, r.origin, r.note, log_key, roots, log_size
+            )
+            if prev is not None:
+                if prev.origin != cp.origin:
+                    raise TamperError(None, f"checkpoint #{r.id} changes the origin")
+                if cp.size < prev.size:
+                    raise TamperError(cp.size, f"checkpoint #{r.id} is smaller than an earlier one")
+                if prev.size > 0:
+                    try:
+                        proof = consistency_proof(prev.size, cp.size, _Lookup(conn))
+                        verify_consistency(prev.size, cp.size, prev.root_hash, cp.root_hash, proof)
+                    except ProofError as exc:
+                        raise TamperError(
+                            prev.size,
+                            f"checkpoint #{r.id} is not consistent with the previous one: {exc}",
+                        ) from exc
+            prev = cp
+
+    def _verify_exact(
+        self, log_key: Ed25519PublicKey | None, trust: TrustStore | None
+    ) -> VerifyReport:
+        """The exact pass: as :meth:`verify_all`, also recomputing the root after every entry.
+
+        The root after each entry names the first reordered or replaced
+        entry exactly; entries are read in chunks through SQLAlchemy.
 
         Raises:
             TamperError: the first damage found, naming the first bad entry index.
@@ -864,31 +989,7 @@ class Ledger:
                     f"{nodes_count} subtree rows stored, expected "
                     f"{head.size - head.size.bit_count()}",
                 )
-            prev: Checkpoint | None = None
-            for r in cp_rows:
-                cp = self._verify_stored_checkpoint(
-                    r.id, r.size, r.origin, r.note, log_key, roots, head.size
-                )
-                if prev is not None:
-                    if prev.origin != cp.origin:
-                        raise TamperError(None, f"checkpoint #{r.id} changes the origin")
-                    if cp.size < prev.size:
-                        raise TamperError(
-                            cp.size, f"checkpoint #{r.id} is smaller than an earlier one"
-                        )
-                    if prev.size > 0:
-                        try:
-                            proof = consistency_proof(prev.size, cp.size, _Lookup(conn))
-                            verify_consistency(
-                                prev.size, cp.size, prev.root_hash, cp.root_hash, proof
-                            )
-                        except ProofError as exc:
-                            raise TamperError(
-                                prev.size,
-                                f"checkpoint #{r.id} is not consistent "
-                                f"with the previous one: {exc}",
-                            ) from exc
-                prev = cp
+            self._verify_checkpoints(conn, cp_rows, log_key, roots, head.size)
         return VerifyReport(head.size, Hash(head.root_hash), len(cp_rows))
 
     @staticmethod
