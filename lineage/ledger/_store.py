@@ -19,7 +19,9 @@ Writers serialise on the head: SQLite with ``BEGIN IMMEDIATE`` (the database
 write lock, waited for up to the busy timeout), PostgreSQL with
 ``SELECT … FOR UPDATE`` on the head row. Connection and I/O faults become
 :class:`~ecp.lineage.ledger.errors.LedgerUnavailableError`; the transaction has then
-rolled back, so nothing is half-written.
+rolled back, so nothing is half-written. The database refusing the values of
+an append's rows (a data or integrity error) becomes
+:class:`~ecp.lineage.ledger.errors.EntryRefusedError`, also rolled back.
 
 The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`)
 speak to the driver directly, because statement compilation in SQLAlchemy

@@ -71,8 +71,8 @@ def _refuse_poison(url: str) -> None:
         finally:
             con.close()
     else:
-        with psycopg.connect(_dsn(url), autocommit=True) as con:
-            con.execute(
+        with psycopg.connect(_dsn(url), autocommit=True) as pg:
+            pg.execute(
                 "ALTER TABLE ledger_entry ADD CONSTRAINT refuse_poison "
                 f"CHECK (workflow_id <> '{POISON_WF}')"
             )
@@ -144,7 +144,7 @@ def _cobatched(
 
 
 def _check_others_appended(
-    ledger: Ledger, out: dict[int, object], envs: dict[int, Envelope], log_signer: Any
+    ledger: Ledger, out: dict[int, object], envs: dict[int, Envelope], log_signer: Ed25519FileSigner
 ) -> None:
     indexes = []
     for k, env in envs.items():
@@ -158,7 +158,9 @@ def _check_others_appended(
     assert ledger.verify_all(log_signer.public_key, deep=True).size == len(envs)
 
 
-def test_a_refused_entry_fails_only_its_own_append(ledger_url: str, worker, log_signer) -> None:
+def test_a_refused_entry_fails_only_its_own_append(
+    ledger_url: str, worker: Ed25519FileSigner, log_signer: Ed25519FileSigner
+) -> None:
     with open_unverified(ledger_url) as ledger:
         _refuse_poison(ledger_url)
         lead_env = make_envelope(0, worker)
@@ -187,7 +189,7 @@ def test_a_refused_entry_fails_only_its_own_append(ledger_url: str, worker, log_
 
 
 def test_a_refused_request_of_several_entries_fails_whole(
-    ledger_url: str, worker, log_signer
+    ledger_url: str, worker: Ed25519FileSigner, log_signer: Ed25519FileSigner
 ) -> None:
     # append_many is one request: all of it is written or none, batched or not.
     with open_unverified(ledger_url) as ledger:
@@ -209,7 +211,7 @@ def test_a_refused_request_of_several_entries_fails_whole(
 
 
 def test_a_nul_that_bypassed_the_validator_fails_only_its_own_append(
-    pg_url: str, worker, log_signer
+    pg_url: str, worker: Ed25519FileSigner, log_signer: Ed25519FileSigner
 ) -> None:
     # The red-team case: PostgreSQL's text columns cannot hold NUL (psycopg
     # refuses the value: a DataError). Evidence and the gate refuse NUL ids
