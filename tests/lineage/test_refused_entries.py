@@ -132,11 +132,13 @@ def _cobatched(
         # The leader has taken its batch and waits on the database's lock (a
         # state condition, no timing): everything queued now forms the next batch.
         while not (group._busy and not group._queue and sizes):
+            assert leader.is_alive(), f"the leader ended before its batch ran: {out}"
             time.sleep(0.001)
         threads = [threading.Thread(target=call, args=(k, fn)) for k, fn in enumerate(calls)]
         for th in threads:
             th.start()
         while len(group._queue) < len(calls):
+            assert all(th.is_alive() for th in threads), f"a caller ended unqueued: {out}"
             time.sleep(0.001)
     for th in [leader, *threads]:
         th.join()
