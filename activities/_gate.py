@@ -54,6 +54,7 @@ from ecp.authority.errors import (
     ExecutionInterruptedError,
     VerificationError,
 )
+from ecp.errors import EcpError
 from ecp.lineage.ledger._evidence import IDENTITY_MAX_CHARS
 
 __all__ = [
@@ -572,29 +573,58 @@ class _Gate(ActivityInboundInterceptor):
     async def _record_quietly(self, rec: GateRecord) -> None:
         # The body already ran: failing the attempt now would make Temporal
         # run it again. Only this record can prove the outcome (the authority
-        # never writes one), so try a few times across a short outage; if it
-        # still cannot be written the outcome stays unproven, and the prove
-        # step and the cross-check say so.
-        for delay in _RECORD_RETRY_DELAYS:
-            try:
-                await asyncio.to_thread(self._c.evidence.record, rec)
-                return
-            except Exception as exc:  # noqa: BLE001 - never turn a done body into a retry
-                last = exc
-                if not getattr(exc, "retryable", False):
-                    break
-                await asyncio.sleep(delay)
-        log.error(
-            "could not record %s evidence for %s/%s: %s",
-            rec.outcome,
-            rec.workflow_id,
-            rec.activity_id,
-            last,
-        )
+        # never writes one), so keep trying for a while; if it still cannot
+        # be written the outcome stays unproven, and the prove step and the
+        # cross-check say so.
+        await _record_after_body(self._c.evidence, rec)
 
 
 #: Pauses between attempts to write the record of a body that ran (~15 s in all).
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+async def _record_after_body(
+    sink: EvidenceSink, rec: GateRecord, delays: Sequence[float] = _RECORD_RETRY_DELAYS
+) -> bool:
+    """Write the evidence of a body that ran, retrying; True once it is written.
+
+    Gives up early only on an ECP error that says retrying cannot help (not
+    ``retryable``: the record cannot form valid evidence, or the ledger
+    refused this entry's values). Any other exception is a fault nobody
+    classified (a driver error the ledger does not map, a bug in a sink): it
+    may pass, and giving up on it would lose the only proof of the outcome,
+    so it is retried like an outage. Nothing is raised: see ``_record_quietly``.
+    """
+    last: Exception | None = None
+    for attempt, delay in enumerate((*delays, None), start=1):
+        try:
+            await asyncio.to_thread(sink.record, rec)
+            return True
+        except Exception as exc:  # whatever it is, a done body is never retried
+            last = exc
+            final = isinstance(exc, EcpError) and not exc.retryable
+            if final or delay is None:
+                break
+            if not isinstance(exc, EcpError):
+                log.warning(
+                    "unexpected error recording %s evidence for %s/%s (attempt %d), retrying",
+                    rec.outcome,
+                    rec.workflow_id,
+                    rec.activity_id,
+                    attempt,
+                    exc_info=exc,
+                )
+            await asyncio.sleep(delay)
+    log.error(
+        "could not record %s evidence for %s/%s after %d attempt(s); the outcome is unproven: %s",
+        rec.outcome,
+        rec.workflow_id,
+        rec.activity_id,
+        attempt,
+        last,
+        exc_info=last if not isinstance(last, EcpError) else None,
+    )
+    return False
 
 
 def _interrupted(

@@ -14,6 +14,14 @@ holds its entries has committed, and gets the batch's error otherwise (then
 none of the batch was written). A process killed mid-batch loses only
 entries whose callers were never told they were appended.
 
+A stranger's entry must not cost a caller its own: when a batch fails with
+an error that may be due to one request's values (``isolate`` says which; the
+ledger's :class:`~ecp.lineage.ledger.errors.EntryRefusedError`), the batch is
+split in halves and each half runs again, down to single requests, so only
+the requests the database refuses on their own fail (about ``2 log2 n``
+more transactions for one bad request among ``n``). Any other error (the
+database unreachable) still reaches every caller of the batch.
+
 No timer: a batch is whatever queued while the previous one was committing,
 so a lone caller pays no added latency and a busy process gets large batches.
 """
@@ -59,14 +67,22 @@ class GroupCommit(Generic[T, R]):
 
     ``run`` gets one item list per request, in queue order, and returns one
     result list per request (same order); if it raises, every request of that
-    batch gets the exception.
+    batch gets the exception, unless ``isolate`` holds for it and the batch has
+    more than one request: then each half of the batch is run on its own
+    (recursively), so the error reaches only the requests that fail alone.
+    ``run`` must have written nothing when it raises.
     """
 
     def __init__(
-        self, run: Callable[[list[Sequence[T]]], list[list[R]]], *, max_items: int = 512
+        self,
+        run: Callable[[list[Sequence[T]]], list[list[R]]],
+        *,
+        max_items: int = 512,
+        isolate: Callable[[BaseException], bool] = lambda _exc: False,
     ) -> None:
         self._run = run
         self._max_items = max_items
+        self._isolate = isolate
         self._lock = threading.Lock()
         self._queue: deque[_Request[T, R]] = deque()
         self._busy = False
@@ -84,7 +100,8 @@ class GroupCommit(Generic[T, R]):
         """Queue ``items`` as one request and return their results once committed.
 
         Raises:
-            BaseException: whatever ``run`` raised for the batch holding this request.
+            BaseException: whatever ``run`` raised for the batch holding this
+                request (for an ``isolate`` error: for this request alone).
         """
         req: _Request[T, R] = _Request(items)
         with self._lock:
@@ -133,8 +150,22 @@ class GroupCommit(Generic[T, R]):
     def _run_batch(self, batch: list[_Request[T, R]]) -> None:
         try:
             results = self._run([r.items for r in batch])
-        except BaseException as exc:  # every caller of the batch sees it
-            for r in batch:
+        except BaseException as exc:
+            if len(batch) > 1 and isinstance(exc, Exception) and self._isolate(exc):
+                # Perhaps one request's fault: halves, in queue order, so the
+                # good requests' entries keep their relative order.
+                half = len(batch) // 2
+                try:
+                    self._run_batch(batch[:half])
+                    self._run_batch(batch[half:])
+                except BaseException as stop:  # interrupted: none may wait forever
+                    for r in batch:
+                        if not r.done:
+                            r.error = stop
+                            r.done = True
+                    raise
+                return
+            for r in batch:  # every caller of the batch sees it
                 r.error = exc
                 r.done = True
             if not isinstance(exc, Exception):

@@ -61,6 +61,7 @@ from ecp.lineage.ledger._store import (
 from ecp.lineage.ledger.errors import (
     CheckpointOriginError,
     EntryNotFoundError,
+    EntryRefusedError,
     EvidenceError,
     EvidenceSignatureError,
     InconsistentCheckpointError,
@@ -201,7 +202,11 @@ class Ledger:
         self._every = checkpoint_every
         self._witnesses = tuple(witnesses)
         # Concurrent appends of this process are sequenced together (see _batch).
-        self._group: GroupCommit[_Prepared, AppendResult] = GroupCommit(self._append_batch)
+        # A batch the database refuses is split until only the request whose
+        # values it refuses fails (one caller's bad entry costs no other its own).
+        self._group: GroupCommit[_Prepared, AppendResult] = GroupCommit(
+            self._append_batch, isolate=lambda exc: isinstance(exc, EntryRefusedError)
+        )
 
     @classmethod
     def open(
@@ -291,6 +296,8 @@ class Ledger:
                 allowed for this evidence signed the envelope.
             InconsistentCheckpointError: an automatic checkpoint was refused
                 (nothing is appended then).
+            EntryRefusedError: the database refused to store this entry's
+                values (final; appends batched with it are written without it).
             LedgerUnavailableError: the database is unreachable; nothing was written.
         """
         return self.append_many([envelope])[0]
@@ -307,7 +314,8 @@ class Ledger:
         Raises:
             MalformedEvidenceError, NonCanonicalEvidenceError,
             EvidenceSignatureError, InconsistentCheckpointError,
-            LedgerUnavailableError: as for :meth:`append`; nothing is written.
+            EntryRefusedError, LedgerUnavailableError: as for :meth:`append`;
+                nothing of this call is written (one refused entry refuses the call).
         """
         prepared = [self._prepare(e) for e in envelopes]
         if not prepared:

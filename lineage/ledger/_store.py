@@ -19,7 +19,9 @@ Writers serialise on the head: SQLite with ``BEGIN IMMEDIATE`` (the database
 write lock, waited for up to the busy timeout), PostgreSQL with
 ``SELECT … FOR UPDATE`` on the head row. Connection and I/O faults become
 :class:`~ecp.lineage.ledger.errors.LedgerUnavailableError`; the transaction has then
-rolled back, so nothing is half-written.
+rolled back, so nothing is half-written. The database refusing the values of
+an append's rows (a data or integrity error) becomes
+:class:`~ecp.lineage.ledger.errors.EntryRefusedError`, also rolled back.
 
 The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`)
 speak to the driver directly, because statement compilation in SQLAlchemy
@@ -70,7 +72,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlmodel import Field, SQLModel
 
-from ecp.lineage.ledger.errors import LedgerUnavailableError
+from ecp.lineage.ledger.errors import EntryRefusedError, LedgerUnavailableError
 
 __all__ = [
     "CHECKPOINT",
@@ -451,6 +453,8 @@ class LedgerDatabase:
 
         Raises:
             LedgerUnavailableError: see :meth:`guard`; nothing was written.
+            EntryRefusedError: the database refused the values of the rows
+                (naming every new entry of the transaction); nothing was written.
         """
         ids = sorted(set(evidence_ids))
         if self.is_sqlite:
@@ -492,15 +496,16 @@ class LedgerDatabase:
         if p is None:
             return
         to_db = self._time_to_db
-        raw.executemany(
-            _SQL_ENTRY_ROW.replace("%s", "?"),
-            [(*e[:5], to_db(e[5]), *e[6:]) for e in p.entries],
-        )
-        if p.nodes:
-            raw.executemany("INSERT INTO ledger_node (node_id, hash) VALUES (?, ?)", p.nodes)
-        raw.execute(
-            _SQL_SET_HEAD.replace("%s", "?"), (p.head.size, p.head.root_hash, p.head.border)
-        )
+        with _refusals(p):
+            raw.executemany(
+                _SQL_ENTRY_ROW.replace("%s", "?"),
+                [(*e[:5], to_db(e[5]), *e[6:]) for e in p.entries],
+            )
+            if p.nodes:
+                raw.executemany("INSERT INTO ledger_node (node_id, hash) VALUES (?, ?)", p.nodes)
+            raw.execute(
+                _SQL_SET_HEAD.replace("%s", "?"), (p.head.size, p.head.root_hash, p.head.border)
+            )
         if p.after is not None:
             p.after(conn)
 
@@ -573,7 +578,8 @@ class LedgerDatabase:
         params.extend((p.head.size, p.head.root_hash, p.head.border))
         if p.after is None:
             parts.append("COMMIT")
-        conn.exec_driver_sql("; ".join(parts), tuple(params))
+        with _refusals(p):
+            conn.exec_driver_sql("; ".join(parts), tuple(params))
         if p.after is not None:
             p.after(conn)
             cur.execute("COMMIT")
@@ -646,6 +652,36 @@ class LedgerDatabase:
 
 
 _PG_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+#: What a database says when it will not store the values it was given (as
+#: opposed to not answering): PostgreSQL's SQLSTATE classes 22 and 23 (a NUL in
+#: a text column, a value too long, a constraint), SQLite's constraints. The
+#: bare drivers' own and SQLAlchemy's wrappers of them.
+_REFUSALS: tuple[type[BaseException], ...] = (
+    sa_exc.DataError,
+    sa_exc.IntegrityError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+)
+
+
+@contextmanager
+def _refusals(p: AppendPlan) -> Iterator[None]:
+    """Map the database refusing the plan's rows to :class:`EntryRefusedError`.
+
+    Only around the writes of entry, subtree and head rows: a refusal there is
+    about the values of some entry, so the batch can be split to find whose
+    (a fault of ``plan.after``, the checkpoint, is not).
+    """
+    try:
+        yield
+    except _REFUSALS as exc:
+        orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+        lines = str(orig).strip().splitlines()
+        reason = lines[0] if lines else type(orig).__name__
+        raise EntryRefusedError(tuple(e[1] for e in p.entries), reason) from exc
 
 
 class _WriterQueue:

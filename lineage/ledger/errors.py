@@ -16,6 +16,7 @@ __all__ = [
     "CheckpointOriginError",
     "ConsistencyProofError",
     "EntryNotFoundError",
+    "EntryRefusedError",
     "EvidenceError",
     "EvidenceSignatureError",
     "HashLengthError",
@@ -303,6 +304,28 @@ class EntryNotFoundError(LedgerError):
     """No entry (or tree size) as asked for exists in the log."""
 
     code = "ledger_entry_not_found"
+
+
+class EntryRefusedError(LedgerError):
+    """The database refused to store an entry's values (a data or integrity error).
+
+    Final: the same values are refused again, so retrying does not help.
+    Only the request that carried them fails; the appends that shared its
+    transaction are written without it (see :mod:`ecp.lineage.ledger._batch`).
+
+    Attributes:
+        evidence_ids: the evidence ids of the refused append (one request's).
+        reason: the database's first line about it.
+    """
+
+    code = "ledger_entry_refused"
+
+    def __init__(self, evidence_ids: tuple[str, ...], reason: str) -> None:
+        shown = ", ".join(evidence_ids[:3])
+        more = f" and {len(evidence_ids) - 3} more" if len(evidence_ids) > 3 else ""
+        super().__init__(f"the ledger database refused evidence {shown}{more}: {reason}")
+        self.evidence_ids = evidence_ids
+        self.reason = reason
 
 
 class NoCheckpointError(LedgerError):
