@@ -15,6 +15,14 @@ several hosts). Both checks are unique constraints, so check-and-record is
 one atomic insert per slot, safe across processes without locks: two racing
 consumers cannot take the same slot, and no more than ``max_attempts``
 slots exist.
+
+The store also remembers which attempts *ended* (:meth:`ReplayGuard.end`:
+the gate saw the body return or raise). An attempt that took a use and never
+ended belongs to a worker that died while its body may have been running.
+When such an attempt holds one of the uses and the next attempt finds them
+all taken, the refusal is :class:`OutcomeUnknownError` rather than plain
+exhaustion: the body may have had its side effect, nobody knows how it
+ended, and only a person can tell (at-most-once: it is never run again).
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from ecp.authority.errors import (
     AttemptInProgressError,
     GrantAttemptsExhaustedError,
     GrantReplayedError,
+    OutcomeUnknownError,
     ReplayStoreUnavailableError,
     RequestReplayedError,
 )
 
 __all__ = [
+    "AttemptEnd",
     "AttemptLease",
     "ClaimedRequest",
     "ConsumedGrant",
@@ -100,7 +110,7 @@ class ReplayGuard(Protocol):
         ...
 
     def end(self, grant_id: str, attempt: int) -> None:
-        """Release ``attempt``'s lease (a no-op if it does not hold it).
+        """Record that ``attempt`` ended and release its lease (if it holds it).
 
         Raises:
             ReplayStoreUnavailableError: the store cannot answer (retryable).
@@ -123,6 +133,8 @@ class ReplayGuard(Protocol):
         is raised.
 
         Raises:
+            OutcomeUnknownError: every use is taken and at least one attempt
+                that took a use never ended (its body may have run).
             RequestReplayedError, AttemptInProgressError,
             GrantAttemptsExhaustedError, GrantReplayedError,
             ReplayStoreUnavailableError: as the parts do.
@@ -179,7 +191,18 @@ def _in_progress(grant_id: str, holder: int, until: datetime) -> AttemptInProgre
     )
 
 
-def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
+def _exhausted(
+    grant_id: str, max_attempts: int, unended: Sequence[int] = ()
+) -> GrantAttemptsExhaustedError:
+    """The refusal once every use is taken; unknown if an attempt never ended."""
+    if unended:
+        last = max(unended)
+        return OutcomeUnknownError(
+            f"grant {grant_id} used all {max_attempts} use(s) and attempt(s) "
+            f"{', '.join(map(str, sorted(unended)))} never ended: the body of attempt {last} "
+            "may have run; check the side effect before re-running",
+            tuple(sorted(unended)),
+        )
     return GrantAttemptsExhaustedError(
         f"grant {grant_id} was already honoured {max_attempts} time(s), its max_attempts"
     )
@@ -192,6 +215,7 @@ class InMemoryReplayGuard:
         self._seen: set[tuple[str, int]] = set()
         self._claims: dict[str, str] = {}
         self._leases: dict[str, tuple[int, datetime]] = {}
+        self._ended: set[tuple[str, int]] = set()
         self._now = clock
         self._lock = threading.Lock()
 
@@ -206,6 +230,7 @@ class InMemoryReplayGuard:
     def end(self, grant_id: str, attempt: int) -> None:
         """See :meth:`ReplayGuard.end`."""
         with self._lock:
+            self._ended.add((grant_id, attempt))
             if self._leases.get(grant_id, (None,))[0] == attempt:
                 del self._leases[grant_id]
 
@@ -247,7 +272,12 @@ class InMemoryReplayGuard:
             if (grant_id, attempt) in self._seen:
                 raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
             if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
-                raise _exhausted(grant_id, max_attempts)
+                unended = [
+                    a
+                    for g, a in self._seen
+                    if g == grant_id and a >= 1 and (g, a) not in self._ended
+                ]
+                raise _exhausted(grant_id, max_attempts, unended)
             for request in requests:
                 self._claims[request] = grant_id
             self._leases[grant_id] = (attempt, until)
@@ -295,7 +325,21 @@ class AttemptLease(SQLModel, table=True):
     until: datetime
 
 
-_TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease)
+class AttemptEnd(SQLModel, table=True):
+    """An attempt whose end the gate saw (its body returned or raised). Storage only.
+
+    A table of its own, so that stores created before it existed only gain a
+    table (created on first use) and need no migration.
+    """
+
+    __tablename__ = "ecp_grant_attempt_ends"
+
+    grant_id: str = Field(primary_key=True, max_length=128)
+    attempt: int = Field(primary_key=True)
+    ended_at: datetime
+
+
+_TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease, AttemptEnd)
 
 
 def _insert_ignoring_conflicts(engine: Engine) -> Callable[[Table], Any]:
@@ -446,11 +490,18 @@ class SqlReplayGuard:
         raise _in_progress(grant_id, held.attempt, held.until)
 
     def end(self, grant_id: str, attempt: int) -> None:
-        """See :meth:`ReplayGuard.end`."""
+        """See :meth:`ReplayGuard.end`: the end and the release in one transaction."""
         self._ensure_table()
         table = AttemptLease.__table__  # type: ignore[attr-defined]
+        ends = AttemptEnd.__table__  # type: ignore[attr-defined]
+        insert = _insert_ignoring_conflicts(self.engine)
         try:
             with self.engine.begin() as conn:
+                conn.execute(
+                    insert(ends).values(
+                        grant_id=grant_id, attempt=attempt, ended_at=now_utc(self._clock)
+                    )
+                )
                 conn.execute(
                     table.delete().where(table.c.grant_id == grant_id, table.c.attempt == attempt)
                 )
@@ -549,7 +600,23 @@ class SqlReplayGuard:
                     row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
                     if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
                         return
-                raise _exhausted(grant_id, max_attempts)
+                ends = AttemptEnd.__table__  # type: ignore[attr-defined]
+                # Real attempts (>= 1; close() writes negative ones) that took
+                # a use and whose end nobody saw.
+                unended = (
+                    conn.execute(
+                        sa_select(uses.c.attempt).where(
+                            uses.c.grant_id == grant_id,
+                            uses.c.attempt >= 1,
+                            ~sa_select(ends.c.attempt)
+                            .where(ends.c.grant_id == grant_id, ends.c.attempt == uses.c.attempt)
+                            .exists(),
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                raise _exhausted(grant_id, max_attempts, unended)
         except SQLAlchemyError as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store unavailable: {type(exc).__name__}"

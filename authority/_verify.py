@@ -31,6 +31,7 @@ from ecp.authority.errors import (
     GrantSchemaError,
     InitiatorMismatchError,
     NamespaceMismatchError,
+    OutcomeUnknownError,
     PolicyDigestMismatchError,
     RunMismatchError,
     UnknownSchemaVersionError,
@@ -139,6 +140,8 @@ def verify_grant(
             PolicyDigestMismatchError, DecisionMismatchError: bound to another call.
         EnvironmentMismatchError: issued for another worker environment.
         GrantAttemptsExhaustedError: the attempt exceeds the grant's max_attempts.
+        OutcomeUnknownError: the same, and an attempt that took a use never
+            ended (its body may have run); carries the verified grant.
         GrantReplayedError: this attempt of the grant was used before.
         RequestReplayedError: another grant already ran this request.
         AttemptInProgressError: another attempt of the grant may still be
@@ -206,11 +209,18 @@ def verify_grant(
         requests.append(request_key(c.namespace, "signed-request", grant.request_id, ""))
     # No two attempts of one grant at once: the lease lasts as long as the
     # policy lets one attempt run. All of it in one atomic step.
-    replay.admit(
-        requests,
-        grant.grant_id,
-        expected.attempt,
-        now + timedelta(seconds=grant.scope.execute_timeout_seconds),
-        grant.scope.max_attempts,
-    )
+    try:
+        replay.admit(
+            requests,
+            grant.grant_id,
+            expected.attempt,
+            now + timedelta(seconds=grant.scope.execute_timeout_seconds),
+            grant.scope.max_attempts,
+        )
+    except OutcomeUnknownError as exc:
+        # Everything above verified: the gate may record the unknown outcome
+        # under this grant (and only then; a refusal of anything unverified
+        # never carries one).
+        exc.verified = VerifiedGrant(grant, envelope, verified.key)
+        raise
     return VerifiedGrant(grant, envelope, verified.key)

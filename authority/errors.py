@@ -60,6 +60,7 @@ __all__ = [
     "MalformedSignatureError",
     "NamespaceMismatchError",
     "NonCanonicalPayloadError",
+    "OutcomeUnknownError",
     "PasskeyAssertionError",
     "PayloadTypeError",
     "PolicyBundleError",
@@ -352,6 +353,29 @@ class GrantAttemptsExhaustedError(GrantReplayedError):
     """The attempt number exceeds the grant's ``max_attempts`` scope."""
 
     code = "grant_attempts_exhausted"
+
+
+class OutcomeUnknownError(GrantAttemptsExhaustedError):
+    """Every use of the grant is taken, and an attempt that took one never ended.
+
+    That attempt's worker died after the gate let its body start: the body
+    may have run (its side effect may have happened) and nobody recorded how
+    it ended. At-most-once forbids running it again, and reporting it as done
+    or failed would be a guess: a person must check the side effect.
+
+    Attributes:
+        attempts: The Temporal attempt numbers that began and never ended.
+        verified: Set by the verifier to the ``VerifiedGrant`` it established
+            (typed ``object`` to keep this module free of the verifier); the
+            gate records an ``unknown`` outcome only when it is one.
+    """
+
+    code = "outcome_unknown"
+
+    def __init__(self, message: str, attempts: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.verified: object | None = None
 
 
 class GrantRefusedError(AuthorityError):

@@ -27,6 +27,7 @@ from ecp._wire import (
     ACTIVITY_PROVE,
     GOVERNANCE_ACTIVITIES,
     INTERRUPTED_TYPE,
+    OUTCOME_UNKNOWN_TYPE,
     SCOPE_ACTIVITY_ID_PREFIX,
     SCOPE_HEADER,
     is_denial_type,
@@ -71,6 +72,9 @@ class GovernanceStatus:
 
     OK = "ok"  # ran (or failed) under a verifying grant, with verifying evidence
     DENIED = "denied"  # refused before the body ran, with evidence of the denial
+    #: The gate recorded an unknown outcome (a body may have run, nobody saw
+    #: it end): not a violation of governance, but flagged for a person.
+    UNKNOWN = "unknown"
     VIOLATION = "violation"
 
 
@@ -101,7 +105,8 @@ class Finding:
         node: The graph node id (``activity:...``), or ``ledger:<i>`` for
             evidence that names no execution in the histories.
         workflow_id, run_id, activity_id, activity_type: The execution.
-        outcome: ``completed``, ``failed``, ``interrupted``, ``denied`` or ``not_started``.
+        outcome: ``completed``, ``failed``, ``interrupted``, ``unknown``, ``denied``
+            or ``not_started``.
         grant: ``verified``, ``missing``, ``n/a`` or the verifier's error code.
         grant_id: The grant's id (from the header, or the evidence).
         evidence: ``verified``, ``missing`` or what is wrong with it.
@@ -176,6 +181,8 @@ def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
             by_sched[f.scheduled_event_id].outcome = (
                 "interrupted"
                 if ftype == INTERRUPTED_TYPE
+                else "unknown"
+                if ftype == OUTCOME_UNKNOWN_TYPE
                 else "denied"
                 if is_denial_type(ftype)
                 else "failed"
@@ -343,7 +350,9 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     claims = grant_claims(envelope) if envelope is not None else None
     grant_id = str(claims.get("grant_id", "")) if claims else ""
     violations: list[str] = []
-    body_ran = x.outcome in ("completed", "failed", "interrupted")
+    # Unknown: this attempt was refused, but an earlier one under the same
+    # grant may have run the body, so the grant must hold as for a run.
+    body_ran = x.outcome in ("completed", "failed", "interrupted", "unknown")
     scoped = a.header.fields.get(SCOPE_HEADER)
     if envelope is None and scoped is not None:
         grant, grant_id = _check_scope(x, bytes(scoped.data), ctx)
@@ -368,6 +377,8 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
         if violations
         else GovernanceStatus.DENIED
         if x.outcome in ("denied", "not_started")
+        else GovernanceStatus.UNKNOWN
+        if x.outcome == "unknown"
         else GovernanceStatus.OK
     )
     return Finding(

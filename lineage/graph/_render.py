@@ -197,7 +197,7 @@ def to_dot(g: nx.DiGraph) -> str:
         colour = _GOVERNANCE_COLOURS.get(str(d.get("governance", "")))
         if colour:
             attrs.append(f'color="{colour}", penwidth=2.2')
-        elif d.get("status") in ("failed", "denied", "interrupted", "timed_out"):
+        elif d.get("status") in ("failed", "denied", "interrupted", "unknown", "timed_out"):
             attrs.append('color="#c62828"')
         return f"    {ids[n]} [{', '.join(attrs)}];"
 
