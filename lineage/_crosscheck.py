@@ -7,10 +7,20 @@ it, does the entry agree with the history, and does its receipt verify
 against a signed checkpoint. Evidence for a workflow that names an execution
 the histories do not contain is a violation too (unless it records a denial
 before execution).
+
+One kind of such evidence the history does account for: Temporal keeps only
+the *last* attempt of an activity, so the gate's record of an earlier attempt
+whose body ran (and whose completion never reached Temporal: the worker died
+after the record, or the server dropped the report) names an attempt the
+history no longer shows. When the record verifies, names the same activity
+and grant, and the history shows a later attempt of that very activity, it is
+listed as a *note* (:class:`Note`), not a violation; anything short of that
+stays ``evidence_without_execution``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +54,7 @@ from ecp.authority.errors import AuthorityError
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph._history import RunHistory
 from ecp.lineage.ledger._cosignature import WitnessPolicy
-from ecp.lineage.ledger._evidence import parse_evidence, verify_evidence_signature
+from ecp.lineage.ledger._evidence import Evidence, parse_evidence, verify_evidence_signature
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import Receipt, verify_receipt
 from ecp.lineage.ledger._store import ENTRY
@@ -61,6 +71,7 @@ __all__ = [
     "CrossCheckReport",
     "Finding",
     "GovernanceStatus",
+    "Note",
     "Violation",
     "annotate_graph",
     "cross_check",
@@ -75,7 +86,21 @@ class GovernanceStatus:
     #: The gate recorded an unknown outcome (a body may have run, nobody saw
     #: it end): not a violation of governance, but flagged for a person.
     UNKNOWN = "unknown"
+    #: Evidence of an earlier attempt the history accounts for (see :class:`Note`).
+    NOTED = "noted"
     VIOLATION = "violation"
+
+
+class Note:
+    """Stable codes of findings that are listed but are not violations."""
+
+    #: The gate's record of an earlier attempt whose body ran and whose end
+    #: (completed, or interrupted) never reached Temporal: the history shows
+    #: a later attempt of the same activity under the same grant.
+    RETRIED_AFTER_LOST_COMPLETION = "retried_after_lost_completion"
+    #: The gate's record of an earlier attempt whose body failed; Temporal
+    #: retried it (the history shows a later attempt, same activity and grant).
+    RETRIED_AFTER_FAILURE = "retried_after_failure"
 
 
 class Violation:
@@ -113,6 +138,7 @@ class Finding:
         ledger_index: The entry's index, or -1.
         status: One of :class:`GovernanceStatus`.
         violations: Codes from :class:`Violation`, with detail after a colon.
+        notes: Codes from :class:`Note`, with detail after a colon (never violations).
     """
 
     node: str
@@ -127,6 +153,7 @@ class Finding:
     ledger_index: int
     status: str
     violations: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,8 +424,67 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     )
 
 
+#: (namespace, workflow id, run id, activity id) -> the history's last attempt
+#: of that activity, its type and the grant id its header carried.
+_LastAttempts = dict[tuple[str, str, str, str], tuple[int, str, str]]
+
+
+def _last_attempts(executions: Iterable[_Execution]) -> _LastAttempts:
+    out: _LastAttempts = {}
+    for x in executions:
+        a = x.scheduled.activity_task_scheduled_event_attributes
+        envelope = grant_envelope(a.header)
+        claims = grant_claims(envelope) if envelope is not None else None
+        grant_id = str(claims.get("grant_id", "")) if claims else ""
+        key = (x.namespace, x.workflow_id, x.run_id, a.activity_id)
+        if x.attempt > out.get(key, (0, "", ""))[0]:
+            out[key] = (x.attempt, a.activity_type.name, grant_id)
+    return out
+
+
+def _earlier_attempt(
+    ns: str, wf: str, r: Row[Any, Any, Any], ev: Evidence, last: _LastAttempts, ctx: _Context
+) -> str | None:
+    """The note for an entry of an earlier attempt the history accounts for, if it is one.
+
+    All of: the body ran in that attempt (completed, failed, interrupted);
+    the record's signature verifies; the history shows a *later* attempt of
+    the same activity id, of the same activity type, carrying a grant with
+    the same id. Otherwise ``None``, and the entry stays a violation.
+    """
+    p = ev.predicate
+    status = p.outcome.status.value
+    if status not in ("completed", "failed", "interrupted"):
+        return None
+    seen = last.get((ns, wf, str(r.run_id), str(r.activity_id)))
+    if seen is None:
+        return None
+    last_attempt, activity_type, grant_id = seen
+    if (
+        p.activity.activity_type != activity_type
+        or not grant_id
+        or p.grant_id != grant_id
+        or p.activity.attempt >= last_attempt
+    ):
+        return None
+    try:
+        verify_evidence_signature(ev, ctx.trust, datetime.now(UTC))
+    except (EvidenceError, AuthorityError):
+        return None
+    code = Note.RETRIED_AFTER_FAILURE if status == "failed" else Note.RETRIED_AFTER_LOST_COMPLETION
+    return (
+        f"{code}: entry {r.seq} records attempt {p.activity.attempt} {status}; the history "
+        f"shows attempt {last_attempt} of {r.activity_id} under the same grant (Temporal "
+        "keeps only an activity's last attempt)"
+    )
+
+
 def _unmatched_evidence(
-    histories: Sequence[RunHistory], matched: set[int], proven: set[int], ctx: _Context
+    histories: Sequence[RunHistory],
+    matched: set[int],
+    proven: set[int],
+    last: _LastAttempts,
+    ctx: _Context,
 ) -> list[Finding]:
     out: list[Finding] = []
     workflows = {(h.namespace, h.workflow_id) for h in histories}
@@ -447,6 +533,15 @@ def _unmatched_evidence(
                             f"{Violation.EVIDENCE_WITHOUT_EXECUTION}: entry {r.seq} records a "
                             f"denial of {r.activity_id} that no step of the history reports"
                         ],
+                    )
+                )
+            elif (note := _earlier_attempt(ns, wf, r, ev, last, ctx)) is not None:
+                out.append(
+                    dataclasses.replace(
+                        _orphan(wf, r, status, p.grant_id or "", "verified", []),
+                        activity_type=p.activity.activity_type,
+                        status=GovernanceStatus.NOTED,
+                        notes=(note,),
                     )
                 )
             else:
@@ -524,16 +619,18 @@ def cross_check(
     types = frozenset(governed_types)
     ctx = _Context(ledger, trust, log_key, origin, witnesses)
     findings: list[Finding] = []
+    governed: list[_Execution] = []
     for h in runs:
         executions, _ = _executions(h)
         for x in executions:
             if _is_governed(x, types, ledger):
+                governed.append(x)
                 findings.append(_finding(x, ctx))
     matched = {f.ledger_index for f in findings if f.ledger_index >= 0}
     # What each prove step told the workflow must be what the log holds.
     proofs = [p for h in runs for p in _prove_findings(h, ctx)]
     proven = {p.ledger_index for p in proofs if p.ledger_index >= 0}
-    findings.extend(_unmatched_evidence(runs, matched, proven, ctx))
+    findings.extend(_unmatched_evidence(runs, matched, proven, _last_attempts(governed), ctx))
     findings.extend(proofs)
     return CrossCheckReport(tuple(findings))
 

@@ -37,7 +37,13 @@ _SHAPES = {
     NodeKind.GRANT: "hexagon",
     NodeKind.LEDGER: "cylinder",
 }
-_GOVERNANCE_COLOURS = {"ok": "#2e7d32", "denied": "#ef6c00", "violation": "#c62828"}
+_GOVERNANCE_COLOURS = {
+    "ok": "#2e7d32",
+    "denied": "#ef6c00",
+    "violation": "#c62828",
+    "unknown": "#e65100",
+    "noted": "#0550ae",
+}
 _FILL = {
     NodeKind.ARTIFACT: "#f5f5f5",
     NodeKind.DECISION: "#e3f2fd",
