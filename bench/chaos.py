@@ -8,9 +8,12 @@ and executor workers as separate ``python -m ecp worker`` processes. Submits N
 governed actions concurrently (allowed, approval-needing and approved by this
 script, policy-denied, forged grants) while a seeded schedule SIGKILLs and
 restarts workers (also aimed: inside a slow body after its side effect, right
-after a body returned, during an approval update), restarts PostgreSQL, cuts
-the ledger connection and restarts the dev server. Then checks every action
-and prints one JSON object on its last line.
+after a body returned, in the middle of a ledger append, during an approval
+update), restarts PostgreSQL, cuts the ledger connection and restarts the dev
+server. Then checks every action and prints one JSON object on its last line.
+
+Exit status: 0 when every count that must be 0 is 0 (``outcome_unknown`` and
+``crosscheck_notes`` may be non-zero: see docs/reliability.md), 1 otherwise.
 
     python bench/chaos.py --quick                 # 200 actions, CI-sized
     python bench/chaos.py --n 1000 --seed 7 --backend sqlite
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.converter import default as default_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
@@ -59,7 +65,7 @@ from ecp.authority._grant import CallBinding, issue_grant  # noqa: E402
 from ecp.authority._keys import Ed25519FileSigner, load_public_key  # noqa: E402
 from ecp.authority._policy import PolicyBundle, PolicyRequest  # noqa: E402
 from ecp.authority._truststore import TrustStore  # noqa: E402
-from ecp.lineage._crosscheck import cross_check  # noqa: E402
+from ecp.lineage._crosscheck import GovernanceStatus, cross_check  # noqa: E402
 from ecp.lineage.graph._history import fetch_histories  # noqa: E402
 from ecp.lineage.ledger._evidence import parse_evidence  # noqa: E402
 from ecp.lineage.ledger._ledger import Ledger  # noqa: E402
@@ -75,6 +81,17 @@ AUTHORITY_KEYS = ("authority.key", "log.key", "recorder.key", "truststore.json")
 EXECUTOR_KEYS = ("worker.key", "truststore.json")
 #: The uses each kind's policy grants (the example bundle's @max_attempts).
 MAX_USES = {"allowed": 3, "approval": 3, "infra": 2}
+#: The counts that must be 0 for a run to pass (the exit status says which).
+MUST_BE_ZERO = (
+    "lost",
+    "wrong_outcome",
+    "overuse",
+    "ungated",
+    "missing_evidence",
+    "gaps",
+    "forks",
+    "crosscheck_findings",
+)
 #: What the policy says each kind must end as.
 EXPECTED = {
     "allowed": "completed",
@@ -151,6 +168,7 @@ class Action:
     outcome: str = ""  # terminal outcome seen at the end; "" if none
     reason: str = ""
     grant_id: str = ""
+    ledger_index: int = -1
     approved: bool = False
 
 
@@ -170,28 +188,37 @@ class Run:
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     heads: list[tuple[int, bytes]] = field(default_factory=list)
+    #: PostgreSQL application_name (PGAPPNAME) of each worker process: how an
+    #: aimed fault finds the process whose ledger append is in progress.
+    app_names: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The driver's own transaction holding the ledger head lock (aimed fault).
+    head_lock: Any = None
 
     def spawn(self, role: str) -> None:
+        name = f"chaos-{role}-{len(self.app_names)}"
         with (self.tmp / f"{role}.log").open("ab") as out:
             p = subprocess.Popen(
                 [sys.executable, "-m", "ecp", "worker", "--role", role],
-                env=self.envs[role],
+                env={**self.envs[role], "PGAPPNAME": name},
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         self.procs.setdefault(role, []).append(p)
+        self.app_names[name] = p
 
-    def kill_one(self, role: str, rng: random.Random, fault: str) -> None:
-        alive = [p for p in self.procs.get(role, []) if p.poll() is None]
-        if not alive:
-            return
-        p = rng.choice(alive)
+    def kill(self, role: str, p: subprocess.Popen[bytes], fault: str) -> None:
         p.send_signal(signal.SIGKILL)
         p.wait()
         self.procs[role].remove(p)
         self.count(fault)
         self.spawn(role)
+
+    def kill_one(self, role: str, rng: random.Random, fault: str) -> None:
+        alive = [p for p in self.procs.get(role, []) if p.poll() is None]
+        if not alive:
+            return
+        self.kill(role, rng.choice(alive), fault)
 
     def count(self, fault: str) -> None:
         self.faults[fault] = self.faults.get(fault, 0) + 1
@@ -461,14 +488,17 @@ async def _faults(
         "kill_authority",
         "aimed_body",
         "aimed_after_return",
+        "aimed_ledger_append",
         "cut_ledger",
         "restart_postgres",
         "restart_temporal",
     ]
-    weights = [4, 3, 4, 2, 2, 2, 1]
+    weights = [4, 3, 4, 2, 2, 2, 2, 1]
     if run.pg is None:
         weights[kinds.index("restart_postgres")] = 0
         weights[kinds.index("cut_ledger")] = 0
+        # Aimed through PostgreSQL's lock view; SQLite has none.
+        weights[kinds.index("aimed_ledger_append")] = 0
     while not stop.is_set() and sum(run.faults.values()) < budget:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(*interval))
@@ -498,6 +528,16 @@ async def _faults(
                 await asyncio.sleep(0.05)
             if new:
                 run.kill_one("executor", rng, kind)
+        elif kind == "aimed_ledger_append" and run.pg is not None:
+            try:
+                victim = await asyncio.to_thread(_append_in_progress, run, 5.0)
+                if victim is not None:
+                    # Killed while its append waits inside its transaction.
+                    run.kill(*victim, kind)
+            except psycopg.Error as exc:  # PostgreSQL restarting, lock not had in 2 s
+                _log(f"aimed_ledger_append skipped: {type(exc).__name__}")
+            finally:
+                await asyncio.to_thread(_release_head, run)
         elif kind == "cut_ledger" and run.proxy is not None:
             await run.proxy.cut()
             run.count(kind)
@@ -518,6 +558,52 @@ async def _faults(
                 ui_port=run.temporal.ui_port,
                 log_file=run.tmp / "temporal.log",
             )
+
+
+def _append_in_progress(run: Run, within: float) -> tuple[str, subprocess.Popen[bytes]] | None:
+    """Hold the ledger's head lock until a worker's append waits on it; name that worker.
+
+    A PostgreSQL append is one transaction that begins by locking the head
+    row (``SELECT ... FOR UPDATE``). Holding that lock from here stops the
+    next append *inside* its transaction; ``pg_stat_activity`` names the
+    waiting backend's ``application_name``, which is the worker process's
+    PGAPPNAME. The lock stays held (see :func:`_release_head`) so the kill
+    lands while the append is still open.
+    """
+    assert run.pg is not None
+    conn = psycopg.connect(
+        f"host=127.0.0.1 port={run.pg.port} user=postgres dbname=ecp connect_timeout=5"
+    )
+    run.head_lock = conn
+    conn.execute("SET lock_timeout = '2s'")
+    conn.execute("SELECT 1 FROM ledger_head WHERE id = 1 FOR UPDATE")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={run.pg.port} user=postgres dbname=ecp connect_timeout=5",
+            autocommit=True,
+        ) as look:
+            rows = look.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = 'ecp' "
+                "AND wait_event_type = 'Lock' AND query ILIKE '%ledger_head%' "
+                "AND application_name LIKE 'chaos-%'"
+            ).fetchall()
+        for (name,) in rows:
+            p = run.app_names.get(name)
+            if p is not None and p.poll() is None:
+                role = name.split("-")[1]
+                return role, p
+        time.sleep(0.05)
+    return None
+
+
+def _release_head(run: Run) -> None:
+    conn, run.head_lock = run.head_lock, None
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 async def _supervise(run: Run, stop: asyncio.Event) -> None:
@@ -568,6 +654,7 @@ async def _outcome(client: Client, a: Action) -> None:
         return
     r = await client.get_workflow_handle(a.wf_id, result_type=GovernedResult).result()
     a.outcome, a.reason, a.grant_id = r.outcome, r.reason, r.grant_id
+    a.ledger_index = r.ledger_index
 
 
 async def _wait_all(client: Client, actions: list[Action], deadline: float) -> None:
@@ -581,6 +668,23 @@ async def _wait_all(client: Client, actions: list[Action], deadline: float) -> N
         await asyncio.sleep(1)
 
 
+def _grant_uses(url: str) -> tuple[dict[str, list[int]], set[tuple[str, int]]]:
+    """The single-use store: each grant's real attempts (>= 1) and which of them ended."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            used = conn.execute(
+                text("SELECT grant_id, attempt FROM ecp_grant_uses WHERE attempt >= 1")
+            ).all()
+            ended = conn.execute(text("SELECT grant_id, attempt FROM ecp_grant_attempt_ends")).all()
+    finally:
+        engine.dispose()
+    uses: dict[str, list[int]] = {}
+    for g, a in used:
+        uses.setdefault(str(g), []).append(int(a))
+    return uses, {(str(g), int(a)) for g, a in ended}
+
+
 def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, Any]:
     journal = run.journal()
     runs: dict[str, int] = {}
@@ -589,14 +693,20 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
             runs[e["workflow_id"]] = runs.get(e["workflow_id"], 0) + 1
     by_id = {a.wf_id: a for a in actions}
     lost = [a.wf_id for a in actions if not a.outcome]
-    # Every use of the grant was taken by an attempt killed after (or in) its
-    # body: the outcome is unknown, and nothing runs again. Today the workflow
-    # reports it as failed with ecp.grant_attempts_exhausted (docs/reliability.md).
+    uses, ended = _grant_uses(run.direct_db_url)
+    # "unknown" is right only where the policy's uses were all taken by
+    # attempts that never ended (killed in or after the body), the body ran no
+    # more often than that, and the gate's record came with a receipt;
+    # anything else reported unknown is a wrong outcome.
     unknown = [
         a.wf_id
         for a in actions
-        if a.outcome == "failed"
-        and ("grant_attempts_exhausted" in a.reason or "already honoured" in a.reason)
+        if a.outcome == "unknown"
+        and a.kind in MAX_USES
+        and a.ledger_index >= 0
+        and len(taken := uses.get(a.grant_id, [])) == MAX_USES[a.kind]
+        and not any((a.grant_id, t) in ended for t in taken)
+        and runs.get(a.wf_id, 0) <= MAX_USES[a.kind]
     ]
     wrong = [
         (a.wf_id, a.kind, a.outcome, a.reason[:160])
@@ -641,6 +751,9 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
         findings = [
             (f.workflow_id, f.activity_type, f.outcome, f.violations) for f in report_cc.violations
         ]
+        # Listed, not violations: earlier attempts the history accounts for.
+        noted = [f for f in report_cc.findings if f.status == GovernanceStatus.NOTED]
+        note_kinds = Counter(n.split(":")[0] for f in noted for n in f.notes)
     finally:
         ledger.close()
     outcomes: dict[str, int] = {}
@@ -657,6 +770,8 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
         "gaps": gaps,
         "forks": forks,
         "crosscheck_findings": len(findings),
+        "crosscheck_notes": len(noted),
+        "crosscheck_note_kinds": dict(note_kinds),
         "ledger_size": size,
         "checkpoints": checkpoints,
         "body_runs": sum(runs.values()),
@@ -795,7 +910,12 @@ def main() -> None:
     # SIGTERM as Ctrl-C, so the finally blocks stop every process started.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     out = asyncio.run(_main(args))
+    failed = [k for k in MUST_BE_ZERO if out.get(k)]
+    out["passed"] = not failed
     print(json.dumps(out, sort_keys=False))
+    if failed:
+        _log(f"FAILED: non-zero {', '.join(failed)}")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
