@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -320,14 +321,21 @@ class _Gate(ActivityInboundInterceptor):
             await self._end_quietly(verified, info.attempt)
             raise
         await self._close_quietly(verified)
-        await self._end_quietly(verified, info.attempt)
+        await self._end_quietly(verified, info.attempt, completed=True)
         return result
 
-    async def _end_quietly(self, verified: VerifiedGrant, attempt: int) -> None:
+    async def _end_quietly(
+        self, verified: VerifiedGrant, attempt: int, *, completed: bool = False
+    ) -> None:
         # Releasing the lease early only lets a retry start sooner; if the
-        # store cannot answer, the lease simply expires.
+        # store cannot answer, the lease simply expires (and the attempt
+        # counts as never ended: a later refusal says the outcome is unknown).
         try:
-            await asyncio.to_thread(self._c.replay.end, verified.grant.grant_id, attempt)
+            await asyncio.to_thread(
+                functools.partial(
+                    self._c.replay.end, verified.grant.grant_id, attempt, completed=completed
+                )
+            )
         except AuthorityError as exc:
             log.error("could not release the lease of %s: %s", verified.grant.grant_id, exc)
 

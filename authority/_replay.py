@@ -17,12 +17,15 @@ consumers cannot take the same slot, and no more than ``max_attempts``
 slots exist.
 
 The store also remembers which attempts *ended* (:meth:`ReplayGuard.end`:
-the gate saw the body return or raise). An attempt that took a use and never
-ended belongs to a worker that died while its body may have been running.
-When such an attempt holds one of the uses and the next attempt finds them
-all taken, the refusal is :class:`OutcomeUnknownError` rather than plain
-exhaustion: the body may have had its side effect, nobody knows how it
-ended, and only a person can tell (at-most-once: it is never run again).
+the gate saw the body return or raise) and which of them *completed*. An
+attempt that took a use and never ended belongs to a worker that died while
+its body may have been running. When the next attempt finds every use taken
+and one of them belongs to such an attempt, or to one that completed (a
+completed body closes its grant, so a further attempt means Temporal never
+received that completion), the refusal is :class:`OutcomeUnknownError`
+rather than plain exhaustion: the body ran or may have, the workflow cannot
+know how it ended, and only a person can tell (at-most-once: it is never run
+again).
 """
 
 from __future__ import annotations
@@ -109,8 +112,10 @@ class ReplayGuard(Protocol):
         """
         ...
 
-    def end(self, grant_id: str, attempt: int) -> None:
-        """Record that ``attempt`` ended and release its lease (if it holds it).
+    def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
+        """Record that ``attempt`` ended (``completed``: its body returned) and release its lease.
+
+        The lease is released only if ``attempt`` holds it.
 
         Raises:
             ReplayStoreUnavailableError: the store cannot answer (retryable).
@@ -134,7 +139,8 @@ class ReplayGuard(Protocol):
 
         Raises:
             OutcomeUnknownError: every use is taken and at least one attempt
-                that took a use never ended (its body may have run).
+                that took a use never ended (its body may have run) or
+                completed (its completion never reached Temporal).
             RequestReplayedError, AttemptInProgressError,
             GrantAttemptsExhaustedError, GrantReplayedError,
             ReplayStoreUnavailableError: as the parts do.
@@ -192,9 +198,21 @@ def _in_progress(grant_id: str, holder: int, until: datetime) -> AttemptInProgre
 
 
 def _exhausted(
-    grant_id: str, max_attempts: int, unended: Sequence[int] = ()
+    grant_id: str,
+    max_attempts: int,
+    unended: Sequence[int] = (),
+    completed: Sequence[int] = (),
 ) -> GrantAttemptsExhaustedError:
-    """The refusal once every use is taken; unknown if an attempt never ended."""
+    """The refusal once every use is taken; unknown if an attempt never ended or completed."""
+    if completed:
+        last = max(completed)
+        return OutcomeUnknownError(
+            f"grant {grant_id} used all {max_attempts} use(s); attempt {last} completed but "
+            "its completion never reached Temporal, so its result is lost: the body of "
+            f"attempt {last} ran; check the side effect before re-running",
+            tuple(sorted(unended)),
+            tuple(sorted(completed)),
+        )
     if unended:
         last = max(unended)
         return OutcomeUnknownError(
@@ -215,7 +233,8 @@ class InMemoryReplayGuard:
         self._seen: set[tuple[str, int]] = set()
         self._claims: dict[str, str] = {}
         self._leases: dict[str, tuple[int, datetime]] = {}
-        self._ended: set[tuple[str, int]] = set()
+        #: (grant, attempt) -> whether that attempt's body completed.
+        self._ended: dict[tuple[str, int], bool] = {}
         self._now = clock
         self._lock = threading.Lock()
 
@@ -227,10 +246,10 @@ class InMemoryReplayGuard:
                 raise _in_progress(grant_id, *held)
             self._leases[grant_id] = (attempt, until)
 
-    def end(self, grant_id: str, attempt: int) -> None:
+    def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
         """See :meth:`ReplayGuard.end`."""
         with self._lock:
-            self._ended.add((grant_id, attempt))
+            self._ended[(grant_id, attempt)] = self._ended.get((grant_id, attempt)) or completed
             if self._leases.get(grant_id, (None,))[0] == attempt:
                 del self._leases[grant_id]
 
@@ -272,12 +291,10 @@ class InMemoryReplayGuard:
             if (grant_id, attempt) in self._seen:
                 raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
             if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
-                unended = [
-                    a
-                    for g, a in self._seen
-                    if g == grant_id and a >= 1 and (g, a) not in self._ended
-                ]
-                raise _exhausted(grant_id, max_attempts, unended)
+                mine = [a for g, a in self._seen if g == grant_id and a >= 1]
+                unended = [a for a in mine if (grant_id, a) not in self._ended]
+                completed = [a for a in mine if self._ended.get((grant_id, a))]
+                raise _exhausted(grant_id, max_attempts, unended, completed)
             for request in requests:
                 self._claims[request] = grant_id
             self._leases[grant_id] = (attempt, until)
@@ -336,6 +353,9 @@ class AttemptEnd(SQLModel, table=True):
 
     grant_id: str = Field(primary_key=True, max_length=128)
     attempt: int = Field(primary_key=True)
+    #: The body returned (and the grant was closed): a further attempt of
+    #: this grant means Temporal never received the completion.
+    completed: bool = False
     ended_at: datetime
 
 
@@ -489,7 +509,7 @@ class SqlReplayGuard:
             raise ReplayStoreUnavailableError("replay store unavailable: lease vanished")
         raise _in_progress(grant_id, held.attempt, held.until)
 
-    def end(self, grant_id: str, attempt: int) -> None:
+    def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
         """See :meth:`ReplayGuard.end`: the end and the release in one transaction."""
         self._ensure_table()
         table = AttemptLease.__table__  # type: ignore[attr-defined]
@@ -499,7 +519,10 @@ class SqlReplayGuard:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(ends).values(
-                        grant_id=grant_id, attempt=attempt, ended_at=now_utc(self._clock)
+                        grant_id=grant_id,
+                        attempt=attempt,
+                        completed=completed,
+                        ended_at=now_utc(self._clock),
                     )
                 )
                 conn.execute(
@@ -602,21 +625,21 @@ class SqlReplayGuard:
                         return
                 ends = AttemptEnd.__table__  # type: ignore[attr-defined]
                 # Real attempts (>= 1; close() writes negative ones) that took
-                # a use and whose end nobody saw.
-                unended = (
-                    conn.execute(
-                        sa_select(uses.c.attempt).where(
-                            uses.c.grant_id == grant_id,
-                            uses.c.attempt >= 1,
-                            ~sa_select(ends.c.attempt)
-                            .where(ends.c.grant_id == grant_id, ends.c.attempt == uses.c.attempt)
-                            .exists(),
+                # a use, with how they ended (None: nobody saw them end).
+                taken = conn.execute(
+                    sa_select(uses.c.attempt, ends.c.completed)
+                    .select_from(
+                        uses.outerjoin(
+                            ends,
+                            (ends.c.grant_id == uses.c.grant_id)
+                            & (ends.c.attempt == uses.c.attempt),
                         )
                     )
-                    .scalars()
-                    .all()
-                )
-                raise _exhausted(grant_id, max_attempts, unended)
+                    .where(uses.c.grant_id == grant_id, uses.c.attempt >= 1)
+                ).all()
+                unended = [int(t.attempt) for t in taken if t.completed is None]
+                completed = [int(t.attempt) for t in taken if t.completed]
+                raise _exhausted(grant_id, max_attempts, unended, completed)
         except SQLAlchemyError as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store unavailable: {type(exc).__name__}"

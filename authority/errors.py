@@ -356,15 +356,19 @@ class GrantAttemptsExhaustedError(GrantReplayedError):
 
 
 class OutcomeUnknownError(GrantAttemptsExhaustedError):
-    """Every use of the grant is taken, and an attempt that took one never ended.
+    """Every use of the grant is taken, and the workflow cannot know how the body ended.
 
-    That attempt's worker died after the gate let its body start: the body
-    may have run (its side effect may have happened) and nobody recorded how
-    it ended. At-most-once forbids running it again, and reporting it as done
-    or failed would be a guess: a person must check the side effect.
+    Either an attempt that took a use never ended (its worker died after the
+    gate let its body start: the body may have run, nobody recorded how it
+    ended), or one completed and Temporal never received that completion
+    (the worker died after the body returned, or the server dropped the
+    report): the body ran, its result is lost. At-most-once forbids running
+    it again, and reporting it as completed or failed would be a guess about
+    what the caller got: a person must check the side effect.
 
     Attributes:
         attempts: The Temporal attempt numbers that began and never ended.
+        completed: The attempts whose body completed (their report was lost).
         verified: Set by the verifier to the ``VerifiedGrant`` it established
             (typed ``object`` to keep this module free of the verifier); the
             gate records an ``unknown`` outcome only when it is one.
@@ -372,9 +376,12 @@ class OutcomeUnknownError(GrantAttemptsExhaustedError):
 
     code = "outcome_unknown"
 
-    def __init__(self, message: str, attempts: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, message: str, attempts: tuple[int, ...] = (), completed: tuple[int, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.completed = completed
         self.verified: object | None = None
 
 

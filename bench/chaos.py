@@ -668,21 +668,23 @@ async def _wait_all(client: Client, actions: list[Action], deadline: float) -> N
         await asyncio.sleep(1)
 
 
-def _grant_uses(url: str) -> tuple[dict[str, list[int]], set[tuple[str, int]]]:
-    """The single-use store: each grant's real attempts (>= 1) and which of them ended."""
+def _grant_uses(url: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], bool]]:
+    """The single-use store: each grant's real attempts (>= 1), which ended, which completed."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             used = conn.execute(
                 text("SELECT grant_id, attempt FROM ecp_grant_uses WHERE attempt >= 1")
             ).all()
-            ended = conn.execute(text("SELECT grant_id, attempt FROM ecp_grant_attempt_ends")).all()
+            ended = conn.execute(
+                text("SELECT grant_id, attempt, completed FROM ecp_grant_attempt_ends")
+            ).all()
     finally:
         engine.dispose()
     uses: dict[str, list[int]] = {}
     for g, a in used:
         uses.setdefault(str(g), []).append(int(a))
-    return uses, {(str(g), int(a)) for g, a in ended}
+    return uses, {(str(g), int(a)): bool(c) for g, a, c in ended}
 
 
 def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, Any]:
@@ -694,20 +696,34 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
     by_id = {a.wf_id: a for a in actions}
     lost = [a.wf_id for a in actions if not a.outcome]
     uses, ended = _grant_uses(run.direct_db_url)
-    # "unknown" is right only where the policy's uses were all taken by
-    # attempts that never ended (killed in or after the body), the body ran no
-    # more often than that, and the gate's record came with a receipt;
-    # anything else reported unknown is a wrong outcome.
+
+    # "unknown" is right only where the gate's record came with a receipt, the
+    # body ran no more often than the policy allows, and the store shows why:
+    # all the policy's uses taken by attempts that never ended (killed in or
+    # after the body), or an attempt that completed and was attempted again
+    # (its completion never reached Temporal). Any other "unknown" is wrong.
+    def unknown_is_right(a: Action) -> bool:
+        taken = uses.get(a.grant_id, [])
+        all_unended = len(taken) == MAX_USES[a.kind] and not any(
+            (a.grant_id, t) in ended for t in taken
+        )
+        lost_completion = any(ended.get((a.grant_id, t)) for t in taken)
+        return (
+            a.ledger_index >= 0
+            and runs.get(a.wf_id, 0) <= MAX_USES[a.kind]
+            and (all_unended or lost_completion)
+        )
+
     unknown = [
         a.wf_id
         for a in actions
-        if a.outcome == "unknown"
-        and a.kind in MAX_USES
-        and a.ledger_index >= 0
-        and len(taken := uses.get(a.grant_id, [])) == MAX_USES[a.kind]
-        and not any((a.grant_id, t) in ended for t in taken)
-        and runs.get(a.wf_id, 0) <= MAX_USES[a.kind]
+        if a.outcome == "unknown" and a.kind in MAX_USES and unknown_is_right(a)
     ]
+    unknown_lost_completion = sum(
+        1
+        for w in unknown
+        if any(ended.get((by_id[w].grant_id, t)) for t in uses.get(by_id[w].grant_id, []))
+    )
     wrong = [
         (a.wf_id, a.kind, a.outcome, a.reason[:160])
         for a in actions
@@ -764,6 +780,7 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
         "lost": len(lost),
         "wrong_outcome": len(wrong),
         "outcome_unknown": len(unknown),
+        "outcome_unknown_completion_lost": unknown_lost_completion,
         "overuse": len(overuse),
         "ungated": len(ungated),
         "missing_evidence": len(missing),

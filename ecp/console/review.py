@@ -43,6 +43,10 @@ class UnknownOutcome:
     initiator: str
     reason: str
     recorded_at: datetime
+    #: What the gate recorded for earlier attempts of the same execution,
+    #: as ``(attempt, status)``: a ``completed`` one means the body finished
+    #: and only the report to Temporal was lost (empty: nothing recorded).
+    earlier: tuple[tuple[int, str], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -57,6 +61,7 @@ class UnknownOutcome:
             "initiator": self.initiator,
             "reason": self.reason,
             "recordedAt": self.recorded_at.isoformat(),
+            "earlierRecords": [{"attempt": a, "status": s} for a, s in self.earlier],
         }
 
 
@@ -88,6 +93,25 @@ def unknown_outcomes(
         if p.outcome.status is not OutcomeStatus.UNKNOWN:
             continue
         at = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC)
+        with ledger.database.read() as conn:
+            before = conn.execute(
+                select(ENTRY.c.envelope)
+                .where(
+                    ENTRY.c.namespace == p.activity.namespace,
+                    ENTRY.c.workflow_id == p.activity.workflow_id,
+                    ENTRY.c.run_id == p.activity.run_id,
+                    ENTRY.c.activity_id == p.activity.activity_id,
+                    ENTRY.c.seq < row.seq,
+                )
+                .order_by(ENTRY.c.seq)
+            ).all()
+        earlier: list[tuple[int, str]] = []
+        for b in before:
+            try:
+                q = parse_evidence(bytes(b.envelope)).predicate
+            except LineageError:
+                continue
+            earlier.append((q.activity.attempt, q.outcome.status.value))
         found.append(
             UnknownOutcome(
                 ledger_index=int(row.seq),
@@ -100,6 +124,7 @@ def unknown_outcomes(
                 initiator=p.initiator or "",
                 reason=p.outcome.reason or "",
                 recorded_at=at,
+                earlier=tuple(earlier),
             )
         )
     return found, len(rows) <= cap

@@ -89,14 +89,20 @@ def test_ended_attempts_exhaust_plainly(guard: ReplayGuard) -> None:
     assert type(info.value) is GrantAttemptsExhaustedError
 
 
-def test_a_completed_and_closed_grant_is_not_unknown(guard: ReplayGuard) -> None:
+def test_an_attempt_after_a_completion_is_unknown_naming_it(guard: ReplayGuard) -> None:
+    # Attempt 1 completed (the gate closed the grant, then ended it), and yet
+    # attempt 2 came: Temporal never received the completion. The body ran;
+    # what the caller got is lost; it is not run again.
     req, gid = _req(), str(uuid.uuid4())
     guard.admit([req], gid, 1, PAST, 3)
     guard.close(gid, 3)
-    guard.end(gid, 1)
-    with pytest.raises(GrantAttemptsExhaustedError) as info:
+    guard.end(gid, 1, completed=True)
+    with pytest.raises(OutcomeUnknownError) as info:
         guard.admit([req], gid, 2, SOON, 3)
-    assert type(info.value) is GrantAttemptsExhaustedError
+    assert (info.value.attempts, info.value.completed) == ((), (1,))
+    msg = str(info.value)
+    assert "attempt 1 completed but its completion never reached Temporal" in msg
+    assert "check the side effect before re-running" in msg
 
 
 def test_only_the_attempts_that_never_ended_are_named(guard: ReplayGuard) -> None:

@@ -258,6 +258,8 @@ def _check_unknown(s: Settings, wf_id: str, result: GovernedResult, ran: list[in
         found, complete = unknown_outcomes(ledger)
         assert complete
         assert [u.ledger_index for u in found] == [result.ledger_index]
+        # Killed inside the body: no attempt's record was written before it.
+        assert found[0].earlier == ()
         item = check_unknown_outcomes(ledger)
         assert item.status == "amber"
         assert "1 governed action(s) with an unknown outcome" in item.reason
