@@ -668,23 +668,27 @@ async def _wait_all(client: Client, actions: list[Action], deadline: float) -> N
         await asyncio.sleep(1)
 
 
-def _grant_uses(url: str) -> tuple[dict[str, list[int]], dict[tuple[str, int], bool]]:
-    """The single-use store: each grant's real attempts (>= 1), which ended, which completed."""
+def _grant_uses(
+    url: str,
+) -> tuple[dict[str, list[int]], dict[str, int], dict[tuple[str, int], bool]]:
+    """The single-use store: each grant's real attempts (>= 1), its slots taken
+    (closing after a completion takes the rest), which attempts ended, which completed."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            used = conn.execute(
-                text("SELECT grant_id, attempt FROM ecp_grant_uses WHERE attempt >= 1")
-            ).all()
+            used = conn.execute(text("SELECT grant_id, attempt FROM ecp_grant_uses")).all()
             ended = conn.execute(
                 text("SELECT grant_id, attempt, completed FROM ecp_grant_attempt_ends")
             ).all()
     finally:
         engine.dispose()
     uses: dict[str, list[int]] = {}
+    slots: dict[str, int] = {}
     for g, a in used:
-        uses.setdefault(str(g), []).append(int(a))
-    return uses, {(str(g), int(a)): bool(c) for g, a, c in ended}
+        slots[str(g)] = slots.get(str(g), 0) + 1
+        if int(a) >= 1:
+            uses.setdefault(str(g), []).append(int(a))
+    return uses, slots, {(str(g), int(a)): bool(c) for g, a, c in ended}
 
 
 def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, Any]:
@@ -695,23 +699,23 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
             runs[e["workflow_id"]] = runs.get(e["workflow_id"], 0) + 1
     by_id = {a.wf_id: a for a in actions}
     lost = [a.wf_id for a in actions if not a.outcome]
-    uses, ended = _grant_uses(run.direct_db_url)
+    uses, slots, ended = _grant_uses(run.direct_db_url)
 
     # "unknown" is right only where the gate's record came with a receipt, the
-    # body ran no more often than the policy allows, and the store shows why:
-    # all the policy's uses taken by attempts that never ended (killed in or
-    # after the body), or an attempt that completed and was attempted again
+    # body ran no more often than the policy allows, every one of the
+    # policy's uses is taken, and the store shows why the outcome is unknown:
+    # an attempt that never ended (killed in or after the body, or its end
+    # could not be written), or one that completed and was attempted again
     # (its completion never reached Temporal). Any other "unknown" is wrong.
     def unknown_is_right(a: Action) -> bool:
         taken = uses.get(a.grant_id, [])
-        all_unended = len(taken) == MAX_USES[a.kind] and not any(
-            (a.grant_id, t) in ended for t in taken
-        )
+        unended = any((a.grant_id, t) not in ended for t in taken)
         lost_completion = any(ended.get((a.grant_id, t)) for t in taken)
         return (
             a.ledger_index >= 0
             and runs.get(a.wf_id, 0) <= MAX_USES[a.kind]
-            and (all_unended or lost_completion)
+            and slots.get(a.grant_id, 0) == MAX_USES[a.kind]
+            and (unended or lost_completion)
         )
 
     unknown = [
