@@ -101,6 +101,9 @@ class Note:
     #: The gate's record of an earlier attempt whose body failed; Temporal
     #: retried it (the history shows a later attempt, same activity and grant).
     RETRIED_AFTER_FAILURE = "retried_after_failure"
+    #: The gate's ``unknown`` record of an earlier attempt whose refusal never
+    #: reached Temporal; the history's later attempt ended ``unknown`` too.
+    UNKNOWN_REPEATED = "unknown_repeated"
 
 
 class Violation:
@@ -425,8 +428,8 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
 
 
 #: (namespace, workflow id, run id, activity id) -> the history's last attempt
-#: of that activity, its type and the grant id its header carried.
-_LastAttempts = dict[tuple[str, str, str, str], tuple[int, str, str]]
+#: of that activity, its type, the grant id its header carried, its outcome.
+_LastAttempts = dict[tuple[str, str, str, str], tuple[int, str, str, str]]
 
 
 def _last_attempts(executions: Iterable[_Execution]) -> _LastAttempts:
@@ -437,8 +440,8 @@ def _last_attempts(executions: Iterable[_Execution]) -> _LastAttempts:
         claims = grant_claims(envelope) if envelope is not None else None
         grant_id = str(claims.get("grant_id", "")) if claims else ""
         key = (x.namespace, x.workflow_id, x.run_id, a.activity_id)
-        if x.attempt > out.get(key, (0, "", ""))[0]:
-            out[key] = (x.attempt, a.activity_type.name, grant_id)
+        if x.attempt > out.get(key, (0, "", "", ""))[0]:
+            out[key] = (x.attempt, a.activity_type.name, grant_id, x.outcome)
     return out
 
 
@@ -447,31 +450,38 @@ def _earlier_attempt(
 ) -> str | None:
     """The note for an entry of an earlier attempt the history accounts for, if it is one.
 
-    All of: the body ran in that attempt (completed, failed, interrupted);
-    the record's signature verifies; the history shows a *later* attempt of
-    the same activity id, of the same activity type, carrying a grant with
-    the same id. Otherwise ``None``, and the entry stays a violation.
+    All of: the body ran in that attempt (completed, failed, interrupted),
+    or the gate refused it as ``unknown`` and the history's later attempt
+    ended ``unknown`` as well; the record's signature verifies; the history
+    shows a *later* attempt of the same activity id, of the same activity
+    type, carrying a grant with the same id. Otherwise ``None``, and the
+    entry stays a violation.
     """
     p = ev.predicate
     status = p.outcome.status.value
-    if status not in ("completed", "failed", "interrupted"):
+    if status not in ("completed", "failed", "interrupted", "unknown"):
         return None
     seen = last.get((ns, wf, str(r.run_id), str(r.activity_id)))
     if seen is None:
         return None
-    last_attempt, activity_type, grant_id = seen
+    last_attempt, activity_type, grant_id, later_outcome = seen
     if (
         p.activity.activity_type != activity_type
         or not grant_id
         or p.grant_id != grant_id
         or p.activity.attempt >= last_attempt
+        # Once unknown, every later attempt is refused the same way.
+        or (status == "unknown" and later_outcome != "unknown")
     ):
         return None
     try:
         verify_evidence_signature(ev, ctx.trust, datetime.now(UTC))
     except (EvidenceError, AuthorityError):
         return None
-    code = Note.RETRIED_AFTER_FAILURE if status == "failed" else Note.RETRIED_AFTER_LOST_COMPLETION
+    code = {
+        "failed": Note.RETRIED_AFTER_FAILURE,
+        "unknown": Note.UNKNOWN_REPEATED,
+    }.get(status, Note.RETRIED_AFTER_LOST_COMPLETION)
     return (
         f"{code}: entry {r.seq} records attempt {p.activity.attempt} {status}; the history "
         f"shows attempt {last_attempt} of {r.activity_id} under the same grant (Temporal "

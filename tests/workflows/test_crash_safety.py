@@ -29,7 +29,10 @@ from ecp._runtime import build_plugin, run_workers
 from ecp._settings import Role, Settings
 from ecp._wire import OUTCOME_UNKNOWN_TYPE
 from ecp.authority._keys import load_public_key
+from ecp.authority._truststore import TrustStore
 from ecp.console.review import check_unknown_outcomes, unknown_outcomes
+from ecp.lineage._crosscheck import GovernanceStatus, cross_check
+from ecp.lineage.graph._history import fetch_histories
 from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import verify_receipt
@@ -290,6 +293,26 @@ async def test_one_use_action_killed_after_its_side_effect_is_unknown(
     ]
     assert [f.application_failure_info.type for f in failures] == [OUTCOME_UNKNOWN_TYPE]
     assert failures[0].application_failure_info.non_retryable
+    # The cross-check flags it for review and finds nothing wrong.
+    ledger = Ledger.open(s.db_url)
+    try:
+        report = cross_check(
+            await fetch_histories(temporal_env.client, wf_id),
+            ledger=ledger,
+            trust=TrustStore.load(s.trust),
+            log_key=load_public_key(KeyFiles(s.keys).log),
+            origin=s.log_origin,
+        )
+    finally:
+        ledger.close()
+    assert report.ok, report.violations
+    (f,) = [f for f in report.findings if f.activity_type == "change_infrastructure"]
+    assert (f.outcome, f.status, f.grant, f.evidence) == (
+        "unknown",
+        GovernanceStatus.UNKNOWN,
+        "verified",
+        "verified",
+    )
 
 
 async def test_two_use_action_runs_again_then_is_unknown(
