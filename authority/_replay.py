@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Engine, Table, UniqueConstraint, inspect, literal
+from sqlalchemy import Connection, Engine, Table, UniqueConstraint, inspect, literal
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -63,6 +63,7 @@ __all__ = [
     "SqlReplayGuard",
     "check_attempt",
     "request_key",
+    "unknown_after_expiry",
 ]
 
 
@@ -147,6 +148,18 @@ class ReplayGuard(Protocol):
         """
         ...
 
+    def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The attempts of ``grant_id`` that took a use and never ended, and those that completed.
+
+        What the gate asks when a grant can no longer be honoured for another
+        reason (it expired): an attempt in either list means a body ran or
+        may have, and the refusal is an unknown outcome, not a denial.
+
+        Raises:
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
+        """
+        ...
+
     def close(self, grant_id: str, max_attempts: int) -> None:
         """Spend every remaining use: the body completed, nothing may run again.
 
@@ -194,6 +207,29 @@ def _in_progress(grant_id: str, holder: int, until: datetime) -> AttemptInProgre
     return AttemptInProgressError(
         f"attempt {holder} of grant {grant_id} may still be running (lease until "
         f"{until.isoformat()}); this attempt waits"
+    )
+
+
+def unknown_after_expiry(
+    grant_id: str, unended: Sequence[int], completed: Sequence[int]
+) -> OutcomeUnknownError:
+    """The refusal of an expired grant under which a body ran, or may have."""
+    if completed:
+        last = max(completed)
+        what = (
+            f"attempt {last} completed but its completion never reached Temporal, so its "
+            f"result is lost: the body of attempt {last} ran"
+        )
+    else:
+        last = max(unended)
+        what = (
+            f"attempt(s) {', '.join(map(str, sorted(unended)))} never ended: the body of "
+            f"attempt {last} may have run"
+        )
+    return OutcomeUnknownError(
+        f"grant {grant_id} expired and {what}; check the side effect before re-running",
+        tuple(sorted(unended)),
+        tuple(sorted(completed)),
     )
 
 
@@ -300,6 +336,15 @@ class InMemoryReplayGuard:
             self._leases[grant_id] = (attempt, until)
             self._seen.add((grant_id, attempt))
 
+    def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """See :meth:`ReplayGuard.unfinished`."""
+        with self._lock:
+            mine = sorted(a for g, a in self._seen if g == grant_id and a >= 1)
+            return (
+                tuple(a for a in mine if (grant_id, a) not in self._ended),
+                tuple(a for a in mine if self._ended.get((grant_id, a))),
+            )
+
     def close(self, grant_id: str, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.close`."""
         with self._lock:
@@ -374,6 +419,30 @@ def _insert_ignoring_conflicts(engine: Engine) -> Callable[[Table], Any]:
 
 def _inserted(result: Any) -> bool:
     return result.first() is not None
+
+
+def _unfinished(conn: Connection, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The attempts of a grant that never ended, and those that completed.
+
+    Real attempts only (>= 1): close() writes negative ones.
+    """
+    uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
+    ends = AttemptEnd.__table__  # type: ignore[attr-defined]
+    taken = conn.execute(
+        sa_select(uses.c.attempt, ends.c.completed)
+        .select_from(
+            uses.outerjoin(
+                ends,
+                (ends.c.grant_id == uses.c.grant_id) & (ends.c.attempt == uses.c.attempt),
+            )
+        )
+        .where(uses.c.grant_id == grant_id, uses.c.attempt >= 1)
+        .order_by(uses.c.attempt)
+    ).all()
+    return (
+        tuple(int(t.attempt) for t in taken if t.completed is None),
+        tuple(int(t.attempt) for t in taken if t.completed),
+    )
 
 
 class SqlReplayGuard:
@@ -533,6 +602,17 @@ class SqlReplayGuard:
                 f"replay store unavailable: {type(exc).__name__}"
             ) from exc
 
+    def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """See :meth:`ReplayGuard.unfinished`: one read."""
+        self._ensure_table()
+        try:
+            with self.engine.connect() as conn:
+                return _unfinished(conn, grant_id)
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+
     def close(self, grant_id: str, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.close`: takes every free slot.
 
@@ -623,22 +703,7 @@ class SqlReplayGuard:
                     row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
                     if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
                         return
-                ends = AttemptEnd.__table__  # type: ignore[attr-defined]
-                # Real attempts (>= 1; close() writes negative ones) that took
-                # a use, with how they ended (None: nobody saw them end).
-                taken = conn.execute(
-                    sa_select(uses.c.attempt, ends.c.completed)
-                    .select_from(
-                        uses.outerjoin(
-                            ends,
-                            (ends.c.grant_id == uses.c.grant_id)
-                            & (ends.c.attempt == uses.c.attempt),
-                        )
-                    )
-                    .where(uses.c.grant_id == grant_id, uses.c.attempt >= 1)
-                ).all()
-                unended = [int(t.attempt) for t in taken if t.completed is None]
-                completed = [int(t.attempt) for t in taken if t.completed]
+                unended, completed = _unfinished(conn, grant_id)
                 raise _exhausted(grant_id, max_attempts, unended, completed)
         except SQLAlchemyError as exc:
             raise ReplayStoreUnavailableError(

@@ -170,6 +170,7 @@ class Action:
     grant_id: str = ""
     ledger_index: int = -1
     approved: bool = False
+    submitted: bool = False
 
 
 @dataclass
@@ -844,8 +845,18 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             sem = asyncio.Semaphore(50)
 
             async def submit(a: Action) -> None:
+                # At most --in-flight actions between submission and their end:
+                # a backlog longer than a grant's lifetime (5 min) would have
+                # the gate refuse grants that expired while queued.
+                while sum(1 for x in actions if x.submitted and not x.outcome) >= args.in_flight:
+                    await asyncio.sleep(0.5)
+                a.submitted = True
                 async with sem:
                     await _submit(client, run, a, rogue, hard_deadline)
+
+            async def submit_all() -> None:
+                await asyncio.gather(*(submit(a) for a in actions))
+                _log(f"submitted {len(actions)} in {time.monotonic() - t0:.1f}s")
 
             helpers = [
                 asyncio.create_task(
@@ -855,12 +866,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(_sample_heads(run, stop)),
                 asyncio.create_task(_supervise(run, supervisor_stop)),
             ]
-            await asyncio.gather(*(submit(a) for a in actions))
-            _log(f"submitted {len(actions)} in {time.monotonic() - t0:.1f}s")
+            submitting = asyncio.create_task(submit_all())
             # Faults until most actions are done (or the time is up), then a calm tail.
             fault_until = hard_deadline - args.settle
             while time.monotonic() < fault_until:
-                await _wait_all(client, actions, time.monotonic() + 5)
+                await _wait_all(client, [a for a in actions if a.submitted], time.monotonic() + 5)
+                await asyncio.sleep(1)
                 done = sum(1 for a in actions if a.outcome)
                 _log(f"{done}/{len(actions)} terminal, faults {sum(run.faults.values())}")
                 if done == len(actions):
@@ -870,6 +881,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             # The approver and the supervisor keep going through the calm tail.
             await asyncio.gather(helpers[0], helpers[2])
+            await submitting
             await _wait_all(client, actions, hard_deadline)
             supervisor_stop.set()
             await asyncio.gather(helpers[1], helpers[3])
@@ -918,6 +930,9 @@ def main() -> None:
         "--interval-max", type=float, default=8.0, help="seconds between faults, at most"
     )
     p.add_argument("--max-faults", type=int, default=200)
+    p.add_argument(
+        "--in-flight", type=int, default=150, help="actions running at once, at most (150)"
+    )
     p.add_argument("--executors", type=int, default=1)
     p.add_argument("--authorities", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")

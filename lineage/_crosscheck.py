@@ -104,6 +104,9 @@ class Note:
     #: The gate's ``unknown`` record of an earlier attempt whose refusal never
     #: reached Temporal; the history's later attempt ended ``unknown`` too.
     UNKNOWN_REPEATED = "unknown_repeated"
+    #: The gate's denial of an earlier attempt (a retryable refusal, or one
+    #: whose report never reached Temporal); the history shows a later attempt.
+    RETRIED_AFTER_REFUSAL = "retried_after_refusal"
 
 
 class Violation:
@@ -450,25 +453,27 @@ def _earlier_attempt(
 ) -> str | None:
     """The note for an entry of an earlier attempt the history accounts for, if it is one.
 
-    All of: the body ran in that attempt (completed, failed, interrupted),
-    or the gate refused it as ``unknown`` and the history's later attempt
-    ended ``unknown`` as well; the record's signature verifies; the history
-    shows a *later* attempt of the same activity id, of the same activity
-    type, carrying a grant with the same id. Otherwise ``None``, and the
-    entry stays a violation.
+    All of: the record's signature verifies; the history shows a *later*
+    attempt of the same activity id and activity type; the record names the
+    grant that execution carried (a denial may name none: the gate names a
+    grant only once it verified); and the record says the body ran
+    (completed, failed, interrupted), or is the gate's denial of that
+    attempt, or its ``unknown`` refusal when the later attempt ended
+    ``unknown`` as well. Otherwise ``None``, and the entry stays a violation.
     """
     p = ev.predicate
     status = p.outcome.status.value
-    if status not in ("completed", "failed", "interrupted", "unknown"):
+    if status not in ("completed", "failed", "interrupted", "unknown", "denied"):
         return None
     seen = last.get((ns, wf, str(r.run_id), str(r.activity_id)))
     if seen is None:
         return None
     last_attempt, activity_type, grant_id, later_outcome = seen
+    same_grant = p.grant_id == grant_id if status != "denied" else p.grant_id in (None, grant_id)
     if (
         p.activity.activity_type != activity_type
-        or not grant_id
-        or p.grant_id != grant_id
+        or (not grant_id and status != "denied")
+        or not same_grant
         or p.activity.attempt >= last_attempt
         # Once unknown, every later attempt is refused the same way.
         or (status == "unknown" and later_outcome != "unknown")
@@ -481,6 +486,7 @@ def _earlier_attempt(
     code = {
         "failed": Note.RETRIED_AFTER_FAILURE,
         "unknown": Note.UNKNOWN_REPEATED,
+        "denied": Note.RETRIED_AFTER_REFUSAL,
     }.get(status, Note.RETRIED_AFTER_LOST_COMPLETION)
     return (
         f"{code}: entry {r.seq} records attempt {p.activity.attempt} {status}; the history "
@@ -525,10 +531,20 @@ def _unmatched_evidence(
                 continue
             p = ev.predicate
             status = p.outcome.status.value
+            note = _earlier_attempt(ns, wf, r, ev, last, ctx)
             if status == "denied" and int(r.seq) in proven:
                 # A denial before anything was scheduled (policy, deadline),
                 # certified by that run's own prove step.
                 out.append(_orphan(wf, r, status, p.grant_id or "", "verified", []))
+            elif note is not None:
+                out.append(
+                    dataclasses.replace(
+                        _orphan(wf, r, status, p.grant_id or "", "verified", []),
+                        activity_type=p.activity.activity_type,
+                        status=GovernanceStatus.NOTED,
+                        notes=(note,),
+                    )
+                )
             elif status == "denied":
                 # Nothing in the history asked for this denial: someone wrote
                 # it for a run that did not deny anything.
@@ -543,15 +559,6 @@ def _unmatched_evidence(
                             f"{Violation.EVIDENCE_WITHOUT_EXECUTION}: entry {r.seq} records a "
                             f"denial of {r.activity_id} that no step of the history reports"
                         ],
-                    )
-                )
-            elif (note := _earlier_attempt(ns, wf, r, ev, last, ctx)) is not None:
-                out.append(
-                    dataclasses.replace(
-                        _orphan(wf, r, status, p.grant_id or "", "verified", []),
-                        activity_type=p.activity.activity_type,
-                        status=GovernanceStatus.NOTED,
-                        notes=(note,),
                     )
                 )
             else:

@@ -27,6 +27,7 @@ from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGua
 from ecp.authority._verify import VerifiedGrant, verify_grant
 from ecp.authority.errors import (
     GrantAttemptsExhaustedError,
+    GrantExpiredError,
     OutcomeUnknownError,
     UnknownKeyError,
 )
@@ -172,3 +173,74 @@ def test_the_verifier_attaches_the_grant_it_verified(keys: Keys) -> None:
             replay=replay,
         )
     assert not isinstance(refused.value, OutcomeUnknownError)
+
+
+def test_an_expired_grant_under_which_a_body_may_have_run_is_unknown(keys: Keys) -> None:
+    # Attempt 1 is killed inside the body; the retry comes after the grant's
+    # expiry (T0 + 10 min). A denial would say "never ran": it is unknown.
+    replay = InMemoryReplayGuard(clock=FixedClock(T0 + timedelta(minutes=11)))
+    expected = good_expected(
+        args_digest=digest_values([ARGS], default_converter().payload_converter)
+    )
+    envelope = _envelope(keys.authority, keys)
+    verify_grant(envelope, trust=keys.trust, expected=expected, clock=FixedClock(T0), replay=replay)
+    late = FixedClock(T0 + timedelta(minutes=11))
+    with pytest.raises(OutcomeUnknownError) as info:
+        verify_grant(
+            envelope,
+            trust=keys.trust,
+            expected=replace(expected, attempt=2),
+            clock=late,
+            replay=replay,
+        )
+    assert info.value.attempts == (1,)
+    assert isinstance(info.value.verified, VerifiedGrant)
+    assert "expired and attempt(s) 1 never ended: the body of attempt 1 may have run" in str(
+        info.value
+    )
+    # Once attempt 1 is seen to end (its body raised), expiry is a plain denial.
+    replay.end(info.value.verified.grant.grant_id, 1)
+    with pytest.raises(GrantExpiredError):
+        verify_grant(
+            envelope,
+            trust=keys.trust,
+            expected=replace(expected, attempt=3),
+            clock=late,
+            replay=replay,
+        )
+    # A forged grant claiming the same id is refused before any of this.
+    with pytest.raises(UnknownKeyError):
+        verify_grant(
+            _envelope(Ed25519FileSigner.generate(), keys),
+            trust=keys.trust,
+            expected=replace(expected, attempt=4),
+            clock=late,
+            replay=replay,
+        )
+
+
+def test_an_expired_grant_never_used_is_a_denial(keys: Keys) -> None:
+    expected = good_expected(
+        args_digest=digest_values([ARGS], default_converter().payload_converter)
+    )
+    with pytest.raises(GrantExpiredError) as info:
+        verify_grant(
+            _envelope(keys.authority, keys),
+            trust=keys.trust,
+            expected=expected,
+            clock=FixedClock(T0 + timedelta(minutes=11)),
+            replay=InMemoryReplayGuard(),
+        )
+    assert not isinstance(info.value, OutcomeUnknownError)
+
+
+def test_the_sql_store_names_unfinished_attempts(guard: ReplayGuard) -> None:
+    req, gid = _req(), str(uuid.uuid4())
+    assert guard.unfinished(gid) == ((), ())
+    guard.admit([req], gid, 1, PAST, 3)
+    guard.end(gid, 1)  # failed
+    guard.admit([req], gid, 2, PAST, 3)  # killed
+    assert guard.unfinished(gid) == ((2,), ())
+    guard.admit([req], gid, 3, PAST, 3)
+    guard.end(gid, 3, completed=True)
+    assert guard.unfinished(gid) == ((2,), (3,))

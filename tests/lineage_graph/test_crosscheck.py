@@ -395,12 +395,25 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
     original = parse_evidence(stack.ledger.entry(index).envelope)
     assert original.predicate.activity.attempt == 1
 
-    def record(attempt: int, *, grant_id: str | None = None) -> bytes:
+    def record(attempt: int, *, grant_id: str | None = None, refused: bool = False) -> bytes:
         pred = json.loads(json.dumps(original.statement.predicate))
         pred["activity"]["attempt"] = attempt
         if grant_id is not None:
             pred["grantId"] = grant_id
-        statement = original.statement.model_copy(update={"predicate": pred})
+        update: dict[str, object] = {"predicate": pred}
+        if refused:
+            # The gate's refusal of an attempt (another one held the lease):
+            # retryable, so Temporal tried again and kept only the later one.
+            pred.pop("grantId")
+            pred["outcome"] = {
+                "status": "denied",
+                "reasonCode": "attempt_in_progress",
+                "reason": "attempt 1 may still be running; this attempt waits",
+            }
+            update["subject"] = tuple(
+                x for x in original.statement.subject if x.name == "arguments"
+            )
+        statement = original.statement.model_copy(update=update)
         return sign_evidence(statement, worker).to_json()
 
     def ledger_copy(name: str) -> Ledger:
@@ -437,14 +450,25 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
         if v.startswith(Violation.EVIDENCE_WITHOUT_EXECUTION)
     ]
 
+    # A refusal of an earlier attempt, before the retry Temporal kept: a note.
+    with ledger_copy("refused.db") as led:
+        refusal = led.append(record(1, refused=True)).index
+        led.append(record(2))
+        report = _check(stack, [retried], led)
+    f = of_entry(report, refusal)
+    assert f.status == GovernanceStatus.NOTED, f
+    assert f.notes[0].startswith(f"{Note.RETRIED_AFTER_REFUSAL}: "), f
+
     # The history shows attempt 1 only: nothing accounts for a second record
     # of attempt 1's activity, so the older one stays a violation.
     with ledger_copy("not-retried.db") as led:
+        refusal = led.append(record(1, refused=True)).index
         led.append(record(2))
         report = _check(stack, [h], led)
-    f = of_entry(report, index)
-    assert f.status == GovernanceStatus.VIOLATION
-    assert f.violations[0].startswith(Violation.EVIDENCE_WITHOUT_EXECUTION), f
+    for seq in (index, refusal):
+        f = of_entry(report, seq)
+        assert f.status == GovernanceStatus.VIOLATION
+        assert f.violations[0].startswith(Violation.EVIDENCE_WITHOUT_EXECUTION), f
 
     # Stray entries next to a genuine retry stay findings: one naming another
     # grant, one naming an attempt no earlier than the history's last. (One
