@@ -421,7 +421,17 @@ async def _submit(
     client: Client, run: Run, a: Action, rogue: Ed25519FileSigner, deadline: float
 ) -> None:
     if a.kind == "forged":
-        inp = DirectCallInput("payout", [a.args], run.queues.executor, wait_for_grant=True)
+        # Unlimited retries (0), as a persistent caller would: a caller that
+        # gives up during a ledger outage leaves no denial record (the gate
+        # cannot write one and refuses the body retryably; docs/reliability.md).
+        inp = DirectCallInput(
+            "payout",
+            [a.args],
+            run.queues.executor,
+            wait_for_grant=True,
+            max_attempts=0,
+            start_to_close_seconds=10,
+        )
 
         async def start_direct() -> None:
             h = await client.start_workflow(
