@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -52,6 +53,7 @@ from ecp.authority.errors import (
     AuthorityError,
     CanonicalizationError,
     ExecutionInterruptedError,
+    OutcomeUnknownError,
     VerificationError,
 )
 from ecp.errors import EcpError
@@ -73,7 +75,7 @@ log = logging.getLogger("ecp.gate")
 #: ApplicationError.type of every gate denial is this prefix plus the error code.
 
 
-Outcome = Literal["completed", "failed", "denied", "interrupted"]
+Outcome = Literal["completed", "failed", "denied", "interrupted", "unknown"]
 
 
 class MissingGrantError(VerificationError):
@@ -301,6 +303,15 @@ class _Gate(ActivityInboundInterceptor):
                 accepted_policy_digests=self._c.accepted_policy_digests,
             )
             verified = await asyncio.to_thread(self._verify, header.data, expected)
+        except OutcomeUnknownError as exc:
+            if not isinstance(exc.verified, VerifiedGrant):
+                # Not established by the verifier: an ordinary refusal.
+                await self._deny(record("denied", reason_code=exc.code, reason=str(exc)), exc)
+                raise AssertionError("unreachable") from exc
+            await self._unknown(
+                record("unknown", grant=exc.verified, reason_code=exc.code, reason=str(exc)), exc
+            )
+            raise AssertionError("unreachable") from exc  # _unknown always raises
         except AuthorityError as exc:
             await self._deny(record("denied", reason_code=exc.code, reason=str(exc)), exc)
             raise AssertionError("unreachable") from exc  # _deny always raises
@@ -316,14 +327,21 @@ class _Gate(ActivityInboundInterceptor):
             await self._end_quietly(verified, info.attempt)
             raise
         await self._close_quietly(verified)
-        await self._end_quietly(verified, info.attempt)
+        await self._end_quietly(verified, info.attempt, completed=True)
         return result
 
-    async def _end_quietly(self, verified: VerifiedGrant, attempt: int) -> None:
+    async def _end_quietly(
+        self, verified: VerifiedGrant, attempt: int, *, completed: bool = False
+    ) -> None:
         # Releasing the lease early only lets a retry start sooner; if the
-        # store cannot answer, the lease simply expires.
+        # store cannot answer, the lease simply expires (and the attempt
+        # counts as never ended: a later refusal says the outcome is unknown).
         try:
-            await asyncio.to_thread(self._c.replay.end, verified.grant.grant_id, attempt)
+            await asyncio.to_thread(
+                functools.partial(
+                    self._c.replay.end, verified.grant.grant_id, attempt, completed=completed
+                )
+            )
         except AuthorityError as exc:
             log.error("could not release the lease of %s: %s", verified.grant.grant_id, exc)
 
@@ -559,6 +577,36 @@ class _Gate(ActivityInboundInterceptor):
             ) from None
         raise to_application_error(
             exc, f"denied {rec.activity_type}: {rec.reason}", GATE_MARK
+        ) from None
+
+    async def _unknown(self, rec: GateRecord, exc: OutcomeUnknownError) -> None:
+        """Record that an earlier attempt's outcome is unknown, then fail for good.
+
+        Only reached with a grant the verifier established (``exc.verified``),
+        so nobody can file an unknown outcome against someone else's grant.
+        This attempt's body does not run (at-most-once); the failure is
+        non-retryable and names what a person must check.
+        """
+        log.error(
+            "gate: outcome unknown for %s (workflow %s, activity %s, attempt %d): %s",
+            rec.activity_type,
+            rec.workflow_id,
+            rec.activity_id,
+            rec.attempt,
+            rec.reason,
+        )
+        try:
+            await asyncio.to_thread(self._c.evidence.record, rec)
+        except Exception as rec_exc:  # noqa: BLE001 - the refusal stands whatever the ledger says
+            log.error("could not record the unknown outcome: %s", rec_exc)
+            # Retry so the record lands: the next attempt is refused the same way.
+            raise ApplicationError(
+                f"{rec.reason} (and this could not be recorded yet: {rec_exc})",
+                GATE_MARK,
+                type=OUTAGE_TYPE,
+            ) from None
+        raise to_application_error(
+            exc, f"outcome unknown for {rec.activity_type}: {rec.reason}", GATE_MARK
         ) from None
 
     async def _close_quietly(self, verified: VerifiedGrant) -> None:

@@ -46,9 +46,14 @@ from ecp.lineage.ledger.errors import LineageError
 __all__ = ["ProveActivities"]
 
 
-#: Outcomes that mean the body started: only the gate may record them.
+#: Outcomes that mean the body started (or may have): only the gate may record them.
 _BODY_RAN = frozenset(
-    {OutcomeStatus.COMPLETED.value, OutcomeStatus.FAILED.value, OutcomeStatus.INTERRUPTED.value}
+    {
+        OutcomeStatus.COMPLETED.value,
+        OutcomeStatus.FAILED.value,
+        OutcomeStatus.INTERRUPTED.value,
+        OutcomeStatus.UNKNOWN.value,
+    }
 )
 
 

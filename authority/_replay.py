@@ -15,6 +15,17 @@ several hosts). Both checks are unique constraints, so check-and-record is
 one atomic insert per slot, safe across processes without locks: two racing
 consumers cannot take the same slot, and no more than ``max_attempts``
 slots exist.
+
+The store also remembers which attempts *ended* (:meth:`ReplayGuard.end`:
+the gate saw the body return or raise) and which of them *completed*. An
+attempt that took a use and never ended belongs to a worker that died while
+its body may have been running. When the next attempt finds every use taken
+and one of them belongs to such an attempt, or to one that completed (a
+completed body closes its grant, so a further attempt means Temporal never
+received that completion), the refusal is :class:`OutcomeUnknownError`
+rather than plain exhaustion: the body ran or may have, the workflow cannot
+know how it ended, and only a person can tell (at-most-once: it is never run
+again).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Engine, Table, UniqueConstraint, inspect, literal
+from sqlalchemy import Connection, Engine, Table, UniqueConstraint, inspect, literal
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -37,11 +48,13 @@ from ecp.authority.errors import (
     AttemptInProgressError,
     GrantAttemptsExhaustedError,
     GrantReplayedError,
+    OutcomeUnknownError,
     ReplayStoreUnavailableError,
     RequestReplayedError,
 )
 
 __all__ = [
+    "AttemptEnd",
     "AttemptLease",
     "ClaimedRequest",
     "ConsumedGrant",
@@ -50,6 +63,7 @@ __all__ = [
     "SqlReplayGuard",
     "check_attempt",
     "request_key",
+    "unknown_after_expiry",
 ]
 
 
@@ -99,8 +113,10 @@ class ReplayGuard(Protocol):
         """
         ...
 
-    def end(self, grant_id: str, attempt: int) -> None:
-        """Release ``attempt``'s lease (a no-op if it does not hold it).
+    def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
+        """Record that ``attempt`` ended (``completed``: its body returned) and release its lease.
+
+        The lease is released only if ``attempt`` holds it.
 
         Raises:
             ReplayStoreUnavailableError: the store cannot answer (retryable).
@@ -123,9 +139,24 @@ class ReplayGuard(Protocol):
         is raised.
 
         Raises:
+            OutcomeUnknownError: every use is taken and at least one attempt
+                that took a use never ended (its body may have run) or
+                completed (its completion never reached Temporal).
             RequestReplayedError, AttemptInProgressError,
             GrantAttemptsExhaustedError, GrantReplayedError,
             ReplayStoreUnavailableError: as the parts do.
+        """
+        ...
+
+    def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The attempts of ``grant_id`` that took a use and never ended, and those that completed.
+
+        What the gate asks when a grant can no longer be honoured for another
+        reason (it expired): an attempt in either list means a body ran or
+        may have, and the refusal is an unknown outcome, not a denial.
+
+        Raises:
+            ReplayStoreUnavailableError: the store cannot answer (retryable).
         """
         ...
 
@@ -179,7 +210,53 @@ def _in_progress(grant_id: str, holder: int, until: datetime) -> AttemptInProgre
     )
 
 
-def _exhausted(grant_id: str, max_attempts: int) -> GrantAttemptsExhaustedError:
+def unknown_after_expiry(
+    grant_id: str, unended: Sequence[int], completed: Sequence[int]
+) -> OutcomeUnknownError:
+    """The refusal of an expired grant under which a body ran, or may have."""
+    if completed:
+        last = max(completed)
+        what = (
+            f"attempt {last} completed but its completion never reached Temporal, so its "
+            f"result is lost: the body of attempt {last} ran"
+        )
+    else:
+        last = max(unended)
+        what = (
+            f"attempt(s) {', '.join(map(str, sorted(unended)))} never ended: the body of "
+            f"attempt {last} may have run"
+        )
+    return OutcomeUnknownError(
+        f"grant {grant_id} expired and {what}; check the side effect before re-running",
+        tuple(sorted(unended)),
+        tuple(sorted(completed)),
+    )
+
+
+def _exhausted(
+    grant_id: str,
+    max_attempts: int,
+    unended: Sequence[int] = (),
+    completed: Sequence[int] = (),
+) -> GrantAttemptsExhaustedError:
+    """The refusal once every use is taken; unknown if an attempt never ended or completed."""
+    if completed:
+        last = max(completed)
+        return OutcomeUnknownError(
+            f"grant {grant_id} used all {max_attempts} use(s); attempt {last} completed but "
+            "its completion never reached Temporal, so its result is lost: the body of "
+            f"attempt {last} ran; check the side effect before re-running",
+            tuple(sorted(unended)),
+            tuple(sorted(completed)),
+        )
+    if unended:
+        last = max(unended)
+        return OutcomeUnknownError(
+            f"grant {grant_id} used all {max_attempts} use(s) and attempt(s) "
+            f"{', '.join(map(str, sorted(unended)))} never ended: the body of attempt {last} "
+            "may have run; check the side effect before re-running",
+            tuple(sorted(unended)),
+        )
     return GrantAttemptsExhaustedError(
         f"grant {grant_id} was already honoured {max_attempts} time(s), its max_attempts"
     )
@@ -192,6 +269,8 @@ class InMemoryReplayGuard:
         self._seen: set[tuple[str, int]] = set()
         self._claims: dict[str, str] = {}
         self._leases: dict[str, tuple[int, datetime]] = {}
+        #: (grant, attempt) -> whether that attempt's body completed.
+        self._ended: dict[tuple[str, int], bool] = {}
         self._now = clock
         self._lock = threading.Lock()
 
@@ -203,9 +282,10 @@ class InMemoryReplayGuard:
                 raise _in_progress(grant_id, *held)
             self._leases[grant_id] = (attempt, until)
 
-    def end(self, grant_id: str, attempt: int) -> None:
+    def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
         """See :meth:`ReplayGuard.end`."""
         with self._lock:
+            self._ended[(grant_id, attempt)] = self._ended.get((grant_id, attempt)) or completed
             if self._leases.get(grant_id, (None,))[0] == attempt:
                 del self._leases[grant_id]
 
@@ -247,11 +327,23 @@ class InMemoryReplayGuard:
             if (grant_id, attempt) in self._seen:
                 raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
             if sum(1 for g, _ in self._seen if g == grant_id) >= max_attempts:
-                raise _exhausted(grant_id, max_attempts)
+                mine = [a for g, a in self._seen if g == grant_id and a >= 1]
+                unended = [a for a in mine if (grant_id, a) not in self._ended]
+                completed = [a for a in mine if self._ended.get((grant_id, a))]
+                raise _exhausted(grant_id, max_attempts, unended, completed)
             for request in requests:
                 self._claims[request] = grant_id
             self._leases[grant_id] = (attempt, until)
             self._seen.add((grant_id, attempt))
+
+    def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """See :meth:`ReplayGuard.unfinished`."""
+        with self._lock:
+            mine = sorted(a for g, a in self._seen if g == grant_id and a >= 1)
+            return (
+                tuple(a for a in mine if (grant_id, a) not in self._ended),
+                tuple(a for a in mine if self._ended.get((grant_id, a))),
+            )
 
     def close(self, grant_id: str, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.close`."""
@@ -295,7 +387,24 @@ class AttemptLease(SQLModel, table=True):
     until: datetime
 
 
-_TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease)
+class AttemptEnd(SQLModel, table=True):
+    """An attempt whose end the gate saw (its body returned or raised). Storage only.
+
+    A table of its own, so that stores created before it existed only gain a
+    table (created on first use) and need no migration.
+    """
+
+    __tablename__ = "ecp_grant_attempt_ends"
+
+    grant_id: str = Field(primary_key=True, max_length=128)
+    attempt: int = Field(primary_key=True)
+    #: The body returned (and the grant was closed): a further attempt of
+    #: this grant means Temporal never received the completion.
+    completed: bool = False
+    ended_at: datetime
+
+
+_TABLES = (ConsumedGrant, ClaimedRequest, AttemptLease, AttemptEnd)
 
 
 def _insert_ignoring_conflicts(engine: Engine) -> Callable[[Table], Any]:
@@ -310,6 +419,30 @@ def _insert_ignoring_conflicts(engine: Engine) -> Callable[[Table], Any]:
 
 def _inserted(result: Any) -> bool:
     return result.first() is not None
+
+
+def _unfinished(conn: Connection, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The attempts of a grant that never ended, and those that completed.
+
+    Real attempts only (>= 1): close() writes negative ones.
+    """
+    uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
+    ends = AttemptEnd.__table__  # type: ignore[attr-defined]
+    taken = conn.execute(
+        sa_select(uses.c.attempt, ends.c.completed)
+        .select_from(
+            uses.outerjoin(
+                ends,
+                (ends.c.grant_id == uses.c.grant_id) & (ends.c.attempt == uses.c.attempt),
+            )
+        )
+        .where(uses.c.grant_id == grant_id, uses.c.attempt >= 1)
+        .order_by(uses.c.attempt)
+    ).all()
+    return (
+        tuple(int(t.attempt) for t in taken if t.completed is None),
+        tuple(int(t.attempt) for t in taken if t.completed),
+    )
 
 
 class SqlReplayGuard:
@@ -445,15 +578,36 @@ class SqlReplayGuard:
             raise ReplayStoreUnavailableError("replay store unavailable: lease vanished")
         raise _in_progress(grant_id, held.attempt, held.until)
 
-    def end(self, grant_id: str, attempt: int) -> None:
-        """See :meth:`ReplayGuard.end`."""
+    def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
+        """See :meth:`ReplayGuard.end`: the end and the release in one transaction."""
         self._ensure_table()
         table = AttemptLease.__table__  # type: ignore[attr-defined]
+        ends = AttemptEnd.__table__  # type: ignore[attr-defined]
+        insert = _insert_ignoring_conflicts(self.engine)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
+                    insert(ends).values(
+                        grant_id=grant_id,
+                        attempt=attempt,
+                        completed=completed,
+                        ended_at=now_utc(self._clock),
+                    )
+                )
+                conn.execute(
                     table.delete().where(table.c.grant_id == grant_id, table.c.attempt == attempt)
                 )
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
+
+    def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """See :meth:`ReplayGuard.unfinished`: one read."""
+        self._ensure_table()
+        try:
+            with self.engine.connect() as conn:
+                return _unfinished(conn, grant_id)
         except SQLAlchemyError as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store unavailable: {type(exc).__name__}"
@@ -551,7 +705,8 @@ class SqlReplayGuard:
                     row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
                     if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
                         return
-                raise _exhausted(grant_id, max_attempts)
+                unended, completed = _unfinished(conn, grant_id)
+                raise _exhausted(grant_id, max_attempts, unended, completed)
         except SQLAlchemyError as exc:
             raise ReplayStoreUnavailableError(
                 f"replay store unavailable: {type(exc).__name__}"

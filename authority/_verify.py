@@ -16,7 +16,7 @@ from datetime import timedelta
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, verify_envelope
 from ecp.authority._grant import GRANT_MAX_BYTES, GRANT_PAYLOAD_TYPE, GRANT_SCHEMA_VERSION, Grant
-from ecp.authority._replay import ReplayGuard, request_key
+from ecp.authority._replay import ReplayGuard, request_key, unknown_after_expiry
 from ecp.authority._signed import read_signed_model
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.authority.errors import (
@@ -31,6 +31,7 @@ from ecp.authority.errors import (
     GrantSchemaError,
     InitiatorMismatchError,
     NamespaceMismatchError,
+    OutcomeUnknownError,
     PolicyDigestMismatchError,
     RunMismatchError,
     UnknownSchemaVersionError,
@@ -139,6 +140,9 @@ def verify_grant(
             PolicyDigestMismatchError, DecisionMismatchError: bound to another call.
         EnvironmentMismatchError: issued for another worker environment.
         GrantAttemptsExhaustedError: the attempt exceeds the grant's max_attempts.
+        OutcomeUnknownError: the same, or the grant expired, and an attempt
+            that took a use never ended (its body may have run) or completed
+            (its completion was lost); carries the verified grant.
         GrantReplayedError: this attempt of the grant was used before.
         RequestReplayedError: another grant already ran this request.
         AttemptInProgressError: another attempt of the grant may still be
@@ -175,8 +179,10 @@ def verify_grant(
         raise GrantNotYetValidError(
             f"grant {grant.grant_id} is not valid before {grant.not_before}"
         )
-    if now >= grant.expires_at:
-        raise GrantExpiredError(f"grant {grant.grant_id} expired at {grant.expires_at}")
+    # Expiry is decided after the binding (below): an expired grant bound to
+    # this very call, under which an earlier attempt ran (or may have), is an
+    # unknown outcome rather than a denial.
+    expired = now >= grant.expires_at
     # 6. binding to the actual call
     for what, granted, actual, error in _BINDINGS:
         want = actual(expected)
@@ -196,6 +202,13 @@ def verify_grant(
             f"grant is bound to environment {grant.environment_digest}, "
             f"this worker measures {expected.environment_digest}"
         )
+    if expired:
+        unended, completed = replay.unfinished(grant.grant_id)
+        if unended or completed:
+            exc = unknown_after_expiry(grant.grant_id, unended, completed)
+            exc.verified = VerifiedGrant(grant, envelope, verified.key)
+            raise exc
+        raise GrantExpiredError(f"grant {grant.grant_id} expired at {grant.expires_at}")
     # 8. single use, last: only a grant that passed everything else is burnt.
     # One grant per request first (a reset or re-submission gets a new grant
     # for the same request), then one slot of that grant's attempts.
@@ -206,11 +219,18 @@ def verify_grant(
         requests.append(request_key(c.namespace, "signed-request", grant.request_id, ""))
     # No two attempts of one grant at once: the lease lasts as long as the
     # policy lets one attempt run. All of it in one atomic step.
-    replay.admit(
-        requests,
-        grant.grant_id,
-        expected.attempt,
-        now + timedelta(seconds=grant.scope.execute_timeout_seconds),
-        grant.scope.max_attempts,
-    )
+    try:
+        replay.admit(
+            requests,
+            grant.grant_id,
+            expected.attempt,
+            now + timedelta(seconds=grant.scope.execute_timeout_seconds),
+            grant.scope.max_attempts,
+        )
+    except OutcomeUnknownError as exc:
+        # Everything above verified: the gate may record the unknown outcome
+        # under this grant (and only then; a refusal of anything unverified
+        # never carries one).
+        exc.verified = VerifiedGrant(grant, envelope, verified.key)
+        raise
     return VerifiedGrant(grant, envelope, verified.key)

@@ -60,6 +60,7 @@ __all__ = [
     "MalformedSignatureError",
     "NamespaceMismatchError",
     "NonCanonicalPayloadError",
+    "OutcomeUnknownError",
     "PasskeyAssertionError",
     "PayloadTypeError",
     "PolicyBundleError",
@@ -352,6 +353,36 @@ class GrantAttemptsExhaustedError(GrantReplayedError):
     """The attempt number exceeds the grant's ``max_attempts`` scope."""
 
     code = "grant_attempts_exhausted"
+
+
+class OutcomeUnknownError(GrantAttemptsExhaustedError):
+    """Every use of the grant is taken, and the workflow cannot know how the body ended.
+
+    Either an attempt that took a use never ended (its worker died after the
+    gate let its body start: the body may have run, nobody recorded how it
+    ended), or one completed and Temporal never received that completion
+    (the worker died after the body returned, or the server dropped the
+    report): the body ran, its result is lost. At-most-once forbids running
+    it again, and reporting it as completed or failed would be a guess about
+    what the caller got: a person must check the side effect.
+
+    Attributes:
+        attempts: The Temporal attempt numbers that began and never ended.
+        completed: The attempts whose body completed (their report was lost).
+        verified: Set by the verifier to the ``VerifiedGrant`` it established
+            (typed ``object`` to keep this module free of the verifier); the
+            gate records an ``unknown`` outcome only when it is one.
+    """
+
+    code = "outcome_unknown"
+
+    def __init__(
+        self, message: str, attempts: tuple[int, ...] = (), completed: tuple[int, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.completed = completed
+        self.verified: object | None = None
 
 
 class GrantRefusedError(AuthorityError):

@@ -8,9 +8,12 @@ and executor workers as separate ``python -m ecp worker`` processes. Submits N
 governed actions concurrently (allowed, approval-needing and approved by this
 script, policy-denied, forged grants) while a seeded schedule SIGKILLs and
 restarts workers (also aimed: inside a slow body after its side effect, right
-after a body returned, during an approval update), restarts PostgreSQL, cuts
-the ledger connection and restarts the dev server. Then checks every action
-and prints one JSON object on its last line.
+after a body returned, in the middle of a ledger append, during an approval
+update), restarts PostgreSQL, cuts the ledger connection and restarts the dev
+server. Then checks every action and prints one JSON object on its last line.
+
+Exit status: 0 when every count that must be 0 is 0 (``outcome_unknown`` and
+``crosscheck_notes`` may be non-zero: see docs/reliability.md), 1 otherwise.
 
     python bench/chaos.py --quick                 # 200 actions, CI-sized
     python bench/chaos.py --n 1000 --seed 7 --backend sqlite
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.converter import default as default_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
@@ -59,7 +65,7 @@ from ecp.authority._grant import CallBinding, issue_grant  # noqa: E402
 from ecp.authority._keys import Ed25519FileSigner, load_public_key  # noqa: E402
 from ecp.authority._policy import PolicyBundle, PolicyRequest  # noqa: E402
 from ecp.authority._truststore import TrustStore  # noqa: E402
-from ecp.lineage._crosscheck import cross_check  # noqa: E402
+from ecp.lineage._crosscheck import GovernanceStatus, cross_check  # noqa: E402
 from ecp.lineage.graph._history import fetch_histories  # noqa: E402
 from ecp.lineage.ledger._evidence import parse_evidence  # noqa: E402
 from ecp.lineage.ledger._ledger import Ledger  # noqa: E402
@@ -75,6 +81,17 @@ AUTHORITY_KEYS = ("authority.key", "log.key", "recorder.key", "truststore.json")
 EXECUTOR_KEYS = ("worker.key", "truststore.json")
 #: The uses each kind's policy grants (the example bundle's @max_attempts).
 MAX_USES = {"allowed": 3, "approval": 3, "infra": 2}
+#: The counts that must be 0 for a run to pass (the exit status says which).
+MUST_BE_ZERO = (
+    "lost",
+    "wrong_outcome",
+    "overuse",
+    "ungated",
+    "missing_evidence",
+    "gaps",
+    "forks",
+    "crosscheck_findings",
+)
 #: What the policy says each kind must end as.
 EXPECTED = {
     "allowed": "completed",
@@ -151,7 +168,9 @@ class Action:
     outcome: str = ""  # terminal outcome seen at the end; "" if none
     reason: str = ""
     grant_id: str = ""
+    ledger_index: int = -1
     approved: bool = False
+    submitted: bool = False
 
 
 @dataclass
@@ -170,28 +189,37 @@ class Run:
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     heads: list[tuple[int, bytes]] = field(default_factory=list)
+    #: PostgreSQL application_name (PGAPPNAME) of each worker process: how an
+    #: aimed fault finds the process whose ledger append is in progress.
+    app_names: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The driver's own transaction holding the ledger head lock (aimed fault).
+    head_lock: Any = None
 
     def spawn(self, role: str) -> None:
+        name = f"chaos-{role}-{len(self.app_names)}"
         with (self.tmp / f"{role}.log").open("ab") as out:
             p = subprocess.Popen(
                 [sys.executable, "-m", "ecp", "worker", "--role", role],
-                env=self.envs[role],
+                env={**self.envs[role], "PGAPPNAME": name},
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         self.procs.setdefault(role, []).append(p)
+        self.app_names[name] = p
 
-    def kill_one(self, role: str, rng: random.Random, fault: str) -> None:
-        alive = [p for p in self.procs.get(role, []) if p.poll() is None]
-        if not alive:
-            return
-        p = rng.choice(alive)
+    def kill(self, role: str, p: subprocess.Popen[bytes], fault: str) -> None:
         p.send_signal(signal.SIGKILL)
         p.wait()
         self.procs[role].remove(p)
         self.count(fault)
         self.spawn(role)
+
+    def kill_one(self, role: str, rng: random.Random, fault: str) -> None:
+        alive = [p for p in self.procs.get(role, []) if p.poll() is None]
+        if not alive:
+            return
+        self.kill(role, rng.choice(alive), fault)
 
     def count(self, fault: str) -> None:
         self.faults[fault] = self.faults.get(fault, 0) + 1
@@ -393,7 +421,17 @@ async def _submit(
     client: Client, run: Run, a: Action, rogue: Ed25519FileSigner, deadline: float
 ) -> None:
     if a.kind == "forged":
-        inp = DirectCallInput("payout", [a.args], run.queues.executor, wait_for_grant=True)
+        # Unlimited retries (0), as a persistent caller would: a caller that
+        # gives up during a ledger outage leaves no denial record (the gate
+        # cannot write one and refuses the body retryably; docs/reliability.md).
+        inp = DirectCallInput(
+            "payout",
+            [a.args],
+            run.queues.executor,
+            wait_for_grant=True,
+            max_attempts=0,
+            start_to_close_seconds=10,
+        )
 
         async def start_direct() -> None:
             h = await client.start_workflow(
@@ -461,14 +499,17 @@ async def _faults(
         "kill_authority",
         "aimed_body",
         "aimed_after_return",
+        "aimed_ledger_append",
         "cut_ledger",
         "restart_postgres",
         "restart_temporal",
     ]
-    weights = [4, 3, 4, 2, 2, 2, 1]
+    weights = [4, 3, 4, 2, 2, 2, 2, 1]
     if run.pg is None:
         weights[kinds.index("restart_postgres")] = 0
         weights[kinds.index("cut_ledger")] = 0
+        # Aimed through PostgreSQL's lock view; SQLite has none.
+        weights[kinds.index("aimed_ledger_append")] = 0
     while not stop.is_set() and sum(run.faults.values()) < budget:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(*interval))
@@ -498,6 +539,16 @@ async def _faults(
                 await asyncio.sleep(0.05)
             if new:
                 run.kill_one("executor", rng, kind)
+        elif kind == "aimed_ledger_append" and run.pg is not None:
+            try:
+                victim = await asyncio.to_thread(_append_in_progress, run, 5.0)
+                if victim is not None:
+                    # Killed while its append waits inside its transaction.
+                    run.kill(*victim, kind)
+            except psycopg.Error as exc:  # PostgreSQL restarting, lock not had in 2 s
+                _log(f"aimed_ledger_append skipped: {type(exc).__name__}")
+            finally:
+                await asyncio.to_thread(_release_head, run)
         elif kind == "cut_ledger" and run.proxy is not None:
             await run.proxy.cut()
             run.count(kind)
@@ -518,6 +569,52 @@ async def _faults(
                 ui_port=run.temporal.ui_port,
                 log_file=run.tmp / "temporal.log",
             )
+
+
+def _append_in_progress(run: Run, within: float) -> tuple[str, subprocess.Popen[bytes]] | None:
+    """Hold the ledger's head lock until a worker's append waits on it; name that worker.
+
+    A PostgreSQL append is one transaction that begins by locking the head
+    row (``SELECT ... FOR UPDATE``). Holding that lock from here stops the
+    next append *inside* its transaction; ``pg_stat_activity`` names the
+    waiting backend's ``application_name``, which is the worker process's
+    PGAPPNAME. The lock stays held (see :func:`_release_head`) so the kill
+    lands while the append is still open.
+    """
+    assert run.pg is not None
+    conn = psycopg.connect(
+        f"host=127.0.0.1 port={run.pg.port} user=postgres dbname=ecp connect_timeout=5"
+    )
+    run.head_lock = conn
+    conn.execute("SET lock_timeout = '2s'")
+    conn.execute("SELECT 1 FROM ledger_head WHERE id = 1 FOR UPDATE")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={run.pg.port} user=postgres dbname=ecp connect_timeout=5",
+            autocommit=True,
+        ) as look:
+            rows = look.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = 'ecp' "
+                "AND wait_event_type = 'Lock' AND query ILIKE '%ledger_head%' "
+                "AND application_name LIKE 'chaos-%'"
+            ).fetchall()
+        for (name,) in rows:
+            p = run.app_names.get(name)
+            if p is not None and p.poll() is None:
+                role = name.split("-")[1]
+                return role, p
+        time.sleep(0.05)
+    return None
+
+
+def _release_head(run: Run) -> None:
+    conn, run.head_lock = run.head_lock, None
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 async def _supervise(run: Run, stop: asyncio.Event) -> None:
@@ -568,6 +665,7 @@ async def _outcome(client: Client, a: Action) -> None:
         return
     r = await client.get_workflow_handle(a.wf_id, result_type=GovernedResult).result()
     a.outcome, a.reason, a.grant_id = r.outcome, r.reason, r.grant_id
+    a.ledger_index = r.ledger_index
 
 
 async def _wait_all(client: Client, actions: list[Action], deadline: float) -> None:
@@ -581,6 +679,29 @@ async def _wait_all(client: Client, actions: list[Action], deadline: float) -> N
         await asyncio.sleep(1)
 
 
+def _grant_uses(
+    url: str,
+) -> tuple[dict[str, list[int]], dict[str, int], dict[tuple[str, int], bool]]:
+    """The single-use store: each grant's real attempts (>= 1), its slots taken
+    (closing after a completion takes the rest), which attempts ended, which completed."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            used = conn.execute(text("SELECT grant_id, attempt FROM ecp_grant_uses")).all()
+            ended = conn.execute(
+                text("SELECT grant_id, attempt, completed FROM ecp_grant_attempt_ends")
+            ).all()
+    finally:
+        engine.dispose()
+    uses: dict[str, list[int]] = {}
+    slots: dict[str, int] = {}
+    for g, a in used:
+        slots[str(g)] = slots.get(str(g), 0) + 1
+        if int(a) >= 1:
+            uses.setdefault(str(g), []).append(int(a))
+    return uses, slots, {(str(g), int(a)): bool(c) for g, a, c in ended}
+
+
 def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, Any]:
     journal = run.journal()
     runs: dict[str, int] = {}
@@ -589,15 +710,35 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
             runs[e["workflow_id"]] = runs.get(e["workflow_id"], 0) + 1
     by_id = {a.wf_id: a for a in actions}
     lost = [a.wf_id for a in actions if not a.outcome]
-    # Every use of the grant was taken by an attempt killed after (or in) its
-    # body: the outcome is unknown, and nothing runs again. Today the workflow
-    # reports it as failed with ecp.grant_attempts_exhausted (docs/reliability.md).
+    uses, slots, ended = _grant_uses(run.direct_db_url)
+
+    # "unknown" is right only where the gate's record came with a receipt, the
+    # body ran no more often than the policy allows, every one of the
+    # policy's uses is taken, and the store shows why the outcome is unknown:
+    # an attempt that never ended (killed in or after the body, or its end
+    # could not be written), or one that completed and was attempted again
+    # (its completion never reached Temporal). Any other "unknown" is wrong.
+    def unknown_is_right(a: Action) -> bool:
+        taken = uses.get(a.grant_id, [])
+        unended = any((a.grant_id, t) not in ended for t in taken)
+        lost_completion = any(ended.get((a.grant_id, t)) for t in taken)
+        return (
+            a.ledger_index >= 0
+            and runs.get(a.wf_id, 0) <= MAX_USES[a.kind]
+            and slots.get(a.grant_id, 0) == MAX_USES[a.kind]
+            and (unended or lost_completion)
+        )
+
     unknown = [
         a.wf_id
         for a in actions
-        if a.outcome == "failed"
-        and ("grant_attempts_exhausted" in a.reason or "already honoured" in a.reason)
+        if a.outcome == "unknown" and a.kind in MAX_USES and unknown_is_right(a)
     ]
+    unknown_lost_completion = sum(
+        1
+        for w in unknown
+        if any(ended.get((by_id[w].grant_id, t)) for t in uses.get(by_id[w].grant_id, []))
+    )
     wrong = [
         (a.wf_id, a.kind, a.outcome, a.reason[:160])
         for a in actions
@@ -641,6 +782,9 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
         findings = [
             (f.workflow_id, f.activity_type, f.outcome, f.violations) for f in report_cc.violations
         ]
+        # Listed, not violations: earlier attempts the history accounts for.
+        noted = [f for f in report_cc.findings if f.status == GovernanceStatus.NOTED]
+        note_kinds = Counter(n.split(":")[0] for f in noted for n in f.notes)
     finally:
         ledger.close()
     outcomes: dict[str, int] = {}
@@ -651,12 +795,15 @@ def _checks(run: Run, actions: list[Action], histories: list[Any]) -> dict[str, 
         "lost": len(lost),
         "wrong_outcome": len(wrong),
         "outcome_unknown": len(unknown),
+        "outcome_unknown_completion_lost": unknown_lost_completion,
         "overuse": len(overuse),
         "ungated": len(ungated),
         "missing_evidence": len(missing),
         "gaps": gaps,
         "forks": forks,
         "crosscheck_findings": len(findings),
+        "crosscheck_notes": len(noted),
+        "crosscheck_note_kinds": dict(note_kinds),
         "ledger_size": size,
         "checkpoints": checkpoints,
         "body_runs": sum(runs.values()),
@@ -708,8 +855,18 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             sem = asyncio.Semaphore(50)
 
             async def submit(a: Action) -> None:
+                # At most --in-flight actions between submission and their end:
+                # a backlog longer than a grant's lifetime (5 min) would have
+                # the gate refuse grants that expired while queued.
+                while sum(1 for x in actions if x.submitted and not x.outcome) >= args.in_flight:
+                    await asyncio.sleep(0.5)
+                a.submitted = True
                 async with sem:
                     await _submit(client, run, a, rogue, hard_deadline)
+
+            async def submit_all() -> None:
+                await asyncio.gather(*(submit(a) for a in actions))
+                _log(f"submitted {len(actions)} in {time.monotonic() - t0:.1f}s")
 
             helpers = [
                 asyncio.create_task(
@@ -719,12 +876,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(_sample_heads(run, stop)),
                 asyncio.create_task(_supervise(run, supervisor_stop)),
             ]
-            await asyncio.gather(*(submit(a) for a in actions))
-            _log(f"submitted {len(actions)} in {time.monotonic() - t0:.1f}s")
+            submitting = asyncio.create_task(submit_all())
             # Faults until most actions are done (or the time is up), then a calm tail.
             fault_until = hard_deadline - args.settle
             while time.monotonic() < fault_until:
-                await _wait_all(client, actions, time.monotonic() + 5)
+                await _wait_all(client, [a for a in actions if a.submitted], time.monotonic() + 5)
+                await asyncio.sleep(1)
                 done = sum(1 for a in actions if a.outcome)
                 _log(f"{done}/{len(actions)} terminal, faults {sum(run.faults.values())}")
                 if done == len(actions):
@@ -734,6 +891,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             # The approver and the supervisor keep going through the calm tail.
             await asyncio.gather(helpers[0], helpers[2])
+            await submitting
             await _wait_all(client, actions, hard_deadline)
             supervisor_stop.set()
             await asyncio.gather(helpers[1], helpers[3])
@@ -782,6 +940,9 @@ def main() -> None:
         "--interval-max", type=float, default=8.0, help="seconds between faults, at most"
     )
     p.add_argument("--max-faults", type=int, default=200)
+    p.add_argument(
+        "--in-flight", type=int, default=150, help="actions running at once, at most (150)"
+    )
     p.add_argument("--executors", type=int, default=1)
     p.add_argument("--authorities", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -795,7 +956,12 @@ def main() -> None:
     # SIGTERM as Ctrl-C, so the finally blocks stop every process started.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     out = asyncio.run(_main(args))
+    failed = [k for k in MUST_BE_ZERO if out.get(k)]
+    out["passed"] = not failed
     print(json.dumps(out, sort_keys=False))
+    if failed:
+        _log(f"FAILED: non-zero {', '.join(failed)}")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ __all__ = [
     "GRANT_HEADER",
     "INTERRUPTED_TYPE",
     "OUTAGE_TYPE",
+    "OUTCOME_UNKNOWN_TYPE",
     "SCOPE_ACTIVITY_ID_PREFIX",
     "SCOPE_HEADER",
     "STATUS_QUERY",
@@ -75,6 +76,10 @@ OUTAGE_TYPE: Final = FAILURE_TYPE_PREFIX + "governance_unavailable"
 
 #: The gate stopped a running body whose grant stopped holding (the body ran).
 INTERRUPTED_TYPE: Final = FAILURE_TYPE_PREFIX + "interrupted"
+
+#: Every use of the grant was taken by attempts that never ended: the body may
+#: have run, nobody saw how it ended; never retried, flagged for a person.
+OUTCOME_UNKNOWN_TYPE: Final = FAILURE_TYPE_PREFIX + "outcome_unknown"
 
 #: First detail of every refusal the gate raises, so callers can tell a gate
 #: refusal from a body that happens to raise an ``ecp.``-typed error.

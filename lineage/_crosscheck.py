@@ -7,10 +7,20 @@ it, does the entry agree with the history, and does its receipt verify
 against a signed checkpoint. Evidence for a workflow that names an execution
 the histories do not contain is a violation too (unless it records a denial
 before execution).
+
+One kind of such evidence the history does account for: Temporal keeps only
+the *last* attempt of an activity, so the gate's record of an earlier attempt
+whose body ran (and whose completion never reached Temporal: the worker died
+after the record, or the server dropped the report) names an attempt the
+history no longer shows. When the record verifies, names the same activity
+and grant, and the history shows a later attempt of that very activity, it is
+listed as a *note* (:class:`Note`), not a violation; anything short of that
+stays ``evidence_without_execution``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +37,7 @@ from ecp._wire import (
     ACTIVITY_PROVE,
     GOVERNANCE_ACTIVITIES,
     INTERRUPTED_TYPE,
+    OUTCOME_UNKNOWN_TYPE,
     SCOPE_ACTIVITY_ID_PREFIX,
     SCOPE_HEADER,
     is_denial_type,
@@ -43,7 +54,7 @@ from ecp.authority.errors import AuthorityError
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph._history import RunHistory
 from ecp.lineage.ledger._cosignature import WitnessPolicy
-from ecp.lineage.ledger._evidence import parse_evidence, verify_evidence_signature
+from ecp.lineage.ledger._evidence import Evidence, parse_evidence, verify_evidence_signature
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import Receipt, verify_receipt
 from ecp.lineage.ledger._store import ENTRY
@@ -60,6 +71,7 @@ __all__ = [
     "CrossCheckReport",
     "Finding",
     "GovernanceStatus",
+    "Note",
     "Violation",
     "annotate_graph",
     "cross_check",
@@ -71,7 +83,30 @@ class GovernanceStatus:
 
     OK = "ok"  # ran (or failed) under a verifying grant, with verifying evidence
     DENIED = "denied"  # refused before the body ran, with evidence of the denial
+    #: The gate recorded an unknown outcome (a body may have run, nobody saw
+    #: it end): not a violation of governance, but flagged for a person.
+    UNKNOWN = "unknown"
+    #: Evidence of an earlier attempt the history accounts for (see :class:`Note`).
+    NOTED = "noted"
     VIOLATION = "violation"
+
+
+class Note:
+    """Stable codes of findings that are listed but are not violations."""
+
+    #: The gate's record of an earlier attempt whose body ran and whose end
+    #: (completed, or interrupted) never reached Temporal: the history shows
+    #: a later attempt of the same activity under the same grant.
+    RETRIED_AFTER_LOST_COMPLETION = "retried_after_lost_completion"
+    #: The gate's record of an earlier attempt whose body failed; Temporal
+    #: retried it (the history shows a later attempt, same activity and grant).
+    RETRIED_AFTER_FAILURE = "retried_after_failure"
+    #: The gate's ``unknown`` record of an earlier attempt whose refusal never
+    #: reached Temporal; the history's later attempt ended ``unknown`` too.
+    UNKNOWN_REPEATED = "unknown_repeated"
+    #: The gate's denial of an earlier attempt (a retryable refusal, or one
+    #: whose report never reached Temporal); the history shows a later attempt.
+    RETRIED_AFTER_REFUSAL = "retried_after_refusal"
 
 
 class Violation:
@@ -101,13 +136,15 @@ class Finding:
         node: The graph node id (``activity:...``), or ``ledger:<i>`` for
             evidence that names no execution in the histories.
         workflow_id, run_id, activity_id, activity_type: The execution.
-        outcome: ``completed``, ``failed``, ``interrupted``, ``denied`` or ``not_started``.
+        outcome: ``completed``, ``failed``, ``interrupted``, ``unknown``, ``denied``
+            or ``not_started``.
         grant: ``verified``, ``missing``, ``n/a`` or the verifier's error code.
         grant_id: The grant's id (from the header, or the evidence).
         evidence: ``verified``, ``missing`` or what is wrong with it.
         ledger_index: The entry's index, or -1.
         status: One of :class:`GovernanceStatus`.
         violations: Codes from :class:`Violation`, with detail after a colon.
+        notes: Codes from :class:`Note`, with detail after a colon (never violations).
     """
 
     node: str
@@ -122,6 +159,7 @@ class Finding:
     ledger_index: int
     status: str
     violations: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +214,8 @@ def _executions(h: RunHistory) -> tuple[list[_Execution], str]:
             by_sched[f.scheduled_event_id].outcome = (
                 "interrupted"
                 if ftype == INTERRUPTED_TYPE
+                else "unknown"
+                if ftype == OUTCOME_UNKNOWN_TYPE
                 else "denied"
                 if is_denial_type(ftype)
                 else "failed"
@@ -343,7 +383,9 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     claims = grant_claims(envelope) if envelope is not None else None
     grant_id = str(claims.get("grant_id", "")) if claims else ""
     violations: list[str] = []
-    body_ran = x.outcome in ("completed", "failed", "interrupted")
+    # Unknown: this attempt was refused, but an earlier one under the same
+    # grant may have run the body, so the grant must hold as for a run.
+    body_ran = x.outcome in ("completed", "failed", "interrupted", "unknown")
     scoped = a.header.fields.get(SCOPE_HEADER)
     if envelope is None and scoped is not None:
         grant, grant_id = _check_scope(x, bytes(scoped.data), ctx)
@@ -368,6 +410,8 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
         if violations
         else GovernanceStatus.DENIED
         if x.outcome in ("denied", "not_started")
+        else GovernanceStatus.UNKNOWN
+        if x.outcome == "unknown"
         else GovernanceStatus.OK
     )
     return Finding(
@@ -386,8 +430,77 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     )
 
 
+#: (namespace, workflow id, run id, activity id) -> the history's last attempt
+#: of that activity, its type, the grant id its header carried, its outcome.
+_LastAttempts = dict[tuple[str, str, str, str], tuple[int, str, str, str]]
+
+
+def _last_attempts(executions: Iterable[_Execution]) -> _LastAttempts:
+    out: _LastAttempts = {}
+    for x in executions:
+        a = x.scheduled.activity_task_scheduled_event_attributes
+        envelope = grant_envelope(a.header)
+        claims = grant_claims(envelope) if envelope is not None else None
+        grant_id = str(claims.get("grant_id", "")) if claims else ""
+        key = (x.namespace, x.workflow_id, x.run_id, a.activity_id)
+        if x.attempt > out.get(key, (0, "", "", ""))[0]:
+            out[key] = (x.attempt, a.activity_type.name, grant_id, x.outcome)
+    return out
+
+
+def _earlier_attempt(
+    ns: str, wf: str, r: Row[Any, Any, Any], ev: Evidence, last: _LastAttempts, ctx: _Context
+) -> str | None:
+    """The note for an entry of an earlier attempt the history accounts for, if it is one.
+
+    All of: the record's signature verifies; the history shows a *later*
+    attempt of the same activity id and activity type; the record names the
+    grant that execution carried (a denial may name none: the gate names a
+    grant only once it verified); and the record says the body ran
+    (completed, failed, interrupted), or is the gate's denial of that
+    attempt, or its ``unknown`` refusal when the later attempt ended
+    ``unknown`` as well. Otherwise ``None``, and the entry stays a violation.
+    """
+    p = ev.predicate
+    status = p.outcome.status.value
+    if status not in ("completed", "failed", "interrupted", "unknown", "denied"):
+        return None
+    seen = last.get((ns, wf, str(r.run_id), str(r.activity_id)))
+    if seen is None:
+        return None
+    last_attempt, activity_type, grant_id, later_outcome = seen
+    same_grant = p.grant_id == grant_id if status != "denied" else p.grant_id in (None, grant_id)
+    if (
+        p.activity.activity_type != activity_type
+        or (not grant_id and status != "denied")
+        or not same_grant
+        or p.activity.attempt >= last_attempt
+        # Once unknown, every later attempt is refused the same way.
+        or (status == "unknown" and later_outcome != "unknown")
+    ):
+        return None
+    try:
+        verify_evidence_signature(ev, ctx.trust, datetime.now(UTC))
+    except (EvidenceError, AuthorityError):
+        return None
+    code = {
+        "failed": Note.RETRIED_AFTER_FAILURE,
+        "unknown": Note.UNKNOWN_REPEATED,
+        "denied": Note.RETRIED_AFTER_REFUSAL,
+    }.get(status, Note.RETRIED_AFTER_LOST_COMPLETION)
+    return (
+        f"{code}: entry {r.seq} records attempt {p.activity.attempt} {status}; the history "
+        f"shows attempt {last_attempt} of {r.activity_id} under the same grant (Temporal "
+        "keeps only an activity's last attempt)"
+    )
+
+
 def _unmatched_evidence(
-    histories: Sequence[RunHistory], matched: set[int], proven: set[int], ctx: _Context
+    histories: Sequence[RunHistory],
+    matched: set[int],
+    proven: set[int],
+    last: _LastAttempts,
+    ctx: _Context,
 ) -> list[Finding]:
     out: list[Finding] = []
     workflows = {(h.namespace, h.workflow_id) for h in histories}
@@ -418,10 +531,20 @@ def _unmatched_evidence(
                 continue
             p = ev.predicate
             status = p.outcome.status.value
+            note = _earlier_attempt(ns, wf, r, ev, last, ctx)
             if status == "denied" and int(r.seq) in proven:
                 # A denial before anything was scheduled (policy, deadline),
                 # certified by that run's own prove step.
                 out.append(_orphan(wf, r, status, p.grant_id or "", "verified", []))
+            elif note is not None:
+                out.append(
+                    dataclasses.replace(
+                        _orphan(wf, r, status, p.grant_id or "", "verified", []),
+                        activity_type=p.activity.activity_type,
+                        status=GovernanceStatus.NOTED,
+                        notes=(note,),
+                    )
+                )
             elif status == "denied":
                 # Nothing in the history asked for this denial: someone wrote
                 # it for a run that did not deny anything.
@@ -513,16 +636,18 @@ def cross_check(
     types = frozenset(governed_types)
     ctx = _Context(ledger, trust, log_key, origin, witnesses)
     findings: list[Finding] = []
+    governed: list[_Execution] = []
     for h in runs:
         executions, _ = _executions(h)
         for x in executions:
             if _is_governed(x, types, ledger):
+                governed.append(x)
                 findings.append(_finding(x, ctx))
     matched = {f.ledger_index for f in findings if f.ledger_index >= 0}
     # What each prove step told the workflow must be what the log holds.
     proofs = [p for h in runs for p in _prove_findings(h, ctx)]
     proven = {p.ledger_index for p in proofs if p.ledger_index >= 0}
-    findings.extend(_unmatched_evidence(runs, matched, proven, ctx))
+    findings.extend(_unmatched_evidence(runs, matched, proven, _last_attempts(governed), ctx))
     findings.extend(proofs)
     return CrossCheckReport(tuple(findings))
 

@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from ecp._wire import (
         INTERRUPTED_TYPE,
+        OUTCOME_UNKNOWN_TYPE,
         failure_code,
         failure_type,
     )
@@ -90,7 +91,7 @@ class _Ending:
     """How a run ended: what ``_prove`` records and returns.
 
     Attributes:
-        outcome: ``completed``, ``failed``, ``denied`` or ``interrupted``.
+        outcome: ``completed``, ``failed``, ``denied``, ``interrupted`` or ``unknown``.
         reason_code: The ``ApplicationError.type`` (or exception class) behind
             a failure or denial; empty on success.
         reason: Why, in words; empty on success.
@@ -118,6 +119,10 @@ def _execute_failure(err: ActivityError, args: list[object]) -> _Ending:
     if kind == EXHAUSTED_TYPE:
         # The body ran and failed as often as the grant allows.
         outcome, reason_code = "failed", kind
+    elif kind == OUTCOME_UNKNOWN_TYPE and from_gate(cause):
+        # Every use was taken by attempts that never ended: a body may have
+        # run. The gate recorded "unknown"; never retried, never completed.
+        outcome, reason_code = "unknown", kind
     elif kind == INTERRUPTED_TYPE and from_gate(cause):
         # The body ran and the gate stopped it (halt, revocation, lifetime):
         # its own record says so, the call ends refused with that reason.

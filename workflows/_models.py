@@ -59,7 +59,7 @@ class GovernedResult:
     decision_id: str
     policy_digest: str
     reasons: list[str]
-    outcome: str  # completed | failed | denied
+    outcome: str  # completed | failed | denied | interrupted | unknown
     reason: str
     grant_id: str
     result: JSON

@@ -184,7 +184,7 @@ _EXTENSIONS = {
 
 
 def _finding_line(f: Finding) -> str:
-    mark = {"ok": "✓", "denied": "⊘", "violation": "✗"}.get(f.status, "?")
+    mark = {"ok": "✓", "denied": "⊘", "violation": "✗", "noted": "↻"}.get(f.status, "?")
     where = f"{f.activity_type or f.activity_id} ({f.activity_id}) in {f.workflow_id}/{f.run_id}"
     line = f"{mark} {f.status:9} {where}: grant {f.grant}; evidence {f.evidence}"
     if f.ledger_index >= 0:
@@ -237,6 +237,8 @@ def verify(
             typer.echo(_finding_line(f))
             for v in f.violations:
                 typer.echo(_plain(f"    violation: {v}"))
+            for note in f.notes:
+                typer.echo(_plain(f"    note: {note}"))
         n = len(report.violations)
         typer.echo(
             f"{_plain(workflow_id)}: {len(report.findings)} governed execution(s), "
@@ -260,6 +262,7 @@ def _finding_dict(f: Finding) -> dict[str, object]:
         "ledgerIndex": f.ledger_index,
         "status": f.status,
         "violations": list(f.violations),
+        "notes": list(f.notes),
     }
 
 
@@ -395,6 +398,8 @@ _STATUS_STYLE = {
     GovernanceStatus.OK: "[green]✓ governed[/green]",
     GovernanceStatus.DENIED: "[yellow]⊘ denied[/yellow]",
     GovernanceStatus.VIOLATION: "[bold red]✗ VIOLATION[/bold red]",
+    GovernanceStatus.UNKNOWN: "[bold yellow]? outcome unknown: review[/bold yellow]",
+    GovernanceStatus.NOTED: "[cyan]↻ earlier attempt[/cyan]",
 }
 
 #: What must not reach a terminal raw: C0 controls (NUL, ESC, newline, ...),

@@ -33,6 +33,7 @@ _NAMED: Final = {
     "still waiting": "#b26a00",
     "failed": "#6a1b9a",
     "interrupted": "#ad1457",
+    "unknown": "#e65100",
     "running": "#0550ae",
     "undecided": "#57606a",
     "p50": "#0550ae",

@@ -575,6 +575,10 @@ async def collect_health(
         items.append(await check_verification(settings, ledger, auditor, now))
     items.extend(check_witnesses(settings, ledger, now))
     items.append(check_denials(ledger, now))
+    # Imported here: the review module builds its item from this module's types.
+    from ecp.console.review import check_unknown_outcomes
+
+    items.append(check_unknown_outcomes(ledger))
     items.append(check_halts(settings, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))

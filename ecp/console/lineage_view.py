@@ -100,7 +100,13 @@ _FIRST: Final = (
     "governance_evidence",
     "governance_violations",
 )
-_MARKS: Final = {"violation": "✗ VIOLATION", "denied": "⊘ denied", "ok": "✓ verified"}
+_MARKS: Final = {
+    "violation": "✗ VIOLATION",
+    "denied": "⊘ denied",
+    "ok": "✓ verified",
+    "unknown": "? outcome unknown",
+    "noted": "↻ earlier attempt",
+}
 
 
 class LineageUnavailableError(ConsoleError):

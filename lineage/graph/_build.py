@@ -40,7 +40,13 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType as E
 from temporalio.api.history.v1 import HistoryEvent
 
-from ecp._wire import APPROVE_UPDATE, GATE_MARK, GOVERNANCE_ACTIVITIES, INTERRUPTED_TYPE
+from ecp._wire import (
+    APPROVE_UPDATE,
+    GATE_MARK,
+    GOVERNANCE_ACTIVITIES,
+    INTERRUPTED_TYPE,
+    OUTCOME_UNKNOWN_TYPE,
+)
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._dsse import DEFAULT_MAX_ENVELOPE_BYTES, Envelope
@@ -722,6 +728,10 @@ class _RunBuilder:
                 # The body ran and the gate stopped it: name the cause and,
                 # for a halt or revocation, the control statement behind it.
                 attrs.update(status="interrupted", governed=True, **_interruption(f.message))
+            elif ftype == OUTCOME_UNKNOWN_TYPE and _from_gate(f):
+                # Every use was taken by attempts that never ended: a body may
+                # have run; the gate refused this one and flagged it for review.
+                attrs.update(status="unknown", governed=True)
             elif ftype.startswith("ecp."):
                 attrs.update(status="denied", governed=True)
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:

@@ -52,6 +52,9 @@ _END_STATE = {
     "failed": RunState.FAIL,
     "denied": RunState.FAIL,
     "interrupted": RunState.ABORT,
+    # Not known to have failed, not known to have completed: OpenLineage's
+    # catch-all, never COMPLETE.
+    "unknown": RunState.OTHER,
     "timed_out": RunState.FAIL,
     "terminated": RunState.ABORT,
     "canceled": RunState.ABORT,

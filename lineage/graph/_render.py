@@ -37,7 +37,13 @@ _SHAPES = {
     NodeKind.GRANT: "hexagon",
     NodeKind.LEDGER: "cylinder",
 }
-_GOVERNANCE_COLOURS = {"ok": "#2e7d32", "denied": "#ef6c00", "violation": "#c62828"}
+_GOVERNANCE_COLOURS = {
+    "ok": "#2e7d32",
+    "denied": "#ef6c00",
+    "violation": "#c62828",
+    "unknown": "#e65100",
+    "noted": "#0550ae",
+}
 _FILL = {
     NodeKind.ARTIFACT: "#f5f5f5",
     NodeKind.DECISION: "#e3f2fd",
@@ -197,7 +203,7 @@ def to_dot(g: nx.DiGraph) -> str:
         colour = _GOVERNANCE_COLOURS.get(str(d.get("governance", "")))
         if colour:
             attrs.append(f'color="{colour}", penwidth=2.2')
-        elif d.get("status") in ("failed", "denied", "interrupted", "timed_out"):
+        elif d.get("status") in ("failed", "denied", "interrupted", "unknown", "timed_out"):
             attrs.append('color="#c62828"')
         return f"    {ids[n]} [{', '.join(attrs)}];"
 

@@ -109,6 +109,10 @@ class OutcomeStatus(StrEnum):
     DENIED = "denied"
     #: The body started and the gate stopped it (halt, revocation, lifetime).
     INTERRUPTED = "interrupted"
+    #: Every use of the grant was taken by attempts whose worker died after
+    #: the body was let in: it may have run, nobody saw it end. Recorded by
+    #: the gate when it refuses the next attempt; a person must check.
+    UNKNOWN = "unknown"
 
 
 class _Wire(BaseModel):
@@ -163,7 +167,7 @@ class ActivityIdentity(_Wire):
 
 
 class Outcome(_Wire):
-    """Completed, failed, denied or interrupted; all but completed say why."""
+    """Completed, failed, denied, interrupted or unknown; all but completed say why."""
 
     # Lax for this one field only: JSON carries the enum as its string value.
     status: OutcomeStatus = Field(strict=False)
@@ -262,7 +266,7 @@ class EvidencePredicate(_Wire):
     @model_validator(mode="after")
     def _consistent(self) -> EvidencePredicate:
         # Completed executions ran under a grant; time does not run backwards.
-        ran = (OutcomeStatus.COMPLETED, OutcomeStatus.INTERRUPTED)
+        ran = (OutcomeStatus.COMPLETED, OutcomeStatus.INTERRUPTED, OutcomeStatus.UNKNOWN)
         if self.outcome.status in ran and self.grant_id is None:
             raise ValueError(f"a {self.outcome.status.value} execution must name its grantId")
         unknown = [

@@ -134,3 +134,23 @@ def test_full_verification_names_an_entry_the_operator_wrote(setup) -> None:  # 
         assert operator.verify_all().size == 3  # hashes alone cannot tell
         with pytest.raises(TamperError, match="entry 1: entry is not evidence signed by a trusted"):
             operator.verify_all(trust=trust)
+
+
+def test_an_unknown_outcome_is_the_gates_to_record_and_is_never_overwritten(setup) -> None:  # type: ignore[no-untyped-def]
+    prove, ledger, _, keys = setup
+    recorder = Ed25519FileSigner.from_file(keys / "recorder.key")
+    with pytest.raises(EvidenceSignatureError):
+        ledger.append(make_envelope(0, recorder, status=OutcomeStatus.UNKNOWN))
+    worker = Ed25519FileSigner.from_file(keys / "worker.key")
+    gate = ledger.append(make_envelope(0, worker, status=OutcomeStatus.UNKNOWN))
+    done = prove._prove(WHO, _input("unknown"), digest_bytes(b"args-0"), T)
+    assert done.index == gate.index
+    v = verify_receipt(done.receipt, load_public_key(keys / "log.key"), origin=ledger.origin)
+    assert parse_evidence(v.entry).predicate.outcome.status is OutcomeStatus.UNKNOWN
+    # Neither a denial beside it (a body may have run) nor a completion claim.
+    with pytest.raises(ApplicationError, match="does not record a denial of what ran"):
+        prove._prove(WHO, _input("denied"), digest_bytes(b"args-0"), T)
+    with pytest.raises(ApplicationError, match="no gate record shows 'completed'"):
+        prove._prove(WHO, _input("completed"), digest_bytes(b"args-0"), T)
+    assert ledger.head().size == 1
+    ledger.close()

@@ -38,6 +38,7 @@ async def test_health_json_reflects_the_real_stack(governed: Governed) -> None:
         "ledger",
         "ledger verification",
         "gate denials",
+        "outcomes to review",
         "halts",
         "trust store",
         "policy",
@@ -67,6 +68,10 @@ async def test_health_json_reflects_the_real_stack(governed: Governed) -> None:
     assert denials["details"]["complete"] is True
     assert denials["details"]["byReason"].get("unknown_action", 0) >= 1, denials
     assert "unknown_action × " in denials["reason"]
+    # No executor died inside a body here: nothing for a person to review.
+    review = items["outcomes to review"]
+    assert review["status"] == "green", review["reason"]
+    assert review["details"]["total"] == 0
     assert doc["status"] == "green"
     # Public material only: no private key, no key file contents, no database URL.
     assert "PRIVATE" not in resp.text

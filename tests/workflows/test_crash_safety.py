@@ -21,21 +21,37 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from ecp._keyring import KeyFiles, init_keyring
 from ecp._runtime import build_plugin, run_workers
 from ecp._settings import Role, Settings
+from ecp._wire import OUTCOME_UNKNOWN_TYPE
 from ecp.authority._keys import load_public_key
+from ecp.authority._truststore import TrustStore
+from ecp.console.review import check_unknown_outcomes, unknown_outcomes
+from ecp.lineage._crosscheck import GovernanceStatus, cross_check
+from ecp.lineage.graph._history import fetch_histories
+from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
 from ecp.lineage.ledger._ledger import Ledger
+from ecp.lineage.ledger._receipt import verify_receipt
 from ecp.workflows._governed import GovernedExecution
-from ecp.workflows._models import GovernedRequest, TaskQueues
+from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 
 CHANGE = {"target": "db-7", "environment": "staging", "change": "resize", "duration_seconds": 2}
 
 
 @pytest.fixture
-def crash_settings(tmp_path: Path, temporal_env: WorkflowEnvironment) -> Settings:
+def staging_uses() -> int:
+    """Uses the policy gives a staging change (the example's 2; parametrize to change)."""
+    return 2
+
+
+@pytest.fixture
+def crash_settings(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, staging_uses: int
+) -> Settings:
     init_keyring(tmp_path / "keys")
     q = uuid.uuid4().hex[:8]
     # The example bundle, with a 6 s execute timeout on staging changes: the
@@ -44,10 +60,14 @@ def crash_settings(tmp_path: Path, temporal_env: WorkflowEnvironment) -> Setting
     shutil.copytree(Settings().policy, policy)
     cedar = policy / "policies.cedar"
     staging = '@id("infra-staging-by-operator")\n'
-    assert staging in cedar.read_text()
-    cedar.write_text(
-        cedar.read_text().replace(staging, staging + '@execute_timeout("6")\n'), encoding="utf-8"
-    )
+    text_ = cedar.read_text()
+    assert staging in text_
+    text_ = text_.replace(staging, staging + '@execute_timeout("6")\n')
+    head, sep, tail = text_.partition(staging)
+    assert '@max_attempts("2")' in tail.split("permit", 1)[0]
+    tail = tail.replace('@max_attempts("2")', f'@max_attempts("{staging_uses}")', 1)
+    text_ = head + sep + tail
+    cedar.write_text(text_, encoding="utf-8")
     return Settings(
         home=tmp_path,
         policy_bundle=policy,
@@ -167,3 +187,144 @@ async def test_worker_killed_mid_activity(
         ledger.verify_all(load_public_key(KeyFiles(s.keys).log))
     finally:
         ledger.close()
+
+
+async def _start_change(
+    temporal_env: WorkflowEnvironment, s: Settings, executors: list[subprocess.Popen[bytes]]
+) -> tuple[str, WorkflowHandle[GovernedExecution, GovernedResult]]:
+    executors.append(_spawn_executor(s))
+    wf_id = f"crash-{uuid.uuid4().hex[:8]}"
+    handle = await temporal_env.client.start_workflow(
+        GovernedExecution.run,
+        GovernedRequest(
+            "change_infrastructure",
+            [CHANGE],
+            "alice",
+            "crash test",
+            queues=TaskQueues(s.authority_queue, s.executor_queue),
+        ),
+        id=wf_id,
+        task_queue=s.executor_queue,
+    )
+    return wf_id, handle
+
+
+async def _kill_inside_body(
+    s: Settings, wf_id: str, attempt: int, executors: list[subprocess.Popen[bytes]]
+) -> None:
+    """Wait until ``attempt``'s side effect happened (its ``run`` line), then SIGKILL."""
+    for _ in range(900):
+        if any(r["phase"] == "run" and r["attempt"] == attempt for r in _journal(s, wf_id)):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        log = (s.home / "executor.log").read_text()[-2000:]
+        raise AssertionError(f"attempt {attempt}'s body never started; executor log:\n{log}")
+    executors[-1].send_signal(signal.SIGKILL)
+    executors[-1].wait()
+    executors.append(_spawn_executor(s))
+
+
+def _uses(s: Settings, grant_id: str) -> list[int]:
+    engine = create_engine(s.db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT attempt FROM ecp_grant_uses WHERE grant_id = :g ORDER BY attempt"),
+            {"g": grant_id},
+        )
+        out = [int(a) for a in rows.scalars().all()]
+    engine.dispose()
+    return out
+
+
+def _check_unknown(s: Settings, wf_id: str, result: GovernedResult, ran: list[int]) -> None:
+    """The unknown outcome as a person finds it: receipt, ledger record, console list."""
+    assert result.outcome == "unknown", result.reason
+    assert result.result is None
+    last = ran[-1]
+    assert f"the body of attempt {last} may have run; check the side effect" in result.reason
+    # The body ran exactly as often as the grant allows, and never again.
+    starts = [r["attempt"] for r in _journal(s, wf_id) if r["phase"] == "run"]
+    assert starts == ran
+    assert _uses(s, result.grant_id) == ran
+    log_key = load_public_key(KeyFiles(s.keys).log)
+    receipt = verify_receipt(result.receipt, log_key, origin=s.log_origin)
+    ledger = Ledger.open(s.db_url)
+    try:
+        ledger.verify_all(log_key)
+        assert receipt.log_index == result.ledger_index
+        p = parse_evidence(ledger.entry(result.ledger_index).envelope).predicate
+        assert p.outcome.status is OutcomeStatus.UNKNOWN
+        assert p.outcome.reason_code == "outcome_unknown"
+        assert p.grant_id == result.grant_id
+        assert p.activity.attempt > last  # the refused attempt records it
+        found, complete = unknown_outcomes(ledger)
+        assert complete
+        assert [u.ledger_index for u in found] == [result.ledger_index]
+        # Killed inside the body: no attempt's record was written before it.
+        assert found[0].earlier == ()
+        item = check_unknown_outcomes(ledger)
+        assert item.status == "amber"
+        assert "1 governed action(s) with an unknown outcome" in item.reason
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("staging_uses", [1])
+async def test_one_use_action_killed_after_its_side_effect_is_unknown(
+    temporal_env: WorkflowEnvironment,
+    crash_settings: Settings,
+    authority_only: None,
+    executors: list[subprocess.Popen[bytes]],
+) -> None:
+    """At-most-once: the body ran once, nobody saw it end, it is never run again."""
+    s = crash_settings
+    wf_id, handle = await _start_change(temporal_env, s, executors)
+    await _kill_inside_body(s, wf_id, 1, executors)
+    # The fresh worker gets attempt 2 once attempt 1's lease (6 s) expired:
+    # the one use is taken by an attempt that never ended, so it is refused.
+    result = await handle.result()
+    _check_unknown(s, wf_id, result, ran=[1])
+    # The gate's refusal is final in Temporal too: non-retryable, typed.
+    failures = [
+        e.activity_task_failed_event_attributes.failure
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert [f.application_failure_info.type for f in failures] == [OUTCOME_UNKNOWN_TYPE]
+    assert failures[0].application_failure_info.non_retryable
+    # The cross-check flags it for review and finds nothing wrong.
+    ledger = Ledger.open(s.db_url)
+    try:
+        report = cross_check(
+            await fetch_histories(temporal_env.client, wf_id),
+            ledger=ledger,
+            trust=TrustStore.load(s.trust),
+            log_key=load_public_key(KeyFiles(s.keys).log),
+            origin=s.log_origin,
+        )
+    finally:
+        ledger.close()
+    assert report.ok, report.violations
+    (f,) = [f for f in report.findings if f.activity_type == "change_infrastructure"]
+    assert (f.outcome, f.status, f.grant, f.evidence) == (
+        "unknown",
+        GovernanceStatus.UNKNOWN,
+        "verified",
+        "verified",
+    )
+
+
+async def test_two_use_action_runs_again_then_is_unknown(
+    temporal_env: WorkflowEnvironment,
+    crash_settings: Settings,
+    authority_only: None,
+    executors: list[subprocess.Popen[bytes]],
+) -> None:
+    """At-least-once within the uses: killed twice, the body ran twice, then unknown."""
+    s = crash_settings
+    wf_id, handle = await _start_change(temporal_env, s, executors)
+    await _kill_inside_body(s, wf_id, 1, executors)
+    await _kill_inside_body(s, wf_id, 2, executors)
+    result = await handle.result()
+    _check_unknown(s, wf_id, result, ran=[1, 2])
