@@ -108,6 +108,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _rss_kb(pid: int) -> int | None:
+    """Resident memory of a live process in KiB (Linux /proc), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -194,6 +205,16 @@ class Run:
     app_names: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: The driver's own transaction holding the ledger head lock (aimed fault).
     head_lock: Any = None
+    #: Resident memory (KiB) of each worker process, by PGAPPNAME: when a tenth
+    #: of the actions had ended (imports and caches warm) and at the end.
+    rss_start: dict[str, int] = field(default_factory=dict)
+    rss_end: dict[str, int] = field(default_factory=dict)
+
+    def sample_rss(self, into: dict[str, int]) -> None:
+        for name, p in self.app_names.items():
+            kb = _rss_kb(p.pid) if p.poll() is None else None
+            if kb is not None:
+                into[name] = kb
 
     def spawn(self, role: str) -> None:
         name = f"chaos-{role}-{len(self.app_names)}"
@@ -884,6 +905,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(1)
                 done = sum(1 for a in actions if a.outcome)
                 _log(f"{done}/{len(actions)} terminal, faults {sum(run.faults.values())}")
+                if not run.rss_start and done >= 0.1 * len(actions):
+                    run.sample_rss(run.rss_start)
                 if done == len(actions):
                     break
                 if done >= 0.9 * len(actions) and sum(run.faults.values()) >= args.min_faults:
@@ -893,6 +916,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(helpers[0], helpers[2])
             await submitting
             await _wait_all(client, actions, hard_deadline)
+            run.sample_rss(run.rss_end)
             supervisor_stop.set()
             await asyncio.gather(helpers[1], helpers[3])
             elapsed = time.monotonic() - t0
@@ -913,6 +937,19 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(elapsed, 1),
             "throughput_per_s": round(done / elapsed, 2) if elapsed else 0,
             "workers": {"authority": args.authorities, "executor": args.executors},
+            # Only processes alive at both samples (a killed worker's successor
+            # starts cold): [KiB at a tenth of the actions, KiB at the end].
+            "worker_rss_kb": {
+                k: [run.rss_start[k], run.rss_end[k]] for k in run.rss_start if k in run.rss_end
+            },
+            "worker_rss_growth_max": max(
+                (
+                    round(run.rss_end[k] / run.rss_start[k] - 1, 3)
+                    for k in run.rss_start
+                    if k in run.rss_end
+                ),
+                default=None,
+            ),
             "detail": result["_detail"],
             "tmp": str(tmp) if args.keep else "",
         }
