@@ -108,6 +108,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Every run this process set up, so that main() can stop its processes even
+#: when an interrupt broke the event loop before its finally block ran.
+_STARTED: list[Run] = []
+
+
 def _rss_kb(pid: int) -> int | None:
     """Resident memory of a live process in KiB (Linux /proc), None once it is gone."""
     try:
@@ -209,6 +214,9 @@ class Run:
     #: of the actions had ended (imports and caches warm) and at the end.
     rss_start: dict[str, int] = field(default_factory=dict)
     rss_end: dict[str, int] = field(default_factory=dict)
+    #: Executor kills during approvals (off with --max-faults 0: the soak).
+    aimed_approval_kills: bool = True
+    stopped: bool = False
 
     def sample_rss(self, into: dict[str, int]) -> None:
         for name, p in self.app_names.items():
@@ -257,6 +265,11 @@ class Run:
         return rows
 
     def stop_all(self) -> None:
+        # Called from the event loop's finally and again, synchronously, after
+        # asyncio.run: an interrupt can leave the loop unable to run the first.
+        if self.stopped:
+            return
+        self.stopped = True
         for ps in self.procs.values():
             for p in ps:
                 if p.poll() is None:
@@ -496,7 +509,7 @@ async def _approver(
                 if status.get("step") != "approve":
                     continue
                 # Aimed kills only while faulting: the calm tail must drain.
-                aimed = not faulting.is_set() and rng.random() < 0.1
+                aimed = run.aimed_approval_kills and not faulting.is_set() and rng.random() < 0.1
                 job = asyncio.create_task(
                     approve(client, a.wf_id, signer=signer, approver=DEMO_APPROVER)
                 )
@@ -847,6 +860,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     hard_deadline = started + args.time_limit
     tmp = Path(tempfile.mkdtemp(prefix="ecp-chaos-"))
     run = await asyncio.to_thread(_setup, tmp, args.backend)
+    _STARTED.append(run)
+    run.aimed_approval_kills = args.max_faults > 0
     try:
         if run.pg is not None:
             run.proxy = TcpProxy("127.0.0.1", run.pg.port)
@@ -992,7 +1007,11 @@ def main() -> None:
     args.min_faults = args.min_faults or 50
     # SIGTERM as Ctrl-C, so the finally blocks stop every process started.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    out = asyncio.run(_main(args))
+    try:
+        out = asyncio.run(_main(args))
+    finally:
+        for run in _STARTED:
+            run.stop_all()
     failed = [k for k in MUST_BE_ZERO if out.get(k)]
     out["passed"] = not failed
     print(json.dumps(out, sort_keys=False))
