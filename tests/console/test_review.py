@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import insert, text, update
 
 from ecp.authority._canonical import digest_bytes
+from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Ed25519FileSigner, generate_private_key
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.console.review import check_unknown_outcomes, unknown_outcomes
@@ -105,6 +106,13 @@ def index(db: str) -> Iterator[ReviewIndex]:
     idx.dispose()
 
 
+def _listed(details: object) -> list[object]:
+    assert isinstance(details, dict)
+    outcomes = details["outcomes"]
+    assert isinstance(outcomes, list)
+    return [o["ledgerIndex"] for o in outcomes]
+
+
 def _denials(ledger: Ledger, n: int, start: int = 10_000) -> None:
     """What a keyless client can cause: refused requests, each one a denial record."""
     for k in range(0, n, 500):
@@ -126,11 +134,11 @@ def test_an_unknown_outcome_stays_listed_however_many_entries_follow(
     first = check_unknown_outcomes(ledger, TRUST, index)
     assert first.status == "amber", first
     assert first.details["complete"] is False
-    assert [o["ledgerIndex"] for o in first.details["outcomes"]] == [unknown]  # type: ignore[index,union-attr]
+    assert _listed(first.details) == [unknown]
     second = check_unknown_outcomes(ledger, TRUST, index)
     assert second.details["complete"] is True
     assert second.status == "amber", second
-    assert [o["ledgerIndex"] for o in second.details["outcomes"]] == [unknown]  # type: ignore[index,union-attr]
+    assert _listed(second.details) == [unknown]
     assert "1 governed action(s) with an unknown outcome" in second.reason
 
 
@@ -164,7 +172,7 @@ def test_only_a_signed_acknowledgement_takes_an_outcome_off_the_list(
     assert [u.ledger_index for u in listed.pending] == [b, a]
     now = datetime.now(UTC)
 
-    def ack(signer: Ed25519FileSigner, seq: int) -> object:
+    def ack(signer: Ed25519FileSigner, seq: int) -> Envelope:
         return sign_acknowledgement(
             signer,
             ledger_index=seq,
@@ -175,10 +183,10 @@ def test_only_a_signed_acknowledgement_takes_an_outcome_off_the_list(
 
     # A key without the approver role (the executor's own) cannot acknowledge.
     with pytest.raises(AcknowledgementError):
-        index.acknowledge(ack(WORKER, a), TRUST)  # type: ignore[arg-type]
+        index.acknowledge(ack(WORKER, a), TRUST)
     with pytest.raises(AcknowledgementError):
-        index.acknowledge(ack(ROGUE, a), TRUST)  # type: ignore[arg-type]
-    done = index.acknowledge(ack(APPROVER, a), TRUST)  # type: ignore[arg-type]
+        index.acknowledge(ack(ROGUE, a), TRUST)
+    done = index.acknowledge(ack(APPROVER, a), TRUST)
     assert done.by == "carol"
     listed = unknown_outcomes(ledger, TRUST, index)
     assert [u.ledger_index for u in listed.pending] == [b]
@@ -204,7 +212,7 @@ def test_only_a_signed_acknowledgement_takes_an_outcome_off_the_list(
         )
     assert [u.ledger_index for u in unknown_outcomes(ledger, TRUST, index).pending] == [b]
     # Once b is acknowledged too, the item turns green.
-    index.acknowledge(ack(APPROVER, b), TRUST)  # type: ignore[arg-type]
+    index.acknowledge(ack(APPROVER, b), TRUST)
     assert check_unknown_outcomes(ledger, TRUST, index).status == "green"
 
 
