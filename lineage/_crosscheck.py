@@ -15,7 +15,12 @@ after the record, or the server dropped the report) names an attempt the
 history no longer shows. When the record verifies, names the same activity
 and grant, and the history shows a later attempt of that very activity, it is
 listed as a *note* (:class:`Note`), not a violation; anything short of that
-stays ``evidence_without_execution``.
+stays ``evidence_without_execution``. A note never hides a body that ran too
+often: the gate's signed records that say the body ran under the grant (and
+the history's last attempt) are counted against the grant's ``max_attempts``
+(``ran_more_than_granted``), and a run after a completed attempt is
+``ran_after_completion`` — the single-use store that should prevent both is
+unsigned, and a database operator can empty it.
 """
 
 from __future__ import annotations
