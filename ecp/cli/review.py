@@ -89,7 +89,9 @@ def list_(
 @app.command("ack")
 @one_line_errors
 def ack(
-    ledger_index: Annotated[int, typer.Argument(help="The unknown outcome's ledger index.")],
+    ledger_index: Annotated[
+        int, typer.Argument(metavar="LEDGER_INDEX", help="The unknown outcome's ledger index.")
+    ],
     note: Annotated[str, typer.Option("--note", help="What you checked, and what you found.")],
     key: Annotated[
         Path | None,
