@@ -64,6 +64,8 @@ class UnknownOutcome:
     #: as ``(attempt, status)``: a ``completed`` one means the body finished
     #: and only the report to Temporal was lost (empty: nothing recorded).
     earlier: tuple[tuple[int, str], ...] = ()
+    #: The record's evidence id (what an acknowledgement must name).
+    evidence_id: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -79,6 +81,7 @@ class UnknownOutcome:
             "reason": self.reason,
             "recordedAt": self.recorded_at.isoformat(),
             "earlierRecords": [{"attempt": a, "status": s} for a, s in self.earlier],
+            "evidenceId": self.evidence_id,
         }
 
 
@@ -161,6 +164,7 @@ def _outcome(ledger: Ledger, trust: TrustStore, seq: int, size: int) -> UnknownO
         reason=p.outcome.reason or "",
         recorded_at=at,
         earlier=tuple(earlier),
+        evidence_id=ev.evidence_id,
     )
 
 
@@ -184,7 +188,9 @@ def unknown_outcomes(
         u = _outcome(ledger, trust, row.ledger_index, state.size)
         if u is None:
             continue
-        if row.acknowledged is None:
+        if row.acknowledged is None or row.evidence_id != u.evidence_id:
+            # (An index row naming another record than the ledger holds at
+            # that index: its acknowledgement is not this record's.)
             pending.append(u)
         else:
             done.append((u, row.acknowledged))

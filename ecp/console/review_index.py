@@ -231,6 +231,8 @@ class ReviewIndex:
         with self._begin() as conn:
             cursor = conn.execute(select(_CURSOR.c.next_index).where(_CURSOR.c.id == 1)).first()
             start = 0 if cursor is None else int(cursor.next_index)
+        if start > size:
+            start = 0  # a cursor past the head belongs to another ledger: read this one whole
         stop = min(size, start + budget)
         if stop <= start:
             return ScanState(start, size)
