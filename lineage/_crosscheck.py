@@ -15,7 +15,12 @@ after the record, or the server dropped the report) names an attempt the
 history no longer shows. When the record verifies, names the same activity
 and grant, and the history shows a later attempt of that very activity, it is
 listed as a *note* (:class:`Note`), not a violation; anything short of that
-stays ``evidence_without_execution``.
+stays ``evidence_without_execution``. A note never hides a body that ran too
+often: the gate's signed records that say the body ran under the grant (and
+the history's last attempt) are counted against the grant's ``max_attempts``
+(``ran_more_than_granted``), and a run after a completed attempt is
+``ran_after_completion`` — the single-use store that should prevent both is
+unsigned, and a database operator can empty it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import networkx as nx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -45,16 +50,21 @@ from ecp._wire import (
 from ecp.authority._calldigest import digest_payloads
 from ecp.authority._canonical import parse_json_strict
 from ecp.authority._clock import FixedClock
-from ecp.authority._dsse import Envelope
+from ecp.authority._dsse import Envelope, verify_envelope
 from ecp.authority._replay import InMemoryReplayGuard
 from ecp.authority._scope import verify_scope
-from ecp.authority._truststore import TrustStore
+from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority._verify import ExpectedCall, verify_grant
 from ecp.authority.errors import AuthorityError
 from ecp.lineage.graph._grant_header import grant_claims, grant_envelope
 from ecp.lineage.graph._history import RunHistory
 from ecp.lineage.ledger._cosignature import WitnessPolicy
-from ecp.lineage.ledger._evidence import Evidence, parse_evidence, verify_evidence_signature
+from ecp.lineage.ledger._evidence import (
+    INTOTO_PAYLOAD_TYPE,
+    Evidence,
+    parse_evidence,
+    verify_evidence_signature,
+)
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import Receipt, verify_receipt
 from ecp.lineage.ledger._store import ENTRY
@@ -123,6 +133,13 @@ class Violation:
     #: A prove step reported a receipt or an outcome the ledger does not hold
     #: (a rogue poller answered it, or its record was never written).
     PROOF_NOT_IN_LOG = "proof_not_in_log"
+    #: The gate's records and the history show a body ran under one grant
+    #: more often than its ``max_attempts`` (the unsigned single-use store
+    #: was tampered with, or failed), or under a grant whose limit is unreadable.
+    RAN_MORE_THAN_GRANTED = "ran_more_than_granted"
+    #: A body ran again after an attempt of it completed under the same grant
+    #: (a completed body closes its grant).
+    RAN_AFTER_COMPLETION = "ran_after_completion"
     #: The receipt's checkpoint lacks the cosignatures the caller's witness
     #: policy requires (unwitnessed, or a fork no honest witness cosigned).
     UNWITNESSED = "checkpoint_unwitnessed"
@@ -430,9 +447,36 @@ def _finding(x: _Execution, ctx: _Context) -> Finding:
     )
 
 
-#: (namespace, workflow id, run id, activity id) -> the history's last attempt
-#: of that activity, its type, the grant id its header carried, its outcome.
-_LastAttempts = dict[tuple[str, str, str, str], tuple[int, str, str, str]]
+#: What the gate's records can say about a body: it ran (and how it ended).
+_RAN: Final = ("completed", "failed", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class _LastAttempt:
+    """The history's last attempt of one activity, and the grant its header carried."""
+
+    attempt: int
+    activity_type: str
+    grant_id: str
+    outcome: str
+    #: The grant's ``scope.max_attempts`` (read, not verified: the finding of
+    #: the execution itself says whether the grant verifies); ``None`` when
+    #: the header has no readable grant.
+    max_attempts: int | None
+
+
+#: (namespace, workflow id, run id, activity id) -> the history's last attempt.
+_LastAttempts = dict[tuple[str, str, str, str], _LastAttempt]
+#: (namespace, workflow id, run id, activity id, grant id) -> (attempt, entry,
+#: status) of each verified gate record saying the body ran under that grant,
+#: keyed by the record's *signed* identity.
+_RanRecords = dict[tuple[str, str, str, str, str], list[tuple[int, int, str]]]
+
+
+def _max_attempts(claims: dict[str, object] | None) -> int | None:
+    scope = claims.get("scope") if claims else None
+    n = scope.get("max_attempts") if isinstance(scope, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
 
 def _last_attempts(executions: Iterable[_Execution]) -> _LastAttempts:
@@ -443,9 +487,77 @@ def _last_attempts(executions: Iterable[_Execution]) -> _LastAttempts:
         claims = grant_claims(envelope) if envelope is not None else None
         grant_id = str(claims.get("grant_id", "")) if claims else ""
         key = (x.namespace, x.workflow_id, x.run_id, a.activity_id)
-        if x.attempt > out.get(key, (0, "", "", ""))[0]:
-            out[key] = (x.attempt, a.activity_type.name, grant_id, x.outcome)
+        seen = out.get(key)
+        if seen is None or x.attempt > seen.attempt:
+            out[key] = _LastAttempt(
+                x.attempt, a.activity_type.name, grant_id, x.outcome, _max_attempts(claims)
+            )
     return out
+
+
+def _signed_by_worker(ev: Evidence, ctx: _Context) -> bool:
+    """The gate (a worker key) signed this record; a recorder's denial is not the gate's."""
+    try:
+        verify_envelope(
+            ev.envelope,
+            payload_type=INTOTO_PAYLOAD_TYPE,
+            trust=ctx.trust,
+            role=KeyRole.WORKER,
+            at=datetime.now(UTC),
+        )
+    except (EvidenceError, AuthorityError):
+        return False
+    return True
+
+
+def _ran_records(records: Iterable[tuple[int, Evidence]], ctx: _Context) -> _RanRecords:
+    """Every record a worker signed saying a body ran, by its signed identity and grant."""
+    out: _RanRecords = {}
+    for seq, ev in records:
+        p = ev.predicate
+        status = p.outcome.status.value
+        if status not in _RAN or not p.grant_id or not _signed_by_worker(ev, ctx):
+            continue
+        a = p.activity
+        key = (a.namespace, a.workflow_id, a.run_id, a.activity_id, p.grant_id)
+        out.setdefault(key, []).append((a.attempt, seq, status))
+    return out
+
+
+def _overrun(ev: Evidence, seen: _LastAttempt, ran: _RanRecords) -> str | None:
+    """A violation if the body ran more often than the grant allows, or after it completed.
+
+    The records counted are those the gate signed that say the body ran
+    (completed, failed, interrupted) under this grant for this activity,
+    plus the history's last attempt if it ran and has no such record. The
+    single-use store is not signed: a DB operator who deletes a grant's rows
+    lets the gate run the body again, and only this count shows it. A
+    completed body closes its grant, so any later attempt that ran is one
+    too many (a later ``unknown`` is the gate's refusal, not a run).
+    """
+    p = ev.predicate
+    a = p.activity
+    assert p.grant_id is not None
+    runs = list(ran.get((a.namespace, a.workflow_id, a.run_id, a.activity_id, p.grant_id), []))
+    if seen.outcome in _RAN and all(att != seen.attempt for att, _, _ in runs):
+        runs.append((seen.attempt, -1, seen.outcome))
+    if seen.max_attempts is None or len(runs) > seen.max_attempts:
+        allowed = "an unreadable number of" if seen.max_attempts is None else seen.max_attempts
+        return (
+            f"{Violation.RAN_MORE_THAN_GRANTED}: grant {p.grant_id} allows {allowed} "
+            f"attempt(s); the gate's records and the history show the body of "
+            f"{a.activity_id} ran {len(runs)} time(s) (attempts "
+            f"{', '.join(str(att) for att, _, _ in sorted(runs))})"
+        )
+    if p.outcome.status.value == "completed":
+        later = sorted(att for att, _, _ in runs if att > a.attempt)
+        if later:
+            return (
+                f"{Violation.RAN_AFTER_COMPLETION}: attempt {a.attempt} of {a.activity_id} "
+                f"completed, and the body ran again in attempt(s) "
+                f"{', '.join(map(str, later))}"
+            )
+    return None
 
 
 def _earlier_attempt(
@@ -453,35 +565,45 @@ def _earlier_attempt(
 ) -> str | None:
     """The note for an entry of an earlier attempt the history accounts for, if it is one.
 
-    All of: the record's signature verifies; the history shows a *later*
-    attempt of the same activity id and activity type; the record names the
-    grant that execution carried (a denial may name none: the gate names a
-    grant only once it verified); and the record says the body ran
-    (completed, failed, interrupted), or is the gate's denial of that
+    All of: the record's signed identity is the entry's (namespace, workflow,
+    run, activity); it is signed by a worker key (the gate's own record: a
+    recorder's denial never explains an attempt); the history shows a
+    *later* attempt of the same activity id and activity type; the record
+    names the grant that execution carried (a denial may name none: the
+    gate names a grant only once it verified); and the record says the body
+    ran (completed, failed, interrupted), or is the gate's denial of that
     attempt, or its ``unknown`` refusal when the later attempt ended
     ``unknown`` as well. Otherwise ``None``, and the entry stays a violation.
+    (Whether the body ran more often than the grant allows is
+    :func:`_overrun`'s question.)
     """
     p = ev.predicate
     status = p.outcome.status.value
-    if status not in ("completed", "failed", "interrupted", "unknown", "denied"):
+    if status not in (*_RAN, "unknown", "denied"):
         return None
+    a = p.activity
+    if (a.namespace, a.workflow_id, a.run_id, a.activity_id) != (
+        ns,
+        wf,
+        str(r.run_id),
+        str(r.activity_id),
+    ):
+        return None  # the lookup columns are not signed
     seen = last.get((ns, wf, str(r.run_id), str(r.activity_id)))
     if seen is None:
         return None
-    last_attempt, activity_type, grant_id, later_outcome = seen
+    grant_id = seen.grant_id
     same_grant = p.grant_id == grant_id if status != "denied" else p.grant_id in (None, grant_id)
     if (
-        p.activity.activity_type != activity_type
+        a.activity_type != seen.activity_type
         or (not grant_id and status != "denied")
         or not same_grant
-        or p.activity.attempt >= last_attempt
+        or a.attempt >= seen.attempt
         # Once unknown, every later attempt is refused the same way.
-        or (status == "unknown" and later_outcome != "unknown")
+        or (status == "unknown" and seen.outcome != "unknown")
     ):
         return None
-    try:
-        verify_evidence_signature(ev, ctx.trust, datetime.now(UTC))
-    except (EvidenceError, AuthorityError):
+    if not _signed_by_worker(ev, ctx):
         return None
     code = {
         "failed": Note.RETRIED_AFTER_FAILURE,
@@ -489,8 +611,8 @@ def _earlier_attempt(
         "denied": Note.RETRIED_AFTER_REFUSAL,
     }.get(status, Note.RETRIED_AFTER_LOST_COMPLETION)
     return (
-        f"{code}: entry {r.seq} records attempt {p.activity.attempt} {status}; the history "
-        f"shows attempt {last_attempt} of {r.activity_id} under the same grant (Temporal "
+        f"{code}: entry {r.seq} records attempt {a.attempt} {status}; the history "
+        f"shows attempt {seen.attempt} of {r.activity_id} under the same grant (Temporal "
         "keeps only an activity's last attempt)"
     )
 
@@ -512,30 +634,52 @@ def _unmatched_evidence(
                 .where(ENTRY.c.namespace == ns, ENTRY.c.workflow_id == wf)
                 .order_by(ENTRY.c.seq)
             ).all()
+        rows = [r for r in rows if (wf, r.run_id) in runs]  # runs not loaded are not ours
+        parsed: dict[int, Evidence | LineageError] = {}
         for r in rows:
-            if r.seq in matched or (wf, r.run_id) not in runs:
-                continue  # runs not loaded are not this check's business
             try:
-                ev = parse_evidence(ctx.ledger.entry(int(r.seq)).envelope)
+                parsed[int(r.seq)] = parse_evidence(ctx.ledger.entry(int(r.seq)).envelope)
             except LineageError as exc:
+                parsed[int(r.seq)] = exc  # reported below, in order
+        # Counted over every record, the history's matched ones included.
+        ran = _ran_records(((seq, e) for seq, e in parsed.items() if isinstance(e, Evidence)), ctx)
+        for r in rows:
+            if r.seq in matched:
+                continue
+            ev_or_error = parsed[int(r.seq)]
+            if isinstance(ev_or_error, LineageError):
+                problem = ev_or_error
                 out.append(
                     _orphan(
                         wf,
                         r,
                         "unknown",
                         "",
-                        f"invalid: {exc}",
-                        [f"{Violation.EVIDENCE_INVALID}: {exc}"],
+                        f"invalid: {problem}",
+                        [f"{Violation.EVIDENCE_INVALID}: {problem}"],
                     )
                 )
                 continue
+            ev = ev_or_error
             p = ev.predicate
             status = p.outcome.status.value
             note = _earlier_attempt(ns, wf, r, ev, last, ctx)
+            overrun = (
+                _overrun(ev, last[(ns, wf, str(r.run_id), str(r.activity_id))], ran)
+                if note is not None and status in _RAN
+                else None
+            )
             if status == "denied" and int(r.seq) in proven:
                 # A denial before anything was scheduled (policy, deadline),
                 # certified by that run's own prove step.
                 out.append(_orphan(wf, r, status, p.grant_id or "", "verified", []))
+            elif overrun is not None:
+                out.append(
+                    dataclasses.replace(
+                        _orphan(wf, r, status, p.grant_id or "", overrun, [overrun]),
+                        activity_type=p.activity.activity_type,
+                    )
+                )
             elif note is not None:
                 out.append(
                     dataclasses.replace(

@@ -39,6 +39,7 @@ def _register() -> None:
         lineage,
         ops,
         policy,
+        review,
         run,
         witness,
     )
@@ -50,6 +51,7 @@ def _register() -> None:
     app.add_typer(lineage.app, name="lineage")
     app.add_typer(config.app, name="config")
     app.add_typer(witness.app, name="witness")
+    app.add_typer(review.app, name="review")
     run.register(app)
     console.register(app)
     ops.register(app)

@@ -577,8 +577,19 @@ async def collect_health(
     items.append(check_denials(ledger, now))
     # Imported here: the review module builds its item from this module's types.
     from ecp.console.review import check_unknown_outcomes
+    from ecp.console.review_index import ReviewIndex
 
-    items.append(check_unknown_outcomes(ledger))
+    try:
+        review_trust: TrustStore | None = TrustStore.load(settings.trust)
+    except AuthorityError:
+        review_trust = None
+    # The index lives beside the ledger (the deployment's database).
+    index = ReviewIndex(settings.db_url) if ledger is not None else None
+    try:
+        items.append(check_unknown_outcomes(ledger, review_trust, index))
+    finally:
+        if index is not None:
+            index.dispose()
     items.append(check_halts(settings, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
+from ecp._wire import OUTCOME_UNKNOWN_TYPE
 from ecp.authority._keys import Ed25519FileSigner, load_private_key, load_public_key
 from ecp.authority._truststore import TrustStore
 from ecp.cli.lineage import app, audit_workflow
@@ -28,6 +29,7 @@ from ecp.lineage._crosscheck import (
     Violation,
     cross_check,
 )
+from ecp.lineage.graph._grant_header import grant_claims
 from ecp.lineage.graph._history import RunHistory, fetch_histories
 from ecp.lineage.graph.errors import WorkflowNotFoundError
 from ecp.lineage.ledger._evidence import parse_evidence, sign_evidence
@@ -395,12 +397,25 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
     original = parse_evidence(stack.ledger.entry(index).envelope)
     assert original.predicate.activity.attempt == 1
 
-    def record(attempt: int, *, grant_id: str | None = None, refused: bool = False) -> bytes:
+    recorder = Ed25519FileSigner(load_private_key(stack.keys.recorder))
+
+    def record(
+        attempt: int,
+        *,
+        grant_id: str | None = None,
+        refused: bool = False,
+        status: str = "completed",
+        signer: Ed25519FileSigner = worker,
+    ) -> bytes:
         pred = json.loads(json.dumps(original.statement.predicate))
         pred["activity"]["attempt"] = attempt
         if grant_id is not None:
             pred["grantId"] = grant_id
         update: dict[str, object] = {"predicate": pred}
+        if status != "completed":
+            # failed / unknown: the gate's record names no result.
+            pred["outcome"] = {"status": status, "reasonCode": status, "reason": status}
+            update["subject"] = tuple(x for x in original.statement.subject if x.name != "result")
         if refused:
             # The gate's refusal of an attempt (another one held the lease):
             # retryable, so Temporal tried again and kept only the later one.
@@ -414,7 +429,7 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
                 x for x in original.statement.subject if x.name == "arguments"
             )
         statement = original.statement.model_copy(update=update)
-        return sign_evidence(statement, worker).to_json()
+        return sign_evidence(statement, signer).to_json()
 
     def ledger_copy(name: str) -> Ledger:
         db = Path(stack.settings.db_url.removeprefix("sqlite:///"))
@@ -430,17 +445,28 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
         (f,) = [f for f in report.findings if f.node == f"ledger:{seq}"]
         return f
 
-    # The retry's record is the newest (the one the history's attempt matches);
-    # the earlier attempt's record is accounted for: listed, not a violation.
+    # Attempt 1 completed, so the grant was closed: attempt 2 was refused
+    # 'unknown' (its completion never reached Temporal). The earlier
+    # attempt's record is accounted for: listed, not a violation.
     with ledger_copy("retried.db") as led:
-        led.append(record(2))
-        report = _check(stack, [retried], led)
+        led.append(record(2, status="unknown"))
+        report = _check(stack, [_ended_unknown(retried, "payout")], led)
     f = of_entry(report, index)
     assert f.status == GovernanceStatus.NOTED, f
     assert f.violations == ()
     assert f.notes[0].startswith(f"{Note.RETRIED_AFTER_LOST_COMPLETION}: entry {index} "), f
     assert "attempt 1 completed" in f.notes[0]
     assert "attempt 2 of execute:payout" in f.notes[0]
+
+    # A body that ran again after it completed (the single-use store lost the
+    # grant's rows): the earlier completion is a violation, not a note.
+    with ledger_copy("ran-again.db") as led:
+        led.append(record(2))
+        report = _check(stack, [retried], led)
+    f = of_entry(report, index)
+    assert f.status == GovernanceStatus.VIOLATION, f
+    assert f.violations[0].startswith(f"{Violation.RAN_AFTER_COMPLETION}: attempt 1 "), f
+    assert f.notes == ()
     # (The prove step's receipt names entry `index`, not the made-up retry's
     # record: that mismatch is this test's own doing, and stays reported.)
     assert not [
@@ -459,6 +485,16 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
     assert f.status == GovernanceStatus.NOTED, f
     assert f.notes[0].startswith(f"{Note.RETRIED_AFTER_REFUSAL}: "), f
 
+    # The same refusal signed by the authority side's recorder key (it may
+    # sign denials, but it is not the gate): it explains no attempt.
+    with ledger_copy("recorder-refused.db") as led:
+        refusal = led.append(record(1, refused=True, signer=recorder)).index
+        led.append(record(2))
+        report = _check(stack, [retried], led)
+    f = of_entry(report, refusal)
+    assert f.status == GovernanceStatus.VIOLATION, f
+    assert f.violations[0].startswith(Violation.EVIDENCE_WITHOUT_EXECUTION), f
+
     # The history shows attempt 1 only: nothing accounts for a second record
     # of attempt 1's activity, so the older one stays a violation.
     with ledger_copy("not-retried.db") as led:
@@ -475,12 +511,115 @@ async def test_an_earlier_attempts_record_is_a_note_only_if_the_history_accounts
     # signed by a key nobody trusts never gets in: the ledger refuses it.)
     with ledger_copy("strays.db") as led:
         other_grant = led.append(record(1, grant_id=str(uuid.uuid4()))).index
-        not_earlier = led.append(record(3)).index
-        led.append(record(2))
-        report = _check(stack, [retried], led)
+        not_earlier = led.append(record(3, status="unknown")).index
+        led.append(record(2, status="unknown"))
+        report = _check(stack, [_ended_unknown(retried, "payout")], led)
     assert of_entry(report, index).status == GovernanceStatus.NOTED
     for seq in (other_grant, not_earlier):
         f = of_entry(report, seq)
         assert f.status == GovernanceStatus.VIOLATION, f
         assert f.violations[0].startswith(Violation.EVIDENCE_WITHOUT_EXECUTION), f
         assert f.notes == ()
+
+
+def _ended_unknown(h: RunHistory, activity_type: str) -> RunHistory:
+    """A copy in which the activity's completion is the gate's ``unknown`` refusal."""
+    sched = {
+        e.event_id
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+    }
+    events = []
+    for e in h.events:
+        c = HistoryEvent()
+        c.CopyFrom(e)
+        done = c.activity_task_completed_event_attributes
+        if (
+            c.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and done.scheduled_event_id in sched
+        ):
+            failed = HistoryEvent(
+                event_id=c.event_id,
+                event_time=c.event_time,
+                event_type=EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+            )
+            a = failed.activity_task_failed_event_attributes
+            a.scheduled_event_id = done.scheduled_event_id
+            a.started_event_id = done.started_event_id
+            a.failure.message = "outcome unknown"
+            a.failure.application_failure_info.type = OUTCOME_UNKNOWN_TYPE
+            c = failed
+        events.append(c)
+    return RunHistory(h.namespace, h.workflow_id, h.run_id, events)
+
+
+async def test_a_body_that_ran_more_often_than_its_grant_allows_is_a_violation(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The single-use store is unsigned: a DB operator who deletes a grant's
+    rows lets the gate run the body again. Each record is the gate's genuine
+    signed record, and each alone would be an earlier attempt the history
+    accounts for; counted against the grant's max_attempts, they are not."""
+    wf_id, index = await _governed_run(stack)
+    (h,) = await fetch_histories(stack.client, wf_id)
+    (sched,) = [
+        e.activity_task_scheduled_event_attributes
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "payout"
+    ]
+    claims = grant_claims(bytes(sched.header.fields["ecp-grant"].data))
+    assert claims is not None
+    scope = claims["scope"]
+    assert isinstance(scope, dict)
+    allowed = scope["max_attempts"]
+    assert isinstance(allowed, int)
+    assert allowed >= 2
+    worker = Ed25519FileSigner(load_private_key(stack.keys.worker))
+    original = parse_evidence(stack.ledger.entry(index).envelope)
+
+    def failed(attempt: int) -> bytes:
+        pred = json.loads(json.dumps(original.statement.predicate))
+        pred["activity"]["attempt"] = attempt
+        pred["outcome"] = {"status": "failed", "reasonCode": "body_failed", "reason": "boom"}
+        subject = tuple(x for x in original.statement.subject if x.name != "result")
+        statement = original.statement.model_copy(update={"predicate": pred, "subject": subject})
+        return sign_evidence(statement, worker).to_json()
+
+    def ledger_copy(name: str) -> Ledger:
+        db = Path(stack.settings.db_url.removeprefix("sqlite:///"))
+        with sqlite3.connect(db) as src, sqlite3.connect(tmp_path / name) as dst:
+            src.backup(dst)
+        return Ledger.open(
+            f"sqlite:///{tmp_path / name}",
+            create=False,
+            trust=TrustStore.load(stack.settings.trust),
+        )
+
+    # The real run's record is attempt 1 (completed, its report lost, say);
+    # attempts 2..allowed failed; Temporal kept attempt allowed + 1, which
+    # completed: allowed + 1 bodies ran under a grant of `allowed` uses.
+    kept = allowed + 1
+    with ledger_copy("over.db") as led:
+        earlier = [index] + [led.append(failed(n)).index for n in range(2, kept)]
+        led.append(_attempt_record(original, kept, worker))
+        report = _check(stack, [_with_started_attempt(h, "payout", kept)], led)
+    assert not report.ok
+    for seq in earlier:
+        (f,) = [f for f in report.findings if f.node == f"ledger:{seq}"]
+        assert f.status == GovernanceStatus.VIOLATION, f
+        assert f.violations[0].startswith(f"{Violation.RAN_MORE_THAN_GRANTED}: "), f
+        assert f"ran {kept} time(s)" in f.violations[0], f
+        assert f.notes == ()
+
+
+def _attempt_record(original: object, attempt: int, signer: Ed25519FileSigner) -> bytes:
+    """The gate's completed record of ``original``'s activity, for another attempt."""
+    from ecp.lineage.ledger._evidence import Evidence
+
+    assert isinstance(original, Evidence)
+    pred = json.loads(json.dumps(original.statement.predicate))
+    pred["activity"]["attempt"] = attempt
+    statement = original.statement.model_copy(update={"predicate": pred})
+    return sign_evidence(statement, signer).to_json()

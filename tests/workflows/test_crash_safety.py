@@ -31,6 +31,7 @@ from ecp._wire import OUTCOME_UNKNOWN_TYPE
 from ecp.authority._keys import load_public_key
 from ecp.authority._truststore import TrustStore
 from ecp.console.review import check_unknown_outcomes, unknown_outcomes
+from ecp.console.review_index import ReviewIndex
 from ecp.lineage._crosscheck import GovernanceStatus, cross_check
 from ecp.lineage.graph._history import fetch_histories
 from ecp.lineage.ledger._evidence import OutcomeStatus, parse_evidence
@@ -258,14 +259,17 @@ def _check_unknown(s: Settings, wf_id: str, result: GovernedResult, ran: list[in
         assert p.outcome.reason_code == "outcome_unknown"
         assert p.grant_id == result.grant_id
         assert p.activity.attempt > last  # the refused attempt records it
-        found, complete = unknown_outcomes(ledger)
-        assert complete
-        assert [u.ledger_index for u in found] == [result.ledger_index]
+        trust = TrustStore.load(s.trust)
+        index = ReviewIndex(s.db_url)
+        listed = unknown_outcomes(ledger, trust, index)
+        assert listed.complete
+        assert [u.ledger_index for u in listed.pending] == [result.ledger_index]
         # Killed inside the body: no attempt's record was written before it.
-        assert found[0].earlier == ()
-        item = check_unknown_outcomes(ledger)
+        assert listed.pending[0].earlier == ()
+        item = check_unknown_outcomes(ledger, trust, index)
         assert item.status == "amber"
         assert "1 governed action(s) with an unknown outcome" in item.reason
+        index.dispose()
     finally:
         ledger.close()
 
