@@ -324,10 +324,10 @@ class _Gate(ActivityInboundInterceptor):
         try:
             result = await self._run_body(input, info, verified, record, timeout=timeout)
         except BaseException:
+            # An attempt that ended completed was already ended: the store
+            # keeps the first end of an attempt.
             await self._end_quietly(verified, info.attempt)
             raise
-        await self._close_quietly(verified)
-        await self._end_quietly(verified, info.attempt, completed=True)
         return result
 
     async def _end_quietly(
@@ -523,6 +523,12 @@ class _Gate(ActivityInboundInterceptor):
                 )
             )
             raise _interrupted(info, cause, returned=True) from None
+        # Spend the grant before recording the completion: a worker killed
+        # between the two then leaves a closed grant (the retry is refused as
+        # an unknown outcome whose result was lost), never a retry that runs
+        # the body again after it completed.
+        await self._close_quietly(verified)
+        await self._end_quietly(verified, info.attempt, completed=True)
         await self._record_quietly(
             record(
                 "completed",

@@ -8,6 +8,7 @@ and the ledger holds a denial entry for the call.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -214,6 +215,35 @@ async def test_valid_grant_runs_exactly_once(stack: Stack) -> None:
     # The completed body spent the grant: its unused attempts are gone too.
     with pytest.raises(E.GrantAttemptsExhaustedError):
         SqlReplayGuard(stack.settings.db_url).consume(grant_id, 2, 3)
+
+
+async def test_the_grant_is_spent_before_its_completion_is_recorded(stack: Stack) -> None:
+    # A worker killed between recording the completion and spending the grant
+    # would leave uses for a retry that runs the body again. The ledger here
+    # refuses this run's records until the store holds the completed end.
+    handle = await _start(stack)
+    desc = await handle.describe()
+    envelope, grant_id = _grant(stack, desc.run_id or "", handle.id)
+    SqlReplayGuard(stack.settings.db_url).unfinished(grant_id)  # creates its tables
+    with sqlite3.connect(stack.settings.db_url.removeprefix("sqlite:///")) as db:
+        db.execute(
+            f"""CREATE TRIGGER spent_first BEFORE INSERT ON ledger_entry
+            WHEN NEW.workflow_id = '{handle.id}'
+            BEGIN SELECT RAISE(ABORT, 'the grant is still open') WHERE NOT EXISTS (
+                SELECT 1 FROM ecp_grant_attempt_ends
+                WHERE grant_id = '{grant_id}' AND completed = 1);
+            END"""
+        )
+    await handle.signal(DirectCall.grant, envelope)
+    result = await handle.result()
+    assert isinstance(result, dict)
+    assert result["status"] == "paid"
+    outcomes = [
+        parse_evidence(stack.ledger.entry(i).envelope).predicate
+        for i in range(stack.ledger.head().size)
+    ]
+    mine = [p.outcome.status.value for p in outcomes if p.activity.workflow_id == handle.id]
+    assert mine == ["completed"]
 
 
 async def test_worker_without_a_gate_refuses_to_start(stack: Stack) -> None:
