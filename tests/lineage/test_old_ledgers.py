@@ -1,14 +1,14 @@
 """A ledger written before batched appends still verifies, grows, and its receipts still hold.
 
-``data/ledger-v1.db`` was written by the code of commit 7ff320e (one head
-lock per entry) with ``data/make_ledger_v1.py``; ``data/receipt-v1.json`` is
-the receipt it issued for entry 5. On PostgreSQL the same rows are copied
+``data/ledger-v1.sql`` is the SQL dump of the SQLite ledger the code of
+commit 7ff320e (one head lock per entry) wrote with
+``data/make_ledger_v1.py``; ``data/receipt-v1.json`` is the receipt it
+issued for entry 5. On PostgreSQL the same rows are copied
 into a fresh database.
 """
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 from datetime import datetime
@@ -25,13 +25,19 @@ DATA = Path(__file__).parent / "data"
 _TABLES = ("ledger_entry", "ledger_node", "ledger_head", "ledger_checkpoint")
 
 
+def _old_sqlite(tmp_path: Path) -> Path:
+    """The old ledger as a database file, loaded from its committed dump."""
+    path = tmp_path / "ledger-v1.db"
+    with sqlite3.connect(path) as con:
+        con.executescript((DATA / "ledger-v1.sql").read_text())
+    return path
+
+
 def _install(ledger_url: str, tmp_path: Path) -> str:
     if ledger_url.startswith("sqlite"):
-        path = tmp_path / "ledger-v1.db"
-        shutil.copy(DATA / "ledger-v1.db", path)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{_old_sqlite(tmp_path)}"
     open_unverified(ledger_url).close()  # the schema
-    src = sqlite3.connect(DATA / "ledger-v1.db")
+    src = sqlite3.connect(_old_sqlite(tmp_path))
     dsn = ledger_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as dst:
         dst.execute("DELETE FROM ledger_head")

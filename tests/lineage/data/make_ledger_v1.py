@@ -1,4 +1,4 @@
-"""Writes ledger-v1.db and receipt-v1.json: a ledger made by the code before batched appends.
+"""Writes ledger-v1.sql and receipt-v1.json: a ledger made by the code before batched appends.
 
 Run once from a checkout of commit 7ff320e (one head lock per entry), e.g.
 ``cd <that checkout> && PYTHONDONTWRITEBYTECODE=1 python <this file> <out dir>``.
@@ -40,9 +40,11 @@ def main(out: Path) -> None:
         ledger.append_many([make_envelope(i, worker) for i in range(10, 30)])
         ledger.checkpoint(log)
         (out / "receipt-v1.json").write_bytes(ledger.receipt(5).to_json())
+    # Committed as an SQL dump (text), not as a database file: the test loads it.
     con = sqlite3.connect(db)
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (out / "ledger-v1.sql").write_text("\n".join(con.iterdump()) + "\n")
     con.close()
+    db.unlink()
 
 
 if __name__ == "__main__":
