@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import glob
 import json
 import os
 import random
@@ -74,6 +73,7 @@ from ecp.workflows._interceptor import GrantHeaderInterceptor  # noqa: E402
 from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues  # noqa: E402
 from ecp.workflows._plugin import sandbox_runner  # noqa: E402
 from ecp.workflows.examples import DIRECT_CALL_ACTIVITY_ID, DirectCall, DirectCallInput  # noqa: E402
+from tests.lineage.private_pg import PrivatePostgres, postgres_binaries  # noqa: E402
 from tests.workflows.tcp_proxy import TcpProxy  # noqa: E402
 
 ORIGIN = "ecp.chaos/ledger"
@@ -128,53 +128,6 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Postgres:
-    """A private PostgreSQL cluster in a temporary directory, on its own port."""
-
-    def __init__(self, directory: Path) -> None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        if not found:
-            raise SystemExit("no PostgreSQL server installed (/usr/lib/postgresql/*/bin)")
-        self.bin = Path(found[-1]).parent
-        self.dir = directory / "pgdata"
-        self.log = directory / "postgres.log"
-        self.port = _free_port()
-        # initdb refuses to run as root; the cluster then belongs to postgres.
-        self.user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        # The postgres user must reach its data directory inside the run's tmp.
-        directory.mkdir()
-        directory.parent.chmod(0o755)
-        directory.chmod(0o755)
-        self.dir.mkdir()
-        self.log.touch()
-        if self.user:
-            shutil.chown(self.dir, "postgres")
-            shutil.chown(self.log, "postgres")
-        self._run("initdb", "-D", str(self.dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-
-    def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self.user, str(self.bin / tool), *args],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=120,
-        )
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.dir), "-o", opts, "-l", str(self.log), "-w", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._run("pg_ctl", "-D", str(self.dir), "-m", mode, "-w", "stop")
-
-    def restart(self) -> None:
-        # Immediate: the crash-like stop, recovery from WAL at the next start.
-        self.stop("immediate")
-        self.start()
-
-
 @dataclass
 class Action:
     kind: str
@@ -200,7 +153,7 @@ class Run:
     direct_db_url: str  # the checker's URL, around the proxy
     temporal: DevServer
     temporal_db: Path
-    pg: Postgres | None
+    pg: PrivatePostgres | None
     proxy: TcpProxy | None
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
@@ -314,9 +267,13 @@ def _key_dir(keys: KeyFiles, dest: Path, names: tuple[str, ...]) -> Path:
 
 def _setup(tmp: Path, backend: str) -> Run:
     keys = init_keyring(tmp / "operator-keys")
-    pg: Postgres | None = None
+    pg: PrivatePostgres | None = None
     if backend == "postgres":
-        pg = Postgres(tmp / "pg")
+        bin_dir = postgres_binaries()
+        if bin_dir is None:
+            raise SystemExit("no PostgreSQL server installed (/usr/lib/postgresql/*/bin)")
+        # Six workers' pools and the run's own connections: above the default 100.
+        pg = PrivatePostgres(tmp / "pg", bin_dir, max_connections=200)
         pg.start()
         subprocess.run(
             [

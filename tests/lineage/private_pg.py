@@ -28,8 +28,9 @@ def _free_port() -> int:
 class PrivatePostgres:
     """``initdb`` in ``directory``, its own port; ``restart`` is a crash-like stop and start."""
 
-    def __init__(self, directory: Path, bin_dir: Path) -> None:
+    def __init__(self, directory: Path, bin_dir: Path, *, max_connections: int = 100) -> None:
         self.bin = bin_dir
+        self.max_connections = max_connections
         self.dir = directory / "pgdata"
         self.log = directory / "postgres.log"
         self.port = _free_port()
@@ -61,7 +62,10 @@ class PrivatePostgres:
         )
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+            f" -c max_connections={self.max_connections}"
+        )
         self._run("pg_ctl", "-D", str(self.dir), "-o", opts, "-l", str(self.log), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
