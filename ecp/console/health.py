@@ -583,13 +583,10 @@ async def collect_health(
         review_trust: TrustStore | None = TrustStore.load(settings.trust)
     except AuthorityError:
         review_trust = None
-    # The index lives beside the ledger (the deployment's database).
-    index = ReviewIndex(settings.db_url) if ledger is not None else None
-    try:
-        items.append(check_unknown_outcomes(ledger, review_trust, index))
-    finally:
-        if index is not None:
-            index.dispose()
+    # The index lives beside the ledger (the deployment's database): on the
+    # ledger's own engine, so a health check opens no pool of its own.
+    index = ReviewIndex(ledger.database.engine) if ledger is not None else None
+    items.append(check_unknown_outcomes(ledger, review_trust, index))
     items.append(check_halts(settings, now))
     items.append(check_trust_store(settings, now))
     items.append(check_policy(settings))
