@@ -848,17 +848,25 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             sem = asyncio.Semaphore(50)
 
             async def submit(a: Action) -> None:
-                # At most --in-flight actions between submission and their end:
-                # a backlog longer than a grant's lifetime (5 min) would have
-                # the gate refuse grants that expired while queued.
-                while sum(1 for x in actions if x.submitted and not x.outcome) >= args.in_flight:
-                    await asyncio.sleep(0.5)
-                a.submitted = True
                 async with sem:
                     await _submit(client, run, a, rogue, hard_deadline)
 
             async def submit_all() -> None:
-                await asyncio.gather(*(submit(a) for a in actions))
+                # At most --in-flight actions between submission and their end:
+                # a backlog longer than a grant's lifetime (5 min) would have
+                # the gate refuse grants that expired while queued. One loop
+                # admits them in order (a waiting coroutine per action, each
+                # counting all actions, was quadratic: at 10,000 actions the
+                # driver spent its time counting instead of submitting).
+                started: list[asyncio.Task[None]] = []
+                open_: list[Action] = []
+                for a in actions:
+                    while len(open_ := [x for x in open_ if not x.outcome]) >= args.in_flight:
+                        await asyncio.sleep(0.5)
+                    a.submitted = True
+                    open_.append(a)
+                    started.append(asyncio.create_task(submit(a)))
+                await asyncio.gather(*started)
                 _log(f"submitted {len(actions)} in {time.monotonic() - t0:.1f}s")
 
             helpers = [
