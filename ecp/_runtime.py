@@ -237,8 +237,19 @@ async def run_workers(
     # or refuse to start in one line saying how.
     await ensure_search_attributes(client, client.namespace)
     workers: list[Worker] = []
+    # None keeps the SDK's default. A worker that takes more tasks than it
+    # can finish within their start-to-close timeout turns overload into
+    # timed-out attempts, which a one-use grant then reports as unknown.
+    slots = settings.max_concurrent_activities
     if role in (Role.AUTHORITY, Role.ALL):
-        workers.append(Worker(client, task_queue=settings.authority_queue, plugins=[plugin]))
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.authority_queue,
+                plugins=[plugin],
+                max_concurrent_activities=slots,
+            )
+        )
     if role in (Role.EXECUTOR, Role.ALL):
         workers.append(
             Worker(
@@ -247,6 +258,7 @@ async def run_workers(
                 workflows=list(extra_workflows),
                 activities=list(extra_activities),
                 plugins=[plugin],
+                max_concurrent_activities=slots,
             )
         )
     async with contextlib.AsyncExitStack() as stack:

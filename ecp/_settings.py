@@ -150,6 +150,16 @@ class Settings(BaseSettings):
             "function serves them (besides the @governed ones)"
         ),
     )
+    max_concurrent_activities: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description=(
+            "activity slots of each ECP worker (default: the SDK's 100); Temporal's "
+            "start-to-close runs from when a worker takes a task, so take no more than "
+            "a worker finishes within the policy's execute timeout"
+        ),
+    )
     halt_database_url: str | None = Field(
         None, description="database URL of the halt list (default: DATABASE_URL)"
     )

@@ -90,3 +90,23 @@ async def test_attributes_that_cannot_be_added_are_one_line_with_the_commands(
     assert "\n" not in msg
     assert "temporal operator search-attribute create --namespace no-such-namespace" in msg
     assert "--name ECPDecision --type Keyword" in msg
+
+
+async def test_workers_take_the_configured_number_of_activity_slots(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    # ECP_MAX_CONCURRENT_ACTIVITIES reaches both of ECP's workers; unset, the
+    # SDK's default applies (None in the worker's config).
+    for slots in (None, 7):
+        home = tmp_path / f"slots-{slots}"
+        settings = _settings(home).model_copy(update={"max_concurrent_activities": slots})
+        plugin, ledger = build_plugin(settings, role=Role.ALL)
+        try:
+            async with run_workers(temporal_env.client, settings, plugin, role=Role.ALL) as ws:
+                assert len(ws) == 2
+                assert [w.config().get("max_concurrent_activities") for w in ws] == [slots] * 2
+                if slots is not None:
+                    result = await _payout(temporal_env.client, settings)
+                    assert result.outcome == "completed", result.reason
+        finally:
+            ledger.close()
