@@ -304,7 +304,7 @@ def _setup(tmp: Path, backend: str) -> Run:
     return run
 
 
-def _worker_envs(run: Run, policy: Path) -> None:
+def _worker_envs(run: Run, policy: Path, slots: int = 0) -> None:
     common = {
         "ECP_TEMPORAL_ADDRESS": run.temporal.address,
         "ECP_AUTHORITY_QUEUE": run.queues.authority,
@@ -316,6 +316,8 @@ def _worker_envs(run: Run, policy: Path) -> None:
         "ECP_LOG_FORMAT": "json",
         "ECP_LOG_LEVEL": "WARNING",
     }
+    if slots:
+        common["ECP_MAX_CONCURRENT_ACTIVITIES"] = str(slots)
     base = {k: v for k, v in os.environ.items() if not k.startswith("ECP_")}
     base["PYTHONPATH"] = str(ROOT)
     for role, names in (("authority", AUTHORITY_KEYS), ("executor", EXECUTOR_KEYS)):
@@ -824,7 +826,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             run.proxy = TcpProxy("127.0.0.1", run.pg.port)
             await run.proxy.start()
             run.db_url = f"postgresql+psycopg://postgres@127.0.0.1:{run.proxy.port}/ecp"
-        _worker_envs(run, _policy(tmp))
+        _worker_envs(run, _policy(tmp), args.worker_slots)
         client = await Client.connect(run.temporal.address)
         await ensure_search_attributes(client, client.namespace)
         for _ in range(args.authorities):
@@ -917,6 +919,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(elapsed, 1),
             "throughput_per_s": round(done / elapsed, 2) if elapsed else 0,
             "workers": {"authority": args.authorities, "executor": args.executors},
+            "worker_slots": args.worker_slots or None,
             # Only processes alive at both samples (a killed worker's successor
             # starts cold): [KiB at a tenth of the actions, KiB at the end].
             "worker_rss_kb": {
@@ -962,6 +965,12 @@ def main() -> None:
     )
     p.add_argument("--executors", type=int, default=1)
     p.add_argument("--authorities", type=int, default=1)
+    p.add_argument(
+        "--worker-slots",
+        type=int,
+        default=0,
+        help="ECP_MAX_CONCURRENT_ACTIVITIES of every worker (default: the SDK's 100)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args()
     if args.quick:
