@@ -273,6 +273,9 @@ class LedgerDatabase:
         self._time_proc = ENTRY.c.recorded_at.type.dialect_impl(engine.dialect).bind_processor(
             engine.dialect
         )
+        self._time_result = ENTRY.c.recorded_at.type.dialect_impl(
+            engine.dialect
+        ).result_processor(engine.dialect, None)
 
     # --- opening ------------------------------------------------------------
 
@@ -611,16 +614,7 @@ class LedgerDatabase:
             )
         size = -1
         got: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
-        for retry in (not self.is_sqlite, False):
-            with self._driver(autocommit=True) as (conn, raw):
-                try:
-                    rows = raw.execute(query, (*leaves, *nodes)).fetchall()
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    if retry and raw.closed:  # a pooled connection the server dropped
-                        self._drop_stale(conn)
-                        continue
-                    raise
-            break
+        rows = self.query(query, (*leaves, *nodes))
         for kind, key, value in rows:
             if kind == 0:
                 size = int(key)
@@ -629,6 +623,42 @@ class LedgerDatabase:
         if size < 0:
             raise LedgerUnavailableError(f"no ledger head in database {self.display_url}")
         return TreeHashes(size, got[0], got[1])
+
+    def query(self, statement: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read-only statement, through the bare driver, outside a transaction.
+
+        One statement reads one consistent snapshot on both databases, so
+        the reads that need no more than that (proofs, an entry, the newest
+        checkpoint, the head) skip SQLAlchemy's transaction and statement
+        layers: on PostgreSQL one round trip instead of four (ping, BEGIN,
+        SELECT, COMMIT). ``statement`` uses ``?`` placeholders on SQLite and
+        ``%s`` on PostgreSQL (see :attr:`mark`); rows are plain tuples.
+
+        Raises:
+            LedgerUnavailableError: see :meth:`guard`.
+        """
+        for retry in (not self.is_sqlite, False):
+            with self._driver(autocommit=True) as (conn, raw):
+                try:
+                    return list(raw.execute(statement, params).fetchall())
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if retry and raw.closed:  # a pooled connection the server dropped
+                        self._drop_stale(conn)
+                        continue
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @property
+    def mark(self) -> str:
+        """The driver's placeholder for :meth:`query`."""
+        return "?" if self.is_sqlite else "%s"
+
+    def time_from_db(self, value: object) -> datetime:
+        """A ``recorded_at`` value read by :meth:`query`, as SQLAlchemy would return it."""
+        out = self._time_result(value) if self._time_result is not None else value
+        if not isinstance(out, datetime):
+            raise TypeError(f"stored time {out!r} is not a timestamp")
+        return out
 
     def bulk_query(self, conn: Connection) -> Callable[[str, tuple[int, ...]], list[Any]]:
         """A raw statement runner on ``conn``'s driver connection, in its transaction.
