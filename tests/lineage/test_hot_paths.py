@@ -18,6 +18,7 @@ from ecp.lineage.ledger.errors import (
     ProofSizeError,
     TamperError,
 )
+from tests.lineage.conftest import _TABLES
 from tests.lineage.support import make_envelope, open_unverified
 
 _text = st.text(st.characters(codec="utf-8"), max_size=12)  # incl. controls, quotes, non-BMP
@@ -143,4 +144,76 @@ def test_postgres_pooled_connections_dropped_by_the_server(pg_url: str, worker, 
         drop_all()
         ledger.checkpoint(log_signer)
         drop_all()
+        assert ledger.entry(2).index == 2
+        drop_all()
+        latest = ledger.latest_checkpoint()
+        assert latest is not None
+        assert latest.checkpoint.size == 5
+        drop_all()
         assert ledger.verify_all(log_signer.public_key).size == 5
+
+
+# Identity text as Temporal allows it (anything but NUL): quotes, backslashes,
+# placeholders, newlines, non-BMP characters.
+_ident = st.text(
+    st.characters(codec="utf-8", blacklist_characters="\x00"), min_size=1, max_size=12
+) | st.sampled_from(["'", "\\", "%s", "%(x)s", "E'\\x00'", "'); DROP TABLE ledger_entry; --"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(idents=st.lists(st.tuples(_ident, _ident, _ident, _ident), min_size=1, max_size=4))
+def test_stored_rows_are_the_planned_values(
+    pg_database: str, worker, idents: list[tuple[str, str, str, str]]
+) -> None:
+    """The PostgreSQL append writes its values as quoted literals: they must land unchanged."""
+    dsn = pg_database.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(f"DROP TABLE IF EXISTS {', '.join(_TABLES)} CASCADE")
+    envs = [_envelope_of(i, worker, ident) for i, ident in enumerate(idents)]
+    with open_unverified(pg_database) as ledger:
+        ledger.append(make_envelope(100, worker))  # rows beside an existing head
+        results = ledger.append_many(envs)
+        ledger.verify_all()
+    with psycopg.connect(dsn) as con:
+        for env, ident, r in zip(envs, idents, results, strict=True):
+            row = con.execute(
+                "SELECT evidence_id, leaf_hash, envelope, namespace, workflow_id, run_id, "
+                "activity_id FROM ledger_entry WHERE seq = %s",
+                (r.index,),
+            ).fetchone()
+            assert row is not None
+            leaf = _leaf_bytes(parse_evidence(env).envelope)
+            assert row == (r.evidence_id, leaf_hash(leaf), leaf, *ident)
+
+
+def _envelope_of(i: int, worker, ident: tuple[str, str, str, str]) -> Envelope:  # type: ignore[no-untyped-def]
+    from ecp.authority._canonical import digest_bytes
+    from ecp.lineage.ledger._evidence import (
+        ActivityIdentity,
+        build_statement,
+        sign_evidence,
+    )
+    from tests.lineage.support import make_predicate
+
+    ns, wf, run, act = ident
+    pred = make_predicate(i).model_copy(
+        update={
+            "activity": ActivityIdentity(
+                namespace=ns,
+                workflow_id=wf,
+                run_id=run,
+                activity_id=act,
+                attempt=1,
+                activity_type="t",
+            )
+        }
+    )
+    return sign_evidence(
+        build_statement(
+            pred,
+            arguments=digest_bytes(b"a%d" % i),
+            result=digest_bytes(b"r"),
+            grant=digest_bytes(b"g"),
+        ),
+        worker,
+    )
