@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import os
 import threading
-from _thread import LockType, allocate_lock
 import weakref
+from _thread import LockType, allocate_lock
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar

@@ -589,21 +589,23 @@ class LedgerDatabase:
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
-        mark = "?" if self.is_sqlite else "%s"
-        query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
-        if leaves:
-            query += (
-                " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry "  # noqa: S608
-                f"WHERE seq IN ({','.join([mark] * len(leaves))})"
-            )
-        if nodes:
-            query += (
-                " UNION ALL SELECT 2, node_id, hash FROM ledger_node "  # noqa: S608
-                f"WHERE node_id IN ({','.join([mark] * len(nodes))})"
-            )
+        if self.is_sqlite:
+            query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
+            if leaves:
+                query += (
+                    " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry "  # noqa: S608
+                    f"WHERE seq IN ({','.join('?' * len(leaves))})"
+                )
+            if nodes:
+                query += (
+                    " UNION ALL SELECT 2, node_id, hash FROM ledger_node "  # noqa: S608
+                    f"WHERE node_id IN ({','.join('?' * len(nodes))})"
+                )
+            rows = self.query(query, (*leaves, *nodes))
+        else:
+            rows = self._fetch_tree_pg(list(leaves), list(nodes))
         size = -1
         got: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
-        rows = self.query(query, (*leaves, *nodes))
         for kind, key, value in rows:
             if kind == 0:
                 size = int(key)
@@ -612,6 +614,24 @@ class LedgerDatabase:
         if size < 0:
             raise LedgerUnavailableError(f"no ledger head in database {self.display_url}")
         return TreeHashes(size, got[0], got[1])
+
+    def _fetch_tree_pg(self, leaves: list[int], nodes: list[int]) -> list[Any]:
+        # One statement text for every proof (arrays, not IN lists of varying
+        # length), bound server-side and prepared on each pooled connection
+        # at first use: the server parses and plans it once, not per proof.
+        for retry in (True, False):
+            with self._driver(autocommit=True) as (conn, raw):
+                try:
+                    cur = psycopg.Cursor(raw)
+                    return list(
+                        cur.execute(_SQL_TREE_PG, (leaves, nodes), prepare=True, binary=True)
+                    )
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if retry and raw.closed:  # a pooled connection the server dropped
+                        self._drop_stale(conn)
+                        continue
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def query(self, statement: str, params: Sequence[object] = ()) -> list[Any]:
         """The rows of one read-only statement, through the bare driver, outside a transaction.
@@ -814,6 +834,11 @@ class _StaleConnection(Exception):
 
 
 _SQL_HEAD = "SELECT size, root_hash, border FROM ledger_head WHERE id = 1"
+_SQL_TREE_PG = (
+    "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
+    " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry WHERE seq = ANY(%s::bigint[])"
+    " UNION ALL SELECT 2, node_id, hash FROM ledger_node WHERE node_id = ANY(%s::bigint[])"
+)
 _SQL_SET_HEAD = "UPDATE ledger_head SET size = %s, root_hash = %s, border = %s WHERE id = 1"
 _SQL_ENTRY_ROWS = f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) VALUES "  # noqa: S608
 _SQL_ENTRY_VALUES = "(" + ", ".join(["%s"] * len(_ENTRY_COLUMNS)) + ")"
