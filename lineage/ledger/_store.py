@@ -23,13 +23,16 @@ rolled back, so nothing is half-written. The database refusing the values of
 an append's rows (a data or integrity error) becomes
 :class:`~ecp.lineage.ledger.errors.EntryRefusedError`, also rolled back.
 
-The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`)
-speak to the driver directly, because statement compilation in SQLAlchemy
-costs more than the SQLite statements themselves, and on PostgreSQL every
-round trip counts: an append is two messages (``BEGIN; lock head; look up
-repeats`` and ``write rows; update head; COMMIT``), a proof one statement.
+The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`,
+:meth:`LedgerDatabase.query`) speak to the driver directly, because statement
+compilation in SQLAlchemy costs more than the SQLite statements themselves,
+and on PostgreSQL every round trip counts: an append is two messages
+(``BEGIN; lock head; look up repeats`` and ``write rows; update head;
+COMMIT``), a proof, an entry or the newest checkpoint one statement.
 PostgreSQL connections use psycopg's client-side binding so that one message
-can carry several statements; psycopg escapes every value.
+can carry several statements; the rows of an append are written as literals
+quoted by psycopg's own dumpers (see :func:`_pg_rows`), and proofs use one
+server-side prepared statement.
 """
 
 from __future__ import annotations
