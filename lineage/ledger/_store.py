@@ -626,9 +626,8 @@ class LedgerDatabase:
             with self._driver(autocommit=True) as (conn, raw):
                 try:
                     cur = psycopg.Cursor(raw)
-                    return list(
-                        cur.execute(_SQL_TREE_PG, (leaves, nodes), prepare=True, binary=True)
-                    )
+                    cur.execute(_SQL_TREE_PG, (leaves, nodes), prepare=True, binary=True)
+                    return cur.fetchall()
                 except (psycopg.OperationalError, psycopg.InterfaceError):
                     if retry and raw.closed:  # a pooled connection the server dropped
                         self._drop_stale(conn)
