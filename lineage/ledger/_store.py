@@ -32,7 +32,9 @@ COMMIT``), a proof, an entry or the newest checkpoint one statement.
 PostgreSQL connections use psycopg's client-side binding so that one message
 can carry several statements; the rows of an append are written as literals
 quoted by psycopg's own dumpers (see :func:`_pg_rows`), and proofs use one
-server-side prepared statement.
+server-side prepared statement (unprepared once the server cannot keep it,
+as behind a transaction-mode pooler). Connections pin ``client_encoding``
+to UTF-8, whatever ``PGCLIENTENCODING`` says.
 """
 
 from __future__ import annotations
@@ -280,6 +282,9 @@ class LedgerDatabase:
         self._time_result = ENTRY.c.recorded_at.type.dialect_impl(engine.dialect).result_processor(
             engine.dialect, None
         )
+        # Proofs use a server-side prepared statement until the server says
+        # it cannot keep one (a transaction-mode pooler, see _fetch_tree_pg).
+        self._prepare = True
 
     # --- opening ------------------------------------------------------------
 
@@ -322,6 +327,9 @@ class LedgerDatabase:
                     "connect_timeout": _PG_CONNECT_TIMEOUT_S,
                     # Client-side binding: several statements in one message.
                     "cursor_factory": psycopg.ClientCursor,
+                    # Whatever PGCLIENTENCODING says: every text value
+                    # (Temporal identities are any Unicode) can be sent.
+                    "client_encoding": "utf8",
                 },
             )
             db = cls(engine, is_sqlite=False, display_url=display)
@@ -589,9 +597,16 @@ class LedgerDatabase:
         round trip outside any explicit transaction. Missing rows are simply
         absent from the result.
 
+        Keys outside a signed 64-bit integer (the columns are BIGINT) cannot
+        be stored, so they are absent too: dropped here, because the drivers
+        refuse to send them (PostgreSQL: ``NumericValueOutOfRange``, SQLite:
+        ``OverflowError``), and the caller then finds the size beyond the log.
+
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
+        leaves = [k for k in leaves if 0 <= k < _KEY_END]
+        nodes = [k for k in nodes if 0 <= k < _KEY_END]
         if self.is_sqlite:
             query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
             if leaves:
@@ -606,7 +621,7 @@ class LedgerDatabase:
                 )
             rows = self.query(query, (*leaves, *nodes))
         else:
-            rows = self._fetch_tree_pg(list(leaves), list(nodes))
+            rows = self._fetch_tree_pg(leaves, nodes)
         size = -1
         got: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
         for kind, key, value in rows:
@@ -622,18 +637,28 @@ class LedgerDatabase:
         # One statement text for every proof (arrays, not IN lists of varying
         # length), bound server-side and prepared on each pooled connection
         # at first use: the server parses and plans it once, not per proof.
-        for retry in (True, False):
+        # Behind a transaction-mode pooler (PgBouncer before 1.21, or with
+        # max_prepared_statements = 0) the named statement may be missing
+        # from, or already exist on, the server connection the pooler picked:
+        # then the proof is retried once unprepared, and this database stops
+        # preparing from then on (see _PREPARE_FAULTS).
+        stale_retry = True
+        while True:
             with self._driver(autocommit=True) as (conn, raw):
                 try:
                     cur = psycopg.Cursor(raw)
-                    cur.execute(_SQL_TREE_PG, (leaves, nodes), prepare=True, binary=True)
+                    cur.execute(_SQL_TREE_PG, (leaves, nodes), prepare=self._prepare, binary=True)
                     return cur.fetchall()
+                except _PREPARE_FAULTS:
+                    if not self._prepare:
+                        raise
+                    self._prepare = False
                 except (psycopg.OperationalError, psycopg.InterfaceError):
-                    if retry and raw.closed:  # a pooled connection the server dropped
+                    if stale_retry and raw.closed:  # a pooled connection the server dropped
+                        stale_retry = False
                         self._drop_stale(conn)
                         continue
                     raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def query(self, statement: str, params: Sequence[object] = ()) -> list[Any]:
         """The rows of one read-only statement, through the bare driver, outside a transaction.
@@ -729,9 +754,16 @@ def _pg_rows(raw: Any, p: AppendPlan) -> list[str]:
     rows = []
     for seq, eid, lh, root, leaf, at, ns, wf, run, act in p.entries:
         stamp = bytes(q_time(at)).decode(enc)
+        try:
+            idents = f"{text(ns)},{text(wf)},{text(run)},{text(act)}"
+        except UnicodeError as exc:
+            # A text the connection's encoding cannot carry (the engine pins
+            # UTF-8, so only if a session changed it): this entry's values
+            # are refused, as the database would refuse them, not the batch.
+            raise EntryRefusedError((eid,), f"{type(exc).__name__}: {exc}") from exc
         rows.append(
             f"({int(seq)},{text(eid)},{blob(lh)},{blob(root)},{blob(leaf)},{stamp}::timestamptz,"
-            f"{text(ns)},{text(wf)},{text(run)},{text(act)})"
+            f"{idents})"
         )
     parts.append(_SQL_ENTRY_ROWS + ",".join(rows))
     parts.append(
@@ -834,6 +866,16 @@ _NO_QUEUE = nullcontext()
 class _StaleConnection(Exception):
     """A pooled PostgreSQL connection was dead before anything was sent on it."""
 
+
+#: Keys (``seq``, ``node_id``) are BIGINT: at most 2**63 - 1.
+_KEY_END = 2**63
+
+#: A named prepared statement the server connection does not have, or has
+#: already: what a transaction-mode pooler causes (see _fetch_tree_pg).
+_PREPARE_FAULTS = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
 
 _SQL_HEAD = "SELECT size, root_hash, border FROM ledger_head WHERE id = 1"
 _SQL_TREE_PG = (

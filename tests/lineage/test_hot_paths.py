@@ -6,14 +6,18 @@ import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
+from typer.testing import CliRunner
 
 from ecp.authority._dsse import Envelope, EnvelopeSignature
+from ecp.cli import app
 from ecp.lineage.ledger._evidence import parse_evidence
-from ecp.lineage.ledger._ledger import _leaf_bytes
+from ecp.lineage.ledger._ledger import Ledger, _leaf_bytes
 from ecp.lineage.ledger._merkle import InMemoryTree, leaf_hash, verify_inclusion
 from ecp.lineage.ledger._receipt import entry_leaf
 from ecp.lineage.ledger.errors import (
     EntryNotFoundError,
+    EntryRefusedError,
     InconsistentCheckpointError,
     ProofSizeError,
     TamperError,
@@ -217,3 +221,97 @@ def _envelope_of(i: int, worker, ident: tuple[str, str, str, str]) -> Envelope: 
         ),
         worker,
     )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda led: led.inclusion_proof(0, 2**64),
+        lambda led: led.inclusion_proof(2**63, 2**64),
+        lambda led: led.consistency_proof(3, 2**64),
+        lambda led: led.consistency_proof(3, 2**63),
+        lambda led: led.root_at(2**64),
+    ],
+)
+def test_sizes_beyond_a_bigint_are_beyond_the_log(ledger_url: str, worker, call) -> None:  # type: ignore[no-untyped-def]
+    """Keys no BIGINT can hold are never stored: the size is beyond the log, not a driver error."""
+    with open_unverified(ledger_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(5)])
+        with pytest.raises(EntryNotFoundError, match="beyond the log"):
+            call(ledger)
+        assert len(ledger.inclusion_proof(1, 5)) == 3
+
+
+def test_cli_consistency_beyond_a_bigint(ledger_url: str, worker) -> None:  # type: ignore[no-untyped-def]
+    with open_unverified(ledger_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(5)])
+    r = CliRunner().invoke(app, ["ledger", "consistency", "3", str(2**64), "--db", ledger_url])
+    assert r.exit_code != 0
+    assert "beyond the log" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def _on_every_checkout(ledger: Ledger, statement: bytes) -> None:
+    """Run ``statement`` on each pooled connection as it is handed out, behind psycopg's back.
+
+    What a transaction-mode pooler does to prepared statements: the server
+    connection behind the client's changes, so psycopg's record of what is
+    prepared no longer holds (sent through libpq, psycopg does not see it).
+    """
+
+    def hook(dbapi_con, record, proxy) -> None:  # type: ignore[no-untyped-def]
+        dbapi_con.pgconn.exec_(statement)
+
+    event.listen(ledger.database.engine, "checkout", hook)
+
+
+def test_proofs_survive_prepared_statements_that_vanish(pg_url: str, worker) -> None:
+    with open_unverified(pg_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(5)])
+        expected = ledger.inclusion_proof(1, 5)  # prepared on some pooled connection
+        _on_every_checkout(ledger, b"DEALLOCATE ALL")
+        for _ in range(8):  # every pooled connection is reused
+            assert ledger.inclusion_proof(1, 5) == expected
+            assert len(ledger.consistency_proof(2, 5)) > 0
+
+
+def test_proofs_survive_prepared_statements_that_already_exist(pg_url: str, worker) -> None:
+    with open_unverified(pg_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(5)])
+        ledger.database.engine.dispose()  # fresh connections: psycopg names its first _pg3_0
+        _on_every_checkout(ledger, b"DEALLOCATE ALL; PREPARE _pg3_0 AS SELECT 1")
+        for _ in range(8):
+            assert len(ledger.inclusion_proof(1, 5)) == 3
+
+
+def test_a_non_utf8_client_encoding_in_the_environment_is_ignored(
+    pg_url: str, worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    ident = ("默认", "工作流-表ソ\\'", "运行", "活动")
+    with open_unverified(pg_url) as ledger:
+        r = ledger.append(_envelope_of(0, worker, ident))
+        ledger.verify_all()
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, client_encoding="utf8") as con:
+        row = con.execute(
+            "SELECT namespace, workflow_id, run_id, activity_id FROM ledger_entry WHERE seq = %s",
+            (r.index,),
+        ).fetchone()
+    assert row == ident
+
+
+def test_text_the_session_encoding_cannot_carry_refuses_only_that_entry(
+    pg_url: str, worker
+) -> None:
+    with open_unverified(pg_url) as ledger:
+        ledger.append(make_envelope(100, worker))
+        # Only a session can change the pinned encoding; then the quoting
+        # cannot encode the text, and that entry alone is refused.
+        _on_every_checkout(ledger, b"SET client_encoding TO 'LATIN1'")
+        bad = _envelope_of(0, worker, ("default", "工作流", "r", "a"))
+        with pytest.raises(EntryRefusedError) as refused:
+            ledger.append(bad)
+        assert refused.value.evidence_ids == (parse_evidence(bad).evidence_id,)
+        assert ledger.append(_envelope_of(1, worker, ("default", "zoë", "r", "a"))).index == 1
+        assert ledger.verify_all().size == 2
