@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import psycopg
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from ecp.lineage.ledger._evidence import parse_evidence
 from ecp.lineage.ledger._ledger import Ledger, _leaf_bytes
 from ecp.lineage.ledger._merkle import InMemoryTree, leaf_hash, verify_inclusion
 from ecp.lineage.ledger._receipt import entry_leaf
+from ecp.lineage.ledger._store import _ENTRY_COLUMNS, AppendPlan, Planner, StoredHead
 from ecp.lineage.ledger.errors import (
     EntryNotFoundError,
     EntryRefusedError,
@@ -159,26 +162,95 @@ def test_postgres_pooled_connections_dropped_by_the_server(pg_url: str, worker, 
 
 # Identity text as Temporal allows it (anything but NUL): quotes, backslashes,
 # placeholders, newlines, non-BMP characters.
+_SPECIAL = ["'", "\\", "%s", "%(x)s", "E'\\x00'", "'); DROP TABLE ledger_entry; --"]
 _ident = st.text(
     st.characters(codec="utf-8", blacklist_characters="\x00"), min_size=1, max_size=12
-) | st.sampled_from(["'", "\\", "%s", "%(x)s", "E'\\x00'", "'); DROP TABLE ledger_entry; --"])
+) | st.sampled_from(_SPECIAL)
+# Under Shift JIS only what it encodes, with the characters whose second byte
+# is 0x5c, a backslash to a quoting that reads bytes, not characters.
+_SJIS_TRAIL_5C = "ソ表能予十"
+_sjis_ident = st.text(
+    st.sampled_from([chr(c) for c in range(0x20, 0x7F)] + list(_SJIS_TRAIL_5C + "日本語ー")),
+    min_size=1,
+    max_size=12,
+) | st.sampled_from([*_SPECIAL, "ソ'", "表\\", "能\\'); DROP TABLE ledger_node; --"])
+
+#: Breaks out of a literal quoted without regard to standard_conforming_strings
+#: (with it off, a backslash escapes the quote that doubling added).
+_CANARY_PAYLOAD = "x\\',$$r$$,$$a$$);DROP TABLE canary;COMMIT;--"
+
+#: (standard_conforming_strings, client encoding set by the session)
+_SESSIONS = [("on", None), ("off", None), ("off", "SJIS")]
 
 
+@pytest.mark.parametrize(("scs", "encoding"), _SESSIONS)
 @settings(max_examples=25, deadline=None)
-@given(idents=st.lists(st.tuples(_ident, _ident, _ident, _ident), min_size=1, max_size=4))
+@given(data=st.data())
 def test_stored_rows_are_the_planned_values(
-    pg_database: str, worker, idents: list[tuple[str, str, str, str]]
+    pg_database: str, worker, scs: str, encoding: str | None, data: st.DataObject
 ) -> None:
-    """The PostgreSQL append writes its values as quoted literals: they must land unchanged."""
+    """The PostgreSQL append writes its values as quoted literals: they must land unchanged.
+
+    Under both settings of ``standard_conforming_strings`` and a client
+    encoding whose multibyte characters can end in a backslash byte; every
+    stored column of the entry, node and head rows is the planned value.
+    """
+    strategy = _ident if encoding is None else _sjis_ident
+    idents = [
+        ("default", _CANARY_PAYLOAD, "r", "a"),
+        *data.draw(st.lists(st.tuples(strategy, strategy, strategy, strategy), max_size=4)),
+    ]
     dsn = pg_database.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as con:
-        con.execute(f"DROP TABLE IF EXISTS {', '.join(_TABLES)} CASCADE")
+        con.execute(f"DROP TABLE IF EXISTS {', '.join(_TABLES)}, canary CASCADE")
+        con.execute("CREATE TABLE canary (x int)")
     envs = [_envelope_of(i, worker, ident) for i, ident in enumerate(idents)]
-    with open_unverified(pg_database) as ledger:
+    url = f"{pg_database}?options=-c%20standard_conforming_strings%3D{scs}"
+    with open_unverified(url) as ledger:
+        db = ledger.database
+        if encoding is not None:
+            # The engine pins UTF-8 at connect; only a session can change it.
+            statement = f"SET client_encoding TO '{encoding}'".encode()
+            event.listen(
+                db.engine, "connect", lambda dbapi_con, _: dbapi_con.pgconn.exec_(statement)
+            )
+            db.engine.dispose()
+        plans: list[AppendPlan] = []
+        append = db.append
+
+        def recording(ids: Sequence[str], plan: Planner) -> None:
+            made: list[AppendPlan] = []
+
+            def planner(
+                head: StoredHead, existing: Mapping[str, tuple[int, bytes]]
+            ) -> AppendPlan | None:
+                p = plan(head, existing)
+                made[:] = [] if p is None else [p]
+                return p
+
+            append(ids, planner)
+            plans.extend(made)  # the plan of the attempt that committed
+
+        db.append = recording  # type: ignore[method-assign]
         ledger.append(make_envelope(100, worker))  # rows beside an existing head
         results = ledger.append_many(envs)
         ledger.verify_all()
-    with psycopg.connect(dsn) as con:
+        with db.engine.connect() as conn:  # the session the appends ran in
+            assert conn.exec_driver_sql("SHOW client_encoding").scalar() == (encoding or "UTF8")
+            assert conn.exec_driver_sql("SHOW standard_conforming_strings").scalar() == scs
+    with psycopg.connect(dsn, client_encoding="utf8") as con:
+        assert con.execute("SELECT to_regclass('canary') IS NOT NULL").fetchone() == (True,)
+        assert con.execute(
+            f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM ledger_entry ORDER BY seq"
+        ).fetchall() == [tuple(e) for p in plans for e in p.entries]
+        assert con.execute("SELECT node_id, hash FROM ledger_node ORDER BY node_id").fetchall() == [
+            tuple(n) for p in plans for n in p.nodes
+        ]
+        head = plans[-1].head
+        assert con.execute("SELECT size, root_hash, border FROM ledger_head").fetchall() == [
+            (head.size, head.root_hash, head.border)
+        ]
+        # And the plan is what the envelopes say (independently of the planner).
         for env, ident, r in zip(envs, idents, results, strict=True):
             row = con.execute(
                 "SELECT evidence_id, leaf_hash, envelope, namespace, workflow_id, run_id, "
