@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from _thread import LockType, allocate_lock
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -59,7 +60,10 @@ class _Request(Generic[T, R]):
         self.done = False
         self.results: list[R] = []
         self.error: BaseException | None = None
-        self.wake = threading.Event()
+        # Released exactly once, by whoever wakes this caller (see submit): a
+        # bare lock costs a fraction of an Event (a Condition and its waiter list).
+        self.wake: LockType = allocate_lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[T, R]):
@@ -112,7 +116,7 @@ class GroupCommit(Generic[T, R]):
         if not lead:
             # Woken once: either our batch committed, or the previous leader
             # handed us the role (each waiter is woken by name, not all at once).
-            req.wake.wait()
+            req.wake.acquire()
         while not req.done:
             with self._lock:
                 batch = self._take()
@@ -130,9 +134,9 @@ class GroupCommit(Generic[T, R]):
                             self._busy = False
                 for r in batch:
                     if r is not req:
-                        r.wake.set()
+                        r.wake.release()
                 if nxt is not None:
-                    nxt.wake.set()
+                    nxt.wake.release()
         if req.error is not None:
             raise req.error
         return req.results

@@ -98,6 +98,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # ASCII digits only: \d would also match, say, Arabic-Indic digits.
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+# C0 controls (below " "): one regex search instead of a generator over every character.
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _MAX_REASON = 500
 
 
@@ -121,7 +123,7 @@ class _Wire(BaseModel):
 
 
 def _nonempty(value: str, what: str) -> str:
-    if not value or value != value.strip() or any(c < " " for c in value):
+    if not value or value != value.strip() or _CONTROL.search(value):
         raise ValueError(f"{what} must be a non-empty single-line string without padding")
     return value
 

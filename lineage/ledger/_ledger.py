@@ -65,6 +65,7 @@ from ecp.lineage.ledger.errors import (
     EvidenceError,
     EvidenceSignatureError,
     InconsistentCheckpointError,
+    LedgerUnavailableError,
     LineageError,
     NoCheckpointError,
     ProofError,
@@ -397,9 +398,10 @@ class Ledger:
         Raises:
             LedgerUnavailableError: the database is unreachable.
         """
-        with self._db.read() as conn:
-            h = self._db.read_head(conn)
-        return TreeHead(h.size, Hash(h.root_hash))
+        rows = self._db.query("SELECT size, root_hash FROM ledger_head WHERE id = 1")
+        if not rows:
+            raise LedgerUnavailableError(f"no ledger head in database {self._db.display_url}")
+        return TreeHead(int(rows[0][0]), Hash(bytes(rows[0][1])))
 
     def _size_now(self) -> int:
         return self._db.fetch_tree((), ()).size
@@ -411,22 +413,23 @@ class Ledger:
             EntryNotFoundError: no such entry.
             LedgerUnavailableError: the database is unreachable.
         """
-        with self._db.read() as conn:
-            row = conn.execute(
-                select(
-                    ENTRY.c.evidence_id, ENTRY.c.leaf_hash, ENTRY.c.envelope, ENTRY.c.recorded_at
-                ).where(ENTRY.c.seq == index)
-            ).first()
-        if row is None:
+        db = self._db
+        rows = db.query(
+            "SELECT evidence_id, leaf_hash, envelope, recorded_at FROM ledger_entry "  # noqa: S608
+            f"WHERE seq = {db.mark}",
+            (index,),
+        )
+        if not rows:
             raise EntryNotFoundError(f"no entry at index {index}")
-        leaf = bytes(row.envelope)
+        evidence_id, lh, envelope, recorded_at = rows[0]
+        leaf = bytes(envelope)
         return StoredEntry(
             index,
-            EvidenceId(row.evidence_id),
-            Hash(bytes(row.leaf_hash)),
+            EvidenceId(evidence_id),
+            Hash(bytes(lh)),
             Envelope.from_json(leaf),
             leaf,
-            row.recorded_at,
+            db.time_from_db(recorded_at),
         )
 
     def find(self, evidence_id: str) -> int | None:
@@ -789,11 +792,11 @@ class Ledger:
         return cps[0] if cps else None
 
     def _latest(self, n: int) -> list[SignedCheckpoint]:
-        with self._db.read() as conn:
-            rows = conn.execute(
-                select(CHECKPOINT.c.note).order_by(CHECKPOINT.c.id.desc()).limit(n)
-            ).all()
-        return [SignedCheckpoint(Checkpoint.parse(_note_text(r.note)), r.note) for r in rows]
+        # One statement (a receipt, a tile, a poll for the newest checkpoint).
+        rows = self._db.query(
+            f"SELECT note FROM ledger_checkpoint ORDER BY id DESC LIMIT {int(n)}"  # noqa: S608
+        )
+        return [SignedCheckpoint(Checkpoint.parse(_note_text(note)), note) for (note,) in rows]
 
     # --- receipts -------------------------------------------------------------
 

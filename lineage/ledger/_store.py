@@ -23,13 +23,18 @@ rolled back, so nothing is half-written. The database refusing the values of
 an append's rows (a data or integrity error) becomes
 :class:`~ecp.lineage.ledger.errors.EntryRefusedError`, also rolled back.
 
-The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`)
-speak to the driver directly, because statement compilation in SQLAlchemy
-costs more than the SQLite statements themselves, and on PostgreSQL every
-round trip counts: an append is two messages (``BEGIN; lock head; look up
-repeats`` and ``write rows; update head; COMMIT``), a proof one statement.
+The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`,
+:meth:`LedgerDatabase.query`) speak to the driver directly, because statement
+compilation in SQLAlchemy costs more than the SQLite statements themselves,
+and on PostgreSQL every round trip counts: an append is two messages
+(``BEGIN; lock head; look up repeats`` and ``write rows; update head;
+COMMIT``), a proof, an entry or the newest checkpoint one statement.
 PostgreSQL connections use psycopg's client-side binding so that one message
-can carry several statements; psycopg escapes every value.
+can carry several statements; the rows of an append are written as literals
+quoted by psycopg's own dumpers (see :func:`_pg_rows`), and proofs use one
+server-side prepared statement (unprepared once the server cannot keep it,
+as behind a transaction-mode pooler). Connections pin ``client_encoding``
+to UTF-8, whatever ``PGCLIENTENCODING`` says.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from urllib.parse import quote
 
 import psycopg
 import sqlalchemy.exc as sa_exc
+from psycopg.adapt import PyFormat
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -273,6 +279,12 @@ class LedgerDatabase:
         self._time_proc = ENTRY.c.recorded_at.type.dialect_impl(engine.dialect).bind_processor(
             engine.dialect
         )
+        self._time_result = ENTRY.c.recorded_at.type.dialect_impl(engine.dialect).result_processor(
+            engine.dialect, None
+        )
+        # Proofs use a server-side prepared statement until the server says
+        # it cannot keep one (a transaction-mode pooler, see _fetch_tree_pg).
+        self._prepare = True
 
     # --- opening ------------------------------------------------------------
 
@@ -315,6 +327,9 @@ class LedgerDatabase:
                     "connect_timeout": _PG_CONNECT_TIMEOUT_S,
                     # Client-side binding: several statements in one message.
                     "cursor_factory": psycopg.ClientCursor,
+                    # Whatever PGCLIENTENCODING says: every text value
+                    # (Temporal identities are any Unicode) can be sent.
+                    "client_encoding": "utf8",
                 },
             )
             db = cls(engine, is_sqlite=False, display_url=display)
@@ -561,25 +576,13 @@ class LedgerDatabase:
         # One message: node rows, entry rows, head, COMMIT. The order inside
         # the transaction is free; node rows go first so that a statement
         # hook (the fault tests kill the backend there) sees them by name.
-        parts: list[str] = []
-        params: list[object] = []
-        if p.nodes:
-            # Only placeholders are joined in; psycopg binds the values.
-            parts.append(
-                "INSERT INTO ledger_node (node_id, hash) VALUES "  # noqa: S608
-                + ",".join(["(%s, %s)"] * len(p.nodes))
-            )
-            for n in p.nodes:
-                params.extend(n)
-        parts.append(_SQL_ENTRY_ROWS + ",".join([_SQL_ENTRY_VALUES] * len(p.entries)))
-        for e in p.entries:
-            params.extend(e)
-        parts.append(_SQL_SET_HEAD)
-        params.extend((p.head.size, p.head.root_hash, p.head.border))
-        if p.after is None:
-            parts.append("COMMIT")
-        with _refusals(p):
-            conn.exec_driver_sql("; ".join(parts), tuple(params))
+        with _refusals(p):  # the dumpers refuse values too (a NUL in text)
+            parts = _pg_rows(raw, p)
+            if p.after is None:
+                parts.append("COMMIT")
+            # Sent as written (no_parameters): every value is already a
+            # literal quoted by psycopg's own dumpers, see _pg_rows.
+            conn.execution_options(no_parameters=True).exec_driver_sql("; ".join(parts))
         if p.after is not None:
             p.after(conn)
             cur.execute("COMMIT")
@@ -594,33 +597,33 @@ class LedgerDatabase:
         round trip outside any explicit transaction. Missing rows are simply
         absent from the result.
 
+        Keys outside a signed 64-bit integer (the columns are BIGINT) cannot
+        be stored, so they are absent too: dropped here, because the drivers
+        refuse to send them (PostgreSQL: ``NumericValueOutOfRange``, SQLite:
+        ``OverflowError``), and the caller then finds the size beyond the log.
+
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
-        mark = "?" if self.is_sqlite else "%s"
-        query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
-        if leaves:
-            query += (
-                " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry "  # noqa: S608
-                f"WHERE seq IN ({','.join([mark] * len(leaves))})"
-            )
-        if nodes:
-            query += (
-                " UNION ALL SELECT 2, node_id, hash FROM ledger_node "  # noqa: S608
-                f"WHERE node_id IN ({','.join([mark] * len(nodes))})"
-            )
+        leaves = [k for k in leaves if 0 <= k < _KEY_END]
+        nodes = [k for k in nodes if 0 <= k < _KEY_END]
+        if self.is_sqlite:
+            query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
+            if leaves:
+                query += (
+                    " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry "  # noqa: S608
+                    f"WHERE seq IN ({','.join('?' * len(leaves))})"
+                )
+            if nodes:
+                query += (
+                    " UNION ALL SELECT 2, node_id, hash FROM ledger_node "  # noqa: S608
+                    f"WHERE node_id IN ({','.join('?' * len(nodes))})"
+                )
+            rows = self.query(query, (*leaves, *nodes))
+        else:
+            rows = self._fetch_tree_pg(leaves, nodes)
         size = -1
         got: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
-        for retry in (not self.is_sqlite, False):
-            with self._driver(autocommit=True) as (conn, raw):
-                try:
-                    rows = raw.execute(query, (*leaves, *nodes)).fetchall()
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    if retry and raw.closed:  # a pooled connection the server dropped
-                        self._drop_stale(conn)
-                        continue
-                    raise
-            break
         for kind, key, value in rows:
             if kind == 0:
                 size = int(key)
@@ -629,6 +632,69 @@ class LedgerDatabase:
         if size < 0:
             raise LedgerUnavailableError(f"no ledger head in database {self.display_url}")
         return TreeHashes(size, got[0], got[1])
+
+    def _fetch_tree_pg(self, leaves: list[int], nodes: list[int]) -> list[Any]:
+        # One statement text for every proof (arrays, not IN lists of varying
+        # length), bound server-side and prepared on each pooled connection
+        # at first use: the server parses and plans it once, not per proof.
+        # Behind a transaction-mode pooler (PgBouncer before 1.21, or with
+        # max_prepared_statements = 0) the named statement may be missing
+        # from, or already exist on, the server connection the pooler picked:
+        # then the proof is retried once unprepared, and this database stops
+        # preparing from then on (see _PREPARE_FAULTS).
+        stale_retry = True
+        while True:
+            with self._driver(autocommit=True) as (conn, raw):
+                try:
+                    cur = psycopg.Cursor(raw)
+                    cur.execute(_SQL_TREE_PG, (leaves, nodes), prepare=self._prepare, binary=True)
+                    return cur.fetchall()
+                except _PREPARE_FAULTS:
+                    if not self._prepare:
+                        raise
+                    self._prepare = False
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if stale_retry and raw.closed:  # a pooled connection the server dropped
+                        stale_retry = False
+                        self._drop_stale(conn)
+                        continue
+                    raise
+
+    def query(self, statement: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read-only statement, through the bare driver, outside a transaction.
+
+        One statement reads one consistent snapshot on both databases, so
+        the reads that need no more than that (proofs, an entry, the newest
+        checkpoint, the head) skip SQLAlchemy's transaction and statement
+        layers: on PostgreSQL one round trip instead of four (ping, BEGIN,
+        SELECT, COMMIT). ``statement`` uses ``?`` placeholders on SQLite and
+        ``%s`` on PostgreSQL (see :attr:`mark`); rows are plain tuples.
+
+        Raises:
+            LedgerUnavailableError: see :meth:`guard`.
+        """
+        for retry in (not self.is_sqlite, False):
+            with self._driver(autocommit=True) as (conn, raw):
+                try:
+                    return list(raw.execute(statement, params).fetchall())
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if retry and raw.closed:  # a pooled connection the server dropped
+                        self._drop_stale(conn)
+                        continue
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @property
+    def mark(self) -> str:
+        """The driver's placeholder for :meth:`query`."""
+        return "?" if self.is_sqlite else "%s"
+
+    def time_from_db(self, value: object) -> datetime:
+        """A ``recorded_at`` value read by :meth:`query`, as SQLAlchemy would return it."""
+        out = self._time_result(value) if self._time_result is not None else value
+        if not isinstance(out, datetime):
+            raise TypeError(f"stored time {out!r} is not a timestamp")
+        return out
 
     def bulk_query(self, conn: Connection) -> Callable[[str, tuple[int, ...]], list[Any]]:
         """A raw statement runner on ``conn``'s driver connection, in its transaction.
@@ -652,6 +718,61 @@ class LedgerDatabase:
 
 
 _PG_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _pg_rows(raw: Any, p: AppendPlan) -> list[str]:
+    """The INSERTs of ``p``'s node and entry rows and its head UPDATE, values as literals.
+
+    psycopg's client-side binding would do the same quoting, but first
+    splits the whole statement text for placeholders, and caches that split
+    only for statements of at most 50 parameters: a batch of 16 entries has
+    about 190, so every batch paid 12 µs per entry to re-split it. Here each
+    value goes through the connection's own psycopg dumper for its type
+    (``Dumper.quote``: the escaping client-side binding uses, aware of the
+    connection's encoding and ``standard_conforming_strings``), with the
+    casts client-side binding adds; integers are ours (sequence numbers,
+    node keys, sizes) and written in decimal.
+    """
+    adapters = raw.adapters
+    q_text = adapters.get_dumper(str, PyFormat.TEXT)(str, raw).quote
+    q_bytes = adapters.get_dumper(bytes, PyFormat.TEXT)(bytes, raw).quote
+    q_time = adapters.get_dumper(datetime, PyFormat.TEXT)(datetime, raw).quote
+    enc = raw.info.encoding
+
+    def text(v: str) -> str:
+        return bytes(q_text(v)).decode(enc)
+
+    def blob(v: bytes) -> str:
+        return bytes(q_bytes(v)).decode(enc) + "::bytea"
+
+    parts: list[str] = []
+    if p.nodes:
+        parts.append(
+            "INSERT INTO ledger_node (node_id, hash) VALUES "  # noqa: S608 - quoted literals
+            + ",".join(f"({int(k)},{blob(h)})" for k, h in p.nodes)
+        )
+    rows = []
+    for seq, eid, lh, root, leaf, at, ns, wf, run, act in p.entries:
+        stamp = bytes(q_time(at)).decode(enc)
+        try:
+            idents = f"{text(ns)},{text(wf)},{text(run)},{text(act)}"
+        except UnicodeError as exc:
+            # A text the connection's encoding cannot carry (the engine pins
+            # UTF-8, so only if a session changed it): this entry's values
+            # are refused, as the database would refuse them, not the batch.
+            raise EntryRefusedError((eid,), f"{type(exc).__name__}: {exc}") from exc
+        rows.append(
+            f"({int(seq)},{text(eid)},{blob(lh)},{blob(root)},{blob(leaf)},{stamp}::timestamptz,"
+            f"{idents})"
+        )
+    parts.append(_SQL_ENTRY_ROWS + ",".join(rows))
+    parts.append(
+        f"UPDATE ledger_head SET size = {int(p.head.size)}, "  # noqa: S608 - quoted literals
+        f"root_hash = {blob(p.head.root_hash)}, "
+        f"border = {blob(p.head.border)} WHERE id = 1"
+    )
+    return parts
+
 
 #: What a database says when it will not store the values it was given (as
 #: opposed to not answering): PostgreSQL's SQLSTATE classes 22 and 23 (a NUL in
@@ -746,7 +867,22 @@ class _StaleConnection(Exception):
     """A pooled PostgreSQL connection was dead before anything was sent on it."""
 
 
+#: Keys (``seq``, ``node_id``) are BIGINT: at most 2**63 - 1.
+_KEY_END = 2**63
+
+#: A named prepared statement the server connection does not have, or has
+#: already: what a transaction-mode pooler causes (see _fetch_tree_pg).
+_PREPARE_FAULTS = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+
 _SQL_HEAD = "SELECT size, root_hash, border FROM ledger_head WHERE id = 1"
+_SQL_TREE_PG = (
+    "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
+    " UNION ALL SELECT 1, seq, leaf_hash FROM ledger_entry WHERE seq = ANY(%s::bigint[])"
+    " UNION ALL SELECT 2, node_id, hash FROM ledger_node WHERE node_id = ANY(%s::bigint[])"
+)
 _SQL_SET_HEAD = "UPDATE ledger_head SET size = %s, root_hash = %s, border = %s WHERE id = 1"
 _SQL_ENTRY_ROWS = f"INSERT INTO ledger_entry ({', '.join(_ENTRY_COLUMNS)}) VALUES "  # noqa: S608
 _SQL_ENTRY_VALUES = "(" + ", ".join(["%s"] * len(_ENTRY_COLUMNS)) + ")"

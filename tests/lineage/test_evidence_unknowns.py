@@ -36,3 +36,18 @@ def test_a_failure_must_name_each_of_them(field: str) -> None:
 def test_a_denial_under_a_grant_must_name_them() -> None:
     with pytest.raises(ValidationError, match="may be absent only for an ungranted denial"):
         EvidencePredicate.model_validate(_doc(OutcomeStatus.DENIED, grantId="grant-1", **UNKNOWN))
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "line\nbreak", "tab\there", "\x1f", " padded", ""])
+@pytest.mark.parametrize("field", ["decision_id", "grant_id", "initiator"])
+def test_free_text_fields_are_single_line_without_padding(field: str, bad: str) -> None:
+    fields = make_predicate(1).model_dump()
+    fields[field] = bad
+    with pytest.raises(ValidationError, match="single-line"):
+        EvidencePredicate.model_validate(fields)
+
+
+def test_other_characters_pass() -> None:
+    fields = make_predicate(1).model_dump()
+    fields["initiator"] = "zoë\x7f\u2028x"  # DEL and Unicode separators are not C0 controls
+    assert EvidencePredicate.model_validate(fields).initiator == fields["initiator"]
