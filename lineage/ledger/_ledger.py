@@ -50,6 +50,7 @@ from ecp.lineage.ledger._scan import ScanMismatch, scan_entries
 from ecp.lineage.ledger._store import (
     CHECKPOINT,
     ENTRY,
+    KEY_END,
     NODE,
     WITNESSING,
     AppendPlan,
@@ -414,10 +415,16 @@ class Ledger:
             LedgerUnavailableError: the database is unreachable.
         """
         db = self._db
-        rows = db.query(
-            "SELECT evidence_id, leaf_hash, envelope, recorded_at FROM ledger_entry "  # noqa: S608
-            f"WHERE seq = {db.mark}",
-            (index,),
+        # A BIGINT key cannot hold it: not in the log (the drivers would
+        # raise their own overflow errors instead).
+        rows = (
+            db.query(
+                "SELECT evidence_id, leaf_hash, envelope, recorded_at FROM ledger_entry "  # noqa: S608
+                f"WHERE seq = {db.mark}",
+                (index,),
+            )
+            if 0 <= index < KEY_END
+            else []
         )
         if not rows:
             raise EntryNotFoundError(f"no entry at index {index}")
@@ -532,6 +539,9 @@ class Ledger:
             EntryNotFoundError: an entry in the range is missing.
             LedgerUnavailableError: the database is unreachable.
         """
+        if not (0 <= start <= stop <= KEY_END):
+            # Beyond what a BIGINT key holds, or a negative start.
+            raise EntryNotFoundError(f"entries {start} to {stop - 1} are not all in the log")
         with self._db.read() as conn:
             rows = conn.execute(
                 select(ENTRY.c.seq, ENTRY.c.envelope)

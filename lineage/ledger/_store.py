@@ -84,6 +84,7 @@ __all__ = [
     "CHECKPOINT",
     "ENTRY",
     "HEAD",
+    "KEY_END",
     "NODE",
     "WITNESSING",
     "AppendPlan",
@@ -605,8 +606,8 @@ class LedgerDatabase:
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
-        leaves = [k for k in leaves if 0 <= k < _KEY_END]
-        nodes = [k for k in nodes if 0 <= k < _KEY_END]
+        leaves = [k for k in leaves if 0 <= k < KEY_END]
+        nodes = [k for k in nodes if 0 <= k < KEY_END]
         if self.is_sqlite:
             query = "SELECT 0, size, NULL FROM ledger_head WHERE id = 1"
             if leaves:
@@ -867,8 +868,8 @@ class _StaleConnection(Exception):
     """A pooled PostgreSQL connection was dead before anything was sent on it."""
 
 
-#: Keys (``seq``, ``node_id``) are BIGINT: at most 2**63 - 1.
-_KEY_END = 2**63
+#: Keys (``seq``, ``node_id``) are BIGINT: every stored key is below this.
+KEY_END = 2**63
 
 #: A named prepared statement the server connection does not have, or has
 #: already: what a transaction-mode pooler causes (see _fetch_tree_pg).

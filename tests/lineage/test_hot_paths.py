@@ -314,6 +314,27 @@ def test_sizes_beyond_a_bigint_are_beyond_the_log(ledger_url: str, worker, call)
         assert len(ledger.inclusion_proof(1, 5)) == 3
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda led: led.entry(2**64),
+        lambda led: led.entry(2**63),
+        lambda led: led.entry(-1),
+        lambda led: led.leaves(0, 2**64),
+        lambda led: led.leaves(2**63, 2**63 + 1),
+        lambda led: led.leaves(-1, 2),
+    ],
+)
+def test_indexes_beyond_a_bigint_are_not_in_the_log(ledger_url: str, worker, call) -> None:  # type: ignore[no-untyped-def]
+    """An entry index no BIGINT can hold is not found, on both back ends (not a driver overflow)."""
+    with open_unverified(ledger_url) as ledger:
+        ledger.append_many([make_envelope(i, worker) for i in range(5)])
+        with pytest.raises(EntryNotFoundError):
+            call(ledger)
+        assert ledger.entry(4).index == 4
+        assert len(ledger.leaves(0, 5)) == 5
+
+
 def test_cli_consistency_beyond_a_bigint(ledger_url: str, worker) -> None:  # type: ignore[no-untyped-def]
     with open_unverified(ledger_url) as ledger:
         ledger.append_many([make_envelope(i, worker) for i in range(5)])
