@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,6 +44,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
 from ecp.authority._clock import Clock, now_utc, system_clock
+from ecp.authority._group_commit import GroupCommit, Pending
 from ecp.authority._sql import store_engine
 from ecp.authority.errors import (
     AttemptInProgressError,
@@ -445,8 +447,25 @@ def _unfinished(conn: Connection, grant_id: str) -> tuple[tuple[int, ...], tuple
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One caller's write, queued for the batch's transaction."""
+
+    grant_id: str
+    #: May raise its own refusal: runs under a savepoint, so only it is undone.
+    may_refuse: bool
+    run: Callable[[Connection], None]
+
+
 class SqlReplayGuard:
-    """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL)."""
+    """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL).
+
+    :meth:`admit`, :meth:`end` and :meth:`close` are group-committed: the
+    concurrent callers of one guard share one transaction and one durable
+    commit (see :mod:`ecp.authority._group_commit`). Across processes the
+    database decides races as before (SQLite's write lock, PostgreSQL's row
+    locks and primary keys).
+    """
 
     def __init__(self, url_or_engine: str | Engine, *, clock: Clock = system_clock) -> None:
         """Connect lazily: the table is created on first use.
@@ -462,6 +481,7 @@ class SqlReplayGuard:
         self._clock = clock
         self._ready = False
         self._lock = threading.Lock()
+        self._group: GroupCommit[_Op] = GroupCommit(self._run_batch)
 
     def _ensure_table(self) -> None:
         if self._ready:
@@ -579,28 +599,24 @@ class SqlReplayGuard:
         raise _in_progress(grant_id, held.attempt, held.until)
 
     def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
-        """See :meth:`ReplayGuard.end`: the end and the release in one transaction."""
+        """See :meth:`ReplayGuard.end`: the end and the release, group-committed."""
         self._ensure_table()
-        table = AttemptLease.__table__  # type: ignore[attr-defined]
+        now = now_utc(self._clock)
+        self._group.submit(
+            _Op(grant_id, False, lambda conn: self._end_in(conn, grant_id, attempt, completed, now))
+        )
+
+    def _end_in(
+        self, conn: Connection, grant_id: str, attempt: int, completed: bool, now: datetime
+    ) -> None:
+        leases = AttemptLease.__table__  # type: ignore[attr-defined]
         ends = AttemptEnd.__table__  # type: ignore[attr-defined]
         insert = _insert_ignoring_conflicts(self.engine)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(ends).values(
-                        grant_id=grant_id,
-                        attempt=attempt,
-                        completed=completed,
-                        ended_at=now_utc(self._clock),
-                    )
-                )
-                conn.execute(
-                    table.delete().where(table.c.grant_id == grant_id, table.c.attempt == attempt)
-                )
-        except SQLAlchemyError as exc:
-            raise ReplayStoreUnavailableError(
-                f"replay store unavailable: {type(exc).__name__}"
-            ) from exc
+        row = {"grant_id": grant_id, "attempt": attempt, "completed": completed, "ended_at": now}
+        conn.execute(insert(ends).values(**row)).close()
+        conn.execute(
+            leases.delete().where(leases.c.grant_id == grant_id, leases.c.attempt == attempt)
+        )
 
     def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """See :meth:`ReplayGuard.unfinished`: one read."""
@@ -614,25 +630,22 @@ class SqlReplayGuard:
             ) from exc
 
     def close(self, grant_id: str, max_attempts: int) -> None:
-        """See :meth:`ReplayGuard.close`: takes every free slot.
+        """See :meth:`ReplayGuard.close`: takes every free slot, in one transaction.
 
         Records a negative attempt (real attempts are >= 1, so none can collide).
         """
         self._ensure_table()
         now = now_utc(self._clock)
-        try:
-            for slot in range(1, max_attempts + 1):
-                row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=-slot, consumed_at=now)
-                try:
-                    with Session(self.engine) as session:
-                        session.add(row)
-                        session.commit()
-                except IntegrityError:
-                    continue  # that slot was already used
-        except SQLAlchemyError as exc:
-            raise ReplayStoreUnavailableError(
-                f"replay store unavailable: {type(exc).__name__}"
-            ) from exc
+        self._group.submit(
+            _Op(grant_id, False, lambda conn: self._close_in(conn, grant_id, max_attempts, now))
+        )
+
+    def _close_in(self, conn: Connection, grant_id: str, max_attempts: int, now: datetime) -> None:
+        uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
+        insert = _insert_ignoring_conflicts(self.engine)
+        for slot in range(1, max_attempts + 1):
+            row = {"grant_id": grant_id, "slot": slot, "attempt": -slot, "consumed_at": now}
+            conn.execute(insert(uses).values(**row)).close()  # a taken slot stays as it is
 
     def admit(
         self,
@@ -642,75 +655,128 @@ class SqlReplayGuard:
         until: datetime,
         max_attempts: int,
     ) -> None:
-        """See :meth:`ReplayGuard.admit`: one transaction, one commit.
+        """See :meth:`ReplayGuard.admit`: group-committed with this process's other admissions.
 
-        Conflicts are resolved by ``INSERT ... ON CONFLICT DO NOTHING`` and a
-        conditional ``UPDATE`` (no exception aborts the transaction), and the
-        first statement is a write, so SQLite takes its write lock up front and
-        concurrent processes queue on ``busy_timeout`` instead of deadlocking.
-        Any refusal rolls the whole admission back.
+        Concurrent callers share one transaction and one commit (see
+        :mod:`ecp.authority._group_commit`); each admission runs under its own
+        savepoint, in queue order, so two admissions of one grant in a batch
+        behave exactly as if serialised and a refusal rolls back only its own
+        admission. A caller returns only once the commit holding its
+        admission is durable.
         """
         check_attempt(grant_id, attempt, max_attempts)
         self._ensure_table()
         now = now_utc(self._clock)
+        reqs = tuple(requests)
+
+        def run(conn: Connection) -> None:
+            self._admit_in(conn, reqs, grant_id, attempt, until, max_attempts, now)
+
+        self._group.submit(_Op(grant_id, True, run))
+
+    def _admit_in(
+        self,
+        conn: Connection,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        max_attempts: int,
+        now: datetime,
+    ) -> None:
+        """One admission inside the batch's transaction; raises its refusal.
+
+        Conflicts are resolved by ``INSERT ... ON CONFLICT DO NOTHING`` and a
+        conditional ``UPDATE``, so no statement error is part of a refusal.
+        """
         claims = ClaimedRequest.__table__  # type: ignore[attr-defined]
         leases = AttemptLease.__table__  # type: ignore[attr-defined]
         uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
         insert = _insert_ignoring_conflicts(self.engine)
+        for request in requests:
+            # Closed at once: an unread RETURNING cursor keeps its statement in
+            # progress, and SQLite then refuses to release a savepoint or commit.
+            conn.execute(
+                insert(claims).values(request=request, grant_id=grant_id, claimed_at=now)
+            ).close()
+            owner = conn.execute(
+                sa_select(claims.c.grant_id).where(claims.c.request == request)
+            ).scalar_one()
+            if owner != grant_id:
+                raise _request_replayed(request, owner, grant_id)
+        took = _inserted(
+            conn.execute(insert(leases).values(grant_id=grant_id, attempt=attempt, until=until))
+        )
+        if not took:
+            took = (
+                conn.execute(
+                    leases.update()
+                    .where(
+                        leases.c.grant_id == grant_id,
+                        (leases.c.attempt == attempt) | (leases.c.until <= now),
+                    )
+                    .values(attempt=attempt, until=until)
+                ).rowcount
+                == 1
+            )
+        if not took:
+            held = conn.execute(
+                sa_select(leases.c.attempt, leases.c.until).where(leases.c.grant_id == grant_id)
+            ).one()
+            raise _in_progress(grant_id, held.attempt, held.until)
+        used = conn.execute(
+            sa_select(uses.c.slot).where(uses.c.grant_id == grant_id, uses.c.attempt == attempt)
+        ).first()
+        if used is not None:
+            raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
+        for slot in range(1, max_attempts + 1):
+            row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
+            if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
+                return
+        unended, completed = _unfinished(conn, grant_id)
+        raise _exhausted(grant_id, max_attempts, unended, completed)
+
+    def _run_batch(self, batch: list[Pending[_Op]]) -> None:
+        """Every queued operation in one transaction, one commit.
+
+        Ordered by grant (stably: one grant's operations keep their queue
+        order), so two processes' batches take PostgreSQL's row locks in the
+        same order instead of deadlocking. On SQLite the transaction begins
+        ``IMMEDIATE``: it takes the write lock before reading anything, so
+        concurrent processes queue on ``busy_timeout`` instead of failing to
+        upgrade a read lock.
+        """
+        ordered = sorted(batch, key=lambda p: p.item.grant_id)
         try:
             with self.engine.begin() as conn:
-                for request in requests:
-                    # Closed at once: an unread RETURNING cursor keeps its
-                    # statement in progress, and SQLite then refuses to commit.
-                    conn.execute(
-                        insert(claims).values(request=request, grant_id=grant_id, claimed_at=now)
-                    ).close()
-                    owner = conn.execute(
-                        sa_select(claims.c.grant_id).where(claims.c.request == request)
-                    ).scalar_one()
-                    if owner != grant_id:
-                        raise _request_replayed(request, owner, grant_id)
-                took = _inserted(
-                    conn.execute(
-                        insert(leases).values(grant_id=grant_id, attempt=attempt, until=until)
-                    )
-                )
-                if not took:
-                    took = (
-                        conn.execute(
-                            leases.update()
-                            .where(
-                                leases.c.grant_id == grant_id,
-                                (leases.c.attempt == attempt) | (leases.c.until <= now),
-                            )
-                            .values(attempt=attempt, until=until)
-                        ).rowcount
-                        == 1
-                    )
-                if not took:
-                    held = conn.execute(
-                        sa_select(leases.c.attempt, leases.c.until).where(
-                            leases.c.grant_id == grant_id
-                        )
-                    ).one()
-                    raise _in_progress(grant_id, held.attempt, held.until)
-                used = conn.execute(
-                    sa_select(uses.c.slot).where(
-                        uses.c.grant_id == grant_id, uses.c.attempt == attempt
-                    )
-                ).first()
-                if used is not None:
-                    raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
-                for slot in range(1, max_attempts + 1):
-                    row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
-                    if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
-                        return
-                unended, completed = _unfinished(conn, grant_id)
-                raise _exhausted(grant_id, max_attempts, unended, completed)
+                if conn.dialect.name == "sqlite":
+                    dbapi = conn.connection.dbapi_connection
+                    # pysqlite begins implicitly only before its first write,
+                    # and a SAVEPOINT outside a transaction would open (and its
+                    # release commit) one of its own.
+                    if not getattr(dbapi, "in_transaction", False):
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                for pending in ordered:
+                    op = pending.item
+                    if not op.may_refuse:
+                        op.run(conn)
+                        continue
+                    savepoint = conn.begin_nested()
+                    try:
+                        op.run(conn)
+                    except (GrantReplayedError, AttemptInProgressError) as refusal:
+                        savepoint.rollback()  # this admission only; the batch goes on
+                        pending.error = refusal
+                    else:
+                        savepoint.commit()
         except SQLAlchemyError as exc:
-            raise ReplayStoreUnavailableError(
-                f"replay store unavailable: {type(exc).__name__}"
-            ) from exc
+            # Nothing of the batch is known to be written: every caller is
+            # refused, retryably (a refusal decided inside it too: its
+            # reads belonged to a transaction that did not commit).
+            for pending in batch:
+                err = ReplayStoreUnavailableError(f"replay store unavailable: {type(exc).__name__}")
+                err.__cause__ = exc
+                pending.error = err
 
     def _attempt_used(self, grant_id: str, attempt: int) -> bool:
         with Session(self.engine) as session:

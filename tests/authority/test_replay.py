@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Connection, event
 
-from ecp.authority._replay import InMemoryReplayGuard, ReplayGuard, SqlReplayGuard, request_key
+from ecp.authority._replay import (
+    InMemoryReplayGuard,
+    ReplayGuard,
+    SqlReplayGuard,
+    _Op,
+    request_key,
+)
 from ecp.authority.errors import (
     AttemptInProgressError,
     GrantAttemptsExhaustedError,
     GrantReplayedError,
+    OutcomeUnknownError,
     ReplayStoreUnavailableError,
     RequestReplayedError,
 )
@@ -414,5 +426,313 @@ def test_sql_admission_commits_whoever_keeps_frames_alive(store_url: str) -> Non
         # It was admitted, and for good: the same attempt again is a replay.
         with pytest.raises(GrantReplayedError):
             guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+    finally:
+        guard.dispose()
+
+
+# --- group commit: one process's concurrent admissions share a transaction --
+
+
+def test_concurrent_callers_in_one_process_take_exactly_the_budget(store_url: str) -> None:
+    # 32 threads of one worker race for one grant allowing 3 uses: attempts
+    # 1..16, each asked twice. The leases lapse at once (until is in the
+    # past), so only the use budget and the attempt numbers decide.
+    guard = SqlReplayGuard(store_url)
+    gid = str(uuid.uuid4())
+    lapsed = datetime.now(UTC) - timedelta(seconds=1)
+    start = threading.Barrier(32)
+    won: list[int] = []
+    refused: list[Exception] = []
+    lock = threading.Lock()
+
+    def one(attempt: int) -> None:
+        start.wait()
+        try:
+            guard.admit([f"req-{gid}"], gid, attempt, lapsed, 3)
+        except (GrantReplayedError, AttemptInProgressError) as exc:
+            with lock:
+                refused.append(exc)
+            return
+        with lock:
+            won.append(attempt)
+
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        threads = [threading.Thread(target=one, args=(1 + i % 16,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 3
+        assert len(set(won)) == 3
+        assert len(refused) == 29
+        for exc in refused:
+            if isinstance(exc, OutcomeUnknownError):
+                # Every use taken, none ended: exactly the winners are unended.
+                assert sorted(exc.attempts) == sorted(won)
+                assert exc.completed == ()
+            else:
+                assert type(exc) is GrantReplayedError  # the same attempt twice
+        # And the store holds exactly those uses.
+        for attempt in won:
+            with pytest.raises(GrantReplayedError):
+                guard.admit([f"req-{gid}"], gid, attempt, lapsed, 3)
+        assert guard.unfinished(gid) == (tuple(sorted(won)), ())
+    finally:
+        guard.dispose()
+
+
+def _hold_the_leader(guard: SqlReplayGuard) -> tuple[threading.Event, threading.Thread]:
+    """Make one batch run and block inside it, so later callers queue behind it."""
+    release, inside = threading.Event(), threading.Event()
+
+    def blocking(conn: Connection) -> None:
+        inside.set()
+        release.wait()
+
+    op = _Op("", False, blocking)
+    leader = threading.Thread(target=guard._group.submit, args=(op,))
+    leader.start()
+    inside.wait()
+    return release, leader
+
+
+def _queued(guard: SqlReplayGuard) -> int:
+    with guard._group._lock:
+        return len(guard._group._queue)
+
+
+def _one_batch(
+    guard: SqlReplayGuard, calls: list[Callable[[], None]]
+) -> tuple[list[BaseException | None], int]:
+    """Run ``calls`` from threads queued in this order, then as one batch.
+
+    Returns each call's outcome (None: it returned) and how many commits the
+    store saw for them (one when they shared a batch).
+    """
+    commits = 0
+
+    def count(conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    release, leader = _hold_the_leader(guard)
+    outcomes: list[BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            calls[i]()
+        except BaseException as exc:  # the outcome is what the test reads
+            outcomes[i] = exc
+
+    threads = []
+    for i in range(len(calls)):
+        t = threading.Thread(target=run, args=(i,))
+        t.start()
+        threads.append(t)
+        while _queued(guard) < i + 1:  # queue order = call order
+            time.sleep(0.001)
+    event.listen(guard.engine, "commit", count)
+    release.set()
+    leader.join()
+    for t in threads:
+        t.join()
+    event.remove(guard.engine, "commit", count)
+    return outcomes, commits - 1  # the held leader's own batch committed too
+
+
+def test_a_refused_admission_in_a_batch_neither_fails_nor_alters_the_others(
+    store_url: str,
+) -> None:
+    guard = SqlReplayGuard(store_url)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    a, b, c, owner = (str(uuid.uuid4()) for _ in range(4))
+    taken, fresh = f"req-{uuid.uuid4()}", f"req-{uuid.uuid4()}"
+    try:
+        guard.admit([taken], owner, 1, soon, 1)  # another grant owns ``taken``
+        outcomes, commits = _one_batch(
+            guard,
+            [
+                lambda: guard.admit([f"req-{a}"], a, 1, soon, 2),
+                # Claims ``fresh``, then finds ``taken`` owned: refused, and
+                # its claim of ``fresh`` and its lease must be undone.
+                lambda: guard.admit([fresh, taken], b, 1, soon, 1),
+                lambda: guard.admit([f"req-{c}"], c, 1, soon, 1),
+                # The same grant again in the same batch: it sees the first's
+                # lease, exactly as if the two ran one after the other.
+                lambda: guard.admit([f"req-{a}"], a, 2, soon, 2),
+                lambda: guard.admit([f"req-{owner}"], owner, 1, soon, 1),  # a replay
+            ],
+        )
+        assert commits == 1  # they did share one transaction
+        assert outcomes[0] is None
+        assert type(outcomes[1]) is RequestReplayedError
+        assert outcomes[2] is None
+        assert type(outcomes[3]) is AttemptInProgressError
+        assert type(outcomes[4]) is GrantReplayedError
+        # The admitted ones are recorded for good ...
+        for gid in (a, c):
+            with pytest.raises(GrantReplayedError):
+                guard.admit([f"req-{gid}"], gid, 1, soon, 2)
+        # ... and the refused one left nothing: ``fresh`` is free, b's lease
+        # and slot too.
+        guard.claim(fresh, c)
+        guard.begin(b, 7, soon)
+        guard.end(b, 7)
+        guard.consume(b, 1, 1)
+    finally:
+        guard.dispose()
+
+
+def test_a_batch_serialises_uses_of_one_grant(store_url: str) -> None:
+    # One use allowed, two attempts in one batch: the second sees the first's
+    # use (and, as it never ended, says the outcome is unknown).
+    guard = SqlReplayGuard(store_url)
+    lapsed = datetime.now(UTC) - timedelta(seconds=1)
+    gid = str(uuid.uuid4())
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        outcomes, commits = _one_batch(
+            guard,
+            [
+                lambda: guard.admit([f"req-{gid}"], gid, 1, lapsed, 1),
+                lambda: guard.admit([f"req-{gid}"], gid, 2, lapsed, 1),
+                lambda: guard.end(gid, 1, completed=True),
+                lambda: guard.admit([f"req-{gid}"], gid, 3, lapsed, 1),
+            ],
+        )
+        assert commits == 1
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], OutcomeUnknownError)
+        assert (outcomes[1].attempts, outcomes[1].completed) == ((1,), ())
+        assert outcomes[2] is None
+        assert isinstance(outcomes[3], OutcomeUnknownError)
+        assert (outcomes[3].attempts, outcomes[3].completed) == ((), (1,))
+    finally:
+        guard.dispose()
+
+
+def _poison(guard: SqlReplayGuard, grant_id: str) -> None:
+    """A trigger that makes the store fail any use recorded for ``grant_id``."""
+    with guard.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER poison BEFORE INSERT ON ecp_grant_uses "
+                f"WHEN NEW.grant_id = '{grant_id}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.grant_id = '{grant_id}' THEN RAISE EXCEPTION 'poison'; END IF; "
+                "RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER poison BEFORE INSERT ON ecp_grant_uses "
+                "FOR EACH ROW EXECUTE FUNCTION poison()"
+            )
+
+
+def _cure(guard: SqlReplayGuard) -> None:
+    with guard.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP TRIGGER poison"
+            if conn.dialect.name == "sqlite"
+            else "DROP TRIGGER poison ON ecp_grant_uses; DROP FUNCTION poison()"
+        )
+
+
+def test_a_store_error_fails_every_caller_of_the_batch_and_records_none(
+    store_url: str,
+) -> None:
+    guard = SqlReplayGuard(store_url)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    good, bad, later = (str(uuid.uuid4()) for _ in range(3))
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        _poison(guard, bad)
+        try:
+            outcomes, _ = _one_batch(
+                guard,
+                [
+                    lambda: guard.admit([f"req-{good}"], good, 1, soon, 1),
+                    lambda: guard.admit([f"req-{bad}"], bad, 1, soon, 1),
+                    lambda: guard.admit([f"req-{later}"], later, 1, soon, 1),
+                ],
+            )
+        finally:
+            _cure(guard)
+        for outcome in outcomes:
+            assert isinstance(outcome, ReplayStoreUnavailableError)
+            assert outcome.retryable
+        # Nobody was told they were admitted, and nobody was: each admits now.
+        for gid in (good, bad, later):
+            guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+    finally:
+        guard.dispose()
+
+
+def test_close_spends_every_free_slot_in_one_transaction(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    gid = str(uuid.uuid4())
+    commits = 0
+
+    def count(conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    try:
+        guard.consume(gid, 2, 4)  # slot 1 taken by attempt 2
+        event.listen(guard.engine, "commit", count)
+        guard.close(gid, 4)
+        event.remove(guard.engine, "commit", count)
+        assert commits == 1
+        for attempt in (1, 3, 4, 5):
+            with pytest.raises(GrantAttemptsExhaustedError):
+                guard.consume(gid, attempt, 4)
+        assert guard.unfinished(gid) == ((2,), ())  # the spent slots are no attempts
+    finally:
+        guard.dispose()
+
+
+# A worker admitting from 16 threads, printing each admission it was told of.
+_ADMIT_UNTIL_KILLED = """
+import os, sys, threading, uuid
+from datetime import UTC, datetime, timedelta
+from ecp.authority._replay import SqlReplayGuard
+guard = SqlReplayGuard(sys.argv[1])
+soon = datetime.now(UTC) + timedelta(minutes=5)
+def loop():
+    while True:
+        gid = str(uuid.uuid4())
+        guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+        os.write(1, (gid + "\\n").encode())  # one write: a whole line or nothing
+for _ in range(16):
+    threading.Thread(target=loop, daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_every_admission_a_caller_was_told_of_survives_a_kill(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ADMIT_UNTIL_KILLED, store_url], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    told: list[str] = []
+    try:
+        while len(told) < 300:
+            line = proc.stdout.readline()
+            assert line, f"the worker stopped early (exit {proc.poll()})"
+            told.append(line.decode().strip())
+    finally:
+        proc.send_signal(signal.SIGKILL)  # mid-batch: callers are queued
+        rest = proc.stdout.read()
+        proc.wait()
+    told += [gid for gid in rest.decode().split("\n")[:-1]]  # whole lines only
+    try:
+        for gid in told:
+            with pytest.raises(GrantReplayedError):
+                guard.admit([f"req-{gid}"], gid, 1, datetime.now(UTC), 1)
     finally:
         guard.dispose()
