@@ -447,13 +447,51 @@ def _unfinished(conn: Connection, grant_id: str) -> tuple[tuple[int, ...], tuple
     )
 
 
+class _AdmitSql:
+    """The statements of one admission, in the DB-API's parameter style.
+
+    The same SQL on SQLite (3.35+: ``RETURNING``) and PostgreSQL.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        def style(statement: str) -> str:
+            return statement.replace("?", "%s") if dialect == "postgresql" else statement
+
+        self.claim = style(
+            "INSERT INTO ecp_request_claims (request, grant_id, claimed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (request) DO NOTHING"
+        )
+        self.owner = style("SELECT grant_id FROM ecp_request_claims WHERE request = ?")
+        # A row comes back when the lease was inserted or taken over.
+        self.lease = style(
+            'INSERT INTO ecp_grant_leases (grant_id, attempt, "until") VALUES (?, ?, ?) '
+            'ON CONFLICT (grant_id) DO UPDATE SET attempt = excluded.attempt, "until" = '
+            "excluded.until WHERE ecp_grant_leases.attempt = excluded.attempt "
+            'OR ecp_grant_leases."until" <= ? RETURNING 1'
+        )
+        self.used = style("SELECT 1 FROM ecp_grant_uses WHERE grant_id = ? AND attempt = ?")
+        self.use = style(
+            "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        # Slot 1, unless a use of the grant holds it or this attempt already
+        # used one: the common case (a first use) in one statement.
+        self.take = style(
+            "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
+            "SELECT ?, 1, ?, ? WHERE NOT EXISTS (SELECT 1 FROM ecp_grant_uses "
+            "WHERE grant_id = ? AND (slot = 1 OR attempt = ?)) "
+            "ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        #: PostgreSQL: one admission's statements go in one round trip.
+        self.pipelined = dialect == "postgresql"
+
+
 @dataclass(frozen=True, slots=True)
 class _Op:
     """One caller's write, queued for the batch's transaction."""
 
     grant_id: str
-    #: May raise its own refusal: runs under a savepoint, so only it is undone.
-    may_refuse: bool
+    #: Raises the caller's own refusal, if any, having undone its own writes.
     run: Callable[[Connection], None]
 
 
@@ -482,6 +520,13 @@ class SqlReplayGuard:
         self._ready = False
         self._lock = threading.Lock()
         self._group: GroupCommit[_Op] = GroupCommit(self._run_batch)
+        self._sql = _AdmitSql(engine.dialect.name)
+        #: What the plain DB-API statements raise (SQLAlchemy wraps only its own).
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        stamp_type = AttemptLease.__table__.c.until.type  # type: ignore[attr-defined]
+        self._stamp: Callable[[datetime], Any] = stamp_type.dialect_impl(
+            engine.dialect
+        ).bind_processor(engine.dialect) or (lambda value: value)
 
     def _ensure_table(self) -> None:
         if self._ready:
@@ -603,7 +648,7 @@ class SqlReplayGuard:
         self._ensure_table()
         now = now_utc(self._clock)
         self._group.submit(
-            _Op(grant_id, False, lambda conn: self._end_in(conn, grant_id, attempt, completed, now))
+            _Op(grant_id, lambda conn: self._end_in(conn, grant_id, attempt, completed, now))
         )
 
     def _end_in(
@@ -637,7 +682,7 @@ class SqlReplayGuard:
         self._ensure_table()
         now = now_utc(self._clock)
         self._group.submit(
-            _Op(grant_id, False, lambda conn: self._close_in(conn, grant_id, max_attempts, now))
+            _Op(grant_id, lambda conn: self._close_in(conn, grant_id, max_attempts, now))
         )
 
     def _close_in(self, conn: Connection, grant_id: str, max_attempts: int, now: datetime) -> None:
@@ -672,7 +717,7 @@ class SqlReplayGuard:
         def run(conn: Connection) -> None:
             self._admit_in(conn, reqs, grant_id, attempt, until, max_attempts, now)
 
-        self._group.submit(_Op(grant_id, True, run))
+        self._group.submit(_Op(grant_id, run))
 
     def _admit_in(
         self,
@@ -684,54 +729,141 @@ class SqlReplayGuard:
         max_attempts: int,
         now: datetime,
     ) -> None:
-        """One admission inside the batch's transaction; raises its refusal.
+        """One admission inside the batch's transaction, under its own savepoint.
 
-        Conflicts are resolved by ``INSERT ... ON CONFLICT DO NOTHING`` and a
-        conditional ``UPDATE``, so no statement error is part of a refusal.
+        A refusal rolls back to the savepoint (this admission's writes only)
+        and is raised; the batch goes on. Conflicts are resolved by ``INSERT
+        ... ON CONFLICT`` (no statement error is part of a refusal). Plain
+        DB-API statements on the batch's connection: SQLAlchemy's
+        per-statement work was most of an admission's cost once the commit
+        was shared. Datetimes go through the columns' own bind processors,
+        so rows are stored exactly as the ORM stores them.
         """
-        claims = ClaimedRequest.__table__  # type: ignore[attr-defined]
-        leases = AttemptLease.__table__  # type: ignore[attr-defined]
-        uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
-        insert = _insert_ignoring_conflicts(self.engine)
+        dbapi: Any = conn.connection.dbapi_connection
+        cur = dbapi.cursor()
+        try:
+            try:
+                if self._sql.pipelined:
+                    took = self._admit_pipelined(
+                        conn, dbapi, requests, grant_id, attempt, until, now
+                    )
+                else:
+                    cur.execute("SAVEPOINT ecp_admission")
+                    took = self._admit_stepwise(conn, cur, requests, grant_id, attempt, until, now)
+                if not took:
+                    self._take_later_slot(conn, cur, grant_id, attempt, max_attempts, now)
+            except (GrantReplayedError, AttemptInProgressError):
+                cur.execute("ROLLBACK TO SAVEPOINT ecp_admission")
+                cur.execute("RELEASE SAVEPOINT ecp_admission")
+                raise
+            cur.execute("RELEASE SAVEPOINT ecp_admission")
+        finally:
+            cur.close()
+
+    def _admit_stepwise(
+        self,
+        conn: Connection,
+        cur: Any,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        now: datetime,
+    ) -> bool:
+        """Claims, lease and slot 1 one statement at a time (SQLite: in process, no round trips).
+
+        Every result is read to the end: on SQLite an unread ``RETURNING``
+        keeps its statement in progress, and a savepoint's release or the
+        commit is then refused.
+        """
+        sql, stamp = self._sql, self._stamp
         for request in requests:
-            # Closed at once: an unread RETURNING cursor keeps its statement in
-            # progress, and SQLite then refuses to release a savepoint or commit.
-            conn.execute(
-                insert(claims).values(request=request, grant_id=grant_id, claimed_at=now)
-            ).close()
-            owner = conn.execute(
-                sa_select(claims.c.grant_id).where(claims.c.request == request)
-            ).scalar_one()
+            cur.execute(sql.claim, (request, grant_id, stamp(now)))
+            cur.execute(sql.owner, (request,))
+            owner = cur.fetchall()[0][0]
             if owner != grant_id:
                 raise _request_replayed(request, owner, grant_id)
-        took = _inserted(
-            conn.execute(insert(leases).values(grant_id=grant_id, attempt=attempt, until=until))
-        )
-        if not took:
-            took = (
-                conn.execute(
-                    leases.update()
-                    .where(
-                        leases.c.grant_id == grant_id,
-                        (leases.c.attempt == attempt) | (leases.c.until <= now),
-                    )
-                    .values(attempt=attempt, until=until)
-                ).rowcount
-                == 1
-            )
-        if not took:
-            held = conn.execute(
-                sa_select(leases.c.attempt, leases.c.until).where(leases.c.grant_id == grant_id)
-            ).one()
-            raise _in_progress(grant_id, held.attempt, held.until)
-        used = conn.execute(
-            sa_select(uses.c.slot).where(uses.c.grant_id == grant_id, uses.c.attempt == attempt)
-        ).first()
-        if used is not None:
+        cur.execute(sql.lease, (grant_id, attempt, stamp(until), stamp(now)))
+        if not cur.fetchall():
+            self._lease_held(conn, grant_id)
+        cur.execute(sql.take, (grant_id, attempt, stamp(now), grant_id, attempt))
+        return bool(cur.fetchall())
+
+    def _admit_pipelined(
+        self,
+        conn: Connection,
+        dbapi: Any,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        now: datetime,
+    ) -> bool:
+        """The savepoint, claims, lease and slot 1 in one round trip (PostgreSQL).
+
+        psycopg's pipeline sends every statement before reading any result.
+        The server still runs them in order, and the results are judged in
+        that order afterwards: whatever ran after the first refusal is
+        undone with the rest by the rollback to the savepoint.
+        """
+        sql, stamp = self._sql, self._stamp
+        cursors: list[Any] = []
+
+        def send(statement: str, params: tuple[object, ...] = ()) -> Any:
+            c = dbapi.cursor()
+            cursors.append(c)
+            c.execute(statement, params or None)
+            return c
+
+        try:
+            with dbapi.pipeline():
+                send("SAVEPOINT ecp_admission")
+                owners = []
+                for request in requests:
+                    send(sql.claim, (request, grant_id, stamp(now)))
+                    owners.append((request, send(sql.owner, (request,))))
+                lease = send(sql.lease, (grant_id, attempt, stamp(until), stamp(now)))
+                take = send(sql.take, (grant_id, attempt, stamp(now), grant_id, attempt))
+            for request, c in owners:
+                owner = c.fetchall()[0][0]
+                if owner != grant_id:
+                    raise _request_replayed(request, owner, grant_id)
+            if not lease.fetchall():
+                self._lease_held(conn, grant_id)
+            return bool(take.fetchall())
+        finally:
+            for c in cursors:
+                c.close()
+
+    def _lease_held(self, conn: Connection, grant_id: str) -> None:
+        leases = AttemptLease.__table__  # type: ignore[attr-defined]
+        held = conn.execute(
+            sa_select(leases.c.attempt, leases.c.until).where(leases.c.grant_id == grant_id)
+        ).one()
+        raise _in_progress(grant_id, held.attempt, held.until)
+
+    def _take_later_slot(
+        self,
+        conn: Connection,
+        cur: Any,
+        grant_id: str,
+        attempt: int,
+        max_attempts: int,
+        now: datetime,
+    ) -> None:
+        """Slot 1 was not taken: a replay, a later slot, or exhaustion.
+
+        ``take`` inserts slot 1 only if no use of the grant holds slot 1 or
+        this attempt; when it inserted nothing, the cases are told apart one
+        statement at a time (the unique constraints decide, as always).
+        """
+        sql, stamp = self._sql, self._stamp
+        cur.execute(sql.used, (grant_id, attempt))
+        if cur.fetchall():
             raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
-        for slot in range(1, max_attempts + 1):
-            row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
-            if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
+        for slot in range(2, max_attempts + 1):
+            cur.execute(sql.use, (grant_id, slot, attempt, stamp(now)))
+            if cur.fetchall():
                 return
         unended, completed = _unfinished(conn, grant_id)
         raise _exhausted(grant_id, max_attempts, unended, completed)
@@ -757,19 +889,11 @@ class SqlReplayGuard:
                     if not getattr(dbapi, "in_transaction", False):
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                 for pending in ordered:
-                    op = pending.item
-                    if not op.may_refuse:
-                        op.run(conn)
-                        continue
-                    savepoint = conn.begin_nested()
                     try:
-                        op.run(conn)
+                        pending.item.run(conn)
                     except (GrantReplayedError, AttemptInProgressError) as refusal:
-                        savepoint.rollback()  # this admission only; the batch goes on
-                        pending.error = refusal
-                    else:
-                        savepoint.commit()
-        except SQLAlchemyError as exc:
+                        pending.error = refusal  # its own writes undone; the batch goes on
+        except (SQLAlchemyError, self._dbapi_error) as exc:
             # Nothing of the batch is known to be written: every caller is
             # refused, retryably (a refusal decided inside it too: its
             # reads belonged to a transaction that did not commit).

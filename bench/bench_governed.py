@@ -34,10 +34,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,6 +76,7 @@ from ecp.workflows._search_attributes import ALL_KEYS  # noqa: E402
 
 ARGS: dict[str, Any] = {"amount": 250, "currency": "EUR", "recipient": "acme"}
 MODES = ("plain", "four_step", "scoped", "peer")
+T = TypeVar("T")
 
 
 @activity.defn(name="bench.payout_plain")
@@ -414,25 +416,47 @@ def _report(
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
-def _on_postgres(gate: Callable[[ReplayGuard], float]) -> float | None:
-    """The gate check on the machine's PostgreSQL (a throwaway database), if it answers."""
-    name = f"ecp_bench_{uuid.uuid4().hex[:10]}"
+def _on_postgres(measure: Callable[[Callable[[], ReplayGuard]], T]) -> T | None:
+    """``measure`` on the machine's PostgreSQL (throwaway databases), if it answers.
+
+    ``measure`` gets a factory: each guard it makes has a fresh database.
+    """
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+        psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3).close()
     except psycopg.OperationalError:
         print("(PostgreSQL at 127.0.0.1:5432 not reachable: no PostgreSQL figure)")
         return None
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    made: list[tuple[str, SqlReplayGuard]] = []
+
+    def fresh() -> ReplayGuard:
+        name = f"ecp_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
         guard = SqlReplayGuard(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        guard.consume("warm", 1, 1)
-        cost = gate(guard)
-        guard.dispose()
-        return cost
+        made.append((name, guard))
+        guard.consume("warm", 1, 1)  # tables and pool first
+        return guard
+
+    try:
+        return measure(fresh)
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name, guard in made:
+                guard.dispose()
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _in_flight(check: Callable[[int], object], first: int, n: int, concurrency: int) -> float:
+    """Wall time per call of ``check(first) .. check(first + n - 1)``, ``concurrency`` at once.
+
+    Threads, as the gate's ``asyncio.to_thread`` runs its checks; the pool's
+    threads are started (and ``concurrency`` calls warmed) before the clock.
+    """
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(check, range(first, first + concurrency)))
+        t0 = time.perf_counter()
+        list(pool.map(check, range(first + concurrency, first + concurrency + n)))
+        return (time.perf_counter() - t0) / n
 
 
 def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
@@ -452,7 +476,7 @@ def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
     return cost
 
 
-def gate_cost(iterations: int) -> None:
+def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
     bundle = PolicyBundle.load(ROOT / "ecp" / "examples" / "policy")
     authority = Ed25519FileSigner.generate()
     trust = TrustStore([TrustedKey.create(authority.public_key, {KeyRole.AUTHORITY})])
@@ -491,7 +515,9 @@ def gate_cost(iterations: int) -> None:
         )
         return env.to_json(), exp
 
-    grants = [grant(i) for i in range(iterations)]
+    # Distinct grants for every check of every run, as a worker sees them.
+    per_run = iterations + max(concurrencies)
+    grants = [grant(i) for i in range(per_run * (3 + 2 * len(concurrencies)))]
     sample = Envelope.from_json(grants[0][0])
     message = pae(sample.payload_type, sample.payload)
     sig = sample.signatures[0].sig
@@ -502,24 +528,52 @@ def gate_cost(iterations: int) -> None:
         digest_values(args, conv)
     floor = (time.perf_counter() - t0) / iterations
 
-    def gate(guard: ReplayGuard) -> float:
-        t0 = time.perf_counter()
-        for envelope, exp in grants:
+    def floor_check(_i: int) -> None:
+        verify_ed25519(authority.public_key, sig, message)
+        digest_values(args, conv)
+
+    runs = iter(range(len(grants) // per_run))
+
+    def gate(guard: ReplayGuard, concurrency: int = 0) -> float:
+        """Per check; 0: one after another in this thread (no pool)."""
+        first = next(runs) * per_run
+
+        def check(i: int) -> None:
+            envelope, exp = grants[i]
             d = digest_values(args, conv)
             verify_grant(
                 envelope, trust=trust, expected=_with(exp, d), clock=system_clock, replay=guard
             )
+
+        if concurrency:
+            return _in_flight(check, first, iterations, concurrency)
+        t0 = time.perf_counter()
+        for i in range(first, first + iterations):
+            check(i)
         return (time.perf_counter() - t0) / iterations
 
+    def sweep(fresh: Callable[[], ReplayGuard]) -> tuple[float, dict[int, float]]:
+        sequential = gate(fresh())
+        return sequential, {c: gate(fresh(), c) for c in concurrencies}
+
     in_memory = gate(InMemoryReplayGuard())
+    floors = {c: _in_flight(floor_check, 0, iterations, c) for c in concurrencies}
     with tempfile.TemporaryDirectory() as tmp:
-        sql = SqlReplayGuard(f"sqlite:///{tmp}/r.db")
-        sql.consume("warm", 1, 1)
-        on_sqlite = gate(sql)
-        sql.dispose()
-        on_postgres = _on_postgres(gate)
+        sqlite_guards: list[SqlReplayGuard] = []
+
+        def fresh_sqlite() -> ReplayGuard:
+            guard = SqlReplayGuard(f"sqlite:///{tmp}/r{len(sqlite_guards)}.db")
+            sqlite_guards.append(guard)
+            guard.consume("warm", 1, 1)
+            return guard
+
+        on_sqlite, sqlite_at = sweep(fresh_sqlite)
+        for guard in sqlite_guards:
+            guard.dispose()
+        pg = _on_postgres(sweep)
+        on_postgres, postgres_at = pg if pg is not None else (None, {})
         controls = _control_check(tmp, trust, iterations)
-    print(f"\nGate cost in process ({iterations} grants)")
+    print(f"\nGate cost in process ({iterations} grants, each check at a distinct grant)")
     print(f"raw floor: Ed25519 verify + argument digest      {floor * 1e6:8.1f} us")
     print(
         f"gate check, in-memory single-use store          {in_memory * 1e6:8.1f} us "
@@ -527,12 +581,23 @@ def gate_cost(iterations: int) -> None:
     )
     print(
         f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
-        f"({on_sqlite / floor:.2f}x floor)"
+        f"({on_sqlite / floor:.2f}x floor), one check after another"
     )
     if on_postgres is not None:
         print(
             f"gate check, PostgreSQL single-use store (real)  {on_postgres * 1e6:8.1f} us "
-            f"({on_postgres / floor:.2f}x floor)"
+            f"({on_postgres / floor:.2f}x floor), one check after another"
+        )
+    print("checks in flight (threads)  floor us  SQLite us (x floor)  PostgreSQL us (x floor)")
+    for c in concurrencies:
+        pg_col = (
+            f"{postgres_at[c] * 1e6:9.1f} ({postgres_at[c] / floors[c]:5.2f}x)"
+            if c in postgres_at
+            else "        -"
+        )
+        print(
+            f"{c:26d}  {floors[c] * 1e6:8.1f}  {sqlite_at[c] * 1e6:9.1f} "
+            f"({sqlite_at[c] / floors[c]:5.2f}x)  {pg_col}"
         )
     print(
         f"halt/revocation check, SQLite control log       {controls * 1e6:8.1f} us "
@@ -543,13 +608,39 @@ def gate_cost(iterations: int) -> None:
         {
             "gate_floor_us": round(floor * 1e6, 1),
             "gate_in_memory_us": round(in_memory * 1e6, 1),
-            "gate_sqlite_us": round(on_sqlite * 1e6, 1),
-            "gate_over_floor_sqlite": round(on_sqlite / floor, 2),
-            "gate_postgres_us": None if on_postgres is None else round(on_postgres * 1e6, 1),
+            "gate_in_memory_vs_floor": round(in_memory / floor, 2),
+            # Headline: ``headline`` checks in flight, against the floor
+            # measured the same way (same threads) in this run.
+            "gate_concurrency": headline,
+            "gate_floor_at_concurrency_us": round(floors[headline] * 1e6, 1),
+            "gate_sqlite_us": round(sqlite_at[headline] * 1e6, 1),
+            "gate_over_floor_sqlite": round(sqlite_at[headline] / floors[headline], 2),
+            "gate_postgres_us": (
+                round(postgres_at[headline] * 1e6, 1) if headline in postgres_at else None
+            ),
             "gate_over_floor_postgres": (
+                round(postgres_at[headline] / floors[headline], 2)
+                if headline in postgres_at
+                else None
+            ),
+            "gate_sqlite_sequential_us": round(on_sqlite * 1e6, 1),
+            "gate_over_floor_sqlite_sequential": round(on_sqlite / floor, 2),
+            "gate_postgres_sequential_us": (
+                None if on_postgres is None else round(on_postgres * 1e6, 1)
+            ),
+            "gate_over_floor_postgres_sequential": (
                 None if on_postgres is None else round(on_postgres / floor, 2)
             ),
-            "gate_in_memory_vs_floor": round(in_memory / floor, 2),
+            "gate_over_floor_by_concurrency": {
+                str(c): {
+                    "floor_us": round(floors[c] * 1e6, 1),
+                    "sqlite": round(sqlite_at[c] / floors[c], 2),
+                    "postgres": (
+                        round(postgres_at[c] / floors[c], 2) if c in postgres_at else None
+                    ),
+                }
+                for c in concurrencies
+            },
             "control_check_us": round(controls * 1e6, 2),
         }
     )
@@ -633,6 +724,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per mode")
     parser.add_argument("--gate-iterations", type=int, default=2000)
     parser.add_argument(
+        "--gate-concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 6, 8, 16, 32],
+        help="checks in flight (threads) to measure the gate's check at",
+    )
+    parser.add_argument(
+        "--gate-headline",
+        type=int,
+        default=16,
+        help="the concurrency whose ratios are gate_over_floor_sqlite/_postgres",
+    )
+    parser.add_argument(
+        "--gate-only", action="store_true", help="only the gate's cost, no end-to-end modes"
+    )
+    parser.add_argument(
         "--eager", action="store_true", help="enable the server's eager activity execution"
     )
     parser.add_argument(
@@ -654,9 +761,12 @@ def main() -> None:
         help="modes to run (plain always runs: it is the baseline)",
     )
     ns = parser.parse_args()
+    if ns.gate_headline not in ns.gate_concurrency:
+        parser.error("--gate-headline must be one of --gate-concurrency")
     if not ns.skip_gate:
-        gate_cost(ns.gate_iterations)
-    asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}, ns.split))
+        gate_cost(ns.gate_iterations, ns.gate_concurrency, ns.gate_headline)
+    if not ns.gate_only:
+        asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}, ns.split))
     SUMMARY["throughput_by_n"] = SERIES
     SUMMARY["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

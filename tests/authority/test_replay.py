@@ -490,7 +490,7 @@ def _hold_the_leader(guard: SqlReplayGuard) -> tuple[threading.Event, threading.
         inside.set()
         release.wait()
 
-    op = _Op("", False, blocking)
+    op = _Op("", blocking)
     leader = threading.Thread(target=guard._group.submit, args=(op,))
     leader.start()
     inside.wait()
