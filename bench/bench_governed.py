@@ -31,10 +31,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -449,14 +449,34 @@ def _on_postgres(measure: Callable[[Callable[[], ReplayGuard]], T]) -> T | None:
 def _in_flight(check: Callable[[int], object], first: int, n: int, concurrency: int) -> float:
     """Wall time per call of ``check(first) .. check(first + n - 1)``, ``concurrency`` at once.
 
-    Threads, as the gate's ``asyncio.to_thread`` runs its checks; the pool's
-    threads are started (and ``concurrency`` calls warmed) before the clock.
+    ``concurrency`` threads (the gate's ``asyncio.to_thread`` runs its checks
+    in threads), each making its share of the calls back to back, released
+    together: no per-call hand-over, so the floor measured this way is the
+    floor, not the harness. Each thread warms up with one call first.
     """
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(check, range(first, first + concurrency)))
-        t0 = time.perf_counter()
-        list(pool.map(check, range(first + concurrency, first + concurrency + n)))
-        return (time.perf_counter() - t0) / n
+    if n < concurrency:
+        raise ValueError(f"{n} calls cannot keep {concurrency} in flight")
+    share = [list(range(first + k, first + n, concurrency)) for k in range(concurrency)]
+    ready = threading.Barrier(concurrency + 1)
+    done = threading.Barrier(concurrency + 1)
+
+    def run(mine: list[int]) -> None:
+        check(mine[0] + n)  # warm-up, at an index of its own (first + n + k)
+        ready.wait()
+        for i in mine:
+            check(i)
+        done.wait()
+
+    threads = [threading.Thread(target=run, args=(mine,)) for mine in share]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    done.wait()
+    cost = (time.perf_counter() - t0) / n
+    for t in threads:
+        t.join()
+    return cost
 
 
 def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
@@ -516,7 +536,7 @@ def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
         return env.to_json(), exp
 
     # Distinct grants for every check of every run, as a worker sees them.
-    per_run = iterations + max(concurrencies)
+    per_run = iterations + 2 * max(concurrencies) + 1
     grants = [grant(i) for i in range(per_run * (3 + 2 * len(concurrencies)))]
     sample = Envelope.from_json(grants[0][0])
     message = pae(sample.payload_type, sample.payload)
