@@ -11,11 +11,14 @@ whatever queued while the previous one committed (no timer), so a lone
 caller pays no added latency and a busy worker gets large batches.
 
 Each caller returns only once the transaction holding its operation has
-committed. An operation's own refusal (an ``AuthorityError`` it raises) is
-that caller's alone: the runner rolls back only that operation (a
-savepoint) and the batch goes on. Anything else (the store failing, the
-commit failing) reaches every caller of the batch, and then none of it was
-written, so no caller is ever told it succeeded when it did not.
+committed. An operation's own refusal is that caller's alone: the store
+rolls back only that operation (to a savepoint of its own) and the batch
+goes on. Anything else (the store failing, the commit failing) reaches
+every caller of the batch, and then none of it was written, so no caller is
+ever told it succeeded when it did not. The ledger's group commit
+(``ecp.lineage.ledger._batch``) works the same way; this one is the
+authority's own, so the layer before execution needs nothing from the one
+after it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ The record lives in a SQLModel table (SQLite by default, PostgreSQL for
 several hosts). Both checks are unique constraints, so check-and-record is
 one atomic insert per slot, safe across processes without locks: two racing
 consumers cannot take the same slot, and no more than ``max_attempts``
-slots exist.
+slots exist. Within one process, the admissions (and ends, and closes) of
+concurrent callers share one transaction and one durable commit
+(:mod:`ecp.authority._group_commit`): a use is never reported before the
+commit that records it, and the commit's fsync is paid once per batch.
 
 The store also remembers which attempts *ended* (:meth:`ReplayGuard.end`:
 the gate saw the body return or raise) and which of them *completed*. An

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -34,11 +35,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,7 +77,6 @@ from ecp.workflows._search_attributes import ALL_KEYS  # noqa: E402
 
 ARGS: dict[str, Any] = {"amount": 250, "currency": "EUR", "recipient": "acme"}
 MODES = ("plain", "four_step", "scoped", "peer")
-T = TypeVar("T")
 
 
 @activity.defn(name="bench.payout_plain")
@@ -416,16 +416,15 @@ def _report(
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
-def _on_postgres(measure: Callable[[Callable[[], ReplayGuard]], T]) -> T | None:
-    """``measure`` on the machine's PostgreSQL (throwaway databases), if it answers.
-
-    ``measure`` gets a factory: each guard it makes has a fresh database.
-    """
+@contextlib.contextmanager
+def _postgres_guards() -> Iterator[Callable[[], ReplayGuard] | None]:
+    """Guards on the machine's PostgreSQL, each on a fresh throwaway database (None: no server)."""
     try:
         psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3).close()
     except psycopg.OperationalError:
         print("(PostgreSQL at 127.0.0.1:5432 not reachable: no PostgreSQL figure)")
-        return None
+        yield None
+        return
     made: list[tuple[str, SqlReplayGuard]] = []
 
     def fresh() -> ReplayGuard:
@@ -438,7 +437,7 @@ def _on_postgres(measure: Callable[[Callable[[], ReplayGuard]], T]) -> T | None:
         return guard
 
     try:
-        return measure(fresh)
+        yield fresh
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             for name, guard in made:
@@ -496,7 +495,7 @@ def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
     return cost
 
 
-def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
+def gate_cost(iterations: int, concurrencies: list[int], headline: int, rounds: int) -> None:
     bundle = PolicyBundle.load(ROOT / "ecp" / "examples" / "policy")
     authority = Ed25519FileSigner.generate()
     trust = TrustStore([TrustedKey.create(authority.public_key, {KeyRole.AUTHORITY})])
@@ -537,16 +536,19 @@ def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
 
     # Distinct grants for every check of every run, as a worker sees them.
     per_run = iterations + 2 * max(concurrencies) + 1
-    grants = [grant(i) for i in range(per_run * (3 + 2 * len(concurrencies)))]
+    grants = [grant(i) for i in range(per_run * rounds * 3 * (1 + len(concurrencies)))]
     sample = Envelope.from_json(grants[0][0])
     message = pae(sample.payload_type, sample.payload)
     sig = sample.signatures[0].sig
 
-    t0 = time.perf_counter()
-    for _ in range(iterations):
-        verify_ed25519(authority.public_key, sig, message)
-        digest_values(args, conv)
-    floor = (time.perf_counter() - t0) / iterations
+    def _loop_floor() -> float:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            verify_ed25519(authority.public_key, sig, message)
+            digest_values(args, conv)
+        return (time.perf_counter() - t0) / iterations
+
+    floor = _loop_floor()
 
     def floor_check(_i: int) -> None:
         verify_ed25519(authority.public_key, sig, message)
@@ -555,7 +557,7 @@ def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
     runs = iter(range(len(grants) // per_run))
 
     def gate(guard: ReplayGuard, concurrency: int = 0) -> float:
-        """Per check; 0: one after another in this thread (no pool)."""
+        """Per check; 0: one after another in this thread."""
         first = next(runs) * per_run
 
         def check(i: int) -> None:
@@ -572,13 +574,12 @@ def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
             check(i)
         return (time.perf_counter() - t0) / iterations
 
-    def sweep(fresh: Callable[[], ReplayGuard]) -> tuple[float, dict[int, float]]:
-        sequential = gate(fresh())
-        return sequential, {c: gate(fresh(), c) for c in concurrencies}
-
-    in_memory = gate(InMemoryReplayGuard())
-    floors = {c: _in_flight(floor_check, 0, iterations, c) for c in concurrencies}
-    with tempfile.TemporaryDirectory() as tmp:
+    stores = ("in_memory", "sqlite", "postgres")
+    levels = [0, *concurrencies]  # 0: one check after another, no threads
+    # (store, concurrency) -> per-check seconds, and the floor next to each, per round.
+    cost: dict[tuple[str, int], list[float]] = {}
+    floor_next: dict[tuple[str, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, _postgres_guards() as fresh_pg:
         sqlite_guards: list[SqlReplayGuard] = []
 
         def fresh_sqlite() -> ReplayGuard:
@@ -587,38 +588,52 @@ def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
             guard.consume("warm", 1, 1)
             return guard
 
-        on_sqlite, sqlite_at = sweep(fresh_sqlite)
+        fresh: dict[str, Callable[[], ReplayGuard] | None] = {
+            "in_memory": InMemoryReplayGuard,
+            "sqlite": fresh_sqlite,
+            "postgres": fresh_pg,
+        }
+        # Rounds interleave everything, and each figure is taken right after
+        # a floor measured the same way, so load that comes and goes (the
+        # machine is shared) hits both sides of a ratio alike.
+        for _ in range(rounds):
+            for c in levels:
+                for store in stores:
+                    make = fresh[store]
+                    if make is None:
+                        continue
+                    floor_next.setdefault((store, c), []).append(
+                        _in_flight(floor_check, 0, iterations, c) if c else _loop_floor()
+                    )
+                    cost.setdefault((store, c), []).append(gate(make(), c))
         for guard in sqlite_guards:
             guard.dispose()
-        pg = _on_postgres(sweep)
-        on_postgres, postgres_at = pg if pg is not None else (None, {})
         controls = _control_check(tmp, trust, iterations)
-    print(f"\nGate cost in process ({iterations} grants, each check at a distinct grant)")
-    print(f"raw floor: Ed25519 verify + argument digest      {floor * 1e6:8.1f} us")
+
+    def ratio(store: str, c: int) -> float | None:
+        if (store, c) not in cost:
+            return None
+        pairs = zip(cost[(store, c)], floor_next[(store, c)], strict=True)
+        return round(statistics.median(g / f for g, f in pairs), 2)
+
+    def us(store: str, c: int) -> float | None:
+        got = cost.get((store, c))
+        return None if got is None else round(statistics.median(got) * 1e6, 1)
+
+    floor_us = {c: round(statistics.median(floor_next[("sqlite", c)]) * 1e6, 1) for c in levels}
     print(
-        f"gate check, in-memory single-use store          {in_memory * 1e6:8.1f} us "
-        f"({in_memory / floor:.2f}x floor, goal <= 2x)"
+        f"\nGate cost in process ({iterations} checks per figure, each at a distinct grant; "
+        f"median of {rounds} interleaved rounds; ratio: against the floor measured "
+        "the same way just before)"
     )
-    print(
-        f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
-        f"({on_sqlite / floor:.2f}x floor), one check after another"
-    )
-    if on_postgres is not None:
-        print(
-            f"gate check, PostgreSQL single-use store (real)  {on_postgres * 1e6:8.1f} us "
-            f"({on_postgres / floor:.2f}x floor), one check after another"
-        )
-    print("checks in flight (threads)  floor us  SQLite us (x floor)  PostgreSQL us (x floor)")
-    for c in concurrencies:
-        pg_col = (
-            f"{postgres_at[c] * 1e6:9.1f} ({postgres_at[c] / floors[c]:5.2f}x)"
-            if c in postgres_at
-            else "        -"
-        )
-        print(
-            f"{c:26d}  {floors[c] * 1e6:8.1f}  {sqlite_at[c] * 1e6:9.1f} "
-            f"({sqlite_at[c] / floors[c]:5.2f}x)  {pg_col}"
-        )
+    print("checks in flight   floor us   in-memory us (x)   SQLite us (x)   PostgreSQL us (x)")
+    for c in levels:
+        cols = []
+        for store in stores:
+            u, r = us(store, c), ratio(store, c)
+            cols.append("        -" if u is None else f"{u:8.1f} ({r:5.2f}x)")
+        label = "1 (sequential)" if c == 0 else str(c)
+        print(f"{label:>16}   {floor_us[c]:8.1f}   {'   '.join(cols)}")
     print(
         f"halt/revocation check, SQLite control log       {controls * 1e6:8.1f} us "
         f"({controls / floor:.3f}x floor; read at most every 2 s, verified view cached)"
@@ -626,38 +641,27 @@ def gate_cost(iterations: int, concurrencies: list[int], headline: int) -> None:
     print(f"(sha256 of 1 KB for scale: {_sha_cost() * 1e6:.2f} us)")
     SUMMARY.update(
         {
-            "gate_floor_us": round(floor * 1e6, 1),
-            "gate_in_memory_us": round(in_memory * 1e6, 1),
-            "gate_in_memory_vs_floor": round(in_memory / floor, 2),
-            # Headline: ``headline`` checks in flight, against the floor
-            # measured the same way (same threads) in this run.
+            "gate_rounds": rounds,
+            "gate_floor_us": floor_us[0],
+            "gate_in_memory_us": us("in_memory", 0),
+            "gate_in_memory_vs_floor": ratio("in_memory", 0),
+            # Headline: ``headline`` checks in flight (threads), against the
+            # floor measured the same way in the same round.
             "gate_concurrency": headline,
-            "gate_floor_at_concurrency_us": round(floors[headline] * 1e6, 1),
-            "gate_sqlite_us": round(sqlite_at[headline] * 1e6, 1),
-            "gate_over_floor_sqlite": round(sqlite_at[headline] / floors[headline], 2),
-            "gate_postgres_us": (
-                round(postgres_at[headline] * 1e6, 1) if headline in postgres_at else None
-            ),
-            "gate_over_floor_postgres": (
-                round(postgres_at[headline] / floors[headline], 2)
-                if headline in postgres_at
-                else None
-            ),
-            "gate_sqlite_sequential_us": round(on_sqlite * 1e6, 1),
-            "gate_over_floor_sqlite_sequential": round(on_sqlite / floor, 2),
-            "gate_postgres_sequential_us": (
-                None if on_postgres is None else round(on_postgres * 1e6, 1)
-            ),
-            "gate_over_floor_postgres_sequential": (
-                None if on_postgres is None else round(on_postgres / floor, 2)
-            ),
+            "gate_floor_at_concurrency_us": floor_us[headline],
+            "gate_in_memory_at_concurrency_vs_floor": ratio("in_memory", headline),
+            "gate_sqlite_us": us("sqlite", headline),
+            "gate_over_floor_sqlite": ratio("sqlite", headline),
+            "gate_postgres_us": us("postgres", headline),
+            "gate_over_floor_postgres": ratio("postgres", headline),
+            "gate_sqlite_sequential_us": us("sqlite", 0),
+            "gate_over_floor_sqlite_sequential": ratio("sqlite", 0),
+            "gate_postgres_sequential_us": us("postgres", 0),
+            "gate_over_floor_postgres_sequential": ratio("postgres", 0),
             "gate_over_floor_by_concurrency": {
                 str(c): {
-                    "floor_us": round(floors[c] * 1e6, 1),
-                    "sqlite": round(sqlite_at[c] / floors[c], 2),
-                    "postgres": (
-                        round(postgres_at[c] / floors[c], 2) if c in postgres_at else None
-                    ),
+                    "floor_us": floor_us[c],
+                    **{store: ratio(store, c) for store in stores},
                 }
                 for c in concurrencies
             },
@@ -742,7 +746,7 @@ def main() -> None:
         help="concurrent workflows per batch; several values sweep N (the summary is the last)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per mode")
-    parser.add_argument("--gate-iterations", type=int, default=2000)
+    parser.add_argument("--gate-iterations", type=int, default=1000, help="checks per gate figure")
     parser.add_argument(
         "--gate-concurrency",
         type=int,
@@ -755,6 +759,9 @@ def main() -> None:
         type=int,
         default=16,
         help="the concurrency whose ratios are gate_over_floor_sqlite/_postgres",
+    )
+    parser.add_argument(
+        "--gate-rounds", type=int, default=3, help="interleaved rounds of the gate figures"
     )
     parser.add_argument(
         "--gate-only", action="store_true", help="only the gate's cost, no end-to-end modes"
@@ -784,7 +791,7 @@ def main() -> None:
     if ns.gate_headline not in ns.gate_concurrency:
         parser.error("--gate-headline must be one of --gate-concurrency")
     if not ns.skip_gate:
-        gate_cost(ns.gate_iterations, ns.gate_concurrency, ns.gate_headline)
+        gate_cost(ns.gate_iterations, ns.gate_concurrency, ns.gate_headline, ns.gate_rounds)
     if not ns.gate_only:
         asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}, ns.split))
     SUMMARY["throughput_by_n"] = SERIES
