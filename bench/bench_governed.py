@@ -751,14 +751,18 @@ def main() -> None:
         "--gate-concurrency",
         type=int,
         nargs="+",
-        default=[1, 6, 8, 16, 32],
+        default=sorted({1, min(32, (os.cpu_count() or 1) + 4), 8, 16, 32}),
         help="checks in flight (threads) to measure the gate's check at",
     )
     parser.add_argument(
         "--gate-headline",
         type=int,
-        default=16,
-        help="the concurrency whose ratios are gate_over_floor_sqlite/_postgres",
+        # asyncio's default executor, which the gate's to_thread uses, has
+        # min(32, cores + 4) threads: as many checks as one worker can have
+        # in flight on this machine.
+        default=min(32, (os.cpu_count() or 1) + 4),
+        help="the concurrency whose ratios are gate_over_floor_sqlite/_postgres "
+        "(default: the size of asyncio's default executor here)",
     )
     parser.add_argument(
         "--gate-rounds", type=int, default=3, help="interleaved rounds of the gate figures"
