@@ -10,11 +10,16 @@ interleaved so every mode sees the same machine load:
 - ``peer``: the Tenuo 0.3.3 capability-token plugin guarding the same body
   (only when ``tenuo`` is installed; skipped with a note otherwise).
 
-Then the in-process cost of the gate's check next to the raw crypto floor
-(one Ed25519 verify plus the argument digest). ``--plot`` writes an SVG of
-throughput by mode and N concurrent.
+First the in-process cost of the gate's check next to the raw crypto floor
+(one Ed25519 verify plus the argument digest), with the in-memory, SQLite
+and PostgreSQL single-use stores, one check after another and at several
+checks in flight (``--gate-concurrency``; threads, as the gate's
+``asyncio.to_thread``), each ratio against the floor measured the same way
+in the same round. ``--plot`` writes an SVG of throughput by mode and N
+concurrent.
 
     python bench/bench_governed.py [--n 50 100] [--rounds 2] [--plot FILE]
+    python bench/bench_governed.py --gate-only [--gate-iterations 1000] [--gate-rounds 5]
 
 Not a test: numbers vary with the machine; the ratios are what to read.
 """

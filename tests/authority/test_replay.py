@@ -712,16 +712,15 @@ threading.Event().wait()
 """
 
 
-def test_every_admission_a_caller_was_told_of_survives_a_kill(store_url: str) -> None:
-    guard = SqlReplayGuard(store_url)
-    guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+def _kill_while_admitting(url: str, after: int) -> list[str]:
+    """Start the worker, SIGKILL it once ``after`` uses were reported; every use it reported."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _ADMIT_UNTIL_KILLED, store_url], stdout=subprocess.PIPE
+        [sys.executable, "-c", _ADMIT_UNTIL_KILLED, url], stdout=subprocess.PIPE
     )
     assert proc.stdout is not None
     told: list[str] = []
     try:
-        while len(told) < 300:
+        while len(told) < after:
             line = proc.stdout.readline()
             assert line, f"the worker stopped early (exit {proc.poll()})"
             told.append(line.decode().strip())
@@ -729,10 +728,18 @@ def test_every_admission_a_caller_was_told_of_survives_a_kill(store_url: str) ->
         proc.send_signal(signal.SIGKILL)  # mid-batch: callers are queued
         rest = proc.stdout.read()
         proc.wait()
-    told += [gid for gid in rest.decode().split("\n")[:-1]]  # whole lines only
+    return told + rest.decode().split("\n")[:-1]  # whole lines only
+
+
+def test_every_admission_a_caller_was_told_of_survives_a_kill(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
     try:
-        for gid in told:
-            with pytest.raises(GrantReplayedError):
-                guard.admit([f"req-{gid}"], gid, 1, datetime.now(UTC), 1)
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        # Three kills at different points of the worker's batches: a use
+        # reported before its commit would show up as missing in one of them.
+        for after in (100, 200, 300):
+            for gid in _kill_while_admitting(store_url, after):
+                with pytest.raises(GrantReplayedError):
+                    guard.admit([f"req-{gid}"], gid, 1, datetime.now(UTC), 1)
     finally:
         guard.dispose()
