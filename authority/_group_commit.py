@@ -70,7 +70,9 @@ class GroupCommit(Generic[T]):
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[Pending[T]] = []
-        self._busy = False
+        #: The caller holding the leader's role, or handed it and not yet
+        #: awake (``None``: no batch runs, the next caller leads).
+        self._leader: Pending[T] | None = None
         _ALL.add(self)  # type: ignore[arg-type]
 
     def _after_fork(self) -> None:
@@ -78,7 +80,7 @@ class GroupCommit(Generic[T]):
         # other threads, and a leader's role, belong to the parent.
         self._lock = threading.Lock()
         self._queue = []
-        self._busy = False
+        self._leader = None
 
     def submit(self, item: T) -> None:
         """Queue ``item`` and return once the transaction holding it committed.
@@ -89,43 +91,61 @@ class GroupCommit(Generic[T]):
         req = Pending(item)
         with self._lock:
             self._queue.append(req)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            # Woken once: either our batch is done, or the previous leader
-            # handed us the role (each waiter is woken by name).
-            req.wake.wait()
-        while not req.done:
+            if self._leader is None:
+                self._leader = req
+            lead = self._leader is req
+        try:
+            if not lead:
+                # Woken once: either our batch is done, or the previous leader
+                # handed us the role (each waiter is woken by name).
+                req.wake.wait()
+            while not req.done:
+                self._lead(req)
+        except BaseException:
+            # Interrupted (a KeyboardInterrupt in the main thread) while
+            # waiting or leading: nobody may be left waiting for a leader
+            # that is gone.
+            self._leave(req)
+            raise
+        if req.error is not None:
+            raise req.error
+
+    def _lead(self, req: Pending[T]) -> None:
+        """Take one batch, run it, wake its callers and hand the role on when done."""
+        batch: list[Pending[T]] = []
+        stop: BaseException | None = None
+        try:
             with self._lock:
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-            stop: BaseException | None = None
-            try:
-                self._run(batch)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below unless an Exception
-                # Every caller of the batch sees it: none may be told it
-                # committed, and none may wait forever.
-                for r in batch:
-                    r.error = exc
-                if not isinstance(exc, Exception):
-                    stop = exc  # interrupted: still wake everyone, then re-raise
+            self._run(batch)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below unless an Exception
+            # Every caller of the batch sees it: none may be told it
+            # committed, and none may wait forever.
+            for r in batch:
+                r.error = exc
+            if not isinstance(exc, Exception):
+                stop = exc  # interrupted: still wake everyone, then re-raise
+        finally:
             for r in batch:
                 r.done = True
-            nxt = None
-            with self._lock:
-                # Our own operation may still be queued (the batch was full):
-                # then keep leading. Otherwise hand over or release the role.
-                if req.done:
-                    if self._queue:
-                        nxt = self._queue[0]
-                    else:
-                        self._busy = False
             for r in batch:
                 if r is not req:
                     r.wake.set()
-            if nxt is not None:
-                nxt.wake.set()
-            if stop is not None:
-                raise stop
-        if req.error is not None:
-            raise req.error
+        # Our own operation may still be queued (the batch was full): then
+        # keep leading. Otherwise hand over or release the role.
+        if req.done or stop is not None:
+            self._leave(req)
+        if stop is not None:
+            raise stop
+
+    def _leave(self, req: Pending[T]) -> None:
+        """``req``'s caller stops waiting or leading: hand the role on if it had it."""
+        nxt = None
+        with self._lock:
+            if req in self._queue:
+                self._queue.remove(req)  # never taken: it simply leaves
+            if self._leader is req:
+                self._leader = nxt = self._queue[0] if self._queue else None
+        if nxt is not None:
+            nxt.wake.set()

@@ -41,6 +41,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, Engine, Table, UniqueConstraint, inspect, literal
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -56,6 +57,7 @@ from ecp.authority.errors import (
     OutcomeUnknownError,
     ReplayStoreUnavailableError,
     RequestReplayedError,
+    UnstorableIdError,
 )
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "ReplayGuard",
     "SqlReplayGuard",
     "check_attempt",
+    "check_storable",
     "request_key",
     "unknown_after_expiry",
 ]
@@ -189,6 +192,20 @@ def check_attempt(grant_id: str, attempt: int, max_attempts: int) -> None:
         raise GrantReplayedError(f"grant {grant_id}: max_attempts {max_attempts} allows no use")
 
 
+def check_storable(*values: str) -> None:
+    """Refuse ids no store can keep as they are (PostgreSQL's text refuses NUL).
+
+    Refused up front, with the same error from every store, rather than as a
+    database error in the middle of a shared batch.
+
+    Raises:
+        UnstorableIdError: a value holds a NUL character.
+    """
+    for value in values:
+        if "\x00" in value:
+            raise UnstorableIdError(f"id {value!r} holds a NUL character; no store keeps it")
+
+
 def request_key(namespace: str, workflow_id: str, activity_type: str, activity_id: str) -> str:
     """The identity of one governed request, across runs of its workflow id.
 
@@ -288,9 +305,14 @@ class InMemoryReplayGuard:
             self._leases[grant_id] = (attempt, until)
 
     def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
-        """See :meth:`ReplayGuard.end`."""
+        """See :meth:`ReplayGuard.end`: the first end of an attempt is the one kept.
+
+        As in the SQL store: the gate ends an attempt that completed, and may
+        end it again (not completed) on its way out; the second must not
+        change what the first recorded, nor the other way round.
+        """
         with self._lock:
-            self._ended[(grant_id, attempt)] = self._ended.get((grant_id, attempt)) or completed
+            self._ended.setdefault((grant_id, attempt), completed)
             if self._leases.get(grant_id, (None,))[0] == attempt:
                 del self._leases[grant_id]
 
@@ -304,6 +326,7 @@ class InMemoryReplayGuard:
     def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.consume` (never raises ReplayStoreUnavailableError)."""
         check_attempt(grant_id, attempt, max_attempts)
+        check_storable(grant_id)
         with self._lock:
             if (grant_id, attempt) in self._seen:
                 raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
@@ -321,6 +344,7 @@ class InMemoryReplayGuard:
     ) -> None:
         """See :meth:`ReplayGuard.admit`: checks everything, then records everything."""
         check_attempt(grant_id, attempt, max_attempts)
+        check_storable(grant_id, *requests)
         with self._lock:
             for request in requests:
                 owner = self._claims.get(request, grant_id)
@@ -456,7 +480,9 @@ class _AdmitSql:
     The same SQL on SQLite (3.35+: ``RETURNING``) and PostgreSQL.
     """
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect.name
+
         def style(statement: str) -> str:
             return statement.replace("?", "%s") if dialect == "postgresql" else statement
 
@@ -473,9 +499,22 @@ class _AdmitSql:
             'OR ecp_grant_leases."until" <= ? RETURNING 1'
         )
         self.used = style("SELECT 1 FROM ecp_grant_uses WHERE grant_id = ? AND attempt = ?")
-        self.use = style(
+        # Both: slots 1..max_attempts as rows (a recursive CTE: the same SQL
+        # on SQLite and PostgreSQL), in one statement however many there are.
+        # The first free slot of 2..max_attempts, in one statement: rows go
+        # in in order, a taken slot is skipped (primary key), and once one
+        # row is in, every later one conflicts on (grant_id, attempt).
+        # ``WHERE`` before ``ON CONFLICT``: SQLite's parser needs one there.
+        self.later = style(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
             "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+            "SELECT ?, n, ?, ? FROM s WHERE n >= 2 ORDER BY n ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        # close(): every free slot, spent by a negative attempt (-slot).
+        self.close = style(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
+            "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
+            "SELECT ?, n, -n, ? FROM s WHERE true ON CONFLICT DO NOTHING"
         )
         # Slot 1, unless a use of the grant holds it or this attempt already
         # used one: the common case (a first use) in one statement.
@@ -485,8 +524,25 @@ class _AdmitSql:
             "WHERE grant_id = ? AND (slot = 1 OR attempt = ?)) "
             "ON CONFLICT DO NOTHING RETURNING 1"
         )
-        #: PostgreSQL: one admission's statements go in one round trip.
-        self.pipelined = dialect == "postgresql"
+        #: PostgreSQL over psycopg 3 with a libpq that pipelines: one
+        #: admission's statements go in one round trip. Any other driver
+        #: (psycopg2, pg8000) takes the step-by-step path.
+        self.pipelined = dialect == "postgresql" and _pipelines(engine)
+
+
+def _pipelines(engine: Engine) -> bool:
+    if engine.dialect.driver != "psycopg":
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the dialect imported it
+        return False
+    return bool(psycopg.Pipeline.is_supported())
+
+
+#: One batch's bounds on PostgreSQL (``LOCAL``: they end with its transaction).
+#: Both fail the statement with an error the batch maps to "unavailable".
+_PG_BATCH_TIMEOUTS = "SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '5s'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,7 +579,7 @@ class SqlReplayGuard:
         self._ready = False
         self._lock = threading.Lock()
         self._group: GroupCommit[_Op] = GroupCommit(self._run_batch)
-        self._sql = _AdmitSql(engine.dialect.name)
+        self._sql = _AdmitSql(engine)
         #: PostgreSQL: the last admission's savepoint is still to be released.
         #: Batch state; only one batch of this guard runs at a time.
         self._savepoint_open = False
@@ -564,6 +620,7 @@ class SqlReplayGuard:
     def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.consume`."""
         check_attempt(grant_id, attempt, max_attempts)
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
         try:
@@ -590,6 +647,7 @@ class SqlReplayGuard:
 
     def claim(self, request: str, grant_id: str) -> None:
         """See :meth:`ReplayGuard.claim`: one insert; the primary key decides races."""
+        check_storable(request, grant_id)
         self._ensure_table()
         row = ClaimedRequest(request=request, grant_id=grant_id, claimed_at=now_utc(self._clock))
         try:
@@ -617,6 +675,7 @@ class SqlReplayGuard:
         the primary key decides the insert, and the ``WHERE`` of the update
         lets only one of them replace an expired or own lease.
         """
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
         table = AttemptLease.__table__  # type: ignore[attr-defined]
@@ -651,6 +710,7 @@ class SqlReplayGuard:
 
     def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
         """See :meth:`ReplayGuard.end`: the end and the release, group-committed."""
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
         self._group.submit(
@@ -671,6 +731,7 @@ class SqlReplayGuard:
 
     def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """See :meth:`ReplayGuard.unfinished`: one read."""
+        check_storable(grant_id)
         self._ensure_table()
         try:
             with self.engine.connect() as conn:
@@ -685,6 +746,7 @@ class SqlReplayGuard:
 
         Records a negative attempt (real attempts are >= 1, so none can collide).
         """
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
         self._group.submit(
@@ -692,11 +754,12 @@ class SqlReplayGuard:
         )
 
     def _close_in(self, conn: Connection, grant_id: str, max_attempts: int, now: datetime) -> None:
-        uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
-        insert = _insert_ignoring_conflicts(self.engine)
-        for slot in range(1, max_attempts + 1):
-            row = {"grant_id": grant_id, "slot": slot, "attempt": -slot, "consumed_at": now}
-            conn.execute(insert(uses).values(**row)).close()  # a taken slot stays as it is
+        # One statement however many slots (a taken slot stays as it is).
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute(self._sql.close, (max_attempts, grant_id, self._stamp(now)))
+        finally:
+            cur.close()
 
     def admit(
         self,
@@ -716,9 +779,10 @@ class SqlReplayGuard:
         admission is durable.
         """
         check_attempt(grant_id, attempt, max_attempts)
+        reqs = tuple(requests)
+        check_storable(grant_id, *reqs)
         self._ensure_table()
         now = now_utc(self._clock)
-        reqs = tuple(requests)
 
         def run(conn: Connection) -> None:
             self._admit_in(conn, reqs, grant_id, attempt, until, max_attempts, now)
@@ -868,54 +932,97 @@ class SqlReplayGuard:
         """Slot 1 was not taken: a replay, a later slot, or exhaustion.
 
         ``take`` inserts slot 1 only if no use of the grant holds slot 1 or
-        this attempt; when it inserted nothing, the cases are told apart one
-        statement at a time (the unique constraints decide, as always).
+        this attempt; when it inserted nothing, one read tells a replay, and
+        one insert takes the first free later slot, if any (the unique
+        constraints decide, as always).
         """
         sql, stamp = self._sql, self._stamp
         cur.execute(sql.used, (grant_id, attempt))
         if cur.fetchall():
             raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
-        for slot in range(2, max_attempts + 1):
-            cur.execute(sql.use, (grant_id, slot, attempt, stamp(now)))
+        if max_attempts >= 2:
+            cur.execute(sql.later, (max_attempts, grant_id, attempt, stamp(now)))
             if cur.fetchall():
                 return
         unended, completed = _unfinished(conn, grant_id)
         raise _exhausted(grant_id, max_attempts, unended, completed)
 
     def _run_batch(self, batch: list[Pending[_Op]]) -> None:
-        """Every queued operation in one transaction, one commit.
+        """Every queued operation in one transaction, one commit; see :meth:`_run_once`.
+
+        When the batch fails, nothing of it was written. If the store failed
+        (a lost connection, a lock or statement timeout, SQLite's write lock
+        not granted), every caller is refused, retryably. Anything else (a
+        value the database refuses, a driver that misbehaves) may be one
+        operation's fault: each operation then runs again in a batch of its
+        own, so only the faulty one fails (as the ledger splits a batch on a
+        refused entry) and a completed body's ``close`` is not lost to
+        another caller's bad admission.
+        """
+        try:
+            self._run_once(batch)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped for its callers
+            if len(batch) > 1 and not self._outage(exc):
+                for pending in batch:
+                    pending.error = None  # decided again, in its own transaction
+                    self._run_batch([pending])
+                return
+            # Nothing of the batch is known to be written: every caller is
+            # refused, retryably (a refusal decided inside it too: its reads
+            # belonged to a transaction that did not commit).
+            for pending in batch:
+                err = ReplayStoreUnavailableError(f"replay store unavailable: {type(exc).__name__}")
+                err.__cause__ = exc
+                pending.error = err
+
+    def _outage(self, exc: BaseException) -> bool:
+        """The store failed, not one operation: a connection, timeout or lock error."""
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        dbapi = self.engine.dialect.loaded_dbapi
+        return isinstance(
+            exc,
+            (
+                sa_exc.OperationalError,
+                sa_exc.InterfaceError,
+                sa_exc.DisconnectionError,
+                sa_exc.TimeoutError,  # the pool had no connection to give
+                dbapi.OperationalError,
+                dbapi.InterfaceError,
+            ),
+        )
+
+    def _run_once(self, batch: list[Pending[_Op]]) -> None:
+        """The batch in one transaction; raises whatever failed it (nothing is then written).
 
         Ordered by grant (stably: one grant's operations keep their queue
         order), so two processes' batches take PostgreSQL's row locks in the
-        same order instead of deadlocking. On SQLite the transaction begins
+        same order instead of deadlocking. On PostgreSQL each statement may
+        wait at most a few seconds for a lock and run at most a few seconds:
+        an outside session holding a row lock, or a stalled server, fails
+        this batch (retryably) instead of stalling every later admission of
+        the process behind it. On SQLite the transaction begins
         ``IMMEDIATE``: it takes the write lock before reading anything, so
         concurrent processes queue on ``busy_timeout`` instead of failing to
         upgrade a read lock.
         """
         ordered = sorted(batch, key=lambda p: p.item.grant_id)
         self._savepoint_open = False
-        try:
-            with self.engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    dbapi = conn.connection.dbapi_connection
-                    # pysqlite begins implicitly only before its first write,
-                    # and a SAVEPOINT outside a transaction would open (and its
-                    # release commit) one of its own.
-                    if not getattr(dbapi, "in_transaction", False):
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                for pending in ordered:
-                    try:
-                        pending.item.run(conn)
-                    except (GrantReplayedError, AttemptInProgressError) as refusal:
-                        pending.error = refusal  # its own writes undone; the batch goes on
-        except (SQLAlchemyError, self._dbapi_error) as exc:
-            # Nothing of the batch is known to be written: every caller is
-            # refused, retryably (a refusal decided inside it too: its
-            # reads belonged to a transaction that did not commit).
-            for pending in batch:
-                err = ReplayStoreUnavailableError(f"replay store unavailable: {type(exc).__name__}")
-                err.__cause__ = exc
-                pending.error = err
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                dbapi = conn.connection.dbapi_connection
+                # pysqlite begins implicitly only before its first write,
+                # and a SAVEPOINT outside a transaction would open (and its
+                # release commit) one of its own.
+                if not getattr(dbapi, "in_transaction", False):
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(_PG_BATCH_TIMEOUTS)
+            for pending in ordered:
+                try:
+                    pending.item.run(conn)
+                except (GrantReplayedError, AttemptInProgressError) as refusal:
+                    pending.error = refusal  # its own writes undone; the batch goes on
 
     def _attempt_used(self, grant_id: str, attempt: int) -> bool:
         with Session(self.engine) as session:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,7 +19,9 @@ import psycopg
 import pytest
 from sqlalchemy import Connection, event
 
+from ecp.authority._group_commit import GroupCommit, Pending
 from ecp.authority._replay import (
+    ConsumedGrant,
     InMemoryReplayGuard,
     ReplayGuard,
     SqlReplayGuard,
@@ -31,6 +35,7 @@ from ecp.authority.errors import (
     OutcomeUnknownError,
     ReplayStoreUnavailableError,
     RequestReplayedError,
+    UnstorableIdError,
 )
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
@@ -641,14 +646,18 @@ def _cure(guard: SqlReplayGuard) -> None:
         )
 
 
-def test_a_store_error_fails_every_caller_of_the_batch_and_records_none(
+def test_an_operation_the_store_refuses_fails_alone_and_records_nothing(
     store_url: str,
 ) -> None:
+    # A statement error that is one operation's fault (here a trigger; in the
+    # wild a value the database refuses) fails that operation only: the
+    # batch runs again one operation at a time. A completed body's close and
+    # end in the same batch are not lost to it.
     guard = SqlReplayGuard(store_url)
     soon = datetime.now(UTC) + timedelta(minutes=5)
-    good, bad, later = (str(uuid.uuid4()) for _ in range(3))
+    good, bad, later, done = (str(uuid.uuid4()) for _ in range(4))
     try:
-        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        guard.admit([f"req-{done}"], done, 1, soon, 3)
         _poison(guard, bad)
         try:
             outcomes, _ = _one_batch(
@@ -657,15 +666,56 @@ def test_a_store_error_fails_every_caller_of_the_batch_and_records_none(
                     lambda: guard.admit([f"req-{good}"], good, 1, soon, 1),
                     lambda: guard.admit([f"req-{bad}"], bad, 1, soon, 1),
                     lambda: guard.admit([f"req-{later}"], later, 1, soon, 1),
+                    lambda: guard.close(done, 3),
+                    lambda: guard.end(done, 1, completed=True),
                 ],
             )
         finally:
             _cure(guard)
+        assert isinstance(outcomes[1], ReplayStoreUnavailableError)
+        assert outcomes[1].retryable
+        assert [outcomes[i] for i in (0, 2, 3, 4)] == [None] * 4
+        for gid in (good, later):  # admitted for good
+            with pytest.raises(GrantReplayedError):
+                guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+        with pytest.raises(OutcomeUnknownError) as info:  # closed, and ended completed
+            guard.admit([f"req-{done}"], done, 2, soon, 3)
+        assert info.value.completed == (1,)
+        guard.admit([f"req-{bad}"], bad, 1, soon, 1)  # nothing of it was written
+    finally:
+        guard.dispose()
+
+
+def _lose_the_connection(conn: Connection) -> None:
+    """A real outage in the middle of a batch (PostgreSQL: the server drops us)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+    else:
+        # What SQLite reports when its file cannot be written or locked.
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_store_outage_fails_every_caller_of_the_batch_and_records_none(
+    store_url: str,
+) -> None:
+    guard = SqlReplayGuard(store_url)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    good, later = (str(uuid.uuid4()) for _ in range(2))
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        outcomes, _ = _one_batch(
+            guard,
+            [
+                lambda: guard.admit([f"req-{good}"], good, 1, soon, 1),
+                lambda: guard._group.submit(_Op("", _lose_the_connection)),
+                lambda: guard.admit([f"req-{later}"], later, 1, soon, 1),
+            ],
+        )
         for outcome in outcomes:
             assert isinstance(outcome, ReplayStoreUnavailableError)
             assert outcome.retryable
         # Nobody was told they were admitted, and nobody was: each admits now.
-        for gid in (good, bad, later):
+        for gid in (good, later):
             guard.admit([f"req-{gid}"], gid, 1, soon, 1)
     finally:
         guard.dispose()
@@ -743,3 +793,241 @@ def test_every_admission_a_caller_was_told_of_survives_a_kill(store_url: str) ->
                     guard.admit([f"req-{gid}"], gid, 1, datetime.now(UTC), 1)
     finally:
         guard.dispose()
+
+
+# --- bounded waits, faults of one operation, drivers --------------------------
+
+
+def test_an_outside_row_lock_fails_its_batch_instead_of_stalling_the_process(
+    pg_url: str,
+) -> None:
+    # Another session holds the lease row (SELECT ... FOR UPDATE, and then
+    # hangs): the end that needs it fails retryably after the batch's lock
+    # timeout, and admissions of other grants go on while the lock is held.
+    guard = SqlReplayGuard(pg_url)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    held, other = str(uuid.uuid4()), str(uuid.uuid4())
+    outcome: list[BaseException | None] = []
+
+    def end_blocked() -> None:
+        try:
+            guard.end(held, 1)
+            outcome.append(None)
+        except BaseException as exc:  # the outcome is what the test reads
+            outcome.append(exc)
+
+    try:
+        guard.admit([f"req-{held}"], held, 1, soon, 3)
+        db = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN.replace("dbname=test", f"dbname={db}")) as outside:
+            outside.execute(
+                "SELECT * FROM ecp_grant_leases WHERE grant_id = %s FOR UPDATE", (held,)
+            )
+            t = threading.Thread(target=end_blocked, daemon=True)
+            t.start()
+            t.join(60)  # a liveness bound, not a timing: without a timeout it never ends
+            assert not t.is_alive(), "the end waited on the outside lock with no bound"
+            assert isinstance(outcome[0], ReplayStoreUnavailableError)
+            assert outcome[0].retryable
+            guard.admit([f"req-{other}"], other, 1, soon, 1)  # the lock is still held
+        guard.end(held, 1)  # released: the retry goes through
+        assert guard.unfinished(held) == ((), ())
+    finally:
+        guard.dispose()
+
+
+def test_the_store_bounds_a_silent_network(pg_url: str) -> None:
+    # A half-open connection (the peer vanished without a reset) must fail,
+    # not block the batch's leader for good: TCP keepalives and a TCP user
+    # timeout on every connection the store opens itself.
+    guard = SqlReplayGuard(pg_url)
+    try:
+        with guard.engine.connect() as conn:
+            dsn = conn.connection.dbapi_connection.info.dsn  # type: ignore[union-attr]
+        params = dict(p.split("=", 1) for p in dsn.split())
+        assert params["keepalives"] == "1"
+        assert int(params["keepalives_idle"]) <= 10
+        assert int(params["tcp_user_timeout"]) <= 30_000
+    finally:
+        guard.dispose()
+
+
+def test_ids_no_store_keeps_are_refused_up_front(store_url: str) -> None:
+    # PostgreSQL refuses NUL in text; every store refuses it the same way,
+    # before it could reach a shared batch.
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    bad = f"bad\x00{uuid.uuid4()}"
+    for guard in (SqlReplayGuard(store_url), InMemoryReplayGuard()):
+        with pytest.raises(UnstorableIdError):
+            guard.admit([f"req-{uuid.uuid4()}"], bad, 1, soon, 1)
+        with pytest.raises(UnstorableIdError):
+            guard.admit([f"req\x00{uuid.uuid4()}"], str(uuid.uuid4()), 1, soon, 1)
+        with pytest.raises(UnstorableIdError):
+            guard.consume(bad, 1, 1)
+    sql = SqlReplayGuard(store_url)
+    try:
+        for call in (
+            lambda: sql.end(bad, 1),
+            lambda: sql.close(bad, 1),
+            lambda: sql.claim("req", bad),
+            lambda: sql.begin(bad, 1, soon),
+            lambda: sql.unfinished(bad),
+        ):
+            with pytest.raises(UnstorableIdError):
+                call()
+    finally:
+        sql.dispose()
+
+
+def test_an_unexpected_error_of_the_store_is_a_retryable_outage(store_url: str) -> None:
+    # Whatever a driver raises (here: what a driver without pipelines raised
+    # when asked for one), the caller sees the store unavailable, never a
+    # stray exception on the gate's completion path.
+    guard = SqlReplayGuard(store_url)
+
+    def broken(conn: Connection) -> None:
+        raise AttributeError("'Connection' object has no attribute 'pipeline'")
+
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        with pytest.raises(ReplayStoreUnavailableError):
+            guard._group.submit(_Op("", broken))
+    finally:
+        guard.dispose()
+
+
+def test_postgresql_without_pipelines_takes_the_step_by_step_path(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A libpq without pipeline mode (or a driver other than psycopg 3): the
+    # admission's statements go one at a time, and the store works the same.
+    monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+    guard = SqlReplayGuard(pg_url)
+    try:
+        assert guard._sql.pipelined is False
+        _admission(guard)
+        _exercise(guard)
+        _closing(guard)
+    finally:
+        guard.dispose()
+    # Each builds its own guard, still without pipelines.
+    test_concurrent_callers_in_one_process_take_exactly_the_budget(pg_url)
+    test_a_refused_admission_in_a_batch_neither_fails_nor_alters_the_others(pg_url)
+
+
+def test_close_and_a_later_slot_take_one_statement_however_many_slots(tmp_path: Path) -> None:
+    # Inside a shared batch, close() with a large max_attempts must not run
+    # one statement per slot (nor the search for a later free slot).
+    guard = SqlReplayGuard(f"sqlite:///{tmp_path / 'replay.db'}")
+    inserts: list[str] = []
+
+    def trace(conn: object, _record: object) -> None:
+        conn.set_trace_callback(  # type: ignore[attr-defined]
+            lambda sql: inserts.append(sql) if "INSERT INTO ecp_grant_uses" in sql else None
+        )
+
+    gid, later = str(uuid.uuid4()), str(uuid.uuid4())
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        guard.dispose()
+        event.listen(guard.engine, "connect", trace)
+        guard.consume(gid, 1, 1000)
+        inserts.clear()
+        guard.close(gid, 1000)
+        assert len(inserts) == 1
+        with pytest.raises(GrantAttemptsExhaustedError):
+            guard.consume(gid, 2, 1000)
+        assert guard.unfinished(gid) == ((1,), ())
+        # Slots 1..499 taken: the next admission takes slot 500 in one insert
+        # after slot 1's.
+        with guard.engine.begin() as conn:
+            conn.execute(
+                ConsumedGrant.__table__.insert(),  # type: ignore[attr-defined]
+                [
+                    {"grant_id": later, "slot": n, "attempt": n, "consumed_at": soon}
+                    for n in range(1, 500)
+                ],
+            )
+        inserts.clear()
+        guard.admit([f"req-{later}"], later, 500, soon, 1000)
+        assert len(inserts) == 2
+        with pytest.raises(GrantReplayedError):
+            guard.admit([f"req-{later}"], later, 500, soon, 1000)
+    finally:
+        guard.dispose()
+
+
+def test_an_interrupted_waiter_leaves_the_queue_with_a_leader() -> None:
+    # KeyboardInterrupt (here: a signal handler raising it) in the main
+    # thread while it waits behind a running batch: it leaves the queue, and
+    # the callers after it still get a leader.
+    release, inside = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def run(batch: list[Pending[str]]) -> None:
+        for p in batch:
+            if p.item == "leader":
+                inside.set()
+                release.wait()
+            ran.append(p.item)
+
+    group: GroupCommit[str] = GroupCommit(run)
+    leader = threading.Thread(target=group.submit, args=("leader",))
+    leader.start()
+    inside.wait()
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def queued(n: int) -> None:
+        while True:
+            with group._lock:
+                if len(group._queue) >= n:
+                    return
+            time.sleep(0.001)
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        threading.Thread(
+            target=lambda: (queued(1), os.kill(os.getpid(), signal.SIGUSR1)), daemon=True
+        ).start()
+        with pytest.raises(KeyboardInterrupt):
+            group.submit("interrupted")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    after = threading.Thread(target=group.submit, args=("after",), daemon=True)
+    after.start()
+    queued(1)
+    release.set()
+    leader.join()
+    after.join(60)  # a liveness bound: without a leader it never returns
+    assert not after.is_alive(), "the caller after the interrupted one has no leader"
+    assert ran == ["leader", "after"]
+
+
+def test_in_memory_store_keeps_the_first_end_of_an_attempt() -> None:
+    _first_end(InMemoryReplayGuard())
+
+
+def test_sql_store_keeps_the_first_end_of_an_attempt(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _first_end(guard)
+    finally:
+        guard.dispose()
+
+
+def _first_end(guard: ReplayGuard) -> None:
+    # The gate ends a completed attempt, and may end it again (not completed)
+    # on its way out, or the other way round: the first end is the one kept.
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    failed, completed = str(uuid.uuid4()), str(uuid.uuid4())
+    guard.admit([f"req-{failed}"], failed, 1, soon, 2)
+    guard.end(failed, 1)
+    guard.end(failed, 1, completed=True)
+    assert guard.unfinished(failed) == ((), ())
+    guard.admit([f"req-{completed}"], completed, 1, soon, 2)
+    guard.end(completed, 1, completed=True)
+    guard.end(completed, 1)
+    assert guard.unfinished(completed) == ((), (1,))
