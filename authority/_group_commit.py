@@ -13,9 +13,12 @@ caller pays no added latency and a busy worker gets large batches.
 Each caller returns only once the transaction holding its operation has
 committed. An operation's own refusal is that caller's alone: the store
 rolls back only that operation (to a savepoint of its own) and the batch
-goes on. Anything else (the store failing, the commit failing) reaches
-every caller of the batch, and then none of it was written, so no caller is
-ever told it succeeded when it did not. The ledger's group commit
+goes on. When ``run`` raises, the exception reaches every caller of the
+batch, and then none of it was written, so no caller is ever told it
+succeeded when it did not (the single-use store's ``run`` first re-runs a
+batch one operation at a time when the fault may be one operation's). A
+caller interrupted while it waits leaves the queue and hands the leader's
+role on, so no queue is left without a leader. The ledger's group commit
 (``ecp.lineage.ledger._batch``) works the same way; this one is the
 authority's own, so the layer before execution needs nothing from the one
 after it.

@@ -49,7 +49,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._group_commit import GroupCommit, Pending
-from ecp.authority._sql import store_engine
+from ecp.authority._sql import speaks_libpq, store_engine
 from ecp.authority.errors import (
     AttemptInProgressError,
     GrantAttemptsExhaustedError,
@@ -540,8 +540,15 @@ def _pipelines(engine: Engine) -> bool:
     return bool(psycopg.Pipeline.is_supported())
 
 
-#: One batch's bounds on PostgreSQL (``LOCAL``: they end with its transaction).
-#: Both fail the statement with an error the batch maps to "unavailable".
+#: The bounds on every statement of the store on PostgreSQL: a lock waited
+#: for at most 3 s (an outside session holding a lease row), a statement run
+#: for at most 5 s (a stalled server). Both fail the statement with an error
+#: the batch maps to "unavailable", instead of stalling every later
+#: admission of the process behind it. On the store's own engine they come
+#: with the connection (no round trip); on an engine it was handed, each
+#: batch sets them for its own transaction (``LOCAL``: nothing leaks to the
+#: engine's other users).
+_PG_SESSION_TIMEOUTS = {"options": "-c lock_timeout=3000 -c statement_timeout=5000"}
 _PG_BATCH_TIMEOUTS = "SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '5s'"
 
 
@@ -573,8 +580,14 @@ class SqlReplayGuard:
                 from :func:`ecp._paths.default_database_url`.
             clock: stamps ``consumed_at`` (informational only).
         """
-        engine = store_engine(url_or_engine)
+        engine = store_engine(url_or_engine, postgres_args=_PG_SESSION_TIMEOUTS)
         self.engine = engine
+        #: PostgreSQL, unless every connection got the bounds when it opened
+        #: (an engine the store built itself, over libpq): each batch sets
+        #: them, for its own transaction only.
+        self._batch_timeouts = engine.dialect.name == "postgresql" and not (
+            isinstance(url_or_engine, str) and speaks_libpq(url_or_engine)
+        )
         self._clock = clock
         self._ready = False
         self._lock = threading.Lock()
@@ -998,10 +1011,8 @@ class SqlReplayGuard:
         Ordered by grant (stably: one grant's operations keep their queue
         order), so two processes' batches take PostgreSQL's row locks in the
         same order instead of deadlocking. On PostgreSQL each statement may
-        wait at most a few seconds for a lock and run at most a few seconds:
-        an outside session holding a row lock, or a stalled server, fails
-        this batch (retryably) instead of stalling every later admission of
-        the process behind it. On SQLite the transaction begins
+        wait at most a few seconds for a lock and run at most a few seconds
+        (see ``_PG_SESSION_TIMEOUTS``). On SQLite the transaction begins
         ``IMMEDIATE``: it takes the write lock before reading anything, so
         concurrent processes queue on ``busy_timeout`` instead of failing to
         upgrade a read lock.
@@ -1016,7 +1027,7 @@ class SqlReplayGuard:
                 # release commit) one of its own.
                 if not getattr(dbapi, "in_transaction", False):
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif conn.dialect.name == "postgresql":
+            elif self._batch_timeouts:
                 conn.exec_driver_sql(_PG_BATCH_TIMEOUTS)
             for pending in ordered:
                 try:

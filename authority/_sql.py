@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["store_engine"]
+__all__ = ["speaks_libpq", "store_engine"]
 
 #: libpq's own bounds on a silent network (psycopg and psycopg2 speak libpq):
 #: a half-open connection (a peer that vanished without a reset) fails within
@@ -41,7 +41,7 @@ def store_engine(
             ``postgresql+psycopg://user@host/db``.
         postgres_args: extra libpq connection arguments (timeouts, keepalives),
             over the defaults (a connect timeout, TCP keepalives and
-            ``tcp_user_timeout`` for the libpq drivers).
+            ``tcp_user_timeout``); only for drivers that speak libpq.
     """
     if not isinstance(url_or_engine, str):
         return url_or_engine
@@ -49,11 +49,11 @@ def store_engine(
         engine = create_engine(url_or_engine, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    libpq = make_url(url_or_engine).get_driver_name() in ("psycopg", "psycopg2")
     # Other drivers (pg8000, asyncpg) take no libpq arguments.
-    base = _LIBPQ_ARGS if libpq else {}
-    return create_engine(
-        url_or_engine,
-        pool_pre_ping=True,
-        connect_args={**base, **(postgres_args or {})},
-    )
+    args = {**_LIBPQ_ARGS, **(postgres_args or {})} if speaks_libpq(url_or_engine) else {}
+    return create_engine(url_or_engine, pool_pre_ping=True, connect_args=args)
+
+
+def speaks_libpq(url: str) -> bool:
+    """Whether ``url``'s driver connects through libpq (and takes its arguments)."""
+    return make_url(url).get_driver_name() in ("psycopg", "psycopg2")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, event
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import Connection, create_engine, event
 
 from ecp.authority._group_commit import GroupCommit, Pending
 from ecp.authority._replay import (
@@ -798,13 +799,16 @@ def test_every_admission_a_caller_was_told_of_survives_a_kill(store_url: str) ->
 # --- bounded waits, faults of one operation, drivers --------------------------
 
 
+@pytest.mark.parametrize("own_engine", [True, False], ids=["own-engine", "handed-an-engine"])
 def test_an_outside_row_lock_fails_its_batch_instead_of_stalling_the_process(
-    pg_url: str,
+    pg_url: str, own_engine: bool
 ) -> None:
     # Another session holds the lease row (SELECT ... FOR UPDATE, and then
-    # hangs): the end that needs it fails retryably after the batch's lock
-    # timeout, and admissions of other grants go on while the lock is held.
-    guard = SqlReplayGuard(pg_url)
+    # hangs): the end that needs it fails retryably after the lock timeout,
+    # and admissions of other grants go on while the lock is held. Whether
+    # the store built its engine (the bound comes with each connection) or
+    # was handed one (each batch sets it).
+    guard = SqlReplayGuard(pg_url if own_engine else create_engine(pg_url))
     soon = datetime.now(UTC) + timedelta(minutes=5)
     held, other = str(uuid.uuid4()), str(uuid.uuid4())
     outcome: list[BaseException | None] = []
@@ -844,7 +848,10 @@ def test_the_store_bounds_a_silent_network(pg_url: str) -> None:
     try:
         with guard.engine.connect() as conn:
             dsn = conn.connection.dbapi_connection.info.dsn  # type: ignore[union-attr]
-        params = dict(p.split("=", 1) for p in dsn.split())
+            # And the lock and statement bounds come with the connection.
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "3s"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"
+        params = conninfo_to_dict(dsn)
         assert params["keepalives"] == "1"
         assert int(params["keepalives_idle"]) <= 10
         assert int(params["tcp_user_timeout"]) <= 30_000
