@@ -461,6 +461,13 @@ class _Gate(ActivityInboundInterceptor):
         # gate's (the evidence records both, so gate latency is measurable).
         admitted_at = self._c.clock()
         grant = verified.grant
+        if timeout is not None and verified.lease_until is not None:
+            # The lease was computed before the admission (and the staging)
+            # waited: the body may run only until it ends, never the full
+            # timeout from now, or a retry could take the expired lease and
+            # run beside it.
+            left = (verified.lease_until - now_utc(self._c.clock)).total_seconds()
+            timeout = max(0.0, min(timeout, left))
         dog = Watchdog(
             action=info.activity_type,
             grant_id=str(grant.grant_id),

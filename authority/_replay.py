@@ -14,7 +14,10 @@ The record lives in a SQLModel table (SQLite by default, PostgreSQL for
 several hosts). Both checks are unique constraints, so check-and-record is
 one atomic insert per slot, safe across processes without locks: two racing
 consumers cannot take the same slot, and no more than ``max_attempts``
-slots exist.
+slots exist. Within one process, the admissions (and ends, and closes) of
+concurrent callers share one transaction and one durable commit
+(:mod:`ecp.authority._group_commit`): a use is never reported before the
+commit that records it, and the commit's fsync is paid once per batch.
 
 The store also remembers which attempts *ended* (:meth:`ReplayGuard.end`:
 the gate saw the body return or raise) and which of them *completed*. An
@@ -33,17 +36,20 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, Engine, Table, UniqueConstraint, inspect, literal
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
 from ecp.authority._clock import Clock, now_utc, system_clock
-from ecp.authority._sql import store_engine
+from ecp.authority._group_commit import GroupCommit, Pending
+from ecp.authority._sql import speaks_libpq, store_engine
 from ecp.authority.errors import (
     AttemptInProgressError,
     GrantAttemptsExhaustedError,
@@ -51,6 +57,7 @@ from ecp.authority.errors import (
     OutcomeUnknownError,
     ReplayStoreUnavailableError,
     RequestReplayedError,
+    UnstorableIdError,
 )
 
 __all__ = [
@@ -62,6 +69,7 @@ __all__ = [
     "ReplayGuard",
     "SqlReplayGuard",
     "check_attempt",
+    "check_storable",
     "request_key",
     "unknown_after_expiry",
 ]
@@ -184,6 +192,20 @@ def check_attempt(grant_id: str, attempt: int, max_attempts: int) -> None:
         raise GrantReplayedError(f"grant {grant_id}: max_attempts {max_attempts} allows no use")
 
 
+def check_storable(*values: str) -> None:
+    """Refuse ids no store can keep as they are (PostgreSQL's text refuses NUL).
+
+    Refused up front, with the same error from every store, rather than as a
+    database error in the middle of a shared batch.
+
+    Raises:
+        UnstorableIdError: a value holds a NUL character.
+    """
+    for value in values:
+        if "\x00" in value:
+            raise UnstorableIdError(f"id {value!r} holds a NUL character; no store keeps it")
+
+
 def request_key(namespace: str, workflow_id: str, activity_type: str, activity_id: str) -> str:
     """The identity of one governed request, across runs of its workflow id.
 
@@ -283,9 +305,14 @@ class InMemoryReplayGuard:
             self._leases[grant_id] = (attempt, until)
 
     def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
-        """See :meth:`ReplayGuard.end`."""
+        """See :meth:`ReplayGuard.end`: the first end of an attempt is the one kept.
+
+        As in the SQL store: the gate ends an attempt that completed, and may
+        end it again (not completed) on its way out; the second must not
+        change what the first recorded, nor the other way round.
+        """
         with self._lock:
-            self._ended[(grant_id, attempt)] = self._ended.get((grant_id, attempt)) or completed
+            self._ended.setdefault((grant_id, attempt), completed)
             if self._leases.get(grant_id, (None,))[0] == attempt:
                 del self._leases[grant_id]
 
@@ -299,6 +326,7 @@ class InMemoryReplayGuard:
     def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.consume` (never raises ReplayStoreUnavailableError)."""
         check_attempt(grant_id, attempt, max_attempts)
+        check_storable(grant_id)
         with self._lock:
             if (grant_id, attempt) in self._seen:
                 raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
@@ -316,6 +344,7 @@ class InMemoryReplayGuard:
     ) -> None:
         """See :meth:`ReplayGuard.admit`: checks everything, then records everything."""
         check_attempt(grant_id, attempt, max_attempts)
+        check_storable(grant_id, *requests)
         with self._lock:
             for request in requests:
                 owner = self._claims.get(request, grant_id)
@@ -445,8 +474,102 @@ def _unfinished(conn: Connection, grant_id: str) -> tuple[tuple[int, ...], tuple
     )
 
 
+class _AdmitSql:
+    """The statements of one admission, in the DB-API's parameter style.
+
+    The same SQL on SQLite (3.35+: ``RETURNING``) and PostgreSQL.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect.name
+
+        def style(statement: str) -> str:
+            return statement.replace("?", "%s") if dialect == "postgresql" else statement
+
+        self.claim = style(
+            "INSERT INTO ecp_request_claims (request, grant_id, claimed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (request) DO NOTHING"
+        )
+        self.owner = style("SELECT grant_id FROM ecp_request_claims WHERE request = ?")
+        # A row comes back when the lease was inserted or taken over.
+        self.lease = style(
+            'INSERT INTO ecp_grant_leases (grant_id, attempt, "until") VALUES (?, ?, ?) '
+            'ON CONFLICT (grant_id) DO UPDATE SET attempt = excluded.attempt, "until" = '
+            "excluded.until WHERE ecp_grant_leases.attempt = excluded.attempt "
+            'OR ecp_grant_leases."until" <= ? RETURNING 1'
+        )
+        self.used = style("SELECT 1 FROM ecp_grant_uses WHERE grant_id = ? AND attempt = ?")
+        # Both: slots 1..max_attempts as rows (a recursive CTE: the same SQL
+        # on SQLite and PostgreSQL), in one statement however many there are.
+        # The first free slot of 2..max_attempts, in one statement: rows go
+        # in in order, a taken slot is skipped (primary key), and once one
+        # row is in, every later one conflicts on (grant_id, attempt).
+        # ``WHERE`` before ``ON CONFLICT``: SQLite's parser needs one there.
+        self.later = style(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
+            "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
+            "SELECT ?, n, ?, ? FROM s WHERE n >= 2 ORDER BY n ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        # close(): every free slot, spent by a negative attempt (-slot).
+        self.close = style(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
+            "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
+            "SELECT ?, n, -n, ? FROM s WHERE true ON CONFLICT DO NOTHING"
+        )
+        # Slot 1, unless a use of the grant holds it or this attempt already
+        # used one: the common case (a first use) in one statement.
+        self.take = style(
+            "INSERT INTO ecp_grant_uses (grant_id, slot, attempt, consumed_at) "
+            "SELECT ?, 1, ?, ? WHERE NOT EXISTS (SELECT 1 FROM ecp_grant_uses "
+            "WHERE grant_id = ? AND (slot = 1 OR attempt = ?)) "
+            "ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        #: PostgreSQL over psycopg 3 with a libpq that pipelines: one
+        #: admission's statements go in one round trip. Any other driver
+        #: (psycopg2, pg8000) takes the step-by-step path.
+        self.pipelined = dialect == "postgresql" and _pipelines(engine)
+
+
+def _pipelines(engine: Engine) -> bool:
+    if engine.dialect.driver != "psycopg":
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the dialect imported it
+        return False
+    return bool(psycopg.Pipeline.is_supported())
+
+
+#: The bounds on every statement of the store on PostgreSQL: a lock waited
+#: for at most 3 s (an outside session holding a lease row), a statement run
+#: for at most 5 s (a stalled server). Both fail the statement with an error
+#: the batch maps to "unavailable", instead of stalling every later
+#: admission of the process behind it. On the store's own engine they come
+#: with the connection (no round trip); on an engine it was handed, each
+#: batch sets them for its own transaction (``LOCAL``: nothing leaks to the
+#: engine's other users).
+_PG_SESSION_TIMEOUTS = {"options": "-c lock_timeout=3000 -c statement_timeout=5000"}
+_PG_BATCH_TIMEOUTS = "SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '5s'"
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One caller's write, queued for the batch's transaction."""
+
+    grant_id: str
+    #: Raises the caller's own refusal, if any, having undone its own writes.
+    run: Callable[[Connection], None]
+
+
 class SqlReplayGuard:
-    """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL)."""
+    """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL).
+
+    :meth:`admit`, :meth:`end` and :meth:`close` are group-committed: the
+    concurrent callers of one guard share one transaction and one durable
+    commit (see :mod:`ecp.authority._group_commit`). Across processes the
+    database decides races as before (SQLite's write lock, PostgreSQL's row
+    locks and primary keys).
+    """
 
     def __init__(self, url_or_engine: str | Engine, *, clock: Clock = system_clock) -> None:
         """Connect lazily: the table is created on first use.
@@ -457,11 +580,28 @@ class SqlReplayGuard:
                 from :func:`ecp._paths.default_database_url`.
             clock: stamps ``consumed_at`` (informational only).
         """
-        engine = store_engine(url_or_engine)
+        engine = store_engine(url_or_engine, postgres_args=_PG_SESSION_TIMEOUTS)
         self.engine = engine
+        #: PostgreSQL, unless every connection got the bounds when it opened
+        #: (an engine the store built itself, over libpq): each batch sets
+        #: them, for its own transaction only.
+        self._batch_timeouts = engine.dialect.name == "postgresql" and not (
+            isinstance(url_or_engine, str) and speaks_libpq(url_or_engine)
+        )
         self._clock = clock
         self._ready = False
         self._lock = threading.Lock()
+        self._group: GroupCommit[_Op] = GroupCommit(self._run_batch)
+        self._sql = _AdmitSql(engine)
+        #: PostgreSQL: the last admission's savepoint is still to be released.
+        #: Batch state; only one batch of this guard runs at a time.
+        self._savepoint_open = False
+        #: What the plain DB-API statements raise (SQLAlchemy wraps only its own).
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        stamp_type = AttemptLease.__table__.c.until.type  # type: ignore[attr-defined]
+        self._stamp: Callable[[datetime], Any] = stamp_type.dialect_impl(
+            engine.dialect
+        ).bind_processor(engine.dialect) or (lambda value: value)
 
     def _ensure_table(self) -> None:
         if self._ready:
@@ -493,6 +633,7 @@ class SqlReplayGuard:
     def consume(self, grant_id: str, attempt: int, max_attempts: int) -> None:
         """See :meth:`ReplayGuard.consume`."""
         check_attempt(grant_id, attempt, max_attempts)
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
         try:
@@ -519,6 +660,7 @@ class SqlReplayGuard:
 
     def claim(self, request: str, grant_id: str) -> None:
         """See :meth:`ReplayGuard.claim`: one insert; the primary key decides races."""
+        check_storable(request, grant_id)
         self._ensure_table()
         row = ClaimedRequest(request=request, grant_id=grant_id, claimed_at=now_utc(self._clock))
         try:
@@ -546,6 +688,7 @@ class SqlReplayGuard:
         the primary key decides the insert, and the ``WHERE`` of the update
         lets only one of them replace an expired or own lease.
         """
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
         table = AttemptLease.__table__  # type: ignore[attr-defined]
@@ -579,31 +722,29 @@ class SqlReplayGuard:
         raise _in_progress(grant_id, held.attempt, held.until)
 
     def end(self, grant_id: str, attempt: int, *, completed: bool = False) -> None:
-        """See :meth:`ReplayGuard.end`: the end and the release in one transaction."""
+        """See :meth:`ReplayGuard.end`: the end and the release, group-committed."""
+        check_storable(grant_id)
         self._ensure_table()
-        table = AttemptLease.__table__  # type: ignore[attr-defined]
+        now = now_utc(self._clock)
+        self._group.submit(
+            _Op(grant_id, lambda conn: self._end_in(conn, grant_id, attempt, completed, now))
+        )
+
+    def _end_in(
+        self, conn: Connection, grant_id: str, attempt: int, completed: bool, now: datetime
+    ) -> None:
+        leases = AttemptLease.__table__  # type: ignore[attr-defined]
         ends = AttemptEnd.__table__  # type: ignore[attr-defined]
         insert = _insert_ignoring_conflicts(self.engine)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(ends).values(
-                        grant_id=grant_id,
-                        attempt=attempt,
-                        completed=completed,
-                        ended_at=now_utc(self._clock),
-                    )
-                )
-                conn.execute(
-                    table.delete().where(table.c.grant_id == grant_id, table.c.attempt == attempt)
-                )
-        except SQLAlchemyError as exc:
-            raise ReplayStoreUnavailableError(
-                f"replay store unavailable: {type(exc).__name__}"
-            ) from exc
+        row = {"grant_id": grant_id, "attempt": attempt, "completed": completed, "ended_at": now}
+        conn.execute(insert(ends).values(**row)).close()
+        conn.execute(
+            leases.delete().where(leases.c.grant_id == grant_id, leases.c.attempt == attempt)
+        )
 
     def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """See :meth:`ReplayGuard.unfinished`: one read."""
+        check_storable(grant_id)
         self._ensure_table()
         try:
             with self.engine.connect() as conn:
@@ -614,25 +755,24 @@ class SqlReplayGuard:
             ) from exc
 
     def close(self, grant_id: str, max_attempts: int) -> None:
-        """See :meth:`ReplayGuard.close`: takes every free slot.
+        """See :meth:`ReplayGuard.close`: takes every free slot, in one transaction.
 
         Records a negative attempt (real attempts are >= 1, so none can collide).
         """
+        check_storable(grant_id)
         self._ensure_table()
         now = now_utc(self._clock)
+        self._group.submit(
+            _Op(grant_id, lambda conn: self._close_in(conn, grant_id, max_attempts, now))
+        )
+
+    def _close_in(self, conn: Connection, grant_id: str, max_attempts: int, now: datetime) -> None:
+        # One statement however many slots (a taken slot stays as it is).
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            for slot in range(1, max_attempts + 1):
-                row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=-slot, consumed_at=now)
-                try:
-                    with Session(self.engine) as session:
-                        session.add(row)
-                        session.commit()
-                except IntegrityError:
-                    continue  # that slot was already used
-        except SQLAlchemyError as exc:
-            raise ReplayStoreUnavailableError(
-                f"replay store unavailable: {type(exc).__name__}"
-            ) from exc
+            cur.execute(self._sql.close, (max_attempts, grant_id, self._stamp(now)))
+        finally:
+            cur.close()
 
     def admit(
         self,
@@ -642,75 +782,258 @@ class SqlReplayGuard:
         until: datetime,
         max_attempts: int,
     ) -> None:
-        """See :meth:`ReplayGuard.admit`: one transaction, one commit.
+        """See :meth:`ReplayGuard.admit`: group-committed with this process's other admissions.
 
-        Conflicts are resolved by ``INSERT ... ON CONFLICT DO NOTHING`` and a
-        conditional ``UPDATE`` (no exception aborts the transaction), and the
-        first statement is a write, so SQLite takes its write lock up front and
-        concurrent processes queue on ``busy_timeout`` instead of deadlocking.
-        Any refusal rolls the whole admission back.
+        Concurrent callers share one transaction and one commit (see
+        :mod:`ecp.authority._group_commit`); each admission runs under its own
+        savepoint, in queue order, so two admissions of one grant in a batch
+        behave exactly as if serialised and a refusal rolls back only its own
+        admission. A caller returns only once the commit holding its
+        admission is durable.
         """
         check_attempt(grant_id, attempt, max_attempts)
+        reqs = tuple(requests)
+        check_storable(grant_id, *reqs)
         self._ensure_table()
         now = now_utc(self._clock)
-        claims = ClaimedRequest.__table__  # type: ignore[attr-defined]
-        leases = AttemptLease.__table__  # type: ignore[attr-defined]
-        uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
-        insert = _insert_ignoring_conflicts(self.engine)
+
+        def run(conn: Connection) -> None:
+            self._admit_in(conn, reqs, grant_id, attempt, until, max_attempts, now)
+
+        self._group.submit(_Op(grant_id, run))
+
+    def _admit_in(
+        self,
+        conn: Connection,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        max_attempts: int,
+        now: datetime,
+    ) -> None:
+        """One admission inside the batch's transaction, under its own savepoint.
+
+        A refusal rolls back to the savepoint (this admission's writes only)
+        and is raised; the batch goes on. Conflicts are resolved by ``INSERT
+        ... ON CONFLICT`` (no statement error is part of a refusal). Plain
+        DB-API statements on the batch's connection: SQLAlchemy's
+        per-statement work was most of an admission's cost once the commit
+        was shared. Datetimes go through the columns' own bind processors,
+        so rows are stored exactly as the ORM stores them.
+        """
+        dbapi: Any = conn.connection.dbapi_connection
+        cur = dbapi.cursor()
         try:
-            with self.engine.begin() as conn:
+            try:
+                if self._sql.pipelined:
+                    took = self._admit_pipelined(
+                        conn, dbapi, requests, grant_id, attempt, until, now
+                    )
+                else:
+                    cur.execute("SAVEPOINT ecp_admission")
+                    took = self._admit_stepwise(conn, cur, requests, grant_id, attempt, until, now)
+                if not took:
+                    self._take_later_slot(conn, cur, grant_id, attempt, max_attempts, now)
+            except (GrantReplayedError, AttemptInProgressError):
+                cur.execute("ROLLBACK TO SAVEPOINT ecp_admission")
+                cur.execute("RELEASE SAVEPOINT ecp_admission")
+                raise
+            if self._sql.pipelined:
+                # Released at the start of the next admission's round trip
+                # (or by the commit): one round trip fewer per admission.
+                self._savepoint_open = True
+            else:
+                cur.execute("RELEASE SAVEPOINT ecp_admission")
+        finally:
+            cur.close()
+
+    def _admit_stepwise(
+        self,
+        conn: Connection,
+        cur: Any,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        now: datetime,
+    ) -> bool:
+        """Claims, lease and slot 1 one statement at a time (SQLite: in process, no round trips).
+
+        Every result is read to the end: on SQLite an unread ``RETURNING``
+        keeps its statement in progress, and a savepoint's release or the
+        commit is then refused.
+        """
+        sql, stamp = self._sql, self._stamp
+        for request in requests:
+            cur.execute(sql.claim, (request, grant_id, stamp(now)))
+            cur.execute(sql.owner, (request,))
+            owner = cur.fetchall()[0][0]
+            if owner != grant_id:
+                raise _request_replayed(request, owner, grant_id)
+        cur.execute(sql.lease, (grant_id, attempt, stamp(until), stamp(now)))
+        if not cur.fetchall():
+            self._lease_held(conn, grant_id)
+        cur.execute(sql.take, (grant_id, attempt, stamp(now), grant_id, attempt))
+        return bool(cur.fetchall())
+
+    def _admit_pipelined(
+        self,
+        conn: Connection,
+        dbapi: Any,
+        requests: Sequence[str],
+        grant_id: str,
+        attempt: int,
+        until: datetime,
+        now: datetime,
+    ) -> bool:
+        """The savepoint, claims, lease and slot 1 in one round trip (PostgreSQL).
+
+        psycopg's pipeline sends every statement before reading any result.
+        The server still runs them in order, and the results are judged in
+        that order afterwards: whatever ran after the first refusal is
+        undone with the rest by the rollback to the savepoint.
+        """
+        sql, stamp = self._sql, self._stamp
+        cursors: list[Any] = []
+
+        def send(statement: str, params: tuple[object, ...] = ()) -> Any:
+            c = dbapi.cursor()
+            cursors.append(c)
+            c.execute(statement, params or None)
+            return c
+
+        try:
+            with dbapi.pipeline():
+                if self._savepoint_open:  # the previous admission's, which held
+                    send("RELEASE SAVEPOINT ecp_admission")
+                    self._savepoint_open = False
+                send("SAVEPOINT ecp_admission")
+                owners = []
                 for request in requests:
-                    # Closed at once: an unread RETURNING cursor keeps its
-                    # statement in progress, and SQLite then refuses to commit.
-                    conn.execute(
-                        insert(claims).values(request=request, grant_id=grant_id, claimed_at=now)
-                    ).close()
-                    owner = conn.execute(
-                        sa_select(claims.c.grant_id).where(claims.c.request == request)
-                    ).scalar_one()
-                    if owner != grant_id:
-                        raise _request_replayed(request, owner, grant_id)
-                took = _inserted(
-                    conn.execute(
-                        insert(leases).values(grant_id=grant_id, attempt=attempt, until=until)
-                    )
-                )
-                if not took:
-                    took = (
-                        conn.execute(
-                            leases.update()
-                            .where(
-                                leases.c.grant_id == grant_id,
-                                (leases.c.attempt == attempt) | (leases.c.until <= now),
-                            )
-                            .values(attempt=attempt, until=until)
-                        ).rowcount
-                        == 1
-                    )
-                if not took:
-                    held = conn.execute(
-                        sa_select(leases.c.attempt, leases.c.until).where(
-                            leases.c.grant_id == grant_id
-                        )
-                    ).one()
-                    raise _in_progress(grant_id, held.attempt, held.until)
-                used = conn.execute(
-                    sa_select(uses.c.slot).where(
-                        uses.c.grant_id == grant_id, uses.c.attempt == attempt
-                    )
-                ).first()
-                if used is not None:
-                    raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
-                for slot in range(1, max_attempts + 1):
-                    row = {"grant_id": grant_id, "slot": slot, "attempt": attempt}
-                    if _inserted(conn.execute(insert(uses).values(**row, consumed_at=now))):
-                        return
-                unended, completed = _unfinished(conn, grant_id)
-                raise _exhausted(grant_id, max_attempts, unended, completed)
-        except SQLAlchemyError as exc:
-            raise ReplayStoreUnavailableError(
-                f"replay store unavailable: {type(exc).__name__}"
-            ) from exc
+                    send(sql.claim, (request, grant_id, stamp(now)))
+                    owners.append((request, send(sql.owner, (request,))))
+                lease = send(sql.lease, (grant_id, attempt, stamp(until), stamp(now)))
+                take = send(sql.take, (grant_id, attempt, stamp(now), grant_id, attempt))
+            for request, c in owners:
+                owner = c.fetchall()[0][0]
+                if owner != grant_id:
+                    raise _request_replayed(request, owner, grant_id)
+            if not lease.fetchall():
+                self._lease_held(conn, grant_id)
+            return bool(take.fetchall())
+        finally:
+            for c in cursors:
+                c.close()
+
+    def _lease_held(self, conn: Connection, grant_id: str) -> None:
+        leases = AttemptLease.__table__  # type: ignore[attr-defined]
+        held = conn.execute(
+            sa_select(leases.c.attempt, leases.c.until).where(leases.c.grant_id == grant_id)
+        ).one()
+        raise _in_progress(grant_id, held.attempt, held.until)
+
+    def _take_later_slot(
+        self,
+        conn: Connection,
+        cur: Any,
+        grant_id: str,
+        attempt: int,
+        max_attempts: int,
+        now: datetime,
+    ) -> None:
+        """Slot 1 was not taken: a replay, a later slot, or exhaustion.
+
+        ``take`` inserts slot 1 only if no use of the grant holds slot 1 or
+        this attempt; when it inserted nothing, one read tells a replay, and
+        one insert takes the first free later slot, if any (the unique
+        constraints decide, as always).
+        """
+        sql, stamp = self._sql, self._stamp
+        cur.execute(sql.used, (grant_id, attempt))
+        if cur.fetchall():
+            raise GrantReplayedError(f"grant {grant_id} attempt {attempt} was already used")
+        if max_attempts >= 2:
+            cur.execute(sql.later, (max_attempts, grant_id, attempt, stamp(now)))
+            if cur.fetchall():
+                return
+        unended, completed = _unfinished(conn, grant_id)
+        raise _exhausted(grant_id, max_attempts, unended, completed)
+
+    def _run_batch(self, batch: list[Pending[_Op]]) -> None:
+        """Every queued operation in one transaction, one commit; see :meth:`_run_once`.
+
+        When the batch fails, nothing of it was written. If the store failed
+        (a lost connection, a lock or statement timeout, SQLite's write lock
+        not granted), every caller is refused, retryably. Anything else (a
+        value the database refuses, a driver that misbehaves) may be one
+        operation's fault: each operation then runs again in a batch of its
+        own, so only the faulty one fails (as the ledger splits a batch on a
+        refused entry) and a completed body's ``close`` is not lost to
+        another caller's bad admission.
+        """
+        try:
+            self._run_once(batch)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped for its callers
+            if len(batch) > 1 and not self._outage(exc):
+                for pending in batch:
+                    pending.error = None  # decided again, in its own transaction
+                    self._run_batch([pending])
+                return
+            # Nothing of the batch is known to be written: every caller is
+            # refused, retryably (a refusal decided inside it too: its reads
+            # belonged to a transaction that did not commit).
+            for pending in batch:
+                err = ReplayStoreUnavailableError(f"replay store unavailable: {type(exc).__name__}")
+                err.__cause__ = exc
+                pending.error = err
+
+    def _outage(self, exc: BaseException) -> bool:
+        """The store failed, not one operation: a connection, timeout or lock error."""
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        dbapi = self.engine.dialect.loaded_dbapi
+        return isinstance(
+            exc,
+            (
+                sa_exc.OperationalError,
+                sa_exc.InterfaceError,
+                sa_exc.DisconnectionError,
+                sa_exc.TimeoutError,  # the pool had no connection to give
+                dbapi.OperationalError,
+                dbapi.InterfaceError,
+            ),
+        )
+
+    def _run_once(self, batch: list[Pending[_Op]]) -> None:
+        """The batch in one transaction; raises whatever failed it (nothing is then written).
+
+        Ordered by grant (stably: one grant's operations keep their queue
+        order), so two processes' batches take PostgreSQL's row locks in the
+        same order instead of deadlocking. On PostgreSQL each statement may
+        wait at most a few seconds for a lock and run at most a few seconds
+        (see ``_PG_SESSION_TIMEOUTS``). On SQLite the transaction begins
+        ``IMMEDIATE``: it takes the write lock before reading anything, so
+        concurrent processes queue on ``busy_timeout`` instead of failing to
+        upgrade a read lock.
+        """
+        ordered = sorted(batch, key=lambda p: p.item.grant_id)
+        self._savepoint_open = False
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                dbapi = conn.connection.dbapi_connection
+                # pysqlite begins implicitly only before its first write,
+                # and a SAVEPOINT outside a transaction would open (and its
+                # release commit) one of its own.
+                if not getattr(dbapi, "in_transaction", False):
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self._batch_timeouts:
+                conn.exec_driver_sql(_PG_BATCH_TIMEOUTS)
+            for pending in ordered:
+                try:
+                    pending.item.run(conn)
+                except (GrantReplayedError, AttemptInProgressError) as refusal:
+                    pending.error = refusal  # its own writes undone; the batch goes on
 
     def _attempt_used(self, grant_id: str, attempt: int) -> bool:
         with Session(self.engine) as session:

@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["store_engine"]
+__all__ = ["speaks_libpq", "store_engine"]
+
+#: libpq's own bounds on a silent network (psycopg and psycopg2 speak libpq):
+#: a half-open connection (a peer that vanished without a reset) fails within
+#: about ten seconds instead of blocking whoever waits on it for good.
+_LIBPQ_ARGS: Mapping[str, object] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,  # ms: unacknowledged data fails the connection too
+}
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
@@ -27,7 +39,9 @@ def store_engine(
     Args:
         url_or_engine: e.g. ``sqlite:///path/ecp.db`` or
             ``postgresql+psycopg://user@host/db``.
-        postgres_args: extra libpq connection arguments (timeouts, keepalives).
+        postgres_args: extra libpq connection arguments (timeouts, keepalives),
+            over the defaults (a connect timeout, TCP keepalives and
+            ``tcp_user_timeout``); only for drivers that speak libpq.
     """
     if not isinstance(url_or_engine, str):
         return url_or_engine
@@ -35,8 +49,11 @@ def store_engine(
         engine = create_engine(url_or_engine, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
-        url_or_engine,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": 5, **(postgres_args or {})},
-    )
+    # Other drivers (pg8000, asyncpg) take no libpq arguments.
+    args = {**_LIBPQ_ARGS, **(postgres_args or {})} if speaks_libpq(url_or_engine) else {}
+    return create_engine(url_or_engine, pool_pre_ping=True, connect_args=args)
+
+
+def speaks_libpq(url: str) -> bool:
+    """Whether ``url``'s driver connects through libpq (and takes its arguments)."""
+    return make_url(url).get_driver_name() in ("psycopg", "psycopg2")

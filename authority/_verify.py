@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ecp.authority._clock import Clock, now_utc
 from ecp.authority._dsse import Envelope, verify_envelope
@@ -71,6 +71,11 @@ class VerifiedGrant:
     grant: Grant
     envelope: Envelope
     key: TrustedKey
+    #: When the lease taken for this attempt ends (``None``: no lease, a
+    #: scoped call). Computed before the admission queued, so a slow store
+    #: leaves the body less than the policy's execute timeout: the body's
+    #: lifetime must end by then, or a retry could overlap it.
+    lease_until: datetime | None = None
 
 
 _Check = tuple[
@@ -219,18 +224,13 @@ def verify_grant(
         requests.append(request_key(c.namespace, "signed-request", grant.request_id, ""))
     # No two attempts of one grant at once: the lease lasts as long as the
     # policy lets one attempt run. All of it in one atomic step.
+    until = now + timedelta(seconds=grant.scope.execute_timeout_seconds)
     try:
-        replay.admit(
-            requests,
-            grant.grant_id,
-            expected.attempt,
-            now + timedelta(seconds=grant.scope.execute_timeout_seconds),
-            grant.scope.max_attempts,
-        )
+        replay.admit(requests, grant.grant_id, expected.attempt, until, grant.scope.max_attempts)
     except OutcomeUnknownError as exc:
         # Everything above verified: the gate may record the unknown outcome
         # under this grant (and only then; a refusal of anything unverified
         # never carries one).
         exc.verified = VerifiedGrant(grant, envelope, verified.key)
         raise
-    return VerifiedGrant(grant, envelope, verified.key)
+    return VerifiedGrant(grant, envelope, verified.key, lease_until=until)

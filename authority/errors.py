@@ -76,6 +76,7 @@ __all__ = [
     "TrustStoreError",
     "UnknownKeyError",
     "UnknownSchemaVersionError",
+    "UnstorableIdError",
     "VerificationError",
     "WorkflowMismatchError",
 ]
@@ -226,6 +227,12 @@ class UnknownSchemaVersionError(GrantSchemaError):
     """The grant names a schema version this verifier does not know."""
 
     code = "grant_schema_unknown"
+
+
+class UnstorableIdError(GrantSchemaError):
+    """A grant or request id holds a character no single-use store keeps (NUL)."""
+
+    code = "id_unstorable"
 
 
 class GrantExpiredError(VerificationError):

@@ -10,11 +10,16 @@ interleaved so every mode sees the same machine load:
 - ``peer``: the Tenuo 0.3.3 capability-token plugin guarding the same body
   (only when ``tenuo`` is installed; skipped with a note otherwise).
 
-Then the in-process cost of the gate's check next to the raw crypto floor
-(one Ed25519 verify plus the argument digest). ``--plot`` writes an SVG of
-throughput by mode and N concurrent.
+First the in-process cost of the gate's check next to the raw crypto floor
+(one Ed25519 verify plus the argument digest), with the in-memory, SQLite
+and PostgreSQL single-use stores, one check after another and at several
+checks in flight (``--gate-concurrency``; threads, as the gate's
+``asyncio.to_thread``), each ratio against the floor measured the same way
+in the same round. ``--plot`` writes an SVG of throughput by mode and N
+concurrent.
 
     python bench/bench_governed.py [--n 50 100] [--rounds 2] [--plot FILE]
+    python bench/bench_governed.py --gate-only [--gate-iterations 1000] [--gate-rounds 5]
 
 Not a test: numbers vary with the machine; the ratios are what to read.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -31,9 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -414,25 +421,66 @@ def _report(
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
-def _on_postgres(gate: Callable[[ReplayGuard], float]) -> float | None:
-    """The gate check on the machine's PostgreSQL (a throwaway database), if it answers."""
-    name = f"ecp_bench_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def _postgres_guards() -> Iterator[Callable[[], ReplayGuard] | None]:
+    """Guards on the machine's PostgreSQL, each on a fresh throwaway database (None: no server)."""
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+        psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3).close()
     except psycopg.OperationalError:
         print("(PostgreSQL at 127.0.0.1:5432 not reachable: no PostgreSQL figure)")
-        return None
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+        yield None
+        return
+    made: list[tuple[str, SqlReplayGuard]] = []
+
+    def fresh() -> ReplayGuard:
+        name = f"ecp_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
         guard = SqlReplayGuard(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-        guard.consume("warm", 1, 1)
-        cost = gate(guard)
-        guard.dispose()
-        return cost
+        made.append((name, guard))
+        guard.consume("warm", 1, 1)  # tables and pool first
+        return guard
+
+    try:
+        yield fresh
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name, guard in made:
+                guard.dispose()
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _in_flight(check: Callable[[int], object], first: int, n: int, concurrency: int) -> float:
+    """Wall time per call of ``check(first) .. check(first + n - 1)``, ``concurrency`` at once.
+
+    ``concurrency`` threads (the gate's ``asyncio.to_thread`` runs its checks
+    in threads), each making its share of the calls back to back, released
+    together: no per-call hand-over, so the floor measured this way is the
+    floor, not the harness. Each thread warms up with one call first.
+    """
+    if n < concurrency:
+        raise ValueError(f"{n} calls cannot keep {concurrency} in flight")
+    share = [list(range(first + k, first + n, concurrency)) for k in range(concurrency)]
+    ready = threading.Barrier(concurrency + 1)
+    done = threading.Barrier(concurrency + 1)
+
+    def run(mine: list[int]) -> None:
+        check(mine[0] + n)  # warm-up, at an index of its own (first + n + k)
+        ready.wait()
+        for i in mine:
+            check(i)
+        done.wait()
+
+    threads = [threading.Thread(target=run, args=(mine,)) for mine in share]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    done.wait()
+    cost = (time.perf_counter() - t0) / n
+    for t in threads:
+        t.join()
+    return cost
 
 
 def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
@@ -452,7 +500,7 @@ def _control_check(tmp: str, trust: TrustStore, iterations: int) -> float:
     return cost
 
 
-def gate_cost(iterations: int) -> None:
+def gate_cost(iterations: int, concurrencies: list[int], headline: int, rounds: int) -> None:
     bundle = PolicyBundle.load(ROOT / "ecp" / "examples" / "policy")
     authority = Ed25519FileSigner.generate()
     trust = TrustStore([TrustedKey.create(authority.public_key, {KeyRole.AUTHORITY})])
@@ -491,49 +539,106 @@ def gate_cost(iterations: int) -> None:
         )
         return env.to_json(), exp
 
-    grants = [grant(i) for i in range(iterations)]
+    # Distinct grants for every check of every run, as a worker sees them.
+    per_run = iterations + 2 * max(concurrencies) + 1
+    grants = [grant(i) for i in range(per_run * rounds * 3 * (1 + len(concurrencies)))]
     sample = Envelope.from_json(grants[0][0])
     message = pae(sample.payload_type, sample.payload)
     sig = sample.signatures[0].sig
 
-    t0 = time.perf_counter()
-    for _ in range(iterations):
+    def _loop_floor() -> float:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            verify_ed25519(authority.public_key, sig, message)
+            digest_values(args, conv)
+        return (time.perf_counter() - t0) / iterations
+
+    floor = _loop_floor()
+
+    def floor_check(_i: int) -> None:
         verify_ed25519(authority.public_key, sig, message)
         digest_values(args, conv)
-    floor = (time.perf_counter() - t0) / iterations
 
-    def gate(guard: ReplayGuard) -> float:
-        t0 = time.perf_counter()
-        for envelope, exp in grants:
+    runs = iter(range(len(grants) // per_run))
+
+    def gate(guard: ReplayGuard, concurrency: int = 0) -> float:
+        """Per check; 0: one after another in this thread."""
+        first = next(runs) * per_run
+
+        def check(i: int) -> None:
+            envelope, exp = grants[i]
             d = digest_values(args, conv)
             verify_grant(
                 envelope, trust=trust, expected=_with(exp, d), clock=system_clock, replay=guard
             )
+
+        if concurrency:
+            return _in_flight(check, first, iterations, concurrency)
+        t0 = time.perf_counter()
+        for i in range(first, first + iterations):
+            check(i)
         return (time.perf_counter() - t0) / iterations
 
-    in_memory = gate(InMemoryReplayGuard())
-    with tempfile.TemporaryDirectory() as tmp:
-        sql = SqlReplayGuard(f"sqlite:///{tmp}/r.db")
-        sql.consume("warm", 1, 1)
-        on_sqlite = gate(sql)
-        sql.dispose()
-        on_postgres = _on_postgres(gate)
+    stores = ("in_memory", "sqlite", "postgres")
+    levels = [0, *concurrencies]  # 0: one check after another, no threads
+    # (store, concurrency) -> per-check seconds, and the floor next to each, per round.
+    cost: dict[tuple[str, int], list[float]] = {}
+    floor_next: dict[tuple[str, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, _postgres_guards() as fresh_pg:
+        sqlite_guards: list[SqlReplayGuard] = []
+
+        def fresh_sqlite() -> ReplayGuard:
+            guard = SqlReplayGuard(f"sqlite:///{tmp}/r{len(sqlite_guards)}.db")
+            sqlite_guards.append(guard)
+            guard.consume("warm", 1, 1)
+            return guard
+
+        fresh: dict[str, Callable[[], ReplayGuard] | None] = {
+            "in_memory": InMemoryReplayGuard,
+            "sqlite": fresh_sqlite,
+            "postgres": fresh_pg,
+        }
+        # Rounds interleave everything, and each figure is taken right after
+        # a floor measured the same way, so load that comes and goes (the
+        # machine is shared) hits both sides of a ratio alike.
+        for _ in range(rounds):
+            for c in levels:
+                for store in stores:
+                    make = fresh[store]
+                    if make is None:
+                        continue
+                    floor_next.setdefault((store, c), []).append(
+                        _in_flight(floor_check, 0, iterations, c) if c else _loop_floor()
+                    )
+                    cost.setdefault((store, c), []).append(gate(make(), c))
+        for guard in sqlite_guards:
+            guard.dispose()
         controls = _control_check(tmp, trust, iterations)
-    print(f"\nGate cost in process ({iterations} grants)")
-    print(f"raw floor: Ed25519 verify + argument digest      {floor * 1e6:8.1f} us")
+
+    def ratio(store: str, c: int) -> float | None:
+        if (store, c) not in cost:
+            return None
+        pairs = zip(cost[(store, c)], floor_next[(store, c)], strict=True)
+        return round(statistics.median(g / f for g, f in pairs), 2)
+
+    def us(store: str, c: int) -> float | None:
+        got = cost.get((store, c))
+        return None if got is None else round(statistics.median(got) * 1e6, 1)
+
+    floor_us = {c: round(statistics.median(floor_next[("sqlite", c)]) * 1e6, 1) for c in levels}
     print(
-        f"gate check, in-memory single-use store          {in_memory * 1e6:8.1f} us "
-        f"({in_memory / floor:.2f}x floor, goal <= 2x)"
+        f"\nGate cost in process ({iterations} checks per figure, each at a distinct grant; "
+        f"median of {rounds} interleaved rounds; ratio: against the floor measured "
+        "the same way just before)"
     )
-    print(
-        f"gate check, SQLite single-use store (real)      {on_sqlite * 1e6:8.1f} us "
-        f"({on_sqlite / floor:.2f}x floor)"
-    )
-    if on_postgres is not None:
-        print(
-            f"gate check, PostgreSQL single-use store (real)  {on_postgres * 1e6:8.1f} us "
-            f"({on_postgres / floor:.2f}x floor)"
-        )
+    print("checks in flight   floor us   in-memory us (x)   SQLite us (x)   PostgreSQL us (x)")
+    for c in levels:
+        cols = []
+        for store in stores:
+            u, r = us(store, c), ratio(store, c)
+            cols.append("        -" if u is None else f"{u:8.1f} ({r:5.2f}x)")
+        label = "1 (sequential)" if c == 0 else str(c)
+        print(f"{label:>16}   {floor_us[c]:8.1f}   {'   '.join(cols)}")
     print(
         f"halt/revocation check, SQLite control log       {controls * 1e6:8.1f} us "
         f"({controls / floor:.3f}x floor; read at most every 2 s, verified view cached)"
@@ -541,15 +646,30 @@ def gate_cost(iterations: int) -> None:
     print(f"(sha256 of 1 KB for scale: {_sha_cost() * 1e6:.2f} us)")
     SUMMARY.update(
         {
-            "gate_floor_us": round(floor * 1e6, 1),
-            "gate_in_memory_us": round(in_memory * 1e6, 1),
-            "gate_sqlite_us": round(on_sqlite * 1e6, 1),
-            "gate_over_floor_sqlite": round(on_sqlite / floor, 2),
-            "gate_postgres_us": None if on_postgres is None else round(on_postgres * 1e6, 1),
-            "gate_over_floor_postgres": (
-                None if on_postgres is None else round(on_postgres / floor, 2)
-            ),
-            "gate_in_memory_vs_floor": round(in_memory / floor, 2),
+            "gate_rounds": rounds,
+            "gate_floor_us": floor_us[0],
+            "gate_in_memory_us": us("in_memory", 0),
+            "gate_in_memory_vs_floor": ratio("in_memory", 0),
+            # Headline: ``headline`` checks in flight (threads), against the
+            # floor measured the same way in the same round.
+            "gate_concurrency": headline,
+            "gate_floor_at_concurrency_us": floor_us[headline],
+            "gate_in_memory_at_concurrency_vs_floor": ratio("in_memory", headline),
+            "gate_sqlite_us": us("sqlite", headline),
+            "gate_over_floor_sqlite": ratio("sqlite", headline),
+            "gate_postgres_us": us("postgres", headline),
+            "gate_over_floor_postgres": ratio("postgres", headline),
+            "gate_sqlite_sequential_us": us("sqlite", 0),
+            "gate_over_floor_sqlite_sequential": ratio("sqlite", 0),
+            "gate_postgres_sequential_us": us("postgres", 0),
+            "gate_over_floor_postgres_sequential": ratio("postgres", 0),
+            "gate_over_floor_by_concurrency": {
+                str(c): {
+                    "floor_us": floor_us[c],
+                    **{store: ratio(store, c) for store in stores},
+                }
+                for c in concurrencies
+            },
             "control_check_us": round(controls * 1e6, 2),
         }
     )
@@ -631,7 +751,30 @@ def main() -> None:
         help="concurrent workflows per batch; several values sweep N (the summary is the last)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per mode")
-    parser.add_argument("--gate-iterations", type=int, default=2000)
+    parser.add_argument("--gate-iterations", type=int, default=1000, help="checks per gate figure")
+    parser.add_argument(
+        "--gate-concurrency",
+        type=int,
+        nargs="+",
+        default=sorted({1, min(32, (os.cpu_count() or 1) + 4), 8, 16, 32}),
+        help="checks in flight (threads) to measure the gate's check at",
+    )
+    parser.add_argument(
+        "--gate-headline",
+        type=int,
+        # asyncio's default executor, which the gate's to_thread uses, has
+        # min(32, cores + 4) threads: as many checks as one worker can have
+        # in flight on this machine.
+        default=min(32, (os.cpu_count() or 1) + 4),
+        help="the concurrency whose ratios are gate_over_floor_sqlite/_postgres "
+        "(default: the size of asyncio's default executor here)",
+    )
+    parser.add_argument(
+        "--gate-rounds", type=int, default=3, help="interleaved rounds of the gate figures"
+    )
+    parser.add_argument(
+        "--gate-only", action="store_true", help="only the gate's cost, no end-to-end modes"
+    )
     parser.add_argument(
         "--eager", action="store_true", help="enable the server's eager activity execution"
     )
@@ -654,9 +797,12 @@ def main() -> None:
         help="modes to run (plain always runs: it is the baseline)",
     )
     ns = parser.parse_args()
+    if ns.gate_headline not in ns.gate_concurrency:
+        parser.error("--gate-headline must be one of --gate-concurrency")
     if not ns.skip_gate:
-        gate_cost(ns.gate_iterations)
-    asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}, ns.split))
+        gate_cost(ns.gate_iterations, ns.gate_concurrency, ns.gate_headline, ns.gate_rounds)
+    if not ns.gate_only:
+        asyncio.run(end_to_end(ns.n, ns.rounds, ns.eager, set(ns.modes) | {"plain"}, ns.split))
     SUMMARY["throughput_by_n"] = SERIES
     SUMMARY["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -9,11 +9,14 @@ refused with the cause, and leave an ``interrupted`` evidence entry naming it.
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
+from ecp import _runtime as runtime
 from ecp._keyring import KeyFiles, init_keyring
 from ecp._runtime import build_plugin, run_workers
 from ecp._settings import Role, Settings
@@ -31,6 +35,7 @@ from ecp.authority._clock import system_clock
 from ecp.authority._control import ControlRow, fold, sign_control
 from ecp.authority._control_log import SqlControlLog, issue_control
 from ecp.authority._keys import Ed25519FileSigner, load_public_key
+from ecp.authority._replay import SqlReplayGuard
 from ecp.authority._truststore import TrustStore
 from ecp.cli import app as ecp_cli
 from ecp.lineage._crosscheck import cross_check
@@ -292,6 +297,47 @@ async def test_the_execution_lifetime_interrupts_a_body_that_runs_too_long(
     assert result.outcome == "interrupted", result.reason
     assert "lifetime_exceeded" in result.reason
     assert 3 <= len(_steps(wf_id)) <= 6, _steps(wf_id)
+
+
+#: How long the slow store below takes to admit, of the short-lived service's 4 s.
+_ADMISSION_DELAY_SECONDS = 3.0
+
+
+class _SlowAdmission(SqlReplayGuard):
+    """A store that answers an admission late (a busy database, a long batch)."""
+
+    admitted = 0
+
+    def admit(self, *args: Any, **kwargs: Any) -> None:
+        super().admit(*args, **kwargs)
+        type(self).admitted += 1
+        time.sleep(_ADMISSION_DELAY_SECONDS)
+
+
+@pytest.fixture
+async def slow_admission(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stack]:
+    monkeypatch.setattr(runtime, "SqlReplayGuard", _SlowAdmission)
+    monkeypatch.setattr(_SlowAdmission, "admitted", 0)
+    async for stack in _stack(temporal_env, _settings(tmp_path)):
+        yield stack
+
+
+async def test_the_body_stops_when_its_lease_ends_however_late_it_was_admitted(
+    slow_admission: Stack,
+) -> None:
+    # The lease (4 s) runs from before the admission; the store took 3 s to
+    # answer. The body gets what is left of the lease, not 4 s from its
+    # start: a retry taking the lapsed lease never runs beside it.
+    handle, _ = await _start(slow_admission, app.Rollout("short-lived"))
+    result = await handle.result()
+    assert _SlowAdmission.admitted == 1
+    assert result.outcome == "interrupted", result.reason
+    assert "lifetime_exceeded" in result.reason
+    allowed = re.search(r"allows ([0-9.]+) s of execution", result.reason)
+    assert allowed is not None, result.reason
+    assert float(allowed.group(1)) <= 4 - _ADMISSION_DELAY_SECONDS
 
 
 async def test_a_long_running_body_that_never_heartbeats_is_interrupted(
