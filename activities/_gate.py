@@ -53,6 +53,7 @@ from ecp.authority.errors import (
     AuthorityError,
     CanonicalizationError,
     ExecutionInterruptedError,
+    LeaseLapsedError,
     OutcomeUnknownError,
     VerificationError,
 )
@@ -465,9 +466,31 @@ class _Gate(ActivityInboundInterceptor):
             # The lease was computed before the admission (and the staging)
             # waited: the body may run only until it ends, never the full
             # timeout from now, or a retry could take the expired lease and
-            # run beside it.
-            left = (verified.lease_until - now_utc(self._c.clock)).total_seconds()
-            timeout = max(0.0, min(timeout, left))
+            # run beside it. The margin covers the watchdog's tick and the
+            # clocks of other workers; with nothing left the body must not
+            # start at all (a body cancelled at once has still begun).
+            margin = min(_LEASE_MARGIN_SECONDS, _LEASE_MARGIN_SHARE * timeout)
+            left = (verified.lease_until - now_utc(self._c.clock)).total_seconds() - margin
+            if left <= 0:
+                await staged.aclose()
+                lapsed = LeaseLapsedError(
+                    f"the lease of grant {grant.grant_id} for attempt {info.attempt} ended "
+                    f"before its body could start (the single-use store or staging was slow); "
+                    "the body did not run and the attempt is retried"
+                )
+                # The body never started: give its use back, so the retry
+                # does not find the grant spent by an attempt that did
+                # nothing. If the store cannot answer, the use stays taken
+                # (fewer runs, never more) and the attempt is ended as usual.
+                try:
+                    await asyncio.to_thread(self._c.replay.release, grant.grant_id, info.attempt)
+                except AuthorityError as exc:
+                    log.error("could not give back the use of grant %s: %s", grant.grant_id, exc)
+                await self._deny(
+                    record("denied", reason_code=lapsed.code, reason=str(lapsed)), lapsed
+                )
+                raise AssertionError("unreachable")  # _deny always raises
+            timeout = min(timeout, left)
         dog = Watchdog(
             action=info.activity_type,
             grant_id=str(grant.grant_id),
@@ -639,6 +662,13 @@ class _Gate(ActivityInboundInterceptor):
         # cross-check say so.
         await _record_after_body(self._c.evidence, rec)
 
+
+#: Seconds of an attempt's lease a body never gets: the watchdog's tick (0.25 s)
+#: and the clock difference between workers, so that a retry taking the
+#: expired lease never finds the body still running.
+_LEASE_MARGIN_SECONDS = 1.0
+#: ... but never more than this share of a short lease (a 1 s timeout keeps 0.7 s).
+_LEASE_MARGIN_SHARE = 0.3
 
 #: Pauses between attempts to write the record of a body that ran (~15 s in all).
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)

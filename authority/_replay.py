@@ -131,6 +131,20 @@ class ReplayGuard(Protocol):
         """
         ...
 
+    def release(self, grant_id: str, attempt: int) -> None:
+        """Give back the use ``attempt`` took, and its lease: its body never started.
+
+        Only for an attempt that never ended: the gate calls it when the lease
+        ran out between the admission and the body (a slow store), before the
+        body could start, so the refused attempt does not spend one of the
+        grant's uses. An attempt that ended keeps its use.
+
+        Raises:
+            ReplayStoreUnavailableError: the store cannot answer (retryable);
+                the use then stays taken, which errs on the side of fewer runs.
+        """
+        ...
+
     def admit(
         self,
         requests: Sequence[str],
@@ -364,6 +378,16 @@ class InMemoryReplayGuard:
                 self._claims[request] = grant_id
             self._leases[grant_id] = (attempt, until)
             self._seen.add((grant_id, attempt))
+
+    def release(self, grant_id: str, attempt: int) -> None:
+        """See :meth:`ReplayGuard.release`."""
+        with self._lock:
+            # Negative attempts are the slots close() spent: never given back.
+            if attempt < 1 or (grant_id, attempt) in self._ended:
+                return
+            self._seen.discard((grant_id, attempt))
+            if self._leases.get(grant_id, (None,))[0] == attempt:
+                del self._leases[grant_id]
 
     def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """See :meth:`ReplayGuard.unfinished`."""
@@ -741,6 +765,39 @@ class SqlReplayGuard:
         conn.execute(
             leases.delete().where(leases.c.grant_id == grant_id, leases.c.attempt == attempt)
         )
+
+    def release(self, grant_id: str, attempt: int) -> None:
+        """See :meth:`ReplayGuard.release`: both deletes in one transaction (rare: not batched)."""
+        check_storable(grant_id)
+        self._ensure_table()
+        uses = ConsumedGrant.__table__  # type: ignore[attr-defined]
+        leases = AttemptLease.__table__  # type: ignore[attr-defined]
+        ends = AttemptEnd.__table__  # type: ignore[attr-defined]
+        ended = (
+            sa_select(ends.c.attempt)
+            .where(ends.c.grant_id == grant_id, ends.c.attempt == attempt)
+            .exists()
+        )
+        try:
+            with self.engine.begin() as conn:
+                # attempt >= 1: the negative rows of close() are never given back.
+                conn.execute(
+                    uses.delete().where(
+                        uses.c.grant_id == grant_id,
+                        uses.c.attempt == attempt,
+                        uses.c.attempt >= 1,
+                        ~ended,
+                    )
+                )
+                conn.execute(
+                    leases.delete().where(
+                        leases.c.grant_id == grant_id, leases.c.attempt == attempt, ~ended
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise ReplayStoreUnavailableError(
+                f"replay store unavailable: {type(exc).__name__}"
+            ) from exc
 
     def unfinished(self, grant_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """See :meth:`ReplayGuard.unfinished`: one read."""

@@ -332,6 +332,13 @@ class AttemptInProgressError(VerificationError):
     retryable = True
 
 
+class LeaseLapsedError(VerificationError):
+    """The attempt's lease ended before its body could start: not run, retried."""
+
+    code = "lease_lapsed"
+    retryable = True
+
+
 class InitiatorError(VerificationError):
     """Who asked could not be established."""
 

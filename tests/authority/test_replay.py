@@ -130,6 +130,43 @@ def test_sql_close_spends_the_grant(store_url: str) -> None:
         guard.dispose()
 
 
+def _releasing(guard: ReplayGuard) -> None:
+    # An attempt whose body never started gives its use (and lease) back: a
+    # one-use grant can still run once. An attempt that ended keeps its use,
+    # and the slots close() spent are never given back.
+    until = datetime.now(UTC) + timedelta(seconds=60)
+    gid = str(uuid.uuid4())
+    guard.admit(["r1"], gid, 1, until, 1)
+    guard.release(gid, 1)
+    guard.admit(["r1"], gid, 2, until, 1)  # the lease is free and the use is back
+    guard.end(gid, 2)
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.admit(["r1"], gid, 3, until, 1)
+    guard.release(gid, 2)  # ended: its use stays taken
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.admit(["r1"], gid, 4, until, 1)
+    closed = str(uuid.uuid4())
+    guard.admit([], closed, 1, until, 2)
+    guard.end(closed, 1, completed=True)
+    guard.close(closed, 2)
+    for slot in (1, 2):
+        guard.release(closed, -slot)
+    with pytest.raises(GrantAttemptsExhaustedError):
+        guard.admit([], closed, 2, until, 2)
+
+
+def test_in_memory_release_gives_back_an_unstarted_use() -> None:
+    _releasing(InMemoryReplayGuard())
+
+
+def test_sql_release_gives_back_an_unstarted_use(store_url: str) -> None:
+    guard = SqlReplayGuard(store_url)
+    try:
+        _releasing(guard)
+    finally:
+        guard.dispose()
+
+
 def test_in_memory_guard() -> None:
     _exercise(InMemoryReplayGuard())
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -34,6 +34,7 @@ from ecp._settings import Role, Settings
 from ecp.authority._clock import system_clock
 from ecp.authority._control import ControlRow, fold, sign_control
 from ecp.authority._control_log import SqlControlLog, issue_control
+from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Ed25519FileSigner, load_public_key
 from ecp.authority._replay import SqlReplayGuard
 from ecp.authority._truststore import TrustStore
@@ -299,19 +300,18 @@ async def test_the_execution_lifetime_interrupts_a_body_that_runs_too_long(
     assert 3 <= len(_steps(wf_id)) <= 6, _steps(wf_id)
 
 
-#: How long the slow store below takes to admit, of the short-lived service's 4 s.
-_ADMISSION_DELAY_SECONDS = 3.0
-
-
 class _SlowAdmission(SqlReplayGuard):
-    """A store that answers an admission late (a busy database, a long batch)."""
+    """A store that answers admissions late (a busy database, a long batch)."""
 
     admitted = 0
+    #: Seconds each admission is answered late, in order (then on time).
+    delays: ClassVar[list[float]] = []
 
     def admit(self, *args: Any, **kwargs: Any) -> None:
         super().admit(*args, **kwargs)
         type(self).admitted += 1
-        time.sleep(_ADMISSION_DELAY_SECONDS)
+        if self.delays:
+            time.sleep(self.delays.pop(0))
 
 
 @pytest.fixture
@@ -320,6 +320,7 @@ async def slow_admission(
 ) -> AsyncIterator[Stack]:
     monkeypatch.setattr(runtime, "SqlReplayGuard", _SlowAdmission)
     monkeypatch.setattr(_SlowAdmission, "admitted", 0)
+    monkeypatch.setattr(_SlowAdmission, "delays", [])
     async for stack in _stack(temporal_env, _settings(tmp_path)):
         yield stack
 
@@ -327,9 +328,11 @@ async def slow_admission(
 async def test_the_body_stops_when_its_lease_ends_however_late_it_was_admitted(
     slow_admission: Stack,
 ) -> None:
-    # The lease (4 s) runs from before the admission; the store took 3 s to
-    # answer. The body gets what is left of the lease, not 4 s from its
-    # start: a retry taking the lapsed lease never runs beside it.
+    # The lease (4 s) runs from before the admission; the store took 2 s to
+    # answer. The body gets what is left of the lease less the gate's margin
+    # (1 s), not 4 s from its start: a retry taking the lapsed lease never
+    # runs beside it.
+    _SlowAdmission.delays = [2.0]
     handle, _ = await _start(slow_admission, app.Rollout("short-lived"))
     result = await handle.result()
     assert _SlowAdmission.admitted == 1
@@ -337,7 +340,34 @@ async def test_the_body_stops_when_its_lease_ends_however_late_it_was_admitted(
     assert "lifetime_exceeded" in result.reason
     allowed = re.search(r"allows ([0-9.]+) s of execution", result.reason)
     assert allowed is not None, result.reason
-    assert float(allowed.group(1)) <= 4 - _ADMISSION_DELAY_SECONDS
+    assert float(allowed.group(1)) <= 4 - 2.0 - 1.0
+
+
+async def test_a_body_whose_lease_lapsed_before_it_started_never_starts(
+    slow_admission: Stack,
+) -> None:
+    # The first admission is answered after 3.5 s of the 4 s lease: less than
+    # the margin is left, so that attempt's body must not start at all (one
+    # cancelled at once would still have begun). The retry runs it, once.
+    _SlowAdmission.delays = [3.5]
+    handle, wf_id = await _start(slow_admission, app.Rollout("short-lived", steps=1))
+    result = await handle.result()
+    assert result.outcome == "completed", result.reason
+    assert _SlowAdmission.admitted == 2
+    assert len(_steps(wf_id)) == 1, _steps(wf_id)
+    ledger = slow_admission.ledger
+    records = [
+        parse_evidence(Envelope.from_json(leaf)).predicate
+        for leaf in ledger.leaves(0, ledger.head().size)
+    ]
+    lapsed = [
+        r
+        for r in records
+        if r.activity.workflow_id == wf_id and r.outcome.reason_code == "lease_lapsed"
+    ]
+    assert len(lapsed) == 1, [r.outcome for r in records if r.activity.workflow_id == wf_id]
+    assert lapsed[0].outcome.status == OutcomeStatus.DENIED
+    assert "did not run" in (lapsed[0].outcome.reason or "")
 
 
 async def test_a_long_running_body_that_never_heartbeats_is_interrupted(
