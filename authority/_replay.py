@@ -585,6 +585,29 @@ class _Op:
     run: Callable[[Connection], None]
 
 
+#: SQLSTATEs of a store that failed rather than an operation it refused:
+#: connection (08), transaction rollback: serialization or deadlock (40),
+#: resources (53), operator intervention, e.g. a statement timeout or a
+#: shutdown (57), system errors (58), a lock not granted in time (55P03), a
+#: read-only server after a failover (25006), an idle-in-transaction timeout
+#: (25P03). Read from the error itself, because drivers file them under
+#: different classes (pg8000 reports a lock timeout as a ProgrammingError).
+_OUTAGE_CLASSES = ("08", "40", "53", "57", "58")
+_OUTAGE_STATES = frozenset({"55P03", "25006", "25P03"})
+
+
+def _outage_state(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None)  # psycopg 3
+    if state is None:
+        state = getattr(orig, "pgcode", None)  # psycopg2
+    if state is None and orig.args and isinstance(orig.args[0], dict):
+        state = orig.args[0].get("C")  # pg8000
+    if not isinstance(state, str):
+        return False
+    return state[:2] in _OUTAGE_CLASSES or state in _OUTAGE_STATES
+
+
 class SqlReplayGuard:
     """The persistent guard over SQLite or PostgreSQL (any SQLAlchemy URL).
 
@@ -1033,9 +1056,20 @@ class SqlReplayGuard:
             self._run_once(batch)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped for its callers
             if len(batch) > 1 and not self._outage(exc):
-                for pending in batch:
+                for i, pending in enumerate(batch):
                     pending.error = None  # decided again, in its own transaction
                     self._run_batch([pending])
+                    cause = pending.error.__cause__ if pending.error is not None else None
+                    if cause is not None and self._outage(cause):
+                        # The store itself failed meanwhile: the rest would
+                        # only wait for it one by one (each up to the bounds).
+                        for rest in batch[i + 1 :]:
+                            err = ReplayStoreUnavailableError(
+                                f"replay store unavailable: {type(cause).__name__}"
+                            )
+                            err.__cause__ = cause
+                            rest.error = err
+                        return
                 return
             # Nothing of the batch is known to be written: every caller is
             # refused, retryably (a refusal decided inside it too: its reads
@@ -1048,6 +1082,8 @@ class SqlReplayGuard:
     def _outage(self, exc: BaseException) -> bool:
         """The store failed, not one operation: a connection, timeout or lock error."""
         if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if _outage_state(exc):
             return True
         dbapi = self.engine.dialect.loaded_dbapi
         return isinstance(

@@ -759,6 +759,37 @@ def test_a_store_outage_fails_every_caller_of_the_batch_and_records_none(
         guard.dispose()
 
 
+def test_a_read_only_server_fails_the_batch_once_and_is_not_split(pg_url: str) -> None:
+    # After a failover onto a standby every write fails with 25006, which
+    # psycopg files as an InternalError: an outage of the store, not one
+    # admission's fault, so the batch is not re-run one admission at a time.
+    SqlReplayGuard(pg_url).consume(str(uuid.uuid4()), 1, 1)  # tables first
+    standby = create_engine(pg_url, connect_args={"options": "-c default_transaction_read_only=on"})
+    guard = SqlReplayGuard(standby)
+    runs = 0
+    real = guard._run_once
+
+    def counted(batch: list[Pending[_Op]]) -> None:
+        nonlocal runs
+        runs += 1
+        real(batch)
+
+    guard._run_once = counted  # type: ignore[method-assign]
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    gids = [str(uuid.uuid4()) for _ in range(3)]
+    try:
+        runs = 0
+        outcomes, _ = _one_batch(
+            guard, [lambda g=g: guard.admit([f"req-{g}"], g, 1, soon, 1) for g in gids]
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, ReplayStoreUnavailableError), outcome
+            assert outcome.retryable
+        assert runs == 2  # the held leader's batch, then the three together
+    finally:
+        guard.dispose()
+
+
 def test_close_spends_every_free_slot_in_one_transaction(store_url: str) -> None:
     guard = SqlReplayGuard(store_url)
     gid = str(uuid.uuid4())
