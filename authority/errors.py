@@ -55,6 +55,7 @@ __all__ = [
     "KeyExpiredError",
     "KeyFileError",
     "KeyRoleError",
+    "LeaseLapsedError",
     "MalformedBase64Error",
     "MalformedEnvelopeError",
     "MalformedSignatureError",
