@@ -152,10 +152,13 @@ class ReplayGuard(Protocol):
         attempt: int,
         until: datetime,
         max_attempts: int,
-    ) -> None:
+    ) -> datetime:
         """:meth:`claim` each request, :meth:`begin`, then :meth:`consume`, all or nothing.
 
-        What the gate does before a body runs, as one atomic step (one
+        Returns when the lease taken actually ends: ``until``, moved later by
+        however long the admission waited before the store ran it (a queue, a
+        busy database), so that the wait does not eat the body's time; the
+        gate bounds the body by this. What the gate does before a body runs, as one atomic step (one
         durable commit in the SQL store instead of one per part): either
         every part holds and is recorded, or none is and the first refusal
         is raised.
@@ -355,7 +358,7 @@ class InMemoryReplayGuard:
         attempt: int,
         until: datetime,
         max_attempts: int,
-    ) -> None:
+    ) -> datetime:
         """See :meth:`ReplayGuard.admit`: checks everything, then records everything."""
         check_attempt(grant_id, attempt, max_attempts)
         check_storable(grant_id, *requests)
@@ -378,6 +381,7 @@ class InMemoryReplayGuard:
                 self._claims[request] = grant_id
             self._leases[grant_id] = (attempt, until)
             self._seen.add((grant_id, attempt))
+        return until
 
     def release(self, grant_id: str, attempt: int) -> None:
         """See :meth:`ReplayGuard.release`."""
@@ -861,7 +865,7 @@ class SqlReplayGuard:
         attempt: int,
         until: datetime,
         max_attempts: int,
-    ) -> None:
+    ) -> datetime:
         """See :meth:`ReplayGuard.admit`: group-committed with this process's other admissions.
 
         Concurrent callers share one transaction and one commit (see
@@ -876,11 +880,18 @@ class SqlReplayGuard:
         check_storable(grant_id, *reqs)
         self._ensure_table()
         now = now_utc(self._clock)
+        taken = [until]
 
         def run(conn: Connection) -> None:
-            self._admit_in(conn, reqs, grant_id, attempt, until, max_attempts, now)
+            # The lease runs from when the store runs the admission, not from
+            # when the caller queued it: a long queue (or a batch re-run after
+            # another operation's fault) must not leave the body less time.
+            late = now_utc(self._clock) - now
+            taken[0] = until + late
+            self._admit_in(conn, reqs, grant_id, attempt, until + late, max_attempts, now + late)
 
         self._group.submit(_Op(grant_id, run))
+        return taken[0]
 
     def _admit_in(
         self,

@@ -72,9 +72,10 @@ class VerifiedGrant:
     envelope: Envelope
     key: TrustedKey
     #: When the lease taken for this attempt ends (``None``: no lease, a
-    #: scoped call). Computed before the admission queued, so a slow store
-    #: leaves the body less than the policy's execute timeout: the body's
-    #: lifetime must end by then, or a retry could overlap it.
+    #: scoped call), as the store wrote it. Time spent after that (the
+    #: commit, staging the artifacts) leaves the body less than the policy's
+    #: execute timeout: the body's lifetime must end by then, or a retry
+    #: could overlap it.
     lease_until: datetime | None = None
 
 
@@ -226,7 +227,9 @@ def verify_grant(
     # policy lets one attempt run. All of it in one atomic step.
     until = now + timedelta(seconds=grant.scope.execute_timeout_seconds)
     try:
-        replay.admit(requests, grant.grant_id, expected.attempt, until, grant.scope.max_attempts)
+        until = replay.admit(
+            requests, grant.grant_id, expected.attempt, until, grant.scope.max_attempts
+        )
     except OutcomeUnknownError as exc:
         # Everything above verified: the gate may record the unknown outcome
         # under this grant (and only then; a refusal of anything unverified

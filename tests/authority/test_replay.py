@@ -22,6 +22,7 @@ from sqlalchemy import Connection, create_engine, event
 
 from ecp.authority._group_commit import GroupCommit, Pending
 from ecp.authority._replay import (
+    AttemptLease,
     ConsumedGrant,
     InMemoryReplayGuard,
     ReplayGuard,
@@ -755,6 +756,39 @@ def test_a_store_outage_fails_every_caller_of_the_batch_and_records_none(
         # Nobody was told they were admitted, and nobody was: each admits now.
         for gid in (good, later):
             guard.admit([f"req-{gid}"], gid, 1, soon, 1)
+    finally:
+        guard.dispose()
+
+
+def test_the_lease_runs_from_when_the_store_ran_the_admission(store_url: str) -> None:
+    # An admission queued behind a slow batch: the time it waited moves its
+    # lease later (what admit returns is what the store wrote), so the queue
+    # does not eat the body's time.
+    guard = SqlReplayGuard(store_url)
+    gid = str(uuid.uuid4())
+    try:
+        guard.consume(str(uuid.uuid4()), 1, 1)  # tables first
+        release, leader = _hold_the_leader(guard)
+        until = datetime.now(UTC) + timedelta(seconds=8)
+        got: list[datetime] = []
+        t = threading.Thread(target=lambda: got.append(guard.admit([], gid, 1, until, 1)))
+        t.start()
+        while _queued(guard) < 1:
+            time.sleep(0.001)
+        time.sleep(1.0)  # queued behind the held batch for at least this long
+        release.set()
+        leader.join()
+        t.join()
+        assert got
+        assert got[0] - until >= timedelta(seconds=1.0)
+        with guard.engine.connect() as conn:
+            stored = conn.execute(
+                AttemptLease.__table__.select().where(  # type: ignore[attr-defined]
+                    AttemptLease.grant_id == gid
+                )
+            ).one()
+        stored_until = stored.until if stored.until.tzinfo else stored.until.replace(tzinfo=UTC)
+        assert abs(stored_until - got[0]) < timedelta(milliseconds=1)
     finally:
         guard.dispose()
 

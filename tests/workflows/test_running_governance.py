@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -307,11 +308,12 @@ class _SlowAdmission(SqlReplayGuard):
     #: Seconds each admission is answered late, in order (then on time).
     delays: ClassVar[list[float]] = []
 
-    def admit(self, *args: Any, **kwargs: Any) -> None:
-        super().admit(*args, **kwargs)
+    def admit(self, *args: Any, **kwargs: Any) -> datetime:
+        until = super().admit(*args, **kwargs)
         type(self).admitted += 1
         if self.delays:
-            time.sleep(self.delays.pop(0))
+            time.sleep(self.delays.pop(0))  # after the store ran it: the lease ticks
+        return until
 
 
 @pytest.fixture
