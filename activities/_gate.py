@@ -463,12 +463,13 @@ class _Gate(ActivityInboundInterceptor):
         admitted_at = self._c.clock()
         grant = verified.grant
         if timeout is not None and verified.lease_until is not None:
-            # The lease was computed before the admission (and the staging)
-            # waited: the body may run only until it ends, never the full
-            # timeout from now, or a retry could take the expired lease and
-            # run beside it. The margin covers the watchdog's tick and the
-            # clocks of other workers; with nothing left the body must not
-            # start at all (a body cancelled at once has still begun).
+            # The lease started when the store ran the admission; its commit
+            # and the staging since then came out of it. The body may run
+            # only until the lease ends, never the full timeout from now, or
+            # a retry could take the expired lease and run beside it. The
+            # margin covers the watchdog's tick and the clocks of other
+            # workers; with nothing left the body must not start at all (a
+            # body cancelled at once has still begun).
             margin = min(_LEASE_MARGIN_SECONDS, _LEASE_MARGIN_SHARE * timeout)
             left = (verified.lease_until - now_utc(self._c.clock)).total_seconds() - margin
             if left <= 0:
