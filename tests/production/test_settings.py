@@ -56,6 +56,8 @@ def test_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ({"ECP_TLS_CERT": "/no/such/cert.pem"}, "ECP_TLS_CERT"),
         ({"ECP_LOG_LEVEL": "loud"}, "ECP_LOG_LEVEL"),
         ({"ECP_GRANT_TTL_SECONDS": "-1"}, "ECP_GRANT_TTL_SECONDS"),
+        ({"ECP_MAX_CONCURRENT_ACTIVITIES": "0"}, "ECP_MAX_CONCURRENT_ACTIVITIES"),
+        ({"ECP_MAX_CONCURRENT_ACTIVITIES": "many"}, "ECP_MAX_CONCURRENT_ACTIVITIES"),
         ({"ECP_CONFIG_FILE": "/no/such/ecp.toml"}, "ECP_CONFIG_FILE"),
     ],
 )
