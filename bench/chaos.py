@@ -111,6 +111,9 @@ def _free_port() -> int:
 #: Every run this process set up, so that main() can stop its processes even
 #: when an interrupt broke the event loop before its finally block ran.
 _STARTED: list[Run] = []
+#: Every temporary directory made, so ``main`` removes it even when an
+#: interrupt (SIGTERM) lands where the coroutine's own ``finally`` cannot run.
+_TMP_DIRS: list[Path] = []
 
 
 def _rss_kb(pid: int) -> int | None:
@@ -818,6 +821,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     hard_deadline = started + args.time_limit
     tmp = Path(tempfile.mkdtemp(prefix="ecp-chaos-"))
+    _TMP_DIRS.append(tmp)
     run = await asyncio.to_thread(_setup, tmp, args.backend)
     _STARTED.append(run)
     run.aimed_approval_kills = args.max_faults > 0
@@ -986,6 +990,11 @@ def main() -> None:
     finally:
         for run in _STARTED:
             run.stop_all()
+        # The coroutine's ``finally`` removes it too, but an interrupt thrown
+        # into an already cancelled task skips that (seen once under SIGTERM).
+        if not args.keep:
+            for tmp in _TMP_DIRS:
+                shutil.rmtree(tmp, ignore_errors=True)
     failed = [k for k in MUST_BE_ZERO if out.get(k)]
     out["passed"] = not failed
     print(json.dumps(out, sort_keys=False))
