@@ -122,6 +122,17 @@ class SqlControlLog:
         self.engine = engine
         self._ready = False
 
+    def ensure_ready(self) -> None:
+        """Reach the database and create the table now, not on first read.
+
+        A worker calls this at startup so it takes no task before its halt
+        list answers.
+
+        Raises:
+            ControlStateUnavailableError: the database cannot be reached.
+        """
+        self._ensure()
+
     def _ensure(self) -> None:
         if self._ready:
             return

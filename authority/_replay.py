@@ -654,6 +654,17 @@ class SqlReplayGuard:
             engine.dialect
         ).bind_processor(engine.dialect) or (lambda value: value)
 
+    def ensure_ready(self) -> None:
+        """Reach the database and create the tables now, not on first use.
+
+        A worker calls this at startup so it takes no task before its
+        single-use store answers.
+
+        Raises:
+            ReplayStoreUnavailableError: the database cannot be reached.
+        """
+        self._ensure_table()
+
     def _ensure_table(self) -> None:
         if self._ready:
             return

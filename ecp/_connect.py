@@ -13,6 +13,7 @@ from ecp.workflows._search_attributes import ALL_KEYS
 __all__ = [
     "SearchAttributesMissingError",
     "TemporalUnreachableError",
+    "TlsFileError",
     "connect",
     "ensure_search_attributes",
     "tls_config",
@@ -32,11 +33,22 @@ class TemporalUnreachableError(EcpError):
     retryable = True
 
 
+class TlsFileError(TemporalUnreachableError):
+    """A configured TLS file cannot be read: the deployment's fault, not an outage.
+
+    A kind of :class:`TemporalUnreachableError` (no connection can be made),
+    but waiting does not mend it, so a worker starting up fails at once.
+    """
+
+    code = "tls_file_unreadable"
+    retryable = False
+
+
 def tls_config(settings: Settings) -> bool | TLSConfig:
     """The ``tls=`` argument for ``Client.connect`` from the TLS settings.
 
     Raises:
-        TemporalUnreachableError: a configured certificate file cannot be read.
+        TlsFileError: a configured certificate file cannot be read.
     """
     if not settings.uses_tls:
         return False
@@ -50,7 +62,7 @@ def tls_config(settings: Settings) -> bool | TLSConfig:
             with open(str(path), "rb") as f:
                 return f.read()
         except OSError as exc:
-            raise TemporalUnreachableError(f"cannot read TLS file {path}: {exc}") from exc
+            raise TlsFileError(f"cannot read TLS file {path}: {exc}") from exc
 
     return TLSConfig(
         server_root_ca_cert=read(settings.tls_ca),
@@ -70,8 +82,8 @@ async def connect(settings: Settings, *, tracing: bool | None = None) -> Client:
             an OTel exporter is configured.
 
     Raises:
-        TemporalUnreachableError: nothing answers at the configured address,
-            or a TLS file cannot be read.
+        TemporalUnreachableError: nothing answers at the configured address.
+        TlsFileError: a TLS file cannot be read.
     """
     if tracing is None:
         tracing = settings.otel_exporter is not OtelExporter.NONE

@@ -21,6 +21,7 @@ from ecp._connect import ensure_search_attributes
 from ecp._keyring import KeyFiles
 from ecp._observe import ObservedLedger, TelemetryInterceptor
 from ecp._settings import Role, Settings, SettingsError
+from ecp._startup import StartupWait
 from ecp.activities import examples
 from ecp.activities._authority_side import AuthorityActivities
 from ecp.activities._control_watch import ControlWatch
@@ -123,15 +124,25 @@ def build_plugin(
     governed_modules: Sequence[str] = GOVERNED_MODULES,
     clock: Clock = system_clock,
     ledger: Ledger | None = None,
+    startup: StartupWait | None = None,
 ) -> tuple[EcpPlugin, Ledger]:
     """Build the plugin for ``role`` from ``settings``.
+
+    Opens every store the role uses (the ledger; for executors the
+    single-use store and the halt list too) before it returns, so no worker
+    built on the plugin takes a task its stores could not serve. A store
+    that is down is waited for, within ``startup`` (default: a wait of
+    ``ECP_STARTUP_WAIT_SECONDS`` from now, see :class:`StartupWait`).
 
     Raises:
         KeyFileError: a key this role needs is missing or unreadable.
         TrustStoreError: the trust store cannot be loaded.
         PolicyBundleError: the policy bundle does not load or validate.
         LedgerUnavailableError: the ledger database cannot be reached.
+        ReplayStoreUnavailableError: the single-use store cannot be reached.
+        ControlStateUnavailableError: the halt list cannot be reached.
     """
+    wait = startup or StartupWait.from_settings(settings)
     keys = KeyFiles(settings.keys)
     trust = _trust_loader(settings.trust)
     trust()  # fail at start, in one line, rather than at the first request
@@ -140,12 +151,16 @@ def build_plugin(
     # nobody with database access alone can slip evidence in through ECP.
     # Witnesses (ECP_WITNESSES) are asked to cosign each checkpoint the
     # prove step signs; unreachable ones leave it unwitnessed, not refused.
-    ledger = ledger or ObservedLedger.open(
-        settings.db_url,
-        origin=settings.log_origin,
-        trust=trust(),
-        witnesses=[parse_witness_spec(w) for w in settings.witness_specs],
-    )
+    # Keys, trust store and policy are files: a fault there is the
+    # deployment's and fails at once. A database slow to accept is waited for.
+    if ledger is None:
+        trusted, witnesses = trust(), [parse_witness_spec(w) for w in settings.witness_specs]
+        ledger = wait.call(
+            "ledger",
+            lambda: ObservedLedger.open(
+                settings.db_url, origin=settings.log_origin, trust=trusted, witnesses=witnesses
+            ),
+        )
     queues = TaskQueues(settings.authority_queue, settings.executor_queue)
     authority_acts: list[Callable[..., object]] = []
     executor_acts: list[Callable[..., object]] = []
@@ -175,6 +190,11 @@ def build_plugin(
             worker_key, measure_environment(governed_modules), governed_activities
         )
         replay = SqlReplayGuard(settings.db_url, clock=clock)
+        wait.call("single-use store", replay.ensure_ready)
+        # The halt list shares the single-use store's database, which every
+        # executor already reaches, unless it has its own.
+        control_log = SqlControlLog(settings.halt_database_url or replay.engine)
+        wait.call("halt list", control_log.ensure_ready)
         gate = GateInterceptor(
             GateConfig(
                 trust=trust,
@@ -192,10 +212,8 @@ def build_plugin(
                 # (as the authority sees them once it verified them).
                 bundle=_local_bundle(settings),
                 environment_claims={**executor.attestation.claims(), "attested": True},
-                # The halt list shares the single-use store's database, which
-                # every executor already reaches.
                 controls=ControlWatch(
-                    SqlControlLog(settings.halt_database_url or replay.engine),
+                    control_log,
                     trust,
                     clock,
                     refresh_seconds=settings.halt_refresh_seconds,

@@ -160,6 +160,15 @@ class Settings(BaseSettings):
             "a worker finishes within the policy's execute timeout"
         ),
     )
+    startup_wait_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "how long a starting worker waits for its databases and Temporal to answer "
+            "(capped exponential backoff, one log line per retry); 0: fail at once"
+        ),
+    )
     halt_database_url: str | None = Field(
         None, description="database URL of the halt list (default: DATABASE_URL)"
     )
@@ -324,6 +333,10 @@ class Settings(BaseSettings):
             ) from None
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {backend!r} (sqlite or postgresql)")
+        if backend == "sqlite" and make_url(v).database in (None, "", ":memory:"):
+            # The store refuses it too, but as an outage; here it is what it
+            # is, a setting to fix (and nothing for a starting worker to wait on).
+            raise ValueError("the ledger needs a SQLite file (sqlite:///PATH), not memory")
         return v
 
     @field_validator("otel_endpoint")

@@ -19,6 +19,7 @@ from ecp._hosted import HostedActivities, load_activities
 from ecp._logs import configure_logging
 from ecp._runtime import build_plugin, run_workers
 from ecp._settings import Role, Settings, load_settings
+from ecp._startup import StartupWait
 from ecp._telemetry import setup_telemetry
 from ecp.cli._common import one_line_errors
 from ecp.cli.console import DEFAULT_PORT as DEFAULT_CONSOLE_PORT
@@ -114,16 +115,20 @@ async def _serve(
     try:
         # Local configuration first (keys, policy, database), so a broken
         # deployment says what is wrong even while Temporal is down too.
+        # One bound (ECP_STARTUP_WAIT_SECONDS) for the stores and Temporal
+        # together; the workers poll only once all of them answered.
+        wait = StartupWait.from_settings(settings)
         if hosted is not None:
             plugin, ledger = build_plugin(
                 settings,
                 role=role,
                 governed_activities=hosted.governed,
                 governed_modules=hosted.modules,
+                startup=wait,
             )
         else:
-            plugin, ledger = build_plugin(settings, role=role)
-        client = await connect(settings)
+            plugin, ledger = build_plugin(settings, role=role, startup=wait)
+        client = await wait.acall("Temporal", lambda: connect(settings))
         await ensure_search_attributes(client, settings.namespace)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -194,7 +199,9 @@ def worker(
     authority queue; executor loads only the worker key and serves the
     executor queue behind the gate; all does both. Both must run somewhere:
     the authority decides and signs grants, the executor runs the governed
-    activities (and holds no signing key but its own).
+    activities (and holds no signing key but its own). At start it waits up
+    to ECP_STARTUP_WAIT_SECONDS for its databases and Temporal to answer,
+    and takes no task before they all have.
     """
     settings = load_settings()
     configure_logging(settings)

@@ -58,6 +58,11 @@ def test_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ({"ECP_GRANT_TTL_SECONDS": "-1"}, "ECP_GRANT_TTL_SECONDS"),
         ({"ECP_MAX_CONCURRENT_ACTIVITIES": "0"}, "ECP_MAX_CONCURRENT_ACTIVITIES"),
         ({"ECP_MAX_CONCURRENT_ACTIVITIES": "many"}, "ECP_MAX_CONCURRENT_ACTIVITIES"),
+        ({"ECP_STARTUP_WAIT_SECONDS": "-1"}, "ECP_STARTUP_WAIT_SECONDS"),
+        ({"ECP_STARTUP_WAIT_SECONDS": "3601"}, "ECP_STARTUP_WAIT_SECONDS"),
+        ({"ECP_STARTUP_WAIT_SECONDS": "a while"}, "ECP_STARTUP_WAIT_SECONDS"),
+        ({"ECP_DATABASE_URL": "sqlite:///:memory:"}, "ECP_DATABASE_URL"),
+        ({"ECP_DATABASE_URL": "sqlite://"}, "ECP_DATABASE_URL"),
         ({"ECP_CONFIG_FILE": "/no/such/ecp.toml"}, "ECP_CONFIG_FILE"),
     ],
 )
@@ -125,3 +130,10 @@ def test_config_show_invalid_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     out = CliRunner().invoke(app, ["config", "show"])
     assert out.exit_code == 1
     assert "invalid setting ECP_ROLE" in out.output
+
+
+def test_startup_wait_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().startup_wait_seconds == 60
+    for value, expected in (("0", 0.0), ("2.5", 2.5), ("3600", 3600.0)):
+        monkeypatch.setenv("ECP_STARTUP_WAIT_SECONDS", value)
+        assert load_settings().startup_wait_seconds == expected

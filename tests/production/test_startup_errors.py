@@ -45,9 +45,12 @@ def test_missing_key_file(keys: Path, tmp_path: Path) -> None:
 
 
 def test_unreachable_database(keys: Path, tmp_path: Path) -> None:
+    # ECP_STARTUP_WAIT_SECONDS=0: no wait, the first failure as it is
+    # (test_startup_wait covers the wait).
     env = ecp_env(
         ECP_HOME=str(tmp_path),
         ECP_DATABASE_URL="postgresql+psycopg://postgres:pw@127.0.0.1:1/nothing",
+        ECP_STARTUP_WAIT_SECONDS="0",
     )
     _refuses("executor", env, "LedgerUnavailableError")
 
@@ -58,7 +61,9 @@ def test_malformed_database_url(keys: Path, tmp_path: Path) -> None:
 
 
 def test_unreachable_temporal(keys: Path, tmp_path: Path) -> None:
-    env = ecp_env(ECP_HOME=str(tmp_path), ECP_TEMPORAL_ADDRESS="127.0.0.1:1")
+    env = ecp_env(
+        ECP_HOME=str(tmp_path), ECP_TEMPORAL_ADDRESS="127.0.0.1:1", ECP_STARTUP_WAIT_SECONDS="0"
+    )
     _refuses("executor", env, "cannot reach Temporal at 127.0.0.1:1")
 
 
