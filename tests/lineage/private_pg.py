@@ -142,11 +142,12 @@ class BackgroundCall:
         assert not self.thread.is_alive(), "the call never returned"
 
 
-def cancel_sync_wait(admin: psycopg.Connection[Any], call: BackgroundCall) -> bool:
+def cancel_sync_wait(admin: psycopg.Connection[Any], call: BackgroundCall | None) -> bool:
     """Cancel the COMMIT ``call`` waits on for the standby, then join it.
 
-    False if ``call`` returned without waiting. Only one session at a time
-    may wait: the one found is taken to be ``call``'s.
+    False if ``call`` returned without waiting (``None``: whichever session
+    waits first). Only one session at a time may wait: the one found is
+    taken to be ``call``'s.
     """
     deadline = time.monotonic() + BOUND_S
     while time.monotonic() < deadline:
@@ -155,9 +156,10 @@ def cancel_sync_wait(admin: psycopg.Connection[Any], call: BackgroundCall) -> bo
         ).fetchone()
         if row is not None:
             admin.execute("SELECT pg_cancel_backend(%s)", (row[0],))
-            call.join()
+            if call is not None:
+                call.join()
             return True
-        if not call.thread.is_alive():
+        if call is not None and not call.thread.is_alive():
             return False
         time.sleep(0.02)
     raise AssertionError("the call neither waited for the standby nor returned")
@@ -177,5 +179,13 @@ def require_sync_standby(pg: PrivatePostgres, admin: psycopg.Connection[Any]) ->
             call = BackgroundCall(lambda: probe.execute("INSERT INTO ecp_probe VALUES (1)"))
             if cancel_sync_wait(admin, call):
                 return
+            if call.error is not None:
+                raise AssertionError(f"the probe commit failed: {call.error!r}")
             time.sleep(0.1)
-    raise AssertionError("commits never started waiting for the synchronous standby")
+            admin.execute("SELECT pg_reload_conf()")  # a reload the server missed, again
+        names = probe.execute("SHOW synchronous_standby_names").fetchone()
+    log = pg.log.read_text(errors="replace").splitlines()[-15:]
+    raise AssertionError(
+        f"commits never started waiting for the synchronous standby "
+        f"(synchronous_standby_names = {names}); the server's log ends:\n" + "\n".join(log)
+    )
