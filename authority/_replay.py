@@ -605,8 +605,8 @@ _OUTAGE_STATES = frozenset({"55P03", "25006", "25P03"})
 #: The refusal of every caller of a batch PostgreSQL only committed locally.
 _UNCONFIRMED = (
     "the single-use store's commit was not confirmed by its synchronous standby (the wait "
-    "for it was cancelled), so a failover may lose it; the use is treated as not "
-    "established and the body does not run; check the standby, the attempt is retried"
+    "for it was cancelled), so a failover may lose it: what it recorded is treated as not "
+    "established (an admitted body does not run); check the standby, then retry"
 )
 
 
