@@ -14,9 +14,11 @@ Each caller returns only once the transaction holding its operation has
 committed. An operation's own refusal is that caller's alone: the store
 rolls back only that operation (to a savepoint of its own) and the batch
 goes on. When ``run`` raises, the exception reaches every caller of the
-batch, and then none of it was written, so no caller is ever told it
-succeeded when it did not (the single-use store's ``run`` first re-runs a
-batch one operation at a time when the fault may be one operation's). A
+batch, and then none of it counts as written (nothing was, or PostgreSQL
+committed it only locally, see :mod:`ecp._syncrep`), so no caller is ever
+told it succeeded when it did not (the single-use store's ``run`` first
+re-runs a batch one operation at a time when the fault may be one
+operation's). A
 caller interrupted while it waits leaves the queue and hands the leader's
 role on, so no queue is left without a leader. The ledger's group commit
 (``ecp.lineage.ledger._batch``) works the same way; this one is the
@@ -65,7 +67,7 @@ class GroupCommit(Generic[T]):
     ``run`` gets the batch in queue order, runs it as one transaction and
     sets ``error`` on each operation refused on its own; if it raises, every
     operation of the batch gets that exception (``run`` must then have
-    committed nothing).
+    committed nothing durably).
     """
 
     def __init__(self, run: Callable[[list[Pending[T]]], None], *, max_batch: int = 128) -> None:

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
+from ecp._syncrep import UnconfirmedCommit, confirmed_commits
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._group_commit import GroupCommit, Pending
 from ecp.authority._sql import speaks_libpq, store_engine
@@ -600,6 +602,47 @@ _OUTAGE_CLASSES = ("08", "40", "53", "57", "58")
 _OUTAGE_STATES = frozenset({"55P03", "25006", "25P03"})
 
 
+#: The refusal of every caller of a batch PostgreSQL only committed locally.
+_UNCONFIRMED = (
+    "the single-use store's commit was not confirmed by its synchronous standby (the wait "
+    "for it was cancelled), so a failover may lose it: what it recorded is treated as not "
+    "established (an admitted body does not run); check the standby, then retry"
+)
+
+
+def _unavailable(exc: BaseException) -> ReplayStoreUnavailableError:
+    """The retryable refusal of a caller whose batch ``exc`` failed (a new one per caller).
+
+    A commit PostgreSQL only committed locally (:class:`UnconfirmedCommit`,
+    see :mod:`ecp._syncrep`) is refused like a lost connection in the middle
+    of a COMMIT, which may have committed too: what the batch wrote is on
+    this server but perhaps not on the standby a failover promotes.
+
+    - An admission: its body must not run, since after a failover the use
+      may be gone and a retry admitted again (a second use). The retry is a
+      new Temporal attempt: on this server it finds the lease of the refused
+      attempt and waits (retryably) until the lease ends, then takes a later
+      slot; with none left, it is refused as an unknown outcome (an attempt
+      took a use and never ended). Either way fewer runs, never more: the
+      refused attempt's use is not given back, because that commit could be
+      cut short too. After a failover that lost the batch, the retry takes
+      the use afresh, exactly once. Its success writes (a lease, a use), so
+      its own commit waits for the standby, which then has everything before
+      it as well.
+    - An end or a close: the gate records these after the body, best effort
+      (it logs the refusal and goes on; the body is never re-run for it). A
+      failover that loses one leaves the attempt un-ended (a later refusal
+      says the outcome is unknown) or the grant's later slots free, exactly
+      as when the store was unreachable at that moment.
+    """
+    if isinstance(exc, UnconfirmedCommit):
+        err = ReplayStoreUnavailableError(_UNCONFIRMED)
+    else:
+        err = ReplayStoreUnavailableError(f"replay store unavailable: {type(exc).__name__}")
+    err.__cause__ = exc
+    return err
+
+
 def _outage_state(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None) or exc
     state = getattr(orig, "sqlstate", None)  # psycopg 3
@@ -702,7 +745,7 @@ class SqlReplayGuard:
             for slot in range(1, max_attempts + 1):
                 row = ConsumedGrant(grant_id=grant_id, slot=slot, attempt=attempt, consumed_at=now)
                 try:
-                    with Session(self.engine) as session:
+                    with self._confirmed() as conn, Session(conn) as session:
                         session.add(row)
                         session.commit()
                     return
@@ -727,7 +770,7 @@ class SqlReplayGuard:
         row = ClaimedRequest(request=request, grant_id=grant_id, claimed_at=now_utc(self._clock))
         try:
             try:
-                with Session(self.engine) as session:
+                with self._confirmed() as conn, Session(conn) as session:
                     session.add(row)
                     session.commit()
                 return
@@ -756,13 +799,13 @@ class SqlReplayGuard:
         table = AttemptLease.__table__  # type: ignore[attr-defined]
         try:
             try:
-                with Session(self.engine) as session:
+                with self._confirmed() as conn, Session(conn) as session:
                     session.add(AttemptLease(grant_id=grant_id, attempt=attempt, until=until))
                     session.commit()
                 return
             except IntegrityError:
                 pass
-            with self.engine.begin() as conn:
+            with self._confirmed() as conn, conn.begin():
                 taken = conn.execute(
                     table.update()
                     .where(
@@ -817,7 +860,7 @@ class SqlReplayGuard:
             .exists()
         )
         try:
-            with self.engine.begin() as conn:
+            with self._confirmed() as conn, conn.begin():
                 # attempt >= 1: the negative rows of close() are never given back.
                 conn.execute(
                     uses.delete().where(
@@ -1086,23 +1129,25 @@ class SqlReplayGuard:
                         # The store itself failed meanwhile: the rest would
                         # only wait for it one by one (each up to the bounds).
                         for rest in batch[i + 1 :]:
-                            err = ReplayStoreUnavailableError(
-                                f"replay store unavailable: {type(cause).__name__}"
-                            )
-                            err.__cause__ = cause
-                            rest.error = err
+                            rest.error = _unavailable(cause)
                         return
                 return
-            # Nothing of the batch is known to be written: every caller is
-            # refused, retryably (a refusal decided inside it too: its reads
-            # belonged to a transaction that did not commit).
+            # Nothing of the batch is known to be durably written: every
+            # caller is refused, retryably (a refusal decided inside it too:
+            # its reads belonged to a transaction that did not commit, or
+            # whose commit may not survive a failover, see _unavailable).
             for pending in batch:
-                err = ReplayStoreUnavailableError(f"replay store unavailable: {type(exc).__name__}")
-                err.__cause__ = exc
-                pending.error = err
+                pending.error = _unavailable(exc)
 
     def _outage(self, exc: BaseException) -> bool:
-        """The store failed, not one operation: a connection, timeout or lock error."""
+        """The store failed, not one operation: a connection, timeout or lock error.
+
+        Or a commit only committed locally: never re-run one operation at a
+        time, since each admission is then already recorded (on this server)
+        and would find its own use (a replay, not an outage).
+        """
+        if isinstance(exc, UnconfirmedCommit):
+            return True
         if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
             return True
         if _outage_state(exc):
@@ -1134,7 +1179,13 @@ class SqlReplayGuard:
         """
         ordered = sorted(batch, key=lambda p: p.item.grant_id)
         self._savepoint_open = False
-        with self.engine.begin() as conn:
+        # UnconfirmedCommit after the commit, if PostgreSQL only committed
+        # it locally (see _unavailable and ecp._syncrep).
+        with (
+            self.engine.connect() as conn,
+            confirmed_commits(conn.connection.driver_connection),
+            conn.begin(),
+        ):
             if conn.dialect.name == "sqlite":
                 dbapi = conn.connection.dbapi_connection
                 # pysqlite begins implicitly only before its first write,
@@ -1149,6 +1200,21 @@ class SqlReplayGuard:
                     pending.item.run(conn)
                 except (GrantReplayedError, AttemptInProgressError) as refusal:
                     pending.error = refusal  # its own writes undone; the batch goes on
+
+    @contextmanager
+    def _confirmed(self) -> Iterator[Connection]:
+        """A connection for one-off writes; a commit only committed locally is an outage.
+
+        Raises:
+            ReplayStoreUnavailableError: a commit on it was not confirmed by
+                the synchronous standby (see :func:`_unavailable`).
+        """
+        with self.engine.connect() as conn:
+            try:
+                with confirmed_commits(conn.connection.driver_connection):
+                    yield conn
+            except UnconfirmedCommit as exc:
+                raise _unavailable(exc) from exc
 
     def _attempt_used(self, grant_id: str, attempt: int) -> bool:
         with Session(self.engine) as session:

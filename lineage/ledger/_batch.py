@@ -11,7 +11,9 @@ same way before sequencing them in one storage transaction.
 
 Durability is unchanged: a caller returns only once the transaction that
 holds its entries has committed, and gets the batch's error otherwise (then
-none of the batch was written). A process killed mid-batch loses only
+none of the batch was written, or PostgreSQL committed it only locally and a
+retry maps it to the same entries, see :mod:`ecp._syncrep`). A process
+killed mid-batch loses only
 entries whose callers were never told they were appended.
 
 A stranger's entry must not cost a caller its own: when a batch fails with

@@ -21,7 +21,10 @@ write lock, waited for up to the busy timeout), PostgreSQL with
 :class:`~ecp.lineage.ledger.errors.LedgerUnavailableError`; the transaction has then
 rolled back, so nothing is half-written. The database refusing the values of
 an append's rows (a data or integrity error) becomes
-:class:`~ecp.lineage.ledger.errors.EntryRefusedError`, also rolled back.
+:class:`~ecp.lineage.ledger.errors.EntryRefusedError`, also rolled back. On
+PostgreSQL with synchronous replication, an append or checkpoint whose
+COMMIT the server only committed locally (the wait for the standby was
+cancelled, see :mod:`ecp._syncrep`) is a ``LedgerUnavailableError`` too.
 
 The hot paths (:meth:`LedgerDatabase.append`, :meth:`LedgerDatabase.fetch_tree`,
 :meth:`LedgerDatabase.query`) speak to the driver directly, because statement
@@ -78,6 +81,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlmodel import Field, SQLModel
 
+from ecp._syncrep import UnconfirmedCommit, confirmed_commits
 from ecp.lineage.ledger.errors import EntryRefusedError, LedgerUnavailableError
 
 __all__ = [
@@ -428,12 +432,42 @@ class LedgerDatabase:
             self._revive(conn)
             if self.is_sqlite:
                 conn = conn.execution_options(ecp_begin="IMMEDIATE")
-            with conn.begin():
+            with self._confirmed(conn.connection.driver_connection), conn.begin():
                 stmt = select(HEAD.c.size, HEAD.c.root_hash, HEAD.c.border).where(HEAD.c.id == 1)
                 if not self.is_sqlite:
                     stmt = stmt.with_for_update()
                 row = conn.execute(stmt).one()
                 yield conn, StoredHead(row.size, bytes(row.root_hash), bytes(row.border))
+
+    @contextmanager
+    def _confirmed(self, raw: Any) -> Iterator[None]:
+        """A commit in the block that PostgreSQL only committed locally is an outage.
+
+        A failover to the standby may lose such a commit: entries with
+        receipts the promoted log lacks, or a checkpoint (perhaps already
+        witnessed) of a tree it does not extend, a fork. So the callers are
+        told the append did not happen, and retry: a retry on this server
+        finds its entries stored (appends are idempotent by evidence id) and
+        maps them to the same sequence numbers, and its transaction still
+        locks the head row (``FOR UPDATE`` writes WAL), so its own COMMIT
+        waits for the standby too, and once confirmed, everything before it
+        is replicated; a retry after a failover that lost them appends them
+        afresh, at the promoted log's next sequence numbers (no gap, no
+        duplicate).
+
+        Raises:
+            LedgerUnavailableError: a commit of the block was not confirmed.
+        """
+        try:
+            with confirmed_commits(raw):
+                yield
+        except UnconfirmedCommit as exc:
+            raise LedgerUnavailableError(
+                f"ledger database {self.display_url}: the commit was not confirmed by its "
+                "synchronous standby (the wait for it was cancelled), so a failover may lose "
+                "it; nothing is reported appended; check the standby and retry (appends are "
+                "idempotent)"
+            ) from exc
 
     @contextmanager
     def _driver(self, *, autocommit: bool) -> Iterator[tuple[Connection, Any]]:
@@ -531,7 +565,11 @@ class LedgerDatabase:
         # anything was written, is replaced and the append retried once.
         for retry in (True, False):
             try:
-                with self._driver(autocommit=True) as (conn, raw), conn.begin():
+                with (
+                    self._driver(autocommit=True) as (conn, raw),
+                    self._confirmed(raw),
+                    conn.begin(),
+                ):
                     try:
                         self._append_pg_in(conn, raw, ids, plan, retry=retry)
                     except _StaleConnection:

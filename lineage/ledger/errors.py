@@ -368,7 +368,10 @@ class LedgerUnavailableError(LedgerError):
     """The database cannot be reached or answered with an I/O fault.
 
     Retryable: no partial write remains (the transaction rolled back), and
-    append is idempotent, so the same call can simply be made again.
+    append is idempotent, so the same call can simply be made again. On
+    PostgreSQL with synchronous replication it may also mean the commit was
+    only local (the wait for the standby was cancelled): the retry then finds
+    the same entries, and is answered once the standby confirms it.
     """
 
     code = "ledger_unavailable"

@@ -1,4 +1,9 @@
-"""A private PostgreSQL cluster for tests that must restart the server (never the shared one)."""
+"""A private PostgreSQL cluster for tests that must restart or reconfigure the server.
+
+Never the shared one. Also the tools of the synchronous-replication tests:
+a cluster that names a standby which does not exist makes every COMMIT wait
+(``wait_event = 'SyncRep'``) until the test cancels the wait.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,27 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PrivatePostgres", "postgres_binaries"]
+import psycopg
+
+__all__ = [
+    "BackgroundCall",
+    "PrivatePostgres",
+    "cancel_sync_wait",
+    "name_standby",
+    "postgres_binaries",
+    "require_sync_standby",
+]
+
+#: Generous: the machine is shared and loaded; a bound on a wait, not a timing.
+BOUND_S = 120.0
+#: A synchronous standby that never connects.
+MISSING_STANDBY = "ecp_no_such_standby"
 
 
 def postgres_binaries() -> Path | None:
@@ -76,3 +99,93 @@ class PrivatePostgres:
         # Immediate: no shutdown checkpoint, recovery from WAL at the next start.
         self.stop("immediate")
         self.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+
+    def admin(self) -> psycopg.Connection[Any]:
+        """An autocommit session whose own commits never wait for a standby."""
+        return psycopg.connect(self.dsn, autocommit=True, options="-c synchronous_commit=local")
+
+
+# --- synchronous replication ------------------------------------------------------
+
+
+def name_standby(admin: psycopg.Connection[Any], name: str | None) -> None:
+    """Name the cluster's synchronous standby (``None``: none), and reload."""
+    if name is None:
+        admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    else:
+        admin.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{name}'")
+    admin.execute("SELECT pg_reload_conf()")
+
+
+class BackgroundCall:
+    """``fn`` in a thread of its own; what it returned or raised."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.result: object = None
+        self.error: BaseException | None = None
+        self._fn = fn
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._fn()
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+
+    def join(self) -> None:
+        self.thread.join(BOUND_S)
+        assert not self.thread.is_alive(), "the call never returned"
+
+
+def cancel_sync_wait(admin: psycopg.Connection[Any], call: BackgroundCall | None) -> bool:
+    """Cancel the COMMIT ``call`` waits on for the standby, then join it.
+
+    False if ``call`` returned without waiting (``None``: whichever session
+    waits first). Only one session at a time may wait: the one found is
+    taken to be ``call``'s.
+    """
+    deadline = time.monotonic() + BOUND_S
+    while time.monotonic() < deadline:
+        row = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep' LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            admin.execute("SELECT pg_cancel_backend(%s)", (row[0],))
+            if call is not None:
+                call.join()
+            return True
+        if call is not None and not call.thread.is_alive():
+            return False
+        time.sleep(0.02)
+    raise AssertionError("the call neither waited for the standby nor returned")
+
+
+def require_sync_standby(pg: PrivatePostgres, admin: psycopg.Connection[Any]) -> None:
+    """Name the missing standby and return once commits really wait for it.
+
+    The checkpointer applies the reloaded setting some time after the
+    reload: probe with a commit of our own until one waits, and cancel it.
+    """
+    name_standby(admin, MISSING_STANDBY)
+    admin.execute("CREATE TABLE IF NOT EXISTS ecp_probe (x int)")
+    deadline = time.monotonic() + BOUND_S
+    with psycopg.connect(pg.dsn, autocommit=True) as probe:
+        while time.monotonic() < deadline:
+            call = BackgroundCall(lambda: probe.execute("INSERT INTO ecp_probe VALUES (1)"))
+            if cancel_sync_wait(admin, call):
+                return
+            if call.error is not None:
+                raise AssertionError(f"the probe commit failed: {call.error!r}")
+            time.sleep(0.1)
+            admin.execute("SELECT pg_reload_conf()")  # a reload the server missed, again
+        names = probe.execute("SHOW synchronous_standby_names").fetchone()
+    log = pg.log.read_text(errors="replace").splitlines()[-15:]
+    raise AssertionError(
+        f"commits never started waiting for the synchronous standby "
+        f"(synchronous_standby_names = {names}); the server's log ends:\n" + "\n".join(log)
+    )

@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
@@ -48,6 +48,13 @@ from ecp.lineage.ledger._receipt import verify_receipt
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import GovernedRequest, GovernedResult, TaskQueues
 from ecp.workflows._search_attributes import SA_GRANT_ID
+from tests.lineage.private_pg import (
+    PrivatePostgres,
+    cancel_sync_wait,
+    name_standby,
+    postgres_binaries,
+    require_sync_standby,
+)
 from tests.workflows.conftest import Stack
 from tests.workflows.longrun_app import activities as app
 from tests.workflows.tcp_proxy import TcpProxy
@@ -370,6 +377,66 @@ async def test_a_body_whose_lease_lapsed_before_it_started_never_starts(
     assert len(lapsed) == 1, [r.outcome for r in records if r.activity.workflow_id == wf_id]
     assert lapsed[0].outcome.status == OutcomeStatus.DENIED
     assert "did not run" in (lapsed[0].outcome.reason or "")
+
+
+@pytest.fixture
+def sync_cluster(tmp_path: Path) -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL for the single-use store, to name a standby that never comes."""
+    bin_dir = postgres_binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
+    pg = PrivatePostgres(tmp_path / "pg", bin_dir)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop("immediate")
+
+
+async def test_an_admission_its_standby_never_confirmed_runs_no_body(
+    temporal_env: WorkflowEnvironment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sync_cluster: PrivatePostgres,
+) -> None:
+    # The single-use store on a cluster with a synchronous standby that
+    # never connects: the admission's COMMIT waits for it until we cancel
+    # the wait, and PostgreSQL then answers success ("committed locally").
+    # A failover could lose that use, so the gate must not run the body.
+    url = sync_cluster.url
+
+    class _OnSyncCluster(SqlReplayGuard):
+        def __init__(self, _url: str, **kwargs: Any) -> None:
+            super().__init__(url, **kwargs)
+
+    monkeypatch.setattr(runtime, "SqlReplayGuard", _OnSyncCluster)
+    tables = SqlReplayGuard(url)
+    tables.unfinished("-")  # its tables, before commits wait for the standby
+    tables.dispose()
+    settings = _settings(tmp_path, halt_database_url=f"sqlite:///{tmp_path / 'halts.db'}")
+    with sync_cluster.admin() as admin:
+        async for stack in _stack(temporal_env, settings):
+            await asyncio.to_thread(require_sync_standby, sync_cluster, admin)
+            handle, wf_id = await _start(stack, app.Rollout("short-lived", steps=1))
+            assert await asyncio.to_thread(cancel_sync_wait, admin, None)
+            name_standby(admin, None)  # the standby is back for the retries
+            result = await handle.result()
+            # One use (max_attempts 1), taken by the refused attempt on this
+            # server: the retry waits out its lease, then is refused as an
+            # unknown outcome. Fewer runs, never more: the body never ran.
+            assert result.outcome == "unknown", result.reason
+            assert _steps(wf_id) == []
+            ledger = stack.ledger
+            records = [
+                parse_evidence(Envelope.from_json(leaf)).predicate
+                for leaf in ledger.leaves(0, ledger.head().size)
+            ]
+            mine = [r for r in records if r.activity.workflow_id == wf_id]
+            first = [r for r in mine if r.activity.attempt == 1 and r.activity.activity_id]
+            refused = [r for r in first if r.outcome.reason_code == "replay_store_unavailable"]
+            assert len(refused) == 1, [r.outcome for r in mine]
+            assert refused[0].outcome.status == OutcomeStatus.DENIED
+            assert "not confirmed by its synchronous standby" in (refused[0].outcome.reason or "")
 
 
 async def test_a_long_running_body_that_never_heartbeats_is_interrupted(

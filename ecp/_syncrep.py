@@ -1,0 +1,120 @@
+"""A PostgreSQL COMMIT that only committed locally: its synchronous standby never confirmed it.
+
+With synchronous replication (``synchronous_commit`` at ``on`` or above and
+``synchronous_standby_names`` set) a COMMIT waits until a standby has the
+transaction. When that wait is cancelled (``pg_cancel_backend``, a client's
+cancel request; ``statement_timeout`` does not bound it), PostgreSQL still
+answers COMMIT with *success*, and says only, as a notice::
+
+    WARNING:  canceling wait for synchronous replication due to user request
+    DETAIL:  The transaction has already committed locally, but might not
+             have been replicated to the standby.
+
+After a failover to that standby the transaction may be gone. ECP's stores
+report a write as durable only once it would survive that failover, so such
+a commit is an outage to them (the single-use store: the use is not
+established; the ledger: the entry is not appended), never a success.
+
+How it is told: PostgreSQL 15 files this warning under SQLSTATE 01000, the
+generic ``warning`` shared by every ``RAISE WARNING`` of any function or
+trigger, so the SQLSTATE alone cannot tell it. The server routine that
+raised it can: ``SyncRepWaitForLSN`` (the ``R`` field, never translated)
+raises only the two warnings of a cut-short wait, the cancel above and
+``57P01`` when the backend is terminated (the connection is then lost too,
+which the stores already treat as an outage). The English message is the
+fallback for a server or a proxy that leaves the routine out; it is
+translated under another ``lc_messages``, which is why it is not the first
+test.
+
+Only psycopg 3 hands notices to a callback with these fields (psycopg2 keeps
+message strings, pg8000 a bounded deque); other drivers are not watched.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["UnconfirmedCommit", "confirmed_commits", "is_unconfirmed_commit"]
+
+#: The server routine that waits for the synchronous standby (syncrep.c).
+_WAIT_ROUTINE = "SyncRepWaitForLSN"
+#: Its two warnings (cancel, terminate), for a notice without the routine.
+_WAIT_MESSAGES = (
+    "canceling wait for synchronous replication",
+    "canceling the wait for synchronous replication",
+)
+
+
+class UnconfirmedCommit(Exception):
+    """A commit on the connection was not confirmed by the synchronous standby.
+
+    Never reaches a caller of ECP: each store maps it to its own
+    "unavailable" error (``ReplayStoreUnavailableError``,
+    ``LedgerUnavailableError``).
+    """
+
+
+def is_unconfirmed_commit(diag: Any) -> bool:
+    """Whether a psycopg ``Diagnostic`` is PostgreSQL's "committed locally" warning."""
+    if getattr(diag, "source_function", None) == _WAIT_ROUTINE:
+        return True
+    message = getattr(diag, "message_primary", None) or ""
+    return isinstance(message, str) and message.startswith(_WAIT_MESSAGES)
+
+
+class _Watch:
+    """Counts the "committed locally" warnings one driver connection received."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, diag: Any) -> None:
+        # Runs in the committing thread, inside its commit (libpq hands the
+        # notice over while the COMMIT's result is read).
+        if is_unconfirmed_commit(diag):
+            self.count += 1
+
+
+_WATCHES: weakref.WeakKeyDictionary[Any, _Watch] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _watch(driver_connection: Any) -> _Watch | None:
+    """The watch on ``driver_connection``, installed on first use; None if it takes none."""
+    add = getattr(driver_connection, "add_notice_handler", None)
+    if add is None:
+        return None  # SQLite, or a driver that gives no callback (see above)
+    with _LOCK:
+        watch = _WATCHES.get(driver_connection)
+        if watch is None:
+            watch = _Watch()
+            add(watch)
+            _WATCHES[driver_connection] = watch
+        return watch
+
+
+@contextmanager
+def confirmed_commits(driver_connection: Any) -> Iterator[None]:
+    """Raise :class:`UnconfirmedCommit` if a commit inside the block only committed locally.
+
+    Installed per connection on first use (so it also covers engines handed
+    in from outside, and connections opened before); a warning received
+    before the block does not count. Nothing is checked when the block
+    raises: the commit then did not happen, or its fault is already raised.
+
+    Raises:
+        UnconfirmedCommit: the standby never confirmed a commit of the block.
+    """
+    watch = _watch(driver_connection)
+    before = watch.count if watch is not None else 0
+    yield
+    if watch is not None and watch.count != before:
+        raise UnconfirmedCommit(
+            "the commit was not confirmed by the synchronous standby (the wait was cancelled)"
+        )
