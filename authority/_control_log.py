@@ -19,6 +19,7 @@ from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from ecp._syncrep import UnconfirmedCommit, confirmed_commits
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._control import (
     ControlKind,
@@ -167,10 +168,24 @@ class SqlControlLog:
         """See :meth:`ControlLog.append`."""
         self._ensure()
         try:
-            with self.engine.begin() as conn:
+            # A statement PostgreSQL only committed locally (its synchronous
+            # standby never confirmed it) may be gone after a failover: a
+            # halt the operator was told of would vanish. It is reported as
+            # not stored; signing again stacks an equal statement on top.
+            with (
+                self.engine.connect() as conn,
+                confirmed_commits(conn.connection.driver_connection),
+                conn.begin(),
+            ):
                 conn.execute(_TABLE.insert().values(seq=row.seq, envelope=row.envelope))
         except IntegrityError:
             raise SeqTakenError(f"control log place #{row.seq} is taken") from None
+        except UnconfirmedCommit:
+            raise ControlStateUnavailableError(
+                f"control log place #{row.seq} was not confirmed by the database's "
+                "synchronous standby (its wait was cancelled); the statement is not "
+                "established, sign it again once the standby is back"
+            ) from None
         except SQLAlchemyError as exc:
             raise ControlStateUnavailableError(
                 f"control log unavailable: {type(exc).__name__}"

@@ -23,10 +23,15 @@ import pytest
 
 from ecp._syncrep import is_unconfirmed_commit
 from ecp.authority._clock import FixedClock
+from ecp.authority._control import ControlRow, ControlState
+from ecp.authority._control_log import SqlControlLog, issue_control
+from ecp.authority._keys import Ed25519FileSigner
 from ecp.authority._replay import SqlReplayGuard, request_key
+from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
 from ecp.authority._verify import VerifiedGrant, verify_grant
 from ecp.authority.errors import (
     AttemptInProgressError,
+    ControlStateUnavailableError,
     OutcomeUnknownError,
     ReplayStoreUnavailableError,
 )
@@ -215,3 +220,35 @@ def test_only_the_wait_for_the_standby_is_told_apart(
     assert is_unconfirmed_commit(
         SimpleNamespace(source_function="SyncRepWaitForLSN", message_primary="übersetzt")
     )
+
+
+def test_a_halt_only_committed_locally_is_reported_not_stored(
+    cluster: PrivatePostgres, admin: psycopg.Connection[Any]
+) -> None:
+    # An operator told "halted" must be able to rely on it after a failover:
+    # a halt the standby never confirmed is refused, and signing again (the
+    # standby back) stacks an equal statement on top, so the halt stands.
+    halt_key = Ed25519FileSigner.generate()
+    trust = TrustStore([TrustedKey.create(halt_key.public_key, {KeyRole.HALT}, name="operator")])
+    log = SqlControlLog(cluster.url)
+    target = f"payout-{uuid.uuid4().hex[:8]}"
+
+    def halt() -> tuple[ControlRow, ControlState]:
+        return issue_control(log, halt_key, trust, kind="halt", target=target, reason="incident 1")
+
+    try:
+        log.ensure_ready()
+        before = len(log.rows())
+        require_sync_standby(cluster, admin)
+        call = BackgroundCall(halt)
+        assert cancel_sync_wait(admin, call), "the halt's commit never waited for the standby"
+        assert isinstance(call.error, ControlStateUnavailableError), call.error or call.result
+        assert "not confirmed by the database's synchronous standby" in str(call.error)
+        assert "\n" not in str(call.error)
+        assert len(log.rows()) == before + 1  # committed on this server only
+        name_standby(admin, None)
+        row, state = halt()
+        assert row.seq == before + 2
+        assert state.halt_for(target) is not None
+    finally:
+        log.dispose()
