@@ -94,42 +94,51 @@ class ControlWatch:
         with self._lock:
             return self._reads_begun
 
-    def confirm(self, state: ControlState, action: str, grant_id: str, *, since: int) -> None:
+    def confirm(
+        self,
+        state: ControlState,
+        action: str,
+        grant_id: str,
+        *,
+        since: int,
+        wait_seconds: float | None = None,
+    ) -> None:
         """``state.check``, but a halt refuses only if a read begun after ``since`` shows it too.
 
         ``state`` is a view this watcher verified (from :meth:`current` or
         :meth:`last_verified`), ``since`` a :meth:`ticket` taken before it.
         A halt found in a read that began after ``since`` (the usual case when
         :meth:`current` just read the log) refuses at once; otherwise the log
-        is read again first. Revocations are never lifted, so they refuse
-        from any view.
+        is read again first, after waiting at most ``wait_seconds`` (default
+        ``bound_seconds``) for a read already under way. Revocations are
+        never lifted, so they refuse from any view.
 
         Raises:
             HaltedError: the halt is in the fresh read, or that read could not
                 be made (the log unreadable or tampered with, or a read under
-                way for longer than ``refresh_seconds``): the halt stands.
+                way for longer than ``wait_seconds``): the halt stands.
             GrantRevokedError: the grant was revoked.
         """
         try:
             state.check(action, grant_id)
         except HaltedError as halted:
+            wait = self.bound_seconds if wait_seconds is None else wait_seconds
             try:
-                fresh = self._read_since(since)
+                fresh = self._read_since(since, wait)
             except InfrastructureError as exc:
                 # Fail-closed: a halt this watcher verified is lifted only by
                 # a verified newer statement, never by a read that failed.
                 raise HaltedError(f"{halted} (not re-confirmed: {exc})") from None
             fresh.check(action, grant_id)
 
-    def _read_since(self, since: int) -> ControlState:
+    def _read_since(self, since: int, wait_seconds: float) -> ControlState:
         """A verified state from a read begun after ticket ``since``."""
         now = now_utc(self.clock)
         # Wait for a read under way (it may have begun before the resume was
-        # stored, so it cannot confirm), but not on a hung database for long.
-        if not self._io.acquire(timeout=self.refresh_seconds):
+        # stored, so it cannot confirm), but not on a hung database for good.
+        if not self._io.acquire(timeout=wait_seconds):
             raise ControlStateUnavailableError(
-                f"another read of the control log is under way for more than "
-                f"{self.refresh_seconds:g} s"
+                f"another read of the control log is under way for more than {wait_seconds:g} s"
             )
         try:
             with self._lock:

@@ -168,8 +168,15 @@ class Watchdog:
             else:
                 # A halt this very call read interrupts at once; one from the
                 # cache is confirmed by one more read first (a halt stands if
-                # that read fails), so a halt lifted meanwhile interrupts nothing.
-                self.controls.confirm(state, self.action, self.grant_id, since=since)
+                # that read fails, or waits behind another for longer than a
+                # re-check interval), so a halt lifted meanwhile interrupts nothing.
+                self.controls.confirm(
+                    state,
+                    self.action,
+                    self.grant_id,
+                    since=since,
+                    wait_seconds=self.recheck_seconds,
+                )
         try:
             self.trust().require(self.issuer_key, role=KeyRole.AUTHORITY, at=now_utc(self.clock))
         except InfrastructureError as exc:

@@ -323,15 +323,22 @@ def test_a_read_under_way_before_the_resume_does_not_confirm_a_halt(
     release = threading.Event()
     log.hold = release
     with ThreadPoolExecutor(2) as pool:
-        # One caller's read has taken the log as it was, and is slow to return.
-        slow = pool.submit(watch.current)
-        assert log.reading.wait(60)
-        _issue(inner, halt_key, trust, "resume", "payout")
-        # A call that comes now is served the cached view (a read is under
-        # way), which shows the halt; neither it nor the slow read, which
-        # began before the resume, may refuse the call as halted.
-        call = pool.submit(watch.check, "payout", "g-2")
-        release.set()
+        try:
+            # One caller's read has taken the log as it was, and is slow to return.
+            slow = pool.submit(watch.current)
+            assert log.reading.wait(60)
+            _issue(inner, halt_key, trust, "resume", "payout")
+            # Not willing to wait behind that read (a watchdog's bound): the halt stands.
+            cached = watch.last_verified()
+            assert cached is not None
+            with pytest.raises(HaltedError, match=r"not re-confirmed: another read .* under way"):
+                watch.confirm(cached, "payout", "g-2", since=watch.ticket(), wait_seconds=0)
+            # A call that comes now is served the cached view (a read is under
+            # way), which shows the halt; neither it nor the slow read, which
+            # began before the resume, may refuse the call as halted.
+            call = pool.submit(watch.check, "payout", "g-2")
+        finally:
+            release.set()  # a failed assertion must not leave the read held
         assert "payout" in slow.result(60).halts
         call.result(60)  # no HaltedError
 
