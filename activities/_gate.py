@@ -580,7 +580,9 @@ class _Gate(ActivityInboundInterceptor):
         )
 
     def _check_controls(self, action: str, grant_id: str) -> None:
-        self._c.controls.current().check(action, grant_id)
+        # Not current().check: a cached view may predate an `ecp resume` that
+        # returned before this call came; check confirms a halt first.
+        self._c.controls.check(action, grant_id)
 
     async def _deny(self, rec: GateRecord, exc: AuthorityError) -> None:
         # Raised ``from None``: the message names the reason, and a chained

@@ -153,16 +153,30 @@ class Watchdog:
         Each source separately, so that one unavailable leaves the other in force.
         """
         if self.controls is not None:
+            since = self.controls.ticket()
             state: ControlState | None
             try:
                 state = self.controls.current()
             except InfrastructureError as exc:
                 # Unknown now: the last state this gate verified still holds
-                # (a halt it saw is not undone by an outage or a rollback).
+                # (a halt it saw is not undone by an outage or a rollback),
+                # without waiting on another read of a log that just failed.
                 log.error("could not re-read the halt list for grant %s: %s", self.grant_id, exc)
                 state = self.controls.last_verified()
-            if state is not None:
-                state.check(self.action, self.grant_id)
+                if state is not None:
+                    state.check(self.action, self.grant_id)
+            else:
+                # A halt this very call read interrupts at once; one from the
+                # cache is confirmed by one more read first (a halt stands if
+                # that read fails, or waits behind another for longer than a
+                # re-check interval), so a halt lifted meanwhile interrupts nothing.
+                self.controls.confirm(
+                    state,
+                    self.action,
+                    self.grant_id,
+                    since=since,
+                    wait_seconds=self.recheck_seconds,
+                )
         try:
             self.trust().require(self.issuer_key, role=KeyRole.AUTHORITY, at=now_utc(self.clock))
         except InfrastructureError as exc:

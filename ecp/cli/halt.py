@@ -3,6 +3,8 @@
 Each command signs one control statement with a key holding the ``halt``
 role and appends it to the control log in the deployment's database, where
 every gate reads it within its refresh interval (``ECP_HALT_REFRESH_SECONDS``).
+A resume holds for the next governed call: a gate refuses a call as halted
+only once a read of the log begun after the call came still shows the halt.
 """
 
 from __future__ import annotations
@@ -69,8 +71,16 @@ def _issue(kind: ControlKind, target: str, reason: str, key: Path | None, db: st
     finally:
         log.dispose()
     typer.echo(f"{kind} {target}: control statement #{row.seq}, signed by {signer.key_id}")
+    # A resume is confirmed by the gate before it refuses anything as halted
+    # (see ecp.activities._control_watch); halts and revocations wait for
+    # the gate's next read.
+    when = (
+        "for the next governed call"
+        if kind == "resume"
+        else f"within {settings.halt_refresh_seconds:g} s"
+    )
     typer.echo(
-        f"gates apply it within {settings.halt_refresh_seconds:g} s; "
+        f"gates apply it {when}; "
         f"{len(state.halts)} halt(s) and {len(state.revoked)} revocation(s) now in force"
     )
 

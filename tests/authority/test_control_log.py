@@ -8,8 +8,10 @@ the database away from a gate (real PostgreSQL behind a cuttable proxy).
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -240,6 +242,107 @@ def test_a_gate_notices_the_log_rolled_back_below_what_it_saw(
         watch.current()
 
 
+def test_a_resume_lifts_a_halt_for_the_next_check_however_fresh_the_gates_view(
+    log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    # A minute between reads and a clock that does not move: the view the
+    # denial read is certainly still cached when the next call comes.
+    watch = ControlWatch(log, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    _issue(log, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError, match="payout is halted"):
+        watch.check("payout", "g-1")
+    _issue(log, halt_key, trust, "resume", "payout")
+    assert "payout" in watch.current().halts  # the cached view predates the resume ...
+    watch.check("payout", "g-2")  # ... but a halt refuses only once a fresh read shows it
+    assert watch.current().halts == {}  # and that read is the view from now on
+
+
+def test_only_a_verified_newer_statement_lifts_a_halt(
+    sqlite_log: tuple[SqlControlLog, str],
+    halt_key: Ed25519FileSigner,
+    other_key: Ed25519FileSigner,
+    trust: TrustStore,
+) -> None:
+    log, url = sqlite_log
+    watch = ControlWatch(log, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    _issue(log, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    # A resume signed by a key without the halt role: in the chain, no effect.
+    rows = log.rows()
+    forged = sign_control(
+        other_key,
+        seq=2,
+        prev=envelope_digest(rows[-1].envelope),
+        kind="resume",
+        target="payout",
+        reason="let me through",
+        issued_at=Clock()(),
+    )
+    log.append(ControlRow(2, forged))
+    with pytest.raises(HaltedError, match="payout is halted"):
+        watch.check("payout", "g-1")
+    # The database operator drops the halt: the confirming read does not
+    # verify against what this gate saw, so the halt stands.
+    _run_sql(url, "DELETE FROM ecp_control_log")
+    with pytest.raises(HaltedError, match=r"not re-confirmed: control statement #1 .* is gone"):
+        watch.check("payout", "g-1")
+
+
+class _HeldLog:
+    """A real control log whose next read takes what is stored, then waits (a slow database)."""
+
+    def __init__(self, inner: SqlControlLog) -> None:
+        self.inner = inner
+        self.hold: threading.Event | None = None
+        self.reading = threading.Event()
+
+    def rows(self) -> list[ControlRow]:
+        hold, self.hold = self.hold, None
+        rows = self.inner.rows()
+        if hold is not None:
+            self.reading.set()
+            hold.wait()
+        return rows
+
+    def append(self, row: ControlRow) -> None:
+        self.inner.append(row)
+
+
+def test_a_read_under_way_before_the_resume_does_not_confirm_a_halt(
+    sqlite_log: tuple[SqlControlLog, str], halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    inner, _ = sqlite_log
+    log = _HeldLog(inner)
+    clock = Clock()
+    watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=60, bound_seconds=600)
+    _issue(inner, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    clock.advance(61)  # the view is due for a read, still within the bound
+    release = threading.Event()
+    log.hold = release
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            # One caller's read has taken the log as it was, and is slow to return.
+            slow = pool.submit(watch.current)
+            assert log.reading.wait(60)
+            _issue(inner, halt_key, trust, "resume", "payout")
+            # Not willing to wait behind that read (a watchdog's bound): the halt stands.
+            cached = watch.last_verified()
+            assert cached is not None
+            with pytest.raises(HaltedError, match=r"not re-confirmed: another read .* under way"):
+                watch.confirm(cached, "payout", "g-2", since=watch.ticket(), wait_seconds=0)
+            # A call that comes now is served the cached view (a read is under
+            # way), which shows the halt; neither it nor the slow read, which
+            # began before the resume, may refuse the call as halted.
+            call = pool.submit(watch.check, "payout", "g-2")
+        finally:
+            release.set()  # a failed assertion must not leave the read held
+        assert "payout" in slow.result(60).halts
+        call.result(60)  # no HaltedError
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     name = f"ecp_control_{uuid.uuid4().hex[:10]}"
@@ -273,4 +376,30 @@ async def test_a_gate_cut_off_from_postgres_serves_its_view_only_within_the_boun
         assert "payout" in (await asyncio.to_thread(watch.current)).halts
     finally:
         await asyncio.to_thread(log.dispose)
+        await proxy.cut()
+
+
+async def test_a_halt_stands_while_the_log_cannot_be_read_to_confirm_it(
+    pg_url: str, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    log = SqlControlLog(f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{pg_url}")
+    # The operator's own connection, which the cut does not touch.
+    direct = SqlControlLog(f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_url}")
+    watch = ControlWatch(log, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    try:
+        await asyncio.to_thread(_issue, direct, halt_key, trust, "halt", "payout")
+        with pytest.raises(HaltedError):
+            await asyncio.to_thread(watch.check, "payout", "g-1")
+        await proxy.cut()
+        await asyncio.to_thread(_issue, direct, halt_key, trust, "resume", "payout")
+        # The resume is stored, but this gate cannot read it: fail-closed.
+        with pytest.raises(HaltedError, match=r"payout is halted .*not re-confirmed: control log"):
+            await asyncio.to_thread(watch.check, "payout", "g-1")
+        await proxy.start()
+        await asyncio.to_thread(watch.check, "payout", "g-1")
+    finally:
+        await asyncio.to_thread(log.dispose)
+        await asyncio.to_thread(direct.dispose)
         await proxy.cut()

@@ -48,6 +48,7 @@ def test_halt_list_resume(home: Path) -> None:
     code, out, err = run("halt", "payout", "--reason", "incident 4711")
     assert code == 0, err
     assert "control statement #1" in out
+    assert "gates apply it within 2 s" in out  # a halt waits for each gate's next read
     code, out, _ = run("halts")
     assert code == 0
     assert "halted   payout: incident 4711" in out
@@ -56,6 +57,7 @@ def test_halt_list_resume(home: Path) -> None:
     assert code == 0
     code, out, _ = run("resume", "payout")
     assert code == 0
+    assert "gates apply it for the next governed call" in out  # confirmed before a refusal
     code, out, _ = run("halts")
     assert "halted   every action: freeze" in out
     assert "payout" not in out.split("chain verified", 1)[1]

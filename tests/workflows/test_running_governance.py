@@ -73,10 +73,12 @@ def _settings(tmp_path: Path, **extra: object) -> Settings:
         executor_queue=f"exec-{q}",
         database_url=f"sqlite:///{tmp_path / 'ecp.db'}",
         allow_unauthenticated=True,
-        # Read the halt list often here, so a test waits little for it.
-        halt_refresh_seconds=0.2,
-        halt_bound_seconds=1.0,
-        **extra,  # type: ignore[arg-type]
+        **{
+            # Read the halt list often here, so a test waits little for it.
+            "halt_refresh_seconds": 0.2,
+            "halt_bound_seconds": 1.0,
+            **extra,
+        },  # type: ignore[arg-type]
     )
 
 
@@ -258,6 +260,32 @@ async def test_a_halt_interrupts_running_bodies_and_denies_new_ones_until_resume
     done = await handle3.result()
     assert done.outcome == "completed", done.reason
     assert _steps(wf3) == [0]
+
+
+@pytest.fixture
+async def seldom_read(temporal_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    # The gate reads the halt list at most once a minute: whatever it read
+    # for one call is certainly still cached for the next.
+    settings = _settings(tmp_path, halt_refresh_seconds=60, halt_bound_seconds=600)
+    async for stack in _stack(temporal_env, settings):
+        yield stack
+
+
+async def test_a_resume_takes_effect_for_the_next_call_however_seldom_the_gate_reads(
+    seldom_read: Stack,
+) -> None:
+    _control(seldom_read, "halt", "rollout", "incident 4712")
+    handle, _ = await _start(seldom_read, app.Rollout("api", steps=1))
+    denied = await handle.result()
+    assert denied.outcome == "denied"
+    assert "halted" in denied.reason
+    # `ecp resume` returned: the very next call runs, although the gate's
+    # cached view (read for the denial) still shows the halt.
+    _control(seldom_read, "resume", "rollout", "incident closed")
+    handle2, wf2 = await _start(seldom_read, app.Rollout("api", steps=1))
+    done = await handle2.result()
+    assert done.outcome == "completed", done.reason
+    assert _steps(wf2) == [0]
 
 
 async def test_a_body_that_swallows_the_interruption_has_its_result_withheld(
