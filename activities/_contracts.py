@@ -4,9 +4,14 @@ The wire contract between ``GovernedExecution`` and the authority and executor w
 
 Plain dataclasses of JSON types: they cross the workflow sandbox and land in
 history, so they hold digests, ids and signed envelopes, never keys.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here, on purpose: Temporal's
+converter calls ``typing.get_type_hints`` on a dataclass every time it
+decodes one, and string annotations make each call compile and evaluate
+every field's type again (about a third of a millisecond per decode, a
+dozen decodes per governed action). With the types evaluated once at
+import, that call only reads them.
+"""
 
 from dataclasses import dataclass, field
 from typing import Any

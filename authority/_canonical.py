@@ -37,11 +37,34 @@ JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSO
 def canonical_json(value: object) -> bytes:
     """Serialise ``value`` as RFC 8785 canonical JSON bytes.
 
+    A value made only of the plain JSON types (exactly ``dict``, ``list``,
+    ``str``, ``bool``, ``None`` and ``int`` within ±(2**53 - 1), no key
+    outside the Basic Multilingual Plane) is written by :func:`json.dumps`,
+    which writes it exactly as RFC 8785 does (see :func:`_plain`) an order
+    of magnitude faster than the general encoder: grants, decisions,
+    evidence and argument digests are such values, and canonicalising them
+    was a tenth of the workers' CPU per governed action. Anything else (a
+    float, a subclass, a tuple, a value the fast path cannot write) goes
+    through the general encoder, which also gives every error.
+
     Raises:
         CanonicalizationError: ``value`` holds something JSON cannot express
             exactly (NaN, infinities, integers beyond ±2**53, non-string keys,
             unsupported types).
     """
+    if _plain_exact(value):
+        try:
+            fast = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            return fast.encode("utf-8")
+        except (ValueError, RecursionError):
+            # A lone surrogate (UnicodeEncodeError) or nesting json.dumps
+            # cannot follow: the general encoder refuses it, in its words.
+            pass
+    return _general(value)
+
+
+def _general(value: object) -> bytes:
+    """RFC 8785 by the general encoder (``rfc8785``); see :func:`canonical_json`."""
     try:
         # rfc8785 types its input narrowly; it raises on anything else, which
         # is exactly the check wanted here. A lone surrogate surfaces as a
@@ -187,6 +210,43 @@ def _plain(value: object) -> bool:
                     return False
             stack.extend(v.values())
         elif isinstance(v, list):
+            stack.extend(v)
+        else:
+            return False
+    return True
+
+
+def _plain_exact(value: object) -> bool:
+    """:func:`_plain`, for any Python value: exact JSON types only, no container twice.
+
+    Subclasses (``IntEnum``, ``StrEnum``, ...) and tuples are not plain here:
+    :func:`json.dumps` and the general encoder might write them differently.
+    A container met twice (shared, or a cycle, which :func:`json.dumps`
+    would refuse in words of its own) also leaves the value to the general
+    encoder.
+    """
+    stack = [value]
+    seen: set[int] = set()
+    while stack:
+        v = stack.pop()
+        if type(v) is str or type(v) is bool or v is None:
+            continue
+        if type(v) is int:
+            if -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
+                continue
+            return False
+        if type(v) is dict:
+            if id(v) in seen:
+                return False
+            seen.add(id(v))
+            for k in v:
+                if type(k) is not str or (not k.isascii() and max(k) > "\uffff"):
+                    return False
+            stack.extend(v.values())
+        elif type(v) is list:
+            if id(v) in seen:
+                return False
+            seen.add(id(v))
             stack.extend(v)
         else:
             return False

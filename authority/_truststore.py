@@ -37,6 +37,7 @@ __all__ = [
     "TRUST_STORE_FILENAME",
     "KeyRole",
     "TrustStore",
+    "TrustStoreReader",
     "TrustedKey",
 ]
 
@@ -381,20 +382,29 @@ class TrustStore:
         return cls(keys, passkeys)
 
     @classmethod
+    def read(cls, path: Path) -> tuple[bytes, str]:
+        """The bytes of the store at ``path`` (a file or a directory), and its file's name.
+
+        Raises:
+            TrustStoreError: missing or unreadable.
+        """
+        file = cls.resolve_path(path)
+        try:
+            return file.read_bytes(), str(file)
+        except FileNotFoundError as exc:
+            raise TrustStoreError(f"{file}: trust store not found") from exc
+        except OSError as exc:
+            raise TrustStoreError(f"{file}: cannot read trust store: {exc.strerror}") from exc
+
+    @classmethod
     def load(cls, path: Path) -> TrustStore:
         """Load a store from a file, or a directory holding ``truststore.json``.
 
         Raises:
             TrustStoreError: missing, unreadable or malformed.
         """
-        file = cls.resolve_path(path)
-        try:
-            data = file.read_bytes()
-        except FileNotFoundError as exc:
-            raise TrustStoreError(f"{file}: trust store not found") from exc
-        except OSError as exc:
-            raise TrustStoreError(f"{file}: cannot read trust store: {exc.strerror}") from exc
-        return cls.from_json(data, str(file))
+        data, where = cls.read(path)
+        return cls.from_json(data, where)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrustStore:
@@ -424,3 +434,43 @@ class TrustStore:
             os.replace(tmp, file)
         except OSError as exc:
             raise TrustStoreError(f"{file}: cannot write trust store: {exc.strerror}") from exc
+
+
+class TrustStoreReader:
+    """Reads the trust store at ``path`` afresh on every call; parses only bytes it has not seen.
+
+    Every call reads the file, so a revocation, a new key or a damaged file
+    takes effect at the very next call, exactly as :meth:`TrustStore.load`
+    on every call would. What is saved is the parsing (every entry's key
+    decoded, its id recomputed, its times parsed), which cost a governed
+    action more than a millisecond of CPU on each of its checks: when the
+    bytes just read are the bytes parsed last, the store parsed from them is
+    returned. The store is keyed by its whole content, not by a file's
+    modification time or size, so no edit can go unseen; and a
+    :class:`TrustStore` is immutable, so sharing one between calls (and
+    threads) changes nothing. Whether a key has expired is decided when it
+    is used (:meth:`TrustStore.require` takes the time), never at parsing.
+    """
+
+    __slots__ = ("_last", "_path")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        # One (bytes, store) pair, replaced whole: a thread reading it sees
+        # either the old pair or the new one, never half of each.
+        self._last: tuple[bytes, TrustStore] | None = None
+
+    def __call__(self) -> TrustStore:
+        """The store as the file holds it now.
+
+        Raises:
+            TrustStoreError: missing, unreadable or malformed (never a
+                store parsed earlier in its place).
+        """
+        data, where = TrustStore.read(self._path)
+        last = self._last
+        if last is not None and last[0] == data:
+            return last[1]
+        store = TrustStore.from_json(data, where)
+        self._last = (data, store)
+        return store

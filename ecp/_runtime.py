@@ -36,7 +36,7 @@ from ecp.authority._keys import Ed25519FileSigner
 from ecp.authority._oidc import OidcIssuer
 from ecp.authority._policy import PolicyBundle
 from ecp.authority._replay import SqlReplayGuard
-from ecp.authority._truststore import TrustStore
+from ecp.authority._truststore import TrustStore, TrustStoreReader
 from ecp.authority.errors import PolicyBundleError
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.witness._client import parse_witness_spec
@@ -109,11 +109,9 @@ def _local_bundle(settings: Settings) -> PolicyBundle | None:
 
 def _trust_loader(path: Path) -> Callable[[], TrustStore]:
     # Re-read on every call so a revocation takes effect at once; an
-    # unreadable store raises TrustStoreError and the gate refuses.
-    def load() -> TrustStore:
-        return TrustStore.load(path)
-
-    return load
+    # unreadable store raises TrustStoreError and the gate refuses. Only
+    # bytes not seen before are parsed again (TrustStoreReader).
+    return TrustStoreReader(path)
 
 
 def build_plugin(

@@ -18,7 +18,16 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["EXHAUSTED_TYPE", "GovernedExecution", "execute_activity_id", "from_gate"]
 
 
-@workflow.defn(name="GovernedExecution")
+# Unsandboxed: the sandbox is Temporal's net against non-deterministic code,
+# not a security boundary, and this workflow's code is ECP's own, fixed and
+# deterministic: its determinism is what tests/workflows/test_replay.py
+# checks, and the same steps (GovernedCall) still run inside the sandbox of
+# any workflow that calls execute_governed (tests/workflows/test_in_workflow.py).
+# In the sandbox every payload of every activation and completion costs the
+# SDK several trips through it (compiling and running a snippet to ask the
+# workflow's serialization context): about a sixth of the workers' CPU per
+# governed action (docs/performance.md, "Where the time goes").
+@workflow.defn(name="GovernedExecution", sandboxed=False)
 class GovernedExecution:
     """Runs one governed action as verify → authorize → execute → prove."""
 

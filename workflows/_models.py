@@ -1,6 +1,10 @@
-"""What a team submits to ``GovernedExecution`` and what it gets back."""
+"""What a team submits to ``GovernedExecution`` and what it gets back.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here, on purpose (as in
+``ecp.activities._contracts``): Temporal's converter calls
+``typing.get_type_hints`` on every decode, and string annotations would be
+compiled and evaluated again each time.
+"""
 
 from dataclasses import dataclass, field
 from typing import Any

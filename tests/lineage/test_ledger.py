@@ -11,7 +11,13 @@ from ecp.authority._canonical import canonical_json, digest_bytes
 from ecp.authority._dsse import Envelope, sign_envelope
 from ecp.authority._keys import Ed25519FileSigner
 from ecp.authority._truststore import KeyRole, TrustedKey, TrustStore
-from ecp.lineage.ledger._evidence import INTOTO_PAYLOAD_TYPE, OutcomeStatus, parse_evidence
+from ecp.lineage.ledger._evidence import (
+    INTOTO_PAYLOAD_TYPE,
+    OutcomeStatus,
+    build_statement,
+    parse_evidence,
+    sign_evidence,
+)
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._merkle import verify_consistency, verify_inclusion
 from ecp.lineage.ledger._receipt import Receipt, verify_receipt
@@ -31,7 +37,7 @@ from ecp.lineage.ledger.errors import (
     ReceiptOriginMismatchError,
     StaleCheckpointError,
 )
-from tests.lineage.support import make_envelope, open_unverified
+from tests.lineage.support import make_envelope, make_predicate, open_unverified
 
 
 def test_append_prove_checkpoint_receipt(ledger_url: str, worker, log_signer) -> None:
@@ -284,3 +290,31 @@ def test_find_activity(ledger_url: str, worker) -> None:
         assert ledger.find_activity("default", "wf-1", None, "1") == 1
         assert ledger.find_activity("default", "wf-1", "run-2", "1") is None
         assert ledger.find_activity("other", "wf-1", None, "1") is None
+
+
+def test_find_activity_gives_the_newest_entry_and_takes_any_id(
+    ledger_url: str, worker: Ed25519FileSigner
+) -> None:
+    # The prove step certifies the newest record of the execute step; ids
+    # are bound as parameters, whatever characters they hold.
+    odd = "wf-'; DROP TABLE ledger_entry; -- %s ? \\ \u00e9"
+    pred = make_predicate(7)
+    pred = pred.model_copy(
+        update={"activity": pred.activity.model_copy(update={"workflow_id": odd})}
+    )
+    hostile = sign_evidence(build_statement(pred, arguments=digest_bytes(b"a")), worker)
+    with open_unverified(ledger_url) as ledger:
+        ledger.append_many(
+            [
+                make_envelope(0, worker),
+                make_envelope(1, worker, status=OutcomeStatus.DENIED),
+                make_envelope(2, worker),
+                make_envelope(1, worker),
+                hostile,
+            ]
+        )
+        assert ledger.find_activity("default", "wf-1", "run-1", "1") == 3
+        assert ledger.find_activity("default", "wf-1", None, "1") == 3
+        assert ledger.find_activity("default", odd, "run-1", "7") == 4
+        assert ledger.find_activity("default", odd[:-1], "run-1", "7") is None
+        assert ledger.entry(0).index == 0  # the table is still there
