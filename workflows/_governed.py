@@ -19,10 +19,12 @@ __all__ = ["EXHAUSTED_TYPE", "GovernedExecution", "execute_activity_id", "from_g
 
 
 # Unsandboxed: the sandbox is Temporal's net against non-deterministic code,
-# not a security boundary, and this workflow's code is ECP's own, fixed and
-# deterministic: its determinism is what tests/workflows/test_replay.py
-# checks, and the same steps (GovernedCall) still run inside the sandbox of
-# any workflow that calls execute_governed (tests/workflows/test_in_workflow.py).
+# not a security boundary, and it never checked this code anyway: ``ecp`` is
+# a pass-through module (PASSTHROUGH_MODULES), imported outside the sandbox
+# with the real datetime, time and open. What keeps it deterministic is
+# tests/workflows/test_replay.py (recorded histories replayed) and
+# tests/workflows/test_workflow_determinism_lint.py (no clock, randomness,
+# environment or file read in the workflow modules' source).
 # In the sandbox every payload of every activation and completion costs the
 # SDK several trips through it (compiling and running a snippet to ask the
 # workflow's serialization context): about a sixth of the workers' CPU per

@@ -37,13 +37,18 @@ _json = st.recursive(
 
 def _canonical_or_none(value: object) -> bytes | None:
     try:
-        return canonical_json(value)
+        return _general(value)
     except CanonicalizationError:
         return None
 
 
 def _same_judgement(data: bytes) -> None:
-    """``is_canonical_json`` judges as comparing with ``canonical_json`` does (or raises)."""
+    """``is_canonical_json`` judges as comparing with the rfc8785 encoder does (or raises).
+
+    Against ``_general``, not ``canonical_json``: for plain values both the
+    check and ``canonical_json`` now come from ``json.dumps``, and comparing
+    the two would test nothing.
+    """
     try:
         parsed = parse_json_strict(data)
     except CanonicalizationError:
