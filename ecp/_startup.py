@@ -8,8 +8,9 @@ that failed with an outage (one of :data:`WAITS_FOR`) with capped
 exponential backoff and jitter, one log line per retry, for at most
 ``ECP_STARTUP_WAIT_SECONDS`` in all; then the same error is raised, saying
 how long it waited. A failure that will not heal by waiting (a wrong schema,
-an unknown database or role, a refused password, an unreadable TLS file) is
-raised at once, whatever the bound.
+an unknown database or role, a refused password, a client-side connection
+setting libpq rejects, an unreadable TLS file, Temporal refusing the
+credentials or TLS) is raised at once, whatever the bound.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ _HEALING_STATES = frozenset({"55P03", "25006"})
 # its message. These (PostgreSQL's own wording, as servers log in their
 # default locale) say the server answered and refused for a reason waiting
 # does not change: a missing database or role, failed authentication, no
-# pg_hba.conf line, no CONNECT privilege. And libpq's own (always English)
-# for a fault of the client's configuration, which no server change mends:
+# pg_hba.conf line, no CONNECT privilege. And libpq's own (English unless
+# the client runs in a translated locale) for a fault of the client's
+# configuration, which no server change mends:
 # no password to send, SSL required of a server without it, a certificate
 # that does not verify, an unknown or malformed connection option. Any other
 # connection failure (refused, timed out, no such host yet, "starting up",
