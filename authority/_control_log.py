@@ -19,6 +19,7 @@ from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from ecp._dburl import display_url, error_line
 from ecp._syncrep import UnconfirmedCommit, confirmed_commits
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._control import (
@@ -146,7 +147,7 @@ class SqlControlLog:
                     conn.execute(select(_TABLE.c.seq).limit(1))
             except SQLAlchemyError as exc:
                 raise ControlStateUnavailableError(
-                    f"control log unavailable: {type(exc).__name__}"
+                    f"control log unavailable at {display_url(self.engine.url)}: {error_line(exc)}"
                 ) from None
         self._ready = True
 

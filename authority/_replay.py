@@ -48,6 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
+from ecp._dburl import display_url, error_line
 from ecp._syncrep import UnconfirmedCommit, confirmed_commits
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._group_commit import GroupCommit, Pending
@@ -724,7 +725,8 @@ class SqlReplayGuard:
                 # our create; only a table that still is not there is a fault.
                 if not self._table_exists():
                     raise ReplayStoreUnavailableError(
-                        f"replay store unavailable: {type(exc).__name__}"
+                        f"replay store unavailable at {display_url(self.engine.url)}: "
+                        f"{error_line(exc)}"
                     ) from exc
             self._ready = True
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.service import RPCError, TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from ecp._settings import OtelExporter, Settings
 from ecp.errors import EcpError
 from ecp.workflows._search_attributes import ALL_KEYS
 
 __all__ = [
+    "FINAL_STATUSES",
     "SearchAttributesMissingError",
+    "TemporalRefusedError",
     "TemporalUnreachableError",
     "TlsFileError",
     "connect",
@@ -44,6 +49,57 @@ class TlsFileError(TemporalUnreachableError):
     retryable = False
 
 
+class TemporalRefusedError(TemporalUnreachableError):
+    """What answers at Temporal's address refused for a reason waiting does not mend.
+
+    A wrong or missing API key or client certificate, no permission, no such
+    namespace, something that is not a Temporal frontend (a proxy answering
+    404), or a TLS handshake that cannot succeed (TLS against a plaintext
+    frontend, an untrusted server certificate). A kind of
+    :class:`TemporalUnreachableError`, but a worker starting up fails at once.
+    """
+
+    code = "temporal_refused"
+    retryable = False
+
+
+#: gRPC statuses that are Temporal's (or a proxy's) final answer.
+FINAL_STATUSES = frozenset(
+    {
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.NOT_FOUND,
+        RPCStatusCode.UNIMPLEMENTED,
+    }
+)
+#: ``Client.connect`` reports every failure, whatever the status of its
+#: ``get_system_info`` call, as a ``RuntimeError`` carrying the Rust core's
+#: text, e.g. ``... call error after connection: Status { code: Unauthenticated,
+#: message: ...``. The status is read back from it.
+_STATUS_IN_TEXT = re.compile(r"Status \{ code: ([A-Za-z]+)")
+#: A TLS handshake that failed (rustls reports it as an ``InvalidData`` I/O
+#: error: a plaintext server's reply, a certificate it does not trust, an
+#: alert from the server). It fails the same way on every try.
+_TLS_FAILURES = ("kind: InvalidData", "InvalidCertificate", "invalid peer certificate")
+
+
+def _is_final(exc: BaseException) -> bool:
+    """Whether a failed connect is a refusal that waiting does not mend."""
+    if isinstance(exc, RPCError):
+        return exc.status in FINAL_STATUSES
+    text = str(exc)
+    if any(marker in text for marker in _TLS_FAILURES):
+        return True
+    found = _STATUS_IN_TEXT.search(text)
+    if found is None:
+        return False
+    # Unauthenticated -> UNAUTHENTICATED, PermissionDenied -> PERMISSION_DENIED.
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", found.group(1)).upper()
+    status = RPCStatusCode.__members__.get(name)
+    return status in FINAL_STATUSES
+
+
 def tls_config(settings: Settings) -> bool | TLSConfig:
     """The ``tls=`` argument for ``Client.connect`` from the TLS settings.
 
@@ -72,7 +128,9 @@ def tls_config(settings: Settings) -> bool | TLSConfig:
     )
 
 
-async def connect(settings: Settings, *, tracing: bool | None = None) -> Client:
+async def connect(
+    settings: Settings, *, tracing: bool | None = None, timeout: float | None = None
+) -> Client:
     """Connect to the configured Temporal frontend.
 
     Args:
@@ -80,9 +138,13 @@ async def connect(settings: Settings, *, tracing: bool | None = None) -> Client:
         tracing: Install Temporal's OpenTelemetry tracing interceptor on the
             client (and so on every worker built on it). Defaults to whether
             an OTel exporter is configured.
+        timeout: Give up after this many seconds (the SDK's own bound on a
+            listener that accepts and never answers is about 30 s).
 
     Raises:
-        TemporalUnreachableError: nothing answers at the configured address.
+        TemporalUnreachableError: nothing answers at the configured address
+            (within ``timeout``).
+        TemporalRefusedError: what answers there refused for good (see it).
         TlsFileError: a TLS file cannot be read.
     """
     if tracing is None:
@@ -90,19 +152,27 @@ async def connect(settings: Settings, *, tracing: bool | None = None) -> Client:
     # On the client, the interceptor is outermost on workers too: its
     # RunActivity span encloses the gate and the body.
     interceptors: list[Interceptor] = [TracingInterceptor()] if tracing else []
+    tls = tls_config(settings)
     try:
-        return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.namespace,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            tls=tls_config(settings),
-            interceptors=interceptors,
+        return await asyncio.wait_for(
+            Client.connect(
+                settings.temporal_address,
+                namespace=settings.namespace,
+                api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+                tls=tls,
+                interceptors=interceptors,
+            ),
+            timeout,
         )
+    except TimeoutError:
+        within = f"no answer within {timeout:.1f} s" if timeout is not None else "timed out"
+        raise TemporalUnreachableError(
+            f"cannot reach Temporal at {settings.temporal_address}: {within}"
+        ) from None
     except (RuntimeError, RPCError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TemporalUnreachableError(
-            f"cannot reach Temporal at {settings.temporal_address}: {first}"
-        ) from exc
+        error = TemporalRefusedError if _is_final(exc) else TemporalUnreachableError
+        raise error(f"cannot reach Temporal at {settings.temporal_address}: {first}") from exc
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:

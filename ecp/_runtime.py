@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 from ecp._connect import ensure_search_attributes
 from ecp._keyring import KeyFiles
 from ecp._observe import ObservedLedger, TelemetryInterceptor
-from ecp._settings import Role, Settings, SettingsError
+from ecp._settings import Role, Settings, SettingsError, env_name
 from ecp._startup import StartupWait
 from ecp.activities import examples
 from ecp.activities._authority_side import AuthorityActivities
@@ -129,8 +129,13 @@ def build_plugin(
     Opens every store the role uses (the ledger; for executors the
     single-use store and the halt list too) before it returns, so no worker
     built on the plugin takes a task its stores could not serve. A store
-    that is down is waited for, within ``startup`` (default: a wait of
-    ``ECP_STARTUP_WAIT_SECONDS`` from now, see :class:`StartupWait`).
+    that is down is waited for within ``startup`` (see :class:`StartupWait`),
+    sleeping on the calling thread meanwhile. Without ``startup`` there is
+    no wait (the first failure is raised), unless ``ECP_STARTUP_WAIT_SECONDS``
+    is set explicitly (environment or settings file): this is usually called
+    from async code, whose event loop a wait would stall. An async caller
+    that wants the wait runs this in a thread (``asyncio.to_thread``);
+    ``ecp worker`` always waits, before anything else runs on its loop.
 
     Raises:
         KeyFileError: a key this role needs is missing or unreadable.
@@ -140,7 +145,10 @@ def build_plugin(
         ReplayStoreUnavailableError: the single-use store cannot be reached.
         ControlStateUnavailableError: the halt list cannot be reached.
     """
-    wait = startup or StartupWait.from_settings(settings)
+    if startup is None:
+        explicit = "startup_wait_seconds" in settings.model_fields_set
+        startup = StartupWait.from_settings(settings) if explicit else StartupWait(0)
+    wait = startup
     keys = KeyFiles(settings.keys)
     trust = _trust_loader(settings.trust)
     trust()  # fail at start, in one line, rather than at the first request
@@ -192,7 +200,9 @@ def build_plugin(
         # The halt list shares the single-use store's database, which every
         # executor already reaches, unless it has its own.
         control_log = SqlControlLog(settings.halt_database_url or replay.engine)
-        wait.call("halt list", control_log.ensure_ready)
+        # Say which setting points at it: the error names the database.
+        where = env_name("halt_database_url" if settings.halt_database_url else "database_url")
+        wait.call(f"halt list ({where})", control_log.ensure_ready)
         gate = GateInterceptor(
             GateConfig(
                 trust=trust,

@@ -8,8 +8,9 @@ that failed with an outage (one of :data:`WAITS_FOR`) with capped
 exponential backoff and jitter, one log line per retry, for at most
 ``ECP_STARTUP_WAIT_SECONDS`` in all; then the same error is raised, saying
 how long it waited. A failure that will not heal by waiting (a wrong schema,
-an unknown database or role, a refused password, an unreadable TLS file) is
-raised at once, whatever the bound.
+an unknown database or role, a refused password, a client-side connection
+setting libpq rejects, an unreadable TLS file, Temporal refusing the
+credentials or TLS) is raised at once, whatever the bound.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from ecp._connect import TemporalUnreachableError, TlsFileError
+from ecp._connect import FINAL_STATUSES, TemporalUnreachableError
 from ecp._settings import Settings, env_name
 from ecp.authority.errors import ControlStateUnavailableError, ReplayStoreUnavailableError
 from ecp.errors import EcpError
 from ecp.lineage.ledger.errors import LedgerUnavailableError
 
-__all__ = ["SETTING", "WAITS_FOR", "StartupWait", "heals"]
+__all__ = ["ATTEMPT_GRACE", "SETTING", "WAITS_FOR", "StartupWait", "heals"]
 
 T = TypeVar("T")
 
@@ -66,14 +67,25 @@ _HEALING_STATES = frozenset({"55P03", "25006"})
 # its message. These (PostgreSQL's own wording, as servers log in their
 # default locale) say the server answered and refused for a reason waiting
 # does not change: a missing database or role, failed authentication, no
-# pg_hba.conf line, no CONNECT privilege. Any other connection failure
-# (refused, timed out, no such host yet, "starting up", too many clients)
-# is waited for.
+# pg_hba.conf line, no CONNECT privilege. And libpq's own (English unless
+# the client runs in a translated locale) for a fault of the client's
+# configuration, which no server change mends:
+# no password to send, SSL required of a server without it, a certificate
+# that does not verify, an unknown or malformed connection option. Any other
+# connection failure (refused, timed out, no such host yet, "starting up",
+# too many clients) is waited for.
 _REFUSALS = (
     "does not exist",
     "authentication failed",
     "no pg_hba.conf entry",
     "permission denied",
+    "no password supplied",
+    "does not support SSL",
+    "certificate verify failed",
+    "invalid sslmode value",
+    "invalid connection option",
+    "for connection option",
+    "bad value for",
 )
 
 # SQLite: only a busy or locked database heals by waiting; anything else
@@ -82,16 +94,11 @@ _REFUSALS = (
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 
-# Temporal answered, and said no for good.
-_FINAL_RPC = frozenset(
-    {
-        RPCStatusCode.UNAUTHENTICATED,
-        RPCStatusCode.PERMISSION_DENIED,
-        RPCStatusCode.INVALID_ARGUMENT,
-        RPCStatusCode.NOT_FOUND,
-        RPCStatusCode.UNIMPLEMENTED,
-    }
-)
+#: How far past the bound one Temporal connect attempt may run (seconds):
+#: each is given the time left plus this, so the last one still gets a fair
+#: try, and a frontend that accepts and never answers cannot hold a start
+#: for the SDK's own 30 s.
+ATTEMPT_GRACE = 5.0
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -127,7 +134,7 @@ def _driver_heals(err: BaseException) -> bool | None:
         # Extended codes keep the primary one in the low byte.
         return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     if isinstance(err, RPCError):
-        return err.status not in _FINAL_RPC
+        return err.status not in FINAL_STATUSES
     module = type(err).__module__.split(".")[0]
     if module not in ("psycopg", "psycopg2", "pg8000"):
         return None
@@ -140,7 +147,8 @@ def _driver_heals(err: BaseException) -> bool | None:
 
 def heals(exc: BaseException) -> bool:
     """Whether ``exc`` is an outage that waiting may end (see the module's doc)."""
-    if not isinstance(exc, WAITS_FOR) or isinstance(exc, TlsFileError):
+    # Not retryable: e.g. an unreadable TLS file, Temporal refusing for good.
+    if not isinstance(exc, WAITS_FOR) or not exc.retryable:
         return False
     for err in _causes(exc):
         verdict = _driver_heals(err)
@@ -195,6 +203,10 @@ class StartupWait:
     def from_settings(cls, settings: Settings) -> StartupWait:
         """A wait bounded by ``ECP_STARTUP_WAIT_SECONDS``, starting now."""
         return cls(settings.startup_wait_seconds)
+
+    def attempt_bound(self) -> float:
+        """Seconds one attempt may take: the time left, plus :data:`ATTEMPT_GRACE`."""
+        return max(0.0, self._deadline - self._clock()) + ATTEMPT_GRACE
 
     def attempts(self, what: str) -> int:
         """How many times opening ``what`` failed so far."""

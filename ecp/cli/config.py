@@ -6,8 +6,8 @@ import json
 
 import typer
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
 
+from ecp._dburl import display_url
 from ecp._settings import Settings, env_name, load_settings
 from ecp.cli._common import one_line_errors
 
@@ -34,8 +34,10 @@ def effective_settings(settings: Settings) -> dict[str, str | None]:
     out[env_name("keys_dir")] = str(settings.keys)
     out[env_name("trust_store")] = str(settings.trust)
     out[env_name("policy_bundle")] = str(settings.policy)
-    # A PostgreSQL URL may carry a password.
-    out[env_name("database_url")] = make_url(settings.db_url).render_as_string(hide_password=True)
+    # A PostgreSQL URL may carry a password (as user:password@ or ?password=).
+    out[env_name("database_url")] = display_url(settings.db_url)
+    if settings.halt_database_url is not None:
+        out[env_name("halt_database_url")] = display_url(settings.halt_database_url)
     return out
 
 

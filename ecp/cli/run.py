@@ -116,7 +116,9 @@ async def _serve(
         # Local configuration first (keys, policy, database), so a broken
         # deployment says what is wrong even while Temporal is down too.
         # One bound (ECP_STARTUP_WAIT_SECONDS) for the stores and Temporal
-        # together; the workers poll only once all of them answered.
+        # together; the workers poll only once all of them answered. The
+        # stores' wait sleeps on this thread: nothing else runs on the loop
+        # yet (the console starts with the workers).
         wait = StartupWait.from_settings(settings)
         if hosted is not None:
             plugin, ledger = build_plugin(
@@ -128,7 +130,11 @@ async def _serve(
             )
         else:
             plugin, ledger = build_plugin(settings, role=role, startup=wait)
-        client = await wait.acall("Temporal", lambda: connect(settings))
+        # Each attempt bounded too: a frontend that accepts and never
+        # answers would otherwise hold the start for the SDK's 30 s.
+        client = await wait.acall(
+            "Temporal", lambda: connect(settings, timeout=wait.attempt_bound())
+        )
         await ensure_search_attributes(client, settings.namespace)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -81,6 +81,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlmodel import Field, SQLModel
 
+from ecp._dburl import display_url
 from ecp._syncrep import UnconfirmedCommit, confirmed_commits
 from ecp.lineage.ledger.errors import EntryRefusedError, LedgerUnavailableError
 
@@ -105,6 +106,26 @@ __all__ = [
 
 _BUSY_TIMEOUT_S = 60.0
 _PG_CONNECT_TIMEOUT_S = 5
+#: libpq's bounds on a silent network, as the single-use store's
+#: (:mod:`ecp.authority._sql`): a peer that vanished without a reset fails
+#: the connection within about ten seconds instead of blocking its caller for
+#: good. They only act on a dead network, where a statement could not finish
+#: anyway; a live connection is never cut short by them.
+_PG_KEEPALIVES: Mapping[str, object] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,  # ms: unacknowledged data fails the connection too
+}
+#: Bounds on the open's own transaction only (SET LOCAL): a table another
+#: session holds locked (``LOCK TABLE ledger_head``, a long migration) makes
+#: the open fail as unavailable within seconds, and a starting worker logs
+#: it and retries, instead of blocking with no word. Appends keep no such
+#: bound: they wait for the head lock as long as another writer holds it.
+_PG_OPEN_BOUNDS = "SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '10s'"
+#: A read-only transaction (a hot standby, or a database set read-only).
+_READ_ONLY = "25006"
 
 
 class EntryRow(SQLModel, table=True):
@@ -259,10 +280,24 @@ class TreeHashes:
     nodes: dict[int, bytes]
 
 
+def _read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` (a driver error, or SQLAlchemy's wrapper of one) is a read-only server.
+
+    PostgreSQL refuses every write on a hot standby (and on a database set
+    ``default_transaction_read_only``) with SQLSTATE 25006, which psycopg
+    raises as an ``InternalError``. It is an outage, not a fault of the
+    entry: a standby being promoted accepts writes once it is the primary,
+    so the write is refused as unavailable (retryable), and a starting
+    worker waits for it (``ecp._startup``), then says what refused.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlstate", None) == _READ_ONLY
+
+
 def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return True
-    return bool(exc.connection_invalidated)
+    return bool(exc.connection_invalidated) or _read_only(exc)
 
 
 class LedgerDatabase:
@@ -306,7 +341,7 @@ class LedgerDatabase:
                 exist and ``create`` is false.
         """
         parsed = make_url(url)
-        display = parsed.render_as_string(hide_password=True)
+        display = display_url(parsed)
         if parsed.get_backend_name() == "sqlite":
             path = parsed.database
             if not path or path == ":memory:":
@@ -335,6 +370,7 @@ class LedgerDatabase:
                     # Whatever PGCLIENTENCODING says: every text value
                     # (Temporal identities are any Unicode) can be sent.
                     "client_encoding": "utf8",
+                    **_PG_KEEPALIVES,
                 },
             )
             db = cls(engine, is_sqlite=False, display_url=display)
@@ -344,6 +380,7 @@ class LedgerDatabase:
     def _ensure_schema(self, *, create: bool) -> None:
         with self.guard(), self.engine.connect() as conn, conn.begin():
             if not self.is_sqlite:
+                conn.exec_driver_sql(_PG_OPEN_BOUNDS)
                 # Several processes may open a fresh database at once.
                 conn.execute(text("SELECT pg_advisory_xact_lock(7283529101)"))
             if create:
@@ -486,7 +523,10 @@ class LedgerDatabase:
                 sqlite3.OperationalError,
                 psycopg.OperationalError,
                 psycopg.InterfaceError,
+                psycopg.InternalError,
             ) as exc:
+                if isinstance(exc, psycopg.InternalError) and not _read_only(exc):
+                    raise
                 conn.invalidate()
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise LedgerUnavailableError(

@@ -123,6 +123,24 @@ def test_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "postgresql+psycopg://ecp:***@db:5432/ecp" in out.output
 
 
+def test_config_show_masks_passwords_in_a_url_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    # libpq takes a password (and a client key's passphrase) in the query
+    # too; the halt list's own URL is shown as carefully as the main one.
+    monkeypatch.setenv("ECP_DATABASE_URL", "postgresql+psycopg://ecp@db/ecp?password=hunter2")
+    monkeypatch.setenv(
+        "ECP_HALT_DATABASE_URL",
+        "postgresql+psycopg://halt:pw-userinfo@h/halt?sslpassword=passphrase&sslmode=require",
+    )
+    app = typer.Typer()
+    app.add_typer(config_cli.app, name="config")
+    out = CliRunner().invoke(app, ["config", "show", "--json"])
+    assert out.exit_code == 0, out.output
+    for secret in ("hunter2", "pw-userinfo", "passphrase"):
+        assert secret not in out.output, out.output
+    assert "postgresql+psycopg://ecp@db/ecp?password=***" in out.output
+    assert "postgresql+psycopg://halt:***@h/halt?sslmode=require&sslpassword=***" in out.output
+
+
 def test_config_show_invalid_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECP_ROLE", "boss")
     app = typer.Typer()

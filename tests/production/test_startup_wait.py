@@ -11,14 +11,19 @@ fails at once however long the bound: no retry is logged).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
+import socket
 import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import URL, make_url
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -27,9 +32,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from ecp._devserver import temporal_binary
 from ecp._keyring import KeyFiles, init_keyring
+from ecp._runtime import build_plugin
+from ecp._settings import Role, Settings
 from ecp._startup import StartupWait
 from ecp.authority._keys import load_public_key
+from ecp.authority.errors import ReplayStoreUnavailableError
+from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._receipt import verify_receipt
+from ecp.lineage.ledger._store import LedgerDatabase
 from ecp.lineage.ledger.errors import LedgerUnavailableError
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import GovernedRequest, TaskQueues
@@ -37,6 +47,7 @@ from ecp.workflows._search_attributes import ALL_KEYS
 from tests.lineage.private_pg import PrivatePostgres, _free_port, postgres_binaries
 
 from .conftest import ecp_env, run_ecp, spawn_worker
+from .grpc_stub import GrpcStub
 
 ORIGIN = "ecp.test/startup"
 #: What the worker logs for each retry (ecp._startup).
@@ -218,11 +229,19 @@ def _refused_lines(out: subprocess.CompletedProcess[str]) -> tuple[list[str], st
     return retries, lines[-1]
 
 
+#: Secrets in a database URL that is down: none may appear in any line.
+SECRETS = ("s3cret-userinfo", "hunter2-query", "key-passphrase")
+
+
 @pytest.mark.parametrize(
     ("store", "error"),
     [
-        ("ledger", "LedgerUnavailableError: ledger database"),
-        ("halt list", "ControlStateUnavailableError: control log unavailable"),
+        ("ledger", "LedgerUnavailableError: ledger database postgresql+psycopg://postgres:***@"),
+        (
+            "halt list (ECP_HALT_DATABASE_URL)",
+            "ControlStateUnavailableError: control log unavailable at "
+            "postgresql+psycopg://postgres:***@",
+        ),
         ("Temporal", "TemporalUnreachableError: cannot reach Temporal"),
     ],
 )
@@ -230,23 +249,59 @@ def test_gives_up_after_the_bound_naming_what_and_the_setting(
     tmp_path: Path, pg_url: str, keys: KeyFiles, queues: TaskQueues, store: str, error: str
 ) -> None:
     nothing = f"127.0.0.1:{_free_port()}"  # nothing listens there
-    down = f"postgresql+psycopg://postgres@{nothing}/ecp"
+    # Passwords in the user info and in the query (libpq takes both): every
+    # retry line and the error show the host, never a password.
+    down = (
+        f"postgresql+psycopg://postgres:{SECRETS[0]}@{nothing}/ecp"
+        f"?password={SECRETS[1]}&sslpassword={SECRETS[2]}"
+    )
     settings = {
         "ledger": {"ECP_DATABASE_URL": down},
         # The ledger answers; the halt list has its own database, which does not.
-        "halt list": {"ECP_DATABASE_URL": pg_url, "ECP_HALT_DATABASE_URL": down},
+        "halt list (ECP_HALT_DATABASE_URL)": {
+            "ECP_DATABASE_URL": pg_url,
+            "ECP_HALT_DATABASE_URL": down,
+        },
         "Temporal": {"ECP_DATABASE_URL": pg_url, "ECP_TEMPORAL_ADDRESS": nothing},
     }[store]
-    env = _env(tmp_path, keys, queues, ECP_STARTUP_WAIT_SECONDS="2", **settings)
-    retries, last = _refused_lines(run_ecp(["worker", "--role", "executor"], env, timeout=120))
+    # Long enough that Temporal, tried only after the stores on a loaded
+    # machine, still has time left for a retry.
+    env = _env(tmp_path, keys, queues, ECP_STARTUP_WAIT_SECONDS="10", **settings)
+    out = run_ecp(["worker", "--role", "executor"], env, timeout=180)
+    retries, last = _refused_lines(out)
     assert retries, last
     assert all(ln.split(": ", 1)[-1].startswith(f"{store} {RETRY}") for ln in retries), retries
-    assert all("ECP_STARTUP_WAIT_SECONDS=2" in ln for ln in retries), retries
+    assert all("ECP_STARTUP_WAIT_SECONDS=10" in ln for ln in retries), retries
+    assert all(nothing in ln for ln in retries), retries  # where it is, in each line
     assert last.startswith(f"error: {error}"), last
     assert (
-        f"(still unavailable after ECP_STARTUP_WAIT_SECONDS=2 s, {len(retries) + 1} attempts)"
+        f"(still unavailable after ECP_STARTUP_WAIT_SECONDS=10 s, {len(retries) + 1} attempts)"
         in (last)
     )
+    assert not [s for s in SECRETS if s in out.stderr + out.stdout], out.stderr
+
+
+def _url(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def _libpq_dsn(pg_url: str) -> str:
+    return _url(make_url(pg_url).set(drivername="postgresql"))
+
+
+def _trust_auth(pg_url: str) -> bool:
+    """Whether the server lets an unknown role try (trust) rather than ask a password."""
+    try:
+        psycopg.connect(_libpq_dsn(pg_url).replace("//postgres@", "//nobody_probe@")).close()
+    except psycopg.OperationalError as exc:
+        return "does not exist" in str(exc)
+    return True
+
+
+def _server_has_ssl(pg_url: str) -> bool:
+    with psycopg.connect(_libpq_dsn(pg_url)) as con:
+        row = con.execute("SHOW ssl").fetchone()
+    return row is not None and row[0] == "on"
 
 
 def _wrong_schema(tmp_path: Path) -> str:
@@ -257,23 +312,37 @@ def _wrong_schema(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    "fault", ["no such database", "no such role", "wrong schema", "no trust store"]
+    "fault",
+    [
+        "no such database",
+        "no such role",
+        "wrong schema",
+        "no trust store",
+        "SSL required",
+        "invalid sslmode",
+    ],
 )
 def test_faults_waiting_cannot_mend_fail_at_once(
-    tmp_path: Path, keys: KeyFiles, queues: TaskQueues, fault: str
+    tmp_path: Path, pg_url: str, keys: KeyFiles, queues: TaskQueues, fault: str
 ) -> None:
-    shared = "127.0.0.1:5432"
+    url = make_url(pg_url)
     settings: dict[str, str] = {}
     if fault == "no such database":
-        settings["ECP_DATABASE_URL"] = (
-            f"postgresql+psycopg://postgres@{shared}/nodb_{uuid.uuid4().hex[:8]}"
-        )
+        settings["ECP_DATABASE_URL"] = _url(url.set(database=f"nodb_{uuid.uuid4().hex[:8]}"))
         expected = "does not exist"
     elif fault == "no such role":
-        settings["ECP_DATABASE_URL"] = (
-            f"postgresql+psycopg://nobody_{uuid.uuid4().hex[:6]}@{shared}/test"
-        )
-        expected = "does not exist"
+        # Under trust auth "role ... does not exist"; under password auth
+        # "password authentication failed": both refusals, both final.
+        settings["ECP_DATABASE_URL"] = _url(url.set(username=f"nobody_{uuid.uuid4().hex[:6]}"))
+        expected = "does not exist" if _trust_auth(pg_url) else "authentication failed"
+    elif fault == "SSL required":
+        if _server_has_ssl(pg_url):
+            pytest.skip("the test server speaks SSL: sslmode=require would connect")
+        settings["ECP_DATABASE_URL"] = _url(url.update_query_dict({"sslmode": "require"}))
+        expected = "does not support SSL"
+    elif fault == "invalid sslmode":
+        settings["ECP_DATABASE_URL"] = _url(url.update_query_dict({"sslmode": "bogus"}))
+        expected = "invalid sslmode value"
     elif fault == "wrong schema":
         settings["ECP_DATABASE_URL"] = _wrong_schema(tmp_path)
         expected = "no such column"
@@ -289,6 +358,114 @@ def test_faults_waiting_cannot_mend_fail_at_once(
     assert retries == [], retries
     assert expected in last, last
     assert "ECP_STARTUP_WAIT_SECONDS" not in last, last
+
+
+@pytest.mark.parametrize(
+    ("refusal", "expected"),
+    [
+        # A client set for TLS, a frontend that speaks plaintext.
+        ("TLS against plaintext", "InvalidContentType"),
+        # What answers there says no: a wrong API key...
+        ("UNAUTHENTICATED", "code: Unauthenticated"),
+        # ...or is not a Temporal frontend (a proxy's 404).
+        ("UNIMPLEMENTED", "code: Unimplemented"),
+    ],
+)
+async def test_temporal_refusing_for_good_fails_at_once(
+    tmp_path: Path,
+    pg_url: str,
+    temporal_env: WorkflowEnvironment,
+    keys: KeyFiles,
+    queues: TaskQueues,
+    refusal: str,
+    expected: str,
+) -> None:
+    settings = {"ECP_DATABASE_URL": pg_url, "ECP_STARTUP_WAIT_SECONDS": "30"}
+    with contextlib.ExitStack() as stack:
+        if refusal == "TLS against plaintext":
+            settings["ECP_TEMPORAL_ADDRESS"] = temporal_env.client.service_client.config.target_host
+            settings["ECP_TLS"] = "true"
+        else:
+            stub = stack.enter_context(
+                GrpcStub(grpc_status=16) if refusal == "UNAUTHENTICATED" else GrpcStub()
+            )
+            settings["ECP_TEMPORAL_ADDRESS"] = stub.address
+        env = _env(tmp_path, keys, queues, **settings)
+        out = await asyncio.to_thread(run_ecp, ["worker", "--role", "executor"], env, 120)
+    retries, last = _refused_lines(out)
+    # Under a 30 s bound: were it waited for, a retry would be logged.
+    assert retries == [], retries
+    assert last.startswith("error: TemporalRefusedError: cannot reach Temporal"), last
+    assert expected in last, last
+    assert "ECP_STARTUP_WAIT_SECONDS" not in last, last
+
+
+def test_a_temporal_that_never_answers_is_given_up_on_within_the_bound(
+    tmp_path: Path, pg_url: str, keys: KeyFiles, queues: TaskQueues
+) -> None:
+    # The kernel completes the handshake (backlog); nothing ever reads or replies.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        env = _env(
+            tmp_path,
+            keys,
+            queues,
+            ECP_DATABASE_URL=pg_url,
+            ECP_TEMPORAL_ADDRESS=address,
+            ECP_STARTUP_WAIT_SECONDS="3",
+        )
+        out = run_ecp(["worker", "--role", "executor"], env, timeout=120)  # a hang guard
+    _retries, last = _refused_lines(out)
+    # The attempt was cut at the time left plus the grace (the SDK's own
+    # bound, 30 s, would end it with another message).
+    assert last.startswith(f"error: TemporalUnreachableError: cannot reach Temporal at {address}")
+    assert "no answer within" in last, last
+    assert "(still unavailable after ECP_STARTUP_WAIT_SECONDS=3 s" in last, last
+
+
+def test_a_ledger_locked_by_another_session_is_retried_then_given_up(
+    tmp_path: Path, pg_url: str, keys: KeyFiles, queues: TaskQueues
+) -> None:
+    LedgerDatabase.open(pg_url).dispose()  # the tables exist: the open only reads
+    env = _env(tmp_path, keys, queues, ECP_DATABASE_URL=pg_url, ECP_STARTUP_WAIT_SECONDS="8")
+    with psycopg.connect(_libpq_dsn(pg_url)) as locker:
+        # Held until the block ends (the transaction stays open): a migration,
+        # an operator's session left open.
+        locker.execute("LOCK TABLE ledger_head")
+        # A hang guard, not a measurement: without a lock timeout on the open
+        # the worker would wait on the lock until this session ends.
+        out = run_ecp(["worker", "--role", "executor"], env, timeout=150)
+    retries, last = _refused_lines(out)
+    assert retries, last
+    assert all(ln.split(": ", 1)[-1].startswith(f"ledger {RETRY}") for ln in retries), retries
+    assert all("lock timeout" in ln for ln in retries), retries
+    assert last.startswith("error: LedgerUnavailableError: ledger database"), last
+    assert "(still unavailable after ECP_STARTUP_WAIT_SECONDS=8 s" in last, last
+
+
+def test_an_executor_waits_for_its_single_use_store(
+    tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The single-use store alone is down: the ledger is given, the halt list
+    # has a database of its own that answers. So the store's own wait is
+    # what refuses (not the halt list's check on the same database).
+    init_keyring(tmp_path / "keys")
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/ecp"
+    settings = Settings(
+        home=tmp_path, database_url=down, halt_database_url=pg_url, allow_unauthenticated=True
+    )
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="ecp.startup"),
+            pytest.raises(ReplayStoreUnavailableError) as info,
+        ):
+            build_plugin(settings, role=Role.EXECUTOR, ledger=ledger, startup=StartupWait(3))
+    finally:
+        ledger.close()
+    assert f"single-use store {RETRY}1)" in caplog.text, caplog.text
+    assert "halt list" not in caplog.text, caplog.text
+    assert "still unavailable after ECP_STARTUP_WAIT_SECONDS=3 s" in str(info.value)
 
 
 def test_backoff_grows_capped_with_jitter_and_ends_at_the_bound() -> None:
@@ -331,3 +508,30 @@ def test_no_wait_raises_the_first_failure_as_it_is() -> None:
     with pytest.raises(LedgerUnavailableError) as info:
         wait.call("ledger", down)
     assert info.value is first
+
+
+def test_build_plugin_in_library_code_does_not_wait_unless_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Called from someone's async code, a wait would sleep on their event
+    # loop's thread: no wait unless ECP_STARTUP_WAIT_SECONDS is set (or a
+    # StartupWait is passed, as `ecp worker` does).
+    init_keyring(tmp_path / "keys")
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/ecp"
+    unset = Settings(home=tmp_path, database_url=down, allow_unauthenticated=True)
+    with (
+        caplog.at_level(logging.WARNING, logger="ecp.startup"),
+        pytest.raises(LedgerUnavailableError) as info,
+    ):
+        build_plugin(unset, role=Role.EXECUTOR)
+    assert RETRY not in caplog.text, caplog.text
+    assert "ECP_STARTUP_WAIT_SECONDS" not in str(info.value)
+    # Set explicitly, it is honoured.
+    explicit = unset.model_copy(update={"startup_wait_seconds": 1.0})
+    with (
+        caplog.at_level(logging.WARNING, logger="ecp.startup"),
+        pytest.raises(LedgerUnavailableError) as info,
+    ):
+        build_plugin(explicit, role=Role.EXECUTOR)
+    assert f"ledger {RETRY}1)" in caplog.text, caplog.text
+    assert "still unavailable after ECP_STARTUP_WAIT_SECONDS=1 s" in str(info.value)
