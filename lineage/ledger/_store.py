@@ -82,6 +82,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlmodel import Field, SQLModel
 
 from ecp._syncrep import UnconfirmedCommit, confirmed_commits
+from ecp.authority._sql import libpq_options
 from ecp.lineage.ledger.errors import EntryRefusedError, LedgerUnavailableError
 
 __all__ = [
@@ -351,6 +352,9 @@ class LedgerDatabase:
                     # Whatever PGCLIENTENCODING says: every text value
                     # (Temporal identities are any Unicode) can be sent.
                     "client_encoding": "utf8",
+                    # The URL's options, and the "committed locally" warning
+                    # whatever client_min_messages the role or database set.
+                    "options": libpq_options(url),
                 },
             )
             db = cls(engine, is_sqlite=False, display_url=display)

@@ -28,6 +28,7 @@ from tests.lineage.private_pg import (
     cancel_sync_wait,
     name_standby,
     postgres_binaries,
+    quiet_role_url,
     require_sync_standby,
 )
 from tests.lineage.support import make_envelope, open_unverified
@@ -156,5 +157,23 @@ def test_no_receipt_or_tile_from_a_checkpoint_only_committed_locally(
         assert ledger.receipt(1).tree_size == 2
         assert ledger.receipt(1, signer=log_signer).tree_size == 2
         assert write_tiles(ledger, tmp_path / "tiles").size == 2
+    finally:
+        ledger.close()
+
+
+def test_a_role_that_hides_warnings_does_not_hide_an_unconfirmed_append(
+    cluster: PrivatePostgres, admin: psycopg.Connection[Any], worker: Ed25519FileSigner
+) -> None:
+    # The ledger's connections ask for warnings in their options, over the
+    # role's client_min_messages = error (which would drop the one notice
+    # that tells an unconfirmed commit).
+    ledger = open_unverified(quiet_role_url(cluster, admin))
+    try:
+        ledger.append(make_envelope(0, worker))
+        require_sync_standby(cluster, admin)
+        env = make_envelope(1, worker)
+        call = BackgroundCall(lambda: ledger.append(env))
+        assert cancel_sync_wait(admin, call), "the append's commit never waited"
+        assert_unconfirmed(call)
     finally:
         ledger.close()
