@@ -19,7 +19,7 @@ from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ecp._syncrep import UnconfirmedCommit, confirmed_commits
+from ecp._syncrep import UnconfirmedCommit, confirmed_commits, warn_if_unwatched
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._control import (
     ControlKind,
@@ -120,6 +120,7 @@ class SqlControlLog:
                 "keepalives_count": 2,
             },
         )
+        warn_if_unwatched(engine, "halt list")
         self.engine = engine
         self._ready = False
 

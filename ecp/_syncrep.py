@@ -27,7 +27,9 @@ translated under another ``lc_messages``, which is why it is not the first
 test.
 
 Only psycopg 3 hands notices to a callback with these fields (psycopg2 keeps
-message strings, pg8000 a bounded deque); other drivers are not watched.
+message strings, pg8000 a bounded deque); other drivers are not watched: a
+store on one says so once, as a WARNING (:func:`warn_if_unwatched`), rather
+than refuse a deployment that worked before.
 
 The warning reaches the client only if ``client_min_messages`` lets it
 through: a role, database or ``postgresql.conf`` at ``error`` would hide
@@ -39,17 +41,22 @@ an ``error`` level to ``warning`` for the session (see :func:`_let_warnings_thro
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = [
     "WARNINGS_OPTION",
     "UnconfirmedCommit",
     "confirmed_commits",
     "is_unconfirmed_commit",
+    "warn_if_unwatched",
 ]
 
 #: The server routine that waits for the synchronous standby (syncrep.c).
@@ -109,6 +116,37 @@ class _Watch:
 
 _WATCHES: weakref.WeakKeyDictionary[Any, _Watch] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
+#: SQLAlchemy's names of the PostgreSQL drivers with a notice callback.
+_WATCHED_DRIVERS = ("psycopg", "psycopg_async")
+#: The engines already warned about, and for which stores (once each).
+_WARNED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_log = logging.getLogger("ecp.syncrep")
+
+
+def warn_if_unwatched(engine: Engine, store: str) -> bool:
+    """Log once per engine and store that its PostgreSQL driver cannot tell an unconfirmed commit.
+
+    Whether it is such an engine (PostgreSQL, a driver other than psycopg 3).
+
+    Args:
+        engine: the store's engine.
+        store: what the store is, for the message (e.g. "single-use store").
+    """
+    if engine.dialect.name != "postgresql" or engine.dialect.driver in _WATCHED_DRIVERS:
+        return False
+    with _LOCK:
+        warned = _WARNED.setdefault(engine, set())
+        if store in warned:
+            return True
+        warned.add(store)
+    _log.warning(
+        "%s: PostgreSQL driver %s passes no notices to ECP, so a commit whose wait for the "
+        "synchronous standby was cancelled (committed locally only) cannot be detected and "
+        "reads as durable; use a postgresql+psycopg:// URL to have it refused",
+        store,
+        engine.dialect.driver,
+    )
+    return True
 
 
 def _watch(driver_connection: Any) -> _Watch | None:
