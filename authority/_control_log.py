@@ -185,7 +185,8 @@ class SqlControlLog:
             raise ControlStateUnavailableError(
                 f"control log place #{row.seq} was not confirmed by the database's "
                 "synchronous standby (its wait was cancelled); the statement is not "
-                "established, sign it again once the standby is back"
+                "established: once the standby is back, check `ecp halts` and sign it "
+                "again (after a failover see docs/contracts.md)"
             ) from None
         except SQLAlchemyError as exc:
             raise ControlStateUnavailableError(
