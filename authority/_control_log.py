@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ecp._dburl import display_url, error_line
-from ecp._syncrep import UnconfirmedCommit, confirmed_commits
+from ecp._syncrep import UnconfirmedCommit, confirmed_commits, warn_if_unwatched
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._control import (
     ControlKind,
@@ -121,6 +121,7 @@ class SqlControlLog:
                 "keepalives_count": 2,
             },
         )
+        warn_if_unwatched(engine, "halt list")
         self.engine = engine
         self._ready = False
 
@@ -185,7 +186,8 @@ class SqlControlLog:
             raise ControlStateUnavailableError(
                 f"control log place #{row.seq} was not confirmed by the database's "
                 "synchronous standby (its wait was cancelled); the statement is not "
-                "established, sign it again once the standby is back"
+                "established: once the standby is back, check `ecp halts` and sign it "
+                "again (after a failover see docs/contracts.md)"
             ) from None
         except SQLAlchemyError as exc:
             raise ControlStateUnavailableError(

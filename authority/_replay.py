@@ -49,7 +49,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
 from ecp._dburl import display_url, error_line
-from ecp._syncrep import UnconfirmedCommit, confirmed_commits
+from ecp._syncrep import UnconfirmedCommit, confirmed_commits, warn_if_unwatched
 from ecp.authority._clock import Clock, now_utc, system_clock
 from ecp.authority._group_commit import GroupCommit, Pending
 from ecp.authority._sql import speaks_libpq, store_engine
@@ -676,6 +676,7 @@ class SqlReplayGuard:
             clock: stamps ``consumed_at`` (informational only).
         """
         engine = store_engine(url_or_engine, postgres_args=_PG_SESSION_TIMEOUTS)
+        warn_if_unwatched(engine, "single-use store")
         self.engine = engine
         #: PostgreSQL, unless every connection got the bounds when it opened
         #: (an engine the store built itself, over libpq): each batch sets

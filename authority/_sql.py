@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["speaks_libpq", "store_engine"]
+from ecp._syncrep import WARNINGS_OPTION
+
+__all__ = ["libpq_options", "speaks_libpq", "store_engine"]
 
 #: libpq's own bounds on a silent network (psycopg and psycopg2 speak libpq):
 #: a half-open connection (a peer that vanished without a reset) fails within
@@ -50,8 +52,25 @@ def store_engine(
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # Other drivers (pg8000, asyncpg) take no libpq arguments.
-    args = {**_LIBPQ_ARGS, **(postgres_args or {})} if speaks_libpq(url_or_engine) else {}
+    args: dict[str, object] = {}
+    if speaks_libpq(url_or_engine):
+        args = {**_LIBPQ_ARGS, **(postgres_args or {})}
+        args["options"] = libpq_options(url_or_engine, str(args.get("options") or ""))
     return create_engine(url_or_engine, pool_pre_ping=True, connect_args=args)
+
+
+def libpq_options(url: str, own: str = "") -> str:
+    """The libpq ``options`` of a store's connection: the URL's, then ``own``, then warnings.
+
+    The URL's own ``options`` are kept (a connection argument would replace
+    them), the store's come after them (so they win), and last
+    :data:`~ecp._syncrep.WARNINGS_OPTION`: a role or database with
+    ``client_min_messages = error`` would hide the warning that tells a
+    commit the synchronous standby never confirmed (see :mod:`ecp._syncrep`).
+    """
+    given = make_url(url).query.get("options")
+    parts = [given] if isinstance(given, str) else list(given or ())
+    return " ".join(p for p in (*parts, own, WARNINGS_OPTION) if p)
 
 
 def speaks_libpq(url: str) -> bool:

@@ -797,12 +797,27 @@ class Ledger:
             for r in rows
         ]
 
-    def latest_checkpoint(self) -> SignedCheckpoint | None:
+    def latest_checkpoint(self, *, confirmed: bool = False) -> SignedCheckpoint | None:
         """The newest stored checkpoint, if any.
 
+        With ``confirmed``, on PostgreSQL only once its synchronous standby
+        has it (what receipts and tiles are built from, so that a failover
+        cannot take away a tree the log key has vouched for to a client; see
+        :meth:`LedgerDatabase.newest_checkpoint_confirmed`). Without it, a
+        plain read (which also works on a read-only replica), which may see
+        a checkpoint the server only committed locally.
+
         Raises:
-            LedgerUnavailableError: the database is unreachable.
+            LedgerUnavailableError: the database is unreachable; with
+                ``confirmed``, also when the standby never confirmed it.
         """
+        if confirmed:
+            rows = self._db.newest_checkpoint_confirmed()
+            return (
+                SignedCheckpoint(Checkpoint.parse(_note_text(rows[0][0])), rows[0][0])
+                if rows
+                else None
+            )
         cps = self._latest(1)
         return cps[0] if cps else None
 
@@ -824,10 +839,14 @@ class Ledger:
             EntryNotFoundError: no entry at ``index``.
             NoCheckpointError: no checkpoint covers the entry and no signer was given.
             InconsistentCheckpointError: a fresh checkpoint was refused.
-            LedgerUnavailableError: the database is unreachable.
+            LedgerUnavailableError: the database is unreachable, or (PostgreSQL)
+                its synchronous standby never confirmed the checkpoint.
         """
         stored = self.entry(index)
-        cp = self.latest_checkpoint()
+        # Confirmed: the checkpoint, and (WAL order) the entry it covers,
+        # are on the synchronous standby; else LedgerUnavailableError. A
+        # fresh checkpoint below is a write, confirmed by its own commit.
+        cp = self.latest_checkpoint(confirmed=True)
         if cp is None or cp.checkpoint.size <= index:
             if signer is None:
                 raise NoCheckpointError(

@@ -83,6 +83,7 @@ from sqlmodel import Field, SQLModel
 
 from ecp._dburl import display_url
 from ecp._syncrep import UnconfirmedCommit, confirmed_commits
+from ecp.authority._sql import libpq_options
 from ecp.lineage.ledger.errors import EntryRefusedError, LedgerUnavailableError
 
 __all__ = [
@@ -300,6 +301,22 @@ def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
     return bool(exc.connection_invalidated) or _read_only(exc)
 
 
+#: What an unconfirmed write commit means to its caller (see LedgerDatabase._confirmed).
+_NOT_APPENDED = "nothing is reported appended; check the standby and retry (appends are idempotent)"
+#: ... and an unconfirmed read barrier (see LedgerDatabase.newest_checkpoint_confirmed).
+_NOT_SERVED = "no receipt or tile is served from the newest checkpoint; check the standby and retry"
+#: The newest checkpoint, read under a row lock in a transaction of its own: a
+#: transaction that only reads writes no WAL and its COMMIT never waits for the
+#: synchronous standby; a row lock is written to the WAL, so this COMMIT does
+#: wait, and once the standby confirms it, everything before it in the WAL
+#: (the checkpoint and every entry it covers) is there too. KEY SHARE
+#: conflicts with nothing the ledger does to a stored checkpoint (appenders
+#: lock ledger_head; adding a cosignature is a non-key UPDATE). One message.
+_SQL_NEWEST_CHECKPOINT_PG = (
+    "BEGIN; SELECT note FROM ledger_checkpoint ORDER BY id DESC LIMIT 1 FOR KEY SHARE; COMMIT"
+)
+
+
 class LedgerDatabase:
     """An engine for one ledger database and its transactions."""
 
@@ -371,6 +388,9 @@ class LedgerDatabase:
                     # (Temporal identities are any Unicode) can be sent.
                     "client_encoding": "utf8",
                     **_PG_KEEPALIVES,
+                    # The URL's options, and the "committed locally" warning
+                    # whatever client_min_messages the role or database set.
+                    "options": libpq_options(url),
                 },
             )
             db = cls(engine, is_sqlite=False, display_url=display)
@@ -477,7 +497,7 @@ class LedgerDatabase:
                 yield conn, StoredHead(row.size, bytes(row.root_hash), bytes(row.border))
 
     @contextmanager
-    def _confirmed(self, raw: Any) -> Iterator[None]:
+    def _confirmed(self, raw: Any, consequence: str = _NOT_APPENDED) -> Iterator[None]:
         """A commit in the block that PostgreSQL only committed locally is an outage.
 
         A failover to the standby may lose such a commit: entries with
@@ -501,9 +521,8 @@ class LedgerDatabase:
         except UnconfirmedCommit as exc:
             raise LedgerUnavailableError(
                 f"ledger database {self.display_url}: the commit was not confirmed by its "
-                "synchronous standby (the wait for it was cancelled), so a failover may lose "
-                "it; nothing is reported appended; check the standby and retry (appends are "
-                "idempotent)"
+                f"synchronous standby (the wait for it was cancelled), so a failover may lose "
+                f"it; {consequence}"
             ) from exc
 
     @contextmanager
@@ -756,6 +775,40 @@ class LedgerDatabase:
             with self._driver(autocommit=True) as (conn, raw):
                 try:
                     return list(raw.execute(statement, params).fetchall())
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if retry and raw.closed:  # a pooled connection the server dropped
+                        self._drop_stale(conn)
+                        continue
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def newest_checkpoint_confirmed(self) -> list[Any]:
+        """The newest checkpoint's note (no row: none yet), confirmed by the synchronous standby.
+
+        What a receipt or a tile is built from must survive a failover: a
+        checkpoint PostgreSQL only committed locally (its write was refused
+        as unavailable, but the row is there) could otherwise be handed out,
+        the log key's signature on a tree the promoted server does not
+        extend, a fork. A plain read would return it at once, so on
+        PostgreSQL the read is a locking transaction whose COMMIT waits for
+        the standby (see ``_SQL_NEWEST_CHECKPOINT_PG``): one message, as the
+        plain read, plus the commit's WAL flush and the standby's
+        confirmation. SQLite has no standby: a plain read.
+
+        Raises:
+            LedgerUnavailableError: see :meth:`guard`; or the standby never
+                confirmed it (the wait was cancelled): retry later.
+        """
+        if self.is_sqlite:
+            return self.query("SELECT note FROM ledger_checkpoint ORDER BY id DESC LIMIT 1")
+        for retry in (True, False):
+            with self._driver(autocommit=True) as (conn, raw):
+                try:
+                    with self._confirmed(raw, _NOT_SERVED):
+                        cur = raw.execute(_SQL_NEWEST_CHECKPOINT_PG)
+                        cur.nextset()  # BEGIN's result, then the SELECT's
+                        rows = list(cur.fetchall())
+                    return rows
                 except (psycopg.OperationalError, psycopg.InterfaceError):
                     if retry and raw.closed:  # a pooled connection the server dropped
                         self._drop_stale(conn)

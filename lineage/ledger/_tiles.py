@@ -133,11 +133,14 @@ def write_tiles(
     Raises:
         NoCheckpointError: the log has no checkpoint yet.
         LedgerError: an entry is longer than an entry bundle can hold (65535 bytes).
-        LedgerUnavailableError: the database is unreachable.
+        LedgerUnavailableError: the database is unreachable, or (PostgreSQL)
+            its synchronous standby never confirmed the newest checkpoint.
     """
     from ecp.lineage.ledger.errors import NoCheckpointError
 
-    cp = checkpoint or ledger.latest_checkpoint()
+    # Confirmed: full tiles are immutable, never rewritten from a later
+    # checkpoint, so they must not come from one a failover can take away.
+    cp = checkpoint or ledger.latest_checkpoint(confirmed=True)
     if cp is None:
         raise NoCheckpointError("the log has no checkpoint to serve; sign one first")
     size = cp.checkpoint.size

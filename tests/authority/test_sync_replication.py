@@ -43,6 +43,7 @@ from tests.lineage.private_pg import (
     cancel_sync_wait,
     name_standby,
     postgres_binaries,
+    quiet_role_url,
     require_sync_standby,
 )
 
@@ -252,3 +253,34 @@ def test_a_halt_only_committed_locally_is_reported_not_stored(
         assert state.halt_for(target) is not None
     finally:
         log.dispose()
+
+
+@pytest.mark.parametrize("handed_in", [False, True], ids=["own-engine", "handed-in-engine"])
+def test_a_role_that_hides_warnings_does_not_hide_an_unconfirmed_admission(
+    cluster: PrivatePostgres, admin: psycopg.Connection[Any], handed_in: bool
+) -> None:
+    # The "committed locally" warning is all that tells such a commit; a
+    # role at client_min_messages = error would drop it and the admission
+    # would read as a use. The store's own connections ask for warnings in
+    # their options; an engine handed in (no options) has its session
+    # lowered from error when the watch is installed.
+    from sqlalchemy import create_engine
+
+    url = quiet_role_url(cluster, admin)
+    engine = create_engine(url) if handed_in else None
+    guard = SqlReplayGuard(engine if engine is not None else url, clock=FixedClock(T0))
+    gid = str(uuid.uuid4())
+    until = T0 + timedelta(minutes=5)
+    try:
+        guard.unfinished(gid)
+        require_sync_standby(cluster, admin)
+        call = BackgroundCall(
+            lambda: guard.admit([request_key("ns", "wf", "quiet", gid)], gid, 1, until, 1)
+        )
+        assert cancel_sync_wait(admin, call), "the admission's commit never waited"
+        assert_unconfirmed(call)
+        assert uses(admin, gid) == [1]  # committed here, not admitted
+    finally:
+        guard.dispose()
+        if engine is not None:
+            engine.dispose()

@@ -27,6 +27,7 @@ __all__ = [
     "cancel_sync_wait",
     "name_standby",
     "postgres_binaries",
+    "quiet_role_url",
     "require_sync_standby",
 ]
 
@@ -34,6 +35,8 @@ __all__ = [
 BOUND_S = 120.0
 #: A synchronous standby that never connects.
 MISSING_STANDBY = "ecp_no_such_standby"
+#: A role whose sessions are sent no warnings (``client_min_messages = error``).
+QUIET_ROLE = "ecp_quiet"
 
 
 def postgres_binaries() -> Path | None:
@@ -189,3 +192,19 @@ def require_sync_standby(pg: PrivatePostgres, admin: psycopg.Connection[Any]) ->
         f"commits never started waiting for the synchronous standby "
         f"(synchronous_standby_names = {names}); the server's log ends:\n" + "\n".join(log)
     )
+
+
+def quiet_role_url(pg: PrivatePostgres, admin: psycopg.Connection[Any]) -> str:
+    """A URL for a role at ``client_min_messages = error`` (as an operator may set it).
+
+    Such a session is not sent the "committed locally" warning unless the
+    client asks for warnings itself.
+    """
+    if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (QUIET_ROLE,)).fetchone() is None:
+        admin.execute(f"CREATE ROLE {QUIET_ROLE} LOGIN SUPERUSER")
+        admin.execute(f"ALTER ROLE {QUIET_ROLE} SET client_min_messages = error")
+    url = pg.url.replace("//postgres@", f"//{QUIET_ROLE}@")
+    with psycopg.connect(url.replace("+psycopg", "")) as probe:
+        shown = probe.execute("SHOW client_min_messages").fetchone()
+    assert shown == ("error",), shown  # the setting really applies to a plain session
+    return url

@@ -20,6 +20,7 @@ import pytest
 
 from ecp.authority._keys import Ed25519FileSigner
 from ecp.lineage.ledger._ledger import AppendResult, Ledger
+from ecp.lineage.ledger._tiles import write_tiles
 from ecp.lineage.ledger.errors import LedgerUnavailableError
 from tests.lineage.private_pg import (
     BackgroundCall,
@@ -27,6 +28,7 @@ from tests.lineage.private_pg import (
     cancel_sync_wait,
     name_standby,
     postgres_binaries,
+    quiet_role_url,
     require_sync_standby,
 )
 from tests.lineage.support import make_envelope, open_unverified
@@ -112,5 +114,66 @@ def test_a_checkpoint_only_committed_locally_is_unavailable(
         assert_unconfirmed(call)
         rows = admin.execute("SELECT size FROM ledger_checkpoint").fetchall()
         assert rows == [(1,)]  # committed here, never handed out
+    finally:
+        ledger.close()
+
+
+def test_no_receipt_or_tile_from_a_checkpoint_only_committed_locally(
+    cluster: PrivatePostgres,
+    admin: psycopg.Connection[Any],
+    worker: Ed25519FileSigner,
+    log_signer: Ed25519FileSigner,
+    tmp_path: Path,
+) -> None:
+    # Both writes were refused, correctly; but their rows are on this server,
+    # and a plain read hands them out at once: the log key's checkpoint of a
+    # tree a promoted standby does not extend (a fork). The receipt's read
+    # must wait for the standby like a write does, or be refused.
+    ledger: Ledger = open_unverified(cluster.url)
+    try:
+        ledger.append(make_envelope(0, worker))
+        require_sync_standby(cluster, admin)
+        env = make_envelope(1, worker)
+        call = BackgroundCall(lambda: ledger.append(env))
+        assert cancel_sync_wait(admin, call), "the append's commit never waited"
+        assert_unconfirmed(call)
+        call = BackgroundCall(lambda: ledger.checkpoint(log_signer))
+        assert cancel_sync_wait(admin, call), "the checkpoint's commit never waited"
+        assert_unconfirmed(call)
+        assert admin.execute("SELECT size FROM ledger_checkpoint").fetchall() == [(2,)]
+
+        for fetch in (
+            lambda: ledger.receipt(1),
+            lambda: ledger.receipt(1, signer=log_signer),  # what the prove activity calls
+            lambda: write_tiles(ledger, tmp_path / "tiles"),
+        ):
+            call = BackgroundCall(fetch)
+            assert cancel_sync_wait(admin, call), f"served without the standby: {call.result!r}"
+            assert_unconfirmed(call)
+        assert not (tmp_path / "tiles").exists()
+
+        # The standby is back: the same checkpoint is served.
+        name_standby(admin, None)
+        assert ledger.receipt(1).tree_size == 2
+        assert ledger.receipt(1, signer=log_signer).tree_size == 2
+        assert write_tiles(ledger, tmp_path / "tiles").size == 2
+    finally:
+        ledger.close()
+
+
+def test_a_role_that_hides_warnings_does_not_hide_an_unconfirmed_append(
+    cluster: PrivatePostgres, admin: psycopg.Connection[Any], worker: Ed25519FileSigner
+) -> None:
+    # The ledger's connections ask for warnings in their options, over the
+    # role's client_min_messages = error (which would drop the one notice
+    # that tells an unconfirmed commit).
+    ledger = open_unverified(quiet_role_url(cluster, admin))
+    try:
+        ledger.append(make_envelope(0, worker))
+        require_sync_standby(cluster, admin)
+        env = make_envelope(1, worker)
+        call = BackgroundCall(lambda: ledger.append(env))
+        assert cancel_sync_wait(admin, call), "the append's commit never waited"
+        assert_unconfirmed(call)
     finally:
         ledger.close()
