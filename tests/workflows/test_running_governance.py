@@ -83,7 +83,11 @@ def _settings(tmp_path: Path, **extra: object) -> Settings:
 
 
 async def _stack(env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[Stack]:
-    plugin, ledger = build_plugin(
+    # build_plugin opens every store before it returns (blocking I/O), so
+    # async code calls it in a thread, as the README says: here the halt
+    # list may sit behind a proxy that runs on this very event loop.
+    plugin, ledger = await asyncio.to_thread(
+        build_plugin,
         settings,
         role=Role.ALL,
         governed_activities=[app.rollout],
