@@ -462,6 +462,44 @@ def test_calls_waiting_to_confirm_a_halt_share_one_read(
     assert log.reads == 3
 
 
+def test_a_view_is_as_old_as_its_read_not_as_its_callers_wait(
+    sqlite_log: tuple[SqlControlLog, str], halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    inner, _ = sqlite_log
+    log = _FlakyLog(inner)
+    clock = Clock()
+    watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=60, bound_seconds=600)
+    _issue(inner, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    cached = watch.last_verified()
+    assert cached is not None
+    release = threading.Event()
+    log.hold = release
+    entered = threading.Event()
+
+    def waiter(since: int) -> None:
+        entered.set()
+        watch.confirm(cached, "payout", "g-3", since=since)
+
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            first = pool.submit(watch.check, "payout", "g-2")
+            assert log.reading.wait(60)
+            second = pool.submit(waiter, watch.ticket())
+            assert entered.wait(60)
+            clock.advance(30)  # while the second caller waits behind the held read
+        finally:
+            release.set()
+        for call in (first, second):
+            with pytest.raises(HaltedError):
+                call.result(60)
+    # The second caller's read began after the held one ended: its view is
+    # as old as that read, not 30 s older (the time it spent waiting).
+    assert log.reads == 3
+    assert watch.age() == timedelta(0)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     name = f"ecp_control_{uuid.uuid4().hex[:10]}"
