@@ -26,6 +26,14 @@ an unknown state is not a revocation. The last state this gate verified
 still holds (a halt it saw is not undone by an outage or a rollback), the
 trust store is checked on its own, and the gate refuses *new* bodies past
 its bound (see :mod:`ecp.activities._control_watch`).
+
+A halt found in the cached view is confirmed by a read begun after the
+re-check was asked before it interrupts (so a resume stored meanwhile
+interrupts nothing). That read failing, hanging, or the re-check failing in
+any other way interrupts the body if the last verified state halts its
+action or revokes its grant: fail-closed, without waiting on the database.
+A re-check while such a halt is known is abandoned after
+``max(2 * recheck_seconds, 1 s)``, any other after 10 s.
 """
 
 from __future__ import annotations
@@ -41,11 +49,12 @@ from temporalio.exceptions import CancelledError
 
 from ecp.activities._control_watch import ControlWatch
 from ecp.authority._clock import Clock, now_utc
-from ecp.authority._control import ControlState
 from ecp.authority._truststore import KeyRole, TrustStore
 from ecp.authority.errors import (
     AuthorityError,
     ExecutionInterruptedError,
+    GrantRevokedError,
+    HaltedError,
     InfrastructureError,
 )
 
@@ -55,6 +64,11 @@ log = logging.getLogger("ecp.gate")
 
 #: A re-check that has not answered in this long is abandoned (and logged).
 _CHECK_TIMEOUT_SECONDS = 10.0
+#: While the last verified state halts the body, a re-check answers within
+#: this many re-check intervals (and at least this many seconds) or the body
+#: is interrupted: the confirming read must not hold a halted body for long.
+_HALTED_CHECK_INTERVALS = 2.0
+_HALTED_CHECK_MIN_SECONDS = 1.0
 
 
 class LifetimeExceededError(ExecutionInterruptedError):
@@ -138,14 +152,45 @@ class Watchdog:
             self._checking = asyncio.get_running_loop().create_task(self._check())
 
     async def _check(self) -> None:
+        # Bounded: a database that hangs must not leave the body unchecked
+        # for good (the next heartbeat or tick starts a fresh check), and
+        # not hold a body whose halt this gate already verified.
+        timeout = _CHECK_TIMEOUT_SECONDS
+        if self._standing() is not None:
+            timeout = min(
+                timeout,
+                max(_HALTED_CHECK_INTERVALS * self.recheck_seconds, _HALTED_CHECK_MIN_SECONDS),
+            )
         try:
-            # Bounded: a database that hangs must not leave the body unchecked
-            # for good (the next heartbeat or tick starts a fresh check).
-            await asyncio.wait_for(asyncio.to_thread(self._recheck), _CHECK_TIMEOUT_SECONDS)
+            await asyncio.wait_for(asyncio.to_thread(self._recheck), timeout)
+        except InfrastructureError as exc:
+            self._fail_closed(str(exc))
         except AuthorityError as exc:
             self._interrupt(exc)
         except TimeoutError:
             log.error("re-check of grant %s timed out", self.grant_id)
+            self._fail_closed(f"the re-check did not answer within {timeout:g} s")
+        except Exception as exc:
+            # A fault is not a pass: what was verified last still holds.
+            log.error("re-check of grant %s failed", self.grant_id, exc_info=True)
+            self._fail_closed(f"the re-check failed: {type(exc).__name__}: {exc}")
+
+    def _standing(self) -> AuthorityError | None:
+        """What the last verified control state holds against this body (no read)."""
+        state = self.controls.last_verified() if self.controls is not None else None
+        if state is None:
+            return None
+        try:
+            state.check(self.action, self.grant_id)
+        except (HaltedError, GrantRevokedError) as exc:
+            return exc
+        return None
+
+    def _fail_closed(self, why: str) -> None:
+        """The re-check could not answer: interrupt on a halt or revocation already verified."""
+        held = self._standing()
+        if held is not None:
+            self._interrupt(type(held)(f"{held} (not re-confirmed: {why})"))
 
     def _recheck(self) -> None:
         """The checks that need the database or the trust store (in a thread).
@@ -154,7 +199,6 @@ class Watchdog:
         """
         if self.controls is not None:
             since = self.controls.ticket()
-            state: ControlState | None
             try:
                 state = self.controls.current()
             except InfrastructureError as exc:
@@ -162,21 +206,26 @@ class Watchdog:
                 # (a halt it saw is not undone by an outage or a rollback),
                 # without waiting on another read of a log that just failed.
                 log.error("could not re-read the halt list for grant %s: %s", self.grant_id, exc)
-                state = self.controls.last_verified()
-                if state is not None:
-                    state.check(self.action, self.grant_id)
+                held = self._standing()
+                if held is not None:
+                    raise type(held)(str(held)) from None
             else:
                 # A halt this very call read interrupts at once; one from the
-                # cache is confirmed by one more read first (a halt stands if
-                # that read fails, or waits behind another for longer than a
-                # re-check interval), so a halt lifted meanwhile interrupts nothing.
-                self.controls.confirm(
-                    state,
-                    self.action,
-                    self.grant_id,
-                    since=since,
-                    wait_seconds=self.recheck_seconds,
-                )
+                # cache is confirmed by one more read first, so a halt lifted
+                # meanwhile interrupts nothing.
+                try:
+                    self.controls.confirm(
+                        state,
+                        self.action,
+                        self.grant_id,
+                        since=since,
+                        wait_seconds=self.recheck_seconds,
+                    )
+                except InfrastructureError as exc:
+                    # The confirming read failed (or waited behind another
+                    # for longer than a re-check interval): the verified halt
+                    # stands. The message names it and why it is not re-confirmed.
+                    raise HaltedError(str(exc)) from None
         try:
             self.trust().require(self.issuer_key, role=KeyRole.AUTHORITY, at=now_utc(self.clock))
         except InfrastructureError as exc:

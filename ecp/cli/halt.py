@@ -4,7 +4,8 @@ Each command signs one control statement with a key holding the ``halt``
 role and appends it to the control log in the deployment's database, where
 every gate reads it within its refresh interval (``ECP_HALT_REFRESH_SECONDS``).
 A resume holds for the next governed call: a gate refuses a call as halted
-only once a read of the log begun after the call came still shows the halt.
+only once a read of the log begun after the call came still shows the halt
+(a gate that cannot read the log then refuses retryably, as an outage).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _issue(kind: ControlKind, target: str, reason: str, key: Path | None, db: st
     # (see ecp.activities._control_watch); halts and revocations wait for
     # the gate's next read.
     when = (
-        "for the next governed call"
+        "for the next governed call (once they can read the halt list)"
         if kind == "resume"
         else f"within {settings.halt_refresh_seconds:g} s"
     )

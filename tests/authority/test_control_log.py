@@ -283,10 +283,15 @@ def test_only_a_verified_newer_statement_lifts_a_halt(
     with pytest.raises(HaltedError, match="payout is halted"):
         watch.check("payout", "g-1")
     # The database operator drops the halt: the confirming read does not
-    # verify against what this gate saw, so the halt stands.
+    # verify against what this gate saw, so the call is still refused, as
+    # tampering (retryable: the body runs once the log is repaired), not halted.
     _run_sql(url, "DELETE FROM ecp_control_log")
-    with pytest.raises(HaltedError, match=r"not re-confirmed: control statement #1 .* is gone"):
+    with pytest.raises(
+        ControlLogTamperedError,
+        match=r"payout is halted .*not re-confirmed: control statement #1 .* is gone",
+    ) as refused:
         watch.check("payout", "g-1")
+    assert refused.value.retryable
 
 
 class _HeldLog:
@@ -328,10 +333,13 @@ def test_a_read_under_way_before_the_resume_does_not_confirm_a_halt(
             slow = pool.submit(watch.current)
             assert log.reading.wait(60)
             _issue(inner, halt_key, trust, "resume", "payout")
-            # Not willing to wait behind that read (a watchdog's bound): the halt stands.
+            # Not willing to wait behind that read (a watchdog's bound): refused, retryably.
             cached = watch.last_verified()
             assert cached is not None
-            with pytest.raises(HaltedError, match=r"not re-confirmed: another read .* under way"):
+            with pytest.raises(
+                ControlStateUnavailableError,
+                match=r"payout is halted .*not re-confirmed: a read of the control log .* way",
+            ):
                 watch.confirm(cached, "payout", "g-2", since=watch.ticket(), wait_seconds=0)
             # A call that comes now is served the cached view (a read is under
             # way), which shows the halt; neither it nor the slow read, which
@@ -341,6 +349,155 @@ def test_a_read_under_way_before_the_resume_does_not_confirm_a_halt(
             release.set()  # a failed assertion must not leave the read held
         assert "payout" in slow.result(60).halts
         call.result(60)  # no HaltedError
+
+
+def test_a_row_ecp_did_not_write_refuses_as_tampering_not_a_raw_error(
+    sqlite_log: tuple[SqlControlLog, str], halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    log, url = sqlite_log
+    watch = ControlWatch(log, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    _issue(log, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    # A writer outside ecp stores the envelope as TEXT: the driver hands back
+    # a str, which SqlControlLog.rows cannot convert (a TypeError).
+    _run_sql(url, "UPDATE ecp_control_log SET envelope = CAST(envelope AS TEXT)")
+    # Confirming the cached halt: a typed, retryable refusal naming the halt.
+    with pytest.raises(
+        ControlLogTamperedError, match=r"payout is halted .*not re-confirmed: .*did not write"
+    ):
+        watch.check("payout", "g-1")
+    # And a plain refresh: typed too, never served from the cache.
+    with pytest.raises(ControlLogTamperedError, match="did not write"):
+        watch.current(fresh=True)
+
+
+class _FlakyLog:
+    """A real control log that fails each read with ``error`` while it is set, and counts reads."""
+
+    def __init__(self, inner: SqlControlLog) -> None:
+        self.inner = inner
+        self.error: Exception | None = None
+        self.reads = 0
+        self.hold: threading.Event | None = None
+        self.reading = threading.Event()
+
+    def rows(self) -> list[ControlRow]:
+        self.reads += 1
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            self.reading.set()
+            hold.wait()
+        if self.error is not None:
+            raise self.error
+        return self.inner.rows()
+
+    def append(self, row: ControlRow) -> None:
+        self.inner.append(row)
+
+
+def test_any_fault_of_the_confirming_read_refuses_retryably(
+    sqlite_log: tuple[SqlControlLog, str], halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    inner, _ = sqlite_log
+    log = _FlakyLog(inner)
+    watch = ControlWatch(log, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    _issue(inner, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    log.error = RuntimeError("driver bug")  # not an InfrastructureError
+    with pytest.raises(
+        ControlStateUnavailableError,
+        match=r"payout is halted .*not re-confirmed: .*RuntimeError: driver bug",
+    ):
+        watch.check("payout", "g-1")
+    # Other actions still pass on the verified view (no read needed).
+    watch.check("refund", "g-2")
+
+
+@pytest.mark.parametrize("outage", [False, True], ids=["confirmed", "read-fails"])
+def test_calls_waiting_to_confirm_a_halt_share_one_read(
+    sqlite_log: tuple[SqlControlLog, str],
+    halt_key: Ed25519FileSigner,
+    trust: TrustStore,
+    outage: bool,
+) -> None:
+    inner, _ = sqlite_log
+    log = _FlakyLog(inner)
+    watch = ControlWatch(log, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    _issue(inner, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    assert log.reads == 1
+    cached = watch.last_verified()
+    assert cached is not None
+    callers = 50
+    release = threading.Event()
+    log.hold = release
+    with ThreadPoolExecutor(callers + 1) as pool:
+        try:
+            # One confirming read is under way, and slow ...
+            first = pool.submit(watch.check, "payout", "g-0")
+            assert log.reading.wait(60)
+            # ... 50 calls come while it runs (it began before they came, so
+            # it cannot confirm for them): all of them share the next read,
+            # what it shows or how it fails.
+            since = watch.ticket()
+            if outage:
+                log.error = ControlStateUnavailableError("control log unavailable: timeout")
+            waiting = [
+                pool.submit(watch.confirm, cached, "payout", f"g-{i}", since=since)
+                for i in range(callers)
+            ]
+        finally:
+            release.set()
+        for call in [first, *waiting]:
+            if outage:
+                with pytest.raises(ControlStateUnavailableError, match="not re-confirmed"):
+                    call.result(60)
+            else:
+                with pytest.raises(HaltedError, match="payout is halted"):
+                    call.result(60)
+    # The held read, and one more for all 50 (not one each).
+    assert log.reads == 3
+
+
+def test_a_view_is_as_old_as_its_read_not_as_its_callers_wait(
+    sqlite_log: tuple[SqlControlLog, str], halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    inner, _ = sqlite_log
+    log = _FlakyLog(inner)
+    clock = Clock()
+    watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=60, bound_seconds=600)
+    _issue(inner, halt_key, trust, "halt", "payout")
+    with pytest.raises(HaltedError):
+        watch.check("payout", "g-1")
+    cached = watch.last_verified()
+    assert cached is not None
+    release = threading.Event()
+    log.hold = release
+    entered = threading.Event()
+
+    def waiter(since: int) -> None:
+        entered.set()
+        watch.confirm(cached, "payout", "g-3", since=since)
+
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            first = pool.submit(watch.check, "payout", "g-2")
+            assert log.reading.wait(60)
+            second = pool.submit(waiter, watch.ticket())
+            assert entered.wait(60)
+            clock.advance(30)  # while the second caller waits behind the held read
+        finally:
+            release.set()
+        for call in (first, second):
+            with pytest.raises(HaltedError):
+                call.result(60)
+    # The second caller's read began after the held one ended: its view is
+    # as old as that read, not 30 s older (the time it spent waiting).
+    assert log.reads == 3
+    assert watch.age() == timedelta(0)
 
 
 @pytest.fixture
@@ -394,9 +551,13 @@ async def test_a_halt_stands_while_the_log_cannot_be_read_to_confirm_it(
             await asyncio.to_thread(watch.check, "payout", "g-1")
         await proxy.cut()
         await asyncio.to_thread(_issue, direct, halt_key, trust, "resume", "payout")
-        # The resume is stored, but this gate cannot read it: fail-closed.
-        with pytest.raises(HaltedError, match=r"payout is halted .*not re-confirmed: control log"):
+        # The resume is stored, but this gate cannot read it: fail-closed,
+        # and retryable (an outage), since the halt may have been lifted.
+        with pytest.raises(
+            ControlStateUnavailableError, match=r"payout is halted .*not re-confirmed: control log"
+        ) as refused:
             await asyncio.to_thread(watch.check, "payout", "g-1")
+        assert refused.value.retryable
         await proxy.start()
         await asyncio.to_thread(watch.check, "payout", "g-1")
     finally:

@@ -57,7 +57,8 @@ def test_halt_list_resume(home: Path) -> None:
     assert code == 0
     code, out, _ = run("resume", "payout")
     assert code == 0
-    assert "gates apply it for the next governed call" in out  # confirmed before a refusal
+    # Confirmed before a refusal, by a gate that can read the log.
+    assert "gates apply it for the next governed call (once they can read" in out
     code, out, _ = run("halts")
     assert "halted   every action: freeze" in out
     assert "payout" not in out.split("chain verified", 1)[1]

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import text
 from temporalio.api.sdk.v1 import workflow_metadata_pb2
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -290,6 +291,43 @@ async def test_a_resume_takes_effect_for_the_next_call_however_seldom_the_gate_r
     done = await handle2.result()
     assert done.outcome == "completed", done.reason
     assert _steps(wf2) == [0]
+
+
+async def test_a_halt_the_gate_cannot_re_confirm_is_refused_retryably_not_as_halted(
+    seldom_read: Stack,
+) -> None:
+    stack = seldom_read
+    _control(stack, "halt", "rollout", "incident 4713")
+    first, _ = await _start(stack, app.Rollout("api", steps=1))
+    denied = await first.result()
+    assert denied.outcome == "denied"
+    assert "halted" in denied.reason
+    # The database operator deletes the halt the gate verified: its confirming
+    # read no longer verifies, so the halt is not lifted, but neither is it
+    # confirmed (the operator may have resumed): refused retryably.
+    log = SqlControlLog(stack.settings.db_url)
+    saved = await asyncio.to_thread(log.rows)
+    with log.engine.begin() as conn:
+        conn.execute(text("DELETE FROM ecp_control_log"))
+    handle, wf_id = await _start(stack, app.Rollout("api", steps=1))
+    refused = ""
+    for _ in range(200):
+        desc = await handle.describe()
+        pending = [p for p in desc.raw_description.pending_activities if p.attempt >= 2]
+        if pending and pending[0].activity_type.name == "rollout":
+            refused = pending[0].last_failure.message
+            break
+        await asyncio.sleep(0.1)
+    assert "governance dependency unavailable" in refused, refused
+    assert "not re-confirmed" in refused
+    assert _steps(wf_id) == []
+    # Repaired and resumed: the same call runs (a final `halted` would have ended it).
+    await asyncio.to_thread(log.append, saved[0])
+    _control(stack, "resume", "rollout", "incident closed")
+    done = await handle.result()
+    assert done.outcome == "completed", done.reason
+    assert _steps(wf_id) == [0]
+    log.dispose()
 
 
 async def test_a_body_that_swallows_the_interruption_has_its_result_withheld(
