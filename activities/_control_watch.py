@@ -218,12 +218,20 @@ class ControlWatch:
                     "the control log is under way and has not answered); refusing governed "
                     "bodies until the control log can be read"
                 )
+            # The read this caller waited for may have refreshed the view:
+            # share it rather than read again.
+            state, age = self._cached(now_utc(self.clock))
+            if state is not None and age < self.refresh_seconds and not fresh:
+                return state
             number = self._begin()
         try:
             return self._read(number)
         except ControlStateUnavailableError as exc:
-            if within_bound:
-                assert state is not None
+            # The view's age when the read failed, not when this caller
+            # arrived: a read that hung past the bound (a blackholed
+            # database) must not hand out a view older than the bound.
+            state, age = self._cached(now_utc(self.clock))
+            if state is not None and age < self.bound_seconds:
                 return state
             raise ControlStateUnavailableError(
                 f"halt state unknown for more than {self.bound_seconds:g} s ({exc}); "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -564,3 +565,91 @@ async def test_a_halt_stands_while_the_log_cannot_be_read_to_confirm_it(
         await asyncio.to_thread(log.dispose)
         await asyncio.to_thread(direct.dispose)
         await proxy.cut()
+
+
+class _HangThenFailLog:
+    """A real control log whose armed read takes ``hang`` s of the test's clock, then fails."""
+
+    def __init__(self, inner: InMemoryControlLog | SqlControlLog, clock: Clock) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.hang: float | None = None
+        self.reads = 0
+
+    def rows(self) -> list[ControlRow]:
+        self.reads += 1
+        if self.hang is not None:
+            self.clock.advance(self.hang)  # the database answered nothing for that long
+            raise ControlStateUnavailableError("control log unavailable: connection timeout")
+        return self.inner.rows()
+
+    def append(self, row: ControlRow) -> None:
+        self.inner.append(row)
+
+
+def test_a_read_that_fails_past_the_bound_does_not_hand_out_the_older_view(
+    log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
+) -> None:
+    # The view says "not halted"; then the operator halts payout. A call 9 s
+    # later (within the 10 s bound) starts a read that hangs 120 s and fails:
+    # the view is then 129 s old and must not let the call through.
+    clock = Clock()
+    slow = _HangThenFailLog(log, clock)
+    watch = ControlWatch(slow, lambda: trust, clock, refresh_seconds=1, bound_seconds=10)
+    assert watch.current().halt_for("payout") is None
+    _issue(log, halt_key, trust, "halt", "payout")
+    clock.advance(9)
+    slow.hang = 120
+    with pytest.raises(ControlStateUnavailableError, match="halt state unknown"):
+        watch.current()
+    # A read that fails quickly within the bound still serves the last view.
+    fresh = ControlWatch(slow, lambda: trust, clock, refresh_seconds=1, bound_seconds=10)
+    slow.hang = None
+    assert fresh.current().halt_for("payout") is not None
+    clock.advance(2)
+    slow.hang = 0.5
+    assert fresh.current().halt_for("payout") is not None
+
+
+class _CountingCondition(threading.Condition):
+    """The watch's condition, telling which threads wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.RLock())
+        self.waiting: set[int] = set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        me = threading.get_ident()
+        self.waiting.add(me)
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting.discard(me)
+
+
+def test_callers_that_waited_for_a_read_share_the_view_it_left(
+    log: InMemoryControlLog | SqlControlLog, trust: TrustStore
+) -> None:
+    # Past the bound, callers wait for the read under way; once it ends with
+    # a fresh view they use it instead of each reading again.
+    held = _FlakyLog(log)  # type: ignore[arg-type]
+    watch = ControlWatch(held, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
+    cond = _CountingCondition()
+    watch._lock = cond  # before first use: only to see who waits
+    gate = threading.Event()
+    held.hold = gate
+    first = threading.Thread(target=watch.current)
+    first.start()
+    assert held.reading.wait(30)
+    others = [threading.Thread(target=watch.current) for _ in range(5)]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(cond.waiting) < 5:  # every other caller is blocked on the read
+        assert time.monotonic() < deadline, "the callers never waited"
+        time.sleep(0.01)
+    gate.set()
+    for t in [first, *others]:
+        t.join(30)
+        assert not t.is_alive()
+    assert held.reads == 1
