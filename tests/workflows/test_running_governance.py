@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from ecp._keyring import KeyFiles, init_keyring
 from ecp._runtime import build_plugin, run_workers
 from ecp._settings import Role, Settings
 from ecp.authority._clock import system_clock
-from ecp.authority._control import ControlRow, fold, sign_control
+from ecp.authority._control import ControlRow, envelope_digest, fold, sign_control
 from ecp.authority._control_log import SqlControlLog, issue_control
 from ecp.authority._dsse import Envelope
 from ecp.authority._keys import Ed25519FileSigner, load_public_key
@@ -321,9 +321,24 @@ async def test_a_halt_the_gate_cannot_re_confirm_is_refused_retryably_not_as_hal
     assert "governance dependency unavailable" in refused, refused
     assert "not re-confirmed" in refused
     assert _steps(wf_id) == []
-    # Repaired and resumed: the same call runs (a final `halted` would have ended it).
-    await asyncio.to_thread(log.append, saved[0])
-    _control(stack, "resume", "rollout", "incident closed")
+    # Repaired and resumed: the same call runs (a final `halted` would have
+    # ended it). The halt and its resume go back in one transaction, so no
+    # retry can read the repaired halt before the resume stands.
+    assert len(saved) == 1
+    resume = sign_control(
+        Ed25519FileSigner.from_file(stack.keys.halt),
+        seq=2,
+        prev=envelope_digest(saved[0].envelope),
+        kind="resume",
+        target="rollout",
+        reason="incident closed",
+        issued_at=datetime.now(UTC),
+    )
+    with log.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO ecp_control_log (seq, envelope) VALUES (:seq, :envelope)"),
+            [{"seq": 1, "envelope": saved[0].envelope}, {"seq": 2, "envelope": resume}],
+        )
     done = await handle.result()
     assert done.outcome == "completed", done.reason
     assert _steps(wf_id) == [0]
