@@ -42,7 +42,7 @@ from tests.lineage.private_pg import (
     PrivatePostgres,
     cancel_sync_wait,
     name_standby,
-    postgres_binaries,
+    private_cluster,
     quiet_role_url,
     require_sync_standby,
 )
@@ -50,15 +50,8 @@ from tests.lineage.private_pg import (
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
-    bin_dir = postgres_binaries()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
-    pg = PrivatePostgres(tmp_path_factory.mktemp("syncrep") / "pg", bin_dir)
-    pg.start()
-    try:
+    with private_cluster(tmp_path_factory.mktemp("syncrep") / "pg") as pg:
         yield pg
-    finally:
-        pg.stop("immediate")
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 __all__ = [
     "BackgroundCall",
@@ -27,6 +28,7 @@ __all__ = [
     "cancel_sync_wait",
     "name_standby",
     "postgres_binaries",
+    "private_cluster",
     "quiet_role_url",
     "require_sync_standby",
 ]
@@ -43,6 +45,24 @@ def postgres_binaries() -> Path | None:
     """The installed server's bin directory, if any."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(found[-1]).parent if found else None
+
+
+@contextlib.contextmanager
+def private_cluster(directory: Path, *, start: bool = True) -> Iterator[PrivatePostgres]:
+    """A :class:`PrivatePostgres` in ``directory`` (started unless ``start=False``), stopped after.
+
+    Skips the test when no server binaries are installed.
+    """
+    bin_dir = postgres_binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
+    pg = PrivatePostgres(directory, bin_dir)
+    try:
+        if start:
+            pg.start()
+        yield pg
+    finally:
+        pg.stop("immediate")
 
 
 def _free_port() -> int:

@@ -28,7 +28,7 @@ from ecp.lineage.ledger._batch import GroupCommit
 from ecp.lineage.ledger._ledger import Ledger
 from ecp.lineage.ledger._merkle import verify_consistency
 from ecp.lineage.ledger.errors import LedgerUnavailableError
-from tests.lineage.private_pg import PrivatePostgres, postgres_binaries
+from tests.lineage.private_pg import PrivatePostgres, private_cluster
 from tests.lineage.support import make_envelope, open_unverified
 
 Ack = tuple[int, int, str, int, bool]  # writer, envelope number, evidence id, index, created
@@ -368,15 +368,8 @@ def test_integrator_killed_mid_integration(ledger_url: str, worker, log_signer) 
 
 @pytest.fixture
 def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    bin_dir = postgres_binaries()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
-    pg = PrivatePostgres(tmp_path / "pg", bin_dir)
-    pg.start()
-    try:
+    with private_cluster(tmp_path / "pg") as pg:
         yield pg
-    finally:
-        pg.stop("immediate")
 
 
 def test_postgres_restart_mid_appends_loses_nothing_acknowledged(

@@ -27,7 +27,7 @@ from tests.lineage.private_pg import (
     PrivatePostgres,
     cancel_sync_wait,
     name_standby,
-    postgres_binaries,
+    private_cluster,
     quiet_role_url,
     require_sync_standby,
 )
@@ -36,15 +36,8 @@ from tests.lineage.support import make_envelope, open_unverified
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    bin_dir = postgres_binaries()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
-    pg = PrivatePostgres(tmp_path / "pg", bin_dir)
-    pg.start()
-    try:
+    with private_cluster(tmp_path / "pg") as pg:
         yield pg
-    finally:
-        pg.stop("immediate")
 
 
 @pytest.fixture

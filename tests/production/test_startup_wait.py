@@ -44,7 +44,7 @@ from ecp.lineage.ledger.errors import LedgerUnavailableError
 from ecp.workflows._governed import GovernedExecution
 from ecp.workflows._models import GovernedRequest, TaskQueues
 from ecp.workflows._search_attributes import ALL_KEYS
-from tests.lineage.private_pg import PrivatePostgres, _free_port, postgres_binaries
+from tests.lineage.private_pg import PrivatePostgres, _free_port, private_cluster
 
 from .conftest import ecp_env, run_ecp, spawn_worker
 from .grpc_stub import GrpcStub
@@ -68,14 +68,8 @@ def queues() -> TaskQueues:
 @pytest.fixture
 def stopped_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
     """A private cluster, initialised but not started (the test starts it)."""
-    bin_dir = postgres_binaries()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
-    pg = PrivatePostgres(tmp_path / "pg", bin_dir)
-    try:
+    with private_cluster(tmp_path / "pg", start=False) as pg:
         yield pg
-    finally:
-        pg.stop("immediate")
 
 
 @pytest.fixture

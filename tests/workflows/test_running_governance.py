@@ -53,7 +53,7 @@ from tests.lineage.private_pg import (
     PrivatePostgres,
     cancel_sync_wait,
     name_standby,
-    postgres_binaries,
+    private_cluster,
     require_sync_standby,
 )
 from tests.workflows.conftest import Stack
@@ -467,15 +467,8 @@ async def test_a_body_whose_lease_lapsed_before_it_started_never_starts(
 @pytest.fixture
 def sync_cluster(tmp_path: Path) -> Iterator[PrivatePostgres]:
     """A private PostgreSQL for the single-use store, to name a standby that never comes."""
-    bin_dir = postgres_binaries()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) to start a cluster")
-    pg = PrivatePostgres(tmp_path / "pg", bin_dir)
-    pg.start()
-    try:
+    with private_cluster(tmp_path / "pg") as pg:
         yield pg
-    finally:
-        pg.stop("immediate")
 
 
 async def test_an_admission_its_standby_never_confirmed_runs_no_body(
