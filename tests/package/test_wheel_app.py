@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -148,6 +149,26 @@ def dev_server(venv: Path, tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def _sdk_exit_abort(out: subprocess.CompletedProcess[str]) -> bool:
+    """The Temporal SDK's known abort at interpreter exit, after the app finished its work.
+
+    A short-lived client process can abort (SIGABRT) while the interpreter
+    finalises, when the SDK's Rust threads still touch the GIL
+    (temporalio/sdk-python#300: "PyGILState_Release: thread state ... must
+    be current when releasing", runtime state "finalizing"). Seen once here
+    in a full run. Only that exact signature, once the app printed its
+    result, counts; any other failure still fails the test.
+    """
+    printed = out.stdout.strip().splitlines()
+    return (
+        out.returncode == -signal.SIGABRT
+        and "Fatal Python error: PyGILState_Release" in out.stderr
+        and "Python runtime state: finalizing" in out.stderr
+        and bool(printed)
+        and printed[-1].startswith("{")
+    )
+
+
 def test_a_governed_call_from_an_app_with_its_own_workflows_and_activities(
     venv: Path, dev_server: str, tmp_path: Path
 ) -> None:
@@ -175,7 +196,9 @@ def test_a_governed_call_from_an_app_with_its_own_workflows_and_activities(
         out = subprocess.run(
             [py, "starter.py"], cwd=app, env=env, capture_output=True, text=True, timeout=180
         )
-        assert out.returncode == 0, out.stderr + (tmp_path / "worker.log").read_text()
+        assert out.returncode == 0 or _sdk_exit_abort(out), (
+            out.stderr + (tmp_path / "worker.log").read_text()
+        )
         got = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         worker.terminate()
