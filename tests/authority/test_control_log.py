@@ -374,10 +374,18 @@ def test_a_row_ecp_did_not_write_refuses_as_tampering_not_a_raw_error(
 
 
 class _FlakyLog:
-    """A real control log that fails each read with ``error`` while it is set, and counts reads."""
+    """A real control log that fails each read with ``error`` while it is set, and counts reads.
 
-    def __init__(self, inner: SqlControlLog) -> None:
+    A failing read takes ``stall`` seconds of ``clock`` first, when both are
+    set (the database answered nothing for that long).
+    """
+
+    def __init__(
+        self, inner: InMemoryControlLog | SqlControlLog, clock: Clock | None = None
+    ) -> None:
         self.inner = inner
+        self.clock = clock
+        self.stall = 0.0
         self.error: Exception | None = None
         self.reads = 0
         self.hold: threading.Event | None = None
@@ -390,6 +398,8 @@ class _FlakyLog:
             self.reading.set()
             hold.wait()
         if self.error is not None:
+            if self.clock is not None:
+                self.clock.advance(self.stall)
             raise self.error
         return self.inner.rows()
 
@@ -567,26 +577,6 @@ async def test_a_halt_stands_while_the_log_cannot_be_read_to_confirm_it(
         await proxy.cut()
 
 
-class _HangThenFailLog:
-    """A real control log whose armed read takes ``hang`` s of the test's clock, then fails."""
-
-    def __init__(self, inner: InMemoryControlLog | SqlControlLog, clock: Clock) -> None:
-        self.inner = inner
-        self.clock = clock
-        self.hang: float | None = None
-        self.reads = 0
-
-    def rows(self) -> list[ControlRow]:
-        self.reads += 1
-        if self.hang is not None:
-            self.clock.advance(self.hang)  # the database answered nothing for that long
-            raise ControlStateUnavailableError("control log unavailable: connection timeout")
-        return self.inner.rows()
-
-    def append(self, row: ControlRow) -> None:
-        self.inner.append(row)
-
-
 def test_a_read_that_fails_past_the_bound_does_not_hand_out_the_older_view(
     log: InMemoryControlLog | SqlControlLog, halt_key: Ed25519FileSigner, trust: TrustStore
 ) -> None:
@@ -594,20 +584,21 @@ def test_a_read_that_fails_past_the_bound_does_not_hand_out_the_older_view(
     # later (within the 10 s bound) starts a read that hangs 120 s and fails:
     # the view is then 129 s old and must not let the call through.
     clock = Clock()
-    slow = _HangThenFailLog(log, clock)
+    slow = _FlakyLog(log, clock)
     watch = ControlWatch(slow, lambda: trust, clock, refresh_seconds=1, bound_seconds=10)
     assert watch.current().halt_for("payout") is None
     _issue(log, halt_key, trust, "halt", "payout")
     clock.advance(9)
-    slow.hang = 120
+    slow.error = ControlStateUnavailableError("control log unavailable: connection timeout")
+    slow.stall = 120
     with pytest.raises(ControlStateUnavailableError, match="halt state unknown"):
         watch.current()
     # A read that fails quickly within the bound still serves the last view.
     fresh = ControlWatch(slow, lambda: trust, clock, refresh_seconds=1, bound_seconds=10)
-    slow.hang = None
+    failing, slow.error = slow.error, None
     assert fresh.current().halt_for("payout") is not None
     clock.advance(2)
-    slow.hang = 0.5
+    slow.error, slow.stall = failing, 0.5
     assert fresh.current().halt_for("payout") is not None
 
 
@@ -632,7 +623,7 @@ def test_callers_that_waited_for_a_read_share_the_view_it_left(
 ) -> None:
     # Past the bound, callers wait for the read under way; once it ends with
     # a fresh view they use it instead of each reading again.
-    held = _FlakyLog(log)  # type: ignore[arg-type]
+    held = _FlakyLog(log)
     watch = ControlWatch(held, lambda: trust, Clock(), refresh_seconds=60, bound_seconds=600)
     cond = _CountingCondition()
     watch._lock = cond  # before first use: only to see who waits
