@@ -19,6 +19,7 @@ from temporalio.exceptions import CancelledError
 
 from ecp.activities._control_watch import ControlWatch
 from ecp.activities._watchdog import Watchdog
+from ecp.authority._clock import FixedClock
 from ecp.authority._control import ControlRow
 from ecp.authority._control_log import SqlControlLog, issue_control
 from ecp.authority._keys import Ed25519FileSigner
@@ -28,19 +29,6 @@ from ecp.authority.errors import HaltedError
 #: A hang guard, not a timing: a body interrupted as it must be stops long before.
 _GUARD_BEATS = 1200
 _BEAT_SECONDS = 0.05
-
-
-class Clock:
-    """A clock the test moves (time is an input, not a wait)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class _HangingLog:
@@ -90,7 +78,7 @@ def sqlite(tmp_path: Path) -> Iterator[tuple[SqlControlLog, str]]:
 
 
 def _watchdog(
-    watch: ControlWatch, trust: TrustStore, authority: Ed25519FileSigner, clock: Clock
+    watch: ControlWatch, trust: TrustStore, authority: Ed25519FileSigner, clock: FixedClock
 ) -> Watchdog:
     return Watchdog(
         action="payout",
@@ -127,7 +115,7 @@ async def test_a_verified_halt_interrupts_the_body_while_the_log_hangs(
     inner, _ = sqlite
     halt_key, authority = keys
     log = _HangingLog(inner)
-    clock = Clock()
+    clock = FixedClock(datetime.now(UTC))
     watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=0.2, bound_seconds=5)
     # The gate refused a call: the halt is verified and cached.
     _halt(inner, halt_key, trust, "halt")
@@ -140,7 +128,7 @@ async def test_a_verified_halt_interrupts_the_body_while_the_log_hangs(
 
     async def age_the_cache() -> None:
         await asyncio.to_thread(log.hanging.wait)
-        clock.advance(60)
+        clock.advance(timedelta(seconds=60))
 
     ager = asyncio.create_task(age_the_cache())
     try:
@@ -162,7 +150,7 @@ async def test_a_verified_halt_interrupts_the_body_when_the_log_holds_garbage(
 ) -> None:
     log, url = sqlite
     halt_key, authority = keys
-    clock = Clock()
+    clock = FixedClock(datetime.now(UTC))
     watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=0.2, bound_seconds=600)
     _halt(log, halt_key, trust, "halt")
     with pytest.raises(HaltedError):
@@ -190,7 +178,7 @@ async def test_a_resume_the_watchdog_can_read_interrupts_nothing(
 ) -> None:
     log, _ = sqlite
     halt_key, authority = keys
-    clock = Clock()  # never moves: the cached halt stays "fresh"
+    clock = FixedClock(datetime.now(UTC))  # never moves: the cached halt stays "fresh"
     watch = ControlWatch(log, lambda: trust, clock, refresh_seconds=60, bound_seconds=600)
     _halt(log, halt_key, trust, "halt")
     with pytest.raises(HaltedError):
