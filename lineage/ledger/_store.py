@@ -771,10 +771,14 @@ class LedgerDatabase:
         Raises:
             LedgerUnavailableError: see :meth:`guard`.
         """
+        return self._read(lambda raw: list(raw.execute(statement, params).fetchall()))
+
+    def _read(self, read: Callable[[Any], list[Any]]) -> list[Any]:
+        """``read`` on a pooled bare-driver connection, retried once if the server dropped it."""
         for retry in (not self.is_sqlite, False):
             with self._driver(autocommit=True) as (conn, raw):
                 try:
-                    return list(raw.execute(statement, params).fetchall())
+                    return read(raw)
                 except (psycopg.OperationalError, psycopg.InterfaceError):
                     if retry and raw.closed:  # a pooled connection the server dropped
                         self._drop_stale(conn)
@@ -801,20 +805,15 @@ class LedgerDatabase:
         """
         if self.is_sqlite:
             return self.query("SELECT note FROM ledger_checkpoint ORDER BY id DESC LIMIT 1")
-        for retry in (True, False):
-            with self._driver(autocommit=True) as (conn, raw):
-                try:
-                    with self._confirmed(raw, _NOT_SERVED):
-                        cur = raw.execute(_SQL_NEWEST_CHECKPOINT_PG)
-                        cur.nextset()  # BEGIN's result, then the SELECT's
-                        rows = list(cur.fetchall())
-                    return rows
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    if retry and raw.closed:  # a pooled connection the server dropped
-                        self._drop_stale(conn)
-                        continue
-                    raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        def read(raw: Any) -> list[Any]:
+            with self._confirmed(raw, _NOT_SERVED):
+                cur = raw.execute(_SQL_NEWEST_CHECKPOINT_PG)
+                cur.nextset()  # BEGIN's result, then the SELECT's
+                rows = list(cur.fetchall())
+            return rows
+
+        return self._read(read)
 
     @property
     def mark(self) -> str:
